@@ -1,1 +1,23 @@
-//! placeholder
+//! The domain of the `fargate` GitLab Runner custom executor driver: configuration, job
+//! identity, the three backend traits ([`TaskLauncher`], [`RemoteShell`], [`MetadataStore`]),
+//! the job record, and the stage state machine ([`Driver`]).
+//!
+//! This crate knows nothing of AWS or SSH libraries; `fargate-aws` and `fargate-ssh` provide
+//! the real backends, and the `testing` feature provides in-memory ones.
+
+pub mod error;
+pub mod job;
+pub mod launcher;
+pub mod metadata;
+pub mod shell;
+
+pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, Result};
+pub use job::{JobContext, JobIdentity, JobKey};
+pub use launcher::{
+    DynTaskLauncher, Endpoint, StopDetails, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+};
+pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
+pub use shell::{
+    CapturedOutput, DynRemoteShell, HostKey, KeyPair, KeyType, OutputSink, PrivateKey, RemoteShell,
+    RunOutcome, RunRequest, StdioSink,
+};
