@@ -5,6 +5,7 @@
 //! This crate knows nothing of AWS or SSH libraries; `fargate-aws` and `fargate-ssh` provide
 //! the real backends, and the `testing` feature provides in-memory ones.
 
+pub mod config;
 pub mod error;
 pub mod job;
 pub mod launcher;

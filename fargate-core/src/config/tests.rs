@@ -1,0 +1,390 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[Fargate]
+  Cluster = "ci"
+  Subnet = "subnet-1"
+  TaskDefinition = "ci-coordinator:1"
+"#;
+
+fn parse(text: &str) -> Result<LoadedConfig> {
+    DriverConfig::parse(text, "fargate.toml")
+}
+
+fn errors_of(text: &str) -> String {
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    err.message().to_owned()
+}
+
+#[test]
+fn go_driver_reference_example_loads() {
+    let loaded = parse(
+        r#"
+LogLevel = "info"
+LogFormat = "text"
+[Fargate]
+  Cluster = "fargate"
+  Region = "us-east-1"
+  Subnet = "subnet-xxxxxxxx"
+  SecurityGroup = "sg-xxxxxxxx"
+  TaskDefinition = "fargateExecutor:1"
+  EnablePublicIP = false
+[TaskMetadata]
+  Directory = "/etc/gitlab-runner/metadata"
+[SSH]
+  Username = "root"
+"#,
+    )
+    .unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.log_level.as_deref(), Some("info"));
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.fargate.cluster, "fargate");
+    assert_eq!(c.fargate.region.as_deref(), Some("us-east-1"));
+    assert_eq!(c.fargate.subnets, vec!["subnet-xxxxxxxx"]);
+    assert_eq!(c.fargate.security_groups, vec!["sg-xxxxxxxx"]);
+    assert_eq!(c.fargate.task_definition, "fargateExecutor:1");
+    assert!(!c.fargate.assign_public_ip && !c.fargate.use_public_ip);
+    assert_eq!(c.metadata_dir, PathBuf::from("/etc/gitlab-runner/metadata"));
+    assert_eq!(c.ssh.username, "root");
+    assert_eq!(c.ssh.port, 22);
+}
+
+#[test]
+fn keys_match_case_insensitively_like_the_go_driver() {
+    // Spelling used by aws-samples/cdk-fargate-gitlab-runner.
+    let c = parse(
+        r#"
+loglevel = "debug"
+[fargate]
+  cluster = "c"
+  region = "eu-west-1"
+  subnet = "s"
+  securityGroup = "sg"
+  taskDefinition = "td"
+  enablePublicIp = true
+[taskmetadata]
+  directory = "/m"
+[ssh]
+  username = "u"
+  port = 2222
+"#,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.log_level.as_deref(), Some("debug"));
+    assert_eq!(c.fargate.cluster, "c");
+    assert_eq!(c.fargate.security_groups, vec!["sg"]);
+    assert!(c.fargate.assign_public_ip);
+    assert!(
+        c.fargate.use_public_ip,
+        "UsePublicIP follows EnablePublicIP"
+    );
+    assert_eq!(c.metadata_dir, PathBuf::from("/m"));
+    assert_eq!((c.ssh.username.as_str(), c.ssh.port), ("u", 2222));
+}
+
+#[test]
+fn defaults_of_every_key() {
+    let c = parse(MINIMAL).unwrap().config;
+    let d = DriverConfig::default();
+    assert_eq!(c.log_level, None);
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.log_file, None);
+    assert_eq!(c.metadata_dir, PathBuf::new());
+    assert_eq!(c.ssh, d.ssh);
+    assert_eq!(c.ssh.username, "root");
+    assert_eq!(c.ssh.key_type, KeyType::Ed25519);
+    assert_eq!(c.retry, RetryPolicy::default());
+    let f = &c.fargate;
+    assert_eq!(f.capacity, Capacity::LaunchType("FARGATE".into()));
+    assert_eq!(f.container_name, "ci-coordinator");
+    assert_eq!(f.platform_version, None);
+    assert!(f.tags.is_empty() && f.allowed_task_definitions.is_empty());
+    assert!(f.allow_platform_version_override);
+    assert!(!f.enable_execute_command);
+    assert_eq!(f.ready_timeout, Duration::from_secs(600));
+    assert_eq!(f.stop_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn every_new_key() {
+    let c = parse(
+        r#"
+LogFormat = "JSON"
+LogFile = "/var/log/fargate.log"
+[Fargate]
+  Cluster = "c"
+  Subnet = "s1"
+  Subnets = ["s2", "s1", "s3"]
+  SecurityGroups = ["sg1", "sg2"]
+  TaskDefinition = "td"
+  EnablePublicIP = true
+  UsePublicIP = false
+  PlatformVersion = "1.4.0"
+  ContainerName = "build"
+  AllowedTaskDefinitions = ["ci-*", "arn:aws:ecs:*:task-definition/ci-*"]
+  AllowPlatformVersionOverride = false
+  EnableExecuteCommand = true
+  ReadyTimeout = "15m"
+  PollInitialInterval = "500ms"
+  PollMaxInterval = 5
+  StopTimeout = "2m"
+  [Fargate.Tags]
+    team = "platform"
+    "cost-center" = "42"
+  [[Fargate.CapacityProviderStrategy]]
+    Provider = "FARGATE_SPOT"
+    Weight = 3
+  [[Fargate.CapacityProviderStrategy]]
+    Provider = "FARGATE"
+    Weight = 1
+    Base = 1
+[SSH]
+  KeyType = "rsa-4096"
+  ConnectTimeout = "5s"
+  KeepaliveInterval = 0
+  ProbeInterval = "100ms"
+[Retry]
+  MaxAttempts = 3
+  InitialBackoff = "200ms"
+  MaxBackoff = "4s"
+  MaxElapsed = "30s"
+"#,
+    )
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = c.config;
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.log_file, Some(PathBuf::from("/var/log/fargate.log")));
+    let f = &c.fargate;
+    assert_eq!(f.subnets, vec!["s1", "s2", "s3"]);
+    assert_eq!(f.security_groups, vec!["sg1", "sg2"]);
+    assert!(f.assign_public_ip && !f.use_public_ip);
+    assert_eq!(f.platform_version.as_deref(), Some("1.4.0"));
+    assert_eq!(f.container_name, "build");
+    assert_eq!(f.allowed_task_definitions.len(), 2);
+    assert!(!f.allow_platform_version_override);
+    assert!(f.enable_execute_command);
+    assert_eq!(f.ready_timeout, Duration::from_secs(900));
+    assert_eq!(f.poll_initial_interval, Duration::from_millis(500));
+    assert_eq!(f.poll_max_interval, Duration::from_secs(5));
+    assert_eq!(f.stop_timeout, Duration::from_secs(120));
+    assert_eq!(f.tags.get("team").map(String::as_str), Some("platform"));
+    assert_eq!(f.tags.get("cost-center").map(String::as_str), Some("42"));
+    assert_eq!(
+        f.capacity,
+        Capacity::Strategy(vec![
+            CapacityProviderItem {
+                provider: "FARGATE_SPOT".into(),
+                weight: 3,
+                base: 0
+            },
+            CapacityProviderItem {
+                provider: "FARGATE".into(),
+                weight: 1,
+                base: 1
+            },
+        ])
+    );
+    assert_eq!(c.ssh.key_type, KeyType::Rsa { bits: 4096 });
+    assert_eq!(c.ssh.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.ssh.keepalive_interval, Duration::ZERO);
+    assert_eq!(c.ssh.probe_interval, Duration::from_millis(100));
+    assert_eq!(c.retry.max_attempts, 3);
+    assert_eq!(c.retry.initial_backoff, Duration::from_millis(200));
+    assert_eq!(c.retry.max_backoff, Duration::from_secs(4));
+    assert_eq!(c.retry.max_elapsed, Duration::from_secs(30));
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let msg = errors_of("[SSH]\nUsername = \"root\"\n");
+    assert!(msg.contains("[Fargate] Cluster is required"), "{msg}");
+    assert!(
+        msg.contains("[Fargate] TaskDefinition is required"),
+        "{msg}"
+    );
+    assert!(msg.contains("[Fargate] Subnet is required"), "{msg}");
+    let msg = errors_of("[Fargate]\nCluster = \"  \"\nSubnet = \"s\"\nTaskDefinition = \"t\"\n");
+    assert!(
+        msg.contains("fargate.toml:2: [Fargate] Cluster is required"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn each_bad_value_names_key_value_and_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[SSH]\nPort = 0",
+            "fargate.toml:7: [SSH] Port = 0 must be an integer from 1 to 65535",
+        ),
+        (
+            "[SSH]\nPort = 70000",
+            "[SSH] Port = 70000 must be an integer from 1 to 65535",
+        ),
+        (
+            "[SSH]\nPort = \"22\"",
+            "[SSH] Port = \"22\" must be an integer",
+        ),
+        (
+            "[SSH]\nUsername = \"\"",
+            "[SSH] Username = \"\" must be a non-empty string",
+        ),
+        (
+            "[SSH]\nKeyType = \"dsa\"",
+            "[SSH] KeyType = \"dsa\" must be \"ed25519\", \"rsa-3072\" or \"rsa-4096\"",
+        ),
+        (
+            "[SSH]\nConnectTimeout = 0",
+            "[SSH] ConnectTimeout = 0 must be a positive duration",
+        ),
+        (
+            "[SSH]\nConnectTimeout = \"soon\"",
+            "[SSH] ConnectTimeout = \"soon\" must be a positive duration",
+        ),
+        (
+            "LogLevel = \"loud\"",
+            "LogLevel = \"loud\" must be one of error, warn, info, debug, trace",
+        ),
+        (
+            "LogFormat = \"xml\"",
+            "LogFormat = \"xml\" must be \"text\" or \"json\"",
+        ),
+        (
+            "[Retry]\nMaxAttempts = 0",
+            "[Retry] MaxAttempts = 0 must be an integer from 1 to 100",
+        ),
+        (
+            "[TaskMetadata]\nDirectory = 5",
+            "[TaskMetadata] Directory = 5 must be a string",
+        ),
+        (
+            "[Other]\nx = 1\n[Fargate.Tags]\nteam = 1",
+            "[Fargate.Tags] \"team\" = 1 must be a string",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let text = if extra.starts_with('[') {
+            format!("{MINIMAL}{extra}\n")
+        } else {
+            format!("{extra}\n{MINIMAL}")
+        };
+        let msg = errors_of(&text);
+        assert!(msg.contains(expected), "{extra}\n=> {msg}");
+    }
+}
+
+#[test]
+fn fargate_rules_spanning_keys() {
+    let text = format!(
+        "{MINIMAL}  LaunchType = \"FARGATE\"\n[[Fargate.CapacityProviderStrategy]]\nProvider = \"FARGATE\"\n"
+    );
+    let msg = errors_of(&text);
+    assert!(msg.contains("fargate.toml:6: [Fargate] LaunchType and [[Fargate.CapacityProviderStrategy]] exclude each other"), "{msg}");
+
+    let text = format!("{MINIMAL}  EnablePublicIP = false\n  UsePublicIP = true\n");
+    let msg = errors_of(&text);
+    assert!(
+        msg.contains("fargate.toml:7: [Fargate] UsePublicIP = true needs EnablePublicIP = true"),
+        "{msg}"
+    );
+
+    let text = format!("{MINIMAL}  LaunchType = \"SPOT\"\n");
+    assert!(errors_of(&text).contains("[Fargate] LaunchType = \"SPOT\" must be \"FARGATE\""));
+
+    let text = format!("{MINIMAL}[[Fargate.CapacityProviderStrategy]]\nWeight = 1\n");
+    assert!(errors_of(&text).contains("needs Provider"));
+
+    let text = format!(
+        "{MINIMAL}[[Fargate.CapacityProviderStrategy]]\nProvider = \"FARGATE\"\nWeight = 0\n"
+    );
+    assert!(errors_of(&text).contains("at least one Weight above 0"));
+
+    let text = format!("{MINIMAL}  Subnets = [\"ok\", \"\"]\n");
+    assert!(
+        errors_of(&text).contains("[Fargate] Subnets = [...] must be a list of non-empty strings")
+    );
+
+    let text = format!("{MINIMAL}  ContainerName = \"\"\n");
+    assert!(errors_of(&text).contains("[Fargate] ContainerName = \"\" must be a non-empty string"));
+}
+
+#[test]
+fn a_key_given_twice_in_two_spellings_is_an_error() {
+    let text = format!("{MINIMAL}  cluster = \"other\"\n");
+    let msg = errors_of(&text);
+    assert!(
+        msg.contains("[Fargate] cluster is given twice (also as \"Cluster\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_keys_warn_with_the_closest_known_key() {
+    let text =
+        format!("{MINIMAL}  Clustr = \"x\"\n  Zebra = 1\n[SSH]\n  Usrname = \"x\"\n[Nonsense]\n");
+    let loaded = parse(&text).unwrap();
+    let w = loaded.warnings.join("\n");
+    assert!(w.contains("fargate.toml:6: unknown key [Fargate] Clustr is ignored (did you mean [Fargate] Cluster?)"), "{w}");
+    assert!(
+        w.contains("unknown key [Fargate] Zebra is ignored\n")
+            || w.contains("unknown key [Fargate] Zebra is ignored"),
+        "{w}"
+    );
+    assert!(!w.contains("Zebra is ignored (did you mean"), "{w}");
+    assert!(
+        w.contains("[SSH] Usrname is ignored (did you mean [SSH] Username?)"),
+        "{w}"
+    );
+    assert!(w.contains("unknown key Nonsense is ignored"), "{w}");
+}
+
+#[test]
+fn invalid_toml_names_the_line() {
+    let msg = errors_of("[Fargate]\nCluster = \"unterminated\n");
+    assert!(msg.starts_with("fargate.toml:2: not valid TOML"), "{msg}");
+}
+
+#[test]
+fn load_reports_a_missing_file_with_a_hint() {
+    let err = DriverConfig::load(Path::new("/nonexistent/fargate.toml")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.message().contains("/nonexistent/fargate.toml"));
+    assert!(err.hint().unwrap().contains("--config"));
+}
+
+#[test]
+fn validate_checks_configs_built_in_code() {
+    assert!(DriverConfig::default().validate().is_err());
+    let c = parse(MINIMAL).unwrap().config;
+    c.validate().unwrap();
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+    assert_eq!(parse_duration("1.5s"), None);
+    assert_eq!(parse_duration("-1s"), None);
+    assert_eq!(parse_duration("s"), None);
+}
+
+#[test]
+fn task_definition_patterns() {
+    let p = vec!["ci-*".to_owned(), "exact:3".to_owned()];
+    assert!(task_definition_allowed("ci-node:4", &p));
+    assert!(task_definition_allowed("exact:3", &p));
+    assert!(!task_definition_allowed("exact:4", &p));
+    assert!(!task_definition_allowed("admin-role", &p));
+    assert!(!task_definition_allowed("x-ci-1", &p));
+    assert!(task_definition_allowed("anything", &["*".to_owned()]));
+    assert!(!task_definition_allowed("anything", &[]));
+    assert!(glob_match("a*b*c", "axxbyyc") && !glob_match("a*b*c", "axxbyy"));
+}
