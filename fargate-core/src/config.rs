@@ -11,6 +11,8 @@
 //! | `LogLevel` | string | `info` | `error`, `warn`, `info`, `debug`, `trace` (also `panic`, `fatal`, `warning`) |
 //! | `LogFormat` | string | `text` | `text`, `json` (`text-simple` = `text`) |
 //! | `LogFile` | path | stderr | appended, created 0600 |
+//! | `BuildsDir` | string | runner's `builds_dir` | returned by the config stage as `builds_dir` (path inside the task) |
+//! | `CacheDir` | string | runner's `cache_dir` | returned by the config stage as `cache_dir` (path inside the task) |
 //! | `[Fargate] Cluster` | string | required | name or ARN |
 //! | `[Fargate] Region` | string | SDK default chain | |
 //! | `[Fargate] Subnet` / `Subnets` | string / list | required (one of them) | several subnets spread tasks and survive IP exhaustion |
@@ -234,6 +236,10 @@ pub struct DriverConfig {
     pub ssh: SshConfig,
     /// `[Retry]`.
     pub retry: RetryPolicy,
+    /// `BuildsDir`: `builds_dir` for the runner (config stage output), when set.
+    pub builds_dir: Option<String>,
+    /// `CacheDir`: `cache_dir` for the runner (config stage output), when set.
+    pub cache_dir: Option<String>,
 }
 
 /// A loaded configuration and the warnings found while loading it.
@@ -617,6 +623,8 @@ impl<'t> Reader<'t> {
             .string(&mut top, "LogFile")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
+        c.builds_dir = self.nonempty(&mut top, "BuildsDir");
+        c.cache_dir = self.nonempty(&mut top, "CacheDir");
         if let Some(t) = self.subtable(&mut top, "Fargate") {
             self.read_fargate(t, &mut c.fargate);
         }

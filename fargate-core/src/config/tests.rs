@@ -115,6 +115,8 @@ fn every_new_key() {
         r#"
 LogFormat = "JSON"
 LogFile = "/var/log/fargate.log"
+BuildsDir = "/builds"
+CacheDir = "/cache"
 [Fargate]
   Cluster = "c"
   Subnet = "s1"
@@ -159,6 +161,8 @@ LogFile = "/var/log/fargate.log"
     let c = c.config;
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.log_file, Some(PathBuf::from("/var/log/fargate.log")));
+    assert_eq!(c.builds_dir.as_deref(), Some("/builds"));
+    assert_eq!(c.cache_dir.as_deref(), Some("/cache"));
     let f = &c.fargate;
     assert_eq!(f.subnets, vec!["s1", "s2", "s3"]);
     assert_eq!(f.security_groups, vec!["sg1", "sg2"]);

@@ -1,0 +1,204 @@
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::faults::{Fault, Faults, Op};
+use crate::error::Result;
+use crate::job::JobKey;
+use crate::launcher::{StopDetails, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus};
+
+/// How a fake task boots, counted in `describe` calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootPlan {
+    /// Describes before the task reports its address (0: at once).
+    pub describes_until_address: u32,
+    /// Describes before the task is `Running` (it is `Provisioning`, then `Pending` once the
+    /// address is known).
+    pub describes_until_running: u32,
+    /// First task address; later tasks count up from it.
+    pub first_address: Ipv4Addr,
+}
+
+impl Default for BootPlan {
+    fn default() -> Self {
+        BootPlan {
+            describes_until_address: 0,
+            describes_until_running: 0,
+            first_address: Ipv4Addr::new(127, 0, 0, 1),
+        }
+    }
+}
+
+/// A task of the [`MemoryLauncher`].
+#[derive(Clone, Debug)]
+pub struct FakeTask {
+    /// What it was launched with.
+    pub spec: TaskSpec,
+    /// Its state (changed by describes, `stop` and [`MemoryLauncher::kill`]).
+    pub state: TaskState,
+    /// Its address.
+    pub address: IpAddr,
+    /// Describes so far.
+    pub describes: u32,
+    /// The stop reason, once stopped.
+    pub stop_reason: Option<String>,
+}
+
+/// An in-memory [`TaskLauncher`] with fault injection.
+#[derive(Debug, Default)]
+pub struct MemoryLauncher {
+    state: Mutex<LauncherState>,
+    plan: BootPlan,
+    /// Faults to inject; also counts calls.
+    pub faults: Faults,
+}
+
+#[derive(Debug, Default)]
+struct LauncherState {
+    tasks: BTreeMap<String, FakeTask>,
+    tokens: HashMap<String, String>,
+}
+
+impl MemoryLauncher {
+    /// A launcher whose tasks boot at once on 127.0.0.1.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A launcher whose tasks boot following `plan`.
+    pub fn with_plan(plan: BootPlan) -> Self {
+        MemoryLauncher {
+            plan,
+            ..Self::default()
+        }
+    }
+
+    /// All tasks ever launched.
+    pub fn tasks(&self) -> Vec<(TaskRef, FakeTask)> {
+        self.lock()
+            .tasks
+            .iter()
+            .map(|(id, t)| (TaskRef::new(id.clone()), t.clone()))
+            .collect()
+    }
+
+    /// Tasks not stopped.
+    pub fn running(&self) -> Vec<TaskRef> {
+        self.tasks()
+            .into_iter()
+            .filter(|(_, t)| !t.state.is_terminal())
+            .map(|(r, _)| r)
+            .collect()
+    }
+
+    /// Stops a task as the platform would (out of memory, spot reclaim...).
+    pub fn kill(&self, task: &TaskRef, reason: &str) {
+        if let Some(t) = self.lock().tasks.get_mut(&task.id) {
+            t.state = TaskState::Stopped;
+            t.stop_reason = Some(reason.to_owned());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LauncherState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn fault(&self, op: Op) -> Result<Option<Fault>> {
+        match self.faults.on_call(op) {
+            Some(Fault::Fail(k)) => Err(Fault::Fail(k).error(op)),
+            Some(Fault::Hang) => std::future::pending().await,
+            other => Ok(other),
+        }
+    }
+}
+
+#[async_trait]
+impl TaskLauncher for MemoryLauncher {
+    async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
+        let fault = self.fault(Op::Launch).await?;
+        let task = {
+            let mut s = self.lock();
+            if let Some(id) = s.tokens.get(&spec.client_token) {
+                TaskRef::new(id.clone())
+            } else {
+                let n = s.tasks.len() as u32;
+                let id = format!("arn:fake:ecs:task/{}/{n}", spec.key);
+                let address = IpAddr::V4(Ipv4Addr::from(u32::from(self.plan.first_address) + n));
+                s.tokens.insert(spec.client_token.clone(), id.clone());
+                s.tasks.insert(
+                    id.clone(),
+                    FakeTask {
+                        spec: spec.clone(),
+                        state: TaskState::Provisioning,
+                        address,
+                        describes: 0,
+                        stop_reason: None,
+                    },
+                );
+                TaskRef::new(id)
+            }
+        };
+        match fault {
+            Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Launch)),
+            _ => Ok(task),
+        }
+    }
+
+    async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
+        self.fault(Op::Describe).await?;
+        let mut s = self.lock();
+        let Some(t) = s.tasks.get_mut(&task.id) else {
+            return Ok(TaskStatus {
+                state: TaskState::Missing,
+                address: None,
+                stop: None,
+            });
+        };
+        t.describes += 1;
+        if !t.state.is_terminal() {
+            t.state = if t.describes > self.plan.describes_until_running {
+                TaskState::Running
+            } else if t.describes > self.plan.describes_until_address {
+                TaskState::Pending
+            } else {
+                TaskState::Provisioning
+            };
+        }
+        let known = t.describes > self.plan.describes_until_address;
+        Ok(TaskStatus {
+            state: t.state,
+            address: known.then_some(t.address),
+            stop: t.stop_reason.as_ref().map(|r| StopDetails {
+                reason: Some(r.clone()),
+                ..StopDetails::default()
+            }),
+        })
+    }
+
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
+        let fault = self.fault(Op::Stop).await?;
+        if let Some(t) = self.lock().tasks.get_mut(&task.id)
+            && !t.state.is_terminal()
+        {
+            t.state = TaskState::Stopped;
+            t.stop_reason = Some(reason.to_owned());
+        }
+        match fault {
+            Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Stop)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
+        self.fault(Op::Find).await?;
+        Ok(self
+            .lock()
+            .tasks
+            .iter()
+            .filter(|(_, t)| &t.spec.key == key && !t.state.is_terminal())
+            .map(|(id, _)| TaskRef::new(id.clone()))
+            .collect())
+    }
+}

@@ -1,0 +1,234 @@
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::faults::{Fault, Faults, Op};
+use crate::error::{Error, ErrorKind, Result};
+use crate::launcher::Endpoint;
+use crate::shell::{
+    HostKey, KeyPair, KeyType, OutputSink, PrivateKey, RemoteShell, RunOutcome, RunRequest,
+};
+
+/// What a fake script run produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptResult {
+    /// Bytes for stdout.
+    pub stdout: Vec<u8>,
+    /// Bytes for stderr.
+    pub stderr: Vec<u8>,
+    /// How it ends.
+    pub outcome: RunOutcome,
+    /// Wait this long (or until cancelled) before ending.
+    pub duration: Duration,
+}
+
+type Handler = Box<dyn Fn(&RunRequest) -> ScriptResult + Send + Sync>;
+
+/// An in-memory [`RemoteShell`] with fault injection.
+///
+/// Its scripts understand a few commands, one per line or `;`-separated: `echo WORDS`
+/// (`>&2` for stderr), `exit N`, `sleep N`, `kill -KILL $$`, `true`; anything else is
+/// ignored. [`MemoryShell::set_handler`] replaces that with any behaviour.
+pub struct MemoryShell {
+    host_key: HostKey,
+    down: Mutex<HashSet<IpAddr>>,
+    keys: Mutex<Vec<String>>,
+    runs: Mutex<Vec<RunRequest>>,
+    handler: Mutex<Option<Handler>>,
+    /// Faults to inject; also counts calls.
+    pub faults: Faults,
+}
+
+impl std::fmt::Debug for MemoryShell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryShell")
+            .field("host_key", &self.host_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryShell {
+    fn default() -> Self {
+        MemoryShell {
+            host_key: HostKey {
+                algorithm: "ssh-ed25519".into(),
+                fingerprint: "SHA256:memory-shell-host-key".into(),
+            },
+            down: Mutex::default(),
+            keys: Mutex::default(),
+            runs: Mutex::default(),
+            handler: Mutex::default(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+impl MemoryShell {
+    /// A shell whose every endpoint answers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The host key every endpoint presents.
+    pub fn host_key(&self) -> HostKey {
+        self.host_key.clone()
+    }
+
+    /// Makes `ip` unreachable (`true`) or reachable again.
+    pub fn set_down(&self, ip: IpAddr, down: bool) {
+        let mut set = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if down {
+            set.insert(ip);
+        } else {
+            set.remove(&ip);
+        }
+    }
+
+    /// Replaces the script interpreter.
+    pub fn set_handler(
+        &self,
+        handler: impl Fn(&RunRequest) -> ScriptResult + Send + Sync + 'static,
+    ) {
+        *self.handler.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(handler));
+    }
+
+    /// Every request `run` received.
+    pub fn runs(&self) -> Vec<RunRequest> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Public keys generated so far.
+    pub fn generated_keys(&self) -> Vec<String> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn is_down(&self, ip: IpAddr) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ip)
+    }
+
+    async fn fault(&self, op: Op) -> Result<()> {
+        match self.faults.on_call(op) {
+            Some(Fault::Hang) => std::future::pending().await,
+            Some(f) => Err(f.error(op)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Interprets the few commands [`MemoryShell`] understands.
+pub fn interpret(script: &str) -> ScriptResult {
+    let mut r = ScriptResult {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        outcome: RunOutcome::Exited(0),
+        duration: Duration::ZERO,
+    };
+    for cmd in script.lines().flat_map(|l| l.split(';')).map(str::trim) {
+        if let Some(rest) = cmd.strip_prefix("echo ") {
+            match rest.strip_suffix(">&2") {
+                Some(text) => r
+                    .stderr
+                    .extend_from_slice(format!("{}\n", text.trim()).as_bytes()),
+                None => r.stdout.extend_from_slice(format!("{rest}\n").as_bytes()),
+            }
+        } else if let Some(code) = cmd.strip_prefix("exit ") {
+            r.outcome = RunOutcome::Exited(code.trim().parse().unwrap_or(2));
+            return r;
+        } else if let Some(secs) = cmd.strip_prefix("sleep ") {
+            r.duration += Duration::from_secs_f64(secs.trim().parse().unwrap_or(0.0));
+        } else if cmd == "kill -KILL $$" {
+            r.outcome = RunOutcome::Signaled {
+                signal: "KILL".into(),
+            };
+            return r;
+        }
+    }
+    r
+}
+
+#[async_trait]
+impl RemoteShell for MemoryShell {
+    async fn generate_key(&self, key_type: KeyType) -> Result<KeyPair> {
+        self.fault(Op::GenerateKey).await?;
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let n = keys.len();
+        let public_key = format!("ssh-{key_type} FAKEKEY{n} fargate-job");
+        keys.push(public_key.clone());
+        Ok(KeyPair {
+            public_key,
+            private_key: PrivateKey::new(format!("FAKE PRIVATE KEY {n}")),
+        })
+    }
+
+    async fn probe(&self, endpoint: Endpoint) -> Result<HostKey> {
+        self.fault(Op::Probe).await?;
+        if self.is_down(endpoint.ip) {
+            return Err(Error::new(
+                ErrorKind::Unreachable,
+                format!("could not connect to {endpoint}: connection refused"),
+            ));
+        }
+        Ok(self.host_key.clone())
+    }
+
+    async fn run(
+        &self,
+        request: &RunRequest,
+        output: &mut (dyn OutputSink + 'static),
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request.clone());
+        match self.faults.on_call(Op::Run) {
+            Some(Fault::Hang) => {
+                cancel.cancelled().await;
+                return Err(Error::cancelled("running the script"));
+            }
+            Some(f) => return Err(f.error(Op::Run)),
+            None => {}
+        }
+        if self.is_down(request.endpoint.ip) {
+            return Err(Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "could not connect to {}: connection refused",
+                    request.endpoint
+                ),
+            ));
+        }
+        if let Some(pinned) = &request.host_key
+            && pinned != &self.host_key
+        {
+            return Err(Error::new(
+                ErrorKind::HostKeyMismatch,
+                format!(
+                    "host key of {} is {}, not the pinned {pinned}",
+                    request.endpoint, self.host_key
+                ),
+            ));
+        }
+        let result = {
+            let handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());
+            match handler.as_ref() {
+                Some(h) => h(request),
+                None => interpret(&String::from_utf8_lossy(&request.script)),
+            }
+        };
+        let io = |e: std::io::Error| Error::io("writing the script's output", e);
+        output.stdout(&result.stdout).map_err(io)?;
+        output.stderr(&result.stderr).map_err(io)?;
+        tokio::select! {
+            _ = cancel.cancelled() => Err(Error::cancelled("running the script")),
+            _ = tokio::time::sleep(result.duration) => Ok(result.outcome),
+        }
+    }
+}
