@@ -1,1 +1,78 @@
-//! placeholder
+//! The [`fargate_core::TaskLauncher`] on Amazon ECS with AWS Fargate: [`EcsLauncher`].
+//!
+//! ```no_run
+//! # async fn demo() -> fargate_core::Result<()> {
+//! use fargate_aws::{EcsConfig, EcsLauncher};
+//! let mut config = EcsConfig::new("ci", ["subnet-0a", "subnet-0b"], ["sg-01"]);
+//! config.region = Some("eu-west-1".into());
+//! let launcher = EcsLauncher::from_env(config).await?;
+//! # let _ = launcher; Ok(()) }
+//! ```
+//!
+//! # What it does with ECS
+//!
+//! * **launch**: one `RunTask` (count 1, `awsvpc` with the configured subnets and security
+//!   groups, `assignPublicIp` as configured, launch type `FARGATE` or the configured capacity
+//!   provider strategy, never neither), with the job's environment as an override of the
+//!   job's container, the job's client token (a retried launch never starts a second task),
+//!   `startedBy` = [`tags::started_by`] of the job key, and tags naming runner and job
+//!   ([`tags`]). Capacity and ENI errors move on to the next subnet ([`retry`]).
+//! * **describe**: one `DescribeTasks`; the address is the ENI's private IPv4 as soon as ECS
+//!   reports it, or, with [`EcsConfig::use_public_ip`], the ENI's public IP from
+//!   `ec2:DescribeNetworkInterfaces` once it is associated (EC2 is asked only while the task
+//!   runs and until the IP is found).
+//! * **stop**: `DescribeTasks`, then `StopTask` with a reason naming the job (nothing for a
+//!   task already stopped, stopping or gone).
+//! * **find**: `ListTasks` by `startedBy` (desired status `RUNNING` and `STOPPED`, for tasks
+//!   still stopping), confirmed by `DescribeTasks` with tags.
+//!
+//! Throttling is retried by the SDK with jittered exponential backoff, bounded by count and
+//! total time ([`RetryPolicy`]). Errors are [`fargate_core::Error`]s with backend `"ecs"`, a
+//! kind (`Throttled` and `CapacityUnavailable` are temporary) and a hint for the known ECS
+//! failures. [`EcsLauncher::api_calls`] counts the requests sent, by operation.
+//!
+//! # IAM permissions
+//!
+//! The driver's role needs:
+//!
+//! | Action | Why |
+//! |---|---|
+//! | `ecs:RunTask` | launch (on the task definitions it may run) |
+//! | `ecs:TagResource` | `RunTask` with tags needs it (on `arn:aws:ecs:*:*:task/*`) |
+//! | `ecs:DescribeTasks` | describe, stop, find |
+//! | `ecs:StopTask` | stop |
+//! | `ecs:ListTasks` | find (cleanup after a crash) |
+//! | `iam:PassRole` | for the task role and execution role of the task definition |
+//! | `ec2:DescribeNetworkInterfaces` | only with `use_public_ip` |
+//!
+//! # Features
+//!
+//! * `public-ip`: connecting through the task's public IP. It needs `aws-sdk-ec2`, by far the
+//!   largest crate of the build (≈ 6 minutes and 8 GB of RAM for one debug `rustc`).
+//! * `testing`: [`testing::Moto`], a moto server fixture, and [`testing::FaultProxy`], which
+//!   injects ECS errors in front of it.
+
+mod config;
+mod errors;
+mod launcher;
+pub mod metrics;
+pub mod retry;
+pub mod tags;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{Capacity, CapacityProviderItem, EcsConfig};
+pub use launcher::{EcsLauncher, MAX_STOP_REASON, task_state};
+pub use metrics::ApiCalls;
+pub use retry::RetryPolicy;
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}

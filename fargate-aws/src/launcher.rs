@@ -1,0 +1,576 @@
+//! [`EcsLauncher`]: the [`TaskLauncher`] on Amazon ECS.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
+    DesiredStatus, KeyValuePair, LaunchType, NetworkConfiguration, Tag, Task, TaskField,
+    TaskOverride,
+};
+use fargate_core::{
+    Error, ErrorKind, JobKey, Result, StopDetails, TaskLauncher, TaskRef, TaskSpec, TaskState,
+    TaskStatus,
+};
+use tracing::{debug, warn};
+
+use crate::config::{Capacity, EcsConfig};
+use crate::errors::{self, Classified};
+use crate::metrics::ApiCalls;
+use crate::retry::attempt_token;
+use crate::tags;
+
+/// Longest `StopTask` reason ECS accepts.
+pub const MAX_STOP_REASON: usize = 255;
+
+/// Starts CI job tasks on ECS (Fargate), watches, stops and finds them.
+///
+/// Cheap to clone (clones share the SDK clients and the [`ApiCalls`] counter).
+#[derive(Clone)]
+pub struct EcsLauncher {
+    config: Arc<EcsConfig>,
+    ecs: aws_sdk_ecs::Client,
+    #[cfg(feature = "public-ip")]
+    ec2: aws_sdk_ec2::Client,
+    /// Public IPs found so far, by task id (EC2 is asked only until one is found).
+    public_ips: Arc<Mutex<HashMap<String, IpAddr>>>,
+    calls: ApiCalls,
+}
+
+impl fmt::Debug for EcsLauncher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EcsLauncher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EcsLauncher {
+    /// A launcher for `config`, with clients built from `sdk` (credentials, endpoint, HTTP
+    /// client). `config.region`, when set, overrides `sdk`'s region; `config.retry` replaces
+    /// its retry and timeout settings.
+    ///
+    /// Fails with [`ErrorKind::InvalidConfig`] when the configuration is invalid
+    /// ([`EcsConfig::validate`]).
+    pub fn new(config: EcsConfig, sdk: &aws_config::SdkConfig) -> Result<Self> {
+        let mut config = config;
+        config.subnets.retain(|s| !s.trim().is_empty());
+        config.security_groups.retain(|s| !s.trim().is_empty());
+        config.validate()?;
+        let calls = ApiCalls::new();
+        let mut ecs = aws_sdk_ecs::config::Builder::from(sdk)
+            .retry_config(config.retry.sdk_retry_config())
+            .timeout_config(config.retry.sdk_timeout_config())
+            .interceptor(calls.clone());
+        if let Some(region) = &config.region {
+            ecs = ecs.region(aws_config::Region::new(region.clone()));
+        }
+        #[cfg(feature = "public-ip")]
+        let ec2 = {
+            let mut ec2 = aws_sdk_ec2::config::Builder::from(sdk)
+                .retry_config(config.retry.sdk_retry_config())
+                .timeout_config(config.retry.sdk_timeout_config())
+                .interceptor(calls.clone());
+            if let Some(region) = &config.region {
+                ec2 = ec2.region(aws_config::Region::new(region.clone()));
+            }
+            aws_sdk_ec2::Client::from_conf(ec2.build())
+        };
+        Ok(EcsLauncher {
+            config: Arc::new(config),
+            ecs: aws_sdk_ecs::Client::from_conf(ecs.build()),
+            #[cfg(feature = "public-ip")]
+            ec2,
+            public_ips: Arc::default(),
+            calls,
+        })
+    }
+
+    /// A launcher with the default AWS configuration chain (environment, profile, IMDS...),
+    /// with `config.region` as the region when it is set.
+    pub async fn from_env(config: EcsConfig) -> Result<Self> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        EcsLauncher::new(config, &sdk)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EcsConfig {
+        &self.config
+    }
+
+    /// The counter of API requests this launcher (and its clones) sent.
+    pub fn api_calls(&self) -> &ApiCalls {
+        &self.calls
+    }
+
+    /// The ECS client, for callers that need more than the [`TaskLauncher`] methods.
+    pub fn ecs_client(&self) -> &aws_sdk_ecs::Client {
+        &self.ecs
+    }
+
+    fn cluster_of<'a>(&'a self, task: &'a TaskRef) -> &'a str {
+        task.cluster
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .unwrap_or(&self.config.cluster)
+    }
+
+    async fn run_task(
+        &self,
+        spec: &TaskSpec,
+        subnets: &[String],
+        token: &str,
+        tags: &[(String, String)],
+    ) -> std::result::Result<TaskRef, Classified> {
+        let unexpected = |e: aws_sdk_ecs::error::BuildError| Classified {
+            error: Error::new(ErrorKind::InvalidConfig, format!("RunTask request: {e}"))
+                .with_backend("ecs"),
+            try_next_subnet: false,
+        };
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(subnets.to_vec()))
+            .set_security_groups(Some(self.config.security_groups.clone()))
+            .assign_public_ip(if self.config.assign_public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
+            .build()
+            .map_err(unexpected)?;
+        let environment = spec
+            .environment
+            .iter()
+            .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+            .collect();
+        let overrides = TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name(&spec.container_name)
+                    .set_environment(Some(environment))
+                    .build(),
+            )
+            .build();
+        let mut req = self
+            .ecs
+            .run_task()
+            .cluster(&self.config.cluster)
+            .task_definition(&spec.task_definition)
+            .count(1)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            )
+            .overrides(overrides)
+            .client_token(token)
+            .started_by(tags::started_by(&spec.key))
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ));
+        if let Some(version) = spec.platform_version.as_deref().filter(|v| !v.is_empty()) {
+            req = req.platform_version(version);
+        }
+        match &self.config.capacity {
+            Capacity::Fargate => req = req.launch_type(LaunchType::Fargate),
+            Capacity::Strategy(items) => {
+                for item in items {
+                    req = req.capacity_provider_strategy(
+                        CapacityProviderStrategyItem::builder()
+                            .capacity_provider(&item.provider)
+                            .weight(item.weight)
+                            .base(item.base)
+                            .build()
+                            .map_err(unexpected)?,
+                    );
+                }
+            }
+        }
+        if self.config.enable_execute_command {
+            req = req.enable_execute_command(true);
+        }
+        let out = req.send().await.map_err(|e| errors::sdk(e, "RunTask"))?;
+        if let Some(arn) = out.tasks().iter().find_map(|t| t.task_arn()) {
+            return Ok(TaskRef {
+                id: arn.to_owned(),
+                cluster: Some(self.config.cluster.clone()),
+            });
+        }
+        Err(match out.failures().first() {
+            Some(f) => errors::classify(
+                f.reason().unwrap_or_default(),
+                f.detail().unwrap_or_default(),
+                "RunTask",
+            ),
+            None => Classified {
+                error: Error::new(
+                    ErrorKind::Unexpected,
+                    "RunTask: ECS returned neither a task nor a failure",
+                )
+                .with_backend("ecs"),
+                try_next_subnet: false,
+            },
+        })
+    }
+
+    /// One DescribeTasks of `task`; `None` when ECS does not know it.
+    async fn describe_task(&self, task: &TaskRef, with_tags: bool) -> Result<Option<Task>> {
+        let mut req = self
+            .ecs
+            .describe_tasks()
+            .cluster(self.cluster_of(task))
+            .tasks(&task.id);
+        if with_tags {
+            req = req.include(TaskField::Tags);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| Error::from(errors::sdk(e, "DescribeTasks")))?;
+        if let Some(t) = out.tasks().first() {
+            return Ok(Some(t.clone()));
+        }
+        match out.failures().first() {
+            Some(f) if f.reason() != Some("MISSING") => Err(errors::classify(
+                f.reason().unwrap_or_default(),
+                f.detail().unwrap_or_default(),
+                "DescribeTasks",
+            )
+            .error),
+            _ => Ok(None),
+        }
+    }
+
+    #[cfg(feature = "public-ip")]
+    async fn public_ip(&self, task_id: &str, eni: &str) -> Result<Option<IpAddr>> {
+        if let Some(ip) = self.cached_public_ip(task_id) {
+            return Ok(Some(ip));
+        }
+        let out = match self
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(eni)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                use aws_sdk_ec2::error::ProvideErrorMetadata;
+                if e.code() == Some("InvalidNetworkInterfaceID.NotFound") {
+                    return Ok(None);
+                }
+                let code = e.code().unwrap_or_default().to_owned();
+                let msg = e.message().unwrap_or_default().to_owned();
+                let mut err = errors::classify(&code, &msg, "DescribeNetworkInterfaces")
+                    .error
+                    .with_backend("ec2")
+                    .with_source(e);
+                if err.kind() == ErrorKind::PermissionDenied {
+                    err = err.with_hint(
+                        "connecting through the public IP needs ec2:DescribeNetworkInterfaces",
+                    );
+                }
+                return Err(err);
+            }
+        };
+        let ip = out
+            .network_interfaces()
+            .iter()
+            .filter_map(|n| n.association()?.public_ip()?.parse::<IpAddr>().ok())
+            .next();
+        if let Some(ip) = ip {
+            if let Ok(mut cache) = self.public_ips.lock() {
+                cache.insert(task_id.to_owned(), ip);
+            }
+        }
+        Ok(ip)
+    }
+
+    #[cfg(not(feature = "public-ip"))]
+    async fn public_ip(&self, task_id: &str, _eni: &str) -> Result<Option<IpAddr>> {
+        // `EcsConfig::validate` refuses `use_public_ip` without the feature.
+        Ok(self.cached_public_ip(task_id))
+    }
+
+    fn cached_public_ip(&self, task_id: &str) -> Option<IpAddr> {
+        self.public_ips
+            .lock()
+            .ok()
+            .and_then(|c| c.get(task_id).copied())
+    }
+}
+
+/// ECS's `lastStatus` and `desiredStatus` as a [`TaskState`].
+pub fn task_state(last_status: &str, desired_status: &str) -> TaskState {
+    let state = match last_status {
+        "PROVISIONING" => TaskState::Provisioning,
+        "PENDING" | "ACTIVATING" => TaskState::Pending,
+        "RUNNING" => TaskState::Running,
+        "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" => TaskState::Stopping,
+        "STOPPED" | "DELETED" => TaskState::Stopped,
+        _ => TaskState::Provisioning,
+    };
+    if desired_status == "STOPPED" && !state.is_terminal() {
+        TaskState::Stopping
+    } else {
+        state
+    }
+}
+
+/// A detail of the task's ENI attachment (`privateIPv4Address`, `networkInterfaceId`...).
+fn eni_detail<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
+    task.attachments()
+        .iter()
+        .filter(|a| a.r#type().is_none_or(|t| t == "ElasticNetworkInterface"))
+        .flat_map(|a| a.details())
+        .find(|d| d.name() == Some(name))
+        .and_then(|d| d.value())
+        .filter(|v| !v.is_empty())
+}
+
+fn stop_details(task: &Task) -> StopDetails {
+    StopDetails {
+        code: task.stop_code().map(|c| c.as_str().to_owned()),
+        reason: task
+            .stopped_reason()
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned),
+        containers: task
+            .containers()
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.name()?.to_owned(),
+                    c.reason().filter(|r| !r.is_empty()).map(str::to_owned),
+                    c.exit_code(),
+                ))
+            })
+            .collect(),
+    }
+}
+
+fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
+    task.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+#[async_trait]
+impl TaskLauncher for EcsLauncher {
+    async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
+        let tags = tags::task_tags(&self.config.tags, &spec.job, &spec.key);
+        let attempts = self.config.retry.subnet_attempts(&self.config.subnets);
+        let mut failures = Vec::new();
+        for (i, subnets) in attempts.iter().enumerate() {
+            let token = attempt_token(&spec.client_token, i);
+            debug!(job = %spec.key, attempt = i, ?subnets, "RunTask");
+            match self.run_task(spec, subnets, &token, &tags).await {
+                Ok(task) => {
+                    debug!(job = %spec.key, task = %task, "task accepted");
+                    return Ok(task);
+                }
+                Err(c) if c.try_next_subnet && i + 1 < attempts.len() => {
+                    warn!(job = %spec.key, ?subnets, error = %c.error, "RunTask failed; trying the next subnet");
+                    failures.push(c.error.message().to_owned());
+                }
+                Err(c) => {
+                    let mut error = c.error;
+                    if !failures.is_empty() {
+                        error = error.context(format!(
+                            "after {} other subnet attempt(s) ({})",
+                            failures.len(),
+                            failures.join("; ")
+                        ));
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Err(Error::new(ErrorKind::InvalidConfig, "no subnet to launch the task in").with_backend("ecs"))
+    }
+
+    async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
+        let Some(t) = self.describe_task(task, false).await? else {
+            return Ok(TaskStatus {
+                state: TaskState::Missing,
+                address: None,
+                stop: None,
+            });
+        };
+        let state = task_state(
+            t.last_status().unwrap_or_default(),
+            t.desired_status().unwrap_or_default(),
+        );
+        let address = if self.config.use_public_ip {
+            match eni_detail(&t, "networkInterfaceId") {
+                Some(eni) if !state.is_terminal() => self.public_ip(&task.id, eni).await?,
+                _ => self.cached_public_ip(&task.id),
+            }
+        } else {
+            eni_detail(&t, "privateIPv4Address").and_then(|ip| ip.parse().ok())
+        };
+        let stop = matches!(state, TaskState::Stopping | TaskState::Stopped).then(|| stop_details(&t));
+        Ok(TaskStatus {
+            state,
+            address,
+            stop,
+        })
+    }
+
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
+        // Describe first: stopping a stopped or unknown task is success, and moto answers
+        // StopTask of an unknown task with a bare HTTP 500.
+        let Some(t) = self.describe_task(task, true).await? else {
+            return Ok(());
+        };
+        if t.last_status() == Some("STOPPED") || t.desired_status() == Some("STOPPED") {
+            return Ok(());
+        }
+        let mut reason = if reason.trim().is_empty() {
+            "stopped by the fargate driver".to_owned()
+        } else {
+            reason.to_owned()
+        };
+        if let Some(job) = tag_value(&t, tags::JOB_ID) {
+            if !reason.contains(job) {
+                reason.push_str(&format!(" (job {job})"));
+            }
+        }
+        let reason: String = reason.chars().take(MAX_STOP_REASON).collect();
+        match self
+            .ecs
+            .stop_task()
+            .cluster(self.cluster_of(task))
+            .task(&task.id)
+            .reason(reason)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let c = errors::sdk(e, "StopTask");
+                let gone = c.error.message().to_ascii_lowercase().contains("task was not found");
+                if gone { Ok(()) } else { Err(c.error) }
+            }
+        }
+    }
+
+    async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
+        let started_by = tags::started_by(key);
+        let mut arns = BTreeSet::new();
+        // RUNNING-desired tasks, and STOPPED-desired ones that may still be stopping.
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let mut next: Option<String> = None;
+            loop {
+                let out = self
+                    .ecs
+                    .list_tasks()
+                    .cluster(&self.config.cluster)
+                    .started_by(&started_by)
+                    .desired_status(desired.clone())
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                    .map_err(|e| Error::from(errors::sdk(e, "ListTasks")))?;
+                arns.extend(out.task_arns().iter().cloned());
+                match out.next_token() {
+                    Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        let arns: Vec<String> = arns.into_iter().collect();
+        let mut found = Vec::new();
+        for chunk in arns.chunks(100) {
+            let out = self
+                .ecs
+                .describe_tasks()
+                .cluster(&self.config.cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .include(TaskField::Tags)
+                .send()
+                .await
+                .map_err(|e| Error::from(errors::sdk(e, "DescribeTasks")))?;
+            for t in out.tasks() {
+                let ours = match tag_value(t, tags::JOB_KEY) {
+                    Some(k) => k == key.as_str(),
+                    None => t.started_by() == Some(started_by.as_str()),
+                };
+                if ours && t.last_status() != Some("STOPPED") {
+                    if let Some(arn) = t.task_arn() {
+                        found.push(TaskRef {
+                            id: arn.to_owned(),
+                            cluster: Some(self.config.cluster.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecs_statuses_map_to_states() {
+        let cases = [
+            ("PROVISIONING", "RUNNING", TaskState::Provisioning),
+            ("PENDING", "RUNNING", TaskState::Pending),
+            ("ACTIVATING", "RUNNING", TaskState::Pending),
+            ("RUNNING", "RUNNING", TaskState::Running),
+            ("DEACTIVATING", "RUNNING", TaskState::Stopping),
+            ("STOPPING", "RUNNING", TaskState::Stopping),
+            ("DEPROVISIONING", "STOPPED", TaskState::Stopping),
+            ("STOPPED", "STOPPED", TaskState::Stopped),
+            ("RUNNING", "STOPPED", TaskState::Stopping),
+            ("PENDING", "STOPPED", TaskState::Stopping),
+        ];
+        for (last, desired, state) in cases {
+            assert_eq!(task_state(last, desired), state, "{last}/{desired}");
+        }
+    }
+
+    #[test]
+    fn address_comes_from_the_eni_attachment() {
+        use aws_sdk_ecs::types::{Attachment, Container, KeyValuePair};
+        let task = Task::builder()
+            .containers(Container::builder().name("ci-coordinator").build())
+            .attachments(
+                Attachment::builder()
+                    .r#type("ElasticNetworkInterface")
+                    .details(KeyValuePair::builder().name("networkInterfaceId").value("eni-1").build())
+                    .details(KeyValuePair::builder().name("privateIPv4Address").value("10.0.0.7").build())
+                    .build(),
+            )
+            .stopped_reason("Essential container in task exited")
+            .containers(
+                Container::builder()
+                    .name("sidecar")
+                    .exit_code(137)
+                    .reason("OutOfMemoryError")
+                    .build(),
+            )
+            .build();
+        assert_eq!(eni_detail(&task, "privateIPv4Address"), Some("10.0.0.7"));
+        assert_eq!(eni_detail(&task, "networkInterfaceId"), Some("eni-1"));
+        assert_eq!(eni_detail(&task, "macAddress"), None);
+        let d = stop_details(&task);
+        assert_eq!(d.reason.as_deref(), Some("Essential container in task exited"));
+        assert_eq!(
+            d.containers[1],
+            ("sidecar".to_owned(), Some("OutOfMemoryError".to_owned()), Some(137))
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! [`FaultProxy`]: an HTTP proxy in front of moto that answers chosen operations with
+//! injected errors, for the failures moto cannot produce (throttling, `failures[]`,
+//! capacity, access denied).
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use super::http::{head_end, header};
+
+/// An injected answer for the next request(s) of one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// Operation it answers (`RunTask`, `DescribeTasks`...).
+    pub operation: String,
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+    /// How many requests it answers before it is used up.
+    pub times: usize,
+}
+
+impl Fault {
+    /// An AWS JSON error: `status` with `{"__type": code, "message": message}`.
+    pub fn error(operation: &str, status: u16, code: &str, message: &str) -> Fault {
+        Fault {
+            operation: operation.to_owned(),
+            status,
+            body: serde_json::json!({ "__type": code, "message": message }).to_string(),
+            times: 1,
+        }
+    }
+
+    /// `ThrottlingException` (HTTP 400) for `operation`.
+    pub fn throttling(operation: &str) -> Fault {
+        Fault::error(operation, 400, "ThrottlingException", "Rate exceeded")
+    }
+
+    /// A `RunTask` answer with no task and one `failures[]` entry.
+    pub fn run_task_failure(reason: &str, detail: Option<&str>) -> Fault {
+        let mut failure = serde_json::json!({
+            "arn": "arn:aws:ecs:us-east-1:123456789012:task-definition/ci:1",
+            "reason": reason,
+        });
+        if let Some(detail) = detail {
+            failure["detail"] = detail.into();
+        }
+        Fault {
+            operation: "RunTask".to_owned(),
+            status: 200,
+            body: serde_json::json!({ "tasks": [], "failures": [failure] }).to_string(),
+            times: 1,
+        }
+    }
+
+    /// The same fault for the next `n` requests of its operation.
+    pub fn times(mut self, n: usize) -> Fault {
+        self.times = n;
+        self
+    }
+}
+
+/// A request the proxy saw.
+#[derive(Clone, Debug)]
+pub struct ProxiedRequest {
+    /// Its operation (`X-Amz-Target` suffix, or the query `Action`).
+    pub operation: String,
+    /// Its body (JSON for ECS).
+    pub body: String,
+    /// Whether a [`Fault`] answered it (else moto did).
+    pub faulted: bool,
+}
+
+impl ProxiedRequest {
+    /// The body parsed as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    faults: VecDeque<Fault>,
+    seen: Vec<ProxiedRequest>,
+}
+
+/// A loopback HTTP proxy that forwards to an upstream (moto) except where a [`Fault`] is
+/// queued for the request's operation. Stops when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    match state.lock() {
+        Ok(s) => s,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream`, an `http://127.0.0.1:PORT` URL (e.g.
+    /// [`super::Moto::endpoint_url`]).
+    ///
+    /// # Panics
+    /// When `upstream` is not such a URL or no loopback port can be bound.
+    pub fn start(upstream: &str) -> FaultProxy {
+        let upstream: SocketAddr = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("FaultProxy upstream {upstream:?}: {e}"));
+        assert!(upstream.ip().is_loopback(), "FaultProxy only forwards to loopback");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("FaultProxy: cannot bind a loopback port: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("FaultProxy: {e}"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (state2, stop2) = (state.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let state = state2.clone();
+                thread::spawn(move || {
+                    let _ = serve(conn, upstream, &state);
+                });
+            }
+        });
+        FaultProxy { addr, state, stop }
+    }
+
+    /// The proxy's URL, for the SDK's endpoint.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An SDK configuration that talks to moto through this proxy.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        super::sdk_config_for(&self.endpoint_url())
+    }
+
+    /// Queues `fault`; faults of one operation answer in the order they were queued.
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.state).faults.push_back(fault);
+    }
+
+    /// Every request seen so far, in order.
+    pub fn requests(&self) -> Vec<ProxiedRequest> {
+        lock(&self.state).seen.clone()
+    }
+
+    /// The requests of `operation` seen so far.
+    pub fn requests_of(&self, operation: &str) -> Vec<ProxiedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.operation == operation)
+            .collect()
+    }
+
+    /// Faults queued and not yet used up.
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.state).faults.len()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop up so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+    }
+}
+
+fn read_message(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = head_end(&raw) {
+            let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+            let len: usize = header(&head, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + len {
+                raw.truncate(end + len);
+                return Ok(raw);
+            }
+        }
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Replaces any `Connection` header of a message head by `Connection: close`.
+fn close_connection(head: &str) -> String {
+    let mut out: Vec<&str> = head
+        .trim_end_matches("\r\n")
+        .split("\r\n")
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
+        })
+        .collect();
+    out.push("Connection: close");
+    format!("{}\r\n\r\n", out.join("\r\n"))
+}
+
+fn operation(head: &str, body: &str) -> String {
+    header(head, "x-amz-target")
+        .and_then(|t| t.rsplit('.').next())
+        .map(str::to_owned)
+        .or_else(|| {
+            body.split('&')
+                .find_map(|kv| kv.strip_prefix("Action="))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn serve(mut conn: TcpStream, upstream: SocketAddr, state: &Mutex<State>) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let raw = read_message(&mut conn)?;
+    let end = head_end(&raw).unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let body = String::from_utf8_lossy(&raw[end..]).into_owned();
+    let op = operation(&head, &body);
+    let fault = {
+        let mut s = lock(state);
+        let fault = match s.faults.iter().position(|f| f.operation == op) {
+            Some(i) => {
+                let f = s.faults[i].clone();
+                if s.faults[i].times <= 1 {
+                    s.faults.remove(i);
+                } else {
+                    s.faults[i].times -= 1;
+                }
+                Some(f)
+            }
+            None => None,
+        };
+        s.seen.push(ProxiedRequest {
+            operation: op,
+            body: body.clone(),
+            faulted: fault.is_some(),
+        });
+        fault
+    };
+    if let Some(f) = fault {
+        let answer = format!(
+            "HTTP/1.1 {} Injected\r\nContent-Type: application/x-amz-json-1.1\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+            f.status,
+            f.body.len(),
+            f.body
+        );
+        conn.write_all(answer.as_bytes())?;
+        return conn.flush();
+    }
+    let mut up = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))?;
+    up.set_read_timeout(Some(Duration::from_secs(60)))?;
+    up.write_all(close_connection(&head).as_bytes())?;
+    up.write_all(&raw[end..])?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer)?;
+    match head_end(&answer) {
+        Some(end) => {
+            let head = String::from_utf8_lossy(&answer[..end]).into_owned();
+            conn.write_all(close_connection(&head).as_bytes())?;
+            conn.write_all(&answer[end..])?;
+        }
+        None => conn.write_all(&answer)?,
+    }
+    conn.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_get_connection_close() {
+        let h = close_connection("HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nA: b\r\n\r\n");
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nA: b\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            operation("POST / HTTP/1.1\r\nX-Amz-Target: X.RunTask\r\n\r\n", ""),
+            "RunTask"
+        );
+        assert_eq!(operation("POST / HTTP/1.1\r\n\r\n", "Action=Foo&V=1"), "Foo");
+    }
+}
