@@ -1,0 +1,155 @@
+//! The command line, compatible with GitLab's Go driver (`PROTOCOL.md` §2.1).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// `fargate [global flags] custom config|prepare|run <script> <stage>|cleanup`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fargate",
+    version,
+    about = "Fargate driver for GitLab Runner's Custom Executor",
+    long_about = "Fargate driver for GitLab Runner's Custom Executor: runs each CI job in its own \
+                  AWS Fargate task and its stage scripts over SSH.\n\nConfigure the runner's \
+                  [runners.custom] with config_exec/prepare_exec/run_exec/cleanup_exec = \"fargate\" \
+                  and *_args = [\"--config\", \"/etc/gitlab-runner/fargate.toml\", \"custom\", \"<stage>\"]."
+)]
+pub struct Args {
+    /// Path of the driver configuration (fargate.toml).
+    #[arg(long, global = true, default_value = "config.toml", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Log at debug level (beats --log-level and LogLevel).
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Log level: error, warn, info, debug, trace (beats LogLevel).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: text or json (beats LogFormat).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Append logs to this file instead of stderr (beats LogFile).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Task definition for every job of this runner (beats [Fargate] TaskDefinition).
+    /// Jobs ask for others with the FARGATE_TASK_DEFINITION variable, checked against
+    /// [Fargate] AllowedTaskDefinitions.
+    #[arg(long = "task-def", global = true, value_name = "TASK_DEFINITION")]
+    pub task_def: Option<String>,
+    /// Platform version for every job of this runner (beats [Fargate] PlatformVersion).
+    #[arg(long, global = true, value_name = "VERSION")]
+    pub platform_version: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Custom executor stages (run by gitlab-runner).
+    #[command(alias = "c")]
+    Custom {
+        /// The stage.
+        #[command(subcommand)]
+        stage: Stage,
+    },
+}
+
+/// The custom executor's stages.
+#[derive(Debug, Subcommand)]
+pub enum Stage {
+    /// Print the driver's JSON configuration for the runner (config_exec).
+    #[command(alias = "co")]
+    Config,
+    /// Start the job's Fargate task and wait until it answers on SSH (prepare_exec).
+    #[command(alias = "p")]
+    Prepare,
+    /// Run one stage script in the job's task (run_exec).
+    #[command(alias = "r")]
+    Run {
+        /// Path of the script gitlab-runner wrote.
+        script: PathBuf,
+        /// Name of the stage (build_script, after_script, ...).
+        stage: String,
+        /// Ignored, as the Go driver ignored them.
+        #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        extra: Vec<OsString>,
+    },
+    /// Stop the job's task and forget it (cleanup_exec).
+    #[command(alias = "cl")]
+    Cleanup,
+}
+
+const LONG_FLAGS: &[&str] = &[
+    "config",
+    "debug",
+    "log-level",
+    "log-format",
+    "log-file",
+    "task-def",
+    "platform-version",
+    "help",
+    "version",
+];
+
+/// Go's flag package also takes `-config x` and `-config=x`: rewrite those to `--config`.
+pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            if i == 0 {
+                return arg;
+            }
+            let Some(s) = arg.to_str() else { return arg };
+            if let Some(rest) = s.strip_prefix('-').filter(|r| !r.starts_with('-')) {
+                let name = rest.split('=').next().unwrap_or(rest);
+                if LONG_FLAGS.contains(&name) {
+                    return OsString::from(format!("-{s}"));
+                }
+            }
+            arg
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(normalize(args.iter().map(OsString::from)))
+    }
+
+    #[test]
+    fn go_driver_command_lines() {
+        let a = parse(&["fargate", "--config", "/etc/f.toml", "custom", "run", "/tmp/s", "build_script"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("/etc/f.toml"));
+        match a.command {
+            Command::Custom { stage: Stage::Run { script, stage, .. } } => {
+                assert_eq!(script, PathBuf::from("/tmp/s"));
+                assert_eq!(stage, "build_script");
+            }
+            other => panic!("{other:?}"),
+        }
+        let a = parse(&["fargate", "-config=/x.toml", "-debug", "c", "co"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("/x.toml"));
+        assert!(a.debug);
+        assert!(matches!(a.command, Command::Custom { stage: Stage::Config }));
+        for (alias, want) in [("p", "Prepare"), ("cl", "Cleanup"), ("prepare", "Prepare"), ("cleanup", "Cleanup")] {
+            let a = parse(&["fargate", "custom", alias]).unwrap();
+            assert!(format!("{:?}", a.command).contains(want), "{alias}");
+        }
+        let a = parse(&["fargate", "--task-def", "td:3", "--platform-version", "1.4.0", "custom", "r", "s", "st", "extra"]).unwrap();
+        assert_eq!(a.task_def.as_deref(), Some("td:3"));
+        assert_eq!(a.platform_version.as_deref(), Some("1.4.0"));
+        assert_eq!(a.config, PathBuf::from("config.toml"));
+    }
+
+    #[test]
+    fn run_needs_script_and_stage() {
+        assert!(parse(&["fargate", "custom", "run", "/tmp/s"]).is_err());
+        assert!(parse(&["fargate", "custom", "nosuch"]).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Logging with `tracing`: text or JSON, to stderr or a file.
+//!
+//! The runner copies the driver's stderr into the job log (for config, prepare and run), so
+//! messages are written for the person reading the job log. No colour codes unless stderr
+//! is a terminal.
+
+use std::fs::OpenOptions;
+use std::io::IsTerminal;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use fargate_core::config::LogFormat;
+use fargate_core::{Error, ErrorKind, Result};
+use tracing::level_filters::LevelFilter;
+
+/// The effective level: `--debug`, then `--log-level`, then `LogLevel`, then `info`.
+pub(crate) fn level(debug: bool, flag: Option<&str>, file: Option<&str>) -> Result<LevelFilter> {
+    if debug {
+        return Ok(LevelFilter::DEBUG);
+    }
+    let name = flag.or(file).unwrap_or("info").to_ascii_lowercase();
+    Ok(match name.as_str() {
+        "panic" | "fatal" | "error" => LevelFilter::ERROR,
+        "warn" | "warning" => LevelFilter::WARN,
+        "info" | "" => LevelFilter::INFO,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        other => {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("log level {other:?} is not one of error, warn, info, debug, trace"),
+            ));
+        }
+    })
+}
+
+/// Parses `--log-format`.
+pub(crate) fn format(flag: Option<&str>, file: LogFormat) -> Result<LogFormat> {
+    match flag.map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(file),
+        Some("text" | "text-simple") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!("log format {other:?} is not \"text\" or \"json\""),
+        )),
+    }
+}
+
+/// Installs the global subscriber. `file`: append there (created 0600) instead of stderr.
+pub(crate) fn init(level: LevelFilter, format: LogFormat, file: Option<&Path>) -> Result<()> {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false);
+    let result = match file {
+        Some(path) => {
+            let f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| {
+                    Error::io(format!("cannot open log file {} for appending", path.display()), e)
+                        .with_hint("check [LogFile] / --log-file and the directory's permissions")
+                })?;
+            let builder = builder.with_ansi(false).with_writer(Mutex::new(f));
+            match format {
+                LogFormat::Json => builder.json().try_init(),
+                _ => builder.try_init(),
+            }
+        }
+        None => {
+            let builder = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr);
+            match format {
+                LogFormat::Json => builder.json().try_init(),
+                _ => builder.try_init(),
+            }
+        }
+    };
+    result.map_err(|e| Error::new(ErrorKind::Unexpected, format!("cannot set up logging: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_precedence() {
+        assert_eq!(level(true, Some("error"), Some("warn")).unwrap(), LevelFilter::DEBUG);
+        assert_eq!(level(false, Some("error"), Some("warn")).unwrap(), LevelFilter::ERROR);
+        assert_eq!(level(false, None, Some("warning")).unwrap(), LevelFilter::WARN);
+        assert_eq!(level(false, None, None).unwrap(), LevelFilter::INFO);
+        assert!(level(false, Some("loud"), None).unwrap_err().message().contains("\"loud\""));
+    }
+
+    #[test]
+    fn format_precedence() {
+        assert_eq!(format(None, LogFormat::Json).unwrap(), LogFormat::Json);
+        assert_eq!(format(Some("TEXT"), LogFormat::Json).unwrap(), LogFormat::Text);
+        assert!(format(Some("xml"), LogFormat::Text).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Carries out one stage: load configuration, set up logging and signals, build the
+//! backends, run the stage, and turn its outcome into the exit code.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use fargate_core::config::{DriverConfig, LoadedConfig};
+use fargate_core::driver::{AdminOverrides, config_output};
+use fargate_core::metadata::permission_warnings;
+use fargate_core::{
+    Driver, Error, ErrorKind, Failure, FileMetadataStore, JobContext, RetryLauncher, StdioSink,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{Args, Command, Stage, normalize};
+use crate::{backends, logging, signals};
+
+/// The driver's version, as shown by the runner.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs the `fargate` command with `args` (including the program name).
+pub fn main_impl(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let system_failure = std::env::var("SYSTEM_FAILURE_EXIT_CODE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .filter(|c| *c != 0)
+        .unwrap_or(2);
+    let args = match Args::try_parse_from(normalize(args)) {
+        Ok(args) => args,
+        Err(err) => {
+            // Help and version go to stdout on request; errors to stderr, never stdout
+            // (the config stage's stdout is JSON for the runner).
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(system_failure)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: fargate: cannot start the async runtime: {e}");
+            return ExitCode::from(system_failure);
+        }
+    };
+    let code = runtime.block_on(execute(args));
+    // Do not wait for blocking threads (an SSH session being torn down) at exit.
+    runtime.shutdown_background();
+    ExitCode::from(u8::try_from(code).unwrap_or(system_failure))
+}
+
+async fn execute(args: Args) -> i32 {
+    let job = match JobContext::from_env() {
+        Ok(job) => job,
+        Err(err) => {
+            print_plain(&err);
+            return 2;
+        }
+    };
+    let codes = job.exit_codes;
+    let Command::Custom { stage } = &args.command;
+    let result = match setup(&args) {
+        Ok(config) => run_stage(&args, stage, config, &job).await,
+        Err(err) => {
+            print_plain(&err);
+            Err(Failure::System(err))
+        }
+    };
+    let Err(failure) = result else { return 0 };
+    report(&failure);
+    let decision = failure.exit(&codes);
+    if let (Some(code), Some(path)) = (decision.build_exit_code, &job.build_exit_code_file)
+        && let Err(e) = std::fs::write(path, format!("{code}\n"))
+    {
+        tracing::error!("cannot write the script's exit code to {}: {e}", path.display());
+    }
+    decision.exit_code
+}
+
+/// Loads the configuration and sets up logging; before logging exists, errors are printed.
+fn setup(args: &Args) -> fargate_core::Result<DriverConfig> {
+    let LoadedConfig { config, warnings } = DriverConfig::load(&args.config)?;
+    let level = logging::level(args.debug, args.log_level.as_deref(), config.log_level.as_deref())?;
+    let format = logging::format(args.log_format.as_deref(), config.log_format)?;
+    let file = args.log_file.as_deref().or(config.log_file.as_deref());
+    logging::init(level, format, file)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
+}
+
+async fn run_stage(
+    args: &Args,
+    stage: &Stage,
+    config: DriverConfig,
+    job: &JobContext,
+) -> Result<(), Failure> {
+    if let Stage::Config = stage {
+        return print_config(&config, job);
+    }
+    let cancel = CancellationToken::new();
+    if let Err(e) = signals::cancel_on_signals(cancel.clone()) {
+        tracing::warn!("cannot listen for signals: {e}");
+    }
+    let driver = driver(args, config);
+    match stage {
+        Stage::Config => Ok(()),
+        Stage::Prepare => {
+            let report = driver.prepare(job, &cancel).await?;
+            tracing::info!(
+                "task {} is ready at {} in {:.1} s (accepted {:.1} s, IP known {:.1} s, SSH up {:.1} s)",
+                report.task,
+                report.endpoint,
+                report.ssh_ready.as_secs_f64(),
+                report.launch_accepted.as_secs_f64(),
+                (report.launch_accepted + report.address_known).as_secs_f64(),
+                report.ssh_ready.as_secs_f64(),
+            );
+            Ok(())
+        }
+        Stage::Run { script, stage, .. } => {
+            let bytes = tokio::fs::read(script).await.map_err(|e| {
+                Error::io(format!("cannot read the stage script {}", script.display()), e)
+            })?;
+            let mut sink = StdioSink;
+            driver.run(job, stage, Arc::from(bytes), &mut sink, &cancel).await
+        }
+        Stage::Cleanup => {
+            // Cleanup is never cancelled: it finishes its stop under its own deadline.
+            let report = driver.cleanup(job).await?;
+            for task in &report.stopped {
+                tracing::info!("stopped task {task}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn driver(args: &Args, config: DriverConfig) -> Driver {
+    let dir = metadata_dir(&config.metadata_dir);
+    for w in permission_warnings(&dir) {
+        tracing::warn!("{w}");
+    }
+    let launcher = RetryLauncher::new(
+        backends::LazyLauncher::ecs(backends::ecs_config(&config)),
+        config.retry.clone(),
+    );
+    let shell = backends::shell(&config);
+    Driver::new(config, Arc::new(launcher), Arc::new(shell), Arc::new(FileMetadataStore::new(dir)))
+        .with_admin_overrides(AdminOverrides {
+            task_definition: args.task_def.clone().filter(|s| !s.is_empty()),
+            platform_version: args.platform_version.clone().filter(|s| !s.is_empty()),
+        })
+}
+
+/// `[TaskMetadata] Directory`, relative paths resolved against the working directory (as the
+/// Go driver did).
+fn metadata_dir(dir: &Path) -> PathBuf {
+    if dir.is_absolute() {
+        dir.to_owned()
+    } else {
+        std::env::current_dir().map(|cwd| cwd.join(dir)).unwrap_or_else(|_| dir.to_owned())
+    }
+}
+
+fn print_config(config: &DriverConfig, job: &JobContext) -> Result<(), Failure> {
+    let out = config_output(config, job, VERSION);
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, &out)
+        .map_err(std::io::Error::from)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failure::System(Error::io("writing the configuration for the runner", e)))
+}
+
+/// Logs a failure for the person reading the job log.
+fn report(failure: &Failure) {
+    match failure {
+        Failure::Script { message, .. } => tracing::error!("{message}"),
+        Failure::System(err) => {
+            tracing::error!("{}", err.chain());
+            if let Some(hint) = err.hint() {
+                tracing::error!("hint: {hint}");
+            }
+            if err.kind() == ErrorKind::Cancelled {
+                tracing::warn!("the stage was cancelled");
+            }
+        }
+    }
+}
+
+fn print_plain(err: &Error) {
+    eprintln!("ERROR: fargate: {}", err.chain());
+    if let Some(hint) = err.hint() {
+        eprintln!("hint: {hint}");
+    }
+}
