@@ -1,1 +1,104 @@
-//! placeholder
+//! The SSH backend of the `fargate` driver: a [`RemoteShell`](fargate_core::RemoteShell)
+//! on libssh2 (the `ssh2` crate), [`Ssh2Shell`].
+//!
+//! # Design
+//!
+//! * **One connection per call.** Every custom-executor stage is its own driver process,
+//!   so [`Ssh2Shell`] keeps nothing between calls. libssh2 is blocking: each call runs its
+//!   whole session on a blocking thread (`tokio::task::spawn_blocking`), never in an async
+//!   task.
+//! * **Timeouts.** The TCP connect and the SSH handshake (plus authentication) are
+//!   bounded ([`Ssh2Config`]: 10 s each by default); while a script runs, SSH keepalives
+//!   are sent every 30 s so that idle NAT/ELB paths stay open and a dead peer is noticed.
+//! * **Keys.** [`generate_key`](fargate_core::RemoteShell::generate_key) makes ed25519 keys
+//!   by default, RSA (3072 to 8192 bits) only when asked; libssh2 1.11 signs RSA with
+//!   `rsa-sha2-256/512`, which OpenSSH ≥ 8.8 requires. The private key is in OpenSSH
+//!   format and zeroized when dropped; the public key is one `authorized_keys` line
+//!   without newline, with the comment `fargate-job`.
+//! * **Host-key pinning.** [`probe`](fargate_core::RemoteShell::probe) (TCP connect and
+//!   handshake only, cheap enough to poll every 250 ms while a task boots) returns the host
+//!   key as `SHA256:<unpadded base64>` of the key blob, as `ssh-keygen -lf` shows it. The
+//!   core pins it in the job record; [`run`](fargate_core::RemoteShell::run) compares the
+//!   server's key with the pinned one right after the handshake and fails with
+//!   [`HostKeyMismatch`](fargate_core::ErrorKind::HostKeyMismatch) before authenticating or
+//!   sending anything when they differ (another machine may have the task's IP by now).
+//!
+//! # How a script runs
+//!
+//! The script is **not** the SSH command line (that would be limited to 128 KiB, visible
+//! in `ps`, and need a bash login shell). The exec command is a fixed POSIX `sh` bootstrap
+//! (run by whatever login shell the user has):
+//!
+//! ```sh
+//! printf '\036fargate-pgid:%s\n' "$$"          # the script's process group, for cancel
+//! command -v bash >/dev/null 2>&1 || { echo 'fargate: bash is not installed ...' >&2; exit 127; }
+//! exec bash /dev/fd/3 3<&0 </dev/null           # script from the channel, stdin = /dev/null
+//! ```
+//!
+//! The client then writes the script to the channel's stdin and sends EOF. bash reads its
+//! script from fd 3 (a pipe from sshd: nothing is written to disk, secrets do not show in
+//! the process list) and the script's commands get EOF on stdin. The script is sent
+//! wrapped in `{ ` … `}`: bash parses a compound command completely before running it,
+//! so a script cut short by a lost connection or a cancel is a syntax error and no part
+//! of it runs. (Side effects of the wrapping: `$0` is `/dev/fd/3`, and an alias the script
+//! defines takes effect only in code parsed later, such as `eval` or functions; the
+//! runner's scripts use neither.)
+//!
+//! The script is written inside the same non-blocking loop that reads its output, so an
+//! 8 MiB script that prints while it is still being received cannot deadlock. stdout and
+//! stderr are read separately as they arrive (non-blocking libssh2 demultiplexing, `poll`
+//! on the socket, no busy loop) and handed to the async task in chunks of at most 64 KiB
+//! through a bounded channel, which writes them to the
+//! [`OutputSink`](fargate_core::OutputSink). Memory use is bounded by that channel and
+//! libssh2's 2 MiB window, whatever the amount of output. The exit status becomes
+//! [`RunOutcome::Exited`](fargate_core::RunOutcome::Exited); death by a signal becomes
+//! [`RunOutcome::Signaled`](fargate_core::RunOutcome::Signaled) (bash is `exec`'d, so it is
+//! the process sshd reports on).
+//!
+//! # Cancellation
+//!
+//! sshd starts each session in its own session and process group, led by the login
+//! shell, which `exec`s bash: the first line the bootstrap prints (hidden from the sink)
+//! is that process group id. When the cancellation token fires, `run` opens a second
+//! channel on the same connection and runs `kill -s TERM -- -<pgid>` (the runner's scripts
+//! `trap 'exit 1' TERM`), waits up to [`Ssh2Config::cancel_grace`] (1 s) for the script to
+//! end, then sends `SIGKILL` to the group the same way, and returns
+//! [`Cancelled`](fargate_core::ErrorKind::Cancelled) within 2 s. The SSH `signal` request
+//! is not used: libssh2's Rust binding lacks it and many sshd versions ignore it. Children
+//! that leave the process group (`setsid`, daemons) are not stopped; the task is stopped by
+//! the cleanup stage anyway.
+//!
+//! # Task image contract
+//!
+//! * an SSH server on the configured port (OpenSSH ≥ 8.8 is tested), allowing public key
+//!   login for the configured user (`PermitRootLogin prohibit-password` for root);
+//! * the entrypoint writes the value of `SSH_PUBLIC_KEY` (one line) into
+//!   `~<user>/.ssh/authorized_keys` before starting sshd;
+//! * a POSIX login shell for that user (`sh`, `dash`, `bash`, `ash`), and **`bash`** on its
+//!   `PATH` (the runner's scripts are bash scripts);
+//! * `/dev/fd` (standard in containers) and a `kill` that takes a negative pid (POSIX).
+//!
+//! # Errors
+//!
+//! All errors are [`fargate_core::Error`]s with backend `"ssh"`: `Unreachable` for "could
+//! not connect" (temporary) and for "connection lost while the script was running" (not
+//! temporary: the script may have partly run), `AuthenticationFailed` naming the user, the
+//! key type and the methods the server offers, `HostKeyMismatch`, `Cancelled`, and
+//! `Unexpected`. Messages never contain the private key or the script.
+//!
+//! # Testing
+//!
+//! The `testing` feature adds [`testing::Sshd`], a throwaway OpenSSH server fixture.
+
+pub mod config;
+pub mod keys;
+mod session;
+mod shell;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{Ssh2Config, Ssh2ConfigBuilder};
+pub use shell::Ssh2Shell;
+
+/// The backend name put on errors.
+pub(crate) const BACKEND: &str = "ssh";
