@@ -45,9 +45,7 @@ async fn hundred_megabytes_of_output_in_bounded_memory() {
     assert_eq!(sink.stdout, 100_000_000);
     assert_eq!(sink.stdout_nonzero, 0);
     assert_eq!(sink.stderr, 10_000_000);
-    eprintln!(
-        "VmHWM {hwm_before} -> {hwm_after} kB, VmRSS {rss_before} -> {rss_after} kB"
-    );
+    eprintln!("VmHWM {hwm_before} -> {hwm_after} kB, VmRSS {rss_before} -> {rss_after} kB");
     let grown = hwm_after.saturating_sub(hwm_before);
     assert!(
         grown < 8 * 1024,
