@@ -466,26 +466,26 @@ impl TaskLauncher for EcsLauncher {
 
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
         let started_by = tags::started_by(key);
+        // Only desired status RUNNING: a task whose desired status is STOPPED is already
+        // being stopped by ECS (state Stopping, terminal), and there is nothing left for a
+        // cleanup to do with it.
         let mut arns = BTreeSet::new();
-        // RUNNING-desired tasks, and STOPPED-desired ones that may still be stopping.
-        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            let mut next: Option<String> = None;
-            loop {
-                let out = self
-                    .ecs
-                    .list_tasks()
-                    .cluster(&self.config.cluster)
-                    .started_by(&started_by)
-                    .desired_status(desired.clone())
-                    .set_next_token(next.take())
-                    .send()
-                    .await
-                    .map_err(|e| Error::from(errors::sdk(e, "ListTasks")))?;
-                arns.extend(out.task_arns().iter().cloned());
-                match out.next_token() {
-                    Some(t) if !t.is_empty() => next = Some(t.to_owned()),
-                    _ => break,
-                }
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .ecs
+                .list_tasks()
+                .cluster(&self.config.cluster)
+                .started_by(&started_by)
+                .desired_status(DesiredStatus::Running)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| Error::from(errors::sdk(e, "ListTasks")))?;
+            arns.extend(out.task_arns().iter().cloned());
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+                _ => break,
             }
         }
         let arns: Vec<String> = arns.into_iter().collect();
@@ -505,7 +505,11 @@ impl TaskLauncher for EcsLauncher {
                     Some(k) => k == key.as_str(),
                     None => t.started_by() == Some(started_by.as_str()),
                 };
-                if ours && t.last_status() != Some("STOPPED") {
+                let state = task_state(
+                    t.last_status().unwrap_or_default(),
+                    t.desired_status().unwrap_or_default(),
+                );
+                if ours && !state.is_terminal() {
                     if let Some(arn) = t.task_arn() {
                         found.push(TaskRef {
                             id: arn.to_owned(),

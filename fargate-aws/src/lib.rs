@@ -23,8 +23,10 @@
 //!   runs and until the IP is found).
 //! * **stop**: `DescribeTasks`, then `StopTask` with a reason naming the job (nothing for a
 //!   task already stopped, stopping or gone).
-//! * **find**: `ListTasks` by `startedBy` (desired status `RUNNING` and `STOPPED`, for tasks
-//!   still stopping), confirmed by `DescribeTasks` with tags.
+//! * **find**: `ListTasks` by `startedBy` and desired status `RUNNING`, confirmed by
+//!   `DescribeTasks` with tags (the job-key tag) and status: tasks not stopping or stopped.
+//!   A task whose desired status is `STOPPED` is already being stopped by ECS, so it is
+//!   left out, as the trait's contract (and its conformance test) want.
 //!
 //! Throttling is retried by the SDK with jittered exponential backoff, bounded by count and
 //! total time ([`RetryPolicy`]). Errors are [`fargate_core::Error`]s with backend `"ecs"`, a

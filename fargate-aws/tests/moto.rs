@@ -1,0 +1,494 @@
+//! `EcsLauncher` against a real moto server (see `fargate_aws::testing`), with injected faults
+//! for what moto cannot do.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use fargate_aws::testing::{Fault, FaultProxy, Moto, MotoEcs};
+use fargate_aws::{Capacity, CapacityProviderItem, EcsConfig, EcsLauncher, RetryPolicy, tags};
+use fargate_core::{ErrorKind, TaskLauncher, TaskRef, TaskState};
+use serde_json::Value;
+
+const MISSING: &str = "arn:aws:ecs:us-east-1:123456789012:task/ci/00000000-0000-4000-8000-000000000000";
+
+fn fast_retry() -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    p.initial_backoff = Duration::from_millis(5);
+    p.max_backoff = Duration::from_millis(20);
+    p.operation_timeout = Duration::from_secs(20);
+    p
+}
+
+async fn moto() -> (Moto, MotoEcs) {
+    let moto = Moto::start();
+    let ecs = moto.setup().await;
+    (moto, ecs)
+}
+
+fn launcher(config: EcsConfig, sdk: &aws_config::SdkConfig) -> EcsLauncher {
+    EcsLauncher::new(config, sdk).expect("launcher")
+}
+
+fn first_ip(cidr: &str) -> IpAddr {
+    let net: Ipv4Addr = cidr.trim_end_matches("/24").parse().unwrap();
+    let [a, b, c, _] = net.octets();
+    IpAddr::V4(Ipv4Addr::new(a, b, c, 1))
+}
+
+fn env_of(request: &Value) -> Value {
+    request["overrides"]["containerOverrides"][0].clone()
+}
+
+fn tag_map(request: &Value) -> BTreeMap<String, String> {
+    request["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap().to_owned(),
+                t["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn conformance() {
+    let (moto, ecs) = moto().await;
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let spec = ecs.spec(1);
+    let started = Instant::now();
+    let missing = TaskRef {
+        id: MISSING.into(),
+        cluster: Some(ecs.cluster.clone()),
+    };
+    fargate_core::testing::conformance::launcher(&l, &spec, &missing).await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Stopping the missing task never reached StopTask (moto answers it with a bare 500).
+    assert_eq!(l.api_calls().get("StopTask"), 1, "{:?}", l.api_calls().snapshot());
+    let runs = moto.run_task_requests();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[1]["replay"], true, "the second launch replayed the first");
+}
+
+#[tokio::test]
+async fn launch_returns_at_once_and_describe_gives_the_eni_address() {
+    let (moto, ecs) = moto().await;
+    moto.set_provisioning_describes(4);
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let started = Instant::now();
+    let task = l.launch(&ecs.spec(2)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(task.cluster.as_deref(), Some("ci"));
+    let mut states = Vec::new();
+    for _ in 0..6 {
+        let s = l.describe(&task).await.unwrap();
+        assert_eq!(s.address, Some(first_ip(moto.task_cidr())), "{s:?}");
+        assert_eq!(s.stop, None);
+        states.push(s.state);
+    }
+    use TaskState::*;
+    assert_eq!(
+        states,
+        [Provisioning, Provisioning, Pending, Pending, Running, Running]
+    );
+    assert_eq!(l.api_calls().get("DescribeTasks"), 6);
+    assert_eq!(l.api_calls().get("RunTask"), 1);
+}
+
+#[tokio::test]
+async fn run_task_request_with_launch_type() {
+    let (moto, ecs) = moto().await;
+    let mut config = ecs.config();
+    config.assign_public_ip = true;
+    config.enable_execute_command = true;
+    config.tags = BTreeMap::from([("team".into(), "ci platform".into())]);
+    let l = launcher(config, &moto.sdk_config());
+    let mut spec = ecs.spec(42);
+    spec.platform_version = Some("1.4.0".into());
+    spec.job.project_url = "https://gitlab.example/group/pro ject?x=1".into();
+    let task = l.launch(&spec).await.unwrap();
+
+    let req = moto.run_task_request(&task.id).expect("request recorded");
+    assert_eq!(req["cluster"], "ci");
+    assert_eq!(req["taskDefinition"], ecs.task_definition.as_str());
+    assert_eq!(req["count"], 1);
+    assert_eq!(req["launchType"], "FARGATE");
+    assert!(req.get("capacityProviderStrategy").is_none(), "{req}");
+    assert_eq!(req["platformVersion"], "1.4.0");
+    assert_eq!(req["clientToken"], spec.client_token.as_str());
+    assert_eq!(req["startedBy"], tags::started_by(&spec.key).as_str());
+    assert_eq!(req["enableExecuteCommand"], true);
+    let vpc = &req["networkConfiguration"]["awsvpcConfiguration"];
+    assert_eq!(vpc["subnets"], serde_json::json!(ecs.subnets[..2]));
+    assert_eq!(vpc["securityGroups"], serde_json::json!(ecs.security_groups));
+    assert_eq!(vpc["assignPublicIp"], "ENABLED");
+    let over = env_of(&req);
+    assert_eq!(over["name"], "ci-coordinator");
+    assert_eq!(over["environment"][0]["name"], "SSH_PUBLIC_KEY");
+    assert_eq!(
+        over["environment"][0]["value"],
+        spec.environment["SSH_PUBLIC_KEY"].as_str()
+    );
+    let t = tag_map(&req);
+    assert_eq!(t["team"], "ci platform");
+    assert_eq!(t[tags::JOB_KEY], spec.key.as_str());
+    assert_eq!(t[tags::JOB_ID], "42");
+    assert_eq!(t[tags::PIPELINE_ID], "7");
+    assert_eq!(t[tags::RUNNER], "runner1");
+    assert_eq!(t[tags::PROJECT_URL], "https://gitlab.example/group/pro ject_x=1");
+
+    // And as moto stored the task.
+    let stored = moto.describe_task("ci", &task.id).await;
+    assert_eq!(stored.started_by(), Some(tags::started_by(&spec.key).as_str()));
+    assert_eq!(stored.platform_version(), Some("1.4.0"));
+    assert_eq!(stored.tags().len(), 6);
+    let env = &stored.overrides().unwrap().container_overrides()[0];
+    assert_eq!(env.name(), Some("ci-coordinator"));
+    assert_eq!(env.environment()[0].name(), Some("SSH_PUBLIC_KEY"));
+}
+
+#[tokio::test]
+async fn run_task_request_with_capacity_strategy_and_private_ip() {
+    let (moto, ecs) = moto().await;
+    let mut config = ecs.config();
+    config.capacity = Capacity::Strategy(vec![
+        CapacityProviderItem::new("FARGATE_SPOT", 3, 0),
+        CapacityProviderItem::new("FARGATE", 1, 1),
+    ]);
+    let l = launcher(config, &moto.sdk_config());
+    let task = l.launch(&ecs.spec(3)).await.unwrap();
+    let req = moto.run_task_request(&task.id).unwrap();
+    assert!(req.get("launchType").is_none(), "{req}");
+    assert!(req.get("enableExecuteCommand").is_none(), "{req}");
+    assert!(req.get("platformVersion").is_none(), "{req}");
+    assert_eq!(
+        req["capacityProviderStrategy"],
+        serde_json::json!([
+            {"capacityProvider": "FARGATE_SPOT", "weight": 3},
+            {"capacityProvider": "FARGATE", "weight": 1, "base": 1},
+        ])
+    );
+    assert_eq!(
+        req["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"],
+        "DISABLED"
+    );
+    let stored = moto.describe_task("ci", &task.id).await;
+    assert_eq!(stored.capacity_provider_name(), Some("FARGATE_SPOT"));
+}
+
+#[tokio::test]
+async fn a_task_that_dies_reports_stopping_then_stopped() {
+    let (moto, ecs) = moto().await;
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let task = l.launch(&ecs.spec(4)).await.unwrap();
+    moto.set_task_transition(2);
+    let mut states = Vec::new();
+    let mut last = None;
+    for _ in 0..12 {
+        let s = l.describe(&task).await.unwrap();
+        states.push(s.state);
+        if s.state == TaskState::Stopped {
+            last = Some(s);
+            break;
+        }
+        if s.state == TaskState::Stopping {
+            assert!(s.stop.is_some(), "{s:?}");
+        }
+    }
+    let last = last.unwrap_or_else(|| panic!("never stopped: {states:?}"));
+    assert_eq!(states[0], TaskState::Running);
+    assert!(states.contains(&TaskState::Stopping), "{states:?}");
+    let stop = last.stop.unwrap();
+    assert_eq!(stop.containers[0].0, "ci-coordinator");
+    assert!(l.find(&ecs.spec(4).key).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_task_stopped_by_someone_else_reports_the_reason() {
+    let (moto, ecs) = moto().await;
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let task = l.launch(&ecs.spec(5)).await.unwrap();
+    moto.ecs_client()
+        .stop_task()
+        .cluster("ci")
+        .task(&task.id)
+        .reason("Essential container in task exited")
+        .send()
+        .await
+        .unwrap();
+    let s = l.describe(&task).await.unwrap();
+    assert_eq!(s.state, TaskState::Stopped);
+    let stop = s.stop.unwrap();
+    assert_eq!(stop.reason.as_deref(), Some("Essential container in task exited"));
+    assert!(stop.to_string().contains("Essential container"), "{stop}");
+}
+
+#[tokio::test]
+async fn stop_names_the_job_and_respects_the_reason_limit() {
+    let (moto, ecs) = moto().await;
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let a = l.launch(&ecs.spec(6)).await.unwrap();
+    l.stop(&a, "fargate driver: cleanup").await.unwrap();
+    let stored = moto.describe_task("ci", &a.id).await;
+    assert_eq!(stored.stopped_reason(), Some("fargate driver: cleanup (job 6)"));
+    let b = l.launch(&ecs.spec(7)).await.unwrap();
+    l.stop(&b, &"é".repeat(400)).await.unwrap();
+    let stored = moto.describe_task("ci", &b.id).await;
+    assert_eq!(stored.stopped_reason().unwrap().chars().count(), 255);
+    // Stopped and missing tasks: success without StopTask.
+    let before = l.api_calls().get("StopTask");
+    l.stop(&a, "again").await.unwrap();
+    l.stop(&TaskRef::new(MISSING), "gone").await.unwrap();
+    assert_eq!(l.api_calls().get("StopTask"), before);
+}
+
+#[tokio::test]
+async fn find_returns_only_the_jobs_running_tasks() {
+    let (moto, ecs) = moto().await;
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let a = l.launch(&ecs.spec(8)).await.unwrap();
+    let b = l.launch(&ecs.spec(9)).await.unwrap();
+    // A task of another job that reused our startedBy but not our tag is not ours.
+    let foreign = moto
+        .ecs_client()
+        .run_task()
+        .cluster("ci")
+        .task_definition(&ecs.task_definition)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .started_by(tags::started_by(&ecs.spec(8).key))
+        .tags(aws_sdk_ecs::types::Tag::builder().key(tags::JOB_KEY).value("someone-else").build())
+        .network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .subnets(&ecs.subnets[0])
+                        .security_groups(&ecs.security_groups[0])
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.tasks().len(), 1);
+    let found = l.find(&ecs.spec(8).key).await.unwrap();
+    assert_eq!(found, vec![a.clone()]);
+    assert_eq!(l.find(&ecs.spec(9).key).await.unwrap(), vec![b]);
+    l.stop(&a, "done").await.unwrap();
+    assert!(l.find(&ecs.spec(8).key).await.unwrap().is_empty());
+    assert!(l.find(&ecs.spec(10).key).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn moto_errors_are_typed_with_hints() {
+    let (moto, ecs) = moto().await;
+    let mut config = ecs.config();
+    config.retry = fast_retry();
+    let l = launcher(config.clone(), &moto.sdk_config());
+    let mut spec = ecs.spec(11);
+    spec.task_definition = "no-such-family".into();
+    let err = l.launch(&spec).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
+    assert!(err.message().contains("Unable to describe task definition"), "{err:?}");
+    assert!(err.hint().unwrap().contains("task definition"));
+    assert_eq!(err.backend(), Some("ecs"));
+
+    config.cluster = "nope".into();
+    let l = launcher(config, &moto.sdk_config());
+    let err = l.launch(&ecs.spec(11)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
+    assert!(err.hint().unwrap().contains("cluster"), "{err:?}");
+    assert!(!err.is_temporary());
+}
+
+async fn proxied() -> (Moto, MotoEcs, FaultProxy) {
+    let (moto, ecs) = moto().await;
+    let proxy = FaultProxy::start(&moto.endpoint_url());
+    (moto, ecs, proxy)
+}
+
+#[tokio::test]
+async fn capacity_failure_moves_on_to_the_next_subnet_with_a_new_token() {
+    let (moto, ecs, proxy) = proxied().await;
+    let mut config = ecs.config();
+    config.retry = fast_retry();
+    let l = launcher(config, &proxy.sdk_config());
+    let spec = ecs.spec(12);
+    proxy.inject(Fault::run_task_failure(
+        "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+        None,
+    ));
+    let task = l.launch(&spec).await.unwrap();
+    let runs = proxy.requests_of("RunTask");
+    assert_eq!(runs.len(), 2);
+    let (first, second) = (runs[0].json(), runs[1].json());
+    assert!(runs[0].faulted && !runs[1].faulted);
+    assert_eq!(first["clientToken"], spec.client_token.as_str());
+    assert_ne!(second["clientToken"], spec.client_token.as_str());
+    assert_eq!(
+        first["networkConfiguration"]["awsvpcConfiguration"]["subnets"],
+        serde_json::json!(ecs.subnets[..2])
+    );
+    assert_eq!(
+        second["networkConfiguration"]["awsvpcConfiguration"]["subnets"],
+        serde_json::json!([ecs.subnets[0]])
+    );
+    assert_eq!(moto.run_task_request(&task.id).unwrap()["clientToken"], second["clientToken"]);
+    assert_eq!(proxy.pending_faults(), 0);
+}
+
+#[tokio::test]
+async fn capacity_everywhere_is_a_temporary_capacity_error() {
+    let (_moto, ecs, proxy) = proxied().await;
+    let mut config = ecs.config();
+    config.retry = fast_retry();
+    let l = launcher(config, &proxy.sdk_config());
+    proxy.inject(Fault::run_task_failure("RESOURCE:ENI", Some("no free IP addresses")).times(10));
+    let err = l.launch(&ecs.spec(13)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CapacityUnavailable, "{err:?}");
+    assert!(err.is_temporary());
+    assert!(err.hint().is_some());
+    assert!(err.message().contains("after 2 other subnet attempt(s)"), "{err}");
+    // All subnets, then each of the two alone; tokens all distinct.
+    let runs = proxy.requests_of("RunTask");
+    assert_eq!(runs.len(), 3);
+    let tokens: std::collections::BTreeSet<String> = runs
+        .iter()
+        .map(|r| r.json()["clientToken"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tokens.len(), 3);
+}
+
+#[tokio::test]
+async fn run_task_failures_map_to_kinds() {
+    let (_moto, ecs, proxy) = proxied().await;
+    let mut config = ecs.config();
+    config.retry = fast_retry();
+    let l = launcher(config, &proxy.sdk_config());
+    let cases = [
+        (
+            Fault::run_task_failure("You've reached the limit on the number of vCPUs you can run concurrently", None),
+            ErrorKind::CapacityUnavailable,
+            1,
+        ),
+        (
+            Fault::error("RunTask", 400, "AccessDeniedException", "User: x is not authorized to perform: ecs:RunTask"),
+            ErrorKind::PermissionDenied,
+            1,
+        ),
+        (
+            Fault::error("RunTask", 400, "InvalidParameterException", "Override for container named ci is not a container in the TaskDefinition."),
+            ErrorKind::InvalidConfig,
+            1,
+        ),
+        (
+            Fault::error("RunTask", 400, "InvalidParameterException", "No Container Instances were found in your cluster."),
+            ErrorKind::InvalidConfig,
+            1,
+        ),
+        (
+            Fault::error("RunTask", 400, "InvalidParameterException", "Capacity is unavailable at this time."),
+            ErrorKind::CapacityUnavailable,
+            3,
+        ),
+    ];
+    for (fault, kind, calls) in cases {
+        let before = proxy.requests_of("RunTask").len();
+        proxy.inject(fault.clone().times(calls));
+        let err = l.launch(&ecs.spec(14)).await.unwrap_err();
+        assert_eq!(err.kind(), kind, "{fault:?}: {err:?}");
+        assert!(err.hint().is_some(), "{err:?}");
+        assert_eq!(proxy.requests_of("RunTask").len() - before, calls, "{fault:?}");
+        assert_eq!(proxy.pending_faults(), 0);
+    }
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff_then_reported() {
+    let (_moto, ecs, proxy) = proxied().await;
+    let mut config = ecs.config();
+    config.retry = fast_retry();
+    config.retry.max_attempts = 3;
+    let l = launcher(config, &proxy.sdk_config());
+    proxy.inject(Fault::throttling("RunTask").times(2));
+    let task = l.launch(&ecs.spec(15)).await.unwrap();
+    assert_eq!(proxy.requests_of("RunTask").len(), 3);
+    assert_eq!(l.api_calls().get("RunTask"), 3, "SDK attempts are counted");
+
+    proxy.inject(Fault::throttling("DescribeTasks").times(3));
+    let err = l.describe(&task).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Throttled, "{err:?}");
+    assert!(err.is_temporary());
+    assert_eq!(proxy.requests_of("DescribeTasks").len(), 3);
+    assert_eq!(l.describe(&task).await.unwrap().state, TaskState::Running);
+}
+
+#[tokio::test]
+async fn describe_tasks_missing_failure_is_missing() {
+    let (_moto, ecs, proxy) = proxied().await;
+    let l = launcher(ecs.config(), &proxy.sdk_config());
+    proxy.inject(Fault {
+        operation: "DescribeTasks".into(),
+        status: 200,
+        body: format!(r#"{{"tasks": [], "failures": [{{"arn": "{MISSING}", "reason": "MISSING"}}]}}"#),
+        times: 1,
+    });
+    let s = l.describe(&TaskRef::new(MISSING)).await.unwrap();
+    assert_eq!(s.state, TaskState::Missing);
+}
+
+#[cfg(feature = "public-ip")]
+#[tokio::test]
+async fn public_ip_appears_once_associated_and_ec2_is_asked_only_until_then() {
+    let (moto, ecs) = moto().await;
+    let mut config = ecs.config();
+    config.assign_public_ip = true;
+    config.use_public_ip = true;
+    let l = launcher(config, &moto.sdk_config());
+    let task = l.launch(&ecs.spec(16)).await.unwrap();
+    let s = l.describe(&task).await.unwrap();
+    assert_eq!(s.state, TaskState::Running);
+    assert_eq!(s.address, None, "no public IP yet");
+    assert_eq!(l.api_calls().get("DescribeNetworkInterfaces"), 1);
+    let eni = moto.task_eni("ci", &task.id).await;
+    let public = Ipv4Addr::new(127, 1, 2, 3);
+    moto.associate_public_ip(&eni, public);
+    for _ in 0..3 {
+        let s = l.describe(&task).await.unwrap();
+        assert_eq!(s.address, Some(IpAddr::V4(public)));
+    }
+    assert_eq!(l.api_calls().get("DescribeNetworkInterfaces"), 2);
+}
+
+#[cfg(not(feature = "public-ip"))]
+#[tokio::test]
+async fn use_public_ip_needs_the_feature() {
+    let mut config = EcsConfig::new("ci", ["subnet-1"], ["sg-1"]);
+    config.use_public_ip = true;
+    let sdk = fargate_aws::testing::sdk_config_for("http://127.0.0.1:9");
+    let err = EcsLauncher::new(config, &sdk).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.hint().unwrap().contains("public-ip"));
+}
+
+#[tokio::test]
+async fn fixture_hands_out_loopback_addresses_in_order() {
+    let (moto, ecs) = moto().await;
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let a = l.launch(&ecs.spec(17)).await.unwrap();
+    let b = l.launch(&ecs.spec(18)).await.unwrap();
+    let (sa, sb) = (l.describe(&a).await.unwrap(), l.describe(&b).await.unwrap());
+    let IpAddr::V4(ip) = sb.address.unwrap() else { panic!() };
+    assert!(ip.is_loopback() && ip.octets()[1] >= 64, "{ip}");
+    assert_eq!(sa.address, Some(first_ip(moto.task_cidr())));
+    assert_ne!(sa.address, sb.address);
+    let other = Moto::builder().task_cidr("127.99.1.0/24").start();
+    assert_eq!(other.task_cidr(), "127.99.1.0/24");
+    assert_ne!(other.port(), moto.port());
+}
