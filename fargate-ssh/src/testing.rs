@@ -57,9 +57,16 @@ pub struct SshdBuilder {
     start_delay: Option<Duration>,
     login_shell: Option<PathBuf>,
     ready_timeout: Duration,
+    extra_config: Vec<String>,
 }
 
 impl SshdBuilder {
+    /// Adds a line to `sshd_config` (e.g. `Ciphers chacha20-poly1305@openssh.com`).
+    pub fn config_line(mut self, line: impl Into<String>) -> Self {
+        self.extra_config.push(line.into());
+        self
+    }
+
     /// The address to listen on (default `127.0.0.1`). Any `127.x.y.z` works on Linux
     /// without configuration, so each fake task can have its own.
     pub fn address(mut self, address: IpAddr) -> Self {
@@ -134,6 +141,7 @@ impl SshdBuilder {
             starter: None,
             wake: None,
             ready_timeout: self.ready_timeout,
+            extra_config: self.extra_config.clone(),
             dir,
         };
         match self.start_delay {
@@ -213,6 +221,7 @@ pub struct Sshd {
     starter: Option<JoinHandle<()>>,
     wake: Option<mpsc::Sender<()>>,
     ready_timeout: Duration,
+    extra_config: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -225,6 +234,7 @@ impl Sshd {
             start_delay: None,
             login_shell: None,
             ready_timeout: Duration::from_secs(10),
+            extra_config: Vec::new(),
         }
     }
 
@@ -360,6 +370,11 @@ impl Sshd {
             ip = self.endpoint.ip,
             keys = self.authorized_keys.display(),
         );
+        let mut config = config;
+        for line in &self.extra_config {
+            config.push_str(line);
+            config.push('\n');
+        }
         fs::write(self.config_path(), config).map_err(|e| io_error("writing sshd_config", e))
     }
 

@@ -1,0 +1,197 @@
+//! `Ssh2Shell` against OpenSSH's `ssh` client, on the same throwaway sshd and cipher.
+//!
+//! ```sh
+//! cargo run --release -p fargate-benches --bin ssh_bench [-- ROUNDS MEGABYTES]
+//! ```
+//!
+//! (a) connect + key exchange + auth + run `true`: median of ROUNDS (default 15) fresh
+//!     connections each. Target: `Ssh2Shell` ≤ 1.25 × `ssh`.
+//! (b) streaming MEGABYTES (default 200) of stdout into a discarding sink, whole call
+//!     timed (connection included, like `ssh host cmd > /dev/null`), best and median of
+//!     3. Target: `Ssh2Shell` ≥ 0.9 × `ssh` in MB/s.
+//!
+//! Needs root (the sshd fixture) and the OpenSSH client and server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fargate_core::{KeyType, OutputSink, RemoteShell, RunOutcome};
+use fargate_ssh::Ssh2Shell;
+use fargate_ssh::testing::Sshd;
+use tokio_util::sync::CancellationToken;
+
+const CIPHER: &str = "chacha20-poly1305@openssh.com";
+
+/// Drops everything, counting bytes.
+#[derive(Default)]
+struct Discard(u64);
+
+impl OutputSink for Discard {
+    fn stdout(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.0 += chunk.len() as u64;
+        Ok(())
+    }
+    fn stderr(&mut self, _chunk: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ssh_command(sshd: &Sshd, key: &Path, extra: &[&str], remote: &str) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-c",
+        CIPHER,
+    ])
+    .args(extra)
+    .arg("-i")
+    .arg(key)
+    .arg("-p")
+    .arg(sshd.endpoint().port.to_string())
+    .arg(format!("{}@{}", sshd.username(), sshd.endpoint().ip))
+    .arg(remote)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    cmd
+}
+
+fn time_ssh(sshd: &Sshd, key: &Path, extra: &[&str], remote: &str) -> Duration {
+    let started = Instant::now();
+    let status = ssh_command(sshd, key, extra, remote).status().unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "ssh failed: {status}\n{}", sshd.log());
+    took
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().map_or(15, |a| a.parse().unwrap());
+    let megabytes: u64 = args.next().map_or(200, |a| a.parse().unwrap());
+
+    let sshd = Sshd::builder()
+        .config_line(format!("Ciphers {CIPHER}"))
+        .start()
+        .expect("sshd fixture (run as root, with openssh-server installed)");
+    let shell = Ssh2Shell::new();
+    let key = shell.generate_key(KeyType::Ed25519).await.unwrap();
+    sshd.authorize(&key.public_key).unwrap();
+    let key_path = sshd.dir().join("client_ed25519");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&key_path)
+            .unwrap();
+        f.write_all(key.private_key.expose().as_bytes()).unwrap();
+    }
+    let never = CancellationToken::new();
+
+    println!("sshd {} , cipher {CIPHER}", sshd.endpoint());
+
+    // (a) connect + auth + `true`, alternating to share any drift.
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut theirs_curve = Vec::new();
+    // Warm-up of both (page cache, sshd's first fork).
+    time_ssh(&sshd, &key_path, &[], "true");
+    shell
+        .run(&sshd.request(&key, "true"), &mut Discard::default(), &never)
+        .await
+        .unwrap();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let outcome = shell
+            .run(&sshd.request(&key, "true"), &mut Discard::default(), &never)
+            .await
+            .unwrap();
+        ours.push(started.elapsed());
+        assert_eq!(outcome, RunOutcome::Exited(0));
+        theirs.push(time_ssh(&sshd, &key_path, &[], "true"));
+        theirs_curve.push(time_ssh(
+            &sshd,
+            &key_path,
+            &["-o", "KexAlgorithms=curve25519-sha256"],
+            "true",
+        ));
+    }
+    let (a_ours, a_theirs, a_curve) = (median(ours), median(theirs), median(theirs_curve));
+    println!("(a) connect+auth+`true`, median of {rounds}:");
+    println!("    Ssh2Shell                      {:8.1} ms", ms(a_ours));
+    println!("    ssh (default kex sntrup761)    {:8.1} ms", ms(a_theirs));
+    println!(
+        "    ssh -o KexAlgorithms=curve25519-sha256 {:8.1} ms",
+        ms(a_curve)
+    );
+    let ratio_a = a_ours.as_secs_f64() / a_theirs.as_secs_f64();
+    println!(
+        "    ratio Ssh2Shell/ssh = {ratio_a:.2} (target <= 1.25: {}); vs curve25519 ssh = {:.2}",
+        if ratio_a <= 1.25 { "met" } else { "MISSED" },
+        a_ours.as_secs_f64() / a_curve.as_secs_f64()
+    );
+
+    // (b) throughput.
+    let bytes = megabytes * 1_000_000;
+    let remote = format!("head -c {bytes} /dev/zero");
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..3 {
+        let mut sink = Discard::default();
+        let started = Instant::now();
+        let outcome = shell
+            .run(&sshd.request(&key, &remote), &mut sink, &never)
+            .await
+            .unwrap();
+        ours.push(started.elapsed());
+        assert_eq!(outcome, RunOutcome::Exited(0));
+        assert_eq!(sink.0, bytes);
+        theirs.push(time_ssh(&sshd, &key_path, &[], &remote));
+    }
+    let rate = |d: Duration| megabytes as f64 / d.as_secs_f64();
+    let best = |v: &[Duration]| *v.iter().min().unwrap();
+    let (b_ours, b_theirs) = (median(ours.clone()), median(theirs.clone()));
+    println!("(b) {megabytes} MB of stdout to a discarding sink, whole call, 3 runs:");
+    println!(
+        "    Ssh2Shell  median {:7.1} MB/s  best {:7.1} MB/s  ({:?})",
+        rate(b_ours),
+        rate(best(&ours)),
+        ours
+    );
+    println!(
+        "    ssh        median {:7.1} MB/s  best {:7.1} MB/s  ({:?})",
+        rate(b_theirs),
+        rate(best(&theirs)),
+        theirs
+    );
+    let ratio_b = rate(b_ours) / rate(b_theirs);
+    println!(
+        "    ratio Ssh2Shell/ssh (median) = {ratio_b:.2} (target >= 0.9: {}); best/best = {:.2}",
+        if ratio_b >= 0.9 { "met" } else { "MISSED" },
+        rate(best(&ours)) / rate(best(&theirs))
+    );
+}
