@@ -104,14 +104,18 @@ impl EcsConfig {
                 .with_hint("set at least one subnet, ideally one per availability zone"));
         }
         if self.security_groups.iter().all(|s| s.trim().is_empty()) {
-            return Err(invalid("no security group is configured for the task".into())
-                .with_hint("set a security group that lets the runner reach port 22"));
+            return Err(
+                invalid("no security group is configured for the task".into())
+                    .with_hint("set a security group that lets the runner reach port 22"),
+            );
         }
         if self.use_public_ip && !cfg!(feature = "public-ip") {
             return Err(invalid(
                 "use_public_ip is set but this build has no public-IP support".into(),
             )
-            .with_hint("rebuild with the `public-ip` feature of fargate-aws, or connect privately"));
+            .with_hint(
+                "rebuild with the `public-ip` feature of fargate-aws, or connect privately",
+            ));
         }
         if let Capacity::Strategy(items) = &self.capacity {
             if items.is_empty() {
@@ -144,13 +148,15 @@ mod tests {
         assert!(ok.validate().is_ok());
         let mut c = ok.clone();
         c.subnets.clear();
-        assert_eq!(
-            c.validate().unwrap_err().kind(),
-            ErrorKind::InvalidConfig
-        );
+        assert_eq!(c.validate().unwrap_err().kind(), ErrorKind::InvalidConfig);
         let mut c = ok.clone();
         c.security_groups = vec![String::new()];
-        assert!(c.validate().unwrap_err().message().contains("security group"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .message()
+                .contains("security group")
+        );
         let mut c = ok.clone();
         c.capacity = Capacity::Strategy(vec![]);
         assert!(c.validate().is_err());

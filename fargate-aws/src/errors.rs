@@ -57,7 +57,9 @@ pub(crate) fn classify(code: &str, message: &str, what: &str) -> Classified {
     {
         (
             ErrorKind::CapacityUnavailable,
-            Some("the account's Fargate quota is used up; wait for other tasks or ask AWS for a higher quota"),
+            Some(
+                "the account's Fargate quota is used up; wait for other tasks or ask AWS for a higher quota",
+            ),
         )
     } else if matches!(
         code,
@@ -74,8 +76,10 @@ pub(crate) fn classify(code: &str, message: &str, what: &str) -> Classified {
     ) {
         (
             ErrorKind::PermissionDenied,
-            Some("the driver's IAM role needs ecs:RunTask, ecs:DescribeTasks, ecs:StopTask, \
-                  ecs:ListTasks, ecs:TagResource and iam:PassRole for the task's roles"),
+            Some(
+                "the driver's IAM role needs ecs:RunTask, ecs:DescribeTasks, ecs:StopTask, \
+                  ecs:ListTasks, ecs:TagResource and iam:PassRole for the task's roles",
+            ),
         )
     } else if matches!(
         code,
@@ -102,22 +106,28 @@ pub(crate) fn classify(code: &str, message: &str, what: &str) -> Classified {
     } else if lower.contains("no container instances were found") {
         (
             ErrorKind::InvalidConfig,
-            Some("the cluster has no EC2 capacity for this launch; use launch type FARGATE or \
-                  a FARGATE capacity provider strategy"),
+            Some(
+                "the cluster has no EC2 capacity for this launch; use launch type FARGATE or \
+                  a FARGATE capacity provider strategy",
+            ),
         )
     } else if lower.contains("is not a container in the taskdefinition")
         || lower.contains("override for container")
     {
         (
             ErrorKind::InvalidConfig,
-            Some("the container named in the driver configuration (default `ci-coordinator`) \
-                  must exist in the task definition"),
+            Some(
+                "the container named in the driver configuration (default `ci-coordinator`) \
+                  must exist in the task definition",
+            ),
         )
     } else if lower.contains("capacity provider") {
         (
             ErrorKind::InvalidConfig,
-            Some("associate the capacity providers with the cluster \
-                  (aws ecs put-cluster-capacity-providers)"),
+            Some(
+                "associate the capacity providers with the cluster \
+                  (aws ecs put-cluster-capacity-providers)",
+            ),
         )
     } else if code.starts_with("InvalidSubnet") || code.starts_with("InvalidGroup") {
         (
@@ -172,10 +182,13 @@ where
             c
         }
         SdkError::TimeoutError(_) => Classified {
-            error: Error::new(ErrorKind::Timeout, format!("{what}: the AWS API did not answer in time"))
-                .with_backend("ecs")
-                .set_temporary(true)
-                .with_source(err),
+            error: Error::new(
+                ErrorKind::Timeout,
+                format!("{what}: the AWS API did not answer in time"),
+            )
+            .with_backend("ecs")
+            .set_temporary(true)
+            .with_source(err),
             try_next_subnet: false,
         },
         SdkError::DispatchFailure(_) => Classified {
@@ -201,7 +214,10 @@ where
         _ => Classified {
             error: Error::new(
                 ErrorKind::Unexpected,
-                format!("{what}: unexpected answer from the AWS API: {}", detail(&err)),
+                format!(
+                    "{what}: unexpected answer from the AWS API: {}",
+                    detail(&err)
+                ),
             )
             .with_backend("ecs")
             .with_source(err),
@@ -232,15 +248,55 @@ mod tests {
     #[test]
     fn known_failures_get_kinds_and_hints() {
         let cases = [
-            ("", "Capacity is unavailable at this time. Please try again later or in a different availability zone", ErrorKind::CapacityUnavailable, true),
+            (
+                "",
+                "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+                ErrorKind::CapacityUnavailable,
+                true,
+            ),
             ("RESOURCE:ENI", "", ErrorKind::CapacityUnavailable, true),
-            ("InvalidParameterException", "You've reached the limit on the number of vCPUs you can run concurrently", ErrorKind::CapacityUnavailable, false),
-            ("ThrottlingException", "Rate exceeded", ErrorKind::Throttled, false),
-            ("AccessDeniedException", "User is not authorized", ErrorKind::PermissionDenied, false),
-            ("ClusterNotFoundException", "Cluster not found.", ErrorKind::NotFound, false),
-            ("ClientException", "Unable to describe task definition.", ErrorKind::NotFound, false),
-            ("InvalidParameterException", "No Container Instances were found in your cluster.", ErrorKind::InvalidConfig, false),
-            ("InvalidParameterException", "Override for container named foo is not a container in the TaskDefinition.", ErrorKind::InvalidConfig, false),
+            (
+                "InvalidParameterException",
+                "You've reached the limit on the number of vCPUs you can run concurrently",
+                ErrorKind::CapacityUnavailable,
+                false,
+            ),
+            (
+                "ThrottlingException",
+                "Rate exceeded",
+                ErrorKind::Throttled,
+                false,
+            ),
+            (
+                "AccessDeniedException",
+                "User is not authorized",
+                ErrorKind::PermissionDenied,
+                false,
+            ),
+            (
+                "ClusterNotFoundException",
+                "Cluster not found.",
+                ErrorKind::NotFound,
+                false,
+            ),
+            (
+                "ClientException",
+                "Unable to describe task definition.",
+                ErrorKind::NotFound,
+                false,
+            ),
+            (
+                "InvalidParameterException",
+                "No Container Instances were found in your cluster.",
+                ErrorKind::InvalidConfig,
+                false,
+            ),
+            (
+                "InvalidParameterException",
+                "Override for container named foo is not a container in the TaskDefinition.",
+                ErrorKind::InvalidConfig,
+                false,
+            ),
             ("MISSING", "", ErrorKind::Unexpected, false),
         ];
         for (code, message, kind, next) in cases {
@@ -253,9 +309,25 @@ mod tests {
                 assert!(c.error.hint().is_some(), "{code} {message}");
             }
         }
-        assert!(classify("ThrottlingException", "", "x").error.is_temporary());
-        assert!(classify("", "Capacity is unavailable at this time.", "x").error.is_temporary());
-        assert!(!classify("AccessDeniedException", "", "x").error.is_temporary());
-        assert!(classify("ServerException", "boom", "x").error.is_temporary());
+        assert!(
+            classify("ThrottlingException", "", "x")
+                .error
+                .is_temporary()
+        );
+        assert!(
+            classify("", "Capacity is unavailable at this time.", "x")
+                .error
+                .is_temporary()
+        );
+        assert!(
+            !classify("AccessDeniedException", "", "x")
+                .error
+                .is_temporary()
+        );
+        assert!(
+            classify("ServerException", "boom", "x")
+                .error
+                .is_temporary()
+        );
     }
 }

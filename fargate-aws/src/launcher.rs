@@ -395,7 +395,10 @@ impl TaskLauncher for EcsLauncher {
                 }
             }
         }
-        Err(Error::new(ErrorKind::InvalidConfig, "no subnet to launch the task in").with_backend("ecs"))
+        Err(
+            Error::new(ErrorKind::InvalidConfig, "no subnet to launch the task in")
+                .with_backend("ecs"),
+        )
     }
 
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
@@ -418,7 +421,8 @@ impl TaskLauncher for EcsLauncher {
         } else {
             eni_detail(&t, "privateIPv4Address").and_then(|ip| ip.parse().ok())
         };
-        let stop = matches!(state, TaskState::Stopping | TaskState::Stopped).then(|| stop_details(&t));
+        let stop =
+            matches!(state, TaskState::Stopping | TaskState::Stopped).then(|| stop_details(&t));
         Ok(TaskStatus {
             state,
             address,
@@ -458,7 +462,11 @@ impl TaskLauncher for EcsLauncher {
             Ok(_) => Ok(()),
             Err(e) => {
                 let c = errors::sdk(e, "StopTask");
-                let gone = c.error.message().to_ascii_lowercase().contains("task was not found");
+                let gone = c
+                    .error
+                    .message()
+                    .to_ascii_lowercase()
+                    .contains("task was not found");
                 if gone { Ok(()) } else { Err(c.error) }
             }
         }
@@ -554,8 +562,18 @@ mod tests {
             .attachments(
                 Attachment::builder()
                     .r#type("ElasticNetworkInterface")
-                    .details(KeyValuePair::builder().name("networkInterfaceId").value("eni-1").build())
-                    .details(KeyValuePair::builder().name("privateIPv4Address").value("10.0.0.7").build())
+                    .details(
+                        KeyValuePair::builder()
+                            .name("networkInterfaceId")
+                            .value("eni-1")
+                            .build(),
+                    )
+                    .details(
+                        KeyValuePair::builder()
+                            .name("privateIPv4Address")
+                            .value("10.0.0.7")
+                            .build(),
+                    )
                     .build(),
             )
             .stopped_reason("Essential container in task exited")
@@ -571,10 +589,17 @@ mod tests {
         assert_eq!(eni_detail(&task, "networkInterfaceId"), Some("eni-1"));
         assert_eq!(eni_detail(&task, "macAddress"), None);
         let d = stop_details(&task);
-        assert_eq!(d.reason.as_deref(), Some("Essential container in task exited"));
+        assert_eq!(
+            d.reason.as_deref(),
+            Some("Essential container in task exited")
+        );
         assert_eq!(
             d.containers[1],
-            ("sidecar".to_owned(), Some("OutOfMemoryError".to_owned()), Some(137))
+            (
+                "sidecar".to_owned(),
+                Some("OutOfMemoryError".to_owned()),
+                Some(137)
+            )
         );
     }
 }

@@ -133,10 +133,7 @@ mod tests {
             p.subnet_attempts(&subnets),
             vec![subnets.clone(), vec!["a".to_owned()], vec!["b".to_owned()]]
         );
-        assert_eq!(
-            p.subnet_attempts(&subnets[..1]),
-            vec![vec!["a".to_owned()]]
-        );
+        assert_eq!(p.subnet_attempts(&subnets[..1]), vec![vec!["a".to_owned()]]);
         assert_eq!(
             RetryPolicy::no_retries().subnet_attempts(&subnets),
             vec![subnets]

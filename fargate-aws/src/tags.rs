@@ -103,13 +103,19 @@ pub fn validate_admin_tags(tags: &BTreeMap<String, String>) -> Result<()> {
             return Err(invalid(format!("tag key {k:?} is not valid for ECS")));
         }
         if k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(invalid(format!("tag key {k:?} uses the reserved `aws:` prefix")));
+            return Err(invalid(format!(
+                "tag key {k:?} uses the reserved `aws:` prefix"
+            )));
         }
         if OWN_TAGS.contains(&k.as_str()) {
-            return Err(invalid(format!("tag key {k:?} is set by the driver itself")));
+            return Err(invalid(format!(
+                "tag key {k:?} is set by the driver itself"
+            )));
         }
         if v.chars().count() > MAX_VALUE_CHARS || !v.chars().all(allowed) {
-            return Err(invalid(format!("the value of tag {k:?} is not valid for ECS")));
+            return Err(invalid(format!(
+                "the value of tag {k:?} is not valid for ECS"
+            )));
         }
     }
     Ok(())
@@ -145,7 +151,10 @@ mod tests {
         let map: BTreeMap<_, _> = tags.iter().cloned().collect();
         let v = &map[PROJECT_URL];
         assert_eq!(v.chars().count(), MAX_VALUE_CHARS);
-        assert!(v.starts_with("https://g.example/a b/ü_x=1_y=_20_frag_"), "{v}");
+        assert!(
+            v.starts_with("https://g.example/a b/ü_x=1_y=_20_frag_"),
+            "{v}"
+        );
         assert_eq!(map[RUNNER], "tok_en");
         assert_eq!(map[JOB_ID], "42");
         assert_eq!(map[PIPELINE_ID], "7");

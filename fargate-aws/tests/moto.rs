@@ -12,7 +12,8 @@ use fargate_aws::{Capacity, CapacityProviderItem, EcsConfig, EcsLauncher, RetryP
 use fargate_core::{ErrorKind, TaskLauncher, TaskRef, TaskState};
 use serde_json::Value;
 
-const MISSING: &str = "arn:aws:ecs:us-east-1:123456789012:task/ci/00000000-0000-4000-8000-000000000000";
+const MISSING: &str =
+    "arn:aws:ecs:us-east-1:123456789012:task/ci/00000000-0000-4000-8000-000000000000";
 
 fn fast_retry() -> RetryPolicy {
     let mut p = RetryPolicy::default();
@@ -69,10 +70,18 @@ async fn conformance() {
     fargate_core::testing::conformance::launcher(&l, &spec, &missing).await;
     assert!(started.elapsed() < Duration::from_secs(20));
     // Stopping the missing task never reached StopTask (moto answers it with a bare 500).
-    assert_eq!(l.api_calls().get("StopTask"), 1, "{:?}", l.api_calls().snapshot());
+    assert_eq!(
+        l.api_calls().get("StopTask"),
+        1,
+        "{:?}",
+        l.api_calls().snapshot()
+    );
     let runs = moto.run_task_requests();
     assert_eq!(runs.len(), 2, "{runs:?}");
-    assert_eq!(runs[1]["replay"], true, "the second launch replayed the first");
+    assert_eq!(
+        runs[1]["replay"], true,
+        "the second launch replayed the first"
+    );
 }
 
 #[tokio::test]
@@ -94,7 +103,14 @@ async fn launch_returns_at_once_and_describe_gives_the_eni_address() {
     use TaskState::*;
     assert_eq!(
         states,
-        [Provisioning, Provisioning, Pending, Pending, Running, Running]
+        [
+            Provisioning,
+            Provisioning,
+            Pending,
+            Pending,
+            Running,
+            Running
+        ]
     );
     assert_eq!(l.api_calls().get("DescribeTasks"), 6);
     assert_eq!(l.api_calls().get("RunTask"), 1);
@@ -125,7 +141,10 @@ async fn run_task_request_with_launch_type() {
     assert_eq!(req["enableExecuteCommand"], true);
     let vpc = &req["networkConfiguration"]["awsvpcConfiguration"];
     assert_eq!(vpc["subnets"], serde_json::json!(ecs.subnets[..2]));
-    assert_eq!(vpc["securityGroups"], serde_json::json!(ecs.security_groups));
+    assert_eq!(
+        vpc["securityGroups"],
+        serde_json::json!(ecs.security_groups)
+    );
     assert_eq!(vpc["assignPublicIp"], "ENABLED");
     let over = env_of(&req);
     assert_eq!(over["name"], "ci-coordinator");
@@ -140,11 +159,17 @@ async fn run_task_request_with_launch_type() {
     assert_eq!(t[tags::JOB_ID], "42");
     assert_eq!(t[tags::PIPELINE_ID], "7");
     assert_eq!(t[tags::RUNNER], "runner1");
-    assert_eq!(t[tags::PROJECT_URL], "https://gitlab.example/group/pro ject_x=1");
+    assert_eq!(
+        t[tags::PROJECT_URL],
+        "https://gitlab.example/group/pro ject_x=1"
+    );
 
     // And as moto stored the task.
     let stored = moto.describe_task("ci", &task.id).await;
-    assert_eq!(stored.started_by(), Some(tags::started_by(&spec.key).as_str()));
+    assert_eq!(
+        stored.started_by(),
+        Some(tags::started_by(&spec.key).as_str())
+    );
     assert_eq!(stored.platform_version(), Some("1.4.0"));
     assert_eq!(stored.tags().len(), 6);
     let env = &stored.overrides().unwrap().container_overrides()[0];
@@ -224,7 +249,10 @@ async fn a_task_stopped_by_someone_else_reports_the_reason() {
     let s = l.describe(&task).await.unwrap();
     assert_eq!(s.state, TaskState::Stopped);
     let stop = s.stop.unwrap();
-    assert_eq!(stop.reason.as_deref(), Some("Essential container in task exited"));
+    assert_eq!(
+        stop.reason.as_deref(),
+        Some("Essential container in task exited")
+    );
     assert!(stop.to_string().contains("Essential container"), "{stop}");
 }
 
@@ -235,7 +263,10 @@ async fn stop_names_the_job_and_respects_the_reason_limit() {
     let a = l.launch(&ecs.spec(6)).await.unwrap();
     l.stop(&a, "fargate driver: cleanup").await.unwrap();
     let stored = moto.describe_task("ci", &a.id).await;
-    assert_eq!(stored.stopped_reason(), Some("fargate driver: cleanup (job 6)"));
+    assert_eq!(
+        stored.stopped_reason(),
+        Some("fargate driver: cleanup (job 6)")
+    );
     let b = l.launch(&ecs.spec(7)).await.unwrap();
     l.stop(&b, &"é".repeat(400)).await.unwrap();
     let stored = moto.describe_task("ci", &b.id).await;
@@ -261,7 +292,12 @@ async fn find_returns_only_the_jobs_running_tasks() {
         .task_definition(&ecs.task_definition)
         .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
         .started_by(tags::started_by(&ecs.spec(8).key))
-        .tags(aws_sdk_ecs::types::Tag::builder().key(tags::JOB_KEY).value("someone-else").build())
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key(tags::JOB_KEY)
+                .value("someone-else")
+                .build(),
+        )
         .network_configuration(
             aws_sdk_ecs::types::NetworkConfiguration::builder()
                 .awsvpc_configuration(
@@ -295,7 +331,10 @@ async fn moto_errors_are_typed_with_hints() {
     spec.task_definition = "no-such-family".into();
     let err = l.launch(&spec).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
-    assert!(err.message().contains("Unable to describe task definition"), "{err:?}");
+    assert!(
+        err.message().contains("Unable to describe task definition"),
+        "{err:?}"
+    );
     assert!(err.hint().unwrap().contains("task definition"));
     assert_eq!(err.backend(), Some("ecs"));
 
@@ -339,7 +378,10 @@ async fn capacity_failure_moves_on_to_the_next_subnet_with_a_new_token() {
         second["networkConfiguration"]["awsvpcConfiguration"]["subnets"],
         serde_json::json!([ecs.subnets[0]])
     );
-    assert_eq!(moto.run_task_request(&task.id).unwrap()["clientToken"], second["clientToken"]);
+    assert_eq!(
+        moto.run_task_request(&task.id).unwrap()["clientToken"],
+        second["clientToken"]
+    );
     assert_eq!(proxy.pending_faults(), 0);
 }
 
@@ -354,7 +396,10 @@ async fn capacity_everywhere_is_a_temporary_capacity_error() {
     assert_eq!(err.kind(), ErrorKind::CapacityUnavailable, "{err:?}");
     assert!(err.is_temporary());
     assert!(err.hint().is_some());
-    assert!(err.message().contains("after 2 other subnet attempt(s)"), "{err}");
+    assert!(
+        err.message().contains("after 2 other subnet attempt(s)"),
+        "{err}"
+    );
     // All subnets, then each of the two alone; tokens all distinct.
     let runs = proxy.requests_of("RunTask");
     assert_eq!(runs.len(), 3);
@@ -373,27 +418,50 @@ async fn run_task_failures_map_to_kinds() {
     let l = launcher(config, &proxy.sdk_config());
     let cases = [
         (
-            Fault::run_task_failure("You've reached the limit on the number of vCPUs you can run concurrently", None),
+            Fault::run_task_failure(
+                "You've reached the limit on the number of vCPUs you can run concurrently",
+                None,
+            ),
             ErrorKind::CapacityUnavailable,
             1,
         ),
         (
-            Fault::error("RunTask", 400, "AccessDeniedException", "User: x is not authorized to perform: ecs:RunTask"),
+            Fault::error(
+                "RunTask",
+                400,
+                "AccessDeniedException",
+                "User: x is not authorized to perform: ecs:RunTask",
+            ),
             ErrorKind::PermissionDenied,
             1,
         ),
         (
-            Fault::error("RunTask", 400, "InvalidParameterException", "Override for container named ci is not a container in the TaskDefinition."),
+            Fault::error(
+                "RunTask",
+                400,
+                "InvalidParameterException",
+                "Override for container named ci is not a container in the TaskDefinition.",
+            ),
             ErrorKind::InvalidConfig,
             1,
         ),
         (
-            Fault::error("RunTask", 400, "InvalidParameterException", "No Container Instances were found in your cluster."),
+            Fault::error(
+                "RunTask",
+                400,
+                "InvalidParameterException",
+                "No Container Instances were found in your cluster.",
+            ),
             ErrorKind::InvalidConfig,
             1,
         ),
         (
-            Fault::error("RunTask", 400, "InvalidParameterException", "Capacity is unavailable at this time."),
+            Fault::error(
+                "RunTask",
+                400,
+                "InvalidParameterException",
+                "Capacity is unavailable at this time.",
+            ),
             ErrorKind::CapacityUnavailable,
             3,
         ),
@@ -404,7 +472,11 @@ async fn run_task_failures_map_to_kinds() {
         let err = l.launch(&ecs.spec(14)).await.unwrap_err();
         assert_eq!(err.kind(), kind, "{fault:?}: {err:?}");
         assert!(err.hint().is_some(), "{err:?}");
-        assert_eq!(proxy.requests_of("RunTask").len() - before, calls, "{fault:?}");
+        assert_eq!(
+            proxy.requests_of("RunTask").len() - before,
+            calls,
+            "{fault:?}"
+        );
         assert_eq!(proxy.pending_faults(), 0);
     }
 }
@@ -436,7 +508,9 @@ async fn describe_tasks_missing_failure_is_missing() {
     proxy.inject(Fault {
         operation: "DescribeTasks".into(),
         status: 200,
-        body: format!(r#"{{"tasks": [], "failures": [{{"arn": "{MISSING}", "reason": "MISSING"}}]}}"#),
+        body: format!(
+            r#"{{"tasks": [], "failures": [{{"arn": "{MISSING}", "reason": "MISSING"}}]}}"#
+        ),
         times: 1,
     });
     let s = l.describe(&TaskRef::new(MISSING)).await.unwrap();
@@ -484,7 +558,9 @@ async fn fixture_hands_out_loopback_addresses_in_order() {
     let a = l.launch(&ecs.spec(17)).await.unwrap();
     let b = l.launch(&ecs.spec(18)).await.unwrap();
     let (sa, sb) = (l.describe(&a).await.unwrap(), l.describe(&b).await.unwrap());
-    let IpAddr::V4(ip) = sb.address.unwrap() else { panic!() };
+    let IpAddr::V4(ip) = sb.address.unwrap() else {
+        panic!()
+    };
     assert!(ip.is_loopback() && ip.octets()[1] >= 64, "{ip}");
     assert_eq!(sa.address, Some(first_ip(moto.task_cidr())));
     assert_ne!(sa.address, sb.address);

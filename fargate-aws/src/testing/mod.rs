@@ -134,7 +134,10 @@ impl MotoBuilder {
         let mut last_log = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let cidr = self.task_cidr.clone().unwrap_or_else(|| cidr_for_port(port));
+            let cidr = self
+                .task_cidr
+                .clone()
+                .unwrap_or_else(|| cidr_for_port(port));
             let dir = tempfile::Builder::new()
                 .prefix("fargate-moto-")
                 .tempdir()
@@ -366,8 +369,11 @@ impl Moto {
     /// Tasks started from now on report `PROVISIONING`, then `PENDING`, for their first `k`
     /// `DescribeTasks` before `RUNNING`.
     pub fn set_provisioning_describes(&self, k: u32) {
-        std::fs::write(self.dir.path().join("provisioning_describes"), k.to_string())
-            .expect("writing the moto control file");
+        std::fs::write(
+            self.dir.path().join("provisioning_describes"),
+            k.to_string(),
+        )
+        .expect("writing the moto control file");
     }
 
     /// Every `RunTask` request the server received, in order, as
@@ -408,7 +414,12 @@ impl Moto {
                 body.as_bytes(),
             )
             .unwrap_or_else(|e| panic!("moto EC2 {params:?}: {e}"));
-        assert!(r.status < 300, "moto EC2 {params:?}: HTTP {}: {}", r.status, r.body);
+        assert!(
+            r.status < 300,
+            "moto EC2 {params:?}: HTTP {}: {}",
+            r.status,
+            r.body
+        );
         r.body
     }
 

@@ -99,7 +99,9 @@ pub struct FaultProxy {
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultProxy").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("FaultProxy")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +124,10 @@ impl FaultProxy {
             .trim_end_matches('/')
             .parse()
             .unwrap_or_else(|e| panic!("FaultProxy upstream {upstream:?}: {e}"));
-        assert!(upstream.ip().is_loopback(), "FaultProxy only forwards to loopback");
+        assert!(
+            upstream.ip().is_loopback(),
+            "FaultProxy only forwards to loopback"
+        );
         let listener = TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("FaultProxy: cannot bind a loopback port: {e}"));
         let addr = listener
@@ -304,6 +309,9 @@ mod tests {
             operation("POST / HTTP/1.1\r\nX-Amz-Target: X.RunTask\r\n\r\n", ""),
             "RunTask"
         );
-        assert_eq!(operation("POST / HTTP/1.1\r\n\r\n", "Action=Foo&V=1"), "Foo");
+        assert_eq!(
+            operation("POST / HTTP/1.1\r\n\r\n", "Action=Foo&V=1"),
+            "Foo"
+        );
     }
 }
