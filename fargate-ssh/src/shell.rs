@@ -18,7 +18,7 @@ use crate::session::{self, Chunk};
 
 /// Chunks (of up to 64 KiB) in flight between the SSH thread and the sink: with the
 /// libssh2 channel window (2 MiB) this bounds the memory a run uses, whatever the output.
-const CHANNEL_CHUNKS: usize = 16;
+const CHANNEL_CHUNKS: usize = 8;
 
 /// After a cancel, the longest `run` waits for the SSH thread to stop the remote script.
 const CANCEL_WAIT: Duration = Duration::from_millis(1900);

@@ -427,7 +427,8 @@ async fn connection_lost_mid_script_is_unreachable() {
         "{err}"
     );
     assert!(!err.is_temporary());
-    assert_eq!(out.stdout, b"started\n");
+    // sshd is killed right after `echo`, so the line may or may not have been forwarded.
+    assert!(b"started\n".starts_with(&out.stdout), "{:?}", out.stdout);
 }
 
 struct FailingSink;

@@ -8,7 +8,7 @@
 //!     connections each. Target: `Ssh2Shell` ≤ 1.25 × `ssh`.
 //! (b) streaming MEGABYTES (default 200) of stdout into a discarding sink, whole call
 //!     timed (connection included, like `ssh host cmd > /dev/null`), best and median of
-//!     3. Target: `Ssh2Shell` ≥ 0.9 × `ssh` in MB/s.
+//!     5. Target: `Ssh2Shell` ≥ 0.9 × `ssh` in MB/s.
 //!
 //! Needs root (the sshd fixture) and the OpenSSH client and server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -25,6 +25,7 @@ use fargate_ssh::testing::Sshd;
 use tokio_util::sync::CancellationToken;
 
 const CIPHER: &str = "chacha20-poly1305@openssh.com";
+const THROUGHPUT_RUNS: usize = 5;
 
 /// Drops everything, counting bytes.
 #[derive(Default)]
@@ -75,6 +76,18 @@ fn ssh_command(sshd: &Sshd, key: &Path, extra: &[&str], remote: &str) -> Command
     .stdin(Stdio::null())
     .stdout(Stdio::null());
     cmd
+}
+
+/// User + system CPU time of this process (`RUSAGE_SELF`) or of its waited-for children.
+fn cpu(who: i32) -> Duration {
+    // SAFETY: `usage` is a valid, writable rusage for the call.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn time_ssh(sshd: &Sshd, key: &Path, extra: &[&str], remote: &str) -> Duration {
@@ -160,22 +173,30 @@ async fn main() {
     let remote = format!("head -c {bytes} /dev/zero");
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
-    for _ in 0..3 {
+    let mut ours_cpu = Vec::new();
+    let mut theirs_cpu = Vec::new();
+    for _ in 0..THROUGHPUT_RUNS {
         let mut sink = Discard::default();
+        let cpu_before = cpu(libc::RUSAGE_SELF);
         let started = Instant::now();
         let outcome = shell
             .run(&sshd.request(&key, &remote), &mut sink, &never)
             .await
             .unwrap();
         ours.push(started.elapsed());
+        ours_cpu.push(cpu(libc::RUSAGE_SELF) - cpu_before);
         assert_eq!(outcome, RunOutcome::Exited(0));
         assert_eq!(sink.0, bytes);
+        let cpu_before = cpu(libc::RUSAGE_CHILDREN);
         theirs.push(time_ssh(&sshd, &key_path, &[], &remote));
+        theirs_cpu.push(cpu(libc::RUSAGE_CHILDREN) - cpu_before);
     }
     let rate = |d: Duration| megabytes as f64 / d.as_secs_f64();
     let best = |v: &[Duration]| *v.iter().min().unwrap();
     let (b_ours, b_theirs) = (median(ours.clone()), median(theirs.clone()));
-    println!("(b) {megabytes} MB of stdout to a discarding sink, whole call, 3 runs:");
+    println!(
+        "(b) {megabytes} MB of stdout to a discarding sink, whole call, {THROUGHPUT_RUNS} runs:"
+    );
     println!(
         "    Ssh2Shell  median {:7.1} MB/s  best {:7.1} MB/s  ({:?})",
         rate(b_ours),
@@ -187,6 +208,11 @@ async fn main() {
         rate(b_theirs),
         rate(best(&theirs)),
         theirs
+    );
+    println!(
+        "    client CPU (user+sys) median: Ssh2Shell {:.0} ms, ssh {:.0} ms",
+        ms(median(ours_cpu)),
+        ms(median(theirs_cpu))
     );
     let ratio_b = rate(b_ours) / rate(b_theirs);
     println!(
