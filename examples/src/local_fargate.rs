@@ -1,0 +1,280 @@
+//! A local Fargate: the moto ECS emulator plus one real OpenSSH `sshd` per task, listening
+//! on the task's own loopback IP with the task's `SSH_PUBLIC_KEY`, stopped when the task
+//! stops. Everything stays on 127.0.0.0/8.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use aws_sdk_ecs::types::DesiredStatus;
+use fargate_aws::testing::{Moto, MotoEcs};
+use fargate_ssh::testing::Sshd;
+
+/// Options of a [`LocalFargate`].
+#[derive(Clone, Debug)]
+pub struct LocalFargateOptions {
+    /// sshd of a new task starts this long after the task is `RUNNING` (image still booting).
+    pub sshd_delay: Duration,
+    /// The SSH port of every task (each task has its own IP).
+    pub ssh_port: u16,
+}
+
+impl Default for LocalFargateOptions {
+    fn default() -> Self {
+        LocalFargateOptions {
+            sshd_delay: Duration::ZERO,
+            ssh_port: 2222,
+        }
+    }
+}
+
+/// moto plus a task watcher that gives each running task an sshd.
+pub struct LocalFargate {
+    moto: Arc<Moto>,
+    /// Cluster, task definition, subnets and security group created in moto.
+    pub ecs: MotoEcs,
+    options: LocalFargateOptions,
+    delay: Arc<Mutex<Duration>>,
+    servers: Arc<Mutex<HashMap<String, Sshd>>>,
+    events: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LocalFargate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalFargate")
+            .field("moto", &self.moto)
+            .field("ecs", &self.ecs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalFargate {
+    /// Starts moto, creates the cluster and task definition, and starts the task watcher.
+    ///
+    /// # Panics
+    /// When moto or sshd is missing (with the command that installs them).
+    pub async fn start(options: LocalFargateOptions) -> LocalFargate {
+        let moto = Arc::new(Moto::start());
+        let ecs = moto.setup().await;
+        let delay = Arc::new(Mutex::new(options.sshd_delay));
+        let servers = Arc::new(Mutex::new(HashMap::new()));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (moto, cluster, delay, servers, events, stop) = (
+                moto.clone(),
+                ecs.cluster.clone(),
+                delay.clone(),
+                servers.clone(),
+                events.clone(),
+                stop.clone(),
+            );
+            let port = options.ssh_port;
+            std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                rt.block_on(watch(moto, cluster, port, delay, servers, events, stop));
+            })
+        };
+        LocalFargate {
+            moto,
+            ecs,
+            options,
+            delay,
+            servers,
+            events,
+            stop,
+            watcher: Some(watcher),
+        }
+    }
+
+    /// The moto server.
+    pub fn moto(&self) -> &Moto {
+        &self.moto
+    }
+
+    /// Changes the sshd start delay of tasks started from now on.
+    pub fn set_sshd_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    /// What the watcher did ("sshd for <task> on <ip>", "stopped sshd of <task>").
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Environment for the `fargate` binary: AWS endpoint, dummy credentials, region, and no
+    /// instance metadata lookups.
+    pub fn driver_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.moto.endpoint_url()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// A `fargate.toml` for this cluster, with records in `metadata_dir`.
+    pub fn fargate_toml(&self, metadata_dir: &Path) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "LogLevel = \"info\"");
+        let _ = writeln!(s, "[Fargate]");
+        let _ = writeln!(s, "  Cluster = \"{}\"", self.ecs.cluster);
+        let _ = writeln!(s, "  Region = \"us-east-1\"");
+        let _ = writeln!(s, "  Subnets = {:?}", self.ecs.subnets);
+        let _ = writeln!(s, "  SecurityGroups = {:?}", self.ecs.security_groups);
+        let _ = writeln!(s, "  TaskDefinition = \"{}\"", self.ecs.task_definition);
+        let _ = writeln!(s, "  ReadyTimeout = \"60s\"");
+        let _ = writeln!(s, "  PollInitialInterval = \"500ms\"");
+        let _ = writeln!(s, "  PollMaxInterval = \"2s\"");
+        let _ = writeln!(s, "  StopTimeout = \"30s\"");
+        let _ = writeln!(s, "[TaskMetadata]");
+        let _ = writeln!(s, "  Directory = {:?}", metadata_dir.display().to_string());
+        let _ = writeln!(s, "[SSH]");
+        let _ = writeln!(s, "  Username = \"root\"");
+        let _ = writeln!(s, "  Port = {}", self.options.ssh_port);
+        let _ = writeln!(s, "  ConnectTimeout = \"5s\"");
+        let _ = writeln!(s, "  ProbeInterval = \"100ms\"");
+        s
+    }
+
+    /// ARNs of the tasks whose desired status is `RUNNING`.
+    pub async fn running_tasks(&self) -> Vec<String> {
+        list_running(&self.moto.ecs_client(), &self.ecs.cluster).await
+    }
+
+    /// Stops a task as ECS would on its own (e.g. the essential container exited).
+    pub async fn stop_task(&self, task_arn: &str, reason: &str) {
+        let _ = self
+            .moto
+            .ecs_client()
+            .stop_task()
+            .cluster(&self.ecs.cluster)
+            .task(task_arn)
+            .reason(reason)
+            .send()
+            .await;
+        // The container goes away with the task.
+        let server = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(task_arn);
+        if let Some(sshd) = server {
+            sshd.kill();
+        }
+    }
+}
+
+impl Drop for LocalFargate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+async fn list_running(client: &aws_sdk_ecs::Client, cluster: &str) -> Vec<String> {
+    client
+        .list_tasks()
+        .cluster(cluster)
+        .desired_status(DesiredStatus::Running)
+        .send()
+        .await
+        .map(|r| r.task_arns().to_vec())
+        .unwrap_or_default()
+}
+
+/// Gives each new running task an sshd, and takes it away when the task stops.
+async fn watch(
+    moto: Arc<Moto>,
+    cluster: String,
+    port: u16,
+    delay: Arc<Mutex<Duration>>,
+    servers: Arc<Mutex<HashMap<String, Sshd>>>,
+    events: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let client = moto.ecs_client();
+    let log = |e: String| events.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    while !stop.load(Ordering::SeqCst) {
+        let running = list_running(&client, &cluster).await;
+        let new: Vec<String> = running.iter().filter(|a| !seen.contains(*a)).cloned().collect();
+        if !new.is_empty()
+            && let Ok(out) = client.describe_tasks().cluster(&cluster).set_tasks(Some(new)).send().await
+        {
+            for task in out.tasks() {
+                let Some(arn) = task.task_arn() else { continue };
+                seen.insert(arn.to_owned());
+                let ip = task
+                    .attachments()
+                    .iter()
+                    .flat_map(|a| a.details())
+                    .find(|d| d.name() == Some("privateIPv4Address"))
+                    .and_then(|d| d.value())
+                    .and_then(|v| v.parse::<IpAddr>().ok());
+                let key = task
+                    .overrides()
+                    .map(|o| o.container_overrides())
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|c| c.environment())
+                    .find(|e| e.name() == Some("SSH_PUBLIC_KEY"))
+                    .and_then(|e| e.value())
+                    .map(str::to_owned);
+                let (Some(ip), Some(key)) = (ip, key) else {
+                    log(format!("task {arn} has no IP or no SSH_PUBLIC_KEY: no sshd"));
+                    continue;
+                };
+                // Only loopback: a task IP elsewhere would mean the fixture is broken.
+                if !ip.is_loopback() {
+                    log(format!("task {arn} has non-loopback IP {ip}: no sshd"));
+                    continue;
+                }
+                let d = *delay.lock().unwrap_or_else(|p| p.into_inner());
+                let started = Sshd::builder()
+                    .address(ip)
+                    .port(port)
+                    .start_delay(d)
+                    .start()
+                    .and_then(|s| s.authorize(&key).map(|()| s));
+                match started {
+                    Ok(sshd) => {
+                        log(format!("sshd for {arn} on {ip}:{port} (after {d:?})"));
+                        servers.lock().unwrap_or_else(|p| p.into_inner()).insert(arn.to_owned(), sshd);
+                    }
+                    Err(e) => log(format!("cannot start sshd for {arn}: {e}")),
+                }
+            }
+        }
+        let gone: Vec<String> = servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|a| !running.contains(*a))
+            .cloned()
+            .collect();
+        for arn in gone {
+            servers.lock().unwrap_or_else(|p| p.into_inner()).remove(&arn);
+            log(format!("stopped sshd of {arn}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,509 @@
+//! A gitlab-runner custom executor emulator: drives a driver binary through one job the way
+//! gitlab-runner 17.9+ does (`PROTOCOL.md` §1): a new process per stage, a temporary
+//! directory as working directory, the runner's variables, `CUSTOM_ENV_*` job variables,
+//! stdin from `/dev/null`, its own process group, bash stage scripts written like the
+//! runner's, prepare retried up to three times with a cleanup after each failed attempt,
+//! SIGTERM then SIGKILL on cancel, and cleanup at the end.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A hook called when a stage's output first contains a marker.
+pub type Hook = Box<dyn FnOnce() + Send>;
+
+/// What to do when a stage prints a marker.
+pub enum OnOutput {
+    /// Cancel the job: SIGTERM to the stage's process group (the runner's job cancel).
+    Cancel,
+    /// Call a function (e.g. stop the task behind the driver's back).
+    Call(Hook),
+}
+
+impl std::fmt::Debug for OnOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OnOutput::Cancel => f.write_str("Cancel"),
+            OnOutput::Call(_) => f.write_str("Call(..)"),
+        }
+    }
+}
+
+/// Where to SIGKILL a prepare attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KillPoint {
+    /// As soon as the job record shows this phase (`launch_requested`, `launched`, `ready`).
+    RecordPhase(String),
+    /// This long after the prepare process started.
+    After(Duration),
+}
+
+/// One job.
+#[derive(Debug)]
+pub struct Job {
+    /// `CI_JOB_ID`.
+    pub job_id: i64,
+    /// `CI_PIPELINE_ID`.
+    pub pipeline_id: i64,
+    /// `CI_PROJECT_URL`.
+    pub project_url: String,
+    /// `CI_RUNNER_SHORT_TOKEN`.
+    pub short_token: String,
+    /// CI/CD variables (become `CUSTOM_ENV_*` and exports in the scripts).
+    pub variables: Vec<(String, String)>,
+    /// The job's `script:` lines.
+    pub script: Vec<String>,
+    /// The job's `after_script:` lines.
+    pub after_script: Vec<String>,
+    /// React to a marker in a stage's output.
+    pub on_output: Option<(String, OnOutput)>,
+    /// SIGKILL the first prepare attempt at this point.
+    pub kill_prepare: Option<KillPoint>,
+    /// Time between SIGTERM and SIGKILL (`graceful_kill_timeout`).
+    pub graceful_kill: Duration,
+}
+
+impl Job {
+    /// A job with id `job_id` running `script`.
+    pub fn new(job_id: i64, script: &[&str]) -> Job {
+        Job {
+            job_id,
+            pipeline_id: 100,
+            project_url: "https://gitlab.example.com/group/project".into(),
+            short_token: "zxcv1234".into(),
+            variables: Vec::new(),
+            script: script.iter().map(|s| s.to_string()).collect(),
+            after_script: Vec::new(),
+            on_output: None,
+            kill_prepare: None,
+            graceful_kill: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the job ended, as GitLab would show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Passed.
+    Success,
+    /// The script failed with this exit code (`script_failure`).
+    ScriptFailure(i32),
+    /// A system failure in this stage (`runner_system_failure`).
+    SystemFailure(String),
+    /// The job was cancelled.
+    Canceled,
+}
+
+/// One driver process.
+#[derive(Clone, Debug)]
+pub struct StageRun {
+    /// `config`, `prepare`, `cleanup`, or the run stage's name.
+    pub name: String,
+    /// Exit code (`None`: killed by a signal).
+    pub exit_code: Option<i32>,
+    /// Wall time.
+    pub wall: Duration,
+    /// Time from SIGTERM to exit, when it was cancelled.
+    pub exit_after_term: Option<Duration>,
+}
+
+/// The outcome of a job.
+#[derive(Clone, Debug)]
+pub struct JobResult {
+    /// Final status.
+    pub status: JobStatus,
+    /// Everything the driver printed (the job log), with the runner's own lines.
+    pub log: String,
+    /// Every driver process, in order.
+    pub stages: Vec<StageRun>,
+    /// The config stage's stdout.
+    pub config_output: String,
+}
+
+impl JobResult {
+    /// The runs of stage `name`.
+    pub fn stage(&self, name: &str) -> Vec<&StageRun> {
+        self.stages.iter().filter(|s| s.name == name).collect()
+    }
+}
+
+/// Runs jobs through a driver binary.
+#[derive(Clone, Debug)]
+pub struct RunnerEmu {
+    /// The driver binary.
+    pub driver: PathBuf,
+    /// Arguments before the stage (`--config FILE`).
+    pub args: Vec<String>,
+    /// Extra environment for every driver process (AWS endpoint...).
+    pub env: Vec<(String, String)>,
+    /// `builds_dir`.
+    pub builds_dir: String,
+    /// The driver's metadata directory (for [`KillPoint::RecordPhase`]).
+    pub metadata_dir: Option<PathBuf>,
+}
+
+const RUN_STAGES_BEFORE: &[&str] = &["prepare_script", "get_sources", "restore_cache", "download_artifacts"];
+
+impl RunnerEmu {
+    /// An emulator for `driver` with `--config config`.
+    pub fn new(driver: &Path, config: &Path, env: Vec<(String, String)>) -> RunnerEmu {
+        RunnerEmu {
+            driver: driver.to_owned(),
+            args: vec!["--config".into(), config.display().to_string()],
+            env,
+            builds_dir: "/tmp/builds".into(),
+            metadata_dir: None,
+        }
+    }
+
+    /// Runs `job` to the end.
+    pub fn run(&self, mut job: Job) -> JobResult {
+        let mut r = Exec {
+            emu: self,
+            log: Arc::new(Mutex::new(String::new())),
+            stages: Vec::new(),
+            on_output: job.on_output.take(),
+            cancelled: false,
+        };
+        let mut config_output = String::new();
+        let status = r.job(&mut job, &mut config_output);
+        let log = r.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        JobResult {
+            status,
+            log,
+            stages: r.stages,
+            config_output,
+        }
+    }
+}
+
+struct Exec<'a> {
+    emu: &'a RunnerEmu,
+    log: Arc<Mutex<String>>,
+    stages: Vec<StageRun>,
+    on_output: Option<(String, OnOutput)>,
+    cancelled: bool,
+}
+
+impl Exec<'_> {
+    fn say(&self, line: &str) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.push_str(line);
+        log.push('\n');
+    }
+
+    fn job(&mut self, job: &mut Job, config_output: &mut String) -> JobStatus {
+        let mut prepared = false;
+        let mut tmp = None;
+        for attempt in 1..=3 {
+            // A fresh executor, and so a fresh temporary directory, per attempt.
+            let dir = match tempfile::Builder::new().prefix("custom-executor").tempdir() {
+                Ok(d) => d,
+                Err(e) => return JobStatus::SystemFailure(format!("temp dir: {e}")),
+            };
+            let ctx = Ctx::new(dir.path(), job);
+            let (code, out) = self.spawn("config", &["custom", "config"], &ctx, None, job.graceful_kill);
+            *config_output = out;
+            if code != Some(0) {
+                self.say(&format!("Preparation failed: config exited {code:?}"));
+                continue;
+            }
+            self.say("Using Custom executor...");
+            let kill = if attempt == 1 { job.kill_prepare.clone() } else { None };
+            let (code, _) = self.spawn("prepare", &["custom", "prepare"], &ctx, kill, job.graceful_kill);
+            if code == Some(0) {
+                prepared = true;
+                tmp = Some((dir, ctx));
+                break;
+            }
+            self.say(&format!("Preparation failed: exit code {code:?}"));
+            // The runner cleans up every failed attempt.
+            self.spawn("cleanup", &["custom", "cleanup"], &ctx, None, job.graceful_kill);
+            if code == Some(1) || self.cancelled {
+                // A build error is not retried; neither is a cancelled job.
+                break;
+            }
+            self.say("Will be retried in 3s ...");
+        }
+        let Some((_dir, ctx)) = tmp else {
+            return if self.cancelled {
+                JobStatus::Canceled
+            } else {
+                JobStatus::SystemFailure("prepare".into())
+            };
+        };
+        debug_assert!(prepared);
+        let status = self.run_stages(job, &ctx);
+        self.spawn("cleanup", &["custom", "cleanup"], &ctx, None, job.graceful_kill);
+        status
+    }
+
+    fn run_stages(&mut self, job: &Job, ctx: &Ctx) -> JobStatus {
+        for stage in RUN_STAGES_BEFORE {
+            let body = format!("echo {}", shell_quote(&format!("Running {stage}")));
+            if let Err(status) = self.run_stage(stage, &body, ctx, job) {
+                return status;
+            }
+        }
+        let mut body = String::new();
+        for (k, v) in &job.variables {
+            let _ = writeln!(body, "export {k}={}", ansi_c_quote(v));
+        }
+        let _ = writeln!(body, "mkdir -p {0} && cd {0}", shell_quote(&self.emu.builds_dir));
+        for line in &job.script {
+            let _ = writeln!(body, "echo {}", ansi_c_quote(&format!("$ {line}")));
+            let _ = writeln!(body, "{line}");
+        }
+        let user = self.run_stage("build_script", &body, ctx, job);
+        if !job.after_script.is_empty() {
+            let mut body = String::new();
+            let status = if user.is_ok() { "success" } else { "failed" };
+            let _ = writeln!(body, "export CI_JOB_STATUS={status}");
+            for line in &job.after_script {
+                let _ = writeln!(body, "{line}");
+            }
+            // after_script errors do not fail the job.
+            let _ = self.run_stage("after_script", &body, ctx, job);
+        }
+        let suffix = if user.is_ok() { "" } else { "_on_failure" };
+        for stage in [
+            format!("archive_cache{suffix}"),
+            format!("upload_artifacts_on_{}", if user.is_ok() { "success" } else { "failure" }),
+        ] {
+            let _ = self.run_stage(&stage, "echo done", ctx, job);
+        }
+        let _ = self.run_stage("cleanup_file_variables", "true", ctx, job);
+        match user {
+            Ok(()) => JobStatus::Success,
+            Err(status) => status,
+        }
+    }
+
+    fn run_stage(&mut self, stage: &str, body: &str, ctx: &Ctx, job: &Job) -> Result<(), JobStatus> {
+        if self.cancelled {
+            return Err(JobStatus::Canceled);
+        }
+        let dir = ctx.dir.join(format!("script{}", self.stages.len()));
+        let script = dir.join("script");
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&script, runner_script(body)))
+            .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)));
+        if let Err(e) = written {
+            return Err(JobStatus::SystemFailure(format!("writing {stage} script: {e}")));
+        }
+        let script_arg = script.display().to_string();
+        let (code, _) = self.spawn(stage, &["custom", "run", &script_arg, stage], ctx, None, job.graceful_kill);
+        match code {
+            Some(0) => Ok(()),
+            _ if self.cancelled => Err(JobStatus::Canceled),
+            Some(1) => {
+                let code = std::fs::read_to_string(&ctx.build_exit_code_file)
+                    .ok()
+                    .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+                    .unwrap_or(1);
+                Err(JobStatus::ScriptFailure(code))
+            }
+            _ => Err(JobStatus::SystemFailure(stage.to_owned())),
+        }
+    }
+
+    /// Runs one driver process; returns its exit code (None if killed) and its stdout.
+    fn spawn(
+        &mut self,
+        name: &str,
+        stage_args: &[&str],
+        ctx: &Ctx,
+        kill: Option<KillPoint>,
+        graceful: Duration,
+    ) -> (Option<i32>, String) {
+        let _ = std::fs::remove_file(&ctx.build_exit_code_file);
+        let mut cmd = Command::new(&self.emu.driver);
+        cmd.args(&self.emu.args)
+            .args(stage_args)
+            .current_dir(&ctx.dir)
+            .env("TMPDIR", &ctx.dir)
+            .env("BUILD_FAILURE_EXIT_CODE", "1")
+            .env("SYSTEM_FAILURE_EXIT_CODE", "2")
+            .env("BUILD_EXIT_CODE_FILE", &ctx.build_exit_code_file)
+            .env("JOB_RESPONSE_FILE", &ctx.response_file)
+            .envs(self.emu.env.iter().map(|(k, v)| (k, v)))
+            .envs(ctx.custom_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let started = Instant::now();
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                self.say(&format!("failed to start command: {e}"));
+                return (Some(2), String::new());
+            }
+        };
+        let pid = child.id() as libc::pid_t;
+        let stdout_buf = Arc::new(Mutex::new(String::new()));
+        let readers: Vec<_> = [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
+        .map(|(i, mut s)| {
+            let log = self.log.clone();
+            let capture = (i == 0 && name == "config").then(|| stdout_buf.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    match &capture {
+                        Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text),
+                        None => log.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text),
+                    }
+                }
+            })
+        })
+        .collect();
+        let mut term_at: Option<Instant> = None;
+        let mut killed = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) => {}
+                Err(_) => break None,
+            }
+            if let Some(point) = &kill
+                && !killed
+                && should_kill(point, started, self.emu.metadata_dir.as_deref())
+            {
+                // SAFETY: plain kill(2) on the child's process group.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                killed = true;
+                self.say(&format!("(emulator: SIGKILL to {name} at {point:?})"));
+            }
+            if term_at.is_none()
+                && let Some((marker, _)) = &self.on_output
+                && self.log.lock().unwrap_or_else(|p| p.into_inner()).contains(marker.as_str())
+                && let Some((_, action)) = self.on_output.take()
+            {
+                match action {
+                    OnOutput::Cancel => {
+                        self.cancelled = true;
+                        self.say("(emulator: job cancelled, SIGTERM to the stage)");
+                        // SAFETY: plain kill(2) on the child's process group.
+                        unsafe { libc::kill(-pid, libc::SIGTERM) };
+                        term_at = Some(Instant::now());
+                    }
+                    OnOutput::Call(f) => f(),
+                }
+            }
+            if let Some(t) = term_at
+                && t.elapsed() > graceful
+            {
+                // SAFETY: plain kill(2) on the child's process group.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+            // Polling a child process: bounded by the stage itself.
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in readers {
+            let _ = r.join();
+        }
+        let exit_code = status.and_then(|s| s.code().or_else(|| s.signal().map(|_| -1)).filter(|c| *c >= 0));
+        self.stages.push(StageRun {
+            name: name.to_owned(),
+            exit_code,
+            wall: started.elapsed(),
+            exit_after_term: term_at.map(|t| t.elapsed()),
+        });
+        let out = stdout_buf.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (exit_code, out)
+    }
+}
+
+fn should_kill(point: &KillPoint, started: Instant, metadata_dir: Option<&Path>) -> bool {
+    match point {
+        KillPoint::After(d) => started.elapsed() >= *d,
+        KillPoint::RecordPhase(phase) => metadata_dir
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .any(|s| s.contains(&format!("\"phase\": \"{phase}\""))),
+    }
+}
+
+struct Ctx {
+    dir: PathBuf,
+    build_exit_code_file: PathBuf,
+    response_file: PathBuf,
+    custom_env: Vec<(String, String)>,
+}
+
+impl Ctx {
+    fn new(dir: &Path, job: &Job) -> Ctx {
+        let response_file = dir.join("response.json");
+        let payload = serde_json::json!({
+            "id": job.job_id,
+            "variables": job.variables.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
+        });
+        let _ = std::fs::write(&response_file, payload.to_string());
+        let mut custom_env = vec![
+            ("CUSTOM_ENV_CI_JOB_ID".to_owned(), job.job_id.to_string()),
+            ("CUSTOM_ENV_CI_PIPELINE_ID".to_owned(), job.pipeline_id.to_string()),
+            ("CUSTOM_ENV_CI_PROJECT_URL".to_owned(), job.project_url.clone()),
+            ("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(), job.short_token.clone()),
+            ("CUSTOM_ENV_CI_JOB_SERVICES".to_owned(), String::new()),
+        ];
+        custom_env.extend(job.variables.iter().map(|(k, v)| (format!("CUSTOM_ENV_{k}"), v.clone())));
+        Ctx {
+            dir: dir.to_owned(),
+            build_exit_code_file: dir.join("build_exit_code"),
+            response_file,
+            custom_env,
+        }
+    }
+}
+
+/// A stage script as gitlab-runner's bash shell writes it (runner 17.4+).
+pub fn runner_script(body: &str) -> String {
+    format!(
+        "#!/usr/bin/env bash\n\ntrap 'exit 1' TERM\n\nset -eo pipefail\nset +o noclobber\n( trap 'exit 1' TERM; eval {} ) < /dev/null\nexit 0\n",
+        ansi_c_quote(body)
+    )
+}
+
+/// Bash `$'...'` quoting, as the runner's `ShellEscape` does.
+pub fn ansi_c_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
