@@ -9,19 +9,14 @@ use crate::tags;
 
 /// How `RunTask` picks capacity: a launch type, or a capacity provider strategy. Never
 /// neither, so a cluster without a default capacity provider strategy works.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Capacity {
     /// `launchType = FARGATE` (the default).
+    #[default]
     Fargate,
     /// `capacityProviderStrategy` with these items, e.g. `FARGATE_SPOT` then `FARGATE`.
     Strategy(Vec<CapacityProviderItem>),
-}
-
-impl Default for Capacity {
-    fn default() -> Self {
-        Capacity::Fargate
-    }
 }
 
 /// One item of a capacity provider strategy.

@@ -286,10 +286,10 @@ impl EcsLauncher {
             .iter()
             .filter_map(|n| n.association()?.public_ip()?.parse::<IpAddr>().ok())
             .next();
-        if let Some(ip) = ip {
-            if let Ok(mut cache) = self.public_ips.lock() {
-                cache.insert(task_id.to_owned(), ip);
-            }
+        if let Some(ip) = ip
+            && let Ok(mut cache) = self.public_ips.lock()
+        {
+            cache.insert(task_id.to_owned(), ip);
         }
         Ok(ip)
     }
@@ -444,10 +444,10 @@ impl TaskLauncher for EcsLauncher {
         } else {
             reason.to_owned()
         };
-        if let Some(job) = tag_value(&t, tags::JOB_ID) {
-            if !reason.contains(job) {
-                reason.push_str(&format!(" (job {job})"));
-            }
+        if let Some(job) = tag_value(&t, tags::JOB_ID)
+            && !reason.contains(job)
+        {
+            reason.push_str(&format!(" (job {job})"));
         }
         let reason: String = reason.chars().take(MAX_STOP_REASON).collect();
         match self
@@ -517,13 +517,14 @@ impl TaskLauncher for EcsLauncher {
                     t.last_status().unwrap_or_default(),
                     t.desired_status().unwrap_or_default(),
                 );
-                if ours && !state.is_terminal() {
-                    if let Some(arn) = t.task_arn() {
-                        found.push(TaskRef {
-                            id: arn.to_owned(),
-                            cluster: Some(self.config.cluster.clone()),
-                        });
-                    }
+                if ours
+                    && !state.is_terminal()
+                    && let Some(arn) = t.task_arn()
+                {
+                    found.push(TaskRef {
+                        id: arn.to_owned(),
+                        cluster: Some(self.config.cluster.clone()),
+                    });
                 }
             }
         }

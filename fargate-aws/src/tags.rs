@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use fargate_core::{Error, ErrorKind, JobIdentity, JobKey, Result};
 use sha2::{Digest, Sha256};
 
-/// Tag holding the job key ([`fargate_core::JobKey`]); [`crate::EcsLauncher::find`] checks it.
+/// Tag holding the job key ([`fargate_core::JobKey`]); `find` checks it
+/// ([`fargate_core::TaskLauncher::find`]).
 pub const JOB_KEY: &str = "fargate:job-key";
 /// Tag holding the project URL (`CI_PROJECT_URL`).
 pub const PROJECT_URL: &str = "gitlab:project-url";

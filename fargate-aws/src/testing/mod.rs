@@ -276,10 +276,10 @@ impl Moto {
     fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(r) = self.http("GET", "/moto-api/data.json", &[], b"") {
-                if r.status == 200 {
-                    return Ok(());
-                }
+            if let Ok(r) = self.http("GET", "/moto-api/data.json", &[], b"")
+                && r.status == 200
+            {
+                return Ok(());
             }
             let exited = self
                 .child
