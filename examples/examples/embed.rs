@@ -13,7 +13,8 @@
 //! * job 103's task is stopped by the platform (a simulated Spot interruption) while the
 //!   job runs: a *system* failure whose message carries the stop reason.
 //!
-//! At the end it prints how each outcome maps to the custom executor's exit codes, and it
+//! It also loads the annotated sample `examples/fargate.toml`, which must load without
+//! errors or warnings. At the end it prints how each outcome maps to the custom executor's exit codes, and it
 //! exits non-zero if anything did not happen as described (CI runs it:
 //! `cargo run -p fargate-examples --example embed`).
 
@@ -248,6 +249,15 @@ fn check(ok: bool, what: &str) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // The annotated sample configuration shipped with the examples must load cleanly.
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fargate.toml");
+    let loaded = DriverConfig::load(&sample)?;
+    check(
+        loaded.warnings.is_empty(),
+        &format!("{} has warnings: {:?}", sample.display(), loaded.warnings),
+    )?;
+    println!("{} loads without errors or warnings", sample.display());
+
     let config = DriverConfig::parse(CONFIG, "embedded fargate.toml")?;
     for warning in &config.warnings {
         println!("config warning: {warning}");
