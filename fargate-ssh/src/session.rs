@@ -51,6 +51,44 @@ exec bash /dev/fd/3 3<&0 </dev/null";
 const GROUP_OPEN: &[u8] = b"{ ";
 const GROUP_CLOSE: &[u8] = b"}\n";
 
+/// Decides, between the SSH thread and the task awaiting `run`, whether the script gets
+/// started: a cancel before the start returns at once (the thread may still be in a TCP
+/// connect or handshake) and the thread then does not start the script.
+#[derive(Debug, Default)]
+pub(crate) struct StartGate(std::sync::Mutex<GateState>);
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum GateState {
+    #[default]
+    Pending,
+    Started,
+    Abandoned,
+}
+
+impl StartGate {
+    /// The thread is about to start the script: `false` if it must not.
+    fn start(&self) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *state == GateState::Pending {
+            *state = GateState::Started;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The caller gives up: `true` if the script was not (and now will not be) started.
+    pub(crate) fn abandon(&self) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *state == GateState::Pending {
+            *state = GateState::Abandoned;
+            true
+        } else {
+            *state == GateState::Abandoned
+        }
+    }
+}
+
 /// A chunk of output, passed from the blocking thread to the task awaiting `run`.
 #[derive(Debug)]
 pub(crate) enum Chunk {
@@ -663,13 +701,14 @@ pub(crate) fn run(
     request: &RunRequest,
     tx: &mpsc::Sender<Chunk>,
     stop: &CancellationToken,
+    gate: &StartGate,
 ) -> Result<RunOutcome> {
     let conn = Connection::open(
         request.endpoint,
         config.connect_timeout,
         config.handshake_timeout,
     )?;
-    let result = run_on(&conn, config, request, tx, stop);
+    let result = run_on(&conn, config, request, tx, stop, gate);
     conn.disconnect();
     result
 }
@@ -680,10 +719,11 @@ fn run_on(
     request: &RunRequest,
     tx: &mpsc::Sender<Chunk>,
     stop: &CancellationToken,
+    gate: &StartGate,
 ) -> Result<RunOutcome> {
     conn.check_host_key(request.host_key.as_ref())?;
     conn.authenticate(request)?;
-    if stop.is_cancelled() {
+    if stop.is_cancelled() || !gate.start() {
         return Err(cancelled("the script was not started"));
     }
     let mut channel = conn.sess.channel_session().map_err(|e| {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::BACKEND;
 use crate::config::Ssh2Config;
 use crate::keys;
-use crate::session::{self, Chunk};
+use crate::session::{self, Chunk, StartGate};
 
 /// Chunks (of up to 64 KiB) in flight between the SSH thread and the sink: with the
 /// libssh2 channel window (2 MiB) this bounds the memory a run uses, whatever the output.
@@ -89,8 +89,10 @@ impl RemoteShell for Ssh2Shell {
         let config = Arc::clone(&self.config);
         let thread_request = request.clone();
         let thread_stop = stop.clone();
+        let gate = Arc::new(StartGate::default());
+        let thread_gate = Arc::clone(&gate);
         let mut handle = tokio::task::spawn_blocking(move || {
-            session::run(&config, &thread_request, &tx, &thread_stop)
+            session::run(&config, &thread_request, &tx, &thread_stop, &thread_gate)
         });
 
         let mut sink_error: Option<std::io::Error> = None;
@@ -114,6 +116,10 @@ impl RemoteShell for Ssh2Shell {
                     None => break,
                 },
                 () = stop.cancelled(), if give_up_at.is_none() => {
+                    if gate.abandon() {
+                        // Still connecting: the thread will not start the script.
+                        return Err(stopped_error(sink_error, cancel, "the script was not started"));
+                    }
                     give_up_at = Some(tokio::time::Instant::now() + CANCEL_WAIT);
                 }
                 () = sleep_until(give_up_at), if give_up_at.is_some() => {

@@ -537,3 +537,39 @@ async fn probe_reports_the_fixture_host_key() {
     let listing = String::from_utf8_lossy(&output.stdout);
     assert!(listing.contains(&key.fingerprint), "{listing} vs {key}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_connecting_returns_at_once() {
+    // A server that never completes the handshake; the handshake timeout is 10 s.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let endpoint = Endpoint {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: listener.local_addr().unwrap().port(),
+    };
+    let shell = Ssh2Shell::new();
+    let key = shell.generate_key(KeyType::Ed25519).await.unwrap();
+    let request = fargate_core::RunRequest {
+        endpoint,
+        username: "root".into(),
+        private_key: key.private_key,
+        host_key: None,
+        script: b"true\n".as_slice().into(),
+    };
+    let cancel = CancellationToken::new();
+    let mut out = CapturedOutput::default();
+    let run = shell.run(&request, &mut out, &cancel);
+    tokio::pin!(run);
+    // Let the run get into its handshake before cancelling.
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut run).await;
+    assert!(early.is_err(), "run ended without a server: {early:?}");
+    cancel.cancel();
+    let cancelled_at = Instant::now();
+    let err = run.await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        cancelled_at.elapsed()
+    );
+    drop(listener);
+}
