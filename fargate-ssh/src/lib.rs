@@ -60,13 +60,15 @@
 //! sshd starts each session in its own session and process group, led by the login
 //! shell, which `exec`s bash: the first line the bootstrap prints (hidden from the sink)
 //! is that process group id. When the cancellation token fires, `run` opens a second
-//! channel on the same connection and runs `kill -s TERM -- -<pgid>` (the runner's scripts
-//! `trap 'exit 1' TERM`), waits up to [`Ssh2Config::cancel_grace`] (1 s) for the script to
-//! end, then sends `SIGKILL` to the group the same way, and returns
-//! [`Cancelled`](fargate_core::ErrorKind::Cancelled) within 2 s. The SSH `signal` request
-//! is not used: libssh2's Rust binding lacks it and many sshd versions ignore it. Children
-//! that leave the process group (`setsid`, daemons) are not stopped; the task is stopped by
-//! the cleanup stage anyway.
+//! channel on the same connection and runs a small POSIX command there: `kill -s TERM --
+//! -<pgid>` (the runner's scripts `trap 'exit 1' TERM`), a wait of up to
+//! [`Ssh2Config::cancel_grace`] (1 s) for the group to empty (`kill -s 0`), then `kill -s
+//! KILL -- -<pgid>` for whatever ignored `SIGTERM`. `run` returns
+//! [`Cancelled`](fargate_core::ErrorKind::Cancelled) within 2 s; a cancel that comes while
+//! still connecting returns at once and the script is never started. The SSH `signal`
+//! request is not used: libssh2's Rust binding lacks it and many sshd versions ignore it.
+//! Children that leave the process group (`setsid`, daemons) are not stopped; the task is
+//! stopped by the cleanup stage anyway.
 //!
 //! # Task image contract
 //!
@@ -77,6 +79,15 @@
 //! * a POSIX login shell for that user (`sh`, `dash`, `bash`, `ash`), and **`bash`** on its
 //!   `PATH` (the runner's scripts are bash scripts);
 //! * `/dev/fd` (standard in containers) and a `kill` that takes a negative pid (POSIX).
+//!
+//! # Known limitations
+//!
+//! * libssh2 reports exit status 0 when the server closes the channel without sending an
+//!   exit status or signal, so that case cannot be told apart (OpenSSH always sends one;
+//!   a broken connection is reported as `Unreachable`).
+//! * The script's processes inherit fd 3 (the read end of the script pipe).
+//! * The cancel helper waits in steps of `sleep 0.1` (GNU coreutils, busybox); where
+//!   fractional sleeps are not supported the `SIGKILL` follows the `SIGTERM` at once.
 //!
 //! # Errors
 //!
