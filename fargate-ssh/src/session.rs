@@ -114,12 +114,15 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// TCP connect and SSH handshake, both bounded.
+    /// TCP connect and SSH handshake, both bounded; with `shared`, `connect_timeout`
+    /// bounds both together and `handshake_timeout` is ignored.
     pub(crate) fn open(
         endpoint: Endpoint,
         connect_timeout: Duration,
         handshake_timeout: Duration,
+        shared: bool,
     ) -> Result<Connection> {
+        let started = Instant::now();
         let addr = SocketAddr::new(endpoint.ip, endpoint.port);
         let tcp = TcpStream::connect_timeout(&addr, connect_timeout)
             .map_err(|e| connect_error(endpoint, connect_timeout, e))?;
@@ -138,6 +141,11 @@ impl Connection {
             )
         })?;
         sess.set_tcp_stream(tcp);
+        let handshake_timeout = if shared {
+            connect_timeout.saturating_sub(started.elapsed())
+        } else {
+            handshake_timeout
+        };
         sess.set_timeout(millis(handshake_timeout));
         sess.handshake().map_err(|e| {
             ssh_error(
@@ -202,24 +210,26 @@ impl Connection {
             Err(_) if self.sess.authenticated() => return Ok(()),
             Err(e) => return Err(self.transport_error("authenticating", e)),
         };
-        let key_type = describe_private_key(&request.private_key);
+        let refused = || {
+            let key_type = describe_private_key(&request.private_key);
+            auth_failed(self.endpoint, user, &key_type, &offered)
+        };
         if !offered.split(',').any(|m| m == "publickey") {
-            return Err(auth_failed(self.endpoint, user, &key_type, &offered));
+            return Err(refused());
         }
         match self
             .sess
             .userauth_pubkey_memory(user, None, request.private_key.expose(), None)
         {
             Ok(()) if self.sess.authenticated() => Ok(()),
-            Ok(()) => Err(auth_failed(self.endpoint, user, &key_type, &offered)),
+            Ok(()) => Err(refused()),
             Err(e) => match e.code() {
-                ErrorCode::Session(AUTH_FAILED | PUBKEY_UNVERIFIED) => {
-                    Err(auth_failed(self.endpoint, user, &key_type, &offered))
-                }
+                ErrorCode::Session(AUTH_FAILED | PUBKEY_UNVERIFIED) => Err(refused()),
                 ErrorCode::Session(KEY_FILE) => Err(ssh_error(
                     ErrorKind::InvalidInput,
                     format!(
-                        "the job's private SSH key ({key_type}) could not be used: {}",
+                        "the job's private SSH key ({}) could not be used: {}",
+                        describe_private_key(&request.private_key),
                         e.message()
                     ),
                 )
@@ -363,7 +373,7 @@ fn auth_failed(endpoint: Endpoint, user: &str, key_type: &str, offered: &str) ->
 
 /// `probe`: TCP connect and SSH handshake, nothing else.
 pub(crate) fn probe(endpoint: Endpoint, timeout: Duration) -> Result<HostKey> {
-    let conn = Connection::open(endpoint, timeout, timeout)?;
+    let conn = Connection::open(endpoint, timeout, timeout, true)?;
     let key = conn.host_key.clone();
     conn.disconnect();
     Ok(key)
@@ -707,6 +717,7 @@ pub(crate) fn run(
         request.endpoint,
         config.connect_timeout,
         config.handshake_timeout,
+        false,
     )?;
     let result = run_on(&conn, config, request, tx, stop, gate);
     conn.disconnect();
