@@ -58,9 +58,16 @@ pub struct SshdBuilder {
     login_shell: Option<PathBuf>,
     ready_timeout: Duration,
     extra_config: Vec<String>,
+    sshd_path: PathBuf,
 }
 
 impl SshdBuilder {
+    /// The sshd binary (default [`SSHD_PATH`]); must be an absolute path.
+    pub fn sshd_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sshd_path = path.into();
+        self
+    }
+
     /// Adds a line to `sshd_config` (e.g. `Ciphers chacha20-poly1305@openssh.com`).
     pub fn config_line(mut self, line: impl Into<String>) -> Self {
         self.extra_config.push(line.into());
@@ -106,10 +113,11 @@ impl SshdBuilder {
     /// Writes the configuration and keys, starts sshd (now or after the delay) and, when
     /// there is no delay, waits until it answers with an SSH banner.
     pub fn start(self) -> Result<Sshd> {
-        if !Path::new(SSHD_PATH).is_file() {
+        if !self.sshd_path.is_file() {
             return Err(fixture_error(format!(
-                "the OpenSSH server is not installed ({SSHD_PATH} is missing); install it with \
-                 `{INSTALL_HINT}`"
+                "the OpenSSH server is not installed ({} is missing); install it with \
+                 `{INSTALL_HINT}`",
+                self.sshd_path.display()
             ))
             .with_hint(INSTALL_HINT));
         }
@@ -142,6 +150,7 @@ impl SshdBuilder {
             wake: None,
             ready_timeout: self.ready_timeout,
             extra_config: self.extra_config.clone(),
+            sshd_path: self.sshd_path.clone(),
             dir,
         };
         match self.start_delay {
@@ -222,6 +231,7 @@ pub struct Sshd {
     wake: Option<mpsc::Sender<()>>,
     ready_timeout: Duration,
     extra_config: Vec<String>,
+    sshd_path: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -235,6 +245,7 @@ impl Sshd {
             login_shell: None,
             ready_timeout: Duration::from_secs(10),
             extra_config: Vec::new(),
+            sshd_path: PathBuf::from(SSHD_PATH),
         }
     }
 
@@ -325,6 +336,10 @@ impl Sshd {
         let mut state = self.lock();
         state.stopped = true;
         if let Some(mut child) = state.child.take() {
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) on the process group this fixture created for sshd.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -379,7 +394,7 @@ impl Sshd {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(SSHD_PATH);
+        let mut command = Command::new(&self.sshd_path);
         command
             .arg("-D")
             .arg("-e")
@@ -387,6 +402,9 @@ impl Sshd {
             .arg(self.config_path())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
+        // Its own process group: killing the group also ends the per-connection sshd
+        // processes, as a stopping container would.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
     }
 
@@ -416,7 +434,7 @@ fn spawn_command(mut command: Command, log: &Path) -> Result<Child> {
     command
         .stderr(log)
         .spawn()
-        .map_err(|e| io_error(format!("starting {SSHD_PATH}"), e))
+        .map_err(|e| io_error("starting sshd", e))
 }
 
 /// Whether an SSH server answers at `addr`.

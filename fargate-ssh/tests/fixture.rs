@@ -65,3 +65,17 @@ fn dropping_a_delayed_fixture_before_it_starts_is_prompt() {
     drop(sshd);
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn missing_sshd_names_the_install_command() {
+    let err = Sshd::builder()
+        .sshd_path("/nonexistent/sbin/sshd")
+        .start()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("apt-get install -y openssh-server"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/nonexistent/sbin/sshd"), "{err}");
+}
