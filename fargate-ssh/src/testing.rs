@@ -336,9 +336,11 @@ impl Sshd {
         let mut state = self.lock();
         state.stopped = true;
         if let Some(mut child) = state.child.take() {
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) on the process group this fixture created for sshd.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            // sshd puts each connection in a session of its own: kill every descendant,
+            // as a stopping container would, so that existing sessions end too.
+            for pid in descendants(child.id()) {
+                // SAFETY: kill(2) on a process this fixture's sshd started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -402,9 +404,6 @@ impl Sshd {
             .arg(self.config_path())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        // Its own process group: killing the group also ends the per-connection sshd
-        // processes, as a stopping container would.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
     }
 
@@ -561,4 +560,32 @@ fn run_tool(tool: &str, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         )))
     }
+}
+
+/// Every process below `root` (children, their children, ...), from `/proc`.
+fn descendants(root: u32) -> Vec<libc::pid_t> {
+    let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            // The command name may contain spaces: the fields after it follow the last ')'.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found
+        .into_iter()
+        .skip(1)
+        .filter_map(|p| libc::pid_t::try_from(p).ok())
+        .collect()
 }
