@@ -7,40 +7,7 @@ use fargate_core::{Error, ErrorKind, Result};
 use crate::retry::RetryPolicy;
 use crate::tags;
 
-/// How `RunTask` picks capacity: a launch type, or a capacity provider strategy. Never
-/// neither, so a cluster without a default capacity provider strategy works.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Capacity {
-    /// `launchType = FARGATE` (the default).
-    #[default]
-    Fargate,
-    /// `capacityProviderStrategy` with these items, e.g. `FARGATE_SPOT` then `FARGATE`.
-    Strategy(Vec<CapacityProviderItem>),
-}
-
-/// One item of a capacity provider strategy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CapacityProviderItem {
-    /// Capacity provider name (`FARGATE`, `FARGATE_SPOT`, or a cluster's own).
-    pub provider: String,
-    /// Relative weight (0-1000).
-    pub weight: i32,
-    /// Tasks to run on this provider before weights apply (0-100000).
-    pub base: i32,
-}
-
-impl CapacityProviderItem {
-    /// An item for `provider` with `weight` and `base`.
-    pub fn new(provider: impl Into<String>, weight: i32, base: i32) -> Self {
-        CapacityProviderItem {
-            provider: provider.into(),
-            weight,
-            base,
-        }
-    }
-}
+pub use fargate_core::config::{Capacity, CapacityProviderItem};
 
 /// Configuration of [`crate::EcsLauncher`].
 ///

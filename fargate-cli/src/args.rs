@@ -18,7 +18,12 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Args {
     /// Path of the driver configuration (fargate.toml).
-    #[arg(long, global = true, default_value = "config.toml", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "config.toml",
+        value_name = "FILE"
+    )]
     pub config: PathBuf,
     /// Log at debug level (beats --log-level and LogLevel).
     #[arg(long, global = true)]
@@ -124,10 +129,21 @@ mod tests {
 
     #[test]
     fn go_driver_command_lines() {
-        let a = parse(&["fargate", "--config", "/etc/f.toml", "custom", "run", "/tmp/s", "build_script"]).unwrap();
+        let a = parse(&[
+            "fargate",
+            "--config",
+            "/etc/f.toml",
+            "custom",
+            "run",
+            "/tmp/s",
+            "build_script",
+        ])
+        .unwrap();
         assert_eq!(a.config, PathBuf::from("/etc/f.toml"));
         match a.command {
-            Command::Custom { stage: Stage::Run { script, stage, .. } } => {
+            Command::Custom {
+                stage: Stage::Run { script, stage, .. },
+            } => {
                 assert_eq!(script, PathBuf::from("/tmp/s"));
                 assert_eq!(stage, "build_script");
             }
@@ -136,12 +152,34 @@ mod tests {
         let a = parse(&["fargate", "-config=/x.toml", "-debug", "c", "co"]).unwrap();
         assert_eq!(a.config, PathBuf::from("/x.toml"));
         assert!(a.debug);
-        assert!(matches!(a.command, Command::Custom { stage: Stage::Config }));
-        for (alias, want) in [("p", "Prepare"), ("cl", "Cleanup"), ("prepare", "Prepare"), ("cleanup", "Cleanup")] {
+        assert!(matches!(
+            a.command,
+            Command::Custom {
+                stage: Stage::Config
+            }
+        ));
+        for (alias, want) in [
+            ("p", "Prepare"),
+            ("cl", "Cleanup"),
+            ("prepare", "Prepare"),
+            ("cleanup", "Cleanup"),
+        ] {
             let a = parse(&["fargate", "custom", alias]).unwrap();
             assert!(format!("{:?}", a.command).contains(want), "{alias}");
         }
-        let a = parse(&["fargate", "--task-def", "td:3", "--platform-version", "1.4.0", "custom", "r", "s", "st", "extra"]).unwrap();
+        let a = parse(&[
+            "fargate",
+            "--task-def",
+            "td:3",
+            "--platform-version",
+            "1.4.0",
+            "custom",
+            "r",
+            "s",
+            "st",
+            "extra",
+        ])
+        .unwrap();
         assert_eq!(a.task_def.as_deref(), Some("td:3"));
         assert_eq!(a.platform_version.as_deref(), Some("1.4.0"));
         assert_eq!(a.config, PathBuf::from("config.toml"));

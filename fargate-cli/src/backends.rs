@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fargate_aws::{EcsConfig, EcsLauncher};
-use fargate_core::config::{Capacity, DriverConfig};
+use fargate_core::config::DriverConfig;
 use fargate_core::{JobKey, Result, TaskLauncher, TaskRef, TaskSpec, TaskStatus};
 use fargate_ssh::{Ssh2Config, Ssh2Shell};
 use tokio::sync::OnceCell;
@@ -18,15 +18,7 @@ pub(crate) fn ecs_config(config: &DriverConfig) -> EcsConfig {
     ecs.region = f.region.clone();
     ecs.assign_public_ip = f.assign_public_ip;
     ecs.use_public_ip = f.use_public_ip;
-    ecs.capacity = match &f.capacity {
-        Capacity::LaunchType(_) => fargate_aws::Capacity::Fargate,
-        Capacity::Strategy(items) => fargate_aws::Capacity::Strategy(
-            items
-                .iter()
-                .map(|i| fargate_aws::CapacityProviderItem::new(&i.provider, i.weight, i.base))
-                .collect(),
-        ),
-    };
+    ecs.capacity = f.capacity.clone();
     ecs.tags = f.tags.clone();
     ecs.enable_execute_command = f.enable_execute_command;
     ecs
@@ -44,8 +36,9 @@ pub(crate) fn shell(config: &DriverConfig) -> Ssh2Shell {
     )
 }
 
-type MakeLauncher =
-    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<dyn TaskLauncher>>> + Send>> + Send + Sync>;
+type MakeLauncher = Box<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<dyn TaskLauncher>>> + Send>> + Send + Sync,
+>;
 
 /// A launcher built on first use: the run stage needs ECS only to explain a failure, so it
 /// does not pay for loading AWS credentials when all goes well.
@@ -56,7 +49,9 @@ pub(crate) struct LazyLauncher {
 
 impl std::fmt::Debug for LazyLauncher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LazyLauncher").field("built", &self.cell.initialized()).finish()
+        f.debug_struct("LazyLauncher")
+            .field("built", &self.cell.initialized())
+            .finish()
     }
 }
 
@@ -68,7 +63,8 @@ impl LazyLauncher {
             make: Box::new(move || {
                 let config = config.clone();
                 Box::pin(async move {
-                    let launcher: Arc<dyn TaskLauncher> = Arc::new(EcsLauncher::from_env(config).await?);
+                    let launcher: Arc<dyn TaskLauncher> =
+                        Arc::new(EcsLauncher::from_env(config).await?);
                     Ok(launcher)
                 })
             }),

@@ -61,8 +61,11 @@ pub(crate) fn init(level: LevelFilter, format: LogFormat, file: Option<&Path>) -
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| {
-                    Error::io(format!("cannot open log file {} for appending", path.display()), e)
-                        .with_hint("check [LogFile] / --log-file and the directory's permissions")
+                    Error::io(
+                        format!("cannot open log file {} for appending", path.display()),
+                        e,
+                    )
+                    .with_hint("check [LogFile] / --log-file and the directory's permissions")
                 })?;
             let builder = builder.with_ansi(false).with_writer(Mutex::new(f));
             match format {
@@ -89,17 +92,34 @@ mod tests {
 
     #[test]
     fn level_precedence() {
-        assert_eq!(level(true, Some("error"), Some("warn")).unwrap(), LevelFilter::DEBUG);
-        assert_eq!(level(false, Some("error"), Some("warn")).unwrap(), LevelFilter::ERROR);
-        assert_eq!(level(false, None, Some("warning")).unwrap(), LevelFilter::WARN);
+        assert_eq!(
+            level(true, Some("error"), Some("warn")).unwrap(),
+            LevelFilter::DEBUG
+        );
+        assert_eq!(
+            level(false, Some("error"), Some("warn")).unwrap(),
+            LevelFilter::ERROR
+        );
+        assert_eq!(
+            level(false, None, Some("warning")).unwrap(),
+            LevelFilter::WARN
+        );
         assert_eq!(level(false, None, None).unwrap(), LevelFilter::INFO);
-        assert!(level(false, Some("loud"), None).unwrap_err().message().contains("\"loud\""));
+        assert!(
+            level(false, Some("loud"), None)
+                .unwrap_err()
+                .message()
+                .contains("\"loud\"")
+        );
     }
 
     #[test]
     fn format_precedence() {
         assert_eq!(format(None, LogFormat::Json).unwrap(), LogFormat::Json);
-        assert_eq!(format(Some("TEXT"), LogFormat::Json).unwrap(), LogFormat::Text);
+        assert_eq!(
+            format(Some("TEXT"), LogFormat::Json).unwrap(),
+            LogFormat::Text
+        );
         assert!(format(Some("xml"), LogFormat::Text).is_err());
     }
 }

@@ -42,7 +42,10 @@ pub fn main_impl(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: fargate: cannot start the async runtime: {e}");
@@ -78,7 +81,10 @@ async fn execute(args: Args) -> i32 {
     if let (Some(code), Some(path)) = (decision.build_exit_code, &job.build_exit_code_file)
         && let Err(e) = std::fs::write(path, format!("{code}\n"))
     {
-        tracing::error!("cannot write the script's exit code to {}: {e}", path.display());
+        tracing::error!(
+            "cannot write the script's exit code to {}: {e}",
+            path.display()
+        );
     }
     decision.exit_code
 }
@@ -86,7 +92,11 @@ async fn execute(args: Args) -> i32 {
 /// Loads the configuration and sets up logging; before logging exists, errors are printed.
 fn setup(args: &Args) -> fargate_core::Result<DriverConfig> {
     let LoadedConfig { config, warnings } = DriverConfig::load(&args.config)?;
-    let level = logging::level(args.debug, args.log_level.as_deref(), config.log_level.as_deref())?;
+    let level = logging::level(
+        args.debug,
+        args.log_level.as_deref(),
+        config.log_level.as_deref(),
+    )?;
     let format = logging::format(args.log_format.as_deref(), config.log_format)?;
     let file = args.log_file.as_deref().or(config.log_file.as_deref());
     logging::init(level, format, file)?;
@@ -127,10 +137,15 @@ async fn run_stage(
         }
         Stage::Run { script, stage, .. } => {
             let bytes = tokio::fs::read(script).await.map_err(|e| {
-                Error::io(format!("cannot read the stage script {}", script.display()), e)
+                Error::io(
+                    format!("cannot read the stage script {}", script.display()),
+                    e,
+                )
             })?;
             let mut sink = StdioSink;
-            driver.run(job, stage, Arc::from(bytes), &mut sink, &cancel).await
+            driver
+                .run(job, stage, Arc::from(bytes), &mut sink, &cancel)
+                .await
         }
         Stage::Cleanup => {
             // Cleanup is never cancelled: it finishes its stop under its own deadline.
@@ -153,11 +168,16 @@ fn driver(args: &Args, config: DriverConfig) -> Driver {
         config.retry.clone(),
     );
     let shell = backends::shell(&config);
-    Driver::new(config, Arc::new(launcher), Arc::new(shell), Arc::new(FileMetadataStore::new(dir)))
-        .with_admin_overrides(AdminOverrides {
-            task_definition: args.task_def.clone().filter(|s| !s.is_empty()),
-            platform_version: args.platform_version.clone().filter(|s| !s.is_empty()),
-        })
+    Driver::new(
+        config,
+        Arc::new(launcher),
+        Arc::new(shell),
+        Arc::new(FileMetadataStore::new(dir)),
+    )
+    .with_admin_overrides(AdminOverrides {
+        task_definition: args.task_def.clone().filter(|s| !s.is_empty()),
+        platform_version: args.platform_version.clone().filter(|s| !s.is_empty()),
+    })
 }
 
 /// `[TaskMetadata] Directory`, relative paths resolved against the working directory (as the
@@ -166,7 +186,9 @@ fn metadata_dir(dir: &Path) -> PathBuf {
     if dir.is_absolute() {
         dir.to_owned()
     } else {
-        std::env::current_dir().map(|cwd| cwd.join(dir)).unwrap_or_else(|_| dir.to_owned())
+        std::env::current_dir()
+            .map(|cwd| cwd.join(dir))
+            .unwrap_or_else(|_| dir.to_owned())
     }
 }
 

@@ -16,12 +16,12 @@
 //! | `[Fargate] Cluster` | string | required | name or ARN |
 //! | `[Fargate] Region` | string | SDK default chain | |
 //! | `[Fargate] Subnet` / `Subnets` | string / list | required (one of them) | several subnets spread tasks and survive IP exhaustion |
-//! | `[Fargate] SecurityGroup` / `SecurityGroups` | string / list | none (VPC default) | |
+//! | `[Fargate] SecurityGroup` / `SecurityGroups` | string / list | required (one of them) | must let this host reach the task's SSH port |
 //! | `[Fargate] TaskDefinition` | string | required | `family`, `family:revision` or ARN |
 //! | `[Fargate] EnablePublicIP` | bool | `false` | assign a public IP to the task |
 //! | `[Fargate] UsePublicIP` | bool | `EnablePublicIP` | connect through the public IP |
 //! | `[Fargate] PlatformVersion` | string | ECS default | |
-//! | `[Fargate] LaunchType` | string | `FARGATE` | ignored when a strategy is set |
+//! | `[Fargate] LaunchType` | string | `FARGATE` | only `FARGATE`; excludes a strategy |
 //! | `[[Fargate.CapacityProviderStrategy]]` | `Provider`, `Weight`, `Base` | none | e.g. `FARGATE_SPOT` then `FARGATE`; excludes `LaunchType` |
 //! | `[Fargate] ContainerName` | string | `ci-coordinator` | container that gets `SSH_PUBLIC_KEY` |
 //! | `[Fargate] Tags` | table | none | added to every task |
@@ -32,6 +32,7 @@
 //! | `[Fargate] PollInitialInterval` | duration | `2s` | first DescribeTasks delay; grows by half each poll |
 //! | `[Fargate] PollMaxInterval` | duration | `10s` | |
 //! | `[Fargate] StopTimeout` | duration | `60s` | deadline of stopping the task (cleanup, rollback) |
+//! | `[Fargate] WatchInterval` | duration | `30s` | while a script runs, how often to check the task still runs (`0` disables) |
 //! | `[TaskMetadata] Directory` | path | current directory | job records; created 0700 |
 //! | `[SSH] Username` | string | `root` | |
 //! | `[SSH] Port` | integer | `22` | 1-65535 |
@@ -69,23 +70,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// How tasks get capacity.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How `RunTask` gets capacity: never neither, so a cluster without a default capacity
+/// provider strategy works.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Capacity {
-    /// A launch type (`FARGATE`).
-    LaunchType(String),
-    /// A capacity provider strategy, in order.
+    /// Launch type `FARGATE` (the default).
+    #[default]
+    Fargate,
+    /// A capacity provider strategy, in order (e.g. `FARGATE_SPOT`, then `FARGATE`).
     Strategy(Vec<CapacityProviderItem>),
-}
-
-impl Default for Capacity {
-    fn default() -> Self {
-        Capacity::LaunchType("FARGATE".into())
-    }
 }
 
 /// One item of a capacity provider strategy.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CapacityProviderItem {
     /// Provider name, e.g. `FARGATE_SPOT`.
     pub provider: String,
@@ -93,6 +91,17 @@ pub struct CapacityProviderItem {
     pub weight: i32,
     /// Tasks placed on this provider first (0-100000).
     pub base: i32,
+}
+
+impl CapacityProviderItem {
+    /// An item for `provider` with `weight` and `base`.
+    pub fn new(provider: impl Into<String>, weight: i32, base: i32) -> Self {
+        CapacityProviderItem {
+            provider: provider.into(),
+            weight,
+            base,
+        }
+    }
 }
 
 /// `[Fargate]`: where and how tasks run.
@@ -135,6 +144,10 @@ pub struct FargateConfig {
     pub poll_max_interval: Duration,
     /// Deadline for stopping a task.
     pub stop_timeout: Duration,
+    /// While a stage script runs, how often to check that the task is still running (zero
+    /// disables). A stopped task then fails the stage at once, with ECS's reason, instead of
+    /// when the connection times out.
+    pub watch_interval: Duration,
 }
 
 impl Default for FargateConfig {
@@ -158,6 +171,7 @@ impl Default for FargateConfig {
             poll_initial_interval: Duration::from_secs(2),
             poll_max_interval: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(60),
+            watch_interval: Duration::from_secs(30),
         }
     }
 }
@@ -331,6 +345,12 @@ fn semantic_problems(c: &DriverConfig) -> Vec<(&'static str, String)> {
         p.push((
             "[Fargate] Subnet",
             "is required: set Subnet or Subnets (awsvpc tasks need a subnet)".into(),
+        ));
+    }
+    if f.security_groups.is_empty() {
+        p.push((
+            "[Fargate] SecurityGroup",
+            "is required: set SecurityGroup or SecurityGroups (one that lets this host reach the task's SSH port)".into(),
         ));
     }
     if f.use_public_ip && !f.assign_public_ip {
@@ -717,14 +737,12 @@ impl<'t> Reader<'t> {
                 .map(str::to_ascii_uppercase)
                 .as_deref()
             {
-                Some(v @ ("FARGATE" | "EC2" | "EXTERNAL")) => {
-                    f.capacity = Capacity::LaunchType(v.to_owned())
-                }
+                Some("FARGATE") => f.capacity = Capacity::Fargate,
                 _ => self.type_error(
                     &t,
                     "LaunchType",
                     lt,
-                    "\"FARGATE\" (or \"EC2\", \"EXTERNAL\")",
+                    "\"FARGATE\" (for Fargate Spot, use [[Fargate.CapacityProviderStrategy]])",
                 ),
             },
             (None, Some(s)) => {
@@ -777,6 +795,9 @@ impl<'t> Reader<'t> {
         if let Some(d) = self.duration(&mut t, "StopTimeout", false) {
             f.stop_timeout = d;
         }
+        if let Some(d) = self.duration(&mut t, "WatchInterval", true) {
+            f.watch_interval = d;
+        }
         self.finish(&t);
     }
 
@@ -811,11 +832,11 @@ impl<'t> Reader<'t> {
             let base = self.integer(&mut t, "Base", 0..=100_000).unwrap_or(0);
             self.finish(&t);
             match provider {
-                Some(provider) => items.push(CapacityProviderItem {
+                Some(provider) => items.push(CapacityProviderItem::new(
                     provider,
-                    weight: weight as i32,
-                    base: base as i32,
-                }),
+                    weight as i32,
+                    base as i32,
+                )),
                 None => self.error(
                     item.span(),
                     "[[Fargate.CapacityProviderStrategy]] needs Provider (e.g. \"FARGATE_SPOT\")"

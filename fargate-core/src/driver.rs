@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DriverConfig, task_definition_allowed};
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobKey};
-use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef, TaskSpec};
+use crate::launcher::{DynTaskLauncher, Endpoint, StopDetails, TaskRef, TaskSpec};
 use crate::metadata::{DynMetadataStore, JobRecord, Phase, unix_now};
 use crate::shell::{DynRemoteShell, HostKey, OutputSink, RunOutcome, RunRequest};
 
@@ -458,7 +458,19 @@ impl Driver {
             script,
         };
         tracing::debug!(%stage, %endpoint, "running the stage script in the task");
-        match self.shell.run(&request, output, cancel).await {
+        let outcome = match self.run_watched(&task, &request, output, cancel).await {
+            Watched::Finished(outcome) => outcome,
+            Watched::TaskStopped(details) => {
+                return Err(Failure::System(
+                    Error::new(
+                        ErrorKind::TaskStopped,
+                        format!("task {task} stopped while the {stage} script was running: {details}"),
+                    )
+                    .with_hint("the reason above comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)"),
+                ));
+            }
+        };
+        match outcome {
             Ok(RunOutcome::Exited(0)) => Ok(()),
             Ok(RunOutcome::Exited(code)) => Err(Failure::script(
                 code,
@@ -475,6 +487,39 @@ impl Driver {
             Err(err) => Err(Failure::System(
                 self.explain_with_task_state(&task, err).await,
             )),
+        }
+    }
+
+    /// Runs the script while checking every `[Fargate] WatchInterval` that the task still
+    /// runs; a stopped task cancels the script.
+    async fn run_watched(
+        &self,
+        task: &TaskRef,
+        request: &RunRequest,
+        output: &mut (dyn OutputSink + 'static),
+        cancel: &CancellationToken,
+    ) -> Watched {
+        let interval = self.config.fargate.watch_interval;
+        let script_cancel = cancel.child_token();
+        let mut run = std::pin::pin!(self.shell.run(request, output, &script_cancel));
+        let mut stopped = None;
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tokio::time::sleep(interval), if !interval.is_zero() && stopped.is_none() => {
+                    if let Ok(status) = self.launcher.describe(task).await
+                        && status.state.is_terminal()
+                    {
+                        tracing::error!(task = %task, "the task stopped while the script was running");
+                        stopped = Some(status.stop.unwrap_or_default());
+                        script_cancel.cancel();
+                    }
+                }
+            }
+        };
+        match stopped {
+            Some(details) => Watched::TaskStopped(details),
+            None => Watched::Finished(result),
         }
     }
 
@@ -568,6 +613,11 @@ impl Driver {
             .with_hint("the record is kept; the cleanup stage (or a later one) will try again")),
         }
     }
+}
+
+enum Watched {
+    Finished(Result<RunOutcome>),
+    TaskStopped(StopDetails),
 }
 
 struct Ready {

@@ -298,6 +298,15 @@ impl fmt::Display for Failure {
     }
 }
 
+impl StdError for Failure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Failure::System(err) => Some(err),
+            Failure::Script { .. } => None,
+        }
+    }
+}
+
 impl From<Error> for Failure {
     fn from(err: Error) -> Self {
         Failure::System(err)

@@ -572,7 +572,13 @@ fn descendants(root: u32) -> Vec<libc::pid_t> {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let stat = fs::read_to_string(e.path().join("stat")).ok()?;
             // The command name may contain spaces: the fields after it follow the last ')'.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             Some((pid, ppid))
         })
         .collect();
@@ -580,7 +586,12 @@ fn descendants(root: u32) -> Vec<libc::pid_t> {
     let mut i = 0;
     while i < found.len() {
         let parent = found[i];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     found

@@ -4,6 +4,7 @@ const MINIMAL: &str = r#"
 [Fargate]
   Cluster = "ci"
   Subnet = "subnet-1"
+  SecurityGroup = "sg-1"
   TaskDefinition = "ci-coordinator:1"
 "#;
 
@@ -99,7 +100,7 @@ fn defaults_of_every_key() {
     assert_eq!(c.ssh.key_type, KeyType::Ed25519);
     assert_eq!(c.retry, RetryPolicy::default());
     let f = &c.fargate;
-    assert_eq!(f.capacity, Capacity::LaunchType("FARGATE".into()));
+    assert_eq!(f.capacity, Capacity::Fargate);
     assert_eq!(f.container_name, "ci-coordinator");
     assert_eq!(f.platform_version, None);
     assert!(f.tags.is_empty() && f.allowed_task_definitions.is_empty());
@@ -107,6 +108,7 @@ fn defaults_of_every_key() {
     assert!(!f.enable_execute_command);
     assert_eq!(f.ready_timeout, Duration::from_secs(600));
     assert_eq!(f.stop_timeout, Duration::from_secs(60));
+    assert_eq!(f.watch_interval, Duration::from_secs(30));
 }
 
 #[test]
@@ -134,6 +136,7 @@ CacheDir = "/cache"
   PollInitialInterval = "500ms"
   PollMaxInterval = 5
   StopTimeout = "2m"
+  WatchInterval = "45s"
   [Fargate.Tags]
     team = "platform"
     "cost-center" = "42"
@@ -176,21 +179,14 @@ CacheDir = "/cache"
     assert_eq!(f.poll_initial_interval, Duration::from_millis(500));
     assert_eq!(f.poll_max_interval, Duration::from_secs(5));
     assert_eq!(f.stop_timeout, Duration::from_secs(120));
+    assert_eq!(f.watch_interval, Duration::from_secs(45));
     assert_eq!(f.tags.get("team").map(String::as_str), Some("platform"));
     assert_eq!(f.tags.get("cost-center").map(String::as_str), Some("42"));
     assert_eq!(
         f.capacity,
         Capacity::Strategy(vec![
-            CapacityProviderItem {
-                provider: "FARGATE_SPOT".into(),
-                weight: 3,
-                base: 0
-            },
-            CapacityProviderItem {
-                provider: "FARGATE".into(),
-                weight: 1,
-                base: 1
-            },
+            CapacityProviderItem::new("FARGATE_SPOT", 3, 0),
+            CapacityProviderItem::new("FARGATE", 1, 1),
         ])
     );
     assert_eq!(c.ssh.key_type, KeyType::Rsa { bits: 4096 });
@@ -212,6 +208,7 @@ fn missing_required_keys_are_named() {
         "{msg}"
     );
     assert!(msg.contains("[Fargate] Subnet is required"), "{msg}");
+    assert!(msg.contains("[Fargate] SecurityGroup is required"), "{msg}");
     let msg = errors_of("[Fargate]\nCluster = \"  \"\nSubnet = \"s\"\nTaskDefinition = \"t\"\n");
     assert!(
         msg.contains("fargate.toml:2: [Fargate] Cluster is required"),
@@ -224,7 +221,7 @@ fn each_bad_value_names_key_value_and_line() {
     let cases: &[(&str, &str)] = &[
         (
             "[SSH]\nPort = 0",
-            "fargate.toml:7: [SSH] Port = 0 must be an integer from 1 to 65535",
+            "fargate.toml:8: [SSH] Port = 0 must be an integer from 1 to 65535",
         ),
         (
             "[SSH]\nPort = 70000",
@@ -288,12 +285,12 @@ fn fargate_rules_spanning_keys() {
         "{MINIMAL}  LaunchType = \"FARGATE\"\n[[Fargate.CapacityProviderStrategy]]\nProvider = \"FARGATE\"\n"
     );
     let msg = errors_of(&text);
-    assert!(msg.contains("fargate.toml:6: [Fargate] LaunchType and [[Fargate.CapacityProviderStrategy]] exclude each other"), "{msg}");
+    assert!(msg.contains("fargate.toml:7: [Fargate] LaunchType and [[Fargate.CapacityProviderStrategy]] exclude each other"), "{msg}");
 
     let text = format!("{MINIMAL}  EnablePublicIP = false\n  UsePublicIP = true\n");
     let msg = errors_of(&text);
     assert!(
-        msg.contains("fargate.toml:7: [Fargate] UsePublicIP = true needs EnablePublicIP = true"),
+        msg.contains("fargate.toml:8: [Fargate] UsePublicIP = true needs EnablePublicIP = true"),
         "{msg}"
     );
 
@@ -333,7 +330,7 @@ fn unknown_keys_warn_with_the_closest_known_key() {
         format!("{MINIMAL}  Clustr = \"x\"\n  Zebra = 1\n[SSH]\n  Usrname = \"x\"\n[Nonsense]\n");
     let loaded = parse(&text).unwrap();
     let w = loaded.warnings.join("\n");
-    assert!(w.contains("fargate.toml:6: unknown key [Fargate] Clustr is ignored (did you mean [Fargate] Cluster?)"), "{w}");
+    assert!(w.contains("fargate.toml:7: unknown key [Fargate] Clustr is ignored (did you mean [Fargate] Cluster?)"), "{w}");
     assert!(
         w.contains("unknown key [Fargate] Zebra is ignored\n")
             || w.contains("unknown key [Fargate] Zebra is ignored"),

@@ -666,3 +666,29 @@ fn task_state_terminality() {
     );
     assert!(!TaskState::Running.is_terminal() && !TaskState::Provisioning.is_terminal());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_stopping_during_a_long_script_fails_the_stage_at_the_next_check() {
+    let r = rig();
+    r.prepare().await.unwrap();
+    let launcher = r.launcher.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let task = launcher.running()[0].clone();
+        launcher.kill(&task, "Your Spot Task was interrupted.");
+    });
+    let start = Instant::now();
+    // The fake connection stays up: only the watch can notice.
+    let (res, _) = r.run("sleep 3600").await;
+    let Failure::System(err) = res.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(err.kind(), ErrorKind::TaskStopped);
+    assert!(
+        err.message()
+            .contains("while the build_script script was running: Your Spot Task was interrupted."),
+        "{err}"
+    );
+    // Checked every 30 s: noticed at the first check after 100 s.
+    assert_eq!(start.elapsed(), Duration::from_secs(120));
+}
