@@ -78,7 +78,10 @@ impl LocalFargate {
             );
             let port = options.ssh_port;
             std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
                     return;
                 };
                 rt.block_on(watch(moto, cluster, port, delay, servers, events, stop));
@@ -108,7 +111,10 @@ impl LocalFargate {
 
     /// What the watcher did ("sshd for <task> on <ip>", "stopped sshd of <task>").
     pub fn events(&self) -> Vec<String> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Environment for the `fargate` binary: AWS endpoint, dummy credentials, region, and no
@@ -186,7 +192,10 @@ impl Drop for LocalFargate {
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
-        self.servers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -216,9 +225,18 @@ async fn watch(
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     while !stop.load(Ordering::SeqCst) {
         let running = list_running(&client, &cluster).await;
-        let new: Vec<String> = running.iter().filter(|a| !seen.contains(*a)).cloned().collect();
+        let new: Vec<String> = running
+            .iter()
+            .filter(|a| !seen.contains(*a))
+            .cloned()
+            .collect();
         if !new.is_empty()
-            && let Ok(out) = client.describe_tasks().cluster(&cluster).set_tasks(Some(new)).send().await
+            && let Ok(out) = client
+                .describe_tasks()
+                .cluster(&cluster)
+                .set_tasks(Some(new))
+                .send()
+                .await
         {
             for task in out.tasks() {
                 let Some(arn) = task.task_arn() else { continue };
@@ -240,7 +258,9 @@ async fn watch(
                     .and_then(|e| e.value())
                     .map(str::to_owned);
                 let (Some(ip), Some(key)) = (ip, key) else {
-                    log(format!("task {arn} has no IP or no SSH_PUBLIC_KEY: no sshd"));
+                    log(format!(
+                        "task {arn} has no IP or no SSH_PUBLIC_KEY: no sshd"
+                    ));
                     continue;
                 };
                 // Only loopback: a task IP elsewhere would mean the fixture is broken.
@@ -258,7 +278,10 @@ async fn watch(
                 match started {
                     Ok(sshd) => {
                         log(format!("sshd for {arn} on {ip}:{port} (after {d:?})"));
-                        servers.lock().unwrap_or_else(|p| p.into_inner()).insert(arn.to_owned(), sshd);
+                        servers
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(arn.to_owned(), sshd);
                     }
                     Err(e) => log(format!("cannot start sshd for {arn}: {e}")),
                 }
@@ -272,7 +295,10 @@ async fn watch(
             .cloned()
             .collect();
         for arn in gone {
-            servers.lock().unwrap_or_else(|p| p.into_inner()).remove(&arn);
+            servers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&arn);
             log(format!("stopped sshd of {arn}"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
