@@ -1,6 +1,8 @@
 //! End to end: the real `fargate` binary, driven the way gitlab-runner drives it, against a
 //! local Fargate (moto's ECS emulator plus one real sshd per task, all on loopback).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
