@@ -692,3 +692,36 @@ async fn a_task_stopping_during_a_long_script_fails_the_stage_at_the_next_check(
     // Checked every 30 s: noticed at the first check after 100 s.
     assert_eq!(start.elapsed(), Duration::from_secs(120));
 }
+
+#[tokio::test]
+async fn cleanup_stops_the_recorded_task_exactly_once_and_never_searches() {
+    use crate::testing::MockTaskLauncher;
+    let mut launcher = MockTaskLauncher::new();
+    launcher
+        .expect_stop()
+        .withf(|task, reason| task.id == "arn:recorded" && reason.contains("finished"))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    launcher.expect_find().never();
+    launcher.expect_launch().never();
+    let store = Arc::new(MemoryStore::new());
+    let job = job(9);
+    let mut record = JobRecord::new(
+        job.identity.key(),
+        job.identity.clone(),
+        "t".into(),
+        crate::shell::PrivateKey::new("k".into()),
+    );
+    record.phase = Phase::Ready;
+    record.task = Some(TaskRef::new("arn:recorded"));
+    store.put(&record).await.unwrap();
+    let driver = Driver::new(
+        config(),
+        Arc::new(launcher),
+        Arc::new(MemoryShell::new()),
+        store.clone(),
+    );
+    let report = driver.cleanup(&job).await.unwrap();
+    assert_eq!(report.stopped, vec![TaskRef::new("arn:recorded")]);
+    assert!(store.peek(&job.identity.key()).is_none());
+}
