@@ -20,6 +20,10 @@ pub(crate) fn ecs_config(config: &DriverConfig) -> EcsConfig {
     ecs.use_public_ip = f.use_public_ip;
     ecs.capacity = f.capacity.clone();
     ecs.tags = f.tags.clone();
+    // `[Retry]` is carried out by the driver's retry wrapper (`RetryLauncher`) around the
+    // whole launcher; the SDK itself only gets one quick retry per call for transient
+    // network errors, so that the two layers do not multiply into MaxAttempts² calls.
+    ecs.retry.max_attempts = 2;
     ecs.enable_execute_command = f.enable_execute_command;
     ecs
 }
