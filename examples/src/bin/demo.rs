@@ -376,7 +376,11 @@ fn children() -> BTreeMap<i32, Proc> {
         .into_iter()
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
-        .flat_map(|list| list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()).collect::<Vec<_>>())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
         .filter_map(|pid| Some((pid, read_proc(pid)?)))
         .collect()
 }
@@ -397,7 +401,10 @@ impl Watch {
     /// one or two signals. Every 100 ms it also records all our descendants (sshd sessions
     /// too), to check at the end that none is left.
     fn poll(&mut self) {
-        let now = if self.last_full_scan.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+        let now = if self
+            .last_full_scan
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+        {
             self.last_full_scan = Some(Instant::now());
             descendants(self.me)
         } else {
@@ -550,7 +557,9 @@ fn worker(options: &Options) -> Result<u8, String> {
     watch.poll();
     // moto and the sshds: our children that are not driver processes.
     let own_comm = read_proc(me).map(|p| p.comm).unwrap_or_default();
-    let driver_comm = fargate.file_name().map(|n| n.to_string_lossy().chars().take(15).collect::<String>());
+    let driver_comm = fargate
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(15).collect::<String>());
     let server_list: Vec<String> = watch
         .seen
         .iter()
@@ -590,7 +599,11 @@ fn worker(options: &Options) -> Result<u8, String> {
         server_list.join(", "),
         secs(teardown.elapsed()),
         watch.seen.len(),
-        if left.is_empty() { "none".to_owned() } else { format!("{} were", left.len()) },
+        if left.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{} were", left.len())
+        },
     ));
     out(&format!("Demo finished in {}.", secs(started.elapsed())));
 
