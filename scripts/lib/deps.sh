@@ -43,6 +43,8 @@ then open a new shell (or run: . \"\$HOME/.cargo/env\") and try again."
 install_test_deps() {
   local missing=()
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  # Rust links with the system C compiler; the *-sys crates compile C too.
+  command -v cc >/dev/null || missing+=(gcc libc6-dev)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)

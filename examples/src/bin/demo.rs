@@ -413,7 +413,9 @@ impl Watch {
         let signals = SIGNALS.load(Ordering::SeqCst);
         if signals > self.handled_signals {
             self.handled_signals = signals;
-            if signals == 1 {
+            if self.stages.is_empty() {
+                err("\n[demo] interrupted: stopping the local Fargate");
+            } else if signals == 1 {
                 err(
                     "\n[demo] interrupted: cancelling the job as gitlab-runner does (SIGTERM to the running \
                      stage, then cleanup); interrupt again to stop at once",
