@@ -109,7 +109,7 @@ impl LocalFargate {
         *self.delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
     }
 
-    /// What the watcher did ("sshd for <task> on <ip>", "stopped sshd of <task>").
+    /// What the watcher did (`sshd for <task> on <ip>`, `stopped sshd of <task>`).
     pub fn events(&self) -> Vec<String> {
         self.events
             .lock()
