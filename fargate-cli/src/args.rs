@@ -37,13 +37,24 @@ pub struct Args {
     /// Append logs to this file instead of stderr (beats LogFile).
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// Task definition for every job of this runner (beats [Fargate] TaskDefinition).
-    /// Jobs ask for others with the FARGATE_TASK_DEFINITION variable, checked against
-    /// [Fargate] AllowedTaskDefinitions.
-    #[arg(long = "task-def", global = true, value_name = "TASK_DEFINITION")]
+    /// Task definition for every job of this runner (beats `[Fargate] TaskDefinition`).
+    #[arg(
+        help = "Task definition for every job of this runner (beats [Fargate] TaskDefinition)",
+        long = "task-def",
+        global = true,
+        value_name = "TASK_DEFINITION",
+        long_help = "Task definition for every job of this runner (beats [Fargate] TaskDefinition). \
+                     Jobs ask for others with the FARGATE_TASK_DEFINITION variable, checked \
+                     against [Fargate] AllowedTaskDefinitions."
+    )]
     pub task_def: Option<String>,
-    /// Platform version for every job of this runner (beats [Fargate] PlatformVersion).
-    #[arg(long, global = true, value_name = "VERSION")]
+    /// Platform version for every job of this runner (beats `[Fargate] PlatformVersion`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "VERSION",
+        help = "Platform version for every job of this runner (beats [Fargate] PlatformVersion)"
+    )]
     pub platform_version: Option<String>,
     /// What to do.
     #[command(subcommand)]
