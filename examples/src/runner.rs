@@ -110,6 +110,91 @@ pub struct StageRun {
     pub wall: Duration,
     /// Time from SIGTERM to exit, when it was cancelled.
     pub exit_after_term: Option<Duration>,
+    /// Peak resident set size in KiB (`ru_maxrss` from `wait4`; see [`Usage`]).
+    pub max_rss_kb: u64,
+    /// CPU time, user plus system (`ru_utime + ru_stime` from `wait4`).
+    pub cpu: Duration,
+}
+
+/// Resource usage of one exited child process, from `wait4(2)`.
+///
+/// Linux caveat: `ru_maxrss` of a child is the maximum over its whole life *including the
+/// address space it had before `execve`*; a child started with `vfork`/`posix_spawn` (as
+/// `std::process::Command` does) shares its parent's address space until then, so the
+/// figure is never below the parent's own peak RSS at spawn time. Compare against a
+/// trivial program (`/bin/true`) spawned the same way to see that floor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Peak resident set size in KiB (`ru_maxrss`).
+    pub max_rss_kb: u64,
+    /// User CPU time.
+    pub user: Duration,
+    /// System CPU time.
+    pub system: Duration,
+}
+
+impl Usage {
+    /// User plus system CPU time.
+    pub fn cpu(&self) -> Duration {
+        self.user + self.system
+    }
+
+    fn from_rusage(ru: &libc::rusage) -> Usage {
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        Usage {
+            max_rss_kb: ru.ru_maxrss.max(0) as u64,
+            user: tv(ru.ru_utime),
+            system: tv(ru.ru_stime),
+        }
+    }
+}
+
+/// `wait4(pid, WNOHANG)`: `Ok(None)` while the child runs, else its exit status and usage.
+/// Once this returned `Some`, the child is reaped: do not wait for it again (e.g. with
+/// [`std::process::Child::wait`]).
+///
+/// # Errors
+/// The `wait4` error (`ECHILD` when `pid` is not an unwaited child of this process).
+pub fn try_wait_usage(pid: u32) -> std::io::Result<Option<(std::process::ExitStatus, Usage)>> {
+    wait_usage_flags(pid, libc::WNOHANG)
+}
+
+/// `wait4(pid, 0)`: blocks until the child exits; returns its exit status and usage. The
+/// child is reaped: do not wait for it again.
+///
+/// # Errors
+/// The `wait4` error (`ECHILD` when `pid` is not an unwaited child of this process).
+pub fn wait_usage(pid: u32) -> std::io::Result<(std::process::ExitStatus, Usage)> {
+    loop {
+        match wait_usage_flags(pid, 0) {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn wait_usage_flags(
+    pid: u32,
+    flags: libc::c_int,
+) -> std::io::Result<Option<(std::process::ExitStatus, Usage)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `ru` are valid, writable, and live for the call.
+    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, flags, &mut ru) };
+    match r {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(None),
+        _ => Ok(Some((
+            std::process::ExitStatus::from_raw(status),
+            Usage::from_rusage(&ru),
+        ))),
+    }
 }
 
 /// The outcome of a job.
@@ -147,7 +232,12 @@ pub struct RunnerEmu {
     pub metadata_dir: Option<PathBuf>,
 }
 
-const RUN_STAGES_BEFORE: &[&str] = &["prepare_script", "get_sources", "restore_cache", "download_artifacts"];
+const RUN_STAGES_BEFORE: &[&str] = &[
+    "prepare_script",
+    "get_sources",
+    "restore_cache",
+    "download_artifacts",
+];
 
 impl RunnerEmu {
     /// An emulator for `driver` with `--config config`.
@@ -159,6 +249,35 @@ impl RunnerEmu {
             builds_dir: "/tmp/builds".into(),
             metadata_dir: None,
         }
+    }
+
+    /// The driver process of one stage of `job`, exactly as [`RunnerEmu::run`] starts it:
+    /// `driver args... stage_args...` in `dir` (the executor's temporary directory, where
+    /// the job response file is written now), with the runner's environment and the job's
+    /// `CUSTOM_ENV_*` variables, stdin from `/dev/null`, stdout and stderr piped, in its own
+    /// process group. For benchmarks: set [`RunnerEmu::driver`] to another program (e.g.
+    /// `/bin/true`) for a baseline started the same way.
+    pub fn stage_command(&self, job: &Job, dir: &Path, stage_args: &[&str]) -> Command {
+        self.command(&Ctx::new(dir, job), stage_args)
+    }
+
+    fn command(&self, ctx: &Ctx, stage_args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.driver);
+        cmd.args(&self.args)
+            .args(stage_args)
+            .current_dir(&ctx.dir)
+            .env("TMPDIR", &ctx.dir)
+            .env("BUILD_FAILURE_EXIT_CODE", "1")
+            .env("SYSTEM_FAILURE_EXIT_CODE", "2")
+            .env("BUILD_EXIT_CODE_FILE", &ctx.build_exit_code_file)
+            .env("JOB_RESPONSE_FILE", &ctx.response_file)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(ctx.custom_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        cmd
     }
 
     /// Runs `job` to the end.
@@ -207,15 +326,31 @@ impl Exec<'_> {
                 Err(e) => return JobStatus::SystemFailure(format!("temp dir: {e}")),
             };
             let ctx = Ctx::new(dir.path(), job);
-            let (code, out) = self.spawn("config", &["custom", "config"], &ctx, None, job.graceful_kill);
+            let (code, out) = self.spawn(
+                "config",
+                &["custom", "config"],
+                &ctx,
+                None,
+                job.graceful_kill,
+            );
             *config_output = out;
             if code != Some(0) {
                 self.say(&format!("Preparation failed: config exited {code:?}"));
                 continue;
             }
             self.say("Using Custom executor...");
-            let kill = if attempt == 1 { job.kill_prepare.clone() } else { None };
-            let (code, _) = self.spawn("prepare", &["custom", "prepare"], &ctx, kill, job.graceful_kill);
+            let kill = if attempt == 1 {
+                job.kill_prepare.clone()
+            } else {
+                None
+            };
+            let (code, _) = self.spawn(
+                "prepare",
+                &["custom", "prepare"],
+                &ctx,
+                kill,
+                job.graceful_kill,
+            );
             if code == Some(0) {
                 prepared = true;
                 tmp = Some((dir, ctx));
@@ -223,7 +358,13 @@ impl Exec<'_> {
             }
             self.say(&format!("Preparation failed: exit code {code:?}"));
             // The runner cleans up every failed attempt.
-            self.spawn("cleanup", &["custom", "cleanup"], &ctx, None, job.graceful_kill);
+            self.spawn(
+                "cleanup",
+                &["custom", "cleanup"],
+                &ctx,
+                None,
+                job.graceful_kill,
+            );
             if code == Some(1) || self.cancelled {
                 // A build error is not retried; neither is a cancelled job.
                 break;
@@ -239,7 +380,13 @@ impl Exec<'_> {
         };
         debug_assert!(prepared);
         let status = self.run_stages(job, &ctx);
-        self.spawn("cleanup", &["custom", "cleanup"], &ctx, None, job.graceful_kill);
+        self.spawn(
+            "cleanup",
+            &["custom", "cleanup"],
+            &ctx,
+            None,
+            job.graceful_kill,
+        );
         status
     }
 
@@ -254,7 +401,11 @@ impl Exec<'_> {
         for (k, v) in &job.variables {
             let _ = writeln!(body, "export {k}={}", ansi_c_quote(v));
         }
-        let _ = writeln!(body, "mkdir -p {0} && cd {0}", shell_quote(&self.emu.builds_dir));
+        let _ = writeln!(
+            body,
+            "mkdir -p {0} && cd {0}",
+            shell_quote(&self.emu.builds_dir)
+        );
         for line in &job.script {
             let _ = writeln!(body, "echo {}", ansi_c_quote(&format!("$ {line}")));
             let _ = writeln!(body, "{line}");
@@ -273,7 +424,10 @@ impl Exec<'_> {
         let suffix = if user.is_ok() { "" } else { "_on_failure" };
         for stage in [
             format!("archive_cache{suffix}"),
-            format!("upload_artifacts_on_{}", if user.is_ok() { "success" } else { "failure" }),
+            format!(
+                "upload_artifacts_on_{}",
+                if user.is_ok() { "success" } else { "failure" }
+            ),
         ] {
             let _ = self.run_stage(&stage, "echo done", ctx, job);
         }
@@ -284,7 +438,13 @@ impl Exec<'_> {
         }
     }
 
-    fn run_stage(&mut self, stage: &str, body: &str, ctx: &Ctx, job: &Job) -> Result<(), JobStatus> {
+    fn run_stage(
+        &mut self,
+        stage: &str,
+        body: &str,
+        ctx: &Ctx,
+        job: &Job,
+    ) -> Result<(), JobStatus> {
         if self.cancelled {
             return Err(JobStatus::Canceled);
         }
@@ -292,12 +452,22 @@ impl Exec<'_> {
         let script = dir.join("script");
         let written = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(&script, runner_script(body)))
-            .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)));
+            .and_then(|()| {
+                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))
+            });
         if let Err(e) = written {
-            return Err(JobStatus::SystemFailure(format!("writing {stage} script: {e}")));
+            return Err(JobStatus::SystemFailure(format!(
+                "writing {stage} script: {e}"
+            )));
         }
         let script_arg = script.display().to_string();
-        let (code, _) = self.spawn(stage, &["custom", "run", &script_arg, stage], ctx, None, job.graceful_kill);
+        let (code, _) = self.spawn(
+            stage,
+            &["custom", "run", &script_arg, stage],
+            ctx,
+            None,
+            job.graceful_kill,
+        );
         match code {
             Some(0) => Ok(()),
             _ if self.cancelled => Err(JobStatus::Canceled),
@@ -322,21 +492,7 @@ impl Exec<'_> {
         graceful: Duration,
     ) -> (Option<i32>, String) {
         let _ = std::fs::remove_file(&ctx.build_exit_code_file);
-        let mut cmd = Command::new(&self.emu.driver);
-        cmd.args(&self.emu.args)
-            .args(stage_args)
-            .current_dir(&ctx.dir)
-            .env("TMPDIR", &ctx.dir)
-            .env("BUILD_FAILURE_EXIT_CODE", "1")
-            .env("SYSTEM_FAILURE_EXIT_CODE", "2")
-            .env("BUILD_EXIT_CODE_FILE", &ctx.build_exit_code_file)
-            .env("JOB_RESPONSE_FILE", &ctx.response_file)
-            .envs(self.emu.env.iter().map(|(k, v)| (k, v)))
-            .envs(ctx.custom_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        let mut cmd = self.emu.command(ctx, stage_args);
         let started = Instant::now();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -348,8 +504,14 @@ impl Exec<'_> {
         let pid = child.id() as libc::pid_t;
         let stdout_buf = Arc::new(Mutex::new(String::new()));
         let readers: Vec<_> = [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .enumerate()
@@ -366,7 +528,10 @@ impl Exec<'_> {
                     let text = String::from_utf8_lossy(&buf[..n]);
                     match &capture {
                         Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text),
-                        None => log.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text),
+                        None => log
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_str(&text),
                     }
                 }
             })
@@ -374,9 +539,16 @@ impl Exec<'_> {
         .collect();
         let mut term_at: Option<Instant> = None;
         let mut killed = false;
+        let mut usage = Usage::default();
+        let mut poll = Duration::from_millis(1);
+        // wait4 rather than `child.try_wait()`, for the resource usage; once it has reaped
+        // the child, `child` is only dropped (dropping a `Child` does not wait).
         let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
+            match try_wait_usage(child.id()) {
+                Ok(Some((status, u))) => {
+                    usage = u;
+                    break Some(status);
+                }
                 Ok(None) => {}
                 Err(_) => break None,
             }
@@ -391,7 +563,11 @@ impl Exec<'_> {
             }
             if term_at.is_none()
                 && let Some((marker, _)) = &self.on_output
-                && self.log.lock().unwrap_or_else(|p| p.into_inner()).contains(marker.as_str())
+                && self
+                    .log
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(marker.as_str())
                 && let Some((_, action)) = self.on_output.take()
             {
                 match action {
@@ -411,18 +587,26 @@ impl Exec<'_> {
                 // SAFETY: plain kill(2) on the child's process group.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
             }
-            // Polling a child process: bounded by the stage itself.
-            std::thread::sleep(Duration::from_millis(20));
+            // Polling a child process: bounded by the stage itself. 1 ms at first, doubling up
+            // to 20 ms, so that short stages (config: a few ms) get an accurate wall time.
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(Duration::from_millis(20));
         };
         for r in readers {
             let _ = r.join();
         }
-        let exit_code = status.and_then(|s| s.code().or_else(|| s.signal().map(|_| -1)).filter(|c| *c >= 0));
+        let exit_code = status.and_then(|s| {
+            s.code()
+                .or_else(|| s.signal().map(|_| -1))
+                .filter(|c| *c >= 0)
+        });
         self.stages.push(StageRun {
             name: name.to_owned(),
             exit_code,
             wall: started.elapsed(),
             exit_after_term: term_at.map(|t| t.elapsed()),
+            max_rss_kb: usage.max_rss_kb,
+            cpu: usage.cpu(),
         });
         let out = stdout_buf.lock().unwrap_or_else(|p| p.into_inner()).clone();
         (exit_code, out)
@@ -460,12 +644,25 @@ impl Ctx {
         let _ = std::fs::write(&response_file, payload.to_string());
         let mut custom_env = vec![
             ("CUSTOM_ENV_CI_JOB_ID".to_owned(), job.job_id.to_string()),
-            ("CUSTOM_ENV_CI_PIPELINE_ID".to_owned(), job.pipeline_id.to_string()),
-            ("CUSTOM_ENV_CI_PROJECT_URL".to_owned(), job.project_url.clone()),
-            ("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(), job.short_token.clone()),
+            (
+                "CUSTOM_ENV_CI_PIPELINE_ID".to_owned(),
+                job.pipeline_id.to_string(),
+            ),
+            (
+                "CUSTOM_ENV_CI_PROJECT_URL".to_owned(),
+                job.project_url.clone(),
+            ),
+            (
+                "CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(),
+                job.short_token.clone(),
+            ),
             ("CUSTOM_ENV_CI_JOB_SERVICES".to_owned(), String::new()),
         ];
-        custom_env.extend(job.variables.iter().map(|(k, v)| (format!("CUSTOM_ENV_{k}"), v.clone())));
+        custom_env.extend(
+            job.variables
+                .iter()
+                .map(|(k, v)| (format!("CUSTOM_ENV_{k}"), v.clone())),
+        );
         Ctx {
             dir: dir.to_owned(),
             build_exit_code_file: dir.join("build_exit_code"),

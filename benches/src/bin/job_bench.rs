@@ -1,0 +1,614 @@
+//! Whole-job benchmarks of the `fargate` binary (issue #5), driven the way gitlab-runner
+//! drives it (`fargate_examples::runner`) against a local Fargate (moto + one sshd per task,
+//! all on loopback). Every figure that has a natural baseline is reported as a ratio
+//! against that baseline measured in the same run, interleaved with it, because the
+//! machine is shared and noisy.
+//!
+//! ```sh
+//! export CARGO_TARGET_DIR=/var/tmp/fargate-target FARGATE_MOTO_PYTHON=/opt/fargate-moto/bin/python
+//! cargo build --release -p fargate-cli
+//! cargo run --release -p fargate-benches --bin job_bench [-- JOBS CONFIG_SPAWNS RUN_ROUNDS]
+//! ```
+//!
+//! 1. JOBS (default 5) jobs of `true`: per stage type, median wall and peak RSS, CPU of
+//!    all driver processes of a job, ECS `DescribeTasks` calls from the "task is ready" log.
+//! 2. `fargate custom config` wall: median of CONFIG_SPAWNS (default 50) spawns with the
+//!    runner's environment, against `/bin/true` spawned the same way. Target < 5 ms.
+//! 3. `fargate custom run <script> build_script` of `true` on a prepared job, RUN_ROUNDS
+//!    (default 20) times, against `ssh -o BatchMode=yes ... root@task true` on the same
+//!    sshd with the same cipher (OpenSSH's default kex sntrup761 and, like libssh2,
+//!    curve25519). Target ≤ 1.25 × `ssh`.
+//! 4. Peak RSS of each stage process. `wait4`'s `ru_maxrss` of a `posix_spawn`ed child is
+//!    never below the spawning process's own peak (Linux counts the pre-`execve` address
+//!    space, which a vfork child shares with its parent), so it is shown next to
+//!    `/bin/true` spawned the same way, and an extra job runs every stage under GNU
+//!    `/usr/bin/time` (a small forking parent) for the process's own peak. Target < 20 MB.
+//! 5. ECS API calls per job, counted by operation through a recording proxy in front of
+//!    moto (one extra job, so the proxy does not slow down the timed ones).
+//!
+//! Needs root (sshd fixtures), OpenSSH client and server, and moto (`FARGATE_MOTO_PYTHON`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark tool: failing loudly with the cause is its error handling"
+)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fargate_aws::testing::FaultProxy;
+use fargate_examples::local_fargate::{LocalFargate, LocalFargateOptions};
+use fargate_examples::runner::{
+    Job, JobResult, JobStatus, RunnerEmu, StageRun, Usage, runner_script, wait_usage,
+};
+
+const CIPHER: &str = "chacha20-poly1305@openssh.com";
+const GNU_TIME: &str = "/usr/bin/time";
+const CONFIG_TARGET_MS: f64 = 5.0;
+const RUN_TARGET_RATIO: f64 = 1.25;
+const RSS_TARGET_KB: u64 = 20 * 1024;
+
+/// One measured process.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    wall: Duration,
+    usage: Usage,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn median<T: Ord + Copy>(v: &[T]) -> T {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+/// The release `fargate` binary next to this executable.
+fn fargate_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of this executable");
+    let dir = exe.parent().expect("this executable's directory");
+    let bin = dir.join("fargate");
+    if !bin.is_file() {
+        eprintln!(
+            "job_bench: {} is missing.\n  Build it first, with the same CARGO_TARGET_DIR and profile:\n    cargo build --release -p fargate-cli",
+            bin.display()
+        );
+        std::process::exit(2);
+    }
+    if !dir.ends_with("release") {
+        eprintln!(
+            "job_bench: warning: {} is not a release build; run with --release",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// Spawns `cmd`, drains its stdout and stderr (as the runner does), and reaps it with
+/// `wait4`. Panics when it fails.
+fn measure(mut cmd: Command, what: &str) -> Sample {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let mut err = child.stderr.take().expect("piped stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut out = String::new();
+    let _ = child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out);
+    let (status, usage) = wait_usage(child.id()).expect("wait4");
+    let wall = started.elapsed();
+    let err = err_reader.join().unwrap_or_default();
+    assert!(
+        status.success(),
+        "{what} failed: {status}\nstdout: {out}\nstderr: {err}"
+    );
+    Sample { wall, usage }
+}
+
+/// The stage type of a driver process: `config`, `prepare`, `run` or `cleanup`.
+fn stage_type(name: &str) -> &'static str {
+    match name {
+        "config" => "config",
+        "prepare" => "prepare",
+        "cleanup" => "cleanup",
+        _ => "run",
+    }
+}
+
+const STAGE_TYPES: [&str; 4] = ["config", "prepare", "run", "cleanup"];
+
+/// `key=<number>` in a log.
+fn log_field(log: &str, key: &str) -> Option<u64> {
+    let at = log.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn run_job(emu: &RunnerEmu, id: i64, script: &[&str]) -> JobResult {
+    let result = emu.run(Job::new(id, script));
+    assert_eq!(
+        result.status,
+        JobStatus::Success,
+        "job {id}:\n{}",
+        result.log
+    );
+    result
+}
+
+/// GNU time lines `<maxrss KiB> <user s> <sys s>`, one per stage, in order.
+fn gnu_time_lines(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+fn ssh_command(key: &Path, ip: &str, port: u16, extra: &[&str]) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-c",
+        CIPHER,
+    ])
+    .args(extra)
+    .arg("-i")
+    .arg(key)
+    .arg("-p")
+    .arg(port.to_string())
+    .arg(format!("root@{ip}"))
+    .arg("true");
+    cmd
+}
+
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+struct Row {
+    metric: String,
+    value: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    verdict: String,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let jobs: i64 = args.next().map_or(5, |a| a.parse().expect("JOBS"));
+    let config_spawns: usize = args
+        .next()
+        .map_or(50, |a| a.parse().expect("CONFIG_SPAWNS"));
+    let run_rounds: usize = args.next().map_or(20, |a| a.parse().expect("RUN_ROUNDS"));
+    let fargate_bin = fargate_binary();
+
+    let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metadata = dir.path().join("metadata");
+    let config = dir.path().join("fargate.toml");
+    std::fs::write(&config, fargate.fargate_toml(&metadata)).expect("write fargate.toml");
+    let mut emu = RunnerEmu::new(&fargate_bin, &config, fargate.driver_env());
+    emu.metadata_dir = Some(metadata.clone());
+    println!(
+        "job_bench: {} ; moto {} ; {jobs} jobs, {config_spawns} config spawns, {run_rounds} run rounds",
+        fargate_bin.display(),
+        fargate.moto().endpoint_url()
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+
+    // ---- 1. whole jobs -------------------------------------------------------------------
+    let results = {
+        let emu = emu.clone();
+        tokio::task::spawn_blocking(move || {
+            // Warm-up (page cache, moto's first requests), not counted.
+            run_job(&emu, 900, &["true"]);
+            (0..jobs)
+                .map(|i| run_job(&emu, 1000 + i, &["true"]))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("job thread")
+    };
+    // The same job with every stage under GNU time, for each process's own peak RSS.
+    let clean_rss: Option<Vec<(String, u64)>> = if Path::new(GNU_TIME).is_file() {
+        let log = dir.path().join("gnu-time.log");
+        let mut timed = emu.clone();
+        timed.driver = PathBuf::from(GNU_TIME);
+        timed.args = [
+            "-a",
+            "-o",
+            &log.display().to_string(),
+            "-f",
+            "%M %U %S",
+            &fargate_bin.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(emu.args.iter().cloned())
+        .collect();
+        let result = tokio::task::spawn_blocking(move || run_job(&timed, 950, &["true"]))
+            .await
+            .expect("job thread");
+        let rss = gnu_time_lines(&log);
+        assert_eq!(
+            rss.len(),
+            result.stages.len(),
+            "one GNU time line per stage"
+        );
+        Some(
+            result
+                .stages
+                .iter()
+                .map(|s| s.name.clone())
+                .zip(rss)
+                .collect(),
+        )
+    } else {
+        println!("({GNU_TIME} not found: no clean RSS figures)");
+        None
+    };
+    let true_clean_kb = clean_rss.as_ref().map(|_| {
+        let log = dir.path().join("gnu-time-true.log");
+        let mut cmd = Command::new(GNU_TIME);
+        cmd.args(["-o", &log.display().to_string(), "-f", "%M", "/bin/true"]);
+        measure(cmd, "time /bin/true");
+        gnu_time_lines(&log).first().copied().unwrap_or(0)
+    });
+
+    println!();
+    println!(
+        "== 1. {jobs} jobs of `true` (after 1 warm-up job); emulator polls stages at 1 ms, backing off to 20 ms"
+    );
+    println!(
+        "{:<9} {:>5} {:>11} {:>16} {:>16} {:>12}",
+        "stage", "procs", "wall med", "maxRSS (wait4)", "maxRSS (own)", "CPU med"
+    );
+    let all: Vec<&StageRun> = results.iter().flat_map(|r| r.stages.iter()).collect();
+    for ty in STAGE_TYPES {
+        let of: Vec<&&StageRun> = all.iter().filter(|s| stage_type(&s.name) == ty).collect();
+        let clean: Vec<u64> = clean_rss
+            .iter()
+            .flatten()
+            .filter(|(n, _)| stage_type(n) == ty)
+            .map(|(_, kb)| *kb)
+            .collect();
+        let clean_max = clean.iter().max().copied();
+        let rss_med = median(&of.iter().map(|s| s.max_rss_kb).collect::<Vec<_>>());
+        println!(
+            "{:<9} {:>5} {:>8.1} ms {:>13.1} MB {:>16} {:>9.1} ms",
+            ty,
+            of.len(),
+            ms(median(&of.iter().map(|s| s.wall).collect::<Vec<_>>())),
+            mb(rss_med),
+            clean_max.map_or("-".into(), |kb| format!("{:.1} MB max", mb(kb))),
+            ms(median(&of.iter().map(|s| s.cpu).collect::<Vec<_>>())),
+        );
+        let worst = clean_max.unwrap_or_else(|| of.iter().map(|s| s.max_rss_kb).max().unwrap_or(0));
+        rows.push(Row {
+            metric: format!("peak RSS, {ty} process"),
+            value: format!("{:.1} MB", mb(worst)),
+            baseline: true_clean_kb.map_or("-".into(), |kb| format!("{:.1} MB /bin/true", mb(kb))),
+            ratio: true_clean_kb.map_or("-".into(), |kb| {
+                format!("{:.1}x", worst as f64 / kb.max(1) as f64)
+            }),
+            target: "< 20 MB".into(),
+            verdict: verdict(worst < RSS_TARGET_KB).into(),
+        });
+    }
+    let job_cpu: Vec<Duration> = results
+        .iter()
+        .map(|r| r.stages.iter().map(|s| s.cpu).sum())
+        .collect();
+    let job_wall: Vec<Duration> = results
+        .iter()
+        .map(|r| r.stages.iter().map(|s| s.wall).sum())
+        .collect();
+    let procs = results[0].stages.len();
+    let run_stages = results[0]
+        .stages
+        .iter()
+        .filter(|s| stage_type(&s.name) == "run")
+        .count();
+    println!(
+        "per job ({procs} driver processes, {run_stages} run stages): CPU total median {:.1} ms (min {:.1}, max {:.1}); wall total median {:.0} ms",
+        ms(median(&job_cpu)),
+        ms(*job_cpu.iter().min().expect("jobs")),
+        ms(*job_cpu.iter().max().expect("jobs")),
+        ms(median(&job_wall)),
+    );
+    let describes: Vec<u64> = results
+        .iter()
+        .filter_map(|r| log_field(&r.log, "describe_calls"))
+        .collect();
+    if !describes.is_empty() {
+        println!("DescribeTasks during prepare (\"task is ready\" describe_calls): {describes:?}");
+    }
+
+    // ---- 2. config stage vs /bin/true ---------------------------------------------------
+    let job = Job::new(2000, &["true"]);
+    let cfg_dir = tempfile::Builder::new()
+        .prefix("custom-executor")
+        .tempdir()
+        .expect("temp dir");
+    let mut true_emu = emu.clone();
+    true_emu.driver = PathBuf::from("/bin/true");
+    let mut cfg = Vec::new();
+    let mut tru = Vec::new();
+    for i in 0..config_spawns + 2 {
+        let a = measure(
+            emu.stage_command(&job, cfg_dir.path(), &["custom", "config"]),
+            "fargate custom config",
+        );
+        let b = measure(
+            true_emu.stage_command(&job, cfg_dir.path(), &["custom", "config"]),
+            "/bin/true",
+        );
+        // The first two rounds warm the page cache.
+        if i >= 2 {
+            cfg.push(a);
+            tru.push(b);
+        }
+    }
+    let cfg_wall = median(&cfg.iter().map(|s| s.wall).collect::<Vec<_>>());
+    let true_wall = median(&tru.iter().map(|s| s.wall).collect::<Vec<_>>());
+    let true_rss = median(&tru.iter().map(|s| s.usage.max_rss_kb).collect::<Vec<_>>());
+    println!();
+    println!(
+        "== 2. config stage, median of {config_spawns} spawns each, interleaved, same env and stdio"
+    );
+    println!(
+        "fargate custom config {:7.2} ms (CPU {:.2} ms, maxRSS {:.1} MB)   /bin/true {:7.2} ms (maxRSS {:.1} MB)   ratio {:.2}, overhead {:+.2} ms",
+        ms(cfg_wall),
+        ms(median(
+            &cfg.iter().map(|s| s.usage.cpu()).collect::<Vec<_>>()
+        )),
+        mb(median(
+            &cfg.iter().map(|s| s.usage.max_rss_kb).collect::<Vec<_>>()
+        )),
+        ms(true_wall),
+        mb(true_rss),
+        cfg_wall.as_secs_f64() / true_wall.as_secs_f64(),
+        ms(cfg_wall) - ms(true_wall),
+    );
+    println!(
+        "(maxRSS via wait4 of a posix_spawn child includes this bench's own peak: /bin/true shows that floor, {:.1} MB)",
+        mb(true_rss)
+    );
+    rows.insert(
+        0,
+        Row {
+            metric: "config stage wall".into(),
+            value: format!("{:.2} ms", ms(cfg_wall)),
+            baseline: format!("{:.2} ms /bin/true", ms(true_wall)),
+            ratio: format!("{:.2}x", cfg_wall.as_secs_f64() / true_wall.as_secs_f64()),
+            target: "< 5 ms".into(),
+            verdict: verdict(ms(cfg_wall) < CONFIG_TARGET_MS).into(),
+        },
+    );
+
+    // ---- 3. run stage of `true` vs ssh host true ----------------------------------------
+    let job = Job::new(3000, &["true"]);
+    let run_dir = tempfile::Builder::new()
+        .prefix("custom-executor")
+        .tempdir()
+        .expect("temp dir");
+    let before = json_files(&metadata);
+    measure(
+        emu.stage_command(&job, run_dir.path(), &["custom", "prepare"]),
+        "fargate custom prepare",
+    );
+    let record_path = json_files(&metadata)
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .expect("prepare wrote a job record");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).expect("read record"))
+            .expect("record JSON");
+    let ip = record["endpoint"]["ip"]
+        .as_str()
+        .expect("endpoint.ip")
+        .to_owned();
+    let port = record["endpoint"]["port"].as_u64().expect("endpoint.port") as u16;
+    let key_path = dir.path().join("job_key");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&key_path)
+            .expect("key file");
+        f.write_all(
+            record["private_key"]
+                .as_str()
+                .expect("private_key")
+                .as_bytes(),
+        )
+        .expect("write key");
+    }
+    let script = run_dir.path().join("true.sh");
+    std::fs::write(&script, runner_script("true")).expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let script_arg = script.display().to_string();
+    let run_args = ["custom", "run", script_arg.as_str(), "build_script"];
+    let curve = ["-o", "KexAlgorithms=curve25519-sha256"];
+    let (mut ours, mut ssh_default, mut ssh_curve) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..run_rounds + 1 {
+        let a = measure(
+            emu.stage_command(&job, run_dir.path(), &run_args),
+            "fargate custom run",
+        );
+        let b = measure(ssh_command(&key_path, &ip, port, &[]), "ssh true");
+        let c = measure(
+            ssh_command(&key_path, &ip, port, &curve),
+            "ssh curve25519 true",
+        );
+        if i >= 1 {
+            ours.push(a);
+            ssh_default.push(b);
+            ssh_curve.push(c);
+        }
+    }
+    measure(
+        emu.stage_command(&job, run_dir.path(), &["custom", "cleanup"]),
+        "fargate custom cleanup",
+    );
+    let walls = |v: &[Sample]| median(&v.iter().map(|s| s.wall).collect::<Vec<_>>());
+    let cpus = |v: &[Sample]| median(&v.iter().map(|s| s.usage.cpu()).collect::<Vec<_>>());
+    let (w_ours, w_def, w_curve) = (walls(&ours), walls(&ssh_default), walls(&ssh_curve));
+    println!();
+    println!(
+        "== 3. run stage of `true` on task {ip}:{port}, median of {run_rounds}, interleaved, cipher {CIPHER}"
+    );
+    for (name, w, c) in [
+        (
+            "fargate custom run (libssh2, curve25519)",
+            w_ours,
+            cpus(&ours),
+        ),
+        ("ssh (default kex, sntrup761)", w_def, cpus(&ssh_default)),
+        (
+            "ssh -o KexAlgorithms=curve25519-sha256",
+            w_curve,
+            cpus(&ssh_curve),
+        ),
+    ] {
+        println!(
+            "{name:<42} wall {:7.1} ms   client CPU {:6.1} ms",
+            ms(w),
+            ms(c)
+        );
+    }
+    let r_def = w_ours.as_secs_f64() / w_def.as_secs_f64();
+    let r_curve = w_ours.as_secs_f64() / w_curve.as_secs_f64();
+    println!("ratio vs ssh default {r_def:.2}, vs ssh curve25519 {r_curve:.2}");
+    rows.insert(
+        1,
+        Row {
+            metric: "run stage `true` wall".into(),
+            value: format!("{:.1} ms", ms(w_ours)),
+            baseline: format!("{:.1} ms ssh", ms(w_def)),
+            ratio: format!("{r_def:.2}x"),
+            target: "<= 1.25x".into(),
+            verdict: verdict(r_def <= RUN_TARGET_RATIO).into(),
+        },
+    );
+    rows.insert(
+        2,
+        Row {
+            metric: "run stage `true` wall".into(),
+            value: format!("{:.1} ms", ms(w_ours)),
+            baseline: format!("{:.1} ms ssh curve25519", ms(w_curve)),
+            ratio: format!("{r_curve:.2}x"),
+            target: "<= 1.25x".into(),
+            verdict: verdict(r_curve <= RUN_TARGET_RATIO).into(),
+        },
+    );
+    let ssh_cpu = cpus(&ssh_default);
+    rows.push(Row {
+        metric: "CPU of a job's driver processes".into(),
+        value: format!("{:.1} ms", ms(median(&job_cpu))),
+        baseline: format!(
+            "{run_stages} x ssh client CPU = {:.1} ms",
+            ms(ssh_cpu * run_stages as u32)
+        ),
+        ratio: format!(
+            "{:.2}x",
+            median(&job_cpu).as_secs_f64() / (ssh_cpu * run_stages as u32).as_secs_f64()
+        ),
+        target: "(none)".into(),
+        verdict: "-".into(),
+    });
+
+    // ---- 5. ECS API calls per job --------------------------------------------------------
+    let proxy = Arc::new(FaultProxy::start(&fargate.moto().endpoint_url()));
+    let mut counted = emu.clone();
+    for (k, v) in &mut counted.env {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = proxy.endpoint_url();
+        }
+    }
+    let result = tokio::task::spawn_blocking(move || run_job(&counted, 4000, &["true"]))
+        .await
+        .expect("job thread");
+    let mut by_op: BTreeMap<String, usize> = BTreeMap::new();
+    for r in proxy.requests() {
+        *by_op.entry(r.operation).or_default() += 1;
+    }
+    let total: usize = by_op.values().sum();
+    println!();
+    println!(
+        "== 5. ECS API calls of one job (through a recording proxy): {total} {by_op:?}; describe_calls logged: {:?}",
+        log_field(&result.log, "describe_calls")
+    );
+    rows.push(Row {
+        metric: "ECS API calls per job".into(),
+        value: total.to_string(),
+        baseline: "-".into(),
+        ratio: "-".into(),
+        target: "(none)".into(),
+        verdict: "-".into(),
+    });
+
+    // ---- summary --------------------------------------------------------------------------
+    println!();
+    println!("== summary");
+    println!(
+        "{:<32} {:>11}  {:<34} {:>7}  {:<9} {}",
+        "metric", "value", "baseline (same run)", "ratio", "target", "verdict"
+    );
+    for r in &rows {
+        println!(
+            "{:<32} {:>11}  {:<34} {:>7}  {:<9} {}",
+            r.metric, r.value, r.baseline, r.ratio, r.target, r.verdict
+        );
+    }
+    let running = fargate.running_tasks().await;
+    assert!(running.is_empty(), "tasks left running: {running:?}");
+}
