@@ -14,17 +14,19 @@
 //!    all driver processes of a job, ECS `DescribeTasks` calls from the "task is ready" log.
 //! 2. `fargate custom config` wall: median of CONFIG_SPAWNS (default 50) spawns with the
 //!    runner's environment, against `/bin/true` spawned the same way. Target < 5 ms.
+//!    `fargate --version` (the binary's start-up alone) is shown too.
 //! 3. `fargate custom run <script> build_script` of `true` on a prepared job, RUN_ROUNDS
 //!    (default 20) times, against `ssh -o BatchMode=yes ... root@task true` on the same
 //!    sshd with the same cipher (OpenSSH's default kex sntrup761 and, like libssh2,
 //!    curve25519). Target ≤ 1.25 × `ssh`.
-//! 4. Peak RSS of each stage process. `wait4`'s `ru_maxrss` of a `posix_spawn`ed child is
-//!    never below the spawning process's own peak (Linux counts the pre-`execve` address
-//!    space, which a vfork child shares with its parent), so it is shown next to
-//!    `/bin/true` spawned the same way, and an extra job runs every stage under GNU
-//!    `/usr/bin/time` (a small forking parent) for the process's own peak. Target < 20 MB.
-//! 5. ECS API calls per job, counted by operation through a recording proxy in front of
+//! 4. ECS API calls per job, counted by operation through a recording proxy in front of
 //!    moto (one extra job, so the proxy does not slow down the timed ones).
+//!
+//! Peak RSS of each stage process (in 1): `wait4`'s `ru_maxrss` of a `posix_spawn`ed child
+//! is never below the spawning process's own peak (Linux counts the pre-`execve` address
+//! space, which a vfork child shares with its parent), so it is shown next to `/bin/true`
+//! spawned the same way, and an extra job runs every stage under GNU `/usr/bin/time` (a
+//! small forking parent) for the process's own peak. Target < 20 MB.
 //!
 //! Needs root (sshd fixtures), OpenSSH client and server, and moto (`FARGATE_MOTO_PYTHON`).
 #![allow(
@@ -102,6 +104,10 @@ fn fargate_binary() -> PathBuf {
 
 /// Spawns `cmd`, drains its stdout and stderr (as the runner does), and reaps it with
 /// `wait4`. Panics when it fails.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait_usage (wait4), not by Child::wait"
+)]
 fn measure(mut cmd: Command, what: &str) -> Sample {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -378,8 +384,12 @@ async fn main() {
         .expect("temp dir");
     let mut true_emu = emu.clone();
     true_emu.driver = PathBuf::from("/bin/true");
+    // `fargate --version`: the binary's own start-up (loading, clap), no configuration.
+    let mut version_emu = emu.clone();
+    version_emu.args.clear();
     let mut cfg = Vec::new();
     let mut tru = Vec::new();
+    let mut version = Vec::new();
     for i in 0..config_spawns + 2 {
         let a = measure(
             emu.stage_command(&job, cfg_dir.path(), &["custom", "config"]),
@@ -389,10 +399,15 @@ async fn main() {
             true_emu.stage_command(&job, cfg_dir.path(), &["custom", "config"]),
             "/bin/true",
         );
+        let c = measure(
+            version_emu.stage_command(&job, cfg_dir.path(), &["--version"]),
+            "fargate --version",
+        );
         // The first two rounds warm the page cache.
         if i >= 2 {
             cfg.push(a);
             tru.push(b);
+            version.push(c);
         }
     }
     let cfg_wall = median(&cfg.iter().map(|s| s.wall).collect::<Vec<_>>());
@@ -415,6 +430,15 @@ async fn main() {
         mb(true_rss),
         cfg_wall.as_secs_f64() / true_wall.as_secs_f64(),
         ms(cfg_wall) - ms(true_wall),
+    );
+    let version_wall = median(&version.iter().map(|s| s.wall).collect::<Vec<_>>());
+    println!(
+        "fargate --version     {:7.2} ms (CPU {:.2} ms): binary start-up alone; config - --version = {:+.2} ms",
+        ms(version_wall),
+        ms(median(
+            &version.iter().map(|s| s.usage.cpu()).collect::<Vec<_>>()
+        )),
+        ms(cfg_wall) - ms(version_wall),
     );
     println!(
         "(maxRSS via wait4 of a posix_spawn child includes this bench's own peak: /bin/true shows that floor, {:.1} MB)",
@@ -550,12 +574,13 @@ async fn main() {
             verdict: verdict(r_curve <= RUN_TARGET_RATIO).into(),
         },
     );
-    let ssh_cpu = cpus(&ssh_default);
+    // The fair client baseline: one `ssh` (same kex as libssh2) per run stage.
+    let ssh_cpu = cpus(&ssh_curve);
     rows.push(Row {
         metric: "CPU of a job's driver processes".into(),
         value: format!("{:.1} ms", ms(median(&job_cpu))),
         baseline: format!(
-            "{run_stages} x ssh client CPU = {:.1} ms",
+            "{run_stages} x ssh-curve25519 CPU {:.1} ms",
             ms(ssh_cpu * run_stages as u32)
         ),
         ratio: format!(
@@ -566,7 +591,7 @@ async fn main() {
         verdict: "-".into(),
     });
 
-    // ---- 5. ECS API calls per job --------------------------------------------------------
+    // ---- 4. ECS API calls per job --------------------------------------------------------
     let proxy = Arc::new(FaultProxy::start(&fargate.moto().endpoint_url()));
     let mut counted = emu.clone();
     for (k, v) in &mut counted.env {
@@ -584,7 +609,7 @@ async fn main() {
     let total: usize = by_op.values().sum();
     println!();
     println!(
-        "== 5. ECS API calls of one job (through a recording proxy): {total} {by_op:?}; describe_calls logged: {:?}",
+        "== 4. ECS API calls of one job (through a recording proxy): {total} {by_op:?}; describe_calls logged: {:?}",
         log_field(&result.log, "describe_calls")
     );
     rows.push(Row {
@@ -600,12 +625,12 @@ async fn main() {
     println!();
     println!("== summary");
     println!(
-        "{:<32} {:>11}  {:<34} {:>7}  {:<9} {}",
-        "metric", "value", "baseline (same run)", "ratio", "target", "verdict"
+        "{:<32} {:>11}  {:<38} {:>7}  {:<9} verdict",
+        "metric", "value", "baseline (same run)", "ratio", "target"
     );
     for r in &rows {
         println!(
-            "{:<32} {:>11}  {:<34} {:>7}  {:<9} {}",
+            "{:<32} {:>11}  {:<38} {:>7}  {:<9} {}",
             r.metric, r.value, r.baseline, r.ratio, r.target, r.verdict
         );
     }
