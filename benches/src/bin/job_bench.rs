@@ -50,7 +50,7 @@ use fargate_examples::runner::{
     Job, JobResult, JobStatus, RunnerEmu, StageRun, Usage, runner_script, wait_usage,
 };
 
-const CIPHER: &str = "chacha20-poly1305@openssh.com";
+use fargate_benches::CIPHER;
 const GNU_TIME: &str = "/usr/bin/time";
 const CONFIG_TARGET_MS: f64 = 5.0;
 const RUN_TARGET_RATIO: f64 = 1.25;
@@ -178,29 +178,7 @@ fn gnu_time_lines(path: &Path) -> Vec<u64> {
 }
 
 fn ssh_command(key: &Path, ip: &str, port: u16, extra: &[&str]) -> Command {
-    let mut cmd = Command::new("ssh");
-    cmd.args([
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-c",
-        CIPHER,
-    ])
-    .args(extra)
-    .arg("-i")
-    .arg(key)
-    .arg("-p")
-    .arg(port.to_string())
-    .arg(format!("root@{ip}"))
-    .arg("true");
-    cmd
+    fargate_benches::openssh(key, "root", ip, port, extra, "true")
 }
 
 fn json_files(dir: &Path) -> Vec<PathBuf> {

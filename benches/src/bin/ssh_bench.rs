@@ -24,7 +24,7 @@ use fargate_ssh::Ssh2Shell;
 use fargate_ssh::testing::Sshd;
 use tokio_util::sync::CancellationToken;
 
-const CIPHER: &str = "chacha20-poly1305@openssh.com";
+use fargate_benches::CIPHER;
 const THROUGHPUT_RUNS: usize = 5;
 
 /// Drops everything, counting bytes.
@@ -51,30 +51,16 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn ssh_command(sshd: &Sshd, key: &Path, extra: &[&str], remote: &str) -> Command {
-    let mut cmd = Command::new("ssh");
-    cmd.args([
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-c",
-        CIPHER,
-    ])
-    .args(extra)
-    .arg("-i")
-    .arg(key)
-    .arg("-p")
-    .arg(sshd.endpoint().port.to_string())
-    .arg(format!("{}@{}", sshd.username(), sshd.endpoint().ip))
-    .arg(remote)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    let ip = sshd.endpoint().ip.to_string();
+    let mut cmd = fargate_benches::openssh(
+        key,
+        sshd.username(),
+        &ip,
+        sshd.endpoint().port,
+        extra,
+        remote,
+    );
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
     cmd
 }
 
