@@ -500,7 +500,6 @@ async fn rsa_keys_authenticate_with_sha2_signatures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "RSA generation takes about a minute in a debug build; run with --ignored or --release"]
 async fn generated_rsa_key_authenticates() {
     let (sshd, shell, _) = setup().await;
     let key = shell
