@@ -240,6 +240,7 @@ const CONFIG: &str = r#"
 [Fargate]
   Cluster = "pool"
   Subnet = "unused-by-this-launcher"
+  SecurityGroup = "unused-by-this-launcher"
   TaskDefinition = "pool-host"
   PollInitialInterval = "10ms"
   PollMaxInterval = "20ms"
