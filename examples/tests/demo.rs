@@ -134,8 +134,10 @@ fn a_failing_job_makes_the_demo_exit_1_with_the_scripts_exit_code() {
 
 #[test]
 fn an_interrupted_demo_cancels_the_job_cleans_up_and_stops_everything() {
+    // A number of seconds no other test uses, so that the remote `sleep` can be found.
+    let secs = (600 + std::process::id() % 1000).to_string();
     let mut child = demo()
-        .args(["--sleep", "600"])
+        .args(["--sleep", &secs])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -157,8 +159,21 @@ fn an_interrupted_demo_cancels_the_job_cleans_up_and_stops_everything() {
         all
     });
     let started = rx.recv_timeout(Duration::from_secs(120));
-    // The job sleeps in build_script: give it a moment to get there, then interrupt.
-    std::thread::sleep(Duration::from_secs(2));
+    // Interrupt once the job's script sleeps (the local Fargate runs it on this machine).
+    let sleeping = format!("sleep {secs}");
+    let waiting = Instant::now();
+    while !Command::new("pgrep")
+        .args(["-fx", &sleeping])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(120),
+            "the job's `{sleeping}` never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // SAFETY: kill(2) on our own child, not yet reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let interrupted = Instant::now();
