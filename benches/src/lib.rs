@@ -1,5 +1,7 @@
 //! Benchmarks of the `fargate` driver (binaries `ssh_bench` and `job_bench`); shared helpers.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -39,4 +41,15 @@ pub fn openssh(
     .arg(format!("{user}@{ip}"))
     .arg(remote);
     cmd
+}
+
+/// Writes a private key for `ssh -i`: created or truncated with mode 0600, as ssh demands.
+pub fn write_private_key(path: &Path, key: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(key.as_bytes())
 }

@@ -317,7 +317,6 @@ impl Exec<'_> {
     }
 
     fn job(&mut self, job: &mut Job, config_output: &mut String) -> JobStatus {
-        let mut prepared = false;
         let mut tmp = None;
         for attempt in 1..=3 {
             // A fresh executor, and so a fresh temporary directory, per attempt.
@@ -352,7 +351,6 @@ impl Exec<'_> {
                 job.graceful_kill,
             );
             if code == Some(0) {
-                prepared = true;
                 tmp = Some((dir, ctx));
                 break;
             }
@@ -378,7 +376,6 @@ impl Exec<'_> {
                 JobStatus::SystemFailure("prepare".into())
             };
         };
-        debug_assert!(prepared);
         let status = self.run_stages(job, &ctx);
         self.spawn(
             "cleanup",

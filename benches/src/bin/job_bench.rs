@@ -36,8 +36,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -458,22 +457,11 @@ async fn main() {
         .to_owned();
     let port = record["endpoint"]["port"].as_u64().expect("endpoint.port") as u16;
     let key_path = dir.path().join("job_key");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&key_path)
-            .expect("key file");
-        f.write_all(
-            record["private_key"]
-                .as_str()
-                .expect("private_key")
-                .as_bytes(),
-        )
-        .expect("write key");
-    }
+    fargate_benches::write_private_key(
+        &key_path,
+        record["private_key"].as_str().expect("private_key"),
+    )
+    .expect("write key");
     let script = run_dir.path().join("true.sh");
     std::fs::write(&script, runner_script("true")).expect("write script");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).expect("chmod");

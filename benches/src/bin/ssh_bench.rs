@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -98,17 +97,7 @@ async fn main() {
     let key = shell.generate_key(KeyType::Ed25519).await.unwrap();
     sshd.authorize(&key.public_key).unwrap();
     let key_path = sshd.dir().join("client_ed25519");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&key_path)
-            .unwrap();
-        f.write_all(key.private_key.expose().as_bytes()).unwrap();
-    }
+    fargate_benches::write_private_key(&key_path, key.private_key.expose()).unwrap();
     let never = CancellationToken::new();
 
     println!("sshd {} , cipher {CIPHER}", sshd.endpoint());
