@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use aws_sdk_ecs::types::DesiredStatus;
 use fargate_aws::testing::{Moto, MotoEcs};
-use fargate_ssh::testing::Sshd;
+use fargate_ssh::testing::{Sshd, login_user};
 
 /// Options of a [`LocalFargate`].
 #[derive(Clone, Debug)]
@@ -22,6 +22,10 @@ pub struct LocalFargateOptions {
     pub sshd_delay: Duration,
     /// The SSH port of every task (each task has its own IP).
     pub ssh_port: u16,
+    /// Jobs log in as a dedicated user with this login shell and a fresh home
+    /// ([`fargate_ssh::testing::login_user`]), like in a task image, instead of as root
+    /// with the rc files of the machine this runs on.
+    pub login_shell: Option<PathBuf>,
 }
 
 impl Default for LocalFargateOptions {
@@ -29,6 +33,7 @@ impl Default for LocalFargateOptions {
         LocalFargateOptions {
             sshd_delay: Duration::ZERO,
             ssh_port: 2222,
+            login_shell: None,
         }
     }
 }
@@ -39,6 +44,8 @@ pub struct LocalFargate {
     /// Cluster, task definition, subnets and security group created in moto.
     pub ecs: MotoEcs,
     options: LocalFargateOptions,
+    /// The SSH user of the jobs.
+    username: String,
     delay: Arc<Mutex<Duration>>,
     servers: Arc<Mutex<HashMap<String, Sshd>>>,
     events: Arc<Mutex<Vec<String>>>,
@@ -61,6 +68,10 @@ impl LocalFargate {
     /// # Panics
     /// When moto or sshd is missing (with the command that installs them).
     pub async fn start(options: LocalFargateOptions) -> LocalFargate {
+        let username = match &options.login_shell {
+            Some(shell) => login_user(shell).unwrap_or_else(|e| panic!("{e}")),
+            None => "root".to_owned(),
+        };
         let moto = Arc::new(Moto::start());
         let ecs = moto.setup().await;
         let delay = Arc::new(Mutex::new(options.sshd_delay));
@@ -76,7 +87,7 @@ impl LocalFargate {
                 events.clone(),
                 stop.clone(),
             );
-            let port = options.ssh_port;
+            let options = options.clone();
             std::thread::spawn(move || {
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -84,19 +95,26 @@ impl LocalFargate {
                 else {
                     return;
                 };
-                rt.block_on(watch(moto, cluster, port, delay, servers, events, stop));
+                rt.block_on(watch(moto, cluster, options, delay, servers, events, stop));
             })
         };
         LocalFargate {
             moto,
             ecs,
             options,
+            username,
             delay,
             servers,
             events,
             stop,
             watcher: Some(watcher),
         }
+    }
+
+    /// The user jobs log in as over SSH (root, or the user of
+    /// [`LocalFargateOptions::login_shell`]).
+    pub fn ssh_username(&self) -> &str {
+        &self.username
     }
 
     /// The moto server.
@@ -151,7 +169,7 @@ impl LocalFargate {
         let _ = writeln!(s, "[TaskMetadata]");
         let _ = writeln!(s, "  Directory = {:?}", metadata_dir.display().to_string());
         let _ = writeln!(s, "[SSH]");
-        let _ = writeln!(s, "  Username = \"root\"");
+        let _ = writeln!(s, "  Username = {:?}", self.username);
         let _ = writeln!(s, "  Port = {}", self.options.ssh_port);
         let _ = writeln!(s, "  ConnectTimeout = \"5s\"");
         let _ = writeln!(s, "  ProbeInterval = \"100ms\"");
@@ -214,7 +232,7 @@ async fn list_running(client: &aws_sdk_ecs::Client, cluster: &str) -> Vec<String
 async fn watch(
     moto: Arc<Moto>,
     cluster: String,
-    port: u16,
+    options: LocalFargateOptions,
     delay: Arc<Mutex<Duration>>,
     servers: Arc<Mutex<HashMap<String, Sshd>>>,
     events: Arc<Mutex<Vec<String>>>,
@@ -269,15 +287,20 @@ async fn watch(
                     continue;
                 }
                 let d = *delay.lock().unwrap_or_else(|p| p.into_inner());
-                let started = Sshd::builder()
+                let mut builder = Sshd::builder()
                     .address(ip)
-                    .port(port)
-                    .start_delay(d)
-                    .start()
-                    .and_then(|s| s.authorize(&key).map(|()| s));
+                    .port(options.ssh_port)
+                    .start_delay(d);
+                if let Some(shell) = &options.login_shell {
+                    builder = builder.login_shell(shell);
+                }
+                let started = builder.start().and_then(|s| s.authorize(&key).map(|()| s));
                 match started {
                     Ok(sshd) => {
-                        log(format!("sshd for {arn} on {ip}:{port} (after {d:?})"));
+                        log(format!(
+                            "sshd for {arn} on {ip}:{} (after {d:?})",
+                            options.ssh_port
+                        ));
                         servers
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())

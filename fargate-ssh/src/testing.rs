@@ -123,7 +123,7 @@ impl SshdBuilder {
         }
         ensure_privsep_dir()?;
         let username = match &self.login_shell {
-            Some(shell) => ensure_user_with_shell(shell)?,
+            Some(shell) => login_user(shell)?,
             None => current_user(),
         };
         let dir = tempfile::Builder::new()
@@ -508,8 +508,10 @@ fn current_user() -> String {
 /// Serialises user creation between the tests of one process.
 static USERADD: Mutex<()> = Mutex::new(());
 
-/// The name of a local user whose login shell is `shell`, creating it if needed.
-fn ensure_user_with_shell(shell: &Path) -> Result<String> {
+/// The name of the local user that [`SshdBuilder::login_shell`] logs in as
+/// (`fargate-<shell name>`, e.g. `fargate-bash`), created with a fresh home from
+/// `/etc/skel` if needed. This needs root.
+pub fn login_user(shell: &Path) -> Result<String> {
     let name = shell
         .file_name()
         .and_then(|n| n.to_str())

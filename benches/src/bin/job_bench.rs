@@ -16,7 +16,7 @@
 //!    runner's environment, against `/bin/true` spawned the same way. Target < 5 ms.
 //!    `fargate --version` (the binary's start-up alone) is shown too.
 //! 3. `fargate custom run <script> build_script` of `true` on a prepared job, RUN_ROUNDS
-//!    (default 20) times, against `ssh -o BatchMode=yes ... root@task true` on the same
+//!    (default 20) times, against `ssh -o BatchMode=yes ... user@task true` on the same
 //!    sshd with the same cipher (OpenSSH's default kex sntrup761 and, like libssh2,
 //!    curve25519). Target ≤ 1.25 × `ssh`.
 //! 4. ECS API calls per job, counted by operation through a recording proxy in front of
@@ -176,8 +176,8 @@ fn gnu_time_lines(path: &Path) -> Vec<u64> {
         .collect()
 }
 
-fn ssh_command(key: &Path, ip: &str, port: u16, extra: &[&str]) -> Command {
-    fargate_benches::openssh(key, "root", ip, port, extra, "true")
+fn ssh_command(key: &Path, user: &str, ip: &str, port: u16, extra: &[&str]) -> Command {
+    fargate_benches::openssh(key, user, ip, port, extra, "true")
 }
 
 fn json_files(dir: &Path) -> Vec<PathBuf> {
@@ -210,7 +210,14 @@ async fn main() {
     let run_rounds: usize = args.next().map_or(20, |a| a.parse().expect("RUN_ROUNDS"));
     let fargate_bin = fargate_binary();
 
-    let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
+    // Jobs log in as a user with bash as login shell and a fresh home, as in a task image:
+    // root's rc files on the bench machine (which may run slow tools on every SSH command)
+    // would add the same constant to the driver and to `ssh`.
+    let options = LocalFargateOptions {
+        login_shell: Some("/bin/bash".into()),
+        ..LocalFargateOptions::default()
+    };
+    let fargate = Arc::new(LocalFargate::start(options).await);
     let dir = tempfile::tempdir().expect("temp dir");
     let metadata = dir.path().join("metadata");
     let config = dir.path().join("fargate.toml");
@@ -468,15 +475,16 @@ async fn main() {
     let script_arg = script.display().to_string();
     let run_args = ["custom", "run", script_arg.as_str(), "build_script"];
     let curve = ["-o", "KexAlgorithms=curve25519-sha256"];
+    let user = fargate.ssh_username();
     let (mut ours, mut ssh_default, mut ssh_curve) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..run_rounds + 1 {
         let a = measure(
             emu.stage_command(&job, run_dir.path(), &run_args),
             "fargate custom run",
         );
-        let b = measure(ssh_command(&key_path, &ip, port, &[]), "ssh true");
+        let b = measure(ssh_command(&key_path, user, &ip, port, &[]), "ssh true");
         let c = measure(
-            ssh_command(&key_path, &ip, port, &curve),
+            ssh_command(&key_path, user, &ip, port, &curve),
             "ssh curve25519 true",
         );
         if i >= 1 {
