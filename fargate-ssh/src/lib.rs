@@ -85,6 +85,10 @@
 //! * libssh2 reports exit status 0 when the server closes the channel without sending an
 //!   exit status or signal, so that case cannot be told apart (OpenSSH always sends one;
 //!   a broken connection is reported as `Unreachable`).
+//! * Once connected, output streams at about 0.6-0.7× the rate of OpenSSH's client on the
+//!   same CPU (roughly 250 MB/s on a 2.5 GHz Xeon core): libssh2's chacha20-poly1305 is
+//!   portable C, OpenSSH's uses OpenSSL's vectorised chacha20. A whole `run` still keeps
+//!   up with `ssh host cmd` for 200 MB, because connecting is faster (`benches/`).
 //! * The script's processes inherit fd 3 (the read end of the script pipe).
 //! * The cancel helper waits in steps of `sleep 0.1` (GNU coreutils, busybox); where
 //!   fractional sleeps are not supported the `SIGKILL` follows the `SIGTERM` at once.
