@@ -51,7 +51,7 @@
 //!
 //! * `public-ip`: connecting through the task's public IP. It needs `aws-sdk-ec2`, by far the
 //!   largest crate of the build (≈ 6 minutes and 8 GB of RAM for one debug `rustc`).
-//! * `testing`: [`testing::Moto`], a moto server fixture, and [`testing::FaultProxy`], which
+//! * `testing`: `testing::Moto`, a moto server fixture, and `testing::FaultProxy`, which
 //!   injects ECS errors in front of it.
 
 mod config;

@@ -103,7 +103,7 @@
 //!
 //! # Testing
 //!
-//! The `testing` feature adds [`testing::Sshd`], a throwaway OpenSSH server fixture.
+//! The `testing` feature adds `testing::Sshd`, a throwaway OpenSSH server fixture.
 
 pub mod config;
 pub mod keys;
