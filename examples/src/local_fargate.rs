@@ -66,7 +66,8 @@ impl LocalFargate {
     /// Starts moto, creates the cluster and task definition, and starts the task watcher.
     ///
     /// # Panics
-    /// When moto or sshd is missing (with the command that installs them).
+    /// When moto or sshd is missing (with the command that installs them), or when the user
+    /// of [`LocalFargateOptions::login_shell`] cannot be created (it needs root).
     pub async fn start(options: LocalFargateOptions) -> LocalFargate {
         let username = match &options.login_shell {
             Some(shell) => login_user(shell).unwrap_or_else(|e| panic!("{e}")),
