@@ -147,18 +147,26 @@ async fn a_script_with_one_mebibyte_of_exported_variables_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_task_whose_sshd_starts_late_still_runs_the_job() {
+async fn a_task_whose_sshd_starts_late_still_runs_the_job_with_a_sh_login_user() {
+    // Also an image whose SSH user has a plain POSIX `sh` as login shell (as on Alpine).
     let rig = rig_with(
         LocalFargateOptions {
             sshd_delay: Duration::from_secs(5),
+            login_shell: Some("/bin/sh".into()),
             ..Default::default()
         },
         |c| c,
     )
     .await;
-    let result = rig.run(Job::new(4, &["echo late-but-fine"])).await;
+    let result = rig
+        .run(Job::new(4, &["echo late-but-fine as $(id -un)"]))
+        .await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
-    assert!(result.log.contains("late-but-fine"));
+    assert!(
+        result.log.contains("late-but-fine as fargate-sh"),
+        "{}",
+        result.log
+    );
     let prepare = result.stage("prepare");
     assert_eq!(prepare.len(), 1, "prepare must not need a retry");
     assert!(prepare[0].wall >= Duration::from_secs(5));
