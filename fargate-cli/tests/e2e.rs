@@ -148,7 +148,8 @@ async fn a_script_with_one_mebibyte_of_exported_variables_succeeds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_whose_sshd_starts_late_still_runs_the_job_with_a_sh_login_user() {
-    // Also an image whose SSH user has a plain POSIX `sh` as login shell (as on Alpine).
+    // Also an image whose SSH user has a plain POSIX `sh` as login shell (dash here, like
+    // ash on Alpine).
     let rig = rig_with(
         LocalFargateOptions {
             sshd_delay: Duration::from_secs(5),
