@@ -14,16 +14,21 @@ use fargate_ssh::testing::Sshd;
 use fargate_ssh::{Ssh2Config, Ssh2Shell};
 use tokio_util::sync::CancellationToken;
 
-async fn run_script(script: &str) -> (fargate_core::Result<RunOutcome>, CapturedOutput) {
-    let (sshd, shell, key) = setup().await;
+/// Runs `request` to its end (never cancelled), capturing the output.
+async fn run(
+    shell: &Ssh2Shell,
+    request: &fargate_core::RunRequest,
+) -> (fargate_core::Result<RunOutcome>, CapturedOutput) {
     let mut out = CapturedOutput::default();
     let result = shell
-        .run(
-            &sshd.request(&key, script),
-            &mut out,
-            &CancellationToken::new(),
-        )
+        .run(request, &mut out, &CancellationToken::new())
         .await;
+    (result, out)
+}
+
+async fn run_script(script: &str) -> (fargate_core::Result<RunOutcome>, CapturedOutput) {
+    let (sshd, shell, key) = setup().await;
+    let (result, out) = run(&shell, &sshd.request(&key, script)).await;
     if result.is_err() {
         eprintln!("sshd log:\n{}", sshd.log());
     }
@@ -42,17 +47,9 @@ async fn success_streams_stdout_and_stderr() {
 async fn exit_codes_are_reported() {
     let (sshd, shell, key) = setup().await;
     for code in [1, 3, 255] {
-        let mut out = CapturedOutput::default();
         let script = format!("echo before\nexit {code}\necho after\n");
-        let outcome = shell
-            .run(
-                &sshd.request(&key, script),
-                &mut out,
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(outcome, RunOutcome::Exited(code));
+        let (outcome, out) = run(&shell, &sshd.request(&key, script)).await;
+        assert_eq!(outcome.unwrap(), RunOutcome::Exited(code));
         assert_eq!(out.stdout, b"before\n");
     }
 }
@@ -153,19 +150,9 @@ async fn login_shell_sh_runs_bash_scripts() {
     let key = shell.generate_key(KeyType::Ed25519).await.unwrap();
     sshd.authorize(&key.public_key).unwrap();
     assert_eq!(sshd.username(), "fargate-sh");
-    let mut out = CapturedOutput::default();
-    let outcome = shell
-        .run(
-            &sshd.request(
-                &key,
-                "id -un\ngetent passwd \"$(id -un)\" | cut -d: -f7\n[[ -n $BASH_VERSION ]] && echo $'bash\\x21'\n",
-            ),
-            &mut out,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(outcome, RunOutcome::Exited(0), "{}", sshd.log());
+    let script = "id -un\ngetent passwd \"$(id -un)\" | cut -d: -f7\n[[ -n $BASH_VERSION ]] && echo $'bash\\x21'\n";
+    let (outcome, out) = run(&shell, &sshd.request(&key, script)).await;
+    assert_eq!(outcome.unwrap(), RunOutcome::Exited(0), "{}", sshd.log());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "fargate-sh\n/bin/sh\nbash!\n"
@@ -250,14 +237,13 @@ async fn wrong_client_key_fails_authentication() {
     let (sshd, shell, _authorized) = setup().await;
     let stranger = shell.generate_key(KeyType::Ed25519).await.unwrap();
     let path = sshd.dir().join("ran");
-    let err = shell
-        .run(
-            &sshd.request(&stranger, format!("touch {}\n", path.display())),
-            &mut CapturedOutput::default(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = run(
+        &shell,
+        &sshd.request(&stranger, format!("touch {}\n", path.display())),
+    )
+    .await
+    .0
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
     let message = err.message();
     assert!(message.contains("'root'"), "{message}");
@@ -288,14 +274,7 @@ async fn changed_host_key_is_refused_before_sending_anything() {
     let path = second.dir().join("ran");
     let mut request = second.request(&key, format!("touch {}\n", path.display()));
     request.host_key = Some(pinned.clone());
-    let err = shell
-        .run(
-            &request,
-            &mut CapturedOutput::default(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = run(&shell, &request).await.0.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HostKeyMismatch, "{err}");
     assert!(err.message().contains(&pinned.fingerprint), "{err}");
     assert!(
@@ -311,14 +290,7 @@ async fn changed_host_key_is_refused_before_sending_anything() {
 
     // Unpinned (records of the Go driver): accepted.
     request.host_key = None;
-    let outcome = shell
-        .run(
-            &request,
-            &mut CapturedOutput::default(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let outcome = run(&shell, &request).await.0.unwrap();
     assert_eq!(outcome, RunOutcome::Exited(0));
     assert!(path.exists());
 }
@@ -378,14 +350,7 @@ async fn nothing_listening_is_unreachable() {
         host_key: None,
         script: b"true\n".as_slice().into(),
     };
-    let err = shell
-        .run(
-            &request,
-            &mut CapturedOutput::default(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = run(&shell, &request).await.0.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unreachable);
     assert!(err.message().contains("could not connect"), "{err}");
     assert!(err.message().contains("connection refused"), "{err}");
@@ -481,16 +446,8 @@ async fn rsa_keys_authenticate_with_sha2_signatures() {
         public_key: public.trim_end().to_owned(),
         private_key: fargate_core::PrivateKey::new(private),
     };
-    let mut out = CapturedOutput::default();
-    let outcome = shell
-        .run(
-            &sshd.request(&key, "echo rsa"),
-            &mut out,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(outcome, RunOutcome::Exited(0));
+    let (outcome, out) = run(&shell, &sshd.request(&key, "echo rsa")).await;
+    assert_eq!(outcome.unwrap(), RunOutcome::Exited(0));
     assert_eq!(out.stdout, b"rsa\n");
     assert!(
         sshd.log()
@@ -509,16 +466,8 @@ async fn generated_rsa_key_authenticates() {
     assert!(key.public_key.starts_with("ssh-rsa AAAA"));
     assert!(key.public_key.ends_with(" fargate-job"));
     sshd.authorize(&key.public_key).unwrap();
-    let mut out = CapturedOutput::default();
-    let outcome = shell
-        .run(
-            &sshd.request(&key, "echo rsa"),
-            &mut out,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(outcome, RunOutcome::Exited(0));
+    let (outcome, out) = run(&shell, &sshd.request(&key, "echo rsa")).await;
+    assert_eq!(outcome.unwrap(), RunOutcome::Exited(0));
     assert_eq!(out.stdout, b"rsa\n");
 }
 
