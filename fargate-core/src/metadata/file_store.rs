@@ -1,284 +1,17 @@
-//! [`MetadataStore`]: the job's state between stage processes, and [`FileMetadataStore`].
-//!
-//! Every stage is a new process, so the job record is the job's only memory. Prepare writes
-//! it *before* each side effect (write-ahead), so that a driver killed at any instant leaves
-//! enough behind for cleanup to find and stop the task.
+//! [`FileMetadataStore`]: job records as files in a private directory.
 
-use std::any::Any;
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind as IoKind, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{JobIdentity, JobKey};
-use crate::launcher::{Endpoint, TaskRef};
-use crate::shell::{HostKey, PrivateKey};
+use crate::job::JobKey;
 
-/// Version of the record format written by this crate.
-pub const RECORD_FORMAT: u32 = 1;
-
-/// How far the job's prepare got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// About to call the launcher with the record's client token; the task may or may not exist.
-    LaunchRequested,
-    /// The launcher accepted the task; its reference is recorded.
-    Launched,
-    /// The task is reachable; endpoint and host key are recorded.
-    Ready,
-    /// Cleanup (or a failed prepare) is stopping the task.
-    Stopping,
-}
-
-/// The state of one job, as stored between stages.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobRecord {
-    /// Record format version ([`RECORD_FORMAT`]).
-    pub format: u32,
-    /// The job's key (the record's name).
-    pub key: JobKey,
-    /// The job's identity; `None` for records written by the Go driver.
-    #[serde(default)]
-    pub job: Option<JobIdentity>,
-    /// How far prepare got.
-    pub phase: Phase,
-    /// Idempotency token of the launch.
-    #[serde(default)]
-    pub client_token: String,
-    /// The task, once launched.
-    #[serde(default)]
-    pub task: Option<TaskRef>,
-    /// Where the task's SSH server is, once ready. Port 0 means "the configured port"
-    /// (records of the Go driver).
-    #[serde(default)]
-    pub endpoint: Option<Endpoint>,
-    /// The host key pinned when the task became ready; `None` only for Go driver records.
-    #[serde(default)]
-    pub host_key: Option<HostKey>,
-    /// The job's client private key.
-    pub private_key: PrivateKey,
-    /// Seconds since the epoch when the record was created.
-    #[serde(default)]
-    pub created_at: u64,
-    /// Seconds since the epoch of the last update.
-    #[serde(default)]
-    pub updated_at: u64,
-}
-
-impl JobRecord {
-    /// A new record in [`Phase::LaunchRequested`].
-    pub fn new(
-        key: JobKey,
-        job: JobIdentity,
-        client_token: String,
-        private_key: PrivateKey,
-    ) -> Self {
-        let now = unix_now();
-        JobRecord {
-            format: RECORD_FORMAT,
-            key,
-            job: Some(job),
-            phase: Phase::LaunchRequested,
-            client_token,
-            task: None,
-            endpoint: None,
-            host_key: None,
-            private_key,
-            created_at: now,
-            updated_at: now,
-        }
-    }
-
-    /// Parses a record in this crate's format or in the Go driver's
-    /// (`{"TaskARN":..,"ContainerIP":..,"PrivateKey":<base64 PEM>}`), named `key`.
-    pub fn from_json(key: &JobKey, bytes: &[u8]) -> std::result::Result<Self, String> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-        let obj = value.as_object().ok_or("not a JSON object")?;
-        if obj.contains_key("format") {
-            let record: JobRecord =
-                serde_json::from_value(value).map_err(|e| format!("invalid record: {e}"))?;
-            if record.format != RECORD_FORMAT {
-                return Err(format!(
-                    "record format {} is not supported (this driver writes format {RECORD_FORMAT})",
-                    record.format
-                ));
-            }
-            if &record.key != key {
-                return Err(format!("record is for job {}, not {key}", record.key));
-            }
-            return Ok(record);
-        }
-        go_record(key, obj)
-    }
-}
-
-/// Converts a Go driver record. Go matched keys case-insensitively, so do we.
-fn go_record(
-    key: &JobKey,
-    obj: &serde_json::Map<String, serde_json::Value>,
-) -> std::result::Result<JobRecord, String> {
-    let field = |name: &str| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    };
-    let text = |name: &str| -> std::result::Result<String, String> {
-        match field(name) {
-            None | Some(serde_json::Value::Null) => Ok(String::new()),
-            Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(format!("{name} is {other}, not a string")),
-        }
-    };
-    let arn = text("TaskARN")?;
-    if arn.is_empty() && field("TaskARN").is_none() {
-        return Err(
-            "neither a driver record (no \"format\") nor a Go driver record (no \"TaskARN\")"
-                .into(),
-        );
-    }
-    let ip = text("ContainerIP")?;
-    let pem = base64_decode(&text("PrivateKey")?)
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or("PrivateKey is not base64 of a PEM key")?;
-    let endpoint = if ip.is_empty() {
-        None
-    } else {
-        let ip = ip
-            .parse()
-            .map_err(|_| format!("ContainerIP {ip:?} is not an IP address"))?;
-        Some(Endpoint { ip, port: 0 })
-    };
-    Ok(JobRecord {
-        format: RECORD_FORMAT,
-        key: key.clone(),
-        job: None,
-        phase: if endpoint.is_some() {
-            Phase::Ready
-        } else {
-            Phase::Launched
-        },
-        client_token: String::new(),
-        task: (!arn.is_empty()).then(|| TaskRef::new(arn)),
-        endpoint,
-        host_key: None,
-        private_key: PrivateKey::new(pem),
-        created_at: 0,
-        updated_at: 0,
-    })
-}
-
-/// Standard base64 with padding, as Go's `encoding/json` writes `[]byte`.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = s.trim_end_matches('=').as_bytes();
-    if !s.len().is_multiple_of(4) || s.len() - bytes.len() > 2 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= val(c)? << (18 - 6 * i);
-        }
-        let n = chunk.len() * 6 / 8;
-        out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
-    }
-    Some(out)
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Holds a job's lock until dropped.
-pub struct JobLock {
-    _guard: Box<dyn Any + Send + Sync>,
-}
-
-impl JobLock {
-    /// Wraps any guard that releases the lock when dropped.
-    pub fn new(guard: impl Any + Send + Sync) -> Self {
-        JobLock {
-            _guard: Box::new(guard),
-        }
-    }
-}
-
-impl fmt::Debug for JobLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JobLock")
-    }
-}
-
-/// Stores job records between stage processes.
-///
-/// # Behaviour every implementation guarantees (checked by
-/// `fargate_core::testing::conformance::store`)
-/// - `put` replaces the whole record atomically: a reader sees the old or the new record,
-///   never a mix, even if the writer dies half-way.
-/// - `get` of a missing record is `Ok(None)`; an unreadable one is
-///   [`ErrorKind::CorruptRecord`].
-/// - `delete` of a missing record succeeds.
-/// - `lock` gives one holder per job at a time, across processes for persistent stores; it
-///   waits up to `wait` and then fails with [`ErrorKind::Timeout`].
-#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
-#[async_trait]
-pub trait MetadataStore: Send + Sync + fmt::Debug {
-    /// Writes `record` under `record.key`.
-    async fn put(&self, record: &JobRecord) -> Result<()>;
-    /// Reads the record of `key`.
-    async fn get(&self, key: &JobKey) -> Result<Option<JobRecord>>;
-    /// Deletes the record of `key`.
-    async fn delete(&self, key: &JobKey) -> Result<()>;
-    /// Keys of all stored records.
-    async fn list(&self) -> Result<Vec<JobKey>>;
-    /// Takes the job's lock, waiting at most `wait`.
-    async fn lock(&self, key: &JobKey, wait: Duration) -> Result<JobLock>;
-}
-
-/// A shared, dynamically chosen store.
-pub type DynMetadataStore = Arc<dyn MetadataStore>;
-
-#[async_trait]
-impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
-    async fn put(&self, record: &JobRecord) -> Result<()> {
-        (**self).put(record).await
-    }
-    async fn get(&self, key: &JobKey) -> Result<Option<JobRecord>> {
-        (**self).get(key).await
-    }
-    async fn delete(&self, key: &JobKey) -> Result<()> {
-        (**self).delete(key).await
-    }
-    async fn list(&self) -> Result<Vec<JobKey>> {
-        (**self).list().await
-    }
-    async fn lock(&self, key: &JobKey, wait: Duration) -> Result<JobLock> {
-        (**self).lock(key, wait).await
-    }
-}
+use super::{JobLock, JobRecord, MetadataStore};
 
 /// Job records as files `<dir>/<key>.json` (mode 0600) in a directory created 0700.
 ///
@@ -538,6 +271,10 @@ pub fn permission_warnings(dir: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::JobIdentity;
+    use crate::launcher::TaskRef;
+    use crate::metadata::{Phase, RECORD_FORMAT};
+    use crate::shell::PrivateKey;
 
     fn key(s: &str) -> JobKey {
         JobKey::parse(s).unwrap()
@@ -555,16 +292,6 @@ mod tests {
             "token-1".into(),
             PrivateKey::new("-----BEGIN OPENSSH PRIVATE KEY-----\nx\n".into()),
         )
-    }
-
-    #[test]
-    fn base64_matches_go() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGVsbG8h").unwrap(), b"hello!");
-        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert!(base64_decode("aGk").is_none());
-        assert!(base64_decode("a*k=").is_none());
     }
 
     #[tokio::test]
