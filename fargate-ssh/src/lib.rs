@@ -30,10 +30,19 @@
 //! (run by whatever login shell the user has):
 //!
 //! ```sh
+//! command -v bash >/dev/null 2>&1 || { printf '\036fargate-no-bash\n'; exit 127; }
 //! printf '\036fargate-pgid:%s\n' "$$"          # the script's process group, for cancel
-//! command -v bash >/dev/null 2>&1 || { echo 'fargate: bash is not installed ...' >&2; exit 127; }
 //! exec bash /dev/fd/3 3<&0 </dev/null           # script from the channel, stdin = /dev/null
 //! ```
+//!
+//! Both marker lines (they start with the byte 0x1E) are taken out of stdout before
+//! anything reaches the [`OutputSink`](fargate_core::OutputSink), so they never show in
+//! the job's log. When the bootstrap reports that there is no bash (the task image lacks
+//! it, or it is not on the SSH user's `PATH`), `run` fails with
+//! [`InvalidConfig`](fargate_core::ErrorKind::InvalidConfig) (not temporary), saying so
+//! and hinting to install bash in the image; it never returns `Exited(127)` for that,
+//! which the driver would report as a build failure of the user's script. A script that
+//! itself exits with 127 (a command not found) is still `Ok(Exited(127))`.
 //!
 //! The client then writes the script to the channel's stdin and sends EOF. bash reads its
 //! script from fd 3 (a pipe from sshd: nothing is written to disk, secrets do not show in
@@ -78,6 +87,8 @@
 //!   `~<user>/.ssh/authorized_keys` before starting sshd;
 //! * a POSIX login shell for that user (`sh`, `dash`, `bash`, `ash`), and **`bash`** on its
 //!   `PATH` (the runner's scripts are bash scripts);
+//! * sshd allowing at least one key exchange, host key, cipher and MAC algorithm of
+//!   libssh2 1.11 (OpenSSH's defaults since 8.8 do);
 //! * `/dev/fd` (standard in containers) and a `kill` that takes a negative pid (POSIX).
 //!
 //! # Known limitations
@@ -95,11 +106,40 @@
 //!
 //! # Errors
 //!
-//! All errors are [`fargate_core::Error`]s with backend `"ssh"`: `Unreachable` for "could
-//! not connect" (temporary) and for "connection lost while the script was running" (not
-//! temporary: the script may have partly run), `AuthenticationFailed` naming the user, the
-//! key type and the methods the server offers, `HostKeyMismatch`, `Cancelled`, and
-//! `Unexpected`. Messages never contain the private key or the script.
+//! All errors are [`fargate_core::Error`]s with backend `"ssh"`. Messages never contain
+//! the private key or the script. The driver's prepare stage keeps polling
+//! [`probe`](fargate_core::RemoteShell::probe) only while it fails with `Unreachable`, so
+//! what will never work is reported as something else:
+//!
+//! * **`Unreachable`, temporary**: could not connect (refused, no answer, the handshake
+//!   timed out or the server closed the connection during it): the task may still be
+//!   starting. A connection lost while the script was running is also `Unreachable` but
+//!   not temporary (the script may have partly run).
+//! * **`InvalidConfig`, not temporary: no common algorithm.** The server offers no key
+//!   exchange, host key, cipher or MAC algorithm that libssh2 supports (e.g. an sshd
+//!   allowing only `sntrup761x25519-sha512@openssh.com`). libssh2 1.11 reports this as
+//!   `LIBSSH2_ERROR_KEX_FAILURE` (-5, "Unable to exchange encryption keys"), the same
+//!   code as for a server that closes the connection after its version line. When
+//!   libssh2 agreed on a key exchange it tells which later negotiation failed; otherwise
+//!   the server's `SSH_MSG_KEXINIT` is read over a second short connection and compared
+//!   with libssh2's algorithms, and only a real mismatch becomes `InvalidConfig`. The
+//!   message names the negotiation and what the server offers; the hint lists what
+//!   libssh2 offers (key exchange curve25519-sha256, ecdh-sha2-nistp256/384/521,
+//!   diffie-hellman-group14/16/18 and group-exchange; host keys ssh-ed25519, ecdsa,
+//!   rsa-sha2-256/512; ciphers chacha20-poly1305, aes-gcm, aes-ctr, aes-cbc; MACs
+//!   hmac-sha2-256/512, which libssh2 needs even with chacha20-poly1305) and tells the
+//!   administrator to allow one of them in the task image's `sshd_config`. Both `probe`
+//!   and `run` fail this way, before authenticating.
+//! * **`InvalidConfig`, not temporary: no bash** in the task image (see above).
+//! * **`AuthenticationFailed`, not temporary**: the server refused the job's key, or
+//!   offers no public key login; the message names the user, the key type and the
+//!   methods the server offers, the hint says how the key must reach `authorized_keys`.
+//! * `HostKeyMismatch`, `Cancelled`, `InvalidInput` (the job's key is unusable) and
+//!   `Unexpected`.
+//!
+//! An sshd that has no usable host key for its `HostKeyAlgorithms` closes the connection
+//! right after its version line; a client cannot tell that from a server still starting,
+//! so it stays `Unreachable` (sshd logs "No supported key exchange algorithms").
 //!
 //! # Testing
 //!
@@ -107,6 +147,7 @@
 
 pub mod config;
 pub mod keys;
+mod negotiation;
 mod session;
 mod shell;
 #[cfg(feature = "testing")]

@@ -1,5 +1,6 @@
 //! The blocking side: one libssh2 session per call, driven from a blocking thread.
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::BACKEND;
 use crate::config::Ssh2Config;
 use crate::keys::{describe_private_key, host_key_from_blob};
+use crate::negotiation::{self, Supported};
 
 /// Size of one read from the channel, and so the largest chunk handed to the sink.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -32,17 +34,25 @@ const KEY_FILE: i32 = -16;
 /// process group id of the script.
 pub(crate) const PGID_MARKER: &[u8] = b"\x1efargate-pgid:";
 
+/// The line the bootstrap prints (on stdout) instead of the pgid marker when there is no
+/// bash to run the script with.
+pub(crate) const NO_BASH_MARKER: &[u8] = b"\x1efargate-no-bash\n";
+
+/// What the bootstrap's markers start with.
+const MARKER_PREFIX: &[u8] = b"\x1efargate-";
+
 /// The exec command. Run by the user's login shell with `-c`, so it is POSIX `sh`.
 ///
-/// 1. print the marker and `$$`: sshd starts each session in a new session and process
+/// 1. check that bash exists (the runner's scripts need it); if not, print
+///    [`NO_BASH_MARKER`] and exit 127, and `run` fails with `InvalidConfig`;
+/// 2. print the marker and `$$`: sshd starts each session in a new session and process
 ///    group whose id is the pid of the login shell, which `exec`s bash below, so `$$` is
 ///    the process group of the script and of everything it starts;
-/// 2. check that bash exists (the runner's scripts need it), with a readable message;
 /// 3. `exec bash /dev/fd/3` with fd 3 = the channel's stdin, on which the client sends the
 ///    script, and stdin = `/dev/null`: the script's commands see EOF on stdin.
-pub(crate) const BOOTSTRAP: &str = "printf '\\036fargate-pgid:%s\\n' \"$$\"; \
-command -v bash >/dev/null 2>&1 || { echo 'fargate: bash is not installed in the task image, \
-or not on the PATH of the SSH user; the job scripts need bash' >&2; exit 127; }; \
+pub(crate) const BOOTSTRAP: &str = "command -v bash >/dev/null 2>&1 || \
+{ printf '\\036fargate-no-bash\\n'; exit 127; }; \
+printf '\\036fargate-pgid:%s\\n' \"$$\"; \
 exec bash /dev/fd/3 3<&0 </dev/null";
 
 /// Opening and closing of the `{ ... }` group the script is sent in. bash parses a whole
@@ -147,21 +157,10 @@ impl Connection {
             handshake_timeout
         };
         sess.set_timeout(millis(handshake_timeout));
-        sess.handshake().map_err(|e| {
-            ssh_error(
-                ErrorKind::Unreachable,
-                format!(
-                    "could not connect to the SSH server at {endpoint}: the SSH handshake failed: {}",
-                    e.message()
-                ),
-            )
-            .with_hint(
-                "something accepted the TCP connection but did not complete an SSH handshake in \
-                 time; if the task is still starting this is expected, otherwise check that sshd \
-                 runs in the task's ci-coordinator container on this port",
-            )
-            .with_source(e)
-        })?;
+        let handshake_deadline = Instant::now() + handshake_timeout;
+        if let Err(e) = sess.handshake() {
+            return Err(handshake_error(&sess, endpoint, handshake_deadline, e));
+        }
         let host_key = sess
             .host_key()
             .map(|(blob, _)| host_key_from_blob(blob))
@@ -350,6 +349,94 @@ fn connect_error(endpoint: Endpoint, timeout: Duration, e: io::Error) -> Error {
     .with_source(e)
 }
 
+/// A failed SSH handshake: `InvalidConfig` when the server and libssh2 share no
+/// algorithm for one of the negotiations (that never gets better), `Unreachable` (worth
+/// waiting for) otherwise.
+fn handshake_error(sess: &Session, endpoint: Endpoint, deadline: Instant, e: ssh2::Error) -> Error {
+    let maybe_negotiation = matches!(
+        e.code(),
+        ErrorCode::Session(negotiation::KEX_FAILURE | negotiation::METHOD_NONE)
+    );
+    if maybe_negotiation && let Some(err) = no_common_algorithm(sess, endpoint, deadline) {
+        return err.with_source(e);
+    }
+    ssh_error(
+        ErrorKind::Unreachable,
+        format!(
+            "could not connect to the SSH server at {endpoint}: the SSH handshake failed: {}",
+            e.message()
+        ),
+    )
+    .with_hint(
+        "something accepted the TCP connection but did not complete an SSH handshake in \
+         time; if the task is still starting this is expected, otherwise check that sshd \
+         runs in the task's ci-coordinator container on this port",
+    )
+    .with_source(e)
+}
+
+/// After libssh2 failed the key exchange: the error to report if that is because the
+/// server offers no algorithm libssh2 supports for some negotiation, `None` if not (or if
+/// that cannot be told, e.g. the server closed the connection before sending its offer).
+fn no_common_algorithm(sess: &Session, endpoint: Endpoint, deadline: Instant) -> Option<Error> {
+    let supported = Supported::of(sess);
+    // Even when libssh2 tells which negotiation failed, the server's offer makes the
+    // message useful; at most 2 s for it (it usually takes a few milliseconds).
+    let deadline = deadline.min(Instant::now() + Duration::from_secs(2));
+    let addr = SocketAddr::new(endpoint.ip, endpoint.port);
+    let offer = negotiation::read_server_offer(addr, deadline);
+    if let Err(e) = &offer {
+        tracing::debug!(%endpoint, "could not read the SSH server's algorithms: {e}");
+    }
+    let offer = offer.ok();
+    let failed = match negotiation::failed_by_libssh2(sess) {
+        Some(failed) => vec![failed],
+        None => negotiation::failed_by_offer(offer.as_ref()?, &supported),
+    };
+    if failed.is_empty() {
+        return None;
+    }
+    let what = failed
+        .iter()
+        .map(|n| n.what())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let mut message = format!(
+        "the SSH server at {endpoint} and this driver's SSH library (libssh2) have no \
+         {what} algorithm in common, so no SSH connection to it can succeed"
+    );
+    if let Some(offer) = &offer {
+        for negotiation in &failed {
+            let offered = offer.offered(*negotiation);
+            let offered = if offered.is_empty() {
+                "none".to_owned()
+            } else {
+                offered.join(", ")
+            };
+            let _ = write!(
+                message,
+                "; the server offers {} algorithms: {offered}",
+                negotiation.what()
+            );
+        }
+    }
+    let directives = failed
+        .iter()
+        .map(|n| n.directive())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(
+        ssh_error(ErrorKind::InvalidConfig, message)
+            .with_hint(format!(
+                "allow at least one algorithm that libssh2 supports in the task image's \
+                 sshd_config ({directives}); libssh2 offers: {}. OpenSSH's defaults since \
+                 version 8.8 work",
+                supported.describe()
+            ))
+            .set_temporary(false),
+    )
+}
+
 fn auth_failed(endpoint: Endpoint, user: &str, key_type: &str, offered: &str) -> Error {
     let offered = if offered.is_empty() {
         "none".to_owned()
@@ -369,6 +456,8 @@ fn auth_failed(endpoint: Endpoint, user: &str, key_type: &str, offered: &str) ->
          login for '{user}' (PermitRootLogin prohibit-password for root); check the SSH \
          username in the driver configuration"
     ))
+    // The key or the image is wrong: trying again with the same ones cannot help.
+    .set_temporary(false)
 }
 
 /// `probe`: TCP connect and SSH handshake, nothing else.
@@ -379,24 +468,30 @@ pub(crate) fn probe(endpoint: Endpoint, timeout: Duration) -> Result<HostKey> {
     Ok(key)
 }
 
-/// Finds the process-group marker at the start of stdout.
+/// Finds the bootstrap's marker line at the start of stdout (the process group id, or
+/// "no bash") and keeps it out of the script's output.
 #[derive(Debug, Default)]
-pub(crate) struct PgidScanner {
+pub(crate) struct MarkerScanner {
     pending: Vec<u8>,
     done: bool,
     pgid: Option<u32>,
+    no_bash: bool,
 }
 
 /// Output before the marker longer than this means there is no marker.
 const MARKER_SEARCH_LIMIT: usize = 64 * 1024;
 
-impl PgidScanner {
+impl MarkerScanner {
     /// Feeds stdout bytes; returns the bytes that are script output.
     pub(crate) fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
         if self.done {
             return chunk.to_vec();
         }
         self.pending.extend_from_slice(chunk);
+        if let Some(start) = find(&self.pending, NO_BASH_MARKER) {
+            self.no_bash = true;
+            return self.take_around(start, start + NO_BASH_MARKER.len());
+        }
         if let Some(start) = find(&self.pending, PGID_MARKER) {
             let digits_at = start + PGID_MARKER.len();
             if let Some(nl) = self.pending[digits_at..].iter().position(|&b| b == b'\n') {
@@ -405,11 +500,7 @@ impl PgidScanner {
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .filter(|&p| p > 1);
-                self.done = true;
-                let mut out = self.pending[..start].to_vec();
-                out.extend_from_slice(&self.pending[digits_at + nl + 1..]);
-                self.pending = Vec::new();
-                return out;
+                return self.take_around(start, digits_at + nl + 1);
             }
         }
         if self.pending.len() > MARKER_SEARCH_LIMIT {
@@ -419,15 +510,40 @@ impl PgidScanner {
         Vec::new()
     }
 
+    /// Ends the search: returns what was held back, without `start..end` (the marker).
+    fn take_around(&mut self, start: usize, end: usize) -> Vec<u8> {
+        self.done = true;
+        let mut out = std::mem::take(&mut self.pending);
+        out.drain(start..end);
+        out
+    }
+
     /// The process group, once seen.
     pub(crate) fn pgid(&self) -> Option<u32> {
         self.pgid
     }
 
-    /// Whatever is held back (at the end of the stream).
+    /// Whether the bootstrap reported that there is no bash.
+    pub(crate) fn no_bash(&self) -> bool {
+        self.no_bash
+    }
+
+    /// Whatever is held back (at the end of the stream), without the start of a marker
+    /// cut off by the end of the stream.
     fn flush(&mut self) -> Vec<u8> {
         self.done = true;
-        std::mem::take(&mut self.pending)
+        let mut out = std::mem::take(&mut self.pending);
+        let cut = find(&out, MARKER_PREFIX).or_else(|| {
+            // Even a few bytes of one at the very end.
+            (1..MARKER_PREFIX.len())
+                .rev()
+                .find(|&n| out.ends_with(&MARKER_PREFIX[..n]))
+                .map(|n| out.len() - n)
+        });
+        if let Some(start) = cut {
+            out.truncate(start);
+        }
+        out
     }
 }
 
@@ -438,10 +554,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// State of one running script.
 struct Run<'a> {
     conn: &'a Connection,
+    /// The user logged in as.
+    user: &'a str,
     channel: Channel,
     tx: &'a mpsc::Sender<Chunk>,
     buf: Vec<u8>,
-    scanner: PgidScanner,
+    scanner: MarkerScanner,
     /// Output is dropped (after a cancel).
     discard: bool,
     /// The receiving side went away.
@@ -561,12 +679,15 @@ impl Run<'_> {
                         progressed |= n > 0;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The bootstrap ended without reading the script; `outcome` says why.
+                    Err(_) if self.scanner.no_bash() => return Ok(true),
                     Err(e) => return Err(self.conn.lost(e)),
                 }
             } else {
                 match self.channel.send_eof() {
                     Ok(()) => eof_sent = true,
                     Err(e) if is_eagain(&e) => {}
+                    Err(_) if self.scanner.no_bash() => return Ok(true),
                     Err(e) => return Err(self.conn.lost(e)),
                 }
             }
@@ -587,6 +708,9 @@ impl Run<'_> {
         let rest = self.scanner.flush();
         if !rest.is_empty() {
             self.deliver(Chunk::Stdout(rest));
+        }
+        if self.scanner.no_bash() {
+            return Err(no_bash(self.conn.endpoint, self.user));
         }
         let signal = self
             .channel
@@ -766,10 +890,11 @@ fn run_on(
     conn.sess.set_blocking(false);
     let mut run = Run {
         conn,
+        user: &request.username,
         channel,
         tx,
         buf: vec![0; CHUNK],
-        scanner: PgidScanner::default(),
+        scanner: MarkerScanner::default(),
         discard: false,
         receiver_gone: false,
         eof: false,
@@ -781,6 +906,22 @@ fn run_on(
     let how = run.kill(sent, config.cancel_grace);
     tracing::debug!(endpoint = %conn.endpoint, "script cancelled: {how}");
     Err(cancelled(&how))
+}
+
+/// The bootstrap found no bash to run the script with.
+fn no_bash(endpoint: Endpoint, user: &str) -> Error {
+    ssh_error(
+        ErrorKind::InvalidConfig,
+        format!(
+            "bash was not found in the task image at {endpoint} (or it is not on the PATH \
+             of the SSH user '{user}'), so the job's script was not run"
+        ),
+    )
+    .with_hint(format!(
+        "install bash in the task image (e.g. `apk add bash` on Alpine) and make sure it is \
+         on the PATH of '{user}' in SSH sessions: the runner's job scripts are bash scripts"
+    ))
+    .set_temporary(false)
 }
 
 fn cancelled(how: &str) -> Error {
@@ -797,7 +938,7 @@ mod tests {
 
     #[test]
     fn scanner_strips_marker_and_keeps_surrounding_output() {
-        let mut s = PgidScanner::default();
+        let mut s = MarkerScanner::default();
         assert_eq!(s.feed(b"motd\n\x1efargate-pg"), b"");
         assert_eq!(s.feed(b"id:4242\nhello"), b"motd\nhello");
         assert_eq!(s.pgid(), Some(4242));
@@ -806,7 +947,7 @@ mod tests {
 
     #[test]
     fn scanner_gives_up_after_the_limit() {
-        let mut s = PgidScanner::default();
+        let mut s = MarkerScanner::default();
         let big = vec![b'x'; MARKER_SEARCH_LIMIT + 1];
         assert_eq!(s.feed(&big).len(), big.len());
         assert_eq!(s.pgid(), None);
@@ -815,8 +956,52 @@ mod tests {
 
     #[test]
     fn scanner_flushes_held_back_output() {
-        let mut s = PgidScanner::default();
+        let mut s = MarkerScanner::default();
         assert_eq!(s.feed(b"partial"), b"");
         assert_eq!(s.flush(), b"partial");
+    }
+
+    #[test]
+    fn scanner_recognises_no_bash_split_across_chunks() {
+        let mut s = MarkerScanner::default();
+        assert_eq!(s.feed(b"motd\n\x1efargate-no-"), b"");
+        assert_eq!(s.feed(b"bash\nrest"), b"motd\nrest");
+        assert!(s.no_bash());
+        assert_eq!(s.pgid(), None);
+        assert_eq!(s.feed(b"\x1efargate-no-bash\n"), b"\x1efargate-no-bash\n");
+    }
+
+    #[test]
+    fn scanner_never_lets_a_marker_through_when_output_ends() {
+        let mut s = MarkerScanner::default();
+        assert_eq!(s.feed(b"motd\n\x1efargate-pgid:12"), b"");
+        assert_eq!(s.flush(), b"motd\n");
+        assert!(!s.no_bash());
+        let mut s = MarkerScanner::default();
+        assert_eq!(s.feed(b"motd\n\x1efarg"), b"");
+        assert_eq!(s.flush(), b"motd\n");
+    }
+
+    #[test]
+    fn bootstrap_reports_the_pgid_or_no_bash_as_markers() {
+        for (path, expected) in [
+            ("/usr/bin:/bin", PGID_MARKER),
+            ("/nonexistent", NO_BASH_MARKER),
+        ] {
+            let output = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(BOOTSTRAP)
+                .env("PATH", path)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(output.stdout.starts_with(expected), "{output:?}");
+            let mut s = MarkerScanner::default();
+            let mut out = s.feed(&output.stdout);
+            out.extend(s.flush());
+            assert!(out.is_empty(), "{out:?}");
+            assert_eq!(s.no_bash(), expected == NO_BASH_MARKER);
+            assert_eq!(s.pgid().is_some(), expected == PGID_MARKER);
+        }
     }
 }

@@ -245,6 +245,7 @@ async fn wrong_client_key_fails_authentication() {
     .0
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+    assert!(!err.is_temporary(), "{err:?}");
     let message = err.message();
     assert!(message.contains("'root'"), "{message}");
     assert!(message.contains("ssh-ed25519"), "{message}");
