@@ -23,8 +23,9 @@ use fargate_core::config::DriverConfig;
 use fargate_core::testing::conformance;
 use fargate_core::testing::{MemoryShell, MemoryStore};
 use fargate_core::{
-    CapturedOutput, Driver, Error, ErrorKind, JobContext, JobIdentity, JobKey, MetadataStore,
-    Result, RetryLauncher, StopDetails, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    CapturedOutput, Driver, Error, ErrorKind, JobContext, JobIdentity, JobKey, JobResponse,
+    MetadataStore, Namespace, Result, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
+    TaskState, TaskStatus,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -52,11 +53,11 @@ struct PoolState {
 /// A launcher that hands out hosts of a fixed, already running pool.
 ///
 /// * `launch` leases a free host (same client token: same lease), or fails with the
-///   temporary [`ErrorKind::CapacityUnavailable`] when every host is busy, so that
-///   [`RetryLauncher`] retries it with backoff;
+///   temporary [`ErrorKind::CapacityUnavailable`] when every host is busy, so that the
+///   driver retries it with backoff (`[Retry]`);
 /// * `describe` reports a leased host as running at once, with its address;
 /// * `stop` ends the lease and frees the host (the host itself keeps running; a real pool
-///   would reset it here);
+///   would reset it here); an unknown lease is [`StopOutcome::NotFound`];
 /// * `find` returns the job's unended leases, which is how cleanup finds a lease whose
 ///   `launch` answer was lost.
 #[derive(Debug)]
@@ -143,20 +144,20 @@ impl TaskLauncher for PoolLauncher {
         })
     }
 
-    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
         let mut s = self.lock();
         let Some(lease) = s.leases.get_mut(&task.id) else {
-            return Ok(()); // unknown: nothing to stop
+            return Ok(StopOutcome::NotFound);
         };
         if lease.stopped.is_some() {
-            return Ok(()); // stopping twice is fine
+            return Ok(StopOutcome::Stopping); // stopping twice is fine
         }
         lease.stopped = Some(reason.to_owned());
         let slot = lease.slot;
         if s.busy[slot].as_deref() == Some(task.id.as_str()) {
             s.busy[slot] = None;
         }
-        Ok(())
+        Ok(StopOutcome::Stopping)
     }
 
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
@@ -170,8 +171,8 @@ impl TaskLauncher for PoolLauncher {
     }
 }
 
-/// A wrapper that logs every call of another launcher and counts them: the same shape as
-/// `fargate_core::RetryLauncher` (policies are wrappers around the trait).
+/// A wrapper that logs every call of another launcher and counts them (cross-cutting
+/// behaviour is a wrapper around the trait).
 #[derive(Debug)]
 struct Logged<L> {
     inner: L,
@@ -214,11 +215,11 @@ impl<L: TaskLauncher> TaskLauncher for Logged<L> {
         );
         r
     }
-    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
         let r = self.inner.stop(task, reason).await;
         self.log(
             format!("stop({task}, {reason:?})"),
-            &r.as_ref().map(|_| ()).map_err(clone_err),
+            &r.as_ref().map(|o| *o).map_err(clone_err),
         );
         r
     }
@@ -256,15 +257,7 @@ const CONFIG: &str = r#"
 "#;
 
 fn job(id: u64) -> std::result::Result<JobContext, Error> {
-    JobContext::from_vars([
-        ("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN", "pool".to_owned()),
-        (
-            "CUSTOM_ENV_CI_PROJECT_URL",
-            "https://gitlab.example.com/g/p".to_owned(),
-        ),
-        ("CUSTOM_ENV_CI_PIPELINE_ID", "1".to_owned()),
-        ("CUSTOM_ENV_CI_JOB_ID", id.to_string()),
-    ])
+    Ok(JobContext::new(JobResponse::new(id)))
 }
 
 fn check(ok: bool, what: &str) -> std::result::Result<(), BoxError> {
@@ -278,14 +271,13 @@ fn check(ok: bool, what: &str) -> std::result::Result<(), BoxError> {
 #[tokio::main]
 async fn main() -> std::result::Result<(), BoxError> {
     let loaded = DriverConfig::parse(CONFIG, "custom_launcher fargate.toml")?;
-    let retry = loaded.config.retry.clone();
     let hosts = vec![
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10)),
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11)),
     ];
     let pool = Arc::new(Logged::new(PoolLauncher::new(hosts.clone())));
-    // Policies stack as wrappers: retries outside, logging inside (each attempt is logged).
-    let launcher = Arc::new(RetryLauncher::new(pool.clone(), retry));
+    // The driver retries (`[Retry]`): each attempt goes through the logging wrapper.
+    let launcher = pool.clone();
     let shell = Arc::new(MemoryShell::new());
     let store = Arc::new(MemoryStore::new());
     let driver = Driver::new(loaded.config, launcher, shell.clone(), store.clone());
@@ -371,26 +363,20 @@ async fn main() -> std::result::Result<(), BoxError> {
         "every host should be free at the end",
     )?;
     check(store.list().await?.is_empty(), "no job record may be left")?;
-    check(shell.runs().len() == 1, "exactly one script ran")?;
+    let scripts = shell.runs().iter().filter(|r| !r.script.is_empty()).count();
+    check(scripts == 1, "exactly one stage script ran")?;
 
     println!("== the launcher conformance suite, on a fresh pool (panics on a violation)");
     let fresh = PoolLauncher::new(hosts);
-    let identity = JobIdentity {
-        runner_short_token: "conformance".into(),
-        project_url: "https://gitlab.example.com/g/p".into(),
-        pipeline_id: 1,
-        job_id: 99,
-    };
-    let spec = TaskSpec {
-        key: identity.key(),
-        job: identity,
-        client_token: "conformance-token".into(),
-        task_definition: "pool-host".into(),
-        platform_version: None,
-        container_name: "ci-coordinator".into(),
-        environment: Default::default(),
-    };
-    conformance::launcher(&fresh, &spec, &TaskRef::new("pool:9:no-such-lease")).await;
+    let identity = JobIdentity::from_response(Namespace::parse("pool")?, &JobResponse::new(99));
+    let spec = TaskSpec::new(identity, "pool-host").with_client_token("conformance-token");
+    conformance::launcher(
+        &fresh,
+        &spec,
+        &TaskRef::new("pool:9:no-such-lease"),
+        conformance::LauncherCaps::default(),
+    )
+    .await;
     check(
         fresh.free_hosts() == 2,
         "the conformance run should leave the pool free",

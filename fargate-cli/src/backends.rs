@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fargate_aws::{EcsConfig, EcsLauncher};
 use fargate_core::config::DriverConfig;
-use fargate_core::{JobKey, Result, TaskLauncher, TaskRef, TaskSpec, TaskStatus};
+use fargate_core::{JobKey, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus};
 use fargate_ssh::{Ssh2Config, Ssh2Shell};
 use tokio::sync::OnceCell;
 
@@ -20,9 +20,8 @@ pub(crate) fn ecs_config(config: &DriverConfig) -> EcsConfig {
     ecs.use_public_ip = f.use_public_ip;
     ecs.capacity = f.capacity.clone();
     ecs.tags = f.tags.clone();
-    // `[Retry]` is carried out by the driver's retry wrapper (`RetryLauncher`) around the
-    // whole launcher; the SDK itself only gets one quick retry per call for transient
-    // network errors, so that the two layers do not multiply into MaxAttempts² calls.
+    // `[Retry]` is carried out by the driver itself; the SDK only gets one quick retry per
+    // call for transient network errors, so that the two layers do not multiply.
     ecs.retry.max_attempts = 2;
     ecs.enable_execute_command = f.enable_execute_command;
     ecs
@@ -88,7 +87,7 @@ impl TaskLauncher for LazyLauncher {
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         self.get().await?.describe(task).await
     }
-    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
         self.get().await?.stop(task, reason).await
     }
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {

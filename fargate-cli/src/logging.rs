@@ -13,6 +13,9 @@ use std::sync::Mutex;
 use fargate_core::config::LogFormat;
 use fargate_core::{Error, ErrorKind, Result};
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The effective level: `--debug`, then `--log-level`, then `LogLevel`, then `info`.
 pub(crate) fn level(debug: bool, flag: Option<&str>, file: Option<&str>) -> Result<LevelFilter> {
@@ -48,10 +51,38 @@ pub(crate) fn format(flag: Option<&str>, file: LogFormat) -> Result<LogFormat> {
     }
 }
 
+/// Crates whose logs show the wire: requests, signing, connections. Kept at `sdk_level`
+/// (`AwsSdkLogLevel`, default `warn`) whatever the driver's own level, so `--debug` never
+/// pours them into the job log.
+const SDK_TARGETS: [&str; 7] = [
+    "aws_smithy",
+    "aws_sdk",
+    "aws_config",
+    "aws_sigv4",
+    "hyper",
+    "rustls",
+    "h2",
+];
+
+/// The level filter per target: `level` for the driver, `sdk_level` for the AWS SDK's own.
+fn targets(level: LevelFilter, sdk_level: LevelFilter) -> Targets {
+    SDK_TARGETS
+        .iter()
+        .fold(Targets::new().with_default(level), |t, target| {
+            t.with_target(*target, sdk_level.min(level))
+        })
+}
+
 /// Installs the global subscriber. `file`: append there (created 0600) instead of stderr.
-pub(crate) fn init(level: LevelFilter, format: LogFormat, file: Option<&Path>) -> Result<()> {
+pub(crate) fn init(
+    level: LevelFilter,
+    sdk_level: LevelFilter,
+    format: LogFormat,
+    file: Option<&Path>,
+) -> Result<()> {
+    let filter = targets(level, sdk_level);
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(level.max(sdk_level))
         .with_target(false);
     let result = match file {
         Some(path) => {
@@ -69,8 +100,8 @@ pub(crate) fn init(level: LevelFilter, format: LogFormat, file: Option<&Path>) -
                 })?;
             let builder = builder.with_ansi(false).with_writer(Mutex::new(f));
             match format {
-                LogFormat::Json => builder.json().try_init(),
-                _ => builder.try_init(),
+                LogFormat::Json => builder.json().finish().with(filter).try_init(),
+                _ => builder.finish().with(filter).try_init(),
             }
         }
         None => {
@@ -78,8 +109,8 @@ pub(crate) fn init(level: LevelFilter, format: LogFormat, file: Option<&Path>) -
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr);
             match format {
-                LogFormat::Json => builder.json().try_init(),
-                _ => builder.try_init(),
+                LogFormat::Json => builder.json().finish().with(filter).try_init(),
+                _ => builder.finish().with(filter).try_init(),
             }
         }
     };
@@ -111,6 +142,17 @@ mod tests {
                 .message()
                 .contains("\"loud\"")
         );
+    }
+
+    #[test]
+    fn sdk_wire_logs_stay_out_unless_asked_for() {
+        let t = targets(LevelFilter::DEBUG, LevelFilter::WARN);
+        assert!(t.would_enable("fargate_core::driver", &tracing::Level::DEBUG));
+        assert!(!t.would_enable("aws_smithy_runtime::client", &tracing::Level::DEBUG));
+        assert!(!t.would_enable("hyper_util::client", &tracing::Level::INFO));
+        assert!(t.would_enable("aws_sdk_ecs", &tracing::Level::WARN));
+        let asked = targets(LevelFilter::DEBUG, LevelFilter::TRACE);
+        assert!(asked.would_enable("aws_smithy_runtime::client", &tracing::Level::DEBUG));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use fargate_core::config::{DriverConfig, LoadedConfig};
 use fargate_core::driver::{AdminOverrides, config_output};
 use fargate_core::metadata::permission_warnings;
 use fargate_core::{
-    Driver, Error, ErrorKind, Failure, FileMetadataStore, JobContext, RetryLauncher, StdioSink,
+    Driver, Error, ErrorKind, Failure, FileMetadataStore, JobContext, Namespace, StdioSink,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -90,18 +90,31 @@ async fn execute(args: Args) -> i32 {
 }
 
 /// Loads the configuration and sets up logging; before logging exists, errors are printed.
+///
+/// The metadata directory and namespace are resolved here, once: a missing directory is
+/// [`FileMetadataStore::default_dir`], a relative one is relative to the configuration
+/// file (never to the working directory, which the runner changes and deletes), and the
+/// default namespace derives from the resolved directory.
 fn setup(args: &Args) -> fargate_core::Result<DriverConfig> {
-    let LoadedConfig { config, warnings } = DriverConfig::load(&args.config)?;
+    let LoadedConfig {
+        mut config,
+        warnings,
+    } = DriverConfig::load(&args.config)?;
     let level = logging::level(
         args.debug,
         args.log_level.as_deref(),
         config.log_level.as_deref(),
     )?;
+    let sdk_level = logging::level(false, config.aws_sdk_log_level.as_deref(), Some("warn"))?;
     let format = logging::format(args.log_format.as_deref(), config.log_format)?;
     let file = args.log_file.as_deref().or(config.log_file.as_deref());
-    logging::init(level, format, file)?;
+    logging::init(level, sdk_level, format, file)?;
     for w in warnings {
         tracing::warn!("{w}");
+    }
+    config.metadata_dir = metadata_dir(&args.config, &config.metadata_dir);
+    if config.namespace.is_none() {
+        config.namespace = Some(Namespace::default_for(&config.metadata_dir));
     }
     Ok(config)
 }
@@ -159,14 +172,12 @@ async fn run_stage(
 }
 
 fn driver(args: &Args, config: DriverConfig) -> Driver {
-    let dir = metadata_dir(&config.metadata_dir);
+    let dir = config.metadata_dir.clone();
     for w in permission_warnings(&dir) {
         tracing::warn!("{w}");
     }
-    let launcher = RetryLauncher::new(
-        backends::LazyLauncher::ecs(backends::ecs_config(&config)),
-        config.retry.clone(),
-    );
+    // The driver retries ([Retry]); the ECS backend only retries transport hiccups.
+    let launcher = backends::LazyLauncher::ecs(backends::ecs_config(&config));
     let shell = backends::shell(&config);
     Driver::new(
         config,
@@ -180,15 +191,48 @@ fn driver(args: &Args, config: DriverConfig) -> Driver {
     })
 }
 
-/// `[TaskMetadata] Directory`, relative paths resolved against the working directory (as the
-/// Go driver did).
-fn metadata_dir(dir: &Path) -> PathBuf {
+/// `[TaskMetadata] Directory`: unset is the default state directory; relative is relative to
+/// the directory of the configuration file `config` (made absolute). The Go driver used the
+/// working directory, which gitlab-runner makes anew for every prepare attempt and deletes
+/// after the job, so its records were lost.
+fn metadata_dir(config: &Path, dir: &Path) -> PathBuf {
+    if dir.as_os_str().is_empty() {
+        return FileMetadataStore::default_dir();
+    }
     if dir.is_absolute() {
-        dir.to_owned()
+        return dir.to_owned();
+    }
+    let config = if config.is_absolute() {
+        config.to_owned()
     } else {
         std::env::current_dir()
-            .map(|cwd| cwd.join(dir))
-            .unwrap_or_else(|_| dir.to_owned())
+            .map(|cwd| cwd.join(config))
+            .unwrap_or_else(|_| config.to_owned())
+    };
+    config
+        .parent()
+        .map(|base| base.join(dir))
+        .unwrap_or_else(|| dir.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_directories_never_depend_on_the_working_directory() {
+        let cfg = Path::new("/etc/gitlab-runner/fargate.toml");
+        assert_eq!(
+            metadata_dir(cfg, Path::new("metadata")),
+            PathBuf::from("/etc/gitlab-runner/metadata")
+        );
+        assert_eq!(
+            metadata_dir(cfg, Path::new("/srv/meta")),
+            PathBuf::from("/srv/meta")
+        );
+        let default = metadata_dir(cfg, Path::new(""));
+        assert!(default.is_absolute(), "{}", default.display());
+        assert_eq!(default, FileMetadataStore::default_dir());
     }
 }
 

@@ -11,6 +11,8 @@
 //! | `LogLevel` | string | `info` | `error`, `warn`, `info`, `debug`, `trace` (also `panic`, `fatal`, `warning`) |
 //! | `LogFormat` | string | `text` | `text`, `json` (`text-simple` = `text`) |
 //! | `LogFile` | path | stderr | appended, created 0600 |
+//! | `AwsSdkLogLevel` | string | `warn` | level of the AWS SDK's own logs (requests, signing, connections); never raised by `LogLevel` or `--debug` |
+//! | `Namespace` | string | `<host name>-<hash of the metadata directory>` | separates this runner's jobs, records and tasks from other runners' (1-40 of `a-z0-9-`) |
 //! | `BuildsDir` | string | runner's `builds_dir` | returned by the config stage as `builds_dir` (path inside the task) |
 //! | `CacheDir` | string | runner's `cache_dir` | returned by the config stage as `cache_dir` (path inside the task) |
 //! | `[Fargate] Cluster` | string | required | name or ARN |
@@ -33,7 +35,8 @@
 //! | `[Fargate] PollMaxInterval` | duration | `10s` | |
 //! | `[Fargate] StopTimeout` | duration | `60s` | deadline of stopping the task (cleanup, rollback) |
 //! | `[Fargate] WatchInterval` | duration | `30s` | while a script runs, how often to check the task still runs (`0` disables) |
-//! | `[TaskMetadata] Directory` | path | current directory | job records; created 0700 |
+//! | `[Fargate] ConsistencyWindow` | duration | `60s` | how long after a launch ECS may still answer "unknown task" (eventual consistency) |
+//! | `[TaskMetadata] Directory` | path | `/var/lib/fargate-driver` (root) or `~/.local/state/fargate-driver` | job records; created 0700; a relative path is relative to the configuration file's directory |
 //! | `[SSH] Username` | string | `root` | |
 //! | `[SSH] Port` | integer | `22` | 1-65535 |
 //! | `[SSH] KeyType` | string | `ed25519` | or `rsa-3072`, `rsa-4096` |
@@ -57,6 +60,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::job::Namespace;
 use crate::shell::KeyType;
 
 /// Log output format.
@@ -148,6 +152,9 @@ pub struct FargateConfig {
     /// disables). A stopped task then fails the stage at once, with ECS's reason, instead of
     /// when the connection times out.
     pub watch_interval: Duration,
+    /// How long after a launch the backend may still not know the task (ECS is eventually
+    /// consistent): within it, "unknown task" means "not visible yet", never "stopped".
+    pub consistency_window: Duration,
 }
 
 impl Default for FargateConfig {
@@ -172,6 +179,7 @@ impl Default for FargateConfig {
             poll_max_interval: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(60),
             watch_interval: Duration::from_secs(30),
+            consistency_window: Duration::from_secs(60),
         }
     }
 }
@@ -236,12 +244,18 @@ impl Default for RetryPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DriverConfig {
+    /// `Namespace`: separates this runner's jobs and tasks from other runners'; `None` for
+    /// the default ([`Namespace::default_for`] the metadata directory).
+    pub namespace: Option<Namespace>,
     /// `LogLevel`.
     pub log_level: Option<String>,
     /// `LogFormat`.
     pub log_format: LogFormat,
     /// `LogFile`.
     pub log_file: Option<PathBuf>,
+    /// `AwsSdkLogLevel`: the level of the AWS SDK's own (wire-level) logs; `None` is
+    /// `warn`, whatever `LogLevel` says.
+    pub aws_sdk_log_level: Option<String>,
     /// `[Fargate]`.
     pub fargate: FargateConfig,
     /// `[TaskMetadata] Directory`.
@@ -639,10 +653,37 @@ impl<'t> Reader<'t> {
                 _ => self.type_error(&top, "LogFormat", format, "\"text\" or \"json\""),
             }
         }
+        if let Some(level) = self.take(&mut top, "AwsSdkLogLevel") {
+            match level.get_ref().as_str().map(str::to_ascii_lowercase) {
+                Some(l)
+                    if ["error", "warn", "warning", "info", "debug", "trace"]
+                        .contains(&l.as_str()) =>
+                {
+                    c.aws_sdk_log_level = Some(l);
+                }
+                _ => self.type_error(
+                    &top,
+                    "AwsSdkLogLevel",
+                    level,
+                    "one of error, warn, info, debug, trace",
+                ),
+            }
+        }
         c.log_file = self
             .string(&mut top, "LogFile")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
+        if let Some(ns) = self.take(&mut top, "Namespace") {
+            match ns.get_ref().as_str().map(Namespace::parse) {
+                Some(Ok(n)) => c.namespace = Some(n),
+                _ => self.type_error(
+                    &top,
+                    "Namespace",
+                    ns,
+                    "1-40 characters of a-z, 0-9 and '-', not at either end",
+                ),
+            }
+        }
         c.builds_dir = self.nonempty(&mut top, "BuildsDir");
         c.cache_dir = self.nonempty(&mut top, "CacheDir");
         if let Some(t) = self.subtable(&mut top, "Fargate") {
@@ -794,6 +835,9 @@ impl<'t> Reader<'t> {
         }
         if let Some(d) = self.duration(&mut t, "StopTimeout", false) {
             f.stop_timeout = d;
+        }
+        if let Some(d) = self.duration(&mut t, "ConsistencyWindow", true) {
+            f.consistency_window = d;
         }
         if let Some(d) = self.duration(&mut t, "WatchInterval", true) {
             f.watch_interval = d;

@@ -100,6 +100,7 @@ pub struct Error {
     message: String,
     hint: Option<String>,
     temporary: bool,
+    outcome_unknown: bool,
     backend: Option<&'static str>,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
@@ -112,6 +113,10 @@ impl Error {
             message: message.into(),
             hint: None,
             temporary: kind.is_temporary_by_default(),
+            outcome_unknown: matches!(
+                kind,
+                ErrorKind::Timeout | ErrorKind::Unreachable | ErrorKind::Cancelled
+            ),
             backend: None,
             source: None,
         }
@@ -132,6 +137,15 @@ impl Error {
     /// Marks the error as worth (or not worth) retrying.
     pub fn set_temporary(mut self, temporary: bool) -> Self {
         self.temporary = temporary;
+        self
+    }
+
+    /// Says whether the remote side may have carried out the call despite this error (no
+    /// answer, a lost connection, a server error), or definitely did not (it refused the
+    /// call). Defaults to `true` for [`ErrorKind::Timeout`], [`ErrorKind::Unreachable`] and
+    /// [`ErrorKind::Cancelled`], `false` otherwise.
+    pub fn set_outcome_unknown(mut self, unknown: bool) -> Self {
+        self.outcome_unknown = unknown;
         self
     }
 
@@ -165,6 +179,13 @@ impl Error {
     /// Whether retrying the same call may succeed.
     pub fn is_temporary(&self) -> bool {
         self.temporary
+    }
+
+    /// Whether the call may have taken effect although it failed (see
+    /// [`Error::set_outcome_unknown`]). A launch that failed this way is retried with the
+    /// same client token; one that definitely failed gets a new token.
+    pub fn outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// The backend the error comes from, if named.
@@ -210,6 +231,7 @@ impl fmt::Debug for Error {
             .field("message", &self.message)
             .field("hint", &self.hint)
             .field("temporary", &self.temporary)
+            .field("outcome_unknown", &self.outcome_unknown)
             .field("backend", &self.backend)
             .field("source", &self.source)
             .finish()

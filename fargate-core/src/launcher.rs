@@ -13,13 +13,18 @@ use crate::job::{JobIdentity, JobKey};
 
 /// What to start for one job. Backend-wide settings (cluster, subnets, capacity) belong to
 /// the backend's own configuration; this holds what differs from job to job.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// It is stored in the job record before the launch (the public key in `environment` is not
+/// secret), so that a later stage can replay the exact launch with the same token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskSpec {
     /// The job the task runs. Backends tag the task with it so [`TaskLauncher::find`] works.
     pub job: JobIdentity,
     /// The job's key (tags, `startedBy`).
     pub key: JobKey,
-    /// Idempotency token: launching twice with the same token starts at most one task.
+    /// Idempotency token of this launch attempt: launching twice with the same token and
+    /// the same spec starts at most one task (see [`TaskLauncher::launch`]).
     pub client_token: String,
     /// Task definition (`family`, `family:revision` or ARN).
     pub task_definition: String,
@@ -30,6 +35,28 @@ pub struct TaskSpec {
     /// Environment for that container, e.g. `SSH_PUBLIC_KEY`. Values are not secret (ECS
     /// shows them to anyone who may describe the task).
     pub environment: BTreeMap<String, String>,
+}
+
+impl TaskSpec {
+    /// A spec for `job` with `task_definition`, the default container `ci-coordinator`, no
+    /// platform version, no environment and no client token yet.
+    pub fn new(job: JobIdentity, task_definition: impl Into<String>) -> Self {
+        TaskSpec {
+            key: job.key(),
+            job,
+            client_token: String::new(),
+            task_definition: task_definition.into(),
+            platform_version: None,
+            container_name: "ci-coordinator".into(),
+            environment: BTreeMap::new(),
+        }
+    }
+
+    /// The same spec with another client token.
+    pub fn with_client_token(mut self, token: impl Into<String>) -> Self {
+        self.client_token = token.into();
+        self
+    }
 }
 
 impl fmt::Debug for TaskSpec {
@@ -99,18 +126,29 @@ pub enum TaskState {
     Stopping,
     /// Stopped.
     Stopped,
-    /// Unknown to the backend (never existed, or forgotten after stopping).
+    /// Unknown to the backend: not visible yet (the ECS API is eventually consistent: a task
+    /// can be unknown for a while after its launch was accepted), never launched, or
+    /// forgotten long after it stopped. Callers tell these apart by the time since launch.
     Missing,
 }
 
 impl TaskState {
-    /// Whether the task is stopped, stopping, or gone.
+    /// Whether the task is stopping or stopped. [`TaskState::Missing`] is not terminal: it
+    /// may mean "not visible yet".
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Stopping | TaskState::Stopped | TaskState::Missing
-        )
+        matches!(self, TaskState::Stopping | TaskState::Stopped)
     }
+}
+
+/// What [`TaskLauncher::stop`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopOutcome {
+    /// The backend knows the task: it is now stopping, or was already stopped.
+    Stopping,
+    /// The backend does not know the task. Right after its launch this may only mean "not
+    /// visible yet": the caller must try again until its consistency window has passed.
+    NotFound,
 }
 
 /// Why a task stopped, as the backend reports it.
@@ -173,12 +211,24 @@ pub struct TaskStatus {
 /// # Behaviour every implementation guarantees (checked by
 /// `fargate_core::testing::conformance::launcher`)
 /// - `launch` returns as soon as the backend accepted the task; two calls with the same
-///   `client_token` start at most one task and return the same [`TaskRef`].
-/// - `describe` of a task that does not exist (or no longer exists) returns
-///   [`TaskState::Missing`], not an error.
-/// - `stop` of a stopped, stopping or missing task succeeds.
-/// - `find` returns every task launched for the job that is not yet stopped, including tasks
-///   whose `launch` call failed after the backend accepted it.
+///   `client_token` and the same spec start at most one task and return the same
+///   [`TaskRef`] (a replay). An error says whether the backend definitely did not act on
+///   the call ([`Error::outcome_unknown`](crate::Error::outcome_unknown) is `false`: it
+///   refused it) or may have (`true`: no answer, a lost connection, a server error).
+/// - `describe` of a task the backend does not know returns [`TaskState::Missing`], not an
+///   error. Backends may be eventually consistent: a task just launched may be `Missing`
+///   for a while.
+/// - `stop` always asks the backend to stop the task (it is never skipped because of an
+///   earlier answer) and reports [`StopOutcome::NotFound`] for a task the backend does not
+///   know; stopping a stopped or stopping task is [`StopOutcome::Stopping`].
+/// - `find` returns the job's tasks that are not yet stopped and that the backend lists,
+///   including tasks whose `launch` call failed after the backend accepted it. An
+///   eventually consistent backend may leave out a task launched moments ago.
+///
+/// # Cancel safety
+/// Dropping a `launch` future may leave a task running whose reference the caller never
+/// saw; a caller that may drop it must record the client token first and resolve it later
+/// by replaying the launch or by `find`. `describe`, `stop` and `find` are safe to drop.
 #[cfg_attr(any(test, feature = "testing"), mockall::automock)]
 #[async_trait]
 pub trait TaskLauncher: Send + Sync + fmt::Debug {
@@ -189,7 +239,7 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus>;
 
     /// Asks the backend to stop `task`, with a human-readable `reason`.
-    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()>;
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome>;
 
     /// Tasks of job `key` that are not stopped.
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>>;
@@ -206,7 +256,7 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         (**self).describe(task).await
     }
-    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
         (**self).stop(task, reason).await
     }
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
@@ -238,20 +288,12 @@ mod tests {
 
     #[test]
     fn spec_debug_hides_environment_values() {
-        let spec = TaskSpec {
-            job: JobIdentity {
-                runner_short_token: "t".into(),
-                project_url: "u".into(),
-                pipeline_id: 1,
-                job_id: 2,
-            },
-            key: JobKey::parse("t-1").unwrap(),
-            client_token: "tok".into(),
-            task_definition: "td".into(),
-            platform_version: None,
-            container_name: "ci-coordinator".into(),
-            environment: [("SSH_PUBLIC_KEY".to_owned(), "ssh-ed25519 AAAA".to_owned())].into(),
-        };
+        let job = JobIdentity::from_response(
+            crate::job::Namespace::parse("ci").unwrap(),
+            &crate::job::JobResponse::new(2),
+        );
+        let mut spec = TaskSpec::new(job, "td").with_client_token("tok");
+        spec.environment = [("SSH_PUBLIC_KEY".to_owned(), "ssh-ed25519 AAAA".to_owned())].into();
         let s = format!("{spec:?}");
         assert!(s.contains("SSH_PUBLIC_KEY") && !s.contains("AAAA"), "{s}");
     }

@@ -11,7 +11,7 @@ pub mod error;
 pub mod job;
 pub mod launcher;
 pub mod metadata;
-pub mod retry;
+mod retry;
 pub mod shell;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -19,12 +19,12 @@ pub mod testing;
 pub use config::DriverConfig;
 pub use driver::{AdminOverrides, Driver};
 pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, Result};
-pub use job::{JobContext, JobIdentity, JobKey};
+pub use job::{JobContext, JobIdentity, JobKey, JobResponse, Namespace};
 pub use launcher::{
-    DynTaskLauncher, Endpoint, StopDetails, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    DynTaskLauncher, Endpoint, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
+    TaskState, TaskStatus,
 };
 pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
-pub use retry::RetryLauncher;
 pub use shell::{
     CapturedOutput, DynRemoteShell, HostKey, KeyPair, KeyType, OutputSink, PrivateKey, RemoteShell,
     RunOutcome, RunRequest, StdioSink,

@@ -1,42 +1,27 @@
-//! [`RetryLauncher`]: retries a [`TaskLauncher`]'s temporary failures with jittered
-//! exponential backoff, bounded by attempts and elapsed time.
+//! Retrying temporary failures with jittered exponential backoff, bounded by attempts and
+//! elapsed time ([`RetryPolicy`](crate::config::RetryPolicy)).
 //!
-//! Only errors marked temporary ([`crate::Error::is_temporary`]: throttling, capacity, unreachable)
-//! are retried. `launch` is safe to retry because every [`TaskSpec`] carries an idempotency
-//! token. Put deadlines *inside* this wrapper (per call), not outside it.
+//! The [`Driver`](crate::Driver) is the one owner of retries: it retries the launcher's
+//! calls itself (a launch with the rules of its client tokens, stop and find with
+//! [`with_retries`]), so backends should retry at most transport-level hiccups, and
+//! embedders should not wrap the launcher in another retry layer: the attempts would
+//! multiply. Only errors marked temporary ([`crate::Error::is_temporary`]: throttling,
+//! capacity, unreachable) are retried.
 
 use std::future::Future;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::config::RetryPolicy;
 use crate::error::Result;
-use crate::job::JobKey;
-use crate::launcher::{TaskLauncher, TaskRef, TaskSpec, TaskStatus};
-
-/// A [`TaskLauncher`] that retries the temporary failures of another.
-#[derive(Debug)]
-pub struct RetryLauncher<L> {
-    inner: L,
-    policy: RetryPolicy,
-}
-
-impl<L: TaskLauncher> RetryLauncher<L> {
-    /// Wraps `inner` with `policy`.
-    pub fn new(inner: L, policy: RetryPolicy) -> Self {
-        RetryLauncher { inner, policy }
-    }
-
-    /// The wrapped launcher.
-    pub fn inner(&self) -> &L {
-        &self.inner
-    }
-}
 
 /// Runs `op` until it succeeds, fails permanently, or `policy` is exhausted.
-pub async fn with_retries<T, F, Fut>(policy: &RetryPolicy, what: &str, mut op: F) -> Result<T>
+pub(crate) async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    what: &str,
+    mut op: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -76,41 +61,13 @@ where
 }
 
 /// A delay between half of `d` and `d` ("equal jitter"), so that concurrent drivers spread out.
-fn jittered(d: Duration) -> Duration {
+pub(crate) fn jittered(d: Duration) -> Duration {
     let mut b = [0u8; 4];
     let r = match getrandom::fill(&mut b) {
         Ok(()) => u32::from_ne_bytes(b) as f64 / u32::MAX as f64,
         Err(_) => 0.5,
     };
     d.mul_f64(0.5 + r / 2.0)
-}
-
-#[async_trait]
-impl<L: TaskLauncher> TaskLauncher for RetryLauncher<L> {
-    async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
-        with_retries(&self.policy, "starting the task", || {
-            self.inner.launch(spec)
-        })
-        .await
-    }
-    async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
-        with_retries(&self.policy, "describing the task", || {
-            self.inner.describe(task)
-        })
-        .await
-    }
-    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
-        with_retries(&self.policy, "stopping the task", || {
-            self.inner.stop(task, reason)
-        })
-        .await
-    }
-    async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
-        with_retries(&self.policy, "finding the job's tasks", || {
-            self.inner.find(key)
-        })
-        .await
-    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,15 @@
 
 use super::*;
 use crate::config::{DriverConfig, FargateConfig};
-use crate::launcher::TaskState;
-use crate::metadata::MetadataStore;
-use crate::shell::CapturedOutput;
+use crate::error::Failure;
+use crate::job::{JobKey, JobResponse};
+use crate::launcher::{StopOutcome, TaskLauncher, TaskSpec, TaskState};
+use crate::metadata::{AttemptOutcome, MetadataStore, Phase};
+use crate::shell::{CapturedOutput, RunRequest};
 use crate::testing::{BootPlan, Fault, MemoryLauncher, MemoryShell, MemoryStore, Op};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 struct Rig {
     launcher: Arc<MemoryLauncher>,
@@ -18,6 +22,7 @@ struct Rig {
 
 fn config() -> DriverConfig {
     DriverConfig {
+        namespace: Some(Namespace::parse("ci").unwrap()),
         fargate: FargateConfig {
             cluster: "ci".into(),
             subnets: vec!["subnet-1".into()],
@@ -29,20 +34,23 @@ fn config() -> DriverConfig {
     }
 }
 
-fn job(id: i64) -> JobContext {
-    JobContext::from_vars([
-        ("CUSTOM_ENV_CI_JOB_ID".to_owned(), id.to_string()),
-        ("CUSTOM_ENV_CI_PIPELINE_ID".to_owned(), "7".to_owned()),
-        (
-            "CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(),
-            "tok".to_owned(),
-        ),
-        (
-            "CUSTOM_ENV_CI_PROJECT_URL".to_owned(),
-            "https://gitlab.example/p".to_owned(),
-        ),
-    ])
-    .unwrap()
+/// Job `id` as gitlab-runner 14.1+ describes it: the payload and the predefined variables.
+fn job(id: u64) -> JobContext {
+    JobContext::new(JobResponse::new(id))
+        .with_variable("CI_JOB_ID", id.to_string())
+        .with_variable("CI_PIPELINE_ID", "7")
+        .with_variable("CI_RUNNER_SHORT_TOKEN", "tok")
+        .with_variable("CI_PROJECT_URL", "https://gitlab.example/p")
+}
+
+fn key_of(job: &JobContext) -> JobKey {
+    job.identity(&Namespace::parse("ci").unwrap())
+        .unwrap()
+        .key()
+}
+
+fn identity_of(job: &JobContext) -> JobIdentity {
+    job.identity(&Namespace::parse("ci").unwrap()).unwrap()
 }
 
 fn rig_with(config: DriverConfig, plan: BootPlan) -> Rig {
@@ -69,7 +77,16 @@ fn script(s: &str) -> Arc<[u8]> {
 
 impl Rig {
     fn key(&self) -> JobKey {
-        self.job.identity.key()
+        key_of(&self.job)
+    }
+
+    /// The stage scripts the shell ran (not prepare's empty login check).
+    fn script_runs(&self) -> Vec<RunRequest> {
+        self.shell
+            .runs()
+            .into_iter()
+            .filter(|r| !r.script.is_empty())
+            .collect()
     }
 
     async fn prepare(&self) -> std::result::Result<PrepareReport, Failure> {
@@ -132,14 +149,26 @@ async fn a_whole_job() {
         task.spec.environment.get(SSH_PUBLIC_KEY_ENV),
         Some(&r.shell.generated_keys()[0])
     );
-    assert_eq!(task.spec.client_token, record.client_token);
+    assert_eq!(record.attempts.len(), 1);
+    assert_eq!(task.spec.client_token, record.attempts[0].client_token);
     assert_eq!(task.spec.client_token.len(), 32);
+    assert_eq!(
+        record.attempts[0].outcome,
+        AttemptOutcome::Accepted {
+            task: report.task.clone()
+        }
+    );
+    assert_eq!(record.spec.as_ref().map(|s| &s.key), Some(&r.key()));
+    // Prepare logged in once with the job's key, pinning the host key.
+    let login = &r.shell.runs()[0];
+    assert!(login.script.is_empty());
+    assert_eq!(login.host_key, Some(r.shell.host_key()));
 
     let (res, out) = r.run("echo hello\necho oops >&2\n").await;
     res.unwrap();
     assert_eq!(out.stdout, b"hello\n");
     assert_eq!(out.stderr, b"oops\n");
-    let sent = &r.shell.runs()[0];
+    let sent = &r.script_runs()[0];
     assert_eq!(
         sent.host_key,
         Some(r.shell.host_key()),
@@ -175,10 +204,9 @@ async fn a_failure_at_every_step_of_prepare_leaves_nothing_running() {
         (
             Op::Launch,
             1,
-            Fault::Fail(CapacityUnavailable),
-            CapacityUnavailable,
+            Fault::Fail(PermissionDenied),
+            PermissionDenied,
         ),
-        (Op::Launch, 1, Fault::LoseResponse(Unreachable), Unreachable),
         (Op::Put, 2, Fault::Fail(Io), Io),
         (Op::Put, 2, Fault::LoseResponse(Io), Io),
         (
@@ -196,6 +224,8 @@ async fn a_failure_at_every_step_of_prepare_leaves_nothing_running() {
         (Op::Put, 3, Fault::Fail(Io), Io),
         (Op::Describe, 1, Fault::Hang, Timeout),
         (Op::Probe, 1, Fault::Hang, Timeout),
+        (Op::Run, 1, Fault::Fail(InvalidConfig), InvalidConfig),
+        (Op::Run, 1, Fault::Hang, Timeout),
     ];
     for (op, nth, fault, kind) in cases {
         let r = rig();
@@ -249,11 +279,23 @@ async fn a_failed_rollback_keeps_the_record_for_cleanup() {
         .inject_at(Op::Describe, 1, Fault::Fail(ErrorKind::PermissionDenied));
     r.launcher
         .faults
-        .inject_at(Op::Stop, 1, Fault::Fail(ErrorKind::Throttled));
+        .inject_always(Op::Stop, Fault::Fail(ErrorKind::PermissionDenied));
     r.prepare().await.unwrap_err();
     assert_eq!(r.launcher.running().len(), 1);
     let record = r.store.peek(&r.key()).unwrap();
     assert_eq!(record.phase, Phase::Stopping);
+    r.launcher.faults.clear();
+    r.driver.cleanup(&r.job).await.unwrap();
+    r.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_stops_are_retried() {
+    let r = rig();
+    r.prepare().await.unwrap();
+    r.launcher
+        .faults
+        .inject_next(Op::Stop, Fault::Fail(ErrorKind::Throttled));
     r.driver.cleanup(&r.job).await.unwrap();
     r.assert_clean();
 }
@@ -263,8 +305,9 @@ async fn failures_in_cleanup_keep_the_record_until_the_task_is_stopped() {
     let r = rig();
     r.prepare().await.unwrap();
     for (op, fault) in [
-        (Op::Stop, Fault::Fail(ErrorKind::Throttled)),
+        (Op::Stop, Fault::Fail(ErrorKind::PermissionDenied)),
         (Op::Stop, Fault::Hang),
+        (Op::Find, Fault::Fail(ErrorKind::PermissionDenied)),
         (Op::Get, Fault::Fail(ErrorKind::Io)),
     ] {
         match op {
@@ -493,12 +536,13 @@ async fn go_driver_records_use_the_configured_port() {
     c.ssh.port = 2222;
     let r = rig_with(c, BootPlan::default());
     let task = TaskRef::new("arn:old");
+    // A Go driver record is named after the Go job id and knows no namespace.
     let mut record = JobRecord::new(
-        r.key(),
-        r.job.identity.clone(),
-        String::new(),
+        identity_of(&r.job),
         crate::shell::PrivateKey::new("k".into()),
     );
+    record.identity = None;
+    record.key = r.job.go_job_id().record_key();
     record.phase = Phase::Ready;
     record.task = Some(task);
     record.endpoint = Some(Endpoint {
@@ -507,16 +551,14 @@ async fn go_driver_records_use_the_configured_port() {
     });
     r.store.put(&record).await.unwrap();
     r.run("echo hi").await.0.unwrap();
-    assert_eq!(r.shell.runs()[0].endpoint.port, 2222);
-    assert_eq!(r.shell.runs()[0].host_key, None);
+    assert_eq!(r.script_runs()[0].endpoint.port, 2222);
+    assert_eq!(r.script_runs()[0].host_key, None);
 }
 
 #[tokio::test(start_paused = true)]
 async fn job_variables_cannot_pick_unallowed_task_definitions() {
     let r = rig();
-    let mut job = job(2);
-    job.variables
-        .insert(TASK_DEFINITION_VARIABLE.into(), "admin-role:1".into());
+    let job = job(2).with_variable(TASK_DEFINITION_VARIABLE, "admin-role:1");
     let err = r
         .driver
         .prepare(&job, &CancellationToken::new())
@@ -532,10 +574,9 @@ async fn job_variables_cannot_pick_unallowed_task_definitions() {
     }
     assert!(r.launcher.tasks().is_empty(), "nothing may be launched");
 
-    job.variables
-        .insert(TASK_DEFINITION_VARIABLE.into(), "ci-node:3".into());
-    job.variables
-        .insert(PLATFORM_VERSION_VARIABLE.into(), "1.4.0".into());
+    let job = job
+        .with_variable(TASK_DEFINITION_VARIABLE, "ci-node:3")
+        .with_variable(PLATFORM_VERSION_VARIABLE, "1.4.0");
     r.driver
         .prepare(&job, &CancellationToken::new())
         .await
@@ -551,7 +592,7 @@ fn task_definition_precedence() {
     c.fargate.allowed_task_definitions.clear();
     c.fargate.allow_platform_version_override = false;
     c.fargate.platform_version = Some("1.3.0".into());
-    let mut j = job(1);
+    let j = job(1);
     let none = AdminOverrides::default();
     assert_eq!(
         resolve_task_definition(&c, &none, &j).unwrap(),
@@ -566,18 +607,19 @@ fn task_definition_precedence() {
         ("admin-td".into(), Some("1.4.0".into()))
     );
     // A job asking for the default is fine even with nothing allowed.
-    j.variables
-        .insert(TASK_DEFINITION_VARIABLE.into(), "ci-coordinator:1".into());
-    resolve_task_definition(&c, &none, &j).unwrap();
-    j.variables
-        .insert(TASK_DEFINITION_VARIABLE.into(), "other".into());
-    let err = resolve_task_definition(&c, &none, &j).unwrap_err();
+    let asks = |name: &str, value: &str| j.clone().with_variable(name, value);
+    resolve_task_definition(
+        &c,
+        &none,
+        &asks(TASK_DEFINITION_VARIABLE, "ci-coordinator:1"),
+    )
+    .unwrap();
+    let err =
+        resolve_task_definition(&c, &none, &asks(TASK_DEFINITION_VARIABLE, "other")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotAllowed);
     assert!(err.hint().unwrap().contains("AllowedTaskDefinitions"));
-    j.variables.remove(TASK_DEFINITION_VARIABLE);
-    j.variables
-        .insert(PLATFORM_VERSION_VARIABLE.into(), "LATEST".into());
-    let err = resolve_task_definition(&c, &none, &j).unwrap_err();
+    let err =
+        resolve_task_definition(&c, &none, &asks(PLATFORM_VERSION_VARIABLE, "LATEST")).unwrap_err();
     assert!(err.hint().unwrap().contains("AllowPlatformVersionOverride"));
 }
 
@@ -603,17 +645,26 @@ fn config_stage_output_matches_the_go_driver() {
 
 #[tokio::test(start_paused = true)]
 async fn in_memory_backends_pass_the_conformance_suites() {
-    let launcher = MemoryLauncher::new();
-    let spec = TaskSpec {
-        job: job(1).identity,
-        key: job(1).identity.key(),
-        client_token: "t".into(),
-        task_definition: "td".into(),
-        platform_version: None,
-        container_name: "ci-coordinator".into(),
-        environment: BTreeMap::new(),
-    };
-    crate::testing::conformance::launcher(&launcher, &spec, &TaskRef::new("nope")).await;
+    use crate::testing::conformance::{self, LauncherCaps};
+    let spec = TaskSpec::new(identity_of(&job(1)), "td").with_client_token("t");
+    conformance::launcher(
+        &MemoryLauncher::new(),
+        &spec,
+        &TaskRef::new("nope"),
+        LauncherCaps::default(),
+    )
+    .await;
+    let lagging = MemoryLauncher::with_plan(BootPlan {
+        invisible_for: Duration::from_secs(3),
+        ..BootPlan::default()
+    });
+    conformance::launcher(
+        &lagging,
+        &spec,
+        &TaskRef::new("nope"),
+        LauncherCaps::eventually_consistent(Duration::from_secs(3)),
+    )
+    .await;
 
     let shell = MemoryShell::new();
     shell.set_down(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), true);
@@ -633,9 +684,7 @@ async fn in_memory_backends_pass_the_conformance_suites() {
     crate::testing::conformance::shell(&shell, &target).await;
 
     let record = JobRecord::new(
-        job(1).identity.key(),
-        job(1).identity,
-        "t".into(),
+        identity_of(&job(1)),
         crate::shell::PrivateKey::new("k".into()),
     );
     crate::testing::conformance::store(&MemoryStore::new(), &record).await;
@@ -645,9 +694,7 @@ async fn in_memory_backends_pass_the_conformance_suites() {
 async fn the_file_store_passes_the_conformance_suite() {
     let tmp = tempfile::tempdir().unwrap();
     let record = JobRecord::new(
-        job(1).identity.key(),
-        job(1).identity,
-        "t".into(),
+        identity_of(&job(1)),
         crate::shell::PrivateKey::new("k".into()),
     );
     crate::testing::conformance::store(
@@ -659,12 +706,13 @@ async fn the_file_store_passes_the_conformance_suite() {
 
 #[test]
 fn task_state_terminality() {
+    assert!(TaskState::Stopped.is_terminal() && TaskState::Stopping.is_terminal());
+    // Unknown may mean "not visible yet": never terminal by itself.
     assert!(
-        TaskState::Stopped.is_terminal()
-            && TaskState::Missing.is_terminal()
-            && TaskState::Stopping.is_terminal()
+        !TaskState::Running.is_terminal()
+            && !TaskState::Provisioning.is_terminal()
+            && !TaskState::Missing.is_terminal()
     );
-    assert!(!TaskState::Running.is_terminal() && !TaskState::Provisioning.is_terminal());
 }
 
 #[tokio::test(start_paused = true)]
@@ -694,24 +742,23 @@ async fn a_task_stopping_during_a_long_script_fails_the_stage_at_the_next_check(
 }
 
 #[tokio::test]
-async fn cleanup_stops_the_recorded_task_exactly_once_and_never_searches() {
+async fn cleanup_stops_the_recorded_task_exactly_once_and_searches_once() {
     use crate::testing::MockTaskLauncher;
     let mut launcher = MockTaskLauncher::new();
     launcher
         .expect_stop()
         .withf(|task, reason| task.id == "arn:recorded" && reason.contains("finished"))
         .times(1)
-        .returning(|_, _| Ok(()));
-    launcher.expect_find().never();
+        .returning(|_, _| Ok(StopOutcome::Stopping));
+    launcher
+        .expect_find()
+        .withf(|key| key.as_str() == "ci-9")
+        .times(1)
+        .returning(|_| Ok(Vec::new()));
     launcher.expect_launch().never();
     let store = Arc::new(MemoryStore::new());
     let job = job(9);
-    let mut record = JobRecord::new(
-        job.identity.key(),
-        job.identity.clone(),
-        "t".into(),
-        crate::shell::PrivateKey::new("k".into()),
-    );
+    let mut record = JobRecord::new(identity_of(&job), crate::shell::PrivateKey::new("k".into()));
     record.phase = Phase::Ready;
     record.task = Some(TaskRef::new("arn:recorded"));
     store.put(&record).await.unwrap();
@@ -723,5 +770,315 @@ async fn cleanup_stops_the_recorded_task_exactly_once_and_never_searches() {
     );
     let report = driver.cleanup(&job).await.unwrap();
     assert_eq!(report.stopped, vec![TaskRef::new("arn:recorded")]);
-    assert!(store.peek(&job.identity.key()).is_none());
+    assert!(store.peek(&key_of(&job)).is_none());
+}
+
+fn lagging_rig(invisible_for: Duration) -> Rig {
+    rig_with(
+        config(),
+        BootPlan {
+            invisible_for,
+            ..BootPlan::default()
+        },
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn prepare_waits_for_a_task_that_ecs_does_not_show_yet() {
+    let r = lagging_rig(Duration::from_secs(5));
+    let report = r.prepare().await.unwrap();
+    assert!(report.ssh_ready >= Duration::from_secs(5), "{report:?}");
+    assert_eq!(r.launcher.tasks().len(), 1, "exactly one task");
+    r.driver.cleanup(&r.job).await.unwrap();
+    r.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_still_unknown_after_the_consistency_window_fails_prepare() {
+    let r = lagging_rig(Duration::from_secs(3600));
+    let Failure::System(err) = r.prepare().await.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(err.kind(), ErrorKind::TaskStopped, "{err}");
+    assert!(err.hint().unwrap().contains("ConsistencyWindow"), "{err:?}");
+    // The record is kept: the task may still show up, and cleanup (or gc) must stop it.
+    assert!(r.store.peek(&r.key()).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_right_after_launch_stops_a_task_ecs_does_not_show_yet() {
+    let r = lagging_rig(Duration::from_secs(5));
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let err = r.driver.prepare(&r.job, &cancel).await.unwrap_err();
+    assert_eq!(system_kind(err), ErrorKind::Cancelled);
+    // Stopping was not skipped because ECS said "not found": it was tried until it worked.
+    assert!(r.launcher.running().is_empty(), "the task was left running");
+    assert!(r.launcher.faults.calls(Op::Stop) > 1);
+    r.driver.cleanup(&r.job).await.unwrap();
+    r.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_in_flight_is_waited_for_after_a_cancel() {
+    let r = rig();
+    // The launch call takes 3 s to answer; the cancel comes after 1 s.
+    let launcher = r.launcher.clone();
+    launcher
+        .faults
+        .inject_at(Op::Launch, 1, Fault::Delay(Duration::from_secs(3)));
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        trigger.cancel();
+    });
+    let err = r.driver.prepare(&r.job, &cancel).await.unwrap_err();
+    assert_eq!(system_kind(err), ErrorKind::Cancelled);
+    assert_eq!(r.launcher.tasks().len(), 1);
+    // It was stopped without replaying the launch: its answer was awaited.
+    assert_eq!(r.launcher.faults.calls(Op::Launch), 1);
+    r.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_launch_answer_is_retried_with_the_same_token() {
+    let r = rig();
+    r.launcher
+        .faults
+        .inject_at(Op::Launch, 1, Fault::LoseResponse(ErrorKind::Unreachable));
+    r.prepare().await.unwrap();
+    assert_eq!(
+        r.launcher.tasks().len(),
+        1,
+        "the retry started a second task"
+    );
+    assert_eq!(r.launcher.faults.calls(Op::Launch), 2);
+    let record = r.store.peek(&r.key()).unwrap();
+    assert_eq!(record.attempts.len(), 1, "{:?}", record.attempts);
+    assert!(matches!(
+        record.attempts[0].outcome,
+        AttemptOutcome::Accepted { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_launch_is_retried_with_a_new_token() {
+    let r = rig();
+    r.launcher
+        .faults
+        .inject_at(Op::Launch, 1, Fault::Fail(ErrorKind::CapacityUnavailable));
+    r.prepare().await.unwrap();
+    assert_eq!(r.launcher.tasks().len(), 1);
+    let record = r.store.peek(&r.key()).unwrap();
+    assert_eq!(record.attempts.len(), 2, "{:?}", record.attempts);
+    assert_eq!(record.attempts[0].outcome, AttemptOutcome::Refused);
+    assert_ne!(
+        record.attempts[0].client_token,
+        record.attempts[1].client_token
+    );
+    let (_, task) = &r.launcher.tasks()[0];
+    assert_eq!(task.spec.client_token, record.attempts[1].client_token);
+
+    // A refusal that will not pass is not retried.
+    let r = rig();
+    r.launcher
+        .faults
+        .inject_always(Op::Launch, Fault::Fail(ErrorKind::NotFound));
+    assert_eq!(
+        system_kind(r.prepare().await.unwrap_err()),
+        ErrorKind::NotFound
+    );
+    assert_eq!(r.launcher.faults.calls(Op::Launch), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cleanup_replays_an_unanswered_launch_even_before_ecs_shows_the_task() {
+    let r = lagging_rig(Duration::from_secs(10));
+    // Killed right after the launch call went out (the answer never recorded).
+    r.store.faults.inject_at(Op::Put, 2, Fault::Hang);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        r.driver.prepare(&r.job, &CancellationToken::new()),
+    )
+    .await;
+    assert_eq!(r.launcher.running().len(), 1);
+    r.store.faults.clear();
+    let report = r.driver.cleanup(&r.job).await.unwrap();
+    assert_eq!(report.stopped.len(), 1);
+    assert_eq!(
+        r.launcher.tasks().len(),
+        1,
+        "the replay started another task"
+    );
+    r.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cleanup_stops_every_task_of_the_job_not_only_the_recorded_one() {
+    let r = rig();
+    r.prepare().await.unwrap();
+    // A task of the same job whose launch answer an earlier attempt lost, with another token.
+    let stray = TaskSpec::new(identity_of(&r.job), "ci-coordinator:1").with_client_token("x");
+    r.launcher.launch(&stray).await.unwrap();
+    // And a task of another job, which must be left alone.
+    let other = TaskSpec::new(identity_of(&job(2)), "ci-coordinator:1").with_client_token("y");
+    let other = r.launcher.launch(&other).await.unwrap();
+    assert_eq!(r.launcher.running().len(), 3);
+    let report = r.driver.cleanup(&r.job).await.unwrap();
+    assert_eq!(report.stopped.len(), 2, "{report:?}");
+    assert_eq!(r.launcher.running(), vec![other]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_job_id_never_reaches_another_jobs_task() {
+    let r = rig();
+    r.prepare().await.unwrap();
+    let victim = r.launcher.running();
+    // Job 2 of the same project sets every identity variable to job 1's values.
+    let attacker = job(2)
+        .with_variable("CI_JOB_ID", "1")
+        .with_variable("CI_PIPELINE_ID", "7")
+        .with_variable("CI_RUNNER_SHORT_TOKEN", "tok")
+        .with_variable("CI_PROJECT_URL", "https://gitlab.example/p");
+    // Its run stage does not find job 1's record; its cleanup stops nothing of job 1.
+    let mut out = CapturedOutput::default();
+    let res = r
+        .driver
+        .run(
+            &attacker,
+            "build_script",
+            script("echo x"),
+            &mut out,
+            &CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(system_kind(res.unwrap_err()), ErrorKind::NotFound);
+    r.driver.cleanup(&attacker).await.unwrap();
+    // Its own prepare and cleanup neither.
+    r.driver
+        .prepare(&attacker, &CancellationToken::new())
+        .await
+        .unwrap();
+    r.driver.cleanup(&attacker).await.unwrap();
+    assert_eq!(r.launcher.running(), victim);
+    assert!(r.store.peek(&r.key()).is_some());
+    // Job 1 goes on.
+    r.run("echo still here").await.0.unwrap();
+    r.driver.cleanup(&r.job).await.unwrap();
+    r.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_job_id_never_reaches_another_jobs_go_driver_record() {
+    let r = rig();
+    // Job 1 was prepared by the Go driver: its record is named after the Go id.
+    let victim = TaskSpec::new(identity_of(&r.job), "td").with_client_token("go");
+    let victim = r.launcher.launch(&victim).await.unwrap();
+    let mut record = JobRecord::new(
+        identity_of(&r.job),
+        crate::shell::PrivateKey::new("k".into()),
+    );
+    record.identity = None;
+    record.key = r.job.go_job_id().record_key();
+    record.phase = Phase::Ready;
+    record.task = Some(victim.clone());
+    record.endpoint = Some(Endpoint {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+    });
+    r.store.put(&record).await.unwrap();
+    let attacker = job(2)
+        .with_variable("CI_JOB_ID", "1")
+        .with_variable("CI_PIPELINE_ID", "7")
+        .with_variable("CI_RUNNER_SHORT_TOKEN", "tok")
+        .with_variable("CI_PROJECT_URL", "https://gitlab.example/p");
+    assert_ne!(attacker.go_job_id().record_key(), record.key);
+    r.driver.cleanup(&attacker).await.unwrap();
+    assert_eq!(r.launcher.running(), vec![victim]);
+    // The job itself still uses its record, and its cleanup stops its task.
+    r.run("echo hi").await.0.unwrap();
+    r.driver.cleanup(&r.job).await.unwrap();
+    assert!(r.launcher.running().is_empty());
+    assert!(r.store.peek(&record.key).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_that_names_another_job_is_refused_and_its_task_left_alone() {
+    let r = rig();
+    r.prepare().await.unwrap();
+    let mut record = r.store.peek(&r.key()).unwrap();
+    record.identity = Some(identity_of(&job(2)));
+    r.store.put(&record).await.unwrap();
+    let Failure::System(err) = r.driver.cleanup(&r.job).await.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
+    assert_eq!(r.launcher.running().len(), 1);
+    assert_eq!(r.launcher.faults.calls(Op::Stop), 0);
+}
+
+/// A sink that notes when each chunk arrived.
+#[derive(Default)]
+struct TimedSink {
+    arrivals: Vec<Instant>,
+}
+
+impl crate::shell::OutputSink for TimedSink {
+    fn stdout(&mut self, _chunk: &[u8]) -> std::io::Result<()> {
+        self.arrivals.push(Instant::now());
+        Ok(())
+    }
+    fn stderr(&mut self, _chunk: &[u8]) -> std::io::Result<()> {
+        self.arrivals.push(Instant::now());
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_describe_never_stalls_the_output_or_delays_a_cancel() {
+    let mut c = config();
+    c.fargate.watch_interval = Duration::from_secs(1);
+    let r = rig_with(c, BootPlan::default());
+    r.prepare().await.unwrap();
+    // From now on every DescribeTasks takes 20 s.
+    r.launcher
+        .faults
+        .inject_always(Op::Describe, Fault::Delay(Duration::from_secs(20)));
+    let body: String = (0..60)
+        .map(|i| format!("echo line {i}\nsleep 0.5\n"))
+        .collect();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(24_800)).await;
+        trigger.cancel();
+    });
+    let mut sink = TimedSink::default();
+    let start = Instant::now();
+    let res = r
+        .driver
+        .run(&r.job, "build_script", script(&body), &mut sink, &cancel)
+        .await;
+    assert_eq!(system_kind(res.unwrap_err()), ErrorKind::Cancelled);
+    let ended = start.elapsed();
+    assert!(
+        ended < Duration::from_secs(27),
+        "the cancel at 24.8 s took effect at {ended:?}"
+    );
+    let mut previous = start;
+    let mut longest = Duration::ZERO;
+    for t in &sink.arrivals {
+        longest = longest.max(*t - previous);
+        previous = *t;
+    }
+    assert_eq!(sink.arrivals.len(), 50, "lines before the cancel");
+    assert!(
+        longest <= Duration::from_millis(500),
+        "output stalled for {longest:?}"
+    );
 }

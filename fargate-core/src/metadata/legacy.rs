@@ -1,10 +1,56 @@
-//! Records written by GitLab's Go driver: `{"TaskARN":..,"ContainerIP":..,"PrivateKey":<base64 PEM>}`.
+//! Records this driver reads but no longer writes: those of GitLab's Go driver
+//! (`{"TaskARN":..,"ContainerIP":..,"PrivateKey":<base64 PEM>}`) and format 1 of this
+//! driver, for jobs in flight during an upgrade. Both are named after the Go driver's job id
+//! ([`crate::job::GoJobId::record_key`]) and have no namespace; the driver only looks them up
+//! under the name computed with the trusted job id.
+
+use base64ct::{Base64, Encoding};
+use serde::Deserialize;
 
 use crate::job::JobKey;
 use crate::launcher::{Endpoint, TaskRef};
-use crate::shell::PrivateKey;
+use crate::shell::{HostKey, PrivateKey};
 
 use super::record::{JobRecord, Phase, RECORD_FORMAT};
+
+/// Format 1 of this driver's records (before namespaces and launch attempts).
+#[derive(Deserialize)]
+struct Format1 {
+    key: JobKey,
+    phase: Phase,
+    #[serde(default)]
+    task: Option<TaskRef>,
+    #[serde(default)]
+    endpoint: Option<Endpoint>,
+    #[serde(default)]
+    host_key: Option<HostKey>,
+    private_key: PrivateKey,
+    #[serde(default)]
+    created_at: u64,
+    #[serde(default)]
+    updated_at: u64,
+}
+
+/// Converts a format 1 record. Its launch token cannot be replayed (the record does not say
+/// what was launched): a task it may have started is found by `find`.
+pub(super) fn format_1(value: serde_json::Value) -> std::result::Result<JobRecord, String> {
+    let v1: Format1 =
+        serde_json::from_value(value).map_err(|e| format!("invalid format 1 record: {e}"))?;
+    Ok(JobRecord {
+        format: RECORD_FORMAT,
+        key: v1.key,
+        identity: None,
+        phase: v1.phase,
+        spec: None,
+        attempts: Vec::new(),
+        task: v1.task,
+        endpoint: v1.endpoint,
+        host_key: v1.host_key,
+        private_key: v1.private_key,
+        created_at: v1.created_at,
+        updated_at: v1.updated_at,
+    })
+}
 
 /// Converts a Go driver record. Go matched keys case-insensitively, so do we.
 pub(super) fn go_record(
@@ -31,7 +77,8 @@ pub(super) fn go_record(
         );
     }
     let ip = text("ContainerIP")?;
-    let pem = base64_decode(&text("PrivateKey")?)
+    let pem = Base64::decode_vec(&text("PrivateKey")?)
+        .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or("PrivateKey is not base64 of a PEM key")?;
     let endpoint = if ip.is_empty() {
@@ -45,13 +92,14 @@ pub(super) fn go_record(
     Ok(JobRecord {
         format: RECORD_FORMAT,
         key: key.clone(),
-        job: None,
+        identity: None,
         phase: if endpoint.is_some() {
             Phase::Ready
         } else {
             Phase::Launched
         },
-        client_token: String::new(),
+        spec: None,
+        attempts: Vec::new(),
         task: (!arn.is_empty()).then(|| TaskRef::new(arn)),
         endpoint,
         host_key: None,
@@ -61,45 +109,21 @@ pub(super) fn go_record(
     })
 }
 
-/// Standard base64 with padding, as Go's `encoding/json` writes `[]byte`.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = s.trim_end_matches('=').as_bytes();
-    if !s.len().is_multiple_of(4) || s.len() - bytes.len() > 2 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= val(c)? << (18 - 6 * i);
-        }
-        let n = chunk.len() * 6 / 8;
-        out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_go() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGVsbG8h").unwrap(), b"hello!");
-        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert!(base64_decode("aGk").is_none());
-        assert!(base64_decode("a*k=").is_none());
+    fn go_base64_decodes_as_go_wrote_it() {
+        // Go's encoding/json writes []byte as standard base64 with padding.
+        for (text, bytes) in [
+            ("aGVsbG8=", &b"hello"[..]),
+            ("aGVsbG8h", b"hello!"),
+            ("", b""),
+        ] {
+            assert_eq!(Base64::decode_vec(text).unwrap(), bytes);
+        }
+        assert!(Base64::decode_vec("aGk").is_err());
+        assert!(Base64::decode_vec("a*k=").is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! enough behind for cleanup to find and stop the task.
 
 mod file_store;
-mod go_record;
+mod legacy;
 mod record;
 
 use std::any::Any;
@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::job::JobKey;
 
 pub use file_store::{FileMetadataStore, permission_warnings};
-pub use record::{JobRecord, Phase, RECORD_FORMAT, unix_now};
+pub use record::{AttemptOutcome, JobRecord, LaunchAttempt, Phase, RECORD_FORMAT, unix_now};
 
 /// Holds a job's lock until dropped.
 pub struct JobLock {

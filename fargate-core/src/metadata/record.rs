@@ -5,44 +5,91 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobIdentity, JobKey};
-use crate::launcher::{Endpoint, TaskRef};
+use crate::launcher::{Endpoint, TaskRef, TaskSpec};
 use crate::shell::{HostKey, PrivateKey};
 
-use super::go_record::go_record;
+use super::legacy;
 
 /// Version of the record format written by this crate.
-pub const RECORD_FORMAT: u32 = 1;
+pub const RECORD_FORMAT: u32 = 2;
 
 /// How far the job's prepare got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Phase {
-    /// About to call the launcher with the record's client token; the task may or may not exist.
+    /// A launch attempt is recorded and may be in flight; the task may or may not exist.
     LaunchRequested,
     /// The launcher accepted the task; its reference is recorded.
     Launched,
     /// The task is reachable; endpoint and host key are recorded.
     Ready,
-    /// Cleanup (or a failed prepare) is stopping the task.
+    /// Cleanup (or a failed prepare) is stopping the job's tasks; the record stays until
+    /// they are known to be stopping.
     Stopping,
+}
+
+/// What became of one launch attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// Sent (or about to be), answer not recorded: the task may exist.
+    Pending,
+    /// The backend refused it: no task.
+    Refused,
+    /// The backend accepted it.
+    Accepted {
+        /// The task it started.
+        task: TaskRef,
+    },
+}
+
+/// One launch attempt: a client token, recorded before the call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LaunchAttempt {
+    /// The idempotency token sent with it.
+    pub client_token: String,
+    /// Seconds since the epoch when it was recorded.
+    pub started_at: u64,
+    /// What became of it.
+    pub outcome: AttemptOutcome,
+}
+
+impl LaunchAttempt {
+    /// A pending attempt with `client_token`, started now.
+    pub fn pending(client_token: impl Into<String>) -> Self {
+        LaunchAttempt {
+            client_token: client_token.into(),
+            started_at: unix_now(),
+            outcome: AttemptOutcome::Pending,
+        }
+    }
 }
 
 /// The state of one job, as stored between stages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobRecord {
     /// Record format version ([`RECORD_FORMAT`]).
     pub format: u32,
     /// The job's key (the record's name).
     pub key: JobKey,
-    /// The job's identity; `None` for records written by the Go driver.
+    /// The job's identity; `None` for records of the Go driver and of format 1, which are
+    /// only ever found under a name derived from the trusted job id.
     #[serde(default)]
-    pub job: Option<JobIdentity>,
+    pub identity: Option<JobIdentity>,
     /// How far prepare got.
     pub phase: Phase,
-    /// Idempotency token of the launch.
+    /// What prepare launches (each attempt with its own token), so that a later stage can
+    /// replay a launch whose answer was lost.
     #[serde(default)]
-    pub client_token: String,
-    /// The task, once launched.
+    pub spec: Option<TaskSpec>,
+    /// Every launch attempt, in order.
+    #[serde(default)]
+    pub attempts: Vec<LaunchAttempt>,
+    /// The job's task, once launched.
     #[serde(default)]
     pub task: Option<TaskRef>,
     /// Where the task's SSH server is, once ready. Port 0 means "the configured port"
@@ -63,20 +110,16 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// A new record in [`Phase::LaunchRequested`].
-    pub fn new(
-        key: JobKey,
-        job: JobIdentity,
-        client_token: String,
-        private_key: PrivateKey,
-    ) -> Self {
+    /// A new record of `identity` in [`Phase::LaunchRequested`], with no attempt yet.
+    pub fn new(identity: JobIdentity, private_key: PrivateKey) -> Self {
         let now = unix_now();
         JobRecord {
             format: RECORD_FORMAT,
-            key,
-            job: Some(job),
+            key: identity.key(),
+            identity: Some(identity),
             phase: Phase::LaunchRequested,
-            client_token,
+            spec: None,
+            attempts: Vec::new(),
             task: None,
             endpoint: None,
             host_key: None,
@@ -86,27 +129,79 @@ impl JobRecord {
         }
     }
 
-    /// Parses a record in this crate's format or in the Go driver's
-    /// (`{"TaskARN":..,"ContainerIP":..,"PrivateKey":<base64 PEM>}`), named `key`.
+    /// Every task an attempt started, and the recorded task.
+    pub fn known_tasks(&self) -> Vec<TaskRef> {
+        let mut tasks: Vec<TaskRef> = self
+            .attempts
+            .iter()
+            .filter_map(|a| match &a.outcome {
+                AttemptOutcome::Accepted { task } => Some(task.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(task) = &self.task
+            && !tasks.contains(task)
+        {
+            tasks.push(task.clone());
+        }
+        tasks
+    }
+
+    /// Attempts whose answer is not recorded.
+    pub fn pending_attempts(&self) -> impl Iterator<Item = &LaunchAttempt> {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::Pending)
+    }
+
+    /// When the first launch attempt was recorded, if any.
+    pub fn first_launch_at(&self) -> Option<u64> {
+        self.attempts.iter().map(|a| a.started_at).min()
+    }
+
+    /// Sets the outcome of the attempt with `client_token`.
+    pub fn settle(&mut self, client_token: &str, outcome: AttemptOutcome) {
+        if let Some(a) = self
+            .attempts
+            .iter_mut()
+            .find(|a| a.client_token == client_token)
+        {
+            a.outcome = outcome;
+        }
+    }
+
+    /// Marks the record as updated now.
+    pub fn touch(&mut self) {
+        self.updated_at = unix_now();
+    }
+
+    /// Parses a record named `key`: this crate's format, its format 1, or the Go driver's
+    /// (`{"TaskARN":..,"ContainerIP":..,"PrivateKey":<base64 PEM>}`).
     pub fn from_json(key: &JobKey, bytes: &[u8]) -> std::result::Result<Self, String> {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
         let obj = value.as_object().ok_or("not a JSON object")?;
-        if obj.contains_key("format") {
-            let record: JobRecord =
-                serde_json::from_value(value).map_err(|e| format!("invalid record: {e}"))?;
-            if record.format != RECORD_FORMAT {
+        let record = match obj.get("format").and_then(serde_json::Value::as_u64) {
+            Some(f) if f == u64::from(RECORD_FORMAT) => serde_json::from_value::<JobRecord>(value)
+                .map_err(|e| format!("invalid record: {e}"))?,
+            Some(1) => legacy::format_1(value)?,
+            Some(f) => {
                 return Err(format!(
-                    "record format {} is not supported (this driver writes format {RECORD_FORMAT})",
-                    record.format
+                    "record format {f} is not supported (this driver writes format {RECORD_FORMAT})"
                 ));
             }
-            if &record.key != key {
-                return Err(format!("record is for job {}, not {key}", record.key));
-            }
-            return Ok(record);
+            None if obj.contains_key("format") => return Err("invalid record: bad format".into()),
+            None => legacy::go_record(key, obj)?,
+        };
+        if &record.key != key {
+            return Err(format!("record is for job {}, not {key}", record.key));
         }
-        go_record(key, obj)
+        if let Some(identity) = &record.identity
+            && &identity.key() != key
+        {
+            return Err(format!("record names {identity}, not job {key}"));
+        }
+        Ok(record)
     }
 }
 

@@ -39,16 +39,21 @@ pub enum Fault {
     Hang,
     /// Perform the side effect, then fail with this kind (a lost response).
     LoseResponse(ErrorKind),
+    /// Answer normally, but only after this long (a slow API).
+    Delay(std::time::Duration),
 }
 
 impl Fault {
     /// The error a faulted call returns.
     pub fn error(self, op: Op) -> Error {
-        let kind = match self {
-            Fault::Fail(k) | Fault::LoseResponse(k) => k,
-            Fault::Hang => ErrorKind::Timeout,
+        let (kind, unknown) = match self {
+            Fault::Fail(k) => (k, false),
+            Fault::LoseResponse(k) => (k, true),
+            Fault::Hang | Fault::Delay(_) => (ErrorKind::Timeout, true),
         };
-        Error::new(kind, format!("injected fault in {op:?}")).with_backend("fake")
+        Error::new(kind, format!("injected fault in {op:?}"))
+            .with_backend("fake")
+            .set_outcome_unknown(unknown)
     }
 }
 

@@ -1,13 +1,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use super::faults::{Fault, Faults, Op};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobKey;
-use crate::launcher::{StopDetails, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus};
+use crate::launcher::{
+    StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+};
 
 /// How a fake task boots, counted in `describe` calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +23,10 @@ pub struct BootPlan {
     pub describes_until_running: u32,
     /// First task address; later tasks count up from it.
     pub first_address: Ipv4Addr,
+    /// For this long after its launch (tokio time), a task is invisible as on an eventually
+    /// consistent API: `describe` says [`TaskState::Missing`], `find` leaves it out and
+    /// `stop` answers [`StopOutcome::NotFound`] without stopping it.
+    pub invisible_for: Duration,
 }
 
 impl Default for BootPlan {
@@ -27,6 +35,7 @@ impl Default for BootPlan {
             describes_until_address: 0,
             describes_until_running: 0,
             first_address: Ipv4Addr::new(127, 0, 0, 1),
+            invisible_for: Duration::ZERO,
         }
     }
 }
@@ -44,6 +53,14 @@ pub struct FakeTask {
     pub describes: u32,
     /// The stop reason, once stopped.
     pub stop_reason: Option<String>,
+    /// When it was launched.
+    pub launched_at: Instant,
+}
+
+impl FakeTask {
+    fn visible(&self, plan: &BootPlan) -> bool {
+        self.launched_at.elapsed() >= plan.invisible_for
+    }
 }
 
 /// An in-memory [`TaskLauncher`] with fault injection.
@@ -58,7 +75,8 @@ pub struct MemoryLauncher {
 #[derive(Debug, Default)]
 struct LauncherState {
     tasks: BTreeMap<String, FakeTask>,
-    tokens: HashMap<String, String>,
+    /// Client token -> (task id, the spec it launched).
+    tokens: HashMap<String, (String, TaskSpec)>,
 }
 
 impl MemoryLauncher {
@@ -109,6 +127,10 @@ impl MemoryLauncher {
         match self.faults.on_call(op) {
             Some(Fault::Fail(k)) => Err(Fault::Fail(k).error(op)),
             Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(None)
+            }
             other => Ok(other),
         }
     }
@@ -120,13 +142,21 @@ impl TaskLauncher for MemoryLauncher {
         let fault = self.fault(Op::Launch).await?;
         let task = {
             let mut s = self.lock();
-            if let Some(id) = s.tokens.get(&spec.client_token) {
+            if let Some((id, first)) = s.tokens.get(&spec.client_token) {
+                if first != spec {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "the client token was used before with other parameters",
+                    )
+                    .with_backend("fake"));
+                }
                 TaskRef::new(id.clone())
             } else {
                 let n = s.tasks.len() as u32;
                 let id = format!("arn:fake:ecs:task/{}/{n}", spec.key);
                 let address = IpAddr::V4(Ipv4Addr::from(u32::from(self.plan.first_address) + n));
-                s.tokens.insert(spec.client_token.clone(), id.clone());
+                s.tokens
+                    .insert(spec.client_token.clone(), (id.clone(), spec.clone()));
                 s.tasks.insert(
                     id.clone(),
                     FakeTask {
@@ -135,6 +165,7 @@ impl TaskLauncher for MemoryLauncher {
                         address,
                         describes: 0,
                         stop_reason: None,
+                        launched_at: Instant::now(),
                     },
                 );
                 TaskRef::new(id)
@@ -149,7 +180,7 @@ impl TaskLauncher for MemoryLauncher {
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         self.fault(Op::Describe).await?;
         let mut s = self.lock();
-        let Some(t) = s.tasks.get_mut(&task.id) else {
+        let Some(t) = s.tasks.get_mut(&task.id).filter(|t| t.visible(&self.plan)) else {
             return Ok(TaskStatus {
                 state: TaskState::Missing,
                 address: None,
@@ -177,17 +208,26 @@ impl TaskLauncher for MemoryLauncher {
         })
     }
 
-    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
         let fault = self.fault(Op::Stop).await?;
-        if let Some(t) = self.lock().tasks.get_mut(&task.id)
-            && !t.state.is_terminal()
+        let outcome = match self
+            .lock()
+            .tasks
+            .get_mut(&task.id)
+            .filter(|t| t.visible(&self.plan))
         {
-            t.state = TaskState::Stopped;
-            t.stop_reason = Some(reason.to_owned());
-        }
+            Some(t) => {
+                if !t.state.is_terminal() {
+                    t.state = TaskState::Stopped;
+                    t.stop_reason = Some(reason.to_owned());
+                }
+                StopOutcome::Stopping
+            }
+            None => StopOutcome::NotFound,
+        };
         match fault {
             Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Stop)),
-            _ => Ok(()),
+            _ => Ok(outcome),
         }
     }
 
@@ -197,7 +237,7 @@ impl TaskLauncher for MemoryLauncher {
             .lock()
             .tasks
             .iter()
-            .filter(|(_, t)| &t.spec.key == key && !t.state.is_terminal())
+            .filter(|(_, t)| &t.spec.key == key && !t.state.is_terminal() && t.visible(&self.plan))
             .map(|(id, _)| TaskRef::new(id.clone()))
             .collect())
     }

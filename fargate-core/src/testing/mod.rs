@@ -13,7 +13,7 @@ mod store;
 
 pub use faults::{Fault, Faults, Op};
 pub use launcher::{BootPlan, FakeTask, MemoryLauncher};
-pub use shell::{MemoryShell, ScriptResult, interpret};
+pub use shell::{MemoryShell, ScriptResult, Step, interpret};
 pub use store::MemoryStore;
 
 pub use crate::launcher::MockTaskLauncher;

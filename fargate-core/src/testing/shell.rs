@@ -24,15 +24,30 @@ pub struct ScriptResult {
     pub outcome: RunOutcome,
     /// Wait this long (or until cancelled) before ending.
     pub duration: Duration,
+    /// When not empty, the run plays these in order instead (output as it comes, with
+    /// waits between), and `stdout`, `stderr` and `duration` only sum them up.
+    pub steps: Vec<Step>,
+}
+
+/// One step of a fake script run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Write to stdout.
+    Stdout(Vec<u8>),
+    /// Write to stderr.
+    Stderr(Vec<u8>),
+    /// Wait (or end if cancelled).
+    Sleep(Duration),
 }
 
 type Handler = Box<dyn Fn(&RunRequest) -> ScriptResult + Send + Sync>;
 
 /// An in-memory [`RemoteShell`] with fault injection.
 ///
-/// Its scripts understand a few commands, one per line or `;`-separated: `echo WORDS`
-/// (`>&2` for stderr), `exit N`, `sleep N`, `kill -KILL $$`, `true`; anything else is
-/// ignored. [`MemoryShell::set_handler`] replaces that with any behaviour.
+/// Its scripts understand a few commands, one per line or `;`-separated, run in order with
+/// their output written as it comes: `echo WORDS` (`>&2` for stderr), `exit N`, `sleep N`
+/// (seconds, fractions allowed), `kill -KILL $$`, `true`; anything else is ignored. [`MemoryShell::set_handler`] replaces that with any behaviour.
 pub struct MemoryShell {
     host_key: HostKey,
     down: Mutex<HashSet<IpAddr>>,
@@ -116,6 +131,10 @@ impl MemoryShell {
     async fn fault(&self, op: Op) -> Result<()> {
         match self.faults.on_call(op) {
             Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
             Some(f) => Err(f.error(op)),
             None => Ok(()),
         }
@@ -129,20 +148,29 @@ pub fn interpret(script: &str) -> ScriptResult {
         stderr: Vec::new(),
         outcome: RunOutcome::Exited(0),
         duration: Duration::ZERO,
+        steps: Vec::new(),
     };
     for cmd in script.lines().flat_map(|l| l.split(';')).map(str::trim) {
         if let Some(rest) = cmd.strip_prefix("echo ") {
             match rest.strip_suffix(">&2") {
-                Some(text) => r
-                    .stderr
-                    .extend_from_slice(format!("{}\n", text.trim()).as_bytes()),
-                None => r.stdout.extend_from_slice(format!("{rest}\n").as_bytes()),
+                Some(text) => {
+                    let line = format!("{}\n", text.trim()).into_bytes();
+                    r.stderr.extend_from_slice(&line);
+                    r.steps.push(Step::Stderr(line));
+                }
+                None => {
+                    let line = format!("{rest}\n").into_bytes();
+                    r.stdout.extend_from_slice(&line);
+                    r.steps.push(Step::Stdout(line));
+                }
             }
         } else if let Some(code) = cmd.strip_prefix("exit ") {
             r.outcome = RunOutcome::Exited(code.trim().parse().unwrap_or(2));
             return r;
         } else if let Some(secs) = cmd.strip_prefix("sleep ") {
-            r.duration += Duration::from_secs_f64(secs.trim().parse().unwrap_or(0.0));
+            let d = Duration::from_secs_f64(secs.trim().parse().unwrap_or(0.0));
+            r.duration += d;
+            r.steps.push(Step::Sleep(d));
         } else if cmd == "kill -KILL $$" {
             r.outcome = RunOutcome::Signaled {
                 signal: "KILL".into(),
@@ -193,6 +221,7 @@ impl RemoteShell for MemoryShell {
                 cancel.cancelled().await;
                 return Err(Error::cancelled("running the script"));
             }
+            Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
             Some(f) => return Err(f.error(Op::Run)),
             None => {}
         }
@@ -224,11 +253,25 @@ impl RemoteShell for MemoryShell {
             }
         };
         let io = |e: std::io::Error| Error::io("writing the script's output", e);
-        output.stdout(&result.stdout).map_err(io)?;
-        output.stderr(&result.stderr).map_err(io)?;
-        tokio::select! {
-            _ = cancel.cancelled() => Err(Error::cancelled("running the script")),
-            _ = tokio::time::sleep(result.duration) => Ok(result.outcome),
+        let steps = if result.steps.is_empty() {
+            vec![
+                Step::Stdout(result.stdout),
+                Step::Stderr(result.stderr),
+                Step::Sleep(result.duration),
+            ]
+        } else {
+            result.steps
+        };
+        for step in steps {
+            match step {
+                Step::Stdout(b) => output.stdout(&b).map_err(io)?,
+                Step::Stderr(b) => output.stderr(&b).map_err(io)?,
+                Step::Sleep(d) => tokio::select! {
+                    _ = cancel.cancelled() => return Err(Error::cancelled("running the script")),
+                    _ = tokio::time::sleep(d) => {}
+                },
+            }
         }
+        Ok(result.outcome)
     }
 }

@@ -37,6 +37,10 @@ impl MemoryStore {
         match self.faults.on_call(op) {
             Some(Fault::Fail(k)) => Err(Fault::Fail(k).error(op)),
             Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(None)
+            }
             other => Ok(other),
         }
     }

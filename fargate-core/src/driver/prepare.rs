@@ -1,0 +1,431 @@
+//! The prepare stage: launch the job's task and wait until it can run scripts.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Failure, Result};
+use crate::job::JobContext;
+use crate::launcher::{Endpoint, TaskRef, TaskSpec, TaskState};
+use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
+use crate::retry::jittered;
+use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
+
+use super::{Driver, LOCK_WAIT, PrepareReport, SSH_PUBLIC_KEY_ENV, resolve_task_definition};
+
+/// How long a cancelled prepare still waits for a launch call in flight, so that the task
+/// it may start is known and stopped rather than left behind.
+pub(super) const LAUNCH_SETTLE: Duration = Duration::from_secs(20);
+
+/// How long prepare keeps trying when the task's SSH server refuses the job's key (the
+/// entrypoint may install it a moment after sshd starts).
+const LOGIN_GRACE: Duration = Duration::from_secs(3);
+
+struct Ready {
+    endpoint: Endpoint,
+    host_key: HostKey,
+    address_known: Duration,
+    describe_calls: u32,
+    probes: u32,
+}
+
+impl Driver {
+    /// Starts the job's task and waits until its SSH server answers and accepts the job's
+    /// key.
+    ///
+    /// Every launch attempt's client token is recorded before the call. On any failure or
+    /// cancellation after the first launch attempt, the job's tasks are stopped under
+    /// `[Fargate] StopTimeout` (never under the cancelled token) and the record removed once
+    /// they are; if that fails, the record stays for cleanup.
+    ///
+    /// # Cancel safety
+    /// Cancel through `cancel`, not by dropping the future: see the [module docs](super).
+    pub async fn prepare(
+        &self,
+        job: &JobContext,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<PrepareReport, Failure> {
+        let start = Instant::now();
+        let identity = self.identity(job)?;
+        let key = identity.key();
+        let (task_definition, platform_version) =
+            resolve_task_definition(&self.config, &self.admin, job).map_err(|e| {
+                // The job asked for something it may not have: its own fault, not the system's.
+                Failure::script(1, e.to_string())
+            })?;
+        let _lock = self.store.lock(&key, LOCK_WAIT).await?;
+
+        if let Some(old) = self.load_record_for_cleanup(&identity, job).await? {
+            tracing::warn!(job = %key, phase = ?old.phase, "found the record of an earlier attempt of this job; stopping its tasks first");
+            self.stop_job(&key, old).await?;
+        }
+
+        let keys = self.shell.generate_key(self.config.ssh.key_type).await?;
+        let mut spec = TaskSpec::new(identity.clone(), task_definition);
+        spec.platform_version = platform_version;
+        spec.container_name = self.config.fargate.container_name.clone();
+        spec.environment = BTreeMap::from([(SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key)]);
+        let mut record = JobRecord::new(identity, keys.private_key);
+        record.spec = Some(spec.clone());
+
+        tracing::info!(task_definition = %spec.task_definition, "starting a Fargate task");
+        let launch_started = Instant::now();
+        let task = match self.launch(&mut record, &spec, cancel).await {
+            Ok(task) => task,
+            Err(err) => return Err(self.roll_back(record, err).await),
+        };
+        let launch_accepted = start.elapsed();
+        tracing::info!(task = %task, elapsed_ms = launch_accepted.as_millis() as u64, "task accepted");
+        if let Err(err) = self.store.put(&record).await {
+            return Err(self.roll_back(record, err).await);
+        }
+
+        let deadline = start + self.config.fargate.ready_timeout;
+        let waited = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Error::cancelled("waiting for the task")),
+            r = self.wait_ready(&task, launch_started, deadline) => r,
+        };
+        let ready = match waited {
+            Ok(ready) => ready,
+            Err(err) => return Err(self.roll_back(record, err).await),
+        };
+        record.endpoint = Some(ready.endpoint);
+        record.host_key = Some(ready.host_key.clone());
+        let login = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Error::cancelled("logging in to the task")),
+            r = self.check_login(&record, deadline) => r,
+        };
+        if let Err(err) = login {
+            return Err(self.roll_back(record, err).await);
+        }
+        record.phase = Phase::Ready;
+        record.touch();
+        if let Err(err) = self.store.put(&record).await {
+            return Err(self.roll_back(record, err).await);
+        }
+        let ssh_ready = start.elapsed();
+        tracing::info!(
+            task = %task,
+            endpoint = %ready.endpoint,
+            host_key = %ready.host_key,
+            launch_accepted_ms = launch_accepted.as_millis() as u64,
+            address_known_ms = ready.address_known.as_millis() as u64,
+            ssh_ready_ms = ssh_ready.as_millis() as u64,
+            describe_calls = ready.describe_calls,
+            "task is ready"
+        );
+        Ok(PrepareReport {
+            task,
+            endpoint: ready.endpoint,
+            host_key: ready.host_key,
+            launch_accepted,
+            address_known: ready.address_known,
+            ssh_ready,
+            describe_calls: ready.describe_calls,
+            probes: ready.probes,
+        })
+    }
+
+    /// Launches `spec`, retrying under `[Retry]`: a failure whose outcome is unknown (no
+    /// answer) is retried with the same client token, so it can start at most one task; a
+    /// definite refusal that may pass (throttling, capacity) is retried with a new token.
+    /// Each token is recorded (and the record written) before it is sent.
+    async fn launch(
+        &self,
+        record: &mut JobRecord,
+        spec: &TaskSpec,
+        cancel: &CancellationToken,
+    ) -> Result<TaskRef> {
+        let policy = &self.config.retry;
+        let started = Instant::now();
+        let mut backoff = policy.initial_backoff;
+        let mut attempt = 0u32;
+        let mut replay: Option<String> = None;
+        loop {
+            attempt += 1;
+            let token = match replay.take() {
+                Some(token) => token,
+                None => {
+                    let token = new_client_token();
+                    record.attempts.push(LaunchAttempt::pending(token.clone()));
+                    record.touch();
+                    self.store.put(record).await?;
+                    token
+                }
+            };
+            let result = self
+                .launch_settled(&spec.clone().with_client_token(token.clone()), cancel)
+                .await;
+            match result {
+                Ok(task) => {
+                    record.settle(&token, AttemptOutcome::Accepted { task: task.clone() });
+                    record.task = Some(task.clone());
+                    record.phase = Phase::Launched;
+                    record.touch();
+                    if cancel.is_cancelled() {
+                        return Err(Error::cancelled("starting the task"));
+                    }
+                    return Ok(task);
+                }
+                Err(err) => {
+                    let unknown = err.outcome_unknown();
+                    if !unknown {
+                        record.settle(&token, AttemptOutcome::Refused);
+                    }
+                    if cancel.is_cancelled() || err.kind() == ErrorKind::Cancelled {
+                        return Err(Error::cancelled("starting the task"));
+                    }
+                    let retryable = unknown || err.is_temporary();
+                    if !retryable
+                        || attempt >= policy.max_attempts
+                        || started.elapsed() + backoff > policy.max_elapsed
+                    {
+                        return Err(if attempt > 1 {
+                            err.context(format!(
+                                "starting the task (gave up after {attempt} attempts)"
+                            ))
+                        } else {
+                            err
+                        });
+                    }
+                    let delay = jittered(backoff);
+                    tracing::warn!(
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        same_token = unknown,
+                        error = %err,
+                        "starting the task failed, retrying"
+                    );
+                    if unknown {
+                        replay = Some(token);
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return Err(Error::cancelled("starting the task")),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    backoff = (backoff * 2).min(policy.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// One launch call. When `cancel` fires while it is in flight, the call is not dropped:
+    /// it gets [`LAUNCH_SETTLE`] more to answer, so the task it may start is known.
+    async fn launch_settled(&self, spec: &TaskSpec, cancel: &CancellationToken) -> Result<TaskRef> {
+        let call = self.launcher.launch(spec);
+        tokio::pin!(call);
+        tokio::select! {
+            biased;
+            r = &mut call => r,
+            _ = cancel.cancelled() => {
+                tracing::warn!("cancelled while starting the task; waiting for ECS's answer so that the task can be stopped");
+                match tokio::time::timeout(LAUNCH_SETTLE, &mut call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::timeout("starting the task after a cancel")),
+                }
+            }
+        }
+    }
+
+    /// Polls the task until its address is known, then probes SSH until it answers.
+    ///
+    /// A task the launcher does not know yet is "not visible yet" until
+    /// `[Fargate] ConsistencyWindow` after `launched`; after that it is gone.
+    async fn wait_ready(
+        &self,
+        task: &TaskRef,
+        launched: Instant,
+        deadline: Instant,
+    ) -> Result<Ready> {
+        let started = Instant::now();
+        let f = &self.config.fargate;
+        let port = self.config.ssh.port;
+        let mut interval = f.poll_initial_interval;
+        let mut next_describe = started + interval;
+        let mut address: Option<(IpAddr, Duration)> = None;
+        let mut describe_calls = 0u32;
+        let mut probes = 0u32;
+        let mut last_probe_error: Option<Error> = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                let mut err = Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "task {task} did not become reachable within {} s",
+                        f.ready_timeout.as_secs()
+                    ),
+                );
+                err = match (&address, &last_probe_error) {
+                    (None, _) => err.with_hint("ECS never reported the task's IP address; check the cluster's capacity and the task's events in the ECS console, or raise [Fargate] ReadyTimeout"),
+                    (Some((ip, _)), Some(probe)) => err.with_hint(format!(
+                        "the task got IP {ip} but SSH on port {port} never answered ({}); check that the container runs sshd on that port and that the security group allows it from this host",
+                        probe.message()
+                    )),
+                    (Some(_), None) => err,
+                };
+                return Err(err);
+            }
+            if now >= next_describe {
+                describe_calls += 1;
+                let described =
+                    match tokio::time::timeout_at(deadline, self.launcher.describe(task)).await {
+                        Ok(r) => r,
+                        Err(_) => continue, // the deadline passed: reported at the top of the loop
+                    };
+                match described {
+                    Ok(status) if status.state.is_terminal() => {
+                        let details = status.stop.unwrap_or_default();
+                        return Err(Error::new(
+                            ErrorKind::TaskStopped,
+                            format!("task {task} stopped before it was ready: {details}"),
+                        )
+                        .with_hint("the reason above comes from ECS; check the image, the task definition and the container's logs"));
+                    }
+                    Ok(status) if status.state == TaskState::Missing => {
+                        if launched.elapsed() >= f.consistency_window {
+                            return Err(Error::new(
+                                ErrorKind::TaskStopped,
+                                format!(
+                                    "ECS still does not know task {task} {} s after accepting it",
+                                    launched.elapsed().as_secs()
+                                ),
+                            )
+                            .with_hint("the task may have been deleted; check the cluster's events, or raise [Fargate] ConsistencyWindow if ECS is slow to show new tasks in this region"));
+                        }
+                        tracing::debug!(task = %task, "ECS does not show the task yet (eventual consistency)");
+                    }
+                    Ok(status) => {
+                        if address.is_none()
+                            && let Some(ip) = status.address
+                        {
+                            tracing::info!(%ip, elapsed_ms = started.elapsed().as_millis() as u64, state = ?status.state, "task IP address known");
+                            address = Some((ip, started.elapsed()));
+                        }
+                    }
+                    Err(err) if err.is_temporary() || err.outcome_unknown() => {
+                        tracing::warn!(error = %err, "describing the task failed; will try again");
+                    }
+                    Err(err) => return Err(err),
+                }
+                // Once the address is known, describing only watches for an early stop.
+                interval = if address.is_some() {
+                    f.poll_max_interval
+                } else {
+                    interval.mul_f64(1.5).min(f.poll_max_interval)
+                };
+                next_describe = Instant::now() + interval;
+            }
+            let Some((ip, address_known)) = address else {
+                tokio::time::sleep_until(next_describe.min(deadline)).await;
+                continue;
+            };
+            let endpoint = Endpoint { ip, port };
+            probes += 1;
+            let probe_started = Instant::now();
+            match tokio::time::timeout_at(deadline, self.shell.probe(endpoint)).await {
+                Ok(Ok(host_key)) => {
+                    return Ok(Ready {
+                        endpoint,
+                        host_key,
+                        address_known,
+                        describe_calls,
+                        probes,
+                    });
+                }
+                Ok(Err(err)) if err.kind() == ErrorKind::Unreachable => {
+                    last_probe_error = Some(err);
+                }
+                Ok(Err(err)) => return Err(err),
+                Err(_) => continue, // the deadline passed: reported at the top of the loop
+            }
+            let next_probe = probe_started + self.config.ssh.probe_interval;
+            tokio::time::sleep_until(next_probe.min(next_describe).min(deadline)).await;
+        }
+    }
+
+    /// Logs in once with the job's key and runs an empty script, so that a task that will
+    /// never run the job's scripts (its sshd refuses the key, its image has no bash) fails
+    /// prepare in seconds, as a system failure with a hint.
+    async fn check_login(&self, record: &JobRecord, deadline: Instant) -> Result<()> {
+        let (Some(endpoint), Some(host_key)) = (record.endpoint, record.host_key.clone()) else {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                "the task has no endpoint to log in to",
+            ));
+        };
+        let request = RunRequest {
+            endpoint,
+            username: self.config.ssh.username.clone(),
+            private_key: record.private_key.clone(),
+            host_key: Some(host_key),
+            script: Arc::from(&b""[..]),
+        };
+        let first = Instant::now();
+        loop {
+            let mut out = CapturedOutput::default();
+            let result = tokio::time::timeout_at(
+                deadline,
+                self.shell
+                    .run(&request, &mut out, &CancellationToken::new()),
+            )
+            .await
+            .unwrap_or_else(|_| Err(Error::timeout("logging in to the task")));
+            match result {
+                Ok(RunOutcome::Exited(0)) => return Ok(()),
+                Ok(outcome) => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!(
+                            "the task's SSH server cannot run scripts: an empty script ended with {outcome:?} ({})",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ),
+                    )
+                    .with_hint("check the SSH user's login shell and the task image"));
+                }
+                Err(err)
+                    if err.kind() == ErrorKind::AuthenticationFailed
+                        && first.elapsed() < LOGIN_GRACE =>
+                {
+                    tracing::debug!(error = %err, "the task refused the job's key; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {
+                    return Err(err.set_temporary(false));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Stops whatever prepare may have launched, and returns `err` as the failure.
+    async fn roll_back(&self, record: JobRecord, err: Error) -> Failure {
+        tracing::error!(error = %err, "prepare failed; stopping the task it started");
+        let key = record.key.clone();
+        if let Err(stop_err) = self.stop_job(&key, record).await {
+            tracing::error!(error = %stop_err, "could not stop the task; the cleanup stage will try again");
+        }
+        Failure::System(err)
+    }
+}
+
+/// A fresh idempotency token: 32 hex characters.
+fn new_client_token() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: fall back to time and pid, still unique per attempt.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = (t ^ (u128::from(std::process::id()) << 64)).to_be_bytes();
+    }
+    hex::encode(b)
+}

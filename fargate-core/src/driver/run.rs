@@ -1,0 +1,210 @@
+//! The run stage: one stage script in the job's task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Failure, Result};
+use crate::job::JobContext;
+use crate::launcher::{StopDetails, TaskRef, TaskState, TaskStatus};
+use crate::metadata::{JobRecord, Phase, unix_now};
+use crate::shell::{OutputSink, RunOutcome, RunRequest};
+
+use super::Driver;
+
+/// Bound on one `describe` made to watch or explain (no retries: the next check comes).
+const WATCH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Watched {
+    Finished(Result<RunOutcome>),
+    TaskStopped(StopDetails),
+}
+
+impl Driver {
+    /// Runs one stage script in the job's task.
+    ///
+    /// # Cancel safety
+    /// Cancel through `cancel` to stop the remote script (it is signalled and its process
+    /// group killed). Dropping the future leaves the remote script running until the task
+    /// stops.
+    pub async fn run(
+        &self,
+        job: &JobContext,
+        stage: &str,
+        script: Arc<[u8]>,
+        output: &mut (dyn OutputSink + 'static),
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Failure> {
+        let identity = self.identity(job)?;
+        let key = identity.key();
+        let record = self.load_record(&identity, job).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("there is no record of job {key}: its prepare stage did not succeed, or cleanup already ran"),
+            )
+            .with_hint("check the prepare stage's log above; [TaskMetadata] Directory and Namespace must be the same for all stages")
+        })?;
+        let (Phase::Ready, Some(task), Some(mut endpoint)) =
+            (record.phase, record.task.clone(), record.endpoint)
+        else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "job {key} is not ready (its record is in phase {:?})",
+                    record.phase
+                ),
+            )
+            .with_hint("prepare did not finish; see its log above")
+            .into());
+        };
+        if endpoint.port == 0 {
+            endpoint.port = self.config.ssh.port;
+        }
+        let request = RunRequest {
+            endpoint,
+            username: self.config.ssh.username.clone(),
+            private_key: record.private_key.clone(),
+            host_key: record.host_key.clone(),
+            script,
+        };
+        tracing::debug!(%stage, %endpoint, "running the stage script in the task");
+        let outcome = match self
+            .run_watched(&task, &record, &request, output, cancel)
+            .await
+        {
+            Watched::Finished(outcome) => outcome,
+            Watched::TaskStopped(details) => {
+                return Err(Failure::System(
+                    Error::new(
+                        ErrorKind::TaskStopped,
+                        format!("task {task} stopped while the {stage} script was running: {details}"),
+                    )
+                    .with_hint("the reason above comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)"),
+                ));
+            }
+        };
+        match outcome {
+            Ok(RunOutcome::Exited(0)) => Ok(()),
+            Ok(RunOutcome::Exited(code)) => Err(Failure::script(
+                code,
+                format!("the {stage} script exited with status {code}"),
+            )),
+            Ok(RunOutcome::Signaled { signal }) => {
+                let code = 128 + signal_number(&signal).unwrap_or(0);
+                Err(Failure::script(
+                    code,
+                    format!("the {stage} script was killed by signal {signal}"),
+                ))
+            }
+            Err(err) if err.kind() == ErrorKind::Cancelled => Err(Failure::System(err)),
+            Err(err) => Err(Failure::System(
+                self.explain_with_task_state(&task, &record, err).await,
+            )),
+        }
+    }
+
+    /// Runs the script while, beside it, checking every `[Fargate] WatchInterval` that the
+    /// task still runs; a stopped task cancels the script.
+    ///
+    /// The check is its own future, polled next to the script's: a slow or unreachable ECS
+    /// API never stalls the output or delays a cancel. Each check has a short timeout and no
+    /// retries (the next check comes anyway).
+    async fn run_watched(
+        &self,
+        task: &TaskRef,
+        record: &JobRecord,
+        request: &RunRequest,
+        output: &mut (dyn OutputSink + 'static),
+        cancel: &CancellationToken,
+    ) -> Watched {
+        let interval = self.config.fargate.watch_interval;
+        let script_cancel = cancel.child_token();
+        let run = self.shell.run(request, output, &script_cancel);
+        let watch = async {
+            if interval.is_zero() {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::time::sleep(interval).await;
+                if let Some(status) = self.stopped_status(task, record).await {
+                    return status.stop.unwrap_or_default();
+                }
+            }
+        };
+        tokio::pin!(run, watch);
+        tokio::select! {
+            r = &mut run => Watched::Finished(r),
+            details = &mut watch => {
+                tracing::error!(task = %task, "the task stopped while the script was running");
+                script_cancel.cancel();
+                // The shell stops the remote script within its own bound.
+                let _ = run.await;
+                Watched::TaskStopped(details)
+            }
+        }
+    }
+
+    /// The task's status when one quick describe says it stopped (or is unknown to the
+    /// launcher although it was launched longer ago than the consistency window).
+    async fn stopped_status(&self, task: &TaskRef, record: &JobRecord) -> Option<TaskStatus> {
+        let status = tokio::time::timeout(WATCH_CALL_TIMEOUT, self.launcher.describe(task))
+            .await
+            .ok()?
+            .ok()?;
+        let forgotten = status.state == TaskState::Missing
+            && record.first_launch_at().is_some_and(|at| {
+                unix_now().saturating_sub(at) >= self.config.fargate.consistency_window.as_secs()
+            });
+        (status.state.is_terminal() || forgotten).then_some(status)
+    }
+
+    /// When SSH fails, the task stopping is the likeliest cause: say so if it is.
+    async fn explain_with_task_state(
+        &self,
+        task: &TaskRef,
+        record: &JobRecord,
+        err: Error,
+    ) -> Error {
+        if !matches!(
+            err.kind(),
+            ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::Unexpected
+        ) {
+            return err;
+        }
+        match self.stopped_status(task, record).await {
+            Some(status) => Error::new(
+                ErrorKind::TaskStopped,
+                format!(
+                    "task {task} stopped: {} ({})",
+                    status.stop.unwrap_or_default(),
+                    err.message()
+                ),
+            )
+            .with_source(err),
+            None => err,
+        }
+    }
+}
+
+/// POSIX signal numbers of the names SSH reports (Linux numbering).
+fn signal_number(name: &str) -> Option<i32> {
+    Some(match name.trim_start_matches("SIG") {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "TRAP" => 5,
+        "ABRT" => 6,
+        "BUS" => 7,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => return None,
+    })
+}

@@ -1,0 +1,252 @@
+//! The cleanup stage, and stopping everything a job owns (also prepare's rollback).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Failure, Result};
+use crate::job::{JobContext, JobIdentity, JobKey};
+use crate::launcher::{StopOutcome, TaskRef};
+use crate::metadata::{AttemptOutcome, JobRecord, Phase, unix_now};
+use crate::retry::with_retries;
+
+use super::{CleanupReport, Driver, LOCK_WAIT};
+
+/// Longest delay between two searches for a job's tasks while waiting out the consistency
+/// window.
+const SEARCH_MAX_DELAY: Duration = Duration::from_secs(5);
+
+impl Driver {
+    /// Stops every task of the job and deletes its record. Idempotent; needs no record.
+    ///
+    /// What it stops is the union of the tasks the record names, of those that replaying the
+    /// record's unanswered launch attempts returns (same client token, same spec), and of
+    /// those a search by the job's key finds. The record is deleted only when all of them
+    /// are known to be stopping; otherwise it stays (phase `Stopping`) for a later cleanup
+    /// and the error says why.
+    ///
+    /// # Cancel safety
+    /// Safe to drop and to call again. It runs under `[Fargate] StopTimeout` and takes no
+    /// cancellation token: gitlab-runner never cancels cleanup.
+    pub async fn cleanup(&self, job: &JobContext) -> std::result::Result<CleanupReport, Failure> {
+        let identity = self.identity(job)?;
+        let key = identity.key();
+        let _lock = self.store.lock(&key, LOCK_WAIT).await?;
+        match self.load_record_for_cleanup(&identity, job).await? {
+            Some(record) => Ok(CleanupReport {
+                stopped: self.stop_job(&key, record).await?,
+                had_record: true,
+            }),
+            None => Ok(CleanupReport {
+                stopped: self.stop_unrecorded(&key, None).await?,
+                had_record: false,
+            }),
+        }
+    }
+
+    /// Reads the job's record. An unreadable one is reported, its tasks are searched for by
+    /// the job's key (through the whole consistency window, since it may hide a launch of a
+    /// moment ago), and it is deleted once they are stopped.
+    pub(super) async fn load_record_for_cleanup(
+        &self,
+        identity: &JobIdentity,
+        job: &JobContext,
+    ) -> Result<Option<JobRecord>> {
+        match self.load_record(identity, job).await {
+            Ok(r) => Ok(r),
+            Err(err) if err.kind() == ErrorKind::CorruptRecord => {
+                let key = identity.key();
+                tracing::warn!(error = %err, "the job record is unreadable; looking for the job's tasks by its key");
+                let window_end = Instant::now() + self.config.fargate.consistency_window;
+                self.stop_unrecorded(&key, Some(window_end)).await?;
+                self.store.delete(&key).await?;
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Stops the tasks a search by `key` finds (searching until `window_end` when given),
+    /// under the stop deadline.
+    async fn stop_unrecorded(
+        &self,
+        key: &JobKey,
+        window_end: Option<Instant>,
+    ) -> Result<Vec<TaskRef>> {
+        self.under_stop_deadline(key, async {
+            let tasks = self.search(key, Vec::new(), window_end).await?;
+            self.stop_all(key, &tasks, None).await?;
+            Ok(tasks)
+        })
+        .await
+    }
+
+    /// Stops everything `record`'s job owns, then deletes the record; see
+    /// [`Driver::cleanup`].
+    pub(super) async fn stop_job(&self, key: &JobKey, record: JobRecord) -> Result<Vec<TaskRef>> {
+        let mut record = record;
+        let result = self
+            .under_stop_deadline(key, self.stop_recorded(key, &mut record))
+            .await;
+        match result {
+            Ok(tasks) => {
+                self.store.delete(&record.key).await?;
+                Ok(tasks)
+            }
+            Err(err) => {
+                record.phase = Phase::Stopping;
+                record.touch();
+                if let Err(put_err) = self.store.put(&record).await {
+                    tracing::warn!(error = %put_err, "could not update the job record");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn stop_recorded(&self, key: &JobKey, record: &mut JobRecord) -> Result<Vec<TaskRef>> {
+        if record.phase != Phase::Stopping {
+            record.phase = Phase::Stopping;
+            record.touch();
+            if let Err(err) = self.store.put(record).await {
+                tracing::warn!(error = %err, "could not mark the record as stopping");
+            }
+        }
+        // Launch attempts whose answer was lost: replaying them with the same token and
+        // spec returns the task they started (or starts one, which is stopped below).
+        let mut unresolved = false;
+        if let Some(spec) = record.spec.clone() {
+            let pending: Vec<String> = record
+                .pending_attempts()
+                .map(|a| a.client_token.clone())
+                .collect();
+            for token in pending {
+                let replay = spec.clone().with_client_token(token.clone());
+                match with_retries(&self.config.retry, "replaying a launch", || {
+                    self.launcher.launch(&replay)
+                })
+                .await
+                {
+                    Ok(task) => {
+                        tracing::info!(task = %task, "a launch whose answer was lost started this task");
+                        record.settle(&token, AttemptOutcome::Accepted { task });
+                    }
+                    Err(err) => {
+                        // Not proof that the first call started nothing (another spec, say):
+                        // only a search after the consistency window is.
+                        tracing::warn!(error = %err, "replaying a launch failed; searching for its task instead");
+                        unresolved = true;
+                    }
+                }
+            }
+        } else if record.task.is_none() {
+            // A record of an earlier format that never got its task: nothing to replay.
+            unresolved = true;
+        }
+        let launched_at = record
+            .first_launch_at()
+            .or((record.created_at > 0).then_some(record.created_at));
+        // While an unresolved launch may still become visible, keep searching until the
+        // consistency window after it has passed.
+        let window_end = unresolved.then(|| {
+            let since = unix_now().saturating_sub(launched_at.unwrap_or_else(unix_now));
+            Instant::now()
+                + self
+                    .config
+                    .fargate
+                    .consistency_window
+                    .saturating_sub(Duration::from_secs(since))
+        });
+        let tasks = self.search(key, record.known_tasks(), window_end).await?;
+        self.stop_all(key, &tasks, launched_at).await?;
+        Ok(tasks)
+    }
+
+    /// `known` plus what `find` returns for `key`. With `window_end`, searches again (with
+    /// growing delays) until the window has passed, since a task launched moments ago may
+    /// not be listed yet.
+    async fn search(
+        &self,
+        key: &JobKey,
+        known: Vec<TaskRef>,
+        window_end: Option<Instant>,
+    ) -> Result<Vec<TaskRef>> {
+        let mut tasks = known;
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let found = with_retries(&self.config.retry, "finding the job's tasks", || {
+                self.launcher.find(key)
+            })
+            .await?;
+            for task in found {
+                if !tasks.iter().any(|t| t.id == task.id) {
+                    tracing::info!(task = %task, "found a task of the job by its key");
+                    tasks.push(task);
+                }
+            }
+            match window_end {
+                Some(end) if Instant::now() < end => {
+                    tracing::debug!("a launch of the job may not be listed yet; searching again");
+                    tokio::time::sleep(delay.min(end - Instant::now())).await;
+                    delay = (delay * 2).min(SEARCH_MAX_DELAY);
+                }
+                _ => return Ok(tasks),
+            }
+        }
+    }
+
+    /// Asks the launcher to stop each task. A task the launcher does not know is gone, except
+    /// within the consistency window after `launched_at` (seconds since the epoch), when it
+    /// may not be visible yet: then stopping is tried again until it works or the window
+    /// passes.
+    async fn stop_all(
+        &self,
+        key: &JobKey,
+        tasks: &[TaskRef],
+        launched_at: Option<u64>,
+    ) -> Result<()> {
+        let reason = format!("fargate driver: job {key} finished");
+        let window = self.config.fargate.consistency_window;
+        for task in tasks {
+            tracing::info!(task = %task, "stopping the task");
+            let mut delay = Duration::from_millis(500);
+            loop {
+                let outcome = with_retries(&self.config.retry, "stopping the task", || {
+                    self.launcher.stop(task, &reason)
+                })
+                .await?;
+                let young =
+                    launched_at.is_some_and(|at| unix_now().saturating_sub(at) < window.as_secs());
+                match outcome {
+                    StopOutcome::NotFound if young => {
+                        tracing::debug!(task = %task, "ECS does not know the task yet; trying again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(SEARCH_MAX_DELAY);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `work` under `[Fargate] StopTimeout`.
+    async fn under_stop_deadline<T>(
+        &self,
+        key: &JobKey,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let deadline = self.config.fargate.stop_timeout;
+        match tokio::time::timeout(deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "stopping the tasks of job {key} took longer than {} s",
+                    deadline.as_secs()
+                ),
+            )
+            .with_hint("the record is kept; the cleanup stage (or a later one) will try again")),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Who a job is: [`Namespace`] (the administrator's), [`JobIdentity`] (GitLab's job id in
+//! that namespace) and [`JobKey`] (the name of its record, lock and tasks).
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorKind, Result};
+
+use super::response::JobResponse;
+
+/// Longest namespace.
+pub const MAX_NAMESPACE_LEN: usize = 40;
+
+/// The runner's namespace: separates the jobs, records and tasks of one runner (one
+/// metadata directory) from those of other runners sharing a cluster or an account.
+///
+/// 1 to 40 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`. Set by the
+/// administrator (`Namespace` in `fargate.toml`); by default derived from the host name and
+/// the metadata directory ([`Namespace::default_for`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// Checks `s`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_NAMESPACE_LEN
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Namespace(s.to_owned()))
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "{s:?} is not a namespace: use 1-{MAX_NAMESPACE_LEN} characters of a-z, 0-9 and '-', not at either end"
+                ),
+            ))
+        }
+    }
+
+    /// The default namespace of a runner whose records live in `metadata_dir`:
+    /// `<host name>-<6 hex digits of a hash of the directory>`, e.g. `runner-01-3fa2c1`.
+    ///
+    /// Two runners on one host with different metadata directories get different
+    /// namespaces, so neither ever stops the other's tasks. Set the namespace explicitly
+    /// when the host name is not stable (a runner in a container).
+    pub fn default_for(metadata_dir: &Path) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "runner".to_owned());
+        Self::derived(&host, metadata_dir)
+    }
+
+    /// `<sanitized host>-<6 hex digits of the directory's hash>`.
+    pub fn derived(host: &str, metadata_dir: &Path) -> Self {
+        let mut name: String = host
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(MAX_NAMESPACE_LEN - 7)
+            .collect();
+        name = name.trim_matches('-').to_owned();
+        if name.is_empty() {
+            name = "runner".to_owned();
+        }
+        let digest = Sha256::digest(metadata_dir.as_os_str().as_encoded_bytes());
+        Namespace(format!("{name}-{}", &hex::encode(digest)[..6]))
+    }
+
+    /// The namespace as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Namespace {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Namespace::parse(&s)
+    }
+}
+
+impl From<Namespace> for String {
+    fn from(n: Namespace) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where the job id of a [`JobIdentity`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum IdentitySource {
+    /// `JOB_RESPONSE_FILE`, which GitLab writes: trusted.
+    JobResponse,
+    /// The `CI_JOB_ID` job variable, which the pipeline can set: only for runners older
+    /// than 14.1, with a warning.
+    Variables,
+}
+
+/// The job as the driver identifies it: its GitLab job id in the runner's namespace, and
+/// what GitLab says about its project (for tags and reports).
+///
+/// Everything here comes from the administrator's configuration and from
+/// `JOB_RESPONSE_FILE`; nothing from job variables, except [`IdentitySource::Variables`]
+/// on runners too old to write the payload.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JobIdentity {
+    /// The runner's namespace.
+    pub namespace: Namespace,
+    /// GitLab's job id.
+    pub job_id: u64,
+    /// Where `job_id` came from.
+    pub source: IdentitySource,
+    /// The project's id, when GitLab said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<u64>,
+    /// The project's path (`group/project`), when GitLab said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_path: Option<String>,
+    /// The job's name, when GitLab said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+}
+
+impl JobIdentity {
+    /// The identity of the job GitLab describes in `response`.
+    pub fn from_response(namespace: Namespace, response: &JobResponse) -> Self {
+        JobIdentity {
+            namespace,
+            job_id: response.id,
+            source: IdentitySource::JobResponse,
+            project_id: response.project_id,
+            project_path: response.project_path.clone(),
+            job_name: response.job_name.clone(),
+        }
+    }
+
+    /// An identity from a job id the pipeline could have set (runners older than 14.1).
+    pub fn from_untrusted_job_id(namespace: Namespace, job_id: u64) -> Self {
+        JobIdentity {
+            namespace,
+            job_id,
+            source: IdentitySource::Variables,
+            project_id: None,
+            project_path: None,
+            job_name: None,
+        }
+    }
+
+    /// The job's key: `<namespace>-<job id>`.
+    pub fn key(&self) -> JobKey {
+        JobKey(format!("{}-{}", self.namespace, self.job_id))
+    }
+
+    /// Whether `other` is the same job (same namespace and job id).
+    pub fn same_job(&self, other: &JobIdentity) -> bool {
+        self.namespace == other.namespace && self.job_id == other.job_id
+    }
+}
+
+impl fmt::Display for JobIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job {} of namespace {}", self.job_id, self.namespace)
+    }
+}
+
+/// Longest job key.
+pub const MAX_KEY_LEN: usize = 97;
+
+/// A job's key: 1 to 97 characters of `[A-Za-z0-9_-]`. Names the job's record and lock, and
+/// (hashed) its tasks' `startedBy`. Safe as a file name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobKey(pub(crate) String);
+
+impl JobKey {
+    /// Checks that `s` is a valid key.
+    pub fn parse(s: &str) -> Result<Self> {
+        let valid = !s.is_empty()
+            && s.len() <= MAX_KEY_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(JobKey(s.to_owned()))
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{s:?} is not a job key (1-{MAX_KEY_LEN} characters of [A-Za-z0-9_-])"),
+            ))
+        }
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for JobKey {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        JobKey::parse(&s)
+    }
+}
+
+impl From<JobKey> for String {
+    fn from(k: JobKey) -> String {
+        k.0
+    }
+}
+
+impl fmt::Display for JobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_checked() {
+        for good in ["a", "ci-prod", "runner-01-3fa2c1", &"a".repeat(40)] {
+            assert!(Namespace::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a/b", "..", &"a".repeat(41)] {
+            let err = Namespace::parse(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}");
+        }
+        assert!(serde_json::from_str::<Namespace>("\"../x\"").is_err());
+    }
+
+    #[test]
+    fn default_namespaces_differ_by_directory_and_are_valid() {
+        let a = Namespace::derived("Runner_01.example.com", Path::new("/var/lib/fargate"));
+        let b = Namespace::derived("Runner_01.example.com", Path::new("/srv/other"));
+        assert!(a.as_str().starts_with("runner-01-example-com-"), "{a}");
+        assert_ne!(a, b);
+        for host in ["", "---", "ü", &"x".repeat(300)] {
+            let n = Namespace::derived(host, Path::new("/d"));
+            assert!(Namespace::parse(n.as_str()).is_ok(), "{host:?} -> {n}");
+        }
+        assert!(Namespace::parse(Namespace::default_for(Path::new("/x")).as_str()).is_ok());
+    }
+
+    #[test]
+    fn keys_name_namespace_and_job() {
+        let ns = Namespace::parse("ci").unwrap();
+        let id = JobIdentity::from_response(ns.clone(), &JobResponse::new(42));
+        assert_eq!(id.key().as_str(), "ci-42");
+        assert!(JobKey::parse(id.key().as_str()).is_ok());
+        let forged = JobIdentity::from_untrusted_job_id(ns, 42);
+        assert!(id.same_job(&forged));
+        let other =
+            JobIdentity::from_response(Namespace::parse("cd").unwrap(), &JobResponse::new(42));
+        assert!(!id.same_job(&other));
+        assert_ne!(id.key(), other.key());
+    }
+
+    #[test]
+    fn job_key_rejects_paths() {
+        for bad in ["", "a/b", "..", "a.b", "a b", &"k".repeat(98)] {
+            assert!(JobKey::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<JobKey>("\"../x\"").is_err());
+    }
+}

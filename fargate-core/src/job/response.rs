@@ -1,0 +1,217 @@
+//! [`JobResponse`]: the trusted part of the job payload in `JOB_RESPONSE_FILE`.
+//!
+//! gitlab-runner (14.1 and later) writes the job as GitLab sent it to
+//! `$JOB_RESPONSE_FILE` (mode 0600, in the runner's per-job temporary directory) before every
+//! stage. A pipeline author cannot change the fields read here: the job's `id`, `job_info`,
+//! `git_info`, `runner_info`, `image` and `services` come from GitLab itself. The payload's
+//! `variables` are as untrusted as `CUSTOM_ENV_*` and are not read; neither is the job
+//! `token` (a secret).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// What the driver reads from the job payload. Every field comes from GitLab, not from the
+/// pipeline's variables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobResponse {
+    /// The job's id (unique within the GitLab instance).
+    pub id: u64,
+    /// The job's name (`job_info.name`).
+    pub job_name: Option<String>,
+    /// The job's stage (`job_info.stage`).
+    pub stage: Option<String>,
+    /// The project's id (`job_info.project_id`).
+    pub project_id: Option<u64>,
+    /// The project's name (`job_info.project_name`).
+    pub project_name: Option<String>,
+    /// The project's path on its server, e.g. `group/project` (from `git_info.repo_url`,
+    /// without credentials and `.git`).
+    pub project_path: Option<String>,
+    /// The GitLab server's host (from `git_info.repo_url`), e.g. `gitlab.example.com`.
+    pub server: Option<String>,
+    /// The job's timeout (`runner_info.timeout`).
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    job_info: RawJobInfo,
+    #[serde(default)]
+    git_info: RawGitInfo,
+    #[serde(default)]
+    runner_info: RawRunnerInfo,
+}
+
+#[derive(Default, Deserialize)]
+struct RawJobInfo {
+    name: Option<String>,
+    stage: Option<String>,
+    project_id: Option<serde_json::Value>,
+    project_name: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+struct RawGitInfo {
+    repo_url: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+struct RawRunnerInfo {
+    timeout: Option<serde_json::Value>,
+}
+
+/// A positive integer given as a JSON number or a decimal string.
+fn positive(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|n| *n > 0)
+}
+
+impl JobResponse {
+    /// A payload for job `id` with nothing else known (for embedders and tests).
+    pub fn new(id: u64) -> Self {
+        JobResponse {
+            id,
+            ..JobResponse::default()
+        }
+    }
+
+    /// Reads `$JOB_RESPONSE_FILE`.
+    ///
+    /// A file that cannot be read or has no positive job `id` is an error: the driver never
+    /// falls back to job variables when the runner gave it the payload.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::io(format!("cannot read the job payload {}", path.display()), e)
+                .with_hint("gitlab-runner writes JOB_RESPONSE_FILE before each stage; run the driver from the custom executor")
+        })?;
+        Self::parse(&bytes).map_err(|e| e.context(format!("job payload {}", path.display())))
+    }
+
+    /// Parses the JSON payload.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, format!("not a job payload: {e}")).with_source(e)
+        })?;
+        let id = raw.id.as_ref().and_then(positive).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "the job payload has no positive job id",
+            )
+        })?;
+        let (server, project_path) = raw
+            .git_info
+            .repo_url
+            .as_deref()
+            .map(split_repo_url)
+            .unwrap_or_default();
+        Ok(JobResponse {
+            id,
+            job_name: raw.job_info.name.filter(|s| !s.is_empty()),
+            stage: raw.job_info.stage.filter(|s| !s.is_empty()),
+            project_id: raw.job_info.project_id.as_ref().and_then(positive),
+            project_name: raw.job_info.project_name.filter(|s| !s.is_empty()),
+            project_path,
+            server,
+            timeout: raw
+                .runner_info
+                .timeout
+                .as_ref()
+                .and_then(positive)
+                .map(Duration::from_secs),
+        })
+    }
+}
+
+/// `(host, path)` of a repository URL such as
+/// `https://gitlab-ci-token:<secret>@gitlab.example.com/group/project.git`. The credentials
+/// are dropped, never returned.
+fn split_repo_url(url: &str) -> (Option<String>, Option<String>) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let path = path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    (nonempty(host), nonempty(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_gitlab_sends_and_drops_credentials() {
+        let payload = br#"{
+            "id": 4242, "token": "glcbt-secret",
+            "job_info": {"id": 4242, "name": "build", "stage": "test", "project_id": 17, "project_name": "project"},
+            "git_info": {"repo_url": "https://gitlab-ci-token:glcbt-secret@gitlab.example.com/group/project.git", "ref": "main"},
+            "runner_info": {"timeout": 3600},
+            "variables": [{"key": "CI_JOB_ID", "value": "1", "public": true}],
+            "unknown": {"future": "field"}
+        }"#;
+        let r = JobResponse::parse(payload).unwrap();
+        assert_eq!(r.id, 4242);
+        assert_eq!(r.job_name.as_deref(), Some("build"));
+        assert_eq!(r.stage.as_deref(), Some("test"));
+        assert_eq!(r.project_id, Some(17));
+        assert_eq!(r.project_name.as_deref(), Some("project"));
+        assert_eq!(r.project_path.as_deref(), Some("group/project"));
+        assert_eq!(r.server.as_deref(), Some("gitlab.example.com"));
+        assert_eq!(r.timeout, Some(Duration::from_secs(3600)));
+        assert!(!format!("{r:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_variables_of_the_payload_never_give_the_id() {
+        let err = JobResponse::parse(br#"{"variables": [{"key": "CI_JOB_ID", "value": "7"}]}"#)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        for bad in [
+            &br#"{"id": 0}"#[..],
+            br#"{"id": -3}"#,
+            br#"{"id": "x"}"#,
+            b"[]",
+            b"",
+        ] {
+            assert!(
+                JobResponse::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(JobResponse::parse(br#"{"id": "12"}"#).unwrap().id, 12);
+    }
+
+    #[test]
+    fn repo_urls_of_every_shape() {
+        for (url, host, path) in [
+            ("https://h.example/g/p.git", Some("h.example"), Some("g/p")),
+            (
+                "http://u:p@h.example:8080/g/s/p",
+                Some("h.example:8080"),
+                Some("g/s/p"),
+            ),
+            ("h.example/g/p", Some("h.example"), Some("g/p")),
+            ("https://h.example", Some("h.example"), None),
+            ("", None, None),
+        ] {
+            let (h, p) = split_repo_url(url);
+            assert_eq!((h.as_deref(), p.as_deref()), (host, path), "{url}");
+        }
+    }
+}
