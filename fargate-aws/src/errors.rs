@@ -147,9 +147,11 @@ pub(crate) fn classify(code: &str, message: &str, what: &str) -> Classified {
         code,
         "ServerException" | "InternalFailure" | "ServiceUnavailable" | "InternalError"
     ) {
+        // A server error: the call may have been carried out.
         let error = Error::new(ErrorKind::Unexpected, msg)
             .with_backend("ecs")
-            .set_temporary(true);
+            .set_temporary(true)
+            .set_outcome_unknown(true);
         return Classified {
             error,
             try_next_subnet,
@@ -157,7 +159,10 @@ pub(crate) fn classify(code: &str, message: &str, what: &str) -> Classified {
     } else {
         (ErrorKind::Unexpected, None)
     };
-    let mut error = Error::new(kind, msg).with_backend("ecs");
+    // ECS answered with a refusal: the call was not carried out.
+    let mut error = Error::new(kind, msg)
+        .with_backend("ecs")
+        .set_outcome_unknown(false);
     if let Some(hint) = hint {
         error = error.with_hint(hint);
     }
@@ -167,7 +172,16 @@ pub(crate) fn classify(code: &str, message: &str, what: &str) -> Classified {
     }
 }
 
-/// Classifies an SDK error of operation `what`.
+/// Whether `err` is ECS's answer to a call about a task it does not know (StopTask:
+/// `InvalidParameterException`, "The referenced task was not found.").
+pub(crate) fn is_task_not_found(err: &Error) -> bool {
+    let lower = err.message().to_ascii_lowercase();
+    lower.contains("task was not found") || lower.contains("task not found")
+}
+
+/// Classifies an SDK error of operation `what`. Whether the call may have been carried out
+/// ([`Error::outcome_unknown`]) follows from how it failed: an API error answer means it
+/// was not; no answer, a broken connection or a garbled answer means it may have been.
 pub(crate) fn sdk<E, R>(err: SdkError<E, R>, what: &str) -> Classified
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
@@ -207,6 +221,7 @@ where
                 format!("{what}: the request could not be built: {}", detail(&err)),
             )
             .with_backend("ecs")
+            .set_outcome_unknown(false)
             .with_hint("check the AWS region and credentials (AWS_REGION, AWS_PROFILE, ...)")
             .with_source(err),
             try_next_subnet: false,
@@ -220,6 +235,7 @@ where
                 ),
             )
             .with_backend("ecs")
+            .set_outcome_unknown(true)
             .with_source(err),
             try_next_subnet: false,
         },

@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    DesiredStatus, KeyValuePair, LaunchType, NetworkConfiguration, Tag, Task, TaskField,
-    TaskOverride,
+    KeyValuePair, LaunchType, NetworkConfiguration, Tag, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    Error, ErrorKind, JobKey, Result, StopDetails, TaskLauncher, TaskRef, TaskSpec, TaskState,
-    TaskStatus,
+    Error, ErrorKind, JobKey, Result, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
+    TaskState, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -25,6 +24,10 @@ use crate::tags;
 
 /// Longest `StopTask` reason ECS accepts.
 pub const MAX_STOP_REASON: usize = 255;
+/// Longest `RunTask` `overrides`, as JSON, that ECS accepts.
+pub const MAX_OVERRIDES_CHARS: usize = 8192;
+/// Most tasks one `DescribeTasks` call may name.
+pub const MAX_DESCRIBE_TASKS: usize = 100;
 
 /// Starts CI job tasks on ECS (Fargate), watches, stops and finds them.
 ///
@@ -157,6 +160,18 @@ impl EcsLauncher {
                     .build(),
             )
             .build();
+        let size = overrides_json_len(spec);
+        if size > MAX_OVERRIDES_CHARS {
+            return Err(Classified {
+                error: Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("RunTask: the task overrides take {size} characters; ECS accepts at most {MAX_OVERRIDES_CHARS}"),
+                )
+                .with_backend("ecs")
+                .with_hint("pass fewer or shorter environment values to the task"),
+                try_next_subnet: false,
+            });
+        }
         let mut req = self
             .ecs
             .run_task()
@@ -367,7 +382,7 @@ fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
 #[async_trait]
 impl TaskLauncher for EcsLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
-        let tags = tags::task_tags(&self.config.tags, &spec.job, &spec.key);
+        let tags = tags::task_tags(&self.config.tags, &spec.job);
         let attempts = self.config.retry.subnet_attempts(&self.config.subnets);
         let mut failures = Vec::new();
         for (i, subnets) in attempts.iter().enumerate() {
@@ -430,25 +445,15 @@ impl TaskLauncher for EcsLauncher {
         })
     }
 
-    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<()> {
-        // Describe first: stopping a stopped or unknown task is success, and moto answers
-        // StopTask of an unknown task with a bare HTTP 500.
-        let Some(t) = self.describe_task(task, true).await? else {
-            return Ok(());
-        };
-        if t.last_status() == Some("STOPPED") || t.desired_status() == Some("STOPPED") {
-            return Ok(());
-        }
-        let mut reason = if reason.trim().is_empty() {
-            "stopped by the fargate driver".to_owned()
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
+        // Always StopTask, never gated on a describe: right after RunTask, DescribeTasks may
+        // not know the task yet (eventual consistency), and a stopped task is stopped again
+        // without harm.
+        let reason = if reason.trim().is_empty() {
+            "stopped by the fargate driver"
         } else {
-            reason.to_owned()
+            reason
         };
-        if let Some(job) = tag_value(&t, tags::JOB_ID)
-            && !reason.contains(job)
-        {
-            reason.push_str(&format!(" (job {job})"));
-        }
         let reason: String = reason.chars().take(MAX_STOP_REASON).collect();
         match self
             .ecs
@@ -459,24 +464,22 @@ impl TaskLauncher for EcsLauncher {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(StopOutcome::Stopping),
             Err(e) => {
                 let c = errors::sdk(e, "StopTask");
-                let gone = c
-                    .error
-                    .message()
-                    .to_ascii_lowercase()
-                    .contains("task was not found");
-                if gone { Ok(()) } else { Err(c.error) }
+                if errors::is_task_not_found(&c.error) {
+                    Ok(StopOutcome::NotFound)
+                } else {
+                    Err(c.error)
+                }
             }
         }
     }
 
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
+        // ListTasks: `startedBy` must be the only filter (the API reference); the desired
+        // status is then RUNNING by default, which includes tasks still provisioning.
         let started_by = tags::started_by(key);
-        // Only desired status RUNNING: a task whose desired status is STOPPED is already
-        // being stopped by ECS (state Stopping, terminal), and there is nothing left for a
-        // cleanup to do with it.
         let mut arns = BTreeSet::new();
         let mut next: Option<String> = None;
         loop {
@@ -485,7 +488,7 @@ impl TaskLauncher for EcsLauncher {
                 .list_tasks()
                 .cluster(&self.config.cluster)
                 .started_by(&started_by)
-                .desired_status(DesiredStatus::Running)
+                .max_results(100)
                 .set_next_token(next.take())
                 .send()
                 .await
@@ -498,7 +501,7 @@ impl TaskLauncher for EcsLauncher {
         }
         let arns: Vec<String> = arns.into_iter().collect();
         let mut found = Vec::new();
-        for chunk in arns.chunks(100) {
+        for chunk in arns.chunks(MAX_DESCRIBE_TASKS) {
             let out = self
                 .ecs
                 .describe_tasks()
@@ -509,6 +512,7 @@ impl TaskLauncher for EcsLauncher {
                 .await
                 .map_err(|e| Error::from(errors::sdk(e, "DescribeTasks")))?;
             for t in out.tasks() {
+                // The job-key tag, when present, must name this job (startedBy is a hash).
                 let ours = match tag_value(t, tags::JOB_KEY) {
                     Some(k) => k == key.as_str(),
                     None => t.started_by() == Some(started_by.as_str()),
@@ -530,6 +534,22 @@ impl TaskLauncher for EcsLauncher {
         }
         Ok(found)
     }
+}
+
+/// Length of the `overrides` JSON that [`EcsLauncher`] sends for `spec` (an upper bound of
+/// what ECS counts: the SDK writes it without spaces).
+fn overrides_json_len(spec: &TaskSpec) -> usize {
+    let environment: Vec<serde_json::Value> = spec
+        .environment
+        .iter()
+        .map(|(k, v)| serde_json::json!({ "name": k, "value": v }))
+        .collect();
+    serde_json::json!({
+        "containerOverrides": [{ "name": spec.container_name, "environment": environment }]
+    })
+    .to_string()
+    .chars()
+    .count()
 }
 
 #[cfg(test)]

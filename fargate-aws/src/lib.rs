@@ -64,7 +64,9 @@ pub mod tags;
 pub mod testing;
 
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
-pub use launcher::{EcsLauncher, MAX_STOP_REASON, task_state};
+pub use launcher::{
+    EcsLauncher, MAX_DESCRIBE_TASKS, MAX_OVERRIDES_CHARS, MAX_STOP_REASON, task_state,
+};
 pub use metrics::ApiCalls;
 pub use retry::RetryPolicy;
 

@@ -3,8 +3,12 @@
 //! Every task gets the tags below plus the administrator's ([`crate::EcsConfig::tags`]).
 //! ECS limits tags to 50 per resource, keys to 128 and values to 256 characters of letters,
 //! digits, spaces and `_ . : / = + - @`, and reserves the `aws:` prefix. Values coming
-//! from the job (the project URL above all) are sanitized and truncated, never rejected;
+//! from the job (a job name, a project path) are sanitized and truncated, never rejected;
 //! the administrator's tags are checked when the launcher is built.
+//!
+//! Every value comes from the job's trusted identity ([`fargate_core::JobIdentity`]: the
+//! administrator's namespace and what `JOB_RESPONSE_FILE` says), never from job variables,
+//! so cleanup and a reaper can rely on them.
 
 use std::collections::BTreeMap;
 
@@ -14,17 +18,19 @@ use sha2::{Digest, Sha256};
 /// Tag holding the job key ([`fargate_core::JobKey`]); `find` checks it
 /// ([`fargate_core::TaskLauncher::find`]).
 pub const JOB_KEY: &str = "fargate:job-key";
-/// Tag holding the project URL (`CI_PROJECT_URL`).
-pub const PROJECT_URL: &str = "gitlab:project-url";
-/// Tag holding the pipeline id (`CI_PIPELINE_ID`).
-pub const PIPELINE_ID: &str = "gitlab:pipeline-id";
-/// Tag holding the job id (`CI_JOB_ID`).
+/// Tag holding the runner's namespace ([`fargate_core::Namespace`]).
+pub const NAMESPACE: &str = "fargate:namespace";
+/// Tag holding GitLab's job id (from `JOB_RESPONSE_FILE`).
 pub const JOB_ID: &str = "gitlab:job-id";
-/// Tag holding the runner's short token (`CI_RUNNER_SHORT_TOKEN`).
-pub const RUNNER: &str = "gitlab:runner";
+/// Tag holding the project's id, when GitLab gave it.
+pub const PROJECT_ID: &str = "gitlab:project-id";
+/// Tag holding the project's path (`group/project`), when GitLab gave it.
+pub const PROJECT: &str = "gitlab:project";
+/// Tag holding the job's name, when GitLab gave it.
+pub const JOB_NAME: &str = "gitlab:job-name";
 
 /// The tags the launcher sets itself.
-pub const OWN_TAGS: [&str; 5] = [JOB_KEY, PROJECT_URL, PIPELINE_ID, JOB_ID, RUNNER];
+pub const OWN_TAGS: [&str; 6] = [JOB_KEY, NAMESPACE, JOB_ID, PROJECT_ID, PROJECT, JOB_NAME];
 
 /// Most tags ECS accepts on a task.
 pub const MAX_TAGS: usize = 50;
@@ -58,17 +64,14 @@ pub fn sanitize(value: &str, max: usize) -> String {
 }
 
 /// The tags of a job's task: the administrator's, then the launcher's own (which win).
-pub fn task_tags(
-    admin: &BTreeMap<String, String>,
-    job: &JobIdentity,
-    key: &JobKey,
-) -> Vec<(String, String)> {
+pub fn task_tags(admin: &BTreeMap<String, String>, job: &JobIdentity) -> Vec<(String, String)> {
     let own = [
-        (JOB_KEY, key.as_str().to_owned()),
-        (PROJECT_URL, job.project_url.clone()),
-        (PIPELINE_ID, job.pipeline_id.to_string()),
-        (JOB_ID, job.job_id.to_string()),
-        (RUNNER, job.runner_short_token.clone()),
+        (JOB_KEY, Some(job.key().as_str().to_owned())),
+        (NAMESPACE, Some(job.namespace.as_str().to_owned())),
+        (JOB_ID, Some(job.job_id.to_string())),
+        (PROJECT_ID, job.project_id.map(|id| id.to_string())),
+        (PROJECT, job.project_path.clone()),
+        (JOB_NAME, job.job_name.clone()),
     ];
     let mut tags: Vec<(String, String)> = admin
         .iter()
@@ -76,10 +79,10 @@ pub fn task_tags(
         .take(MAX_ADMIN_TAGS)
         .map(|(k, v)| (k.clone(), sanitize(v, MAX_VALUE_CHARS)))
         .collect();
-    tags.extend(
-        own.into_iter()
-            .map(|(k, v)| (k.to_owned(), sanitize(&v, MAX_VALUE_CHARS))),
-    );
+    tags.extend(own.into_iter().filter_map(|(k, v)| {
+        let v = v.filter(|v| !v.is_empty())?;
+        Some((k.to_owned(), sanitize(&v, MAX_VALUE_CHARS)))
+    }));
     tags
 }
 
@@ -89,7 +92,7 @@ pub fn validate_admin_tags(tags: &BTreeMap<String, String>) -> Result<()> {
         Error::new(ErrorKind::InvalidConfig, msg)
             .with_backend("ecs")
             .with_hint(
-                "ECS tags: at most 45 here, keys 1-128 and values 0-256 characters of letters, \
+                "ECS tags: at most 44 here, keys 1-128 and values 0-256 characters of letters, \
                  digits, spaces and _.:/=+-@, no `aws:` prefix",
             )
     };
@@ -125,14 +128,14 @@ pub fn validate_admin_tags(tags: &BTreeMap<String, String>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fargate_core::{JobResponse, Namespace};
 
-    fn job(url: &str) -> JobIdentity {
-        JobIdentity {
-            runner_short_token: "tok?en".into(),
-            project_url: url.into(),
-            pipeline_id: 7,
-            job_id: 42,
-        }
+    fn job(project_path: &str) -> JobIdentity {
+        let mut r = JobResponse::new(42);
+        r.project_id = Some(17);
+        r.project_path = Some(project_path.into());
+        r.job_name = Some("build: linux?".into());
+        JobIdentity::from_response(Namespace::parse("ci-prod").unwrap(), &r)
     }
 
     #[test]
@@ -141,33 +144,39 @@ mod tests {
         let s = started_by(&key);
         assert_eq!(s.len(), MAX_STARTED_BY);
         assert!(s.starts_with("fgt-"));
+        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         assert_ne!(s, started_by(&JobKey::parse("other").unwrap()));
     }
 
     #[test]
-    fn odd_project_urls_are_sanitized_not_rejected() {
-        let url = format!("https://g.example/a b/ü?x=1&y=%20#frag~{}", "z".repeat(400));
-        let key = JobKey::parse("tok_en-abc").unwrap();
-        let tags = task_tags(&BTreeMap::new(), &job(&url), &key);
+    fn tags_come_from_the_trusted_identity_and_are_sanitized() {
+        let path = format!("a b/ü?x=1&y=%20#frag~{}", "z".repeat(400));
+        let tags = task_tags(&BTreeMap::new(), &job(&path));
         let map: BTreeMap<_, _> = tags.iter().cloned().collect();
-        let v = &map[PROJECT_URL];
+        let v = &map[PROJECT];
         assert_eq!(v.chars().count(), MAX_VALUE_CHARS);
-        assert!(
-            v.starts_with("https://g.example/a b/ü_x=1_y=_20_frag_"),
-            "{v}"
-        );
-        assert_eq!(map[RUNNER], "tok_en");
+        assert!(v.starts_with("a b/ü_x=1_y=_20_frag_"), "{v}");
+        assert_eq!(map[JOB_KEY], "ci-prod-42");
+        assert_eq!(map[NAMESPACE], "ci-prod");
         assert_eq!(map[JOB_ID], "42");
-        assert_eq!(map[PIPELINE_ID], "7");
-        assert_eq!(map[JOB_KEY], "tok_en-abc");
+        assert_eq!(map[PROJECT_ID], "17");
+        assert_eq!(map[JOB_NAME], "build: linux_");
+        // What GitLab did not say is left out, not sent empty.
+        let bare =
+            JobIdentity::from_response(Namespace::parse("ci").unwrap(), &JobResponse::new(1));
+        let keys: Vec<String> = task_tags(&BTreeMap::new(), &bare)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [JOB_KEY, NAMESPACE, JOB_ID]);
     }
 
     #[test]
     fn admin_tags_are_checked_and_own_tags_win() {
         let mut admin = BTreeMap::from([("team".to_owned(), "ci".to_owned())]);
         assert!(validate_admin_tags(&admin).is_ok());
-        let tags = task_tags(&admin, &job("u"), &JobKey::parse("k").unwrap());
-        assert_eq!(tags.len(), 6);
+        let tags = task_tags(&admin, &job("g/p"));
+        assert_eq!(tags.len(), 7);
         assert_eq!(tags[0], ("team".to_owned(), "ci".to_owned()));
         admin.insert("aws:x".into(), "y".into());
         assert!(validate_admin_tags(&admin).is_err());
@@ -177,10 +186,11 @@ mod tests {
         admin.remove(JOB_ID);
         admin.insert("bad#key".into(), "y".into());
         assert!(validate_admin_tags(&admin).is_err());
-        let many: BTreeMap<String, String> =
-            (0..46).map(|i| (format!("k{i}"), String::new())).collect();
+        let many: BTreeMap<String, String> = (0..MAX_ADMIN_TAGS + 1)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
         assert!(validate_admin_tags(&many).is_err());
-        let tags = task_tags(&many, &job("u"), &JobKey::parse("k").unwrap());
+        let tags = task_tags(&many, &job("g/p"));
         assert_eq!(tags.len(), MAX_TAGS);
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use fargate_aws::testing::{Fault, FaultProxy, Moto, MotoEcs};
 use fargate_aws::{Capacity, CapacityProviderItem, EcsConfig, EcsLauncher, RetryPolicy, tags};
-use fargate_core::{ErrorKind, TaskLauncher, TaskRef, TaskState};
+use fargate_core::{ErrorKind, StopOutcome, TaskLauncher, TaskRef, TaskState};
 use serde_json::Value;
 
 const MISSING: &str =
@@ -67,12 +67,18 @@ async fn conformance() {
         id: MISSING.into(),
         cluster: Some(ecs.cluster.clone()),
     };
-    fargate_core::testing::conformance::launcher(&l, &spec, &missing).await;
+    fargate_core::testing::conformance::launcher(
+        &l,
+        &spec,
+        &missing,
+        fargate_core::testing::conformance::LauncherCaps::default(),
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_secs(20));
-    // Stopping the missing task never reached StopTask (moto answers it with a bare 500).
+    // Every stop reached StopTask, the missing task's included (never gated on a describe).
     assert_eq!(
         l.api_calls().get("StopTask"),
-        1,
+        3,
         "{:?}",
         l.api_calls().snapshot()
     );
@@ -126,7 +132,7 @@ async fn run_task_request_with_launch_type() {
     let l = launcher(config, &moto.sdk_config());
     let mut spec = ecs.spec(42);
     spec.platform_version = Some("1.4.0".into());
-    spec.job.project_url = "https://gitlab.example/group/pro ject?x=1".into();
+    spec.job.project_path = Some("group/pro ject?x=1".into());
     let task = l.launch(&spec).await.unwrap();
 
     let req = moto.run_task_request(&task.id).expect("request recorded");
@@ -157,12 +163,10 @@ async fn run_task_request_with_launch_type() {
     assert_eq!(t["team"], "ci platform");
     assert_eq!(t[tags::JOB_KEY], spec.key.as_str());
     assert_eq!(t[tags::JOB_ID], "42");
-    assert_eq!(t[tags::PIPELINE_ID], "7");
-    assert_eq!(t[tags::RUNNER], "runner1");
-    assert_eq!(
-        t[tags::PROJECT_URL],
-        "https://gitlab.example/group/pro ject_x=1"
-    );
+    assert_eq!(t[tags::NAMESPACE], "fixture");
+    assert_eq!(t[tags::PROJECT_ID], "17");
+    assert_eq!(t[tags::JOB_NAME], "build");
+    assert_eq!(t[tags::PROJECT], "group/pro ject_x=1");
 
     // And as moto stored the task.
     let stored = moto.describe_task("ci", &task.id).await;
@@ -171,7 +175,7 @@ async fn run_task_request_with_launch_type() {
         Some(tags::started_by(&spec.key).as_str())
     );
     assert_eq!(stored.platform_version(), Some("1.4.0"));
-    assert_eq!(stored.tags().len(), 6);
+    assert_eq!(stored.tags().len(), 7);
     let env = &stored.overrides().unwrap().container_overrides()[0];
     assert_eq!(env.name(), Some("ci-coordinator"));
     assert_eq!(env.environment()[0].name(), Some("SSH_PUBLIC_KEY"));
@@ -257,25 +261,38 @@ async fn a_task_stopped_by_someone_else_reports_the_reason() {
 }
 
 #[tokio::test]
-async fn stop_names_the_job_and_respects_the_reason_limit() {
+async fn stop_always_calls_stop_task_and_respects_the_reason_limit() {
     let (moto, ecs) = moto().await;
     let l = launcher(ecs.config(), &moto.sdk_config());
     let a = l.launch(&ecs.spec(6)).await.unwrap();
-    l.stop(&a, "fargate driver: cleanup").await.unwrap();
+    assert_eq!(
+        l.stop(&a, "fargate driver: job ci-6 finished")
+            .await
+            .unwrap(),
+        StopOutcome::Stopping
+    );
     let stored = moto.describe_task("ci", &a.id).await;
     assert_eq!(
         stored.stopped_reason(),
-        Some("fargate driver: cleanup (job 6)")
+        Some("fargate driver: job ci-6 finished")
     );
     let b = l.launch(&ecs.spec(7)).await.unwrap();
     l.stop(&b, &"é".repeat(400)).await.unwrap();
     let stored = moto.describe_task("ci", &b.id).await;
     assert_eq!(stored.stopped_reason().unwrap().chars().count(), 255);
-    // Stopped and missing tasks: success without StopTask.
+    // A stopped task is stopped again without harm; an unknown one is reported as such.
     let before = l.api_calls().get("StopTask");
-    l.stop(&a, "again").await.unwrap();
-    l.stop(&TaskRef::new(MISSING), "gone").await.unwrap();
-    assert_eq!(l.api_calls().get("StopTask"), before);
+    assert_eq!(l.stop(&a, "again").await.unwrap(), StopOutcome::Stopping);
+    assert_eq!(
+        l.stop(&TaskRef::new(MISSING), "gone").await.unwrap(),
+        StopOutcome::NotFound
+    );
+    assert_eq!(l.api_calls().get("StopTask"), before + 2);
+    assert_eq!(
+        l.api_calls().get("DescribeTasks"),
+        0,
+        "stop must not describe first"
+    );
 }
 
 #[tokio::test]

@@ -1,15 +1,48 @@
-//! Test fixtures: [`Moto`], a moto server on loopback that plays ECS and EC2, and
-//! [`FaultProxy`], which injects the errors moto cannot produce.
+//! Test fixtures: [`Moto`], a moto server on loopback that plays ECS and EC2 and refuses and
+//! delays what ECS refuses and delays, and [`FaultProxy`], which injects the errors and hangs
+//! moto cannot produce.
 //!
 //! moto (5.2.5) is found through `FARGATE_MOTO_PYTHON` (a Python interpreter that can
 //! `import moto`), else `python3`; without it the fixture panics with the install command
 //! (`pip install 'moto[server]==5.2.5'`).
 //!
-//! The server runs from a small launcher shipped in this crate that gives task ENIs loopback
-//! addresses from [`Moto::task_cidr`] (a /24 inside `127.64.0.0/10`, distinct per fixture),
-//! keeps tasks `RUNNING`, honours `RunTask`'s `clientToken` and records every `RunTask`
-//! request ([`Moto::run_task_requests`]). No traffic leaves the loopback interface: the SDK
-//! configuration has an explicit endpoint, region and dummy credentials.
+//! The server runs from a small launcher shipped in this crate that patches moto so that tests
+//! fail for the reasons production would. Every rule, its source in the ECS API reference, what
+//! moto does alone and how the fixture emulates it is in `docs/ecs-api-rules.md`. In short:
+//!
+//! * Task ENIs get loopback addresses from [`Moto::task_cidr`] (a /24 inside `127.64.0.0/10`,
+//!   distinct per fixture), and tasks stay `RUNNING` (or boot through `PROVISIONING` and
+//!   `PENDING`: [`MotoBuilder::provisioning_describes`]).
+//! * **Eventual consistency**: with [`MotoBuilder::visibility_lag`] /
+//!   [`Moto::set_visibility_lag`], a new task is unknown for that long after its `RunTask`:
+//!   `DescribeTasks` answers it under `failures[]` with reason `MISSING` and `ListTasks` leaves
+//!   it out (the `RunTask` answer itself carries it; a task `StopTask` stopped is visible at
+//!   once). `DescribeTasks` of an unknown task answers `MISSING` too, as ECS does.
+//! * **The oracle view**: requests signed with the access key id [`ORACLE_ACCESS_KEY`] are
+//!   never lagged. [`Moto::ecs_client`], [`Moto::describe_task`] and the other inspection
+//!   helpers of the fixture use it, and so can test code and harnesses
+//!   ([`Moto::oracle_sdk_config`]). The code under test gets [`Moto::sdk_config`] (access key
+//!   `test`), which **is** subject to the lag.
+//! * `RunTask` honours `clientToken` (the same token and request return the first call's
+//!   tasks; the same token with another request is a `ConflictException`) and records every
+//!   request ([`Moto::run_task_requests`]).
+//! * ECS's parameter rules, refused as ECS refuses them (HTTP 400 with an ECS exception):
+//!   `ListTasks` with `startedBy` and another filter, `maxResults` outside 1-100 (and
+//!   `ListTasks` paginates, 100 tasks a page by default, and lists only `RUNNING` tasks unless
+//!   asked for `desiredStatus`); `RunTask` `startedBy` over 36 characters or with other
+//!   characters than letters, digits, `-`, `/`, `_`, `clientToken` over 64 characters, more
+//!   than 50 tags or bad tags, `overrides` over 8192 characters of JSON, `count` outside
+//!   1-10; `DescribeTasks` of more than 100 tasks; `StopTask` of an unknown task ("The
+//!   referenced task was not found.") or with a reason over 255 characters;
+//!   `RegisterTaskDefinition` of a Fargate CPU/memory combination that Fargate does not offer.
+//! * Tasks carry ECS's timestamps (`createdAt`, `startedAt`, `stoppedAt`...), `stopCode`,
+//!   `cpu`, `memory` and `availabilityZone`.
+//!
+//! [`FaultProxy`] adds what a rule cannot express: injected errors, `RunTask` `failures[]`
+//! and calls that hang ([`Fault::delay`]).
+//!
+//! No traffic leaves the loopback interface: the SDK configuration has an explicit endpoint,
+//! region and dummy credentials.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -40,9 +73,9 @@ use aws_sdk_ecs::types::{
     CapacityProviderStrategyItem, Compatibility, ContainerDefinition, NetworkMode, PortMapping,
     TaskField,
 };
-use fargate_core::{JobIdentity, TaskSpec};
+use fargate_core::{JobIdentity, JobResponse, Namespace, TaskSpec};
 
-pub use proxy::{Fault, FaultProxy, ProxiedRequest};
+pub use proxy::{Delay, Fault, FaultProxy, Injection, ProxiedRequest};
 
 use crate::EcsConfig;
 
@@ -53,16 +86,18 @@ pub const MOTO_INSTALL: &str = "pip install 'moto[server]==5.2.5'";
 /// Container name of the fixture's task definition.
 pub const CONTAINER: &str = "ci-coordinator";
 
+/// The access key id of the oracle view: requests signed with it see every task at once,
+/// whatever the [visibility lag](Moto::set_visibility_lag).
+pub const ORACLE_ACCESS_KEY: &str = "fgt-oracle";
+
 const LAUNCHER: &str = include_str!("moto_launcher.py");
 
-/// An SDK configuration for a loopback endpoint: region `us-east-1`, dummy credentials,
-/// nothing read from the environment (so IMDS is never asked).
-pub fn sdk_config_for(endpoint_url: &str) -> aws_config::SdkConfig {
+fn loopback_sdk_config(endpoint_url: &str, access_key: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .endpoint_url(endpoint_url)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "test",
+            access_key,
             "test",
             None,
             None,
@@ -72,35 +107,59 @@ pub fn sdk_config_for(endpoint_url: &str) -> aws_config::SdkConfig {
         .build()
 }
 
+/// An SDK configuration for a loopback endpoint: region `us-east-1`, dummy credentials
+/// (access key `test`), nothing read from the environment (so IMDS is never asked). What the
+/// code under test uses: subject to the [visibility lag](Moto::set_visibility_lag).
+pub fn sdk_config_for(endpoint_url: &str) -> aws_config::SdkConfig {
+    loopback_sdk_config(endpoint_url, "test")
+}
+
+/// Like [`sdk_config_for`], signed with [`ORACLE_ACCESS_KEY`]: the never-lagged view, for
+/// test code and harnesses that must see every task at once.
+pub fn oracle_sdk_config_for(endpoint_url: &str) -> aws_config::SdkConfig {
+    loopback_sdk_config(endpoint_url, ORACLE_ACCESS_KEY)
+}
+
 /// The Python interpreter that has moto: `FARGATE_MOTO_PYTHON`, else `python3`.
 ///
 /// # Panics
-/// When neither can `import moto`, with the install command.
+/// When it cannot `import moto` or its moto is not [`MOTO_VERSION`], with the install
+/// command.
 pub fn moto_python() -> PathBuf {
-    let can_import = |python: &Path| {
+    // The version, not only the import: other moto versions answer differently (5.2.1 sends a
+    // container's `cpu` as a number, which the SDK refuses with an error that names nothing).
+    let check = format!(
+        "import moto.server, sys; sys.exit(0 if moto.__version__ == '{MOTO_VERSION}' else 3)"
+    );
+    let status = |python: &Path| {
         Command::new(python)
-            .args(["-c", "import moto.server"])
+            .args(["-c", &check])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .is_ok_and(|s| s.success())
+            .ok()
+            .and_then(|s| s.code())
     };
-    if let Some(p) = std::env::var_os("FARGATE_MOTO_PYTHON").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            can_import(&p),
-            "FARGATE_MOTO_PYTHON={} cannot `import moto.server`; install it with: {MOTO_INSTALL}",
-            p.display()
-        );
-        return p;
+    let explain = |python: &Path, code: Option<i32>| match code {
+        Some(3) => format!(
+            "{} has another moto than {MOTO_VERSION}, which the fixture is written for; \
+             install it with `{MOTO_INSTALL}` (or point FARGATE_MOTO_PYTHON at an interpreter \
+             that has it)",
+            python.display()
+        ),
+        _ => format!(
+            "{} cannot `import moto.server`; install it with `{MOTO_INSTALL}` (or point \
+             FARGATE_MOTO_PYTHON at an interpreter that has it)",
+            python.display()
+        ),
+    };
+    let python = std::env::var_os("FARGATE_MOTO_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    match status(&python) {
+        Some(0) => python,
+        code => panic!("{}", explain(&python, code)),
     }
-    let p = PathBuf::from("python3");
-    assert!(
-        can_import(&p),
-        "moto is not installed: install it with `{MOTO_INSTALL}` (or point FARGATE_MOTO_PYTHON \
-         at a Python interpreter that has it)"
-    );
-    p
 }
 
 /// Options of a [`Moto`] server.
@@ -108,6 +167,7 @@ pub fn moto_python() -> PathBuf {
 pub struct MotoBuilder {
     task_cidr: Option<String>,
     provisioning_describes: u32,
+    visibility_lag: Duration,
 }
 
 impl MotoBuilder {
@@ -122,6 +182,14 @@ impl MotoBuilder {
     /// before `RUNNING` (default 0: born `RUNNING`).
     pub fn provisioning_describes(mut self, k: u32) -> Self {
         self.provisioning_describes = k;
+        self
+    }
+
+    /// Eventual consistency: for `lag` after its `RunTask`, a task is unknown to
+    /// `DescribeTasks` (`failures[]` with reason `MISSING`) and left out of `ListTasks`,
+    /// except for the oracle view (default: zero, no lag). See [`Moto::set_visibility_lag`].
+    pub fn visibility_lag(mut self, lag: Duration) -> Self {
+        self.visibility_lag = lag;
         self
     }
 
@@ -144,6 +212,7 @@ impl MotoBuilder {
                 .expect("temporary directory for moto");
             let moto = Moto::spawn(&python, port, cidr, dir);
             moto.set_provisioning_describes(self.provisioning_describes);
+            moto.set_visibility_lag(self.visibility_lag);
             match moto.wait_ready(Duration::from_secs(60)) {
                 Ok(()) => return moto,
                 Err(log) => last_log = log,
@@ -216,27 +285,26 @@ impl MotoEcs {
         )
     }
 
-    /// A [`TaskSpec`] for job `job_id` of a fixed project and pipeline, with this task
-    /// definition, container [`CONTAINER`] and an `SSH_PUBLIC_KEY`.
-    pub fn spec(&self, job_id: i64) -> TaskSpec {
-        let job = JobIdentity {
-            runner_short_token: "runner1".into(),
-            project_url: "https://gitlab.example/group/project".into(),
-            pipeline_id: 7,
-            job_id,
-        };
-        TaskSpec {
-            key: job.key(),
-            client_token: format!("fgt-test-{job_id}"),
-            job,
-            task_definition: self.task_definition.clone(),
-            platform_version: None,
-            container_name: CONTAINER.into(),
-            environment: BTreeMap::from([(
-                "SSH_PUBLIC_KEY".to_owned(),
-                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixture fixture".to_owned(),
-            )]),
-        }
+    /// A [`TaskSpec`] for job `job_id` of project `group/project` (id 17) in namespace
+    /// `fixture`, with this task definition, container [`CONTAINER`] and an
+    /// `SSH_PUBLIC_KEY`.
+    pub fn spec(&self, job_id: u64) -> TaskSpec {
+        let mut response = JobResponse::new(job_id);
+        response.project_id = Some(17);
+        response.project_path = Some("group/project".into());
+        response.job_name = Some("build".into());
+        let namespace = Namespace::parse("fixture").expect("a valid namespace");
+        let mut spec = TaskSpec::new(
+            JobIdentity::from_response(namespace, &response),
+            self.task_definition.clone(),
+        )
+        .with_client_token(format!("fgt-test-{job_id}"));
+        spec.container_name = CONTAINER.into();
+        spec.environment = BTreeMap::from([(
+            "SSH_PUBLIC_KEY".to_owned(),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixture fixture".to_owned(),
+        )]);
+        spec
     }
 }
 
@@ -330,14 +398,22 @@ impl Moto {
         &self.task_cidr
     }
 
-    /// An SDK configuration for this server ([`sdk_config_for`]).
+    /// An SDK configuration for this server ([`sdk_config_for`]): what the code under test
+    /// uses, subject to the [visibility lag](Moto::set_visibility_lag).
     pub fn sdk_config(&self) -> aws_config::SdkConfig {
         sdk_config_for(&self.endpoint_url())
     }
 
-    /// An ECS client for this server.
+    /// An SDK configuration for the oracle view of this server ([`oracle_sdk_config_for`]):
+    /// every task is visible at once, whatever the visibility lag.
+    pub fn oracle_sdk_config(&self) -> aws_config::SdkConfig {
+        oracle_sdk_config_for(&self.endpoint_url())
+    }
+
+    /// An ECS client for the oracle view of this server (never lagged): for test code and
+    /// harnesses, not for the code under test (give that [`Moto::sdk_config`]).
     pub fn ecs_client(&self) -> aws_sdk_ecs::Client {
-        aws_sdk_ecs::Client::new(&self.sdk_config())
+        aws_sdk_ecs::Client::new(&self.oracle_sdk_config())
     }
 
     /// What the server printed so far.
@@ -372,6 +448,18 @@ impl Moto {
         std::fs::write(
             self.dir.path().join("provisioning_describes"),
             k.to_string(),
+        )
+        .expect("writing the moto control file");
+    }
+
+    /// Eventual consistency: tasks started from now on are unknown for `lag` after their
+    /// `RunTask` to everyone but the oracle view: `DescribeTasks` answers them under
+    /// `failures[]` with reason `MISSING`, `ListTasks` leaves them out. The `RunTask` answer
+    /// carries them, and a task `StopTask` stopped is visible at once. Zero turns it off.
+    pub fn set_visibility_lag(&self, lag: Duration) {
+        std::fs::write(
+            self.dir.path().join("visibility_lag"),
+            format!("{:.3}", lag.as_secs_f64()),
         )
         .expect("writing the moto control file");
     }
@@ -545,7 +633,8 @@ impl Moto {
         }
     }
 
-    /// The task as moto has it, tags included (this advances moto's state machine too).
+    /// The task as moto has it, tags included, through the oracle view (so never lagged; this
+    /// advances moto's state machine too).
     pub async fn describe_task(&self, cluster: &str, task_arn: &str) -> aws_sdk_ecs::types::Task {
         let out = self
             .ecs_client()

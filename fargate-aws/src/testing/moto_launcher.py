@@ -1,28 +1,51 @@
-# moto_server with the changes the fargate tests need (moto 5.2.5). Written to a temporary
-# directory and run by fargate_aws::testing::Moto as:
+# moto_server with the changes the fargate tests need (moto 5.2.5 only: the patches replace
+# response handlers and backend methods of that version). Written to a temporary directory and
+# run by fargate_aws::testing::Moto as:
 #   MOTO_ECS_TASK_CIDR=127.77.3.0/24 FGT_MOTO_DIR=/tmp/x python moto_launcher.py -H 127.0.0.1 -p PORT
 #
 # 1. ECS task ENIs get loopback IPs, in order, from MOTO_ECS_TASK_CIDR (moto would give a
 #    random 10.x address), so a test sshd can listen at the address a task reports.
 # 2. Tasks stay RUNNING (moto advances a task one status per DescribeTasks by default).
-# 3. RunTask honours clientToken like ECS: the same token returns the first call's tasks.
+# 3. RunTask honours clientToken like ECS: the same token (in the same cluster) with the same
+#    request returns the first call's tasks; the same token with another request is refused
+#    with ConflictException.
 # 4. Every RunTask request is appended to $FGT_MOTO_DIR/run_task.jsonl with the task ARNs,
 #    so tests can check fields moto does not keep (clientToken, enableExecuteCommand...).
 # 5. When $FGT_MOTO_DIR/provisioning_describes holds K > 0, new tasks report PROVISIONING
 #    then PENDING for their first K DescribeTasks before RUNNING.
+# 6. Eventual consistency: when $FGT_MOTO_DIR/visibility_lag holds S > 0 (seconds), a task is
+#    unknown to DescribeTasks (failures[] MISSING), ListTasks and StopTask ("not found") for
+#    S seconds after its RunTask, unless StopTask stopped it. Requests signed with access key id ORACLE_KEY see
+#    everything at once.
+# 7. DescribeTasks answers unknown tasks with a MISSING failure, like ECS.
+# 8. ECS's parameter rules, refused with ECS's exceptions (HTTP 400): ListTasks filters and
+#    pagination, RunTask startedBy/clientToken/tags/overrides/count, DescribeTasks 100 tasks,
+#    StopTask of an unknown task and reason length, Fargate CPU/memory combinations.
+# 9. Tasks carry createdAt/pullStartedAt/pullStoppedAt/startedAt/stoppingAt/stoppedAt,
+#    stopCode, cpu, memory and availabilityZone like ECS's.
+# See docs/ecs-api-rules.md for every rule and its source.
+import base64
 import ipaddress
 import json
 import os
+import re
 import sys
 import threading
+import time
+import unicodedata
 
 import moto.ecs.models as ecs_models
 import moto.ecs.responses as ecs_responses
+from moto.core.utils import utcnow
+from moto.ecs.exceptions import ECSException, InvalidParameterException
 from moto.moto_api import state_manager
+
+ORACLE_KEY = "fgt-oracle"
 
 _dir = os.environ.get("FGT_MOTO_DIR", ".")
 _lock = threading.RLock()
 _hosts = ipaddress.ip_network(os.environ.get("MOTO_ECS_TASK_CIDR", "127.77.0.0/24")).hosts()
+_Response = ecs_responses.EC2ContainerServiceResponse
 
 
 def _next_ip(*_args, **_kwargs):
@@ -34,24 +57,91 @@ ecs_models.random_private_ip = _next_ip
 state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
 
 
-def _provisioning_describes():
+def _control(name, parse, default):
     try:
-        with open(os.path.join(_dir, "provisioning_describes")) as f:
-            return int(f.read().strip() or 0)
+        with open(os.path.join(_dir, name)) as f:
+            return parse(f.read().strip() or default)
     except (OSError, ValueError):
-        return 0
+        return default
 
+
+def _provisioning_describes():
+    return _control("provisioning_describes", int, 0)
+
+
+def _visibility_lag():
+    return max(0.0, _control("visibility_lag", float, 0.0))
+
+
+def _invalid(message):
+    return InvalidParameterException(message)
+
+
+def _is_oracle(response):
+    """Whether the request is signed with the oracle's access key id (SigV4 Credential=)."""
+    auth = response.headers.get("Authorization") or ""
+    match = re.search(r"Credential=([^/,\s]+)/", auth)
+    return bool(match) and match.group(1) == ORACLE_KEY
+
+
+def _lagged(task):
+    """Whether ECS would not know `task` yet (outside the oracle view)."""
+    if getattr(task, "_fgt_stopped_by_api", False):
+        return False
+    return time.monotonic() < getattr(task, "_fgt_visible_at", 0.0)
+
+
+def _find_task(cluster_tasks, ident):
+    """The task of one cluster that `ident` (full ARN or task id) names, or None."""
+    if not ident:
+        return None
+    for arn, task in cluster_tasks.items():
+        if ident == arn or ident == task.id:
+            return task
+    return None
+
+
+def _cluster_tasks(response, cluster_str):
+    cluster = response.ecs_backend._get_cluster(cluster_str)  # ClusterNotFoundException
+    return cluster, response.ecs_backend.tasks.get(cluster.name, {})
+
+
+# --- Task: provisioning phase, visibility lag, timestamps ---------------------------------
 
 _task_init = ecs_models.Task.__init__
 
 
+def _availability_zone(task):
+    try:
+        subnet = task.network_configuration["awsvpcConfiguration"]["subnets"][0]
+        ec2 = ecs_models.ec2_backends[task._account_id][task.region_name]
+        return ec2.get_subnet(subnet).availability_zone
+    except Exception:  # noqa: BLE001 - best effort, like moto's own optional fields
+        return None
+
+
+def _mark_running(task):
+    now = utcnow()
+    task.pull_started_at = getattr(task, "pull_started_at", None) or now
+    task.pull_stopped_at = getattr(task, "pull_stopped_at", None) or now
+    task.started_at = getattr(task, "started_at", None) or now
+
+
 def _init(self, *args, **kwargs):
     _task_init(self, *args, **kwargs)
+    definition = kwargs.get("task_definition") or (args[1] if len(args) > 1 else None)
+    self.created_at = utcnow()
+    self.cpu = getattr(definition, "cpu", None)
+    self.memory = getattr(definition, "memory", None)
+    self.availability_zone = _availability_zone(self)
+    self._fgt_visible_at = time.monotonic() + _visibility_lag()
     boot = _provisioning_describes()
     self._fgt_boot_total = boot
     self._fgt_boot_left = boot
     if boot > 0:
         self._status = "PROVISIONING"
+    else:
+        _mark_running(self)
 
 
 ecs_models.Task.__init__ = _init
@@ -59,57 +149,335 @@ ecs_models.Task.__init__ = _init
 _describe_tasks = ecs_models.EC2ContainerServiceBackend.describe_tasks
 
 
+def _note_progress(task):
+    """Timestamps and stop code for a task that moto's state machine moved on."""
+    status = task.status  # applies the pending transition, as serializing it would
+    if status in ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"):
+        if not getattr(task, "stopping_at", None):
+            task.stopping_at = utcnow()
+        if not getattr(task, "stop_code", None):
+            task.stop_code = "EssentialContainerExited"
+    if status == "STOPPED":
+        if not getattr(task, "stopped_at", None):
+            task.stopped_at = utcnow()
+            task.execution_stopped_at = task.stopped_at
+
+
 def _describe(self, cluster_str, tasks):
     found = _describe_tasks(self, cluster_str, tasks)
     for task in found:
         left = getattr(task, "_fgt_boot_left", 0)
-        if task._status not in ("PROVISIONING", "PENDING"):
-            continue
-        if left <= 0:
-            task._status = "RUNNING"
-            task._tick = 0
-        else:
-            done = task._fgt_boot_total - left
-            task._status = "PROVISIONING" if done < (task._fgt_boot_total + 1) // 2 else "PENDING"
-            task._fgt_boot_left = left - 1
+        if task._status in ("PROVISIONING", "PENDING"):
+            if left <= 0:
+                task._status = "RUNNING"
+                task._tick = 0
+                _mark_running(task)
+            else:
+                done = task._fgt_boot_total - left
+                task._status = "PROVISIONING" if done < (task._fgt_boot_total + 1) // 2 else "PENDING"
+                task._fgt_boot_left = left - 1
+        _note_progress(task)
     return found
 
 
 ecs_models.EC2ContainerServiceBackend.describe_tasks = _describe
 
+# --- RunTask: parameter rules, client tokens, request log ----------------------------------
+
+_STARTED_BY = re.compile(r"[A-Za-z0-9_/-]*")
+_TAG_PUNCTUATION = set("_.:/=+-@")
+
+
+def _tag_text_ok(text):
+    return all(
+        unicodedata.category(c)[0] in "LZN" or c in _TAG_PUNCTUATION for c in text
+    )
+
+
+def _check_tags(tags):
+    if tags is None:
+        return
+    if not isinstance(tags, list):
+        raise _invalid("Tags must be a list.")
+    if len(tags) > 50:
+        raise _invalid(f"Too many tags: {len(tags)}; a resource can have at most 50 tags.")
+    seen = set()
+    for tag in tags:
+        key = (tag or {}).get("key") or ""
+        value = (tag or {}).get("value") or ""
+        if not key:
+            raise _invalid("Tag keys must not be empty.")
+        if len(key) > 128:
+            raise _invalid(f"Tag key is longer than 128 characters: {key[:40]}...")
+        if len(value) > 256:
+            raise _invalid(f"Tag value of {key} is longer than 256 characters.")
+        if key.lower().startswith("aws:"):
+            raise _invalid("Tag keys starting with 'aws:' are reserved for AWS use.")
+        if not (_tag_text_ok(key) and _tag_text_ok(value)):
+            raise _invalid(
+                "Some tags contain invalid characters. Valid characters: UTF-8 letters, "
+                "spaces, numbers and _ . / = + - : @."
+            )
+        if key in seen:
+            raise _invalid(f"Duplicate tag key: {key}.")
+        seen.add(key)
+
+
+def _check_run_task(request):
+    started_by = request.get("startedBy")
+    if started_by is not None:
+        if len(started_by) > 36:
+            raise _invalid("startedBy longer than 36.")
+        if not _STARTED_BY.fullmatch(started_by):
+            raise _invalid(
+                "startedBy may only contain letters, numbers, hyphens (-), forward slashes (/) "
+                "and underscores (_)."
+            )
+    token = request.get("clientToken")
+    if token is not None:
+        if len(token) > 64:
+            raise _invalid("clientToken longer than 64.")
+        if any(not 33 <= ord(c) <= 126 for c in token):
+            raise _invalid("clientToken may only contain ASCII characters 33-126.")
+    count = request.get("count", 1)
+    if not isinstance(count, int) or not 1 <= count <= 10:
+        raise _invalid("count must be between 1 and 10.")
+    _check_tags(request.get("tags"))
+    overrides = request.get("overrides")
+    if overrides is not None:
+        size = len(json.dumps(overrides, separators=(",", ":"), ensure_ascii=False))
+        if size > 8192:
+            raise _invalid(
+                f"Container overrides are {size} characters long; at most 8192 are allowed."
+            )
+
+
 _tokens = {}
-_run_task = ecs_responses.EC2ContainerServiceResponse.run_task
+_run_task = _Response.run_task
 
 
 def _run(self):
-    token = self._get_param("clientToken")
-    key = (self.current_account, self.region, token)
+    request = json.loads(self.body or "{}")
+    _check_run_task(request)
+    token = request.get("clientToken")
+    cluster = str(request.get("cluster") or "default").split("/")[-1]
+    key = (self.current_account, self.region, cluster, token)
     with _lock:
+        replay = False
         if token and key in _tokens:
-            arns = _tokens[key]
+            first, arns = _tokens[key]
             tasks = [
                 t
                 for cluster_tasks in self.ecs_backend.tasks.values()
                 for arn, t in cluster_tasks.items()
                 if arn in arns
             ]
-            replay = bool(tasks)  # after /moto-api/reset the old tasks are gone
-        else:
-            replay = False
+            if tasks:  # after /moto-api/reset the old tasks are gone: a new request
+                if first != request:
+                    conflict = ECSException(
+                        "ConflictException",
+                        "The clientToken is already in use with a different RunTask request.",
+                    )
+                    conflict.resourceIds = arns
+                    raise conflict
+                replay = True
         if replay:
             result = ecs_responses.ActionResult({"tasks": tasks, "failures": []})
         else:
             result = _run_task(self)
         arns = [t.task_arn for t in result.result["tasks"]]
         if token and not replay:
-            _tokens[key] = arns
+            _tokens[key] = (request, arns)
         with open(os.path.join(_dir, "run_task.jsonl"), "a") as f:
-            f.write(json.dumps({"request": json.loads(self.body or "{}"), "taskArns": arns,
-                                "replay": replay}) + "\n")
+            f.write(json.dumps({"request": request, "taskArns": arns, "replay": replay}) + "\n")
     return result
 
 
-ecs_responses.EC2ContainerServiceResponse.run_task = _run
+_Response.run_task = _run
+
+# --- DescribeTasks: 100 tasks, MISSING failures, visibility lag ---------------------------
+
+
+def _describe_tasks_response(self):
+    cluster_str = self._get_param("cluster", "default")
+    idents = self._get_param("tasks", []) or []
+    include = self._get_param("include", []) or []
+    if len(idents) > 100:
+        raise _invalid("taskIds can have at most 100 items.")
+    _, cluster_tasks = _cluster_tasks(self, cluster_str)
+    if not idents:
+        raise _invalid("Tasks cannot be empty.")
+    oracle = _is_oracle(self)
+    arns, failures = [], []
+    with _lock:
+        for ident in idents:
+            task = _find_task(cluster_tasks, ident)
+            if task is None or (not oracle and _lagged(task)):
+                failures.append({"arn": ident, "reason": "MISSING"})
+            elif task.task_arn not in arns:
+                arns.append(task.task_arn)
+        tasks = self.ecs_backend.describe_tasks(cluster_str, arns) if arns else []
+    if "TAGS" in include:
+        self._include_in_response(ecs_responses.DESCRIBE_TASKS_TAGS)
+    else:
+        self._exclude_from_response(ecs_responses.DESCRIBE_TASKS_TAGS)
+    return ecs_responses.ActionResult({"tasks": tasks, "failures": failures})
+
+
+_Response.describe_tasks = _describe_tasks_response
+
+# --- ListTasks: filter rules, default desiredStatus, pagination, visibility lag -----------
+
+_LIST_FILTERS = ("family", "containerInstance", "serviceName", "desiredStatus", "launchType")
+
+
+def _launch_type(task):
+    if task.launch_type:
+        return task.launch_type
+    if task.capacity_provider_name in ("FARGATE", "FARGATE_SPOT"):
+        return "FARGATE"
+    return ""
+
+
+def _family(task):
+    return task.task_definition_arn.split("/")[-1].rsplit(":", 1)[0]
+
+
+def _instance_matches(task, instance):
+    arn = task.container_instance_arn or ""
+    return bool(arn) and instance in (arn, arn.split("/")[-1])
+
+
+def _page_token(offset):
+    return base64.urlsafe_b64encode(json.dumps({"fgt-offset": offset}).encode()).decode()
+
+
+def _page_offset(token):
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["fgt-offset"]
+    except (ValueError, KeyError, TypeError):
+        raise _invalid("Invalid nextToken.") from None
+    if not isinstance(offset, int) or offset < 0:
+        raise _invalid("Invalid nextToken.")
+    return offset
+
+
+def _list_tasks_response(self):
+    request = json.loads(self.body or "{}")
+    started_by = request.get("startedBy")
+    others = [f for f in _LIST_FILTERS if request.get(f) is not None]
+    if started_by is not None and others:
+        raise _invalid("cannot specify startedBy with other arguments")
+    max_results = request.get("maxResults")
+    if max_results is not None and (not isinstance(max_results, int) or not 1 <= max_results <= 100):
+        raise _invalid("maxResults must be between 1 and 100.")
+    offset = _page_offset(request["nextToken"]) if request.get("nextToken") else 0
+    _, cluster_tasks = _cluster_tasks(self, request.get("cluster") or "default")
+    oracle = _is_oracle(self)
+    desired = request.get("desiredStatus") or "RUNNING"
+    family = request.get("family")
+    instance = request.get("containerInstance")
+    launch_type = request.get("launchType")
+    with _lock:
+        tasks = [
+            t
+            for t in list(cluster_tasks.values())
+            if t.desired_status == desired
+            and (oracle or not _lagged(t))
+            and (started_by is None or t.started_by == started_by)
+            and (family is None or _family(t) == family)
+            and (instance is None or _instance_matches(t, instance))
+            and (launch_type is None or _launch_type(t) == launch_type)
+            # moto starts no service tasks: a serviceName filter matches none
+            and request.get("serviceName") is None
+        ]
+    page = max_results or 100
+    arns = [t.task_arn for t in tasks[offset : offset + page]]
+    result = {"taskArns": arns}
+    if offset + page < len(tasks):
+        result["nextToken"] = _page_token(offset + page)
+    return ecs_responses.ActionResult(result)
+
+
+_Response.list_tasks = _list_tasks_response
+
+# --- StopTask: unknown tasks, reason length, timestamps ----------------------------------
+
+_stop_task = _Response.stop_task
+
+
+def _stop_task_response(self):
+    cluster_str = self._get_param("cluster", "default")
+    ident = self._get_param("task")
+    reason = self._get_param("reason")
+    if reason is not None and len(reason) > 255:
+        raise _invalid("Reason should be at most 255 characters long.")
+    with _lock:
+        _, cluster_tasks = _cluster_tasks(self, cluster_str)
+        task = _find_task(cluster_tasks, ident)
+        # A task ECS does not show yet may be unknown to StopTask too: the worst case of
+        # eventual consistency, which a caller must survive by trying again.
+        if task is None or (_lagged(task) and not _is_oracle(self)):
+            raise _invalid("The referenced task was not found.")
+        was_stopped = task.desired_status == "STOPPED"
+        result = _stop_task(self)
+        task._fgt_stopped_by_api = True
+        if not was_stopped:
+            now = utcnow()
+            task.stopping_at = getattr(task, "stopping_at", None) or now
+            task.stopped_at = getattr(task, "stopped_at", None) or now
+            task.execution_stopped_at = task.stopped_at
+            task.stop_code = getattr(task, "stop_code", None) or "UserInitiated"
+    return result
+
+
+_Response.stop_task = _stop_task_response
+
+# --- RegisterTaskDefinition: Fargate CPU/memory combinations ------------------------------
+
+_FARGATE_SIZES = {
+    256: [512, 1024, 2048],
+    512: list(range(1024, 4096 + 1, 1024)),
+    1024: list(range(2048, 8192 + 1, 1024)),
+    2048: list(range(4096, 16384 + 1, 1024)),
+    4096: list(range(8192, 30720 + 1, 1024)),
+    8192: list(range(16384, 61440 + 1, 4096)),
+    16384: list(range(32768, 122880 + 1, 8192)),
+}
+
+
+def _units(value, unit):
+    """CPU units or MiB from '1024', '1 vCPU' or '2 GB' (None when not one of those)."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(vcpu|gb)?", text, re.IGNORECASE)
+    if not match:
+        return None
+    number = float(match.group(1))
+    if match.group(2) and match.group(2).lower() == unit:
+        number *= 1024
+    return int(number)
+
+
+_register_task_definition = _Response.register_task_definition
+
+
+def _register(self):
+    compat = self._get_param("requiresCompatibilities") or []
+    cpu, memory = self._get_param("cpu"), self._get_param("memory")
+    if "FARGATE" in compat and cpu is not None and memory is not None:
+        units, mib = _units(cpu, "vcpu"), _units(memory, "gb")
+        if units not in _FARGATE_SIZES:
+            raise ECSException("ClientException", "Invalid 'cpu' setting for task.")
+        if mib is None or mib not in _FARGATE_SIZES[units]:
+            raise ECSException(
+                "ClientException",
+                f"No Fargate configuration exists for given values: {cpu} CPU, {memory} "
+                "memory. See the Amazon ECS documentation for the valid values.",
+            )
+    return _register_task_definition(self)
+
+
+_Response.register_task_definition = _register
 
 from moto.server import main  # noqa: E402
 

@@ -1,6 +1,9 @@
 //! [`FaultProxy`]: an HTTP proxy in front of moto that answers chosen operations with
 //! injected errors, for the failures moto cannot produce (throttling, `failures[]`,
-//! capacity, access denied).
+//! capacity, access denied), or holds them for a while before forwarding them (a hanging
+//! ECS call, [`Fault::delay`]).
+//!
+//! Each connection is served by its own thread, so a held request does not hold up others.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -8,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::http::{head_end, header};
 
@@ -63,6 +66,73 @@ impl Fault {
         self.times = n;
         self
     }
+
+    /// A [`Delay`]: the next request of `operation` is held for `duration`, then forwarded
+    /// to moto (which then answers it as usual). Use [`Delay::times`] for more requests.
+    pub fn delay(operation: &str, duration: Duration) -> Delay {
+        Delay {
+            operation: operation.to_owned(),
+            duration,
+            times: 1,
+        }
+    }
+}
+
+/// Holds the next request(s) of one operation for a while before forwarding them to moto:
+/// a slow or hanging ECS call. Made by [`Fault::delay`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delay {
+    /// Operation it holds (`DescribeTasks`...).
+    pub operation: String,
+    /// How long each request is held before it is forwarded.
+    pub duration: Duration,
+    /// How many requests it holds before it is used up.
+    pub times: usize,
+}
+
+impl Delay {
+    /// The same delay for the next `n` requests of its operation.
+    pub fn times(mut self, n: usize) -> Delay {
+        self.times = n;
+        self
+    }
+}
+
+/// What [`FaultProxy::inject`] queues: an injected answer or a delay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Injection {
+    /// Answer with this [`Fault`] instead of moto.
+    Answer(Fault),
+    /// Hold the request, then forward it to moto.
+    Delay(Delay),
+}
+
+impl Injection {
+    fn operation(&self) -> &str {
+        match self {
+            Injection::Answer(f) => &f.operation,
+            Injection::Delay(d) => &d.operation,
+        }
+    }
+
+    fn times_mut(&mut self) -> &mut usize {
+        match self {
+            Injection::Answer(f) => &mut f.times,
+            Injection::Delay(d) => &mut d.times,
+        }
+    }
+}
+
+impl From<Fault> for Injection {
+    fn from(fault: Fault) -> Injection {
+        Injection::Answer(fault)
+    }
+}
+
+impl From<Delay> for Injection {
+    fn from(delay: Delay) -> Injection {
+        Injection::Delay(delay)
+    }
 }
 
 /// A request the proxy saw.
@@ -74,6 +144,8 @@ pub struct ProxiedRequest {
     pub body: String,
     /// Whether a [`Fault`] answered it (else moto did).
     pub faulted: bool,
+    /// How long a [`Delay`] held it before it was forwarded (`None`: not held).
+    pub delayed: Option<Duration>,
 }
 
 impl ProxiedRequest {
@@ -85,7 +157,7 @@ impl ProxiedRequest {
 
 #[derive(Default)]
 struct State {
-    faults: VecDeque<Fault>,
+    faults: VecDeque<Injection>,
     seen: Vec<ProxiedRequest>,
 }
 
@@ -142,9 +214,10 @@ impl FaultProxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let state = state2.clone();
+                let (state, stop) = (state2.clone(), stop2.clone());
+                // One thread per connection: a held (delayed) request holds up no other.
                 thread::spawn(move || {
-                    let _ = serve(conn, upstream, &state);
+                    let _ = serve(conn, upstream, &state, &stop);
                 });
             }
         });
@@ -161,9 +234,10 @@ impl FaultProxy {
         super::sdk_config_for(&self.endpoint_url())
     }
 
-    /// Queues `fault`; faults of one operation answer in the order they were queued.
-    pub fn inject(&self, fault: Fault) {
-        lock(&self.state).faults.push_back(fault);
+    /// Queues `fault` (a [`Fault`] or a [`Delay`]); the faults and delays of one operation
+    /// apply in the order they were queued.
+    pub fn inject(&self, fault: impl Into<Injection>) {
+        lock(&self.state).faults.push_back(fault.into());
     }
 
     /// Every request seen so far, in order.
@@ -179,7 +253,7 @@ impl FaultProxy {
             .collect()
     }
 
-    /// Faults queued and not yet used up.
+    /// Faults and delays queued and not yet used up.
     pub fn pending_faults(&self) -> usize {
         lock(&self.state).faults.len()
     }
@@ -241,33 +315,71 @@ fn operation(head: &str, body: &str) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn serve(mut conn: TcpStream, upstream: SocketAddr, state: &Mutex<State>) -> std::io::Result<()> {
+/// Sleeps `duration` in short steps; `false` when the proxy stopped meanwhile.
+fn hold(duration: Duration, stop: &AtomicBool) -> bool {
+    let deadline = Instant::now() + duration;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Takes one use of the first injection queued for `op`.
+fn take_injection(s: &mut State, op: &str) -> Option<Injection> {
+    let i = s.faults.iter().position(|f| f.operation() == op)?;
+    let taken = s.faults[i].clone();
+    let used_up = {
+        let times = s.faults[i].times_mut();
+        *times = times.saturating_sub(1);
+        *times == 0
+    };
+    if used_up {
+        s.faults.remove(i);
+    }
+    Some(taken)
+}
+
+fn serve(
+    mut conn: TcpStream,
+    upstream: SocketAddr,
+    state: &Mutex<State>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let raw = read_message(&mut conn)?;
     let end = head_end(&raw).unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let body = String::from_utf8_lossy(&raw[end..]).into_owned();
     let op = operation(&head, &body);
-    let fault = {
+    let injection = {
         let mut s = lock(state);
-        let fault = match s.faults.iter().position(|f| f.operation == op) {
-            Some(i) => {
-                let f = s.faults[i].clone();
-                if s.faults[i].times <= 1 {
-                    s.faults.remove(i);
-                } else {
-                    s.faults[i].times -= 1;
-                }
-                Some(f)
-            }
-            None => None,
-        };
+        let injection = take_injection(&mut s, &op);
         s.seen.push(ProxiedRequest {
             operation: op,
             body: body.clone(),
-            faulted: fault.is_some(),
+            faulted: matches!(injection, Some(Injection::Answer(_))),
+            delayed: match &injection {
+                Some(Injection::Delay(d)) => Some(d.duration),
+                _ => None,
+            },
         });
-        fault
+        injection
+    };
+    let fault = match injection {
+        Some(Injection::Answer(f)) => Some(f),
+        Some(Injection::Delay(d)) => {
+            if !hold(d.duration, stop) {
+                return Ok(()); // the proxy is gone: drop the connection
+            }
+            None
+        }
+        None => None,
     };
     if let Some(f) = fault {
         let answer = format!(
@@ -313,5 +425,31 @@ mod tests {
             operation("POST / HTTP/1.1\r\n\r\n", "Action=Foo&V=1"),
             "Foo"
         );
+    }
+
+    #[test]
+    fn injections_of_one_operation_apply_in_order_and_wear_out() {
+        let mut s = State::default();
+        s.faults.push_back(
+            Fault::delay("DescribeTasks", Duration::from_secs(1))
+                .times(2)
+                .into(),
+        );
+        s.faults.push_back(Fault::throttling("RunTask").into());
+        s.faults
+            .push_back(Fault::throttling("DescribeTasks").into());
+        assert!(take_injection(&mut s, "ListTasks").is_none());
+        for _ in 0..2 {
+            assert!(matches!(
+                take_injection(&mut s, "DescribeTasks"),
+                Some(Injection::Delay(d)) if d.duration == Duration::from_secs(1)
+            ));
+        }
+        assert!(matches!(
+            take_injection(&mut s, "DescribeTasks"),
+            Some(Injection::Answer(f)) if f.body.contains("ThrottlingException")
+        ));
+        assert!(take_injection(&mut s, "DescribeTasks").is_none());
+        assert_eq!(s.faults.len(), 1, "the RunTask fault is left");
     }
 }
