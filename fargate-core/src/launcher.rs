@@ -206,7 +206,8 @@ pub struct TaskStatus {
 /// Starts, watches, stops and finds tasks.
 ///
 /// Implementations must be cheap to call concurrently and must not retry internally in
-/// unbounded ways: retry policy is a wrapper ([`crate::retry::RetryLauncher`]).
+/// unbounded ways: [`Driver`](crate::Driver) owns the retry policy, and retries only what an
+/// error marks as temporary.
 ///
 /// # Behaviour every implementation guarantees (checked by
 /// `fargate_core::testing::conformance::launcher`)

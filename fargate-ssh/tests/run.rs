@@ -522,3 +522,13 @@ async fn cancel_while_connecting_returns_at_once() {
     );
     drop(listener);
 }
+
+#[tokio::test]
+async fn a_script_without_output_ends() {
+    let (result, out) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), run_script("true\n"))
+            .await
+            .expect("a silent script must end");
+    assert_eq!(result.unwrap(), RunOutcome::Exited(0));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+}

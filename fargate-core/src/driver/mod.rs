@@ -31,6 +31,8 @@ mod prepare;
 mod run;
 mod stop;
 
+pub use prepare::LOGIN_CHECK_SCRIPT;
+
 use std::sync::Arc;
 use std::time::Duration;
 

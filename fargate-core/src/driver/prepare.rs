@@ -21,6 +21,9 @@ use super::{Driver, LOCK_WAIT, PrepareReport, SSH_PUBLIC_KEY_ENV, resolve_task_d
 /// it may start is known and stopped rather than left behind.
 pub(super) const LAUNCH_SETTLE: Duration = Duration::from_secs(20);
 
+/// The script prepare runs once to check that the task can run the job's scripts.
+pub const LOGIN_CHECK_SCRIPT: &[u8] = b"true\n";
+
 /// How long prepare keeps trying when the task's SSH server refuses the job's key (the
 /// entrypoint may install it a moment after sshd starts).
 const LOGIN_GRACE: Duration = Duration::from_secs(3);
@@ -351,7 +354,7 @@ impl Driver {
         }
     }
 
-    /// Logs in once with the job's key and runs an empty script, so that a task that will
+    /// Logs in once with the job's key and runs [`LOGIN_CHECK_SCRIPT`], so that a task that will
     /// never run the job's scripts (its sshd refuses the key, its image has no bash) fails
     /// prepare in seconds, as a system failure with a hint.
     async fn check_login(&self, record: &JobRecord, deadline: Instant) -> Result<()> {
@@ -366,7 +369,7 @@ impl Driver {
             username: self.config.ssh.username.clone(),
             private_key: record.private_key.clone(),
             host_key: Some(host_key),
-            script: Arc::from(&b""[..]),
+            script: Arc::from(LOGIN_CHECK_SCRIPT),
         };
         let first = Instant::now();
         loop {
@@ -384,7 +387,7 @@ impl Driver {
                     return Err(Error::new(
                         ErrorKind::InvalidConfig,
                         format!(
-                            "the task's SSH server cannot run scripts: an empty script ended with {outcome:?} ({})",
+                            "the task's SSH server cannot run scripts: `true` ended with {outcome:?} ({})",
                             String::from_utf8_lossy(&out.stderr).trim()
                         ),
                     )

@@ -157,8 +157,16 @@ impl Driver {
                     .consistency_window
                     .saturating_sub(Duration::from_secs(since))
         });
-        let tasks = self.search(key, record.known_tasks(), window_end).await?;
-        self.stop_all(key, &tasks, launched_at).await?;
+        // Stop what is known first, so that a slow or failing search cannot keep it running.
+        let known = record.known_tasks();
+        self.stop_all(key, &known, launched_at).await?;
+        let tasks = self.search(key, known.clone(), window_end).await?;
+        let found: Vec<TaskRef> = tasks
+            .iter()
+            .filter(|t| !known.contains(t))
+            .cloned()
+            .collect();
+        self.stop_all(key, &found, launched_at).await?;
         Ok(tasks)
     }
 
