@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use fargate_core::config::DriverConfig;
 use fargate_core::testing::{BootPlan, MemoryLauncher, MemoryShell, MemoryStore};
 use fargate_core::{
-    Driver, ErrorKind, ExitDecision, Failure, JobContext, MetadataStore, OutputSink,
+    Driver, ErrorKind, ExitDecision, Failure, JobContext, JobResponse, MetadataStore, OutputSink,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -147,17 +147,10 @@ impl CiService {
     /// Runs one job from prepare to cleanup, as gitlab-runner would call the stages.
     async fn run_job(&self, job: u64) -> Result<JobOutcome, BoxError> {
         let start = Instant::now();
-        let ctx = JobContext::from_vars([
-            ("BUILD_FAILURE_EXIT_CODE", "1".to_owned()),
-            ("SYSTEM_FAILURE_EXIT_CODE", "2".to_owned()),
-            ("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN", "embed".to_owned()),
-            (
-                "CUSTOM_ENV_CI_PROJECT_URL",
-                "https://gitlab.example.com/group/app".to_owned(),
-            ),
-            ("CUSTOM_ENV_CI_PIPELINE_ID", "7".to_owned()),
-            ("CUSTOM_ENV_CI_JOB_ID", job.to_string()),
-        ])?;
+        // The job's identity comes from the job payload (what gitlab-runner writes to
+        // JOB_RESPONSE_FILE), never from job variables, which the pipeline author writes.
+        // Exit codes default to the runner's: 1 for a build failure, 2 for a system failure.
+        let ctx = JobContext::new(JobResponse::new(job));
         let cancel = CancellationToken::new();
         let mut outcome = JobOutcome {
             job,

@@ -12,8 +12,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use aws_sdk_ecs::types::DesiredStatus;
-use fargate_aws::testing::{Moto, MotoEcs};
+use fargate_aws::testing::{FaultProxy, Moto, MotoEcs};
 use fargate_ssh::testing::{Sshd, login_user};
+
+/// The `Namespace` of [`LocalFargate::fargate_toml`]: job keys are `local-<job id>`.
+pub const NAMESPACE: &str = "local";
 
 /// Options of a [`LocalFargate`].
 #[derive(Clone, Debug)]
@@ -23,9 +26,18 @@ pub struct LocalFargateOptions {
     /// The SSH port of every task (each task has its own IP).
     pub ssh_port: u16,
     /// Jobs log in as a dedicated user with this login shell and a fresh home
-    /// ([`fargate_ssh::testing::login_user`]), like in a task image, instead of as root
-    /// with the rc files of the machine this runs on.
+    /// ([`fargate_ssh::testing::login_user`]), like in a task image (default `/bin/bash`).
+    /// `None`: as root, with the rc files of the machine this runs on (which may be slow or
+    /// hang: a pyenv `init` in root's `.bashrc` waits a minute on a lock a killed shell left).
     pub login_shell: Option<PathBuf>,
+    /// For this long after `RunTask`, the ECS API does not show a task to the driver
+    /// (`DescribeTasks` answers `MISSING`, `ListTasks` leaves it out), as real ECS may do
+    /// ([`fargate_aws::testing::MotoBuilder::visibility_lag`]). The task itself (its sshd)
+    /// starts at once.
+    pub visibility_lag: Duration,
+    /// Extra `sshd_config` lines for every task's sshd (e.g. to offer only algorithms the
+    /// driver cannot use).
+    pub sshd_config: Vec<String>,
 }
 
 impl Default for LocalFargateOptions {
@@ -33,14 +45,18 @@ impl Default for LocalFargateOptions {
         LocalFargateOptions {
             sshd_delay: Duration::ZERO,
             ssh_port: 2222,
-            login_shell: None,
+            login_shell: Some(PathBuf::from("/bin/bash")),
+            visibility_lag: Duration::from_secs(1),
+            sshd_config: Vec::new(),
         }
     }
 }
 
-/// moto plus a task watcher that gives each running task an sshd.
+/// moto plus a task watcher that gives each running task an sshd, and a fault-injecting
+/// proxy between the driver and moto.
 pub struct LocalFargate {
     moto: Arc<Moto>,
+    proxy: FaultProxy,
     /// Cluster, task definition, subnets and security group created in moto.
     pub ecs: MotoEcs,
     options: LocalFargateOptions,
@@ -73,7 +89,12 @@ impl LocalFargate {
             Some(shell) => login_user(shell).unwrap_or_else(|e| panic!("{e}")),
             None => "root".to_owned(),
         };
-        let moto = Arc::new(Moto::start());
+        let moto = Arc::new(
+            Moto::builder()
+                .visibility_lag(options.visibility_lag)
+                .start(),
+        );
+        let proxy = FaultProxy::start(&moto.endpoint_url());
         let ecs = moto.setup().await;
         let delay = Arc::new(Mutex::new(options.sshd_delay));
         let servers = Arc::new(Mutex::new(HashMap::new()));
@@ -101,6 +122,7 @@ impl LocalFargate {
         };
         LocalFargate {
             moto,
+            proxy,
             ecs,
             options,
             username,
@@ -123,6 +145,71 @@ impl LocalFargate {
         &self.moto
     }
 
+    /// The proxy the driver's requests go through ([`LocalFargate::driver_env`]): inject
+    /// throttling, failures or a slow API there.
+    pub fn proxy(&self) -> &FaultProxy {
+        &self.proxy
+    }
+
+    /// Starts another task for job key `job_key` the way the driver does (same `startedBy`
+    /// and `fargate:job-key` tag), with its own client token: what an earlier launch whose
+    /// answer was lost leaves behind. Returns its ARN.
+    ///
+    /// # Panics
+    /// When moto refuses it.
+    pub async fn start_stray_task(&self, job_key: &str) -> String {
+        let key = fargate_core::JobKey::parse(job_key).unwrap_or_else(|e| panic!("{e}"));
+        let spec = self.ecs.spec(1);
+        let out = self
+            .moto
+            .ecs_client()
+            .run_task()
+            .cluster(&self.ecs.cluster)
+            .task_definition(&self.ecs.task_definition)
+            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+            .started_by(fargate_aws::tags::started_by(&key))
+            .tags(
+                aws_sdk_ecs::types::Tag::builder()
+                    .key(fargate_aws::tags::JOB_KEY)
+                    .value(key.as_str())
+                    .build(),
+            )
+            .overrides(
+                aws_sdk_ecs::types::TaskOverride::builder()
+                    .container_overrides(
+                        aws_sdk_ecs::types::ContainerOverride::builder()
+                            .name(&spec.container_name)
+                            .environment(
+                                aws_sdk_ecs::types::KeyValuePair::builder()
+                                    .name("SSH_PUBLIC_KEY")
+                                    .value(&spec.environment["SSH_PUBLIC_KEY"])
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .network_configuration(
+                aws_sdk_ecs::types::NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                            .subnets(&self.ecs.subnets[0])
+                            .security_groups(&self.ecs.security_groups[0])
+                            .build()
+                            .unwrap_or_else(|e| panic!("{e}")),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("starting a stray task: {e:?}"));
+        out.tasks()
+            .first()
+            .and_then(|t| t.task_arn())
+            .unwrap_or_else(|| panic!("moto started no task"))
+            .to_owned()
+    }
+
     /// Changes the sshd start delay of tasks started from now on.
     pub fn set_sshd_delay(&self, delay: Duration) {
         *self.delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
@@ -136,11 +223,11 @@ impl LocalFargate {
             .clone()
     }
 
-    /// Environment for the `fargate` binary: AWS endpoint, dummy credentials, region, and no
-    /// instance metadata lookups.
+    /// Environment for the `fargate` binary: AWS endpoint (the [proxy](LocalFargate::proxy)
+    /// in front of moto), dummy credentials, region, and no instance metadata lookups.
     pub fn driver_env(&self) -> Vec<(String, String)> {
         [
-            ("AWS_ENDPOINT_URL", self.moto.endpoint_url()),
+            ("AWS_ENDPOINT_URL", self.proxy.endpoint_url()),
             ("AWS_ACCESS_KEY_ID", "test".into()),
             ("AWS_SECRET_ACCESS_KEY", "test".into()),
             ("AWS_REGION", "us-east-1".into()),
@@ -157,6 +244,7 @@ impl LocalFargate {
     pub fn fargate_toml(&self, metadata_dir: &Path) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "LogLevel = \"info\"");
+        let _ = writeln!(s, "Namespace = \"{NAMESPACE}\"");
         let _ = writeln!(s, "[Fargate]");
         let _ = writeln!(s, "  Cluster = \"{}\"", self.ecs.cluster);
         let _ = writeln!(s, "  Region = \"us-east-1\"");
@@ -177,9 +265,16 @@ impl LocalFargate {
         s
     }
 
-    /// ARNs of the tasks whose desired status is `RUNNING`.
+    /// ARNs of the tasks whose desired status is `RUNNING`, as ECS really has them (the
+    /// fixture's own view, never lagged).
+    ///
+    /// # Panics
+    /// When moto does not answer: an assertion that nothing runs must not pass because the
+    /// fixture failed.
     pub async fn running_tasks(&self) -> Vec<String> {
-        list_running(&self.moto.ecs_client(), &self.ecs.cluster).await
+        list_running(&self.moto.ecs_client(), &self.ecs.cluster)
+            .await
+            .unwrap_or_else(|e| panic!("listing the running tasks: {e}"))
     }
 
     /// Stops a task as ECS would on its own (e.g. the essential container exited).
@@ -218,15 +313,24 @@ impl Drop for LocalFargate {
     }
 }
 
-async fn list_running(client: &aws_sdk_ecs::Client, cluster: &str) -> Vec<String> {
-    client
-        .list_tasks()
-        .cluster(cluster)
-        .desired_status(DesiredStatus::Running)
-        .send()
-        .await
-        .map(|r| r.task_arns().to_vec())
-        .unwrap_or_default()
+async fn list_running(client: &aws_sdk_ecs::Client, cluster: &str) -> Result<Vec<String>, String> {
+    let mut arns = Vec::new();
+    let mut next = None;
+    loop {
+        let page = client
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(DesiredStatus::Running)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        arns.extend(page.task_arns().iter().cloned());
+        match page.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+            _ => return Ok(arns),
+        }
+    }
 }
 
 /// Gives each new running task an sshd, and takes it away when the task stops.
@@ -243,7 +347,10 @@ async fn watch(
     let log = |e: String| events.lock().unwrap_or_else(|p| p.into_inner()).push(e);
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     while !stop.load(Ordering::SeqCst) {
-        let running = list_running(&client, &cluster).await;
+        let Ok(running) = list_running(&client, &cluster).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         let new: Vec<String> = running
             .iter()
             .filter(|a| !seen.contains(*a))
@@ -294,6 +401,9 @@ async fn watch(
                     .start_delay(d);
                 if let Some(shell) = &options.login_shell {
                     builder = builder.login_shell(shell);
+                }
+                for line in &options.sshd_config {
+                    builder = builder.config_line(line);
                 }
                 let started = builder.start().and_then(|s| s.authorize(&key).map(|()| s));
                 match started {

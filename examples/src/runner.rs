@@ -21,6 +21,8 @@ pub type Hook = Box<dyn FnOnce() + Send>;
 pub enum OnOutput {
     /// Cancel the job: SIGTERM to the stage's process group (the runner's job cancel).
     Cancel,
+    /// Cancel the job this long after the marker appeared.
+    CancelAfter(Duration),
     /// Call a function (e.g. stop the task behind the driver's back).
     Call(Hook),
 }
@@ -29,6 +31,7 @@ impl std::fmt::Debug for OnOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OnOutput::Cancel => f.write_str("Cancel"),
+            OnOutput::CancelAfter(d) => write!(f, "CancelAfter({d:?})"),
             OnOutput::Call(_) => f.write_str("Call(..)"),
         }
     }
@@ -54,14 +57,18 @@ pub struct Job {
     pub project_url: String,
     /// `CI_RUNNER_SHORT_TOKEN`.
     pub short_token: String,
+    /// The project's id, in the job payload (`job_info.project_id`).
+    pub project_id: u64,
+    /// The job's name, in the job payload (`job_info.name`).
+    pub name: String,
     /// CI/CD variables (become `CUSTOM_ENV_*` and exports in the scripts).
     pub variables: Vec<(String, String)>,
     /// The job's `script:` lines.
     pub script: Vec<String>,
     /// The job's `after_script:` lines.
     pub after_script: Vec<String>,
-    /// React to a marker in a stage's output.
-    pub on_output: Option<(String, OnOutput)>,
+    /// React to markers in the stages' output, each once, when its marker first appears.
+    pub on_output: Vec<(String, OnOutput)>,
     /// SIGKILL the first prepare attempt at this point.
     pub kill_prepare: Option<KillPoint>,
     /// Time between SIGTERM and SIGKILL (`graceful_kill_timeout`).
@@ -76,10 +83,12 @@ impl Job {
             pipeline_id: 100,
             project_url: "https://gitlab.example.com/group/project".into(),
             short_token: "zxcv1234".into(),
+            project_id: 42,
+            name: "test".into(),
             variables: Vec::new(),
             script: script.iter().map(|s| s.to_string()).collect(),
             after_script: Vec::new(),
-            on_output: None,
+            on_output: Vec::new(),
             kill_prepare: None,
             graceful_kill: Duration::from_secs(30),
         }
@@ -114,6 +123,28 @@ pub struct StageRun {
     pub max_rss_kb: u64,
     /// CPU time, user plus system (`ru_utime + ru_stime` from `wait4`).
     pub cpu: Duration,
+    /// Output chunks read from the process (stdout and stderr), with when each arrived.
+    pub output: Vec<(Instant, String)>,
+}
+
+impl StageRun {
+    /// The longest time without output between the first chunk that contains `from` and
+    /// the first later one that contains `to` (both inclusive), or `None` if either is
+    /// missing.
+    pub fn longest_output_gap(&self, from: &str, to: &str) -> Option<Duration> {
+        let start = self.output.iter().position(|(_, t)| t.contains(from))?;
+        let end = start
+            + self.output[start..]
+                .iter()
+                .position(|(_, t)| t.contains(to))?;
+        Some(
+            self.output[start..=end]
+                .windows(2)
+                .map(|w| w[1].0 - w[0].0)
+                .max()
+                .unwrap_or_default(),
+        )
+    }
 }
 
 /// Resource usage of one exited child process, from `wait4(2)`.
@@ -286,7 +317,7 @@ impl RunnerEmu {
             emu: self,
             log: Arc::new(Mutex::new(String::new())),
             stages: Vec::new(),
-            on_output: job.on_output.take(),
+            on_output: std::mem::take(&mut job.on_output),
             cancelled: false,
         };
         let mut config_output = String::new();
@@ -305,7 +336,7 @@ struct Exec<'a> {
     emu: &'a RunnerEmu,
     log: Arc<Mutex<String>>,
     stages: Vec<StageRun>,
-    on_output: Option<(String, OnOutput)>,
+    on_output: Vec<(String, OnOutput)>,
     cancelled: bool,
 }
 
@@ -318,6 +349,7 @@ impl Exec<'_> {
 
     fn job(&mut self, job: &mut Job, config_output: &mut String) -> JobStatus {
         let mut tmp = None;
+        let mut build_error = None;
         for attempt in 1..=3 {
             // A fresh executor, and so a fresh temporary directory, per attempt.
             let dir = match tempfile::Builder::new().prefix("custom-executor").tempdir() {
@@ -354,6 +386,9 @@ impl Exec<'_> {
                 tmp = Some((dir, ctx));
                 break;
             }
+            let written_code = std::fs::read_to_string(&ctx.build_exit_code_file)
+                .ok()
+                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
             self.say(&format!("Preparation failed: exit code {code:?}"));
             // The runner cleans up every failed attempt.
             self.spawn(
@@ -363,17 +398,21 @@ impl Exec<'_> {
                 None,
                 job.graceful_kill,
             );
-            if code == Some(1) || self.cancelled {
-                // A build error is not retried; neither is a cancelled job.
+            if code == Some(1) {
+                // A build error is not retried: the job fails as a script failure.
+                build_error = Some(written_code.unwrap_or(1));
+                break;
+            }
+            if self.cancelled {
                 break;
             }
             self.say("Will be retried in 3s ...");
         }
         let Some((_dir, ctx)) = tmp else {
-            return if self.cancelled {
-                JobStatus::Canceled
-            } else {
-                JobStatus::SystemFailure("prepare".into())
+            return match (self.cancelled, build_error) {
+                (true, _) => JobStatus::Canceled,
+                (false, Some(code)) => JobStatus::ScriptFailure(code),
+                (false, None) => JobStatus::SystemFailure("prepare".into()),
             };
         };
         let status = self.run_stages(job, &ctx);
@@ -500,6 +539,7 @@ impl Exec<'_> {
         };
         let pid = child.id() as libc::pid_t;
         let stdout_buf = Arc::new(Mutex::new(String::new()));
+        let chunks: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
         let readers: Vec<_> = [
             child
                 .stdout
@@ -515,6 +555,7 @@ impl Exec<'_> {
         .filter_map(|(i, s)| s.map(|s| (i, s)))
         .map(|(i, mut s)| {
             let log = self.log.clone();
+            let chunks = chunks.clone();
             let capture = (i == 0 && name == "config").then(|| stdout_buf.clone());
             std::thread::spawn(move || {
                 let mut buf = [0u8; 8192];
@@ -523,6 +564,10 @@ impl Exec<'_> {
                         break;
                     }
                     let text = String::from_utf8_lossy(&buf[..n]);
+                    chunks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((Instant::now(), text.to_string()));
                     match &capture {
                         Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text),
                         None => log
@@ -535,6 +580,7 @@ impl Exec<'_> {
         })
         .collect();
         let mut term_at: Option<Instant> = None;
+        let mut cancel_at: Option<Instant> = None;
         let mut killed = false;
         let mut usage = Usage::default();
         let mut poll = Duration::from_millis(1);
@@ -558,25 +604,33 @@ impl Exec<'_> {
                 killed = true;
                 self.say(&format!("(emulator: SIGKILL to {name} at {point:?})"));
             }
-            if term_at.is_none()
-                && let Some((marker, _)) = &self.on_output
-                && self
-                    .log
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(marker.as_str())
-                && let Some((_, action)) = self.on_output.take()
-            {
-                match action {
-                    OnOutput::Cancel => {
-                        self.cancelled = true;
-                        self.say("(emulator: job cancelled, SIGTERM to the stage)");
-                        // SAFETY: plain kill(2) on the child's process group.
-                        unsafe { libc::kill(-pid, libc::SIGTERM) };
-                        term_at = Some(Instant::now());
+            if term_at.is_none() && !self.on_output.is_empty() {
+                let seen: Vec<usize> = {
+                    let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                    self.on_output
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (marker, _))| log.contains(marker.as_str()))
+                        .map(|(i, _)| i)
+                        .collect()
+                };
+                for i in seen.into_iter().rev() {
+                    match self.on_output.remove(i).1 {
+                        OnOutput::Cancel => cancel_at = Some(Instant::now()),
+                        OnOutput::CancelAfter(d) => cancel_at = Some(Instant::now() + d),
+                        OnOutput::Call(f) => f(),
                     }
-                    OnOutput::Call(f) => f(),
                 }
+            }
+            if term_at.is_none()
+                && let Some(at) = cancel_at
+                && Instant::now() >= at
+            {
+                self.cancelled = true;
+                self.say("(emulator: job cancelled, SIGTERM to the stage)");
+                // SAFETY: plain kill(2) on the child's process group.
+                unsafe { libc::kill(-pid, libc::SIGTERM) };
+                term_at = Some(Instant::now());
             }
             if let Some(t) = term_at
                 && t.elapsed() > graceful
@@ -604,6 +658,7 @@ impl Exec<'_> {
             exit_after_term: term_at.map(|t| t.elapsed()),
             max_rss_kb: usage.max_rss_kb,
             cpu: usage.cpu(),
+            output: std::mem::take(&mut *chunks.lock().unwrap_or_else(|p| p.into_inner())),
         });
         let out = stdout_buf.lock().unwrap_or_else(|p| p.into_inner()).clone();
         (exit_code, out)
@@ -634,9 +689,32 @@ struct Ctx {
 impl Ctx {
     fn new(dir: &Path, job: &Job) -> Ctx {
         let response_file = dir.join("response.json");
+        // What GitLab sends, trimmed: the job token is in it, and in the clone URL.
+        let token = format!("glcbt-64_secret-of-job-{}", job.job_id);
+        let repo = job
+            .project_url
+            .replacen("://", &format!("://gitlab-ci-token:{token}@"), 1);
         let payload = serde_json::json!({
             "id": job.job_id,
-            "variables": job.variables.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
+            "token": token,
+            "allow_git_fetch": true,
+            "job_info": {
+                "id": job.job_id,
+                "name": job.name,
+                "stage": "test",
+                "project_id": job.project_id,
+                "project_name": job.project_url.rsplit('/').next().unwrap_or_default(),
+            },
+            "git_info": {
+                "repo_url": format!("{repo}.git"),
+                "ref": "main",
+                "sha": "0123456789abcdef0123456789abcdef01234567",
+                "ref_type": "branch",
+            },
+            "runner_info": { "timeout": 3600 },
+            "variables": job.variables.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v, "public": true})).collect::<Vec<_>>(),
+            "image": null,
+            "services": [],
         });
         let _ = std::fs::write(&response_file, payload.to_string());
         let mut custom_env = vec![

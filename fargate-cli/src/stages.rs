@@ -215,27 +215,6 @@ fn metadata_dir(config: &Path, dir: &Path) -> PathBuf {
         .unwrap_or_else(|| dir.to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metadata_directories_never_depend_on_the_working_directory() {
-        let cfg = Path::new("/etc/gitlab-runner/fargate.toml");
-        assert_eq!(
-            metadata_dir(cfg, Path::new("metadata")),
-            PathBuf::from("/etc/gitlab-runner/metadata")
-        );
-        assert_eq!(
-            metadata_dir(cfg, Path::new("/srv/meta")),
-            PathBuf::from("/srv/meta")
-        );
-        let default = metadata_dir(cfg, Path::new(""));
-        assert!(default.is_absolute(), "{}", default.display());
-        assert_eq!(default, FileMetadataStore::default_dir());
-    }
-}
-
 fn print_config(config: &DriverConfig, job: &JobContext) -> Result<(), Failure> {
     let out = config_output(config, job, VERSION);
     let mut stdout = std::io::stdout().lock();
@@ -266,5 +245,26 @@ fn print_plain(err: &Error) {
     eprintln!("ERROR: fargate: {}", err.chain());
     if let Some(hint) = err.hint() {
         eprintln!("hint: {hint}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_directories_never_depend_on_the_working_directory() {
+        let cfg = Path::new("/etc/gitlab-runner/fargate.toml");
+        assert_eq!(
+            metadata_dir(cfg, Path::new("metadata")),
+            PathBuf::from("/etc/gitlab-runner/metadata")
+        );
+        assert_eq!(
+            metadata_dir(cfg, Path::new("/srv/meta")),
+            PathBuf::from("/srv/meta")
+        );
+        let default = metadata_dir(cfg, Path::new(""));
+        assert!(default.is_absolute(), "{}", default.display());
+        assert_eq!(default, FileMetadataStore::default_dir());
     }
 }

@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fargate_aws::testing::Fault;
 use fargate_examples::local_fargate::{LocalFargate, LocalFargateOptions};
 use fargate_examples::runner::{Job, JobResult, JobStatus, KillPoint, OnOutput, RunnerEmu};
 
 struct Rig {
     fargate: Arc<LocalFargate>,
     emu: RunnerEmu,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn rig_with(options: LocalFargateOptions, edit: impl FnOnce(String) -> String) -> Rig {
@@ -28,11 +29,7 @@ async fn rig_with(options: LocalFargateOptions, edit: impl FnOnce(String) -> Str
         fargate.driver_env(),
     );
     emu.metadata_dir = Some(metadata);
-    Rig {
-        fargate,
-        emu,
-        _dir: dir,
-    }
+    Rig { fargate, emu, dir }
 }
 
 async fn rig() -> Rig {
@@ -178,7 +175,7 @@ async fn a_task_whose_sshd_starts_late_still_runs_the_job_with_a_sh_login_user()
 async fn a_cancelled_job_stops_promptly_and_cleanup_stops_the_task() {
     let rig = rig().await;
     let mut job = Job::new(5, &["echo started-sleep", "sleep 600"]);
-    job.on_output = Some(("started-sleep".into(), OnOutput::Cancel));
+    job.on_output = vec![("started-sleep".into(), OnOutput::Cancel)];
     let result = rig.run(job).await;
     assert_eq!(result.status, JobStatus::Canceled, "{}", result.log);
     let build = result.stage("build_script");
@@ -247,7 +244,7 @@ async fn a_task_that_stops_mid_step_is_a_system_failure_naming_the_reason() {
     let rig = rig().await;
     let fargate = rig.fargate.clone();
     let mut job = Job::new(7, &["echo step-started", "sleep 600"]);
-    job.on_output = Some((
+    job.on_output = vec![(
         "step-started".into(),
         OnOutput::Call(Box::new(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -262,7 +259,7 @@ async fn a_task_that_stops_mid_step_is_a_system_failure_naming_the_reason() {
                 }
             });
         })),
-    ));
+    )];
     let result = rig.run(job).await;
     assert_eq!(
         result.status,
@@ -310,10 +307,15 @@ async fn ten_concurrent_jobs_succeed_and_see_only_their_own_variables() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_driver_killed_during_prepare_leaves_no_task_behind() {
     let rig = rig().await;
+    // With ECS hiding new tasks for 1 s (the rig's default lag), as real ECS may.
     for (i, point) in [
         KillPoint::RecordPhase("launch_requested".into()),
         KillPoint::RecordPhase("launched".into()),
+        // While ECS does not show the task yet, and while SSH is probed and logged in to
+        // (the record reaches "ready" only as prepare exits, too late to kill it).
         KillPoint::After(Duration::from_millis(300)),
+        KillPoint::After(Duration::from_millis(900)),
+        KillPoint::After(Duration::from_millis(1400)),
     ]
     .into_iter()
     .enumerate()
@@ -340,4 +342,300 @@ async fn a_driver_killed_during_prepare_leaves_no_task_behind() {
         );
         rig.assert_no_task_running(&result).await;
     }
+}
+
+fn lagging(lag: Duration) -> LocalFargateOptions {
+    LocalFargateOptions {
+        visibility_lag: lag,
+        ..Default::default()
+    }
+}
+
+/// Blocks on `fut` from a runner emulator hook (a plain thread).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(fut)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_succeeds_while_ecs_does_not_show_its_task_yet() {
+    let rig = rig_with(lagging(Duration::from_secs(3)), |c| c).await;
+    let result = rig.run(Job::new(400, &["echo visible-at-last"])).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    assert!(result.log.contains("visible-at-last"), "{}", result.log);
+    let prepare = result.stage("prepare");
+    assert_eq!(prepare.len(), 1, "no prepare retry: {}", result.log);
+    assert!(
+        prepare[0].wall >= Duration::from_secs(3),
+        "prepare cannot be done before ECS shows the task: {:?}",
+        prepare[0].wall
+    );
+    rig.assert_no_task_running(&result).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_half_a_second_after_run_task_leaves_no_task() {
+    let rig = rig_with(lagging(Duration::from_secs(3)), |c| c).await;
+    let mut job = Job::new(401, &["echo never"]);
+    job.on_output = vec![(
+        "starting a Fargate task".into(),
+        OnOutput::CancelAfter(Duration::from_millis(500)),
+    )];
+    let result = rig.run(job).await;
+    assert_eq!(result.status, JobStatus::Canceled, "{}", result.log);
+    assert!(!result.log.contains("\nnever"), "{}", result.log);
+    let prepare = result.stage("prepare");
+    assert!(
+        prepare[0].exit_after_term.is_some(),
+        "the cancel must have hit prepare: {}",
+        result.log
+    );
+    rig.assert_no_task_running(&result).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_stops_the_task_after_the_metadata_directory_was_wiped() {
+    let rig = rig().await;
+    let metadata = rig.emu.metadata_dir.clone().expect("metadata dir");
+    let mut job = Job::new(402, &["echo wipe-now"]);
+    job.on_output = vec![(
+        "wipe-now".into(),
+        OnOutput::Call(Box::new(move || {
+            for entry in std::fs::read_dir(&metadata)
+                .expect("metadata dir")
+                .flatten()
+            {
+                std::fs::remove_file(entry.path()).expect("wiping the metadata directory");
+            }
+        })),
+    )];
+    let result = rig.run(job).await;
+    // The record is gone, so cleanup must find the task by its startedBy, with a ListTasks
+    // that ECS accepts (startedBy as the only filter: the fixture refuses anything else).
+    assert!(result.log.contains("wipe-now"), "{}", result.log);
+    assert_eq!(
+        result.stage("cleanup")[0].exit_code,
+        Some(0),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("found a task of the job by its key"),
+        "{}",
+        result.log
+    );
+    let searches = rig.fargate.proxy().requests_of("ListTasks");
+    assert!(!searches.is_empty());
+    for search in searches {
+        let body = search.json();
+        assert!(body["startedBy"].is_string(), "{body}");
+        assert!(body.get("desiredStatus").is_none(), "{body}");
+    }
+    rig.assert_no_task_running(&result).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_stops_a_second_task_of_the_same_job() {
+    // No visibility lag: a task ECS does not list yet cannot be found by anyone, and the
+    // point here is the union of recorded and found tasks.
+    let rig = rig_with(lagging(Duration::ZERO), |c| c).await;
+    let fargate = rig.fargate.clone();
+    let mut job = Job::new(403, &["echo stray-now"]);
+    // Another task of this job, as an earlier attempt whose RunTask answer was lost would
+    // have left it: same startedBy and job-key tag, another client token.
+    job.on_output = vec![(
+        "stray-now".into(),
+        OnOutput::Call(Box::new(move || {
+            block_on(fargate.start_stray_task("local-403"));
+        })),
+    )];
+    let result = rig.run(job).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    rig.assert_no_task_running(&result).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_forging_another_jobs_id_never_reaches_its_task() {
+    let rig = Arc::new(rig().await);
+    let flag = rig.dir.path().join("victim-may-finish");
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let mut victim = Job::new(
+        410,
+        &[
+            "echo victim-started",
+            &format!(
+                "for i in $(seq 600); do [ -e {} ] && break; sleep 0.2; done",
+                flag.display()
+            ),
+            "echo victim-done",
+        ],
+    );
+    victim.on_output = vec![(
+        "victim-started".into(),
+        OnOutput::Call(Box::new(move || {
+            let _ = started_tx.send(());
+        })),
+    )];
+    let emu = rig.emu.clone();
+    let victim_run = tokio::task::spawn_blocking(move || emu.run(victim));
+    tokio::task::spawn_blocking(move || started_rx.recv())
+        .await
+        .expect("waiting thread")
+        .expect("the victim job started its script");
+    let victim_tasks = rig.fargate.running_tasks().await;
+    assert_eq!(victim_tasks.len(), 1);
+
+    // Job 411 of the same project sets every identity variable to job 410's values; once
+    // with an allowed task definition, once asking for one it may not have.
+    for extra in [None, Some(("FARGATE_TASK_DEFINITION", "admin-only:1"))] {
+        let mut attacker = Job::new(411, &["echo attacker-ran"]);
+        attacker.variables = vec![
+            ("CI_JOB_ID".into(), "410".into()),
+            ("CI_PIPELINE_ID".into(), "100".into()),
+            (
+                "CI_PROJECT_URL".into(),
+                "https://gitlab.example.com/group/project".into(),
+            ),
+            ("CI_RUNNER_SHORT_TOKEN".into(), "zxcv1234".into()),
+        ];
+        attacker
+            .variables
+            .extend(extra.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        let result = rig.run(attacker).await;
+        match extra {
+            None => assert_eq!(result.status, JobStatus::Success, "{}", result.log),
+            Some(_) => assert_eq!(result.status, JobStatus::ScriptFailure(1), "{}", result.log),
+        }
+        assert!(
+            result
+                .log
+                .contains("is not its id (411); the variable is ignored"),
+            "{}",
+            result.log
+        );
+        let running = rig.fargate.running_tasks().await;
+        assert_eq!(running, victim_tasks, "{extra:?}: {}", result.log);
+    }
+
+    std::fs::write(&flag, "").expect("flag file");
+    let result = victim_run.await.expect("victim thread");
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    assert!(result.log.contains("victim-done"), "{}", result.log);
+    rig.assert_no_task_running(&result).await;
+    // Stopped by its own cleanup, which names the job's own key.
+    let task = rig
+        .fargate
+        .moto()
+        .describe_task(&rig.fargate.ecs.cluster, &victim_tasks[0])
+        .await;
+    assert_eq!(
+        task.stopped_reason(),
+        Some("fargate driver: job local-410 finished")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sshd_offering_only_a_key_exchange_libssh2_lacks_fails_prepare_fast() {
+    let rig = rig_with(
+        LocalFargateOptions {
+            sshd_config: vec!["KexAlgorithms sntrup761x25519-sha512@openssh.com".into()],
+            ..Default::default()
+        },
+        |c| c,
+    )
+    .await;
+    let result = rig.run(Job::new(420, &["echo never"])).await;
+    assert_eq!(
+        result.status,
+        JobStatus::SystemFailure("prepare".into()),
+        "{}",
+        result.log
+    );
+    assert!(result.log.contains("KexAlgorithms"), "{}", result.log);
+    for attempt in result.stage("prepare") {
+        assert!(
+            attempt.wall < Duration::from_secs(5),
+            "prepare took {:?}: {}",
+            attempt.wall,
+            result.log
+        );
+    }
+    rig.assert_no_task_running(&result).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metadata_directory_others_may_write_is_refused_before_any_task_starts() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = rig().await;
+    let metadata = rig.emu.metadata_dir.clone().expect("metadata dir");
+    std::fs::create_dir_all(&metadata).expect("metadata dir");
+    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let result = rig.run(Job::new(421, &["echo never"])).await;
+    assert_eq!(
+        result.status,
+        JobStatus::SystemFailure("prepare".into()),
+        "{}",
+        result.log
+    );
+    assert!(result.log.contains("chmod 700"), "{}", result.log);
+    assert!(
+        rig.fargate.moto().run_task_requests().is_empty(),
+        "no task may be started"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_describe_never_stalls_the_output_or_a_cancel() {
+    let rig = rig_with(LocalFargateOptions::default(), |c| {
+        c.replace(
+            "StopTimeout = \"30s\"",
+            "StopTimeout = \"30s\"\n  WatchInterval = \"1s\"",
+        )
+    })
+    .await;
+    let fargate = rig.fargate.clone();
+    let mut job = Job::new(
+        430,
+        &[
+            "echo slow-api-from-now",
+            "for i in $(seq 40); do echo tick-$i; sleep 0.1; done",
+            "echo ticks-done",
+            "sleep 600",
+        ],
+    );
+    job.on_output = vec![
+        (
+            // From the build script on, every DescribeTasks takes 20 s to answer.
+            "slow-api-from-now".into(),
+            OnOutput::Call(Box::new(move || {
+                fargate
+                    .proxy()
+                    .inject(Fault::delay("DescribeTasks", Duration::from_secs(20)).times(1000));
+            })),
+        ),
+        (
+            "ticks-done".into(),
+            OnOutput::CancelAfter(Duration::from_millis(500)),
+        ),
+    ];
+    let result = rig.run(job).await;
+    assert_eq!(result.status, JobStatus::Canceled, "{}", result.log);
+    let build = &result.stage("build_script")[0];
+    let gap = build
+        .longest_output_gap("tick-1\n", "ticks-done")
+        .expect("the ticks were streamed");
+    assert!(gap < Duration::from_secs(1), "output stalled for {gap:?}");
+    let after_term = build.exit_after_term.expect("cancelled");
+    assert!(
+        after_term < Duration::from_secs(2),
+        "the cancel took {after_term:?}"
+    );
+    assert!(
+        !rig.fargate.proxy().requests_of("DescribeTasks").is_empty(),
+        "the watch must have described the task"
+    );
+    rig.assert_no_task_running(&result).await;
 }
