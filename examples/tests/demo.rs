@@ -3,8 +3,9 @@
 //! running, also when it is interrupted mid-job.
 //!
 //! Needs what the end-to-end tests need (root, `/usr/sbin/sshd`, moto via
-//! `FARGATE_MOTO_PYTHON`; `scripts/test` installs them) and the `fargate` binary next to the
-//! demo's, which `cargo test --workspace` builds.
+//! `FARGATE_MOTO_PYTHON`; `scripts/test` installs them), so it runs only with
+//! `FARGATE_TEST_FIXTURES=1`, and the `fargate` binary next to the demo's, which
+//! `cargo test --workspace` builds.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -67,6 +68,7 @@ fn assert_all_stopped(stdout: &str) {
 
 #[test]
 fn the_demo_runs_a_job_through_the_driver_and_stops_everything() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let output = demo().output().expect("running the demo");
     let (stdout, stderr) = text(&output);
     assert_eq!(
@@ -114,6 +116,7 @@ fn the_demo_runs_a_job_through_the_driver_and_stops_everything() {
 
 #[test]
 fn a_failing_job_makes_the_demo_exit_1_with_the_scripts_exit_code() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let output = demo().arg("--fail").output().expect("running the demo");
     let (stdout, stderr) = text(&output);
     assert_eq!(
@@ -134,6 +137,7 @@ fn a_failing_job_makes_the_demo_exit_1_with_the_scripts_exit_code() {
 
 #[test]
 fn an_interrupted_demo_cancels_the_job_cleans_up_and_stops_everything() {
+    fargate_testkit::require_fixture!(LocalFargate);
     // A number of seconds no other test uses, so that the remote `sleep` can be found.
     let secs = (600 + std::process::id() % 1000).to_string();
     let mut child = demo()

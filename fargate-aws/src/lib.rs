@@ -51,8 +51,13 @@
 //!
 //! * `public-ip`: connecting through the task's public IP. It needs `aws-sdk-ec2`, by far the
 //!   largest crate of the build (≈ 6 minutes and 8 GB of RAM for one debug `rustc`).
-//! * `testing`: `testing::Moto`, a moto server fixture, and `testing::FaultProxy`, which
-//!   injects ECS errors in front of it.
+//!
+//! # Testing
+//!
+//! The integration tests (`tests/`) run [`EcsLauncher`] against moto on loopback, with the
+//! moto fixture and the fault proxy of the unpublished `fargate-testkit` crate; they run
+//! only with `FARGATE_TEST_FIXTURES=1` (they say that they skipped otherwise). This crate
+//! ships no test infrastructure.
 
 mod config;
 mod errors;
@@ -60,8 +65,6 @@ mod launcher;
 pub mod metrics;
 pub mod retry;
 pub mod tags;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
 pub use launcher::{

@@ -1,4 +1,4 @@
-//! `EcsLauncher` against a real moto server (see `fargate_aws::testing`), with injected faults
+//! `EcsLauncher` against a real moto server (see `fargate_testkit::moto`), with injected faults
 //! for what moto cannot do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use fargate_aws::testing::{Fault, FaultProxy, Moto, MotoEcs};
 use fargate_aws::{Capacity, CapacityProviderItem, EcsConfig, EcsLauncher, RetryPolicy, tags};
 use fargate_core::{ErrorKind, StopOutcome, TaskLauncher, TaskRef, TaskState};
+use fargate_testkit::fault_proxy::{Fault, FaultProxy};
+use fargate_testkit::moto::{Moto, MotoEcs};
 use serde_json::Value;
 
 const MISSING: &str =
@@ -59,6 +60,7 @@ fn tag_map(request: &Value) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn conformance() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let l = launcher(ecs.config(), &moto.sdk_config());
     let spec = ecs.spec(1);
@@ -92,6 +94,7 @@ async fn conformance() {
 
 #[tokio::test]
 async fn launch_returns_at_once_and_describe_gives_the_eni_address() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     moto.set_provisioning_describes(4);
     let l = launcher(ecs.config(), &moto.sdk_config());
@@ -124,6 +127,7 @@ async fn launch_returns_at_once_and_describe_gives_the_eni_address() {
 
 #[tokio::test]
 async fn run_task_request_with_launch_type() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let mut config = ecs.config();
     config.assign_public_ip = true;
@@ -183,6 +187,7 @@ async fn run_task_request_with_launch_type() {
 
 #[tokio::test]
 async fn run_task_request_with_capacity_strategy_and_private_ip() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let mut config = ecs.config();
     config.capacity = Capacity::Strategy(vec![
@@ -212,6 +217,7 @@ async fn run_task_request_with_capacity_strategy_and_private_ip() {
 
 #[tokio::test]
 async fn a_task_that_dies_reports_stopping_then_stopped() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let l = launcher(ecs.config(), &moto.sdk_config());
     let task = l.launch(&ecs.spec(4)).await.unwrap();
@@ -239,6 +245,7 @@ async fn a_task_that_dies_reports_stopping_then_stopped() {
 
 #[tokio::test]
 async fn a_task_stopped_by_someone_else_reports_the_reason() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let l = launcher(ecs.config(), &moto.sdk_config());
     let task = l.launch(&ecs.spec(5)).await.unwrap();
@@ -262,6 +269,7 @@ async fn a_task_stopped_by_someone_else_reports_the_reason() {
 
 #[tokio::test]
 async fn stop_always_calls_stop_task_and_respects_the_reason_limit() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let l = launcher(ecs.config(), &moto.sdk_config());
     let a = l.launch(&ecs.spec(6)).await.unwrap();
@@ -297,6 +305,7 @@ async fn stop_always_calls_stop_task_and_respects_the_reason_limit() {
 
 #[tokio::test]
 async fn find_returns_only_the_jobs_running_tasks() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let l = launcher(ecs.config(), &moto.sdk_config());
     let a = l.launch(&ecs.spec(8)).await.unwrap();
@@ -340,6 +349,7 @@ async fn find_returns_only_the_jobs_running_tasks() {
 
 #[tokio::test]
 async fn moto_errors_are_typed_with_hints() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let mut config = ecs.config();
     config.retry = fast_retry();
@@ -371,6 +381,7 @@ async fn proxied() -> (Moto, MotoEcs, FaultProxy) {
 
 #[tokio::test]
 async fn capacity_failure_moves_on_to_the_next_subnet_with_a_new_token() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, proxy) = proxied().await;
     let mut config = ecs.config();
     config.retry = fast_retry();
@@ -404,6 +415,7 @@ async fn capacity_failure_moves_on_to_the_next_subnet_with_a_new_token() {
 
 #[tokio::test]
 async fn capacity_everywhere_is_a_temporary_capacity_error() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, proxy) = proxied().await;
     let mut config = ecs.config();
     config.retry = fast_retry();
@@ -429,6 +441,7 @@ async fn capacity_everywhere_is_a_temporary_capacity_error() {
 
 #[tokio::test]
 async fn run_task_failures_map_to_kinds() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, proxy) = proxied().await;
     let mut config = ecs.config();
     config.retry = fast_retry();
@@ -500,6 +513,7 @@ async fn run_task_failures_map_to_kinds() {
 
 #[tokio::test]
 async fn throttling_is_retried_with_backoff_then_reported() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, proxy) = proxied().await;
     let mut config = ecs.config();
     config.retry = fast_retry();
@@ -520,6 +534,7 @@ async fn throttling_is_retried_with_backoff_then_reported() {
 
 #[tokio::test]
 async fn describe_tasks_missing_failure_is_missing() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, proxy) = proxied().await;
     let l = launcher(ecs.config(), &proxy.sdk_config());
     proxy.inject(Fault {
@@ -537,6 +552,7 @@ async fn describe_tasks_missing_failure_is_missing() {
 #[cfg(feature = "public-ip")]
 #[tokio::test]
 async fn public_ip_appears_once_associated_and_ec2_is_asked_only_until_then() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let mut config = ecs.config();
     config.assign_public_ip = true;
@@ -562,7 +578,7 @@ async fn public_ip_appears_once_associated_and_ec2_is_asked_only_until_then() {
 async fn use_public_ip_needs_the_feature() {
     let mut config = EcsConfig::new("ci", ["subnet-1"], ["sg-1"]);
     config.use_public_ip = true;
-    let sdk = fargate_aws::testing::sdk_config_for("http://127.0.0.1:9");
+    let sdk = fargate_testkit::moto::sdk_config_for("http://127.0.0.1:9");
     let err = EcsLauncher::new(config, &sdk).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(err.hint().unwrap().contains("public-ip"));
@@ -570,6 +586,7 @@ async fn use_public_ip_needs_the_feature() {
 
 #[tokio::test]
 async fn fixture_hands_out_loopback_addresses_in_order() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let l = launcher(ecs.config(), &moto.sdk_config());
     let a = l.launch(&ecs.spec(17)).await.unwrap();

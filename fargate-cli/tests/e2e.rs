@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fargate_aws::testing::Fault;
-use fargate_examples::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_examples::runner::{Job, JobResult, JobStatus, KillPoint, OnOutput, RunnerEmu};
+use fargate_testkit::fault_proxy::Fault;
+use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
+use fargate_testkit::runner::{Job, JobResult, JobStatus, KillPoint, OnOutput, RunnerEmu};
 
 struct Rig {
     fargate: Arc<LocalFargate>,
@@ -56,6 +56,7 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_with_unicode_output_on_both_streams_succeeds() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
     let result = rig
         .run(Job::new(
@@ -101,6 +102,7 @@ async fn a_job_with_unicode_output_on_both_streams_succeeds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_script_reports_its_exit_code_and_after_script_runs() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
     let mut job = Job::new(2, &["echo before", "exit 3", "echo never"]);
     job.after_script = vec!["echo after-script-ran with $CI_JOB_STATUS".into()];
@@ -118,6 +120,7 @@ async fn a_failing_script_reports_its_exit_code_and_after_script_runs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_script_with_one_mebibyte_of_exported_variables_succeeds() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
     let mut job = Job::new(3, &["echo \"sizes ${#BIG_0} ${#BIG_63} ${BIG_63:0:5}\""]);
     job.variables = (0..64)
@@ -145,6 +148,7 @@ async fn a_script_with_one_mebibyte_of_exported_variables_succeeds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_whose_sshd_starts_late_still_runs_the_job_with_a_sh_login_user() {
+    fargate_testkit::require_fixture!(LocalFargate);
     // Also an image whose SSH user has a plain POSIX `sh` as login shell (dash here, like
     // ash on Alpine).
     let rig = rig_with(
@@ -173,6 +177,7 @@ async fn a_task_whose_sshd_starts_late_still_runs_the_job_with_a_sh_login_user()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_job_stops_promptly_and_cleanup_stops_the_task() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
     let mut job = Job::new(5, &["echo started-sleep", "sleep 600"]);
     job.on_output = vec![("started-sleep".into(), OnOutput::Cancel)];
@@ -195,6 +200,7 @@ async fn a_cancelled_job_stops_promptly_and_cleanup_stops_the_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_task_definition_is_a_system_failure_with_ecs_message() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig_with(LocalFargateOptions::default(), |c| {
         c.lines()
             .map(|l| {
@@ -241,6 +247,7 @@ async fn a_missing_task_definition_is_a_system_failure_with_ecs_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_that_stops_mid_step_is_a_system_failure_naming_the_reason() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
     let fargate = rig.fargate.clone();
     let mut job = Job::new(7, &["echo step-started", "sleep 600"]);
@@ -277,6 +284,7 @@ async fn a_task_that_stops_mid_step_is_a_system_failure_naming_the_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_concurrent_jobs_succeed_and_see_only_their_own_variables() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
     let mut handles = Vec::new();
     for i in 0..10 {
@@ -306,6 +314,7 @@ async fn ten_concurrent_jobs_succeed_and_see_only_their_own_variables() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_driver_killed_during_prepare_leaves_no_task_behind() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
     // With ECS hiding new tasks for 1 s (the rig's default lag), as real ECS may.
     for (i, point) in [
@@ -362,6 +371,7 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_succeeds_while_ecs_does_not_show_its_task_yet() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig_with(lagging(Duration::from_secs(3)), |c| c).await;
     let result = rig.run(Job::new(400, &["echo visible-at-last"])).await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
@@ -378,6 +388,7 @@ async fn a_job_succeeds_while_ecs_does_not_show_its_task_yet() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_half_a_second_after_run_task_leaves_no_task() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig_with(lagging(Duration::from_secs(3)), |c| c).await;
     let mut job = Job::new(401, &["echo never"]);
     job.on_output = vec![(
@@ -398,6 +409,7 @@ async fn a_cancel_half_a_second_after_run_task_leaves_no_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_stops_the_task_after_the_metadata_directory_was_wiped() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
     let metadata = rig.emu.metadata_dir.clone().expect("metadata dir");
     let mut job = Job::new(402, &["echo wipe-now"]);
@@ -439,6 +451,7 @@ async fn cleanup_stops_the_task_after_the_metadata_directory_was_wiped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_stops_a_second_task_of_the_same_job() {
+    fargate_testkit::require_fixture!(LocalFargate);
     // No visibility lag: a task ECS does not list yet cannot be found by anyone, and the
     // point here is the union of recorded and found tasks.
     let rig = rig_with(lagging(Duration::ZERO), |c| c).await;
@@ -459,6 +472,7 @@ async fn cleanup_stops_a_second_task_of_the_same_job() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_forging_another_jobs_id_never_reaches_its_task() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = Arc::new(rig().await);
     let flag = rig.dir.path().join("victim-may-finish");
     let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -539,6 +553,7 @@ async fn a_job_forging_another_jobs_id_never_reaches_its_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_sshd_offering_only_a_key_exchange_libssh2_lacks_fails_prepare_fast() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig_with(
         LocalFargateOptions {
             sshd_config: vec!["KexAlgorithms sntrup761x25519-sha512@openssh.com".into()],
@@ -568,6 +583,7 @@ async fn an_sshd_offering_only_a_key_exchange_libssh2_lacks_fails_prepare_fast()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_metadata_directory_others_may_write_is_refused_before_any_task_starts() {
+    fargate_testkit::require_fixture!(LocalFargate);
     use std::os::unix::fs::PermissionsExt;
     let rig = rig().await;
     let metadata = rig.emu.metadata_dir.clone().expect("metadata dir");
@@ -589,6 +605,7 @@ async fn a_metadata_directory_others_may_write_is_refused_before_any_task_starts
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_describe_never_stalls_the_output_or_a_cancel() {
+    fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig_with(LocalFargateOptions::default(), |c| {
         c.replace(
             "StopTimeout = \"30s\"",

@@ -230,7 +230,8 @@ pub struct TaskStatus {
 /// Dropping a `launch` future may leave a task running whose reference the caller never
 /// saw; a caller that may drop it must record the client token first and resolve it later
 /// by replaying the launch or by `find`. `describe`, `stop` and `find` are safe to drop.
-#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+// A mockall mock for the driver's interaction tests, never public API.
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait TaskLauncher: Send + Sync + fmt::Debug {
     /// Starts one task for `spec`.

@@ -174,9 +174,7 @@ impl OutputSink for StdioSink {
 ///   connection lost while the script runs fails with the same kind and says so.
 /// - `probe` answers with the server's host key, or fails with `Unreachable` when nothing
 ///   (or no SSH server) answers.
-#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
 #[async_trait]
-#[allow(unused_parens)] // `(dyn OutputSink + 'static)` needs them; the lint misfires in mockall's expansion
 pub trait RemoteShell: Send + Sync + fmt::Debug {
     /// Makes a fresh client key pair of `key_type`.
     async fn generate_key(&self, key_type: KeyType) -> Result<KeyPair>;

@@ -6,10 +6,11 @@ mod common;
 use std::net::{Ipv4Addr, TcpListener};
 
 use fargate_core::Endpoint;
-use fargate_core::testing::conformance::{self, ShellTarget};
+use fargate_core::testing::conformance::{self, ShellCaps, ShellTarget};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh2_shell_conforms() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, key) = common::setup().await;
     let closed = {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -25,5 +26,5 @@ async fn ssh2_shell_conforms() {
         private_key: key.private_key.clone(),
         closed,
     };
-    conformance::shell(&shell, &target).await;
+    conformance::shell(&shell, &target, ShellCaps::default()).await;
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_megabytes_of_output_in_bounded_memory() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, key) = setup().await;
     // Warm up: runtime threads, libssh2 and OpenSSL state, the blocking pool.
     let mut warm = Counting::default();

@@ -16,7 +16,7 @@ use fargate_core::{
     RunRequest,
 };
 use fargate_ssh::Ssh2Shell;
-use fargate_ssh::testing::Sshd;
+use fargate_testkit::sshd::Sshd;
 use tokio_util::sync::CancellationToken;
 
 const MARKER_PREFIX: &[u8] = b"\x1efargate-";
@@ -82,6 +82,7 @@ fn assert_no_common_algorithm(err: &Error, what: &str, server_offers: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_common_key_exchange_is_invalid_config_at_once() {
+    fargate_testkit::require_fixture!(Sshd);
     // OpenSSH 9.2's post-quantum default, which libssh2 1.11 lacks, as the only choice.
     let (sshd, shell, key) = sshd_with("KexAlgorithms sntrup761x25519-sha512@openssh.com").await;
 
@@ -110,6 +111,7 @@ async fn no_common_key_exchange_is_invalid_config_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failed_negotiation_is_named() {
+    fargate_testkit::require_fixture!(Sshd);
     // An RSA host key offered only with SHA-1 signatures (`ssh-rsa`), which this libssh2
     // does not verify. (A server with no usable host key at all closes the connection
     // right after its version line instead: that looks like a server still starting.)
@@ -214,6 +216,7 @@ async fn handshake_timeout_and_refused_stay_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_without_public_key_login_fails_authentication_permanently() {
+    fargate_testkit::require_fixture!(Sshd);
     // A `Match` block overrides the fixture's settings.
     let (sshd, shell, key) =
         sshd_with("Match all\n  PubkeyAuthentication no\n  PasswordAuthentication yes").await;
@@ -255,6 +258,7 @@ fn no_bash_login_shell(dir: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_bash_is_invalid_config_not_a_script_failure() {
+    fargate_testkit::require_fixture!(Sshd);
     let dir = tempfile::tempdir().unwrap();
     let login_shell = no_bash_login_shell(dir.path());
     let sshd = Sshd::builder().login_shell(&login_shell).start().unwrap();
@@ -292,6 +296,7 @@ async fn missing_bash_is_invalid_config_not_a_script_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_exiting_127_is_the_scripts_own_result() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, key) = setup().await;
     let (result, out) = run(
         &shell,

@@ -1,4 +1,4 @@
-//! `Ssh2Shell` against a real OpenSSH server (the `testing` fixture).
+//! `Ssh2Shell` against a real OpenSSH server (the `fargate_testkit::sshd` fixture).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,8 +10,8 @@ use common::{CancelOn, marker, process_exists, setup};
 use fargate_core::{
     CapturedOutput, Endpoint, ErrorKind, HostKey, KeyType, OutputSink, RemoteShell, RunOutcome,
 };
-use fargate_ssh::testing::Sshd;
 use fargate_ssh::{Ssh2Config, Ssh2Shell};
+use fargate_testkit::sshd::Sshd;
 use tokio_util::sync::CancellationToken;
 
 /// Runs `request` to its end (never cancelled), capturing the output.
@@ -37,6 +37,7 @@ async fn run_script(script: &str) -> (fargate_core::Result<RunOutcome>, Captured
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_streams_stdout_and_stderr() {
+    fargate_testkit::require_fixture!(Sshd);
     let (result, out) = run_script("#!/usr/bin/env bash\n\necho hello\necho oops >&2\n").await;
     assert_eq!(result.unwrap(), RunOutcome::Exited(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
@@ -45,6 +46,7 @@ async fn success_streams_stdout_and_stderr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_are_reported() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, key) = setup().await;
     for code in [1, 3, 255] {
         let script = format!("echo before\nexit {code}\necho after\n");
@@ -56,6 +58,7 @@ async fn exit_codes_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stderr_is_kept_apart_from_stdout() {
+    fargate_testkit::require_fixture!(Sshd);
     let (result, out) =
         run_script("for i in 1 2 3; do echo out$i; echo err$i >&2; done; echo -n tail").await;
     assert_eq!(result.unwrap(), RunOutcome::Exited(0));
@@ -68,6 +71,7 @@ async fn stderr_is_kept_apart_from_stdout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unicode_and_binary_output_arrive_unchanged() {
+    fargate_testkit::require_fixture!(Sshd);
     let script = "printf 'héllo wörld ✓ 日本\\n'\n\
                   for i in $(seq 0 255); do printf \"\\\\$(printf %03o $i)\"; done >&2\n";
     let (result, out) = run_script(script).await;
@@ -82,6 +86,7 @@ async fn unicode_and_binary_output_arrive_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bash_features_work_and_script_is_not_on_the_command_line() {
+    fargate_testkit::require_fixture!(Sshd);
     // `$'..'`, `[[ ]]`, pipefail: the runner's scripts need bash.
     let (result, out) = run_script(
         "set -eo pipefail\n[[ 1 == 1 ]] && echo $'a\\tb'\n\
@@ -97,6 +102,7 @@ async fn bash_features_work_and_script_is_not_on_the_command_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_mib_script_runs() {
+    fargate_testkit::require_fixture!(Sshd);
     // 8 MiB of here-document, then output on both streams while the client still sends
     // nothing more: the whole script must arrive, and be counted remotely.
     let line = "0123456789abcdef".repeat(4) + "\n"; // 65 bytes
@@ -118,6 +124,7 @@ async fn eight_mib_script_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_reading_stdin_gets_eof() {
+    fargate_testkit::require_fixture!(Sshd);
     let (result, out) =
         run_script("if read -r line; then echo \"got:$line\"; else echo eof; fi\ncat\necho done\n")
             .await;
@@ -127,6 +134,7 @@ async fn script_reading_stdin_gets_eof() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_script_never_runs_partly() {
+    fargate_testkit::require_fixture!(Sshd);
     // The `{ }` wrapping: a script with an unterminated quote is a syntax error as a
     // whole, so even its first line does not run.
     let (result, out) = run_script("echo first\necho 'unterminated\n").await;
@@ -145,6 +153,7 @@ async fn truncated_script_never_runs_partly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_shell_sh_runs_bash_scripts() {
+    fargate_testkit::require_fixture!(Sshd);
     let sshd = Sshd::builder().login_shell("/bin/sh").start().unwrap();
     let shell = Ssh2Shell::new();
     let key = shell.generate_key(KeyType::Ed25519).await.unwrap();
@@ -161,6 +170,7 @@ async fn login_shell_sh_runs_bash_scripts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_kills_the_remote_process_tree() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, key) = setup().await;
     let term_marker = format!("1000.{}", marker());
     let stubborn_marker = format!("1000.{}", marker());
@@ -203,6 +213,7 @@ async fn cancel_kills_the_remote_process_tree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_before_run_sends_nothing() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, key) = setup().await;
     let token = CancellationToken::new();
     token.cancel();
@@ -222,6 +233,7 @@ async fn cancel_before_run_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signal_death_is_reported() {
+    fargate_testkit::require_fixture!(Sshd);
     let (result, out) = run_script("echo dying\nkill -KILL $$\necho after\n").await;
     assert_eq!(
         result.unwrap(),
@@ -234,6 +246,7 @@ async fn signal_death_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_client_key_fails_authentication() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, _authorized) = setup().await;
     let stranger = shell.generate_key(KeyType::Ed25519).await.unwrap();
     let path = sshd.dir().join("ran");
@@ -257,6 +270,7 @@ async fn wrong_client_key_fails_authentication() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_host_key_is_refused_before_sending_anything() {
+    fargate_testkit::require_fixture!(Sshd);
     let first = Sshd::start().unwrap();
     let endpoint = first.endpoint();
     let shell = Ssh2Shell::new();
@@ -298,6 +312,7 @@ async fn changed_host_key_is_refused_before_sending_anything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_succeeds_once_a_delayed_sshd_starts() {
+    fargate_testkit::require_fixture!(Sshd);
     let sshd = Sshd::builder()
         .start_delay(Duration::from_millis(1500))
         .start()
@@ -383,6 +398,7 @@ async fn silent_server_is_unreachable_within_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_lost_mid_script_is_unreachable() {
+    fargate_testkit::require_fixture!(Sshd);
     // The script kills the sshd process serving its session.
     let (result, out) =
         run_script("echo started\nkill -KILL $PPID\nsleep 5\necho survived\n").await;
@@ -410,6 +426,7 @@ impl OutputSink for FailingSink {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_sink_stops_the_script() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, key) = setup().await;
     let sleeper = format!("1000.{}", marker());
     let script = format!("echo hi\nsleep {sleeper}\n");
@@ -430,6 +447,7 @@ async fn failing_sink_stops_the_script() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_keys_authenticate_with_sha2_signatures() {
+    fargate_testkit::require_fixture!(Sshd);
     // An RSA key made by ssh-keygen (generating one in a debug build takes a minute; see
     // `generated_rsa_key_authenticates`): OpenSSH 9.2 accepts only rsa-sha2-256/512.
     let (sshd, shell, _) = setup().await;
@@ -459,6 +477,7 @@ async fn rsa_keys_authenticate_with_sha2_signatures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_rsa_key_authenticates() {
+    fargate_testkit::require_fixture!(Sshd);
     let (sshd, shell, _) = setup().await;
     let key = shell
         .generate_key(KeyType::Rsa { bits: 3072 })
@@ -474,6 +493,7 @@ async fn generated_rsa_key_authenticates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_reports_the_fixture_host_key() {
+    fargate_testkit::require_fixture!(Sshd);
     let sshd = Sshd::start().unwrap();
     let key: HostKey = Ssh2Shell::new().probe(sshd.endpoint()).await.unwrap();
     assert_eq!(&key, sshd.host_key());
@@ -525,6 +545,7 @@ async fn cancel_while_connecting_returns_at_once() {
 
 #[tokio::test]
 async fn a_script_without_output_ends() {
+    fargate_testkit::require_fixture!(Sshd);
     let (result, out) =
         tokio::time::timeout(std::time::Duration::from_secs(10), run_script("true\n"))
             .await

@@ -1,5 +1,5 @@
 //! Whole-job benchmarks of the `fargate` binary (issue #5), driven the way gitlab-runner
-//! drives it (`fargate_examples::runner`) against a local Fargate (moto + one sshd per task,
+//! drives it (`fargate_testkit::runner`) against a local Fargate (moto + one sshd per task,
 //! all on loopback). Every figure that has a natural baseline is reported as a ratio
 //! against that baseline measured in the same run, interleaved with it, because the
 //! machine is shared and noisy.
@@ -43,9 +43,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fargate_aws::testing::FaultProxy;
-use fargate_examples::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_examples::runner::{
+use fargate_testkit::fault_proxy::FaultProxy;
+use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
+use fargate_testkit::runner::{
     Job, JobResult, JobStatus, RunnerEmu, StageRun, Usage, runner_script, wait_usage,
 };
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use fargate_core::{KeyType, OutputSink, RemoteShell, RunOutcome};
 use fargate_ssh::Ssh2Shell;
-use fargate_ssh::testing::Sshd;
+use fargate_testkit::sshd::Sshd;
 use tokio_util::sync::CancellationToken;
 
 use fargate_benches::CIPHER;

@@ -24,8 +24,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fargate_examples::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_examples::runner::{Job, JobResult, JobStatus, RunnerEmu};
+use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
+use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu};
 
 /// Set in the worker's environment by the supervisor.
 const WORKER_ENV: &str = "FARGATE_DEMO_WORKER";
@@ -236,11 +236,11 @@ fn preflight() -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
         missing.push("root: the task's sshd logs the job in as root (run with sudo)".to_owned());
     }
-    if !Path::new(fargate_ssh::testing::SSHD_PATH).is_file() {
+    if !Path::new(fargate_testkit::sshd::SSHD_PATH).is_file() {
         missing.push(format!(
             "the OpenSSH server ({}): {}",
-            fargate_ssh::testing::SSHD_PATH,
-            fargate_ssh::testing::INSTALL_HINT
+            fargate_testkit::sshd::SSHD_PATH,
+            fargate_testkit::sshd::INSTALL_HINT
         ));
     }
     let python = std::env::var_os("FARGATE_MOTO_PYTHON")
@@ -256,9 +256,9 @@ fn preflight() -> Result<(), String> {
     if !has_moto {
         missing.push(format!(
             "moto {} for {} (set FARGATE_MOTO_PYTHON to a Python that has it): {}",
-            fargate_aws::testing::MOTO_VERSION,
+            fargate_testkit::moto::MOTO_VERSION,
             python.display(),
-            fargate_aws::testing::MOTO_INSTALL
+            fargate_testkit::moto::MOTO_INSTALL
         ));
     }
     if missing.is_empty() {

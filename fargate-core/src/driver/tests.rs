@@ -652,7 +652,7 @@ fn config_stage_output_matches_the_go_driver() {
 
 #[tokio::test(start_paused = true)]
 async fn in_memory_backends_pass_the_conformance_suites() {
-    use crate::testing::conformance::{self, LauncherCaps};
+    use crate::testing::conformance::{self, LauncherCaps, ShellCaps};
     let spec = TaskSpec::new(identity_of(&job(1)), "td").with_client_token("t");
     conformance::launcher(
         &MemoryLauncher::new(),
@@ -688,7 +688,13 @@ async fn in_memory_backends_pass_the_conformance_suites() {
             port: 22,
         },
     };
-    crate::testing::conformance::shell(&shell, &target).await;
+    // In memory, a cancel needs no round trip: it must be as prompt as the cancel itself.
+    conformance::shell(
+        &shell,
+        &target,
+        ShellCaps::cancel_within(Duration::from_secs(1)),
+    )
+    .await;
 
     let record = JobRecord::new(
         identity_of(&job(1)),
@@ -750,7 +756,7 @@ async fn a_task_stopping_during_a_long_script_fails_the_stage_at_the_next_check(
 
 #[tokio::test]
 async fn cleanup_stops_the_recorded_task_exactly_once_and_searches_once() {
-    use crate::testing::MockTaskLauncher;
+    use crate::launcher::MockTaskLauncher;
     let mut launcher = MockTaskLauncher::new();
     launcher
         .expect_stop()

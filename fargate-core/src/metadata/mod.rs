@@ -52,7 +52,6 @@ impl fmt::Debug for JobLock {
 /// - `delete` of a missing record succeeds.
 /// - `lock` gives one holder per job at a time, across processes for persistent stores; it
 ///   waits up to `wait` and then fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
-#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
 #[async_trait]
 pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// Writes `record` under `record.key`.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use fargate_core::{KeyPair, KeyType, OutputSink, RemoteShell};
 use fargate_ssh::Ssh2Shell;
-use fargate_ssh::testing::Sshd;
+use fargate_testkit::sshd::Sshd;
 use tokio_util::sync::CancellationToken;
 
 /// An sshd, a shell and an authorized ed25519 key.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::http::{head_end, header};
+use crate::http::{head_end, header};
 
 /// An injected answer for the next request(s) of one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,7 +186,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl FaultProxy {
     /// Starts a proxy to `upstream`, an `http://127.0.0.1:PORT` URL (e.g.
-    /// [`super::Moto::endpoint_url`]).
+    /// [`crate::moto::Moto::endpoint_url`]).
     ///
     /// # Panics
     /// When `upstream` is not such a URL or no loopback port can be bound.
@@ -231,7 +231,7 @@ impl FaultProxy {
 
     /// An SDK configuration that talks to moto through this proxy.
     pub fn sdk_config(&self) -> aws_config::SdkConfig {
-        super::sdk_config_for(&self.endpoint_url())
+        crate::moto::sdk_config_for(&self.endpoint_url())
     }
 
     /// Queues `fault` (a [`Fault`] or a [`Delay`]); the faults and delays of one operation

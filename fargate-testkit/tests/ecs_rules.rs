@@ -1,4 +1,4 @@
-//! The moto fixture (`fargate_aws::testing`) refuses and delays what ECS refuses and delays
+//! The moto fixture (`fargate_testkit::moto`) refuses and delays what ECS refuses and delays
 //! (see `docs/ecs-api-rules.md`): each test sends the raw ECS request that breaks one rule and
 //! checks the refusal (or the delay), and that the conforming request still works.
 
@@ -17,7 +17,8 @@ use aws_sdk_ecs::types::{
     AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride, DesiredStatus,
     KeyValuePair, LaunchType, NetworkConfiguration, NetworkMode, Tag, TaskOverride,
 };
-use fargate_aws::testing::{Fault, FaultProxy, Moto, MotoBuilder, MotoEcs};
+use fargate_testkit::fault_proxy::{Fault, FaultProxy};
+use fargate_testkit::moto::{Moto, MotoBuilder, MotoEcs};
 
 const UNKNOWN: &str =
     "arn:aws:ecs:us-east-1:123456789012:task/ci/00000000-0000-4000-8000-000000000000";
@@ -134,6 +135,7 @@ async fn listed(client: &Client) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn a_new_task_is_missing_and_unlisted_until_the_lag_passed_but_the_oracle_sees_it() {
+    fargate_testkit::require_fixture!(Moto);
     let lag = Duration::from_secs(3);
     let (moto, ecs, client, oracle) = fixture(Moto::builder().visibility_lag(lag)).await;
     let started = Instant::now();
@@ -169,6 +171,7 @@ async fn a_new_task_is_missing_and_unlisted_until_the_lag_passed_but_the_oracle_
 
 #[tokio::test]
 async fn the_visibility_lag_can_be_set_at_run_time_for_new_tasks() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, client, oracle) = fixture(Moto::builder()).await;
     // Default: no lag.
     let early = start(run(&client, &ecs)).await;
@@ -197,6 +200,7 @@ async fn the_visibility_lag_can_be_set_at_run_time_for_new_tasks() {
 
 #[tokio::test]
 async fn a_lagged_task_is_unknown_to_stop_task_and_visible_once_stopped() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, oracle) =
         fixture(Moto::builder().visibility_lag(Duration::from_secs(600))).await;
     let arn = start(run(&client, &ecs)).await;
@@ -238,6 +242,7 @@ async fn a_lagged_task_is_unknown_to_stop_task_and_visible_once_stopped() {
 
 #[tokio::test]
 async fn describe_tasks_answers_unknown_tasks_missing() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, oracle) = fixture(Moto::builder()).await;
     let known = start(run(&client, &ecs)).await;
     for c in [&client, &oracle] {
@@ -262,6 +267,7 @@ async fn describe_tasks_answers_unknown_tasks_missing() {
 
 #[tokio::test]
 async fn list_tasks_started_by_must_be_the_only_filter() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let arn = start(run(&client, &ecs).started_by("job-1")).await;
     let with_started_by = || client.list_tasks().cluster("ci").started_by("job-1");
@@ -296,6 +302,7 @@ async fn list_tasks_started_by_must_be_the_only_filter() {
 
 #[tokio::test]
 async fn list_tasks_max_results_must_be_1_to_100() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let arn = start(run(&client, &ecs)).await;
     for bad in [0, 101, -1] {
@@ -323,6 +330,7 @@ async fn list_tasks_max_results_must_be_1_to_100() {
 
 #[tokio::test]
 async fn list_tasks_paginates_so_a_caller_that_does_not_loses_tasks() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let out = run(&client, &ecs).count(5).send().await.unwrap();
     let started: BTreeSet<String> = out
@@ -388,6 +396,7 @@ async fn list_tasks_paginates_so_a_caller_that_does_not_loses_tasks() {
 
 #[tokio::test]
 async fn list_tasks_pages_hold_100_tasks_by_default() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     for _ in 0..10 {
         run(&client, &ecs).count(10).send().await.unwrap();
@@ -410,6 +419,7 @@ async fn list_tasks_pages_hold_100_tasks_by_default() {
 
 #[tokio::test]
 async fn list_tasks_lists_running_tasks_unless_asked_for_stopped_ones() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let running = start(run(&client, &ecs)).await;
     let stopped = start(run(&client, &ecs)).await;
@@ -435,6 +445,7 @@ async fn list_tasks_lists_running_tasks_unless_asked_for_stopped_ones() {
 
 #[tokio::test]
 async fn run_task_started_by_is_36_letters_digits_dashes_slashes_underscores() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let good = format!("fgt-a/B_9{}", "x".repeat(27));
     assert_eq!(good.len(), 36);
@@ -463,6 +474,7 @@ async fn run_task_started_by_is_36_letters_digits_dashes_slashes_underscores() {
 
 #[tokio::test]
 async fn run_task_client_token_is_at_most_64_printable_ascii_characters() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     start(run(&client, &ecs).client_token("t".repeat(64))).await;
     start(run(&client, &ecs).client_token("!~token~!")).await;
@@ -476,6 +488,7 @@ fn tag(key: impl Into<String>, value: impl Into<String>) -> Tag {
 
 #[tokio::test]
 async fn run_task_tags_are_at_most_50_and_within_ecs_limits() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let fifty: Vec<Tag> = (0..50).map(|i| tag(format!("k{i}"), "v")).collect();
     let arn = start(run(&client, &ecs).set_tags(Some(fifty.clone()))).await;
@@ -524,6 +537,7 @@ fn overrides_with_value(value: &str) -> TaskOverride {
 
 #[tokio::test]
 async fn run_task_overrides_are_at_most_8192_characters_of_json() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let skeleton = serde_json::json!({"containerOverrides": [{"name": "ci-coordinator",
         "environment": [{"name": "PAD", "value": ""}]}]})
@@ -549,6 +563,7 @@ async fn run_task_overrides_are_at_most_8192_characters_of_json() {
 
 #[tokio::test]
 async fn run_task_count_is_1_to_10() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     for bad in [0, 11, -1] {
         invalid(run(&client, &ecs).count(bad).send().await);
@@ -561,6 +576,7 @@ async fn run_task_count_is_1_to_10() {
 
 #[tokio::test]
 async fn a_client_token_reused_with_other_parameters_is_a_conflict() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, client, oracle) = fixture(Moto::builder()).await;
     let request = || {
         run(&client, &ecs)
@@ -600,6 +616,7 @@ async fn a_client_token_reused_with_other_parameters_is_a_conflict() {
 
 #[tokio::test]
 async fn describe_tasks_takes_at_most_100_tasks() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, _ecs, client, _oracle) = fixture(Moto::builder()).await;
     let ids = |n: usize| -> Vec<String> {
         (0..n)
@@ -622,6 +639,7 @@ async fn describe_tasks_takes_at_most_100_tasks() {
 
 #[tokio::test]
 async fn stop_task_refuses_unknown_tasks_and_long_reasons_and_repeats_fine() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let stop = |task: &str, reason: String| {
         client
@@ -651,6 +669,7 @@ async fn stop_task_refuses_unknown_tasks_and_long_reasons_and_repeats_fine() {
 
 #[tokio::test]
 async fn tasks_carry_ecs_timestamps_sizes_and_zone() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let arn = start(run(&client, &ecs)).await;
     let task = moto.describe_task("ci", &arn).await;
@@ -681,6 +700,7 @@ async fn tasks_carry_ecs_timestamps_sizes_and_zone() {
 
 #[tokio::test]
 async fn a_task_that_dies_gets_a_stop_code_and_stop_times() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     let arn = start(run(&client, &ecs)).await;
     moto.set_task_transition(1);
@@ -709,6 +729,7 @@ async fn a_task_that_dies_gets_a_stop_code_and_stop_times() {
 
 #[tokio::test]
 async fn fargate_task_sizes_must_be_a_fargate_combination() {
+    fargate_testkit::require_fixture!(Moto);
     let (_moto, _ecs, client, _oracle) = fixture(Moto::builder()).await;
     let register = |cpu: &str, memory: &str| {
         client
@@ -759,6 +780,7 @@ async fn fargate_task_sizes_must_be_a_fargate_combination() {
 
 #[tokio::test]
 async fn a_delay_fault_hangs_only_its_operation() {
+    fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, _client, _oracle) = fixture(Moto::builder()).await;
     let proxy = FaultProxy::start(&moto.endpoint_url());
     let client = Client::new(&proxy.sdk_config());

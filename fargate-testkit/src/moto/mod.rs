@@ -46,7 +46,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use fargate_aws::testing::Moto;
+//! use fargate_testkit::moto::Moto;
 //! let moto = Moto::start();
 //! let ecs = moto.setup().await; // cluster, task definition, default-VPC subnets and group
 //! let launcher = fargate_aws::EcsLauncher::new(ecs.config(), &moto.sdk_config()).unwrap();
@@ -56,10 +56,9 @@
 //! Note that moto advances a task's state machine on every `DescribeTasks`, the fixture's own
 //! ([`Moto::describe_task`]) included.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod http;
-mod proxy;
+mod ecs;
+mod python;
+mod sdk;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -75,9 +74,12 @@ use aws_sdk_ecs::types::{
 };
 use fargate_core::{JobIdentity, JobResponse, Namespace, TaskSpec};
 
-pub use proxy::{Delay, Fault, FaultProxy, Injection, ProxiedRequest};
+pub use ecs::MotoEcs;
+pub use python::moto_python;
+pub use sdk::{oracle_sdk_config_for, sdk_config_for};
 
-use crate::EcsConfig;
+use crate::http;
+use fargate_aws::EcsConfig;
 
 /// The moto version the fixture and its patches are written for.
 pub const MOTO_VERSION: &str = "5.2.5";
@@ -91,76 +93,6 @@ pub const CONTAINER: &str = "ci-coordinator";
 pub const ORACLE_ACCESS_KEY: &str = "fgt-oracle";
 
 const LAUNCHER: &str = include_str!("moto_launcher.py");
-
-fn loopback_sdk_config(endpoint_url: &str, access_key: &str) -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .endpoint_url(endpoint_url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            access_key,
-            "test",
-            None,
-            None,
-            "fargate-testing",
-        )))
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .build()
-}
-
-/// An SDK configuration for a loopback endpoint: region `us-east-1`, dummy credentials
-/// (access key `test`), nothing read from the environment (so IMDS is never asked). What the
-/// code under test uses: subject to the [visibility lag](Moto::set_visibility_lag).
-pub fn sdk_config_for(endpoint_url: &str) -> aws_config::SdkConfig {
-    loopback_sdk_config(endpoint_url, "test")
-}
-
-/// Like [`sdk_config_for`], signed with [`ORACLE_ACCESS_KEY`]: the never-lagged view, for
-/// test code and harnesses that must see every task at once.
-pub fn oracle_sdk_config_for(endpoint_url: &str) -> aws_config::SdkConfig {
-    loopback_sdk_config(endpoint_url, ORACLE_ACCESS_KEY)
-}
-
-/// The Python interpreter that has moto: `FARGATE_MOTO_PYTHON`, else `python3`.
-///
-/// # Panics
-/// When it cannot `import moto` or its moto is not [`MOTO_VERSION`], with the install
-/// command.
-pub fn moto_python() -> PathBuf {
-    // The version, not only the import: other moto versions answer differently (5.2.1 sends a
-    // container's `cpu` as a number, which the SDK refuses with an error that names nothing).
-    let check = format!(
-        "import moto.server, sys; sys.exit(0 if moto.__version__ == '{MOTO_VERSION}' else 3)"
-    );
-    let status = |python: &Path| {
-        Command::new(python)
-            .args(["-c", &check])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .ok()
-            .and_then(|s| s.code())
-    };
-    let explain = |python: &Path, code: Option<i32>| match code {
-        Some(3) => format!(
-            "{} has another moto than {MOTO_VERSION}, which the fixture is written for; \
-             install it with `{MOTO_INSTALL}` (or point FARGATE_MOTO_PYTHON at an interpreter \
-             that has it)",
-            python.display()
-        ),
-        _ => format!(
-            "{} cannot `import moto.server`; install it with `{MOTO_INSTALL}` (or point \
-             FARGATE_MOTO_PYTHON at an interpreter that has it)",
-            python.display()
-        ),
-    };
-    let python = std::env::var_os("FARGATE_MOTO_PYTHON")
-        .filter(|p| !p.is_empty())
-        .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    match status(&python) {
-        Some(0) => python,
-        code => panic!("{}", explain(&python, code)),
-    }
-}
 
 /// Options of a [`Moto`] server.
 #[derive(Clone, Debug, Default)]
@@ -258,53 +190,6 @@ impl Drop for Moto {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// What [`Moto::setup`] created: a FARGATE cluster, a task definition with container
-/// [`CONTAINER`] (port 22), and the default VPC's subnets and security group.
-#[derive(Clone, Debug)]
-pub struct MotoEcs {
-    /// Cluster name.
-    pub cluster: String,
-    /// Task definition ARN.
-    pub task_definition: String,
-    /// Default-VPC subnets (one per availability zone).
-    pub subnets: Vec<String>,
-    /// The default VPC's `default` security group.
-    pub security_groups: Vec<String>,
-}
-
-impl MotoEcs {
-    /// An [`EcsConfig`] for this cluster, the first two subnets and the security group.
-    pub fn config(&self) -> EcsConfig {
-        EcsConfig::new(
-            self.cluster.clone(),
-            self.subnets.iter().take(2).cloned(),
-            self.security_groups.clone(),
-        )
-    }
-
-    /// A [`TaskSpec`] for job `job_id` of project `group/project` (id 17) in namespace
-    /// `fixture`, with this task definition, container [`CONTAINER`] and an
-    /// `SSH_PUBLIC_KEY`.
-    pub fn spec(&self, job_id: u64) -> TaskSpec {
-        let mut response = JobResponse::new(job_id);
-        response.project_id = Some(17);
-        response.project_path = Some("group/project".into());
-        response.job_name = Some("build".into());
-        let namespace = Namespace::parse("fixture").expect("a valid namespace");
-        let mut spec = TaskSpec::new(
-            JobIdentity::from_response(namespace, &response),
-            self.task_definition.clone(),
-        )
-        .with_client_token(format!("fgt-test-{job_id}"));
-        spec.container_name = CONTAINER.into();
-        spec.environment = BTreeMap::from([(
-            "SSH_PUBLIC_KEY".to_owned(),
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixture fixture".to_owned(),
-        )]);
-        spec
     }
 }
 
@@ -482,185 +367,6 @@ impl Moto {
                 .is_some_and(|a| a.iter().any(|x| x == task_arn));
             (started && r["replay"] != true).then(|| r["request"].clone())
         })
-    }
-
-    fn ec2(&self, params: &[(&str, &str)]) -> String {
-        let mut body = String::from("Version=2016-11-15");
-        for (k, v) in params {
-            body.push_str(&format!("&{k}={}", http::form_encode(v)));
-        }
-        let auth = "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ec2/aws4_request, \
-                    SignedHeaders=host, Signature=0";
-        let r = self
-            .http(
-                "POST",
-                "/",
-                &[
-                    ("Content-Type", "application/x-www-form-urlencoded"),
-                    ("Authorization", auth),
-                ],
-                body.as_bytes(),
-            )
-            .unwrap_or_else(|e| panic!("moto EC2 {params:?}: {e}"));
-        assert!(
-            r.status < 300,
-            "moto EC2 {params:?}: HTTP {}: {}",
-            r.status,
-            r.body
-        );
-        r.body
-    }
-
-    /// The default VPC's subnets (one per availability zone).
-    pub fn default_subnets(&self) -> Vec<String> {
-        let xml = self.ec2(&[
-            ("Action", "DescribeSubnets"),
-            ("Filter.1.Name", "default-for-az"),
-            ("Filter.1.Value.1", "true"),
-        ]);
-        let subnets = http::xml_values(&xml, "subnetId");
-        assert!(!subnets.is_empty(), "moto has no default subnets: {xml}");
-        subnets
-    }
-
-    /// The default VPC's `default` security group.
-    pub fn default_security_group(&self) -> String {
-        let xml = self.ec2(&[
-            ("Action", "DescribeSecurityGroups"),
-            ("Filter.1.Name", "group-name"),
-            ("Filter.1.Value.1", "default"),
-        ]);
-        http::xml_values(&xml, "groupId")
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("moto has no default security group: {xml}"))
-    }
-
-    /// Allocates Elastic IP `ip` (moto's are loopback: use a `127.x.y.z` outside
-    /// [`Moto::task_cidr`]) and associates it with ENI `eni`, as Fargate does with
-    /// `assignPublicIp`.
-    pub fn associate_public_ip(&self, eni: &str, ip: Ipv4Addr) {
-        let ip = ip.to_string();
-        let xml = self.ec2(&[
-            ("Action", "AllocateAddress"),
-            ("Domain", "vpc"),
-            ("Address", &ip),
-        ]);
-        let allocation = http::xml_values(&xml, "allocationId")
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("moto AllocateAddress: {xml}"));
-        self.ec2(&[
-            ("Action", "AssociateAddress"),
-            ("AllocationId", &allocation),
-            ("NetworkInterfaceId", eni),
-        ]);
-    }
-
-    /// Creates cluster `name` with the `FARGATE` and `FARGATE_SPOT` capacity providers and
-    /// no default strategy.
-    pub async fn create_fargate_cluster(&self, name: &str) {
-        self.ecs_client()
-            .create_cluster()
-            .cluster_name(name)
-            .capacity_providers("FARGATE")
-            .capacity_providers("FARGATE_SPOT")
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("moto CreateCluster: {e:?}"));
-    }
-
-    /// Sets cluster `name`'s default capacity provider strategy to `providers` (weight 1).
-    pub async fn set_default_strategy(&self, name: &str, providers: &[&str]) {
-        let mut req = self
-            .ecs_client()
-            .put_cluster_capacity_providers()
-            .cluster(name)
-            .capacity_providers("FARGATE")
-            .capacity_providers("FARGATE_SPOT");
-        for p in providers {
-            req = req.default_capacity_provider_strategy(
-                CapacityProviderStrategyItem::builder()
-                    .capacity_provider(*p)
-                    .weight(1)
-                    .build()
-                    .expect("strategy item"),
-            );
-        }
-        req.send()
-            .await
-            .unwrap_or_else(|e| panic!("moto PutClusterCapacityProviders: {e:?}"));
-    }
-
-    /// Registers a Fargate task definition `family` (awsvpc, 256 CPU, 512 MiB) with one
-    /// container [`CONTAINER`] that has `memory` (moto needs it) and port 22; returns its ARN.
-    pub async fn register_task_definition(&self, family: &str) -> String {
-        let out = self
-            .ecs_client()
-            .register_task_definition()
-            .family(family)
-            .network_mode(NetworkMode::Awsvpc)
-            .requires_compatibilities(Compatibility::Fargate)
-            .cpu("256")
-            .memory("512")
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name(CONTAINER)
-                    .image("registry.example/ci-coordinator:latest")
-                    .memory(512)
-                    .essential(true)
-                    .port_mappings(PortMapping::builder().container_port(22).build())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("moto RegisterTaskDefinition: {e:?}"));
-        out.task_definition()
-            .and_then(|t| t.task_definition_arn())
-            .expect("task definition ARN")
-            .to_owned()
-    }
-
-    /// Creates cluster `ci` and task definition `ci-coordinator`, and finds the default
-    /// subnets and security group.
-    pub async fn setup(&self) -> MotoEcs {
-        self.create_fargate_cluster("ci").await;
-        MotoEcs {
-            cluster: "ci".into(),
-            task_definition: self.register_task_definition("ci-coordinator").await,
-            subnets: self.default_subnets(),
-            security_groups: vec![self.default_security_group()],
-        }
-    }
-
-    /// The task as moto has it, tags included, through the oracle view (so never lagged; this
-    /// advances moto's state machine too).
-    pub async fn describe_task(&self, cluster: &str, task_arn: &str) -> aws_sdk_ecs::types::Task {
-        let out = self
-            .ecs_client()
-            .describe_tasks()
-            .cluster(cluster)
-            .tasks(task_arn)
-            .include(TaskField::Tags)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("moto DescribeTasks: {e:?}"));
-        out.tasks()
-            .first()
-            .cloned()
-            .unwrap_or_else(|| panic!("moto does not know task {task_arn}"))
-    }
-
-    /// The id of the task's ENI (`eni-...`).
-    pub async fn task_eni(&self, cluster: &str, task_arn: &str) -> String {
-        let task = self.describe_task(cluster, task_arn).await;
-        task.attachments()
-            .iter()
-            .flat_map(|a| a.details())
-            .find(|d| d.name() == Some("networkInterfaceId"))
-            .and_then(|d| d.value())
-            .expect("task ENI id")
-            .to_owned()
     }
 }
 

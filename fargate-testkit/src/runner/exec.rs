@@ -1,267 +1,7 @@
-//! A gitlab-runner custom executor emulator: drives a driver binary through one job the way
-//! gitlab-runner 17.9+ does (`PROTOCOL.md` §1): a new process per stage, a temporary
-//! directory as working directory, the runner's variables, `CUSTOM_ENV_*` job variables,
-//! stdin from `/dev/null`, its own process group, bash stage scripts written like the
-//! runner's, prepare retried up to three times with a cleanup after each failed attempt,
-//! SIGTERM then SIGKILL on cancel, and cleanup at the end.
+//! One job's run through the driver: stages, output watching, cancel and kill.
 
-use std::fmt::Write as _;
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// A hook called when a stage's output first contains a marker.
-pub type Hook = Box<dyn FnOnce() + Send>;
-
-/// What to do when a stage prints a marker.
-pub enum OnOutput {
-    /// Cancel the job: SIGTERM to the stage's process group (the runner's job cancel).
-    Cancel,
-    /// Cancel the job this long after the marker appeared.
-    CancelAfter(Duration),
-    /// Call a function (e.g. stop the task behind the driver's back).
-    Call(Hook),
-}
-
-impl std::fmt::Debug for OnOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            OnOutput::Cancel => f.write_str("Cancel"),
-            OnOutput::CancelAfter(d) => write!(f, "CancelAfter({d:?})"),
-            OnOutput::Call(_) => f.write_str("Call(..)"),
-        }
-    }
-}
-
-/// Where to SIGKILL a prepare attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KillPoint {
-    /// As soon as the job record shows this phase (`launch_requested`, `launched`, `ready`).
-    RecordPhase(String),
-    /// This long after the prepare process started.
-    After(Duration),
-}
-
-/// One job.
-#[derive(Debug)]
-pub struct Job {
-    /// `CI_JOB_ID`.
-    pub job_id: i64,
-    /// `CI_PIPELINE_ID`.
-    pub pipeline_id: i64,
-    /// `CI_PROJECT_URL`.
-    pub project_url: String,
-    /// `CI_RUNNER_SHORT_TOKEN`.
-    pub short_token: String,
-    /// The project's id, in the job payload (`job_info.project_id`).
-    pub project_id: u64,
-    /// The job's name, in the job payload (`job_info.name`).
-    pub name: String,
-    /// CI/CD variables (become `CUSTOM_ENV_*` and exports in the scripts).
-    pub variables: Vec<(String, String)>,
-    /// The job's `script:` lines.
-    pub script: Vec<String>,
-    /// The job's `after_script:` lines.
-    pub after_script: Vec<String>,
-    /// React to markers in the stages' output, each once, when its marker first appears.
-    pub on_output: Vec<(String, OnOutput)>,
-    /// SIGKILL the first prepare attempt at this point.
-    pub kill_prepare: Option<KillPoint>,
-    /// Time between SIGTERM and SIGKILL (`graceful_kill_timeout`).
-    pub graceful_kill: Duration,
-}
-
-impl Job {
-    /// A job with id `job_id` running `script`.
-    pub fn new(job_id: i64, script: &[&str]) -> Job {
-        Job {
-            job_id,
-            pipeline_id: 100,
-            project_url: "https://gitlab.example.com/group/project".into(),
-            short_token: "zxcv1234".into(),
-            project_id: 42,
-            name: "test".into(),
-            variables: Vec::new(),
-            script: script.iter().map(|s| s.to_string()).collect(),
-            after_script: Vec::new(),
-            on_output: Vec::new(),
-            kill_prepare: None,
-            graceful_kill: Duration::from_secs(30),
-        }
-    }
-}
-
-/// How the job ended, as GitLab would show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JobStatus {
-    /// Passed.
-    Success,
-    /// The script failed with this exit code (`script_failure`).
-    ScriptFailure(i32),
-    /// A system failure in this stage (`runner_system_failure`).
-    SystemFailure(String),
-    /// The job was cancelled.
-    Canceled,
-}
-
-/// One driver process.
-#[derive(Clone, Debug)]
-pub struct StageRun {
-    /// `config`, `prepare`, `cleanup`, or the run stage's name.
-    pub name: String,
-    /// Exit code (`None`: killed by a signal).
-    pub exit_code: Option<i32>,
-    /// Wall time.
-    pub wall: Duration,
-    /// Time from SIGTERM to exit, when it was cancelled.
-    pub exit_after_term: Option<Duration>,
-    /// Peak resident set size in KiB (`ru_maxrss` from `wait4`; see [`Usage`]).
-    pub max_rss_kb: u64,
-    /// CPU time, user plus system (`ru_utime + ru_stime` from `wait4`).
-    pub cpu: Duration,
-    /// Output chunks read from the process (stdout and stderr), with when each arrived.
-    pub output: Vec<(Instant, String)>,
-}
-
-impl StageRun {
-    /// The longest time without output between the first chunk that contains `from` and
-    /// the first later one that contains `to` (both inclusive), or `None` if either is
-    /// missing.
-    pub fn longest_output_gap(&self, from: &str, to: &str) -> Option<Duration> {
-        let start = self.output.iter().position(|(_, t)| t.contains(from))?;
-        let end = start
-            + self.output[start..]
-                .iter()
-                .position(|(_, t)| t.contains(to))?;
-        Some(
-            self.output[start..=end]
-                .windows(2)
-                .map(|w| w[1].0 - w[0].0)
-                .max()
-                .unwrap_or_default(),
-        )
-    }
-}
-
-/// Resource usage of one exited child process, from `wait4(2)`.
-///
-/// Linux caveat: `ru_maxrss` of a child is the maximum over its whole life *including the
-/// address space it had before `execve`*; a child started with `vfork`/`posix_spawn` (as
-/// `std::process::Command` does) shares its parent's address space until then, so the
-/// figure is never below the parent's own peak RSS at spawn time. Compare against a
-/// trivial program (`/bin/true`) spawned the same way to see that floor.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Peak resident set size in KiB (`ru_maxrss`).
-    pub max_rss_kb: u64,
-    /// User CPU time.
-    pub user: Duration,
-    /// System CPU time.
-    pub system: Duration,
-}
-
-impl Usage {
-    /// User plus system CPU time.
-    pub fn cpu(&self) -> Duration {
-        self.user + self.system
-    }
-
-    fn from_rusage(ru: &libc::rusage) -> Usage {
-        let tv = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec.max(0) as u64)
-                + Duration::from_micros(t.tv_usec.max(0) as u64)
-        };
-        Usage {
-            max_rss_kb: ru.ru_maxrss.max(0) as u64,
-            user: tv(ru.ru_utime),
-            system: tv(ru.ru_stime),
-        }
-    }
-}
-
-/// `wait4(pid, WNOHANG)`: `Ok(None)` while the child runs, else its exit status and usage.
-/// Once this returned `Some`, the child is reaped: do not wait for it again (e.g. with
-/// [`std::process::Child::wait`]).
-///
-/// # Errors
-/// The `wait4` error (`ECHILD` when `pid` is not an unwaited child of this process).
-pub fn try_wait_usage(pid: u32) -> std::io::Result<Option<(std::process::ExitStatus, Usage)>> {
-    wait_usage_flags(pid, libc::WNOHANG)
-}
-
-/// `wait4(pid, 0)`: blocks until the child exits; returns its exit status and usage. The
-/// child is reaped: do not wait for it again.
-///
-/// # Errors
-/// The `wait4` error (`ECHILD` when `pid` is not an unwaited child of this process).
-pub fn wait_usage(pid: u32) -> std::io::Result<(std::process::ExitStatus, Usage)> {
-    loop {
-        match wait_usage_flags(pid, 0) {
-            Ok(Some(done)) => return Ok(done),
-            Ok(None) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn wait_usage_flags(
-    pid: u32,
-    flags: libc::c_int,
-) -> std::io::Result<Option<(std::process::ExitStatus, Usage)>> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `status` and `ru` are valid, writable, and live for the call.
-    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, flags, &mut ru) };
-    match r {
-        -1 => Err(std::io::Error::last_os_error()),
-        0 => Ok(None),
-        _ => Ok(Some((
-            std::process::ExitStatus::from_raw(status),
-            Usage::from_rusage(&ru),
-        ))),
-    }
-}
-
-/// The outcome of a job.
-#[derive(Clone, Debug)]
-pub struct JobResult {
-    /// Final status.
-    pub status: JobStatus,
-    /// Everything the driver printed (the job log), with the runner's own lines.
-    pub log: String,
-    /// Every driver process, in order.
-    pub stages: Vec<StageRun>,
-    /// The config stage's stdout.
-    pub config_output: String,
-}
-
-impl JobResult {
-    /// The runs of stage `name`.
-    pub fn stage(&self, name: &str) -> Vec<&StageRun> {
-        self.stages.iter().filter(|s| s.name == name).collect()
-    }
-}
-
-/// Runs jobs through a driver binary.
-#[derive(Clone, Debug)]
-pub struct RunnerEmu {
-    /// The driver binary.
-    pub driver: PathBuf,
-    /// Arguments before the stage (`--config FILE`).
-    pub args: Vec<String>,
-    /// Extra environment for every driver process (AWS endpoint...).
-    pub env: Vec<(String, String)>,
-    /// `builds_dir`.
-    pub builds_dir: String,
-    /// The driver's metadata directory (for [`KillPoint::RecordPhase`]).
-    pub metadata_dir: Option<PathBuf>,
-}
+use super::script::shell_quote;
+use super::*;
 
 const RUN_STAGES_BEFORE: &[&str] = &[
     "prepare_script",
@@ -270,74 +10,12 @@ const RUN_STAGES_BEFORE: &[&str] = &[
     "download_artifacts",
 ];
 
-impl RunnerEmu {
-    /// An emulator for `driver` with `--config config`.
-    pub fn new(driver: &Path, config: &Path, env: Vec<(String, String)>) -> RunnerEmu {
-        RunnerEmu {
-            driver: driver.to_owned(),
-            args: vec!["--config".into(), config.display().to_string()],
-            env,
-            builds_dir: "/tmp/builds".into(),
-            metadata_dir: None,
-        }
-    }
-
-    /// The driver process of one stage of `job`, exactly as [`RunnerEmu::run`] starts it:
-    /// `driver args... stage_args...` in `dir` (the executor's temporary directory, where
-    /// the job response file is written now), with the runner's environment and the job's
-    /// `CUSTOM_ENV_*` variables, stdin from `/dev/null`, stdout and stderr piped, in its own
-    /// process group. For benchmarks: set [`RunnerEmu::driver`] to another program (e.g.
-    /// `/bin/true`) for a baseline started the same way.
-    pub fn stage_command(&self, job: &Job, dir: &Path, stage_args: &[&str]) -> Command {
-        self.command(&Ctx::new(dir, job), stage_args)
-    }
-
-    fn command(&self, ctx: &Ctx, stage_args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.driver);
-        cmd.args(&self.args)
-            .args(stage_args)
-            .current_dir(&ctx.dir)
-            .env("TMPDIR", &ctx.dir)
-            .env("BUILD_FAILURE_EXIT_CODE", "1")
-            .env("SYSTEM_FAILURE_EXIT_CODE", "2")
-            .env("BUILD_EXIT_CODE_FILE", &ctx.build_exit_code_file)
-            .env("JOB_RESPONSE_FILE", &ctx.response_file)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(ctx.custom_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        cmd
-    }
-
-    /// Runs `job` to the end.
-    pub fn run(&self, mut job: Job) -> JobResult {
-        let mut r = Exec {
-            emu: self,
-            log: Arc::new(Mutex::new(String::new())),
-            stages: Vec::new(),
-            on_output: std::mem::take(&mut job.on_output),
-            cancelled: false,
-        };
-        let mut config_output = String::new();
-        let status = r.job(&mut job, &mut config_output);
-        let log = r.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        JobResult {
-            status,
-            log,
-            stages: r.stages,
-            config_output,
-        }
-    }
-}
-
-struct Exec<'a> {
-    emu: &'a RunnerEmu,
-    log: Arc<Mutex<String>>,
-    stages: Vec<StageRun>,
-    on_output: Vec<(String, OnOutput)>,
-    cancelled: bool,
+pub(super) struct Exec<'a> {
+    pub(super) emu: &'a RunnerEmu,
+    pub(super) log: Arc<Mutex<String>>,
+    pub(super) stages: Vec<StageRun>,
+    pub(super) on_output: Vec<(String, OnOutput)>,
+    pub(super) cancelled: bool,
 }
 
 impl Exec<'_> {
@@ -347,7 +25,7 @@ impl Exec<'_> {
         log.push('\n');
     }
 
-    fn job(&mut self, job: &mut Job, config_output: &mut String) -> JobStatus {
+    pub(super) fn job(&mut self, job: &mut Job, config_output: &mut String) -> JobStatus {
         let mut tmp = None;
         let mut build_error = None;
         for attempt in 1..=3 {
@@ -679,15 +357,15 @@ fn should_kill(point: &KillPoint, started: Instant, metadata_dir: Option<&Path>)
     }
 }
 
-struct Ctx {
-    dir: PathBuf,
-    build_exit_code_file: PathBuf,
-    response_file: PathBuf,
-    custom_env: Vec<(String, String)>,
+pub(super) struct Ctx {
+    pub(super) dir: PathBuf,
+    pub(super) build_exit_code_file: PathBuf,
+    pub(super) response_file: PathBuf,
+    pub(super) custom_env: Vec<(String, String)>,
 }
 
 impl Ctx {
-    fn new(dir: &Path, job: &Job) -> Ctx {
+    pub(super) fn new(dir: &Path, job: &Job) -> Ctx {
         let response_file = dir.join("response.json");
         // What GitLab sends, trimmed: the job token is in it, and in the clone URL.
         let token = format!("glcbt-64_secret-of-job-{}", job.job_id);
@@ -745,37 +423,4 @@ impl Ctx {
             custom_env,
         }
     }
-}
-
-/// A stage script as gitlab-runner's bash shell writes it (runner 17.4+).
-pub fn runner_script(body: &str) -> String {
-    format!(
-        "#!/usr/bin/env bash\n\ntrap 'exit 1' TERM\n\nset -eo pipefail\nset +o noclobber\n( trap 'exit 1' TERM; eval {} ) < /dev/null\nexit 0\n",
-        ansi_c_quote(body)
-    )
-}
-
-/// Bash `$'...'` quoting, as the runner's `ShellEscape` does.
-pub fn ansi_c_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 3);
-    out.push_str("$'");
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::fault_proxy::FaultProxy;
+use crate::moto::{Moto, MotoEcs};
+use crate::sshd::{Sshd, login_user};
 use aws_sdk_ecs::types::DesiredStatus;
-use fargate_aws::testing::{FaultProxy, Moto, MotoEcs};
-use fargate_ssh::testing::{Sshd, login_user};
 
 /// The `Namespace` of [`LocalFargate::fargate_toml`]: job keys are `local-<job id>`.
 pub const NAMESPACE: &str = "local";
@@ -26,13 +27,13 @@ pub struct LocalFargateOptions {
     /// The SSH port of every task (each task has its own IP).
     pub ssh_port: u16,
     /// Jobs log in as a dedicated user with this login shell and a fresh home
-    /// ([`fargate_ssh::testing::login_user`]), like in a task image (default `/bin/bash`).
+    /// ([`crate::sshd::login_user`]), like in a task image (default `/bin/bash`).
     /// `None`: as root, with the rc files of the machine this runs on (which may be slow or
     /// hang: a pyenv `init` in root's `.bashrc` waits a minute on a lock a killed shell left).
     pub login_shell: Option<PathBuf>,
     /// For this long after `RunTask`, the ECS API does not show a task to the driver
     /// (`DescribeTasks` answers `MISSING`, `ListTasks` leaves it out), as real ECS may do
-    /// ([`fargate_aws::testing::MotoBuilder::visibility_lag`]). The task itself (its sshd)
+    /// ([`crate::moto::MotoBuilder::visibility_lag`]). The task itself (its sshd)
     /// starts at once.
     pub visibility_lag: Duration,
     /// Extra `sshd_config` lines for every task's sshd (e.g. to offer only algorithms the

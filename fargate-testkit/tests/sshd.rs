@@ -1,19 +1,23 @@
-//! The `testing::Sshd` fixture itself.
+//! The sshd fixture itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 
 use fargate_core::{CapturedOutput, ErrorKind, KeyType, RemoteShell, RunOutcome};
 use fargate_ssh::Ssh2Shell;
-use fargate_ssh::testing::Sshd;
+use fargate_testkit::sshd::Sshd;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listens_on_a_task_address_and_port_22_and_stops_on_drop() {
+    fargate_testkit::require_fixture!(Sshd);
     // A per-task loopback address, as the end-to-end tests use, on the default SSH port.
-    let n: u32 = common::marker().parse().unwrap();
+    let mut random = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .unwrap();
+    let n = u32::from_le_bytes(random);
     let ip = IpAddr::V4(Ipv4Addr::new(
         127,
         77,
@@ -46,6 +50,7 @@ async fn listens_on_a_task_address_and_port_22_and_stops_on_drop() {
 
 #[test]
 fn fixtures_have_distinct_host_keys_and_free_ports() {
+    fargate_testkit::require_fixture!(Sshd);
     let a = Sshd::start().unwrap();
     let b = Sshd::start().unwrap();
     assert_ne!(a.endpoint(), b.endpoint());
@@ -57,6 +62,7 @@ fn fixtures_have_distinct_host_keys_and_free_ports() {
 
 #[test]
 fn dropping_a_delayed_fixture_before_it_starts_is_prompt() {
+    fargate_testkit::require_fixture!(Sshd);
     let started = std::time::Instant::now();
     let sshd = Sshd::builder()
         .start_delay(std::time::Duration::from_secs(30))
