@@ -1,7 +1,18 @@
 //! Setting up ECS and EC2 resources in moto and inspecting them: clusters, task
 //! definitions, the default VPC, Elastic IPs, tasks.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use aws_sdk_ecs::types::{
+    CapacityProviderStrategyItem, Compatibility, ContainerDefinition, NetworkMode, PortMapping,
+    TaskField,
+};
+use fargate_aws::EcsConfig;
+use fargate_core::{JobIdentity, JobResponse, Namespace, TaskSpec};
+
+use super::{CONTAINER, Moto};
+use crate::http;
 
 /// What [`Moto::setup`] created: a FARGATE cluster, a task definition with container
 /// [`CONTAINER`] (port 22), and the default VPC's subnets and security group.

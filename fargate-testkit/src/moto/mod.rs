@@ -60,26 +60,17 @@ mod ecs;
 mod python;
 mod sdk;
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::config::{Credentials, SharedCredentialsProvider};
-use aws_sdk_ecs::types::{
-    CapacityProviderStrategyItem, Compatibility, ContainerDefinition, NetworkMode, PortMapping,
-    TaskField,
-};
-use fargate_core::{JobIdentity, JobResponse, Namespace, TaskSpec};
+use crate::http;
 
 pub use ecs::MotoEcs;
 pub use python::moto_python;
 pub use sdk::{oracle_sdk_config_for, sdk_config_for};
-
-use crate::http;
-use fargate_aws::EcsConfig;
 
 /// The moto version the fixture and its patches are written for.
 pub const MOTO_VERSION: &str = "5.2.5";
@@ -372,6 +363,8 @@ impl Moto {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]

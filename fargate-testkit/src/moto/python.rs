@@ -1,6 +1,9 @@
 //! Finding the Python interpreter that has moto.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::{MOTO_INSTALL, MOTO_VERSION};
 
 /// The Python interpreter that has moto: `FARGATE_MOTO_PYTHON`, else `python3`.
 ///

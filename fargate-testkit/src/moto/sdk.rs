@@ -1,6 +1,8 @@
 //! SDK configurations for a loopback moto: explicit endpoint, region and dummy credentials.
 
-use super::*;
+use aws_sdk_ecs::config::{Credentials, SharedCredentialsProvider};
+
+use super::ORACLE_ACCESS_KEY;
 
 fn loopback_sdk_config(endpoint_url: &str, access_key: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()

@@ -1,7 +1,18 @@
 //! One job's run through the driver: stages, output watching, cancel and kill.
 
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use super::script::shell_quote;
-use super::*;
+use super::{
+    Job, JobStatus, KillPoint, OnOutput, RunnerEmu, StageRun, Usage, ansi_c_quote, runner_script,
+    try_wait_usage,
+};
 
 const RUN_STAGES_BEFORE: &[&str] = &[
     "prepare_script",

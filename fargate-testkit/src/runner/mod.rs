@@ -5,10 +5,7 @@
 //! runner's, prepare retried up to three times with a cleanup after each failed attempt,
 //! SIGTERM then SIGKILL on cancel, and cleanup at the end.
 
-use std::fmt::Write as _;
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};

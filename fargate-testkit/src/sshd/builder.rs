@@ -1,8 +1,16 @@
 //! [`SshdBuilder`]: the settings of an [`Sshd`] and how it is started.
 
+use std::fs;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use fargate_core::{Endpoint, Result};
+
 use super::process::{ensure_privsep_dir, free_port, spawn_command};
 use super::user::current_user;
-use super::*;
+use super::{INSTALL_HINT, ServerState, Sshd, fixture_error, io_error, login_user, write_host_key};
 
 /// Settings of an [`Sshd`]; from [`Sshd::builder`].
 #[derive(Clone, Debug)]

@@ -19,9 +19,9 @@
 //! ```
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -29,11 +29,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fargate_core::{Endpoint, Error, ErrorKind, HostKey, KeyPair, Result, RunRequest};
+use fargate_ssh::keys::host_key_from_blob;
 use ssh_key::LineEnding;
 use ssh_key::private::{Ed25519Keypair, KeypairData};
 use ssh_key::rand_core::OsRng;
-
-use fargate_ssh::keys::host_key_from_blob;
 
 /// Where the fixture expects the OpenSSH server (sshd re-executes itself, so the path
 /// must be absolute).

@@ -1,7 +1,17 @@
 //! Processes and sockets: starting sshd, waiting for its banner, free ports, killing
 //! process trees.
 
-use super::*;
+use std::fs::{self, OpenOptions};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use fargate_core::Result;
+
+use super::io_error;
 
 pub(super) fn spawn_command(mut command: Command, log: &Path) -> Result<Child> {
     let log = OpenOptions::new()

@@ -1,6 +1,13 @@
 //! The local users the fixture logs in as (`useradd`, needs root).
 
-use super::*;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use fargate_core::Result;
+
+use super::{fixture_error, io_error};
 
 pub(super) fn current_user() -> String {
     // SAFETY: geteuid has no preconditions.
