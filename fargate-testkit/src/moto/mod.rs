@@ -1,6 +1,6 @@
-//! Test fixtures: [`Moto`], a moto server on loopback that plays ECS and EC2 and refuses and
-//! delays what ECS refuses and delays, and [`FaultProxy`], which injects the errors and hangs
-//! moto cannot produce.
+//! The moto fixture: [`Moto`], a moto server on loopback that plays ECS and EC2 and refuses
+//! and delays what ECS refuses and delays. [`FaultProxy`](crate::fault_proxy::FaultProxy)
+//! injects the errors and hangs moto cannot produce.
 //!
 //! moto (5.2.5) is found through `FARGATE_MOTO_PYTHON` (a Python interpreter that can
 //! `import moto`), else `python3`; without it the fixture panics with the install command
@@ -38,8 +38,8 @@
 //! * Tasks carry ECS's timestamps (`createdAt`, `startedAt`, `stoppedAt`...), `stopCode`,
 //!   `cpu`, `memory` and `availabilityZone`.
 //!
-//! [`FaultProxy`] adds what a rule cannot express: injected errors, `RunTask` `failures[]`
-//! and calls that hang ([`Fault::delay`]).
+//! [`FaultProxy`](crate::fault_proxy::FaultProxy) adds what a rule cannot express: injected errors, `RunTask` `failures[]`
+//! and calls that hang ([`Fault::delay`](crate::fault_proxy::Fault::delay)).
 //!
 //! No traffic leaves the loopback interface: the SDK configuration has an explicit endpoint,
 //! region and dummy credentials.

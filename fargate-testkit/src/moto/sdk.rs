@@ -21,7 +21,7 @@ fn loopback_sdk_config(endpoint_url: &str, access_key: &str) -> aws_config::SdkC
 
 /// An SDK configuration for a loopback endpoint: region `us-east-1`, dummy credentials
 /// (access key `test`), nothing read from the environment (so IMDS is never asked). What the
-/// code under test uses: subject to the [visibility lag](Moto::set_visibility_lag).
+/// code under test uses: subject to the [visibility lag](super::Moto::set_visibility_lag).
 pub fn sdk_config_for(endpoint_url: &str) -> aws_config::SdkConfig {
     loopback_sdk_config(endpoint_url, "test")
 }

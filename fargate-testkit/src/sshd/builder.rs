@@ -25,7 +25,7 @@ pub struct SshdBuilder {
 }
 
 impl SshdBuilder {
-    /// The sshd binary (default [`SSHD_PATH`]); must be an absolute path.
+    /// The sshd binary (default [`SSHD_PATH`](super::SSHD_PATH)); must be an absolute path.
     pub fn sshd_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.sshd_path = path.into();
         self

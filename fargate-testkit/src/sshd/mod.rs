@@ -34,6 +34,15 @@ use ssh_key::LineEnding;
 use ssh_key::private::{Ed25519Keypair, KeypairData};
 use ssh_key::rand_core::OsRng;
 
+use process::{banner, descendants, spawn_command};
+
+mod builder;
+mod process;
+mod user;
+
+pub use builder::SshdBuilder;
+pub use user::login_user;
+
 /// Where the fixture expects the OpenSSH server (sshd re-executes itself, so the path
 /// must be absolute).
 pub const SSHD_PATH: &str = "/usr/sbin/sshd";
@@ -48,14 +57,6 @@ fn fixture_error(message: impl Into<String>) -> Error {
 fn io_error(what: impl std::fmt::Display, e: std::io::Error) -> Error {
     fixture_error(format!("{what}: {e}")).with_source(e)
 }
-
-mod builder;
-mod process;
-mod user;
-
-pub use builder::SshdBuilder;
-use process::{banner, descendants, spawn_command};
-pub use user::login_user;
 
 #[derive(Debug, Default)]
 struct ServerState {

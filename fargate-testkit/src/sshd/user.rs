@@ -20,7 +20,7 @@ pub(super) fn current_user() -> String {
 /// Serialises user creation between the tests of one process.
 static USERADD: Mutex<()> = Mutex::new(());
 
-/// The name of the local user that [`SshdBuilder::login_shell`] logs in as
+/// The name of the local user that [`SshdBuilder::login_shell`](super::SshdBuilder::login_shell) logs in as
 /// (`fargate-<shell name>`, e.g. `fargate-bash`), created with a fresh home from
 /// `/etc/skel` if needed. This needs root.
 pub fn login_user(shell: &Path) -> Result<String> {
