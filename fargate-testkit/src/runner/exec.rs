@@ -36,6 +36,17 @@ impl Exec<'_> {
         log.push('\n');
     }
 
+    /// The cleanup stage (after every failed prepare attempt and at the end).
+    fn cleanup(&mut self, ctx: &Ctx, job: &Job) {
+        self.spawn(
+            "cleanup",
+            &["custom", "cleanup"],
+            ctx,
+            None,
+            job.graceful_kill,
+        );
+    }
+
     pub(super) fn job(&mut self, job: &mut Job, config_output: &mut String) -> JobStatus {
         let mut tmp = None;
         let mut build_error = None;
@@ -80,13 +91,7 @@ impl Exec<'_> {
                 .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
             self.say(&format!("Preparation failed: exit code {code:?}"));
             // The runner cleans up every failed attempt.
-            self.spawn(
-                "cleanup",
-                &["custom", "cleanup"],
-                &ctx,
-                None,
-                job.graceful_kill,
-            );
+            self.cleanup(&ctx, job);
             if code == Some(1) {
                 // A build error is not retried: the job fails as a script failure.
                 build_error = Some(written_code.unwrap_or(1));
@@ -105,13 +110,7 @@ impl Exec<'_> {
             };
         };
         let status = self.run_stages(job, &ctx);
-        self.spawn(
-            "cleanup",
-            &["custom", "cleanup"],
-            &ctx,
-            None,
-            job.graceful_kill,
-        );
+        self.cleanup(&ctx, job);
         status
     }
 
