@@ -17,15 +17,15 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use fargate_core::config::DriverConfig;
 use fargate_core::testing::conformance;
 use fargate_core::testing::{MemoryShell, MemoryStore};
 use fargate_core::{
-    CapturedOutput, Driver, Error, ErrorKind, JobContext, JobIdentity, JobKey, JobResponse,
-    MetadataStore, Namespace, Result, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
-    TaskState, TaskStatus,
+    CapturedOutput, Driver, DriverOptions, Error, ErrorKind, JobContext, JobIdentity, JobKey,
+    JobResponse, MetadataStore, Namespace, Result, RetryPolicy, StopDetails, StopOutcome,
+    TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -237,25 +237,25 @@ fn clone_err(e: &Error) -> Error {
     Error::new(e.kind(), e.message())
 }
 
-const CONFIG: &str = r#"
-[Fargate]
-  Cluster = "pool"
-  Subnet = "unused-by-this-launcher"
-  SecurityGroup = "unused-by-this-launcher"
-  TaskDefinition = "pool-host"
-  PollInitialInterval = "10ms"
-  PollMaxInterval = "20ms"
-  ReadyTimeout = "5s"
-[SSH]
-  ProbeInterval = "10ms"
-[Retry]
-  # A full pool is CapacityUnavailable, a temporary error: retried twice, quickly.
-  MaxAttempts = 3
-  InitialBackoff = "20ms"
-  MaxBackoff = "50ms"
-  MaxElapsed = "1s"
-"#;
-
+/// The driver's options: no cluster, network or any other ECS value, since this launcher
+/// has none; only what the driver itself needs.
+fn options() -> std::result::Result<DriverOptions, BoxError> {
+    let ms = Duration::from_millis;
+    Ok(DriverOptions::builder()
+        .namespace(Namespace::parse("pool")?)
+        .task_definition("pool-host")
+        .poll_intervals(ms(10), ms(20))
+        .ready_timeout(Duration::from_secs(5))
+        .probe_interval(ms(10))
+        // A full pool is CapacityUnavailable, a temporary error: retried twice, quickly.
+        .retry(
+            RetryPolicy::default()
+                .with_max_attempts(3)
+                .with_backoff(ms(20), ms(50))
+                .with_max_elapsed(Duration::from_secs(1)),
+        )
+        .build()?)
+}
 fn job(id: u64) -> std::result::Result<JobContext, Error> {
     Ok(JobContext::new(JobResponse::new(id)))
 }
@@ -270,7 +270,6 @@ fn check(ok: bool, what: &str) -> std::result::Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> std::result::Result<(), BoxError> {
-    let loaded = DriverConfig::parse(CONFIG, "custom_launcher fargate.toml")?;
     let hosts = vec![
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10)),
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11)),
@@ -280,7 +279,7 @@ async fn main() -> std::result::Result<(), BoxError> {
     let launcher = pool.clone();
     let shell = Arc::new(MemoryShell::new());
     let store = Arc::new(MemoryStore::new());
-    let driver = Driver::new(loaded.config, launcher, shell.clone(), store.clone());
+    let driver = Driver::new(options()?, launcher, shell.clone(), store.clone());
     let cancel = CancellationToken::new();
 
     println!("== two jobs take both hosts of the pool");

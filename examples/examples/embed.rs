@@ -23,31 +23,30 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fargate_core::config::DriverConfig;
 use fargate_core::testing::{BootPlan, MemoryLauncher, MemoryShell, MemoryStore};
 use fargate_core::{
-    Driver, ErrorKind, ExitDecision, Failure, JobContext, JobResponse, MetadataStore, OutputSink,
+    Driver, DriverOptions, ErrorKind, ExitDecision, Failure, JobContext, JobResponse,
+    MetadataStore, Namespace, OutputSink,
 };
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The driver configuration, as an administrator would write `fargate.toml`. Loading it
-/// validates every key (line numbers in errors, warnings for unknown keys).
-const CONFIG: &str = r#"
-[Fargate]
-  Cluster = "ci"
-  Subnets = ["subnet-a", "subnet-b"]
-  SecurityGroup = "sg-ci"
-  TaskDefinition = "ci-coordinator:1"
-  # Fast polling: the in-memory tasks boot in a few describe calls.
-  PollInitialInterval = "20ms"
-  PollMaxInterval = "50ms"
-  ReadyTimeout = "10s"
-  StopTimeout = "5s"
-[SSH]
-  ProbeInterval = "20ms"
-"#;
+/// The driver's options, built in code: only what the driver itself needs (the backends
+/// have their own configuration; the `fargate` command reads all of it from
+/// `fargate.toml`). `build` checks them and lists every problem.
+fn options() -> Result<DriverOptions, BoxError> {
+    let ms = Duration::from_millis;
+    Ok(DriverOptions::builder()
+        .namespace(Namespace::parse("embed-example")?)
+        .task_definition("ci-coordinator:1")
+        // Fast polling: the in-memory tasks boot in a few describe calls.
+        .poll_intervals(ms(20), ms(50))
+        .ready_timeout(Duration::from_secs(10))
+        .stop_timeout(Duration::from_secs(5))
+        .probe_interval(ms(20))
+        .build()?)
+}
 
 /// An [`OutputSink`] that prefixes every line with the job and stage, and writes whole
 /// lines only (so that the output of concurrent jobs does not interleave mid-line).
@@ -242,19 +241,7 @@ fn check(ok: bool, what: &str) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    // The annotated sample configuration shipped with the examples must load cleanly.
-    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fargate.toml");
-    let loaded = DriverConfig::load(&sample)?;
-    check(
-        loaded.warnings.is_empty(),
-        &format!("{} has warnings: {:?}", sample.display(), loaded.warnings),
-    )?;
-    println!("{} loads without errors or warnings", sample.display());
-
-    let config = DriverConfig::parse(CONFIG, "embedded fargate.toml")?;
-    for warning in &config.warnings {
-        println!("config warning: {warning}");
-    }
+    let options = options()?;
     // Tasks report their address on the 2nd describe and run from the 3rd.
     let launcher = Arc::new(MemoryLauncher::with_plan(BootPlan {
         describes_until_address: 1,
@@ -264,12 +251,7 @@ async fn main() -> Result<(), BoxError> {
     let shell = Arc::new(MemoryShell::new());
     let store = Arc::new(MemoryStore::new());
     let service = CiService {
-        driver: Driver::new(
-            config.config,
-            launcher.clone(),
-            shell.clone(),
-            store.clone(),
-        ),
+        driver: Driver::new(options, launcher.clone(), shell.clone(), store.clone()),
         launcher: launcher.clone(),
         shell,
     };

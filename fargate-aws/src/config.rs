@@ -1,19 +1,51 @@
-//! [`EcsConfig`]: where and how the backend starts tasks.
+//! [`EcsConfig`]: where and how the backend starts tasks, and its validation.
 
 use std::collections::BTreeMap;
 
-use fargate_core::{Error, ErrorKind, Result};
+use fargate_core::{ConfigError, ConfigProblem};
 
-use crate::retry::RetryPolicy;
 use crate::tags;
+use crate::transport::SdkTransport;
 
-pub use fargate_core::config::{Capacity, CapacityProviderItem};
+/// How `RunTask` gets capacity: never neither, so a cluster without a default capacity
+/// provider strategy works.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Capacity {
+    /// Launch type `FARGATE` (the default).
+    #[default]
+    Fargate,
+    /// A capacity provider strategy, in order (e.g. `FARGATE_SPOT`, then `FARGATE`).
+    Strategy(Vec<CapacityProviderItem>),
+}
+
+/// One item of a capacity provider strategy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CapacityProviderItem {
+    /// Provider name, e.g. `FARGATE_SPOT`.
+    pub provider: String,
+    /// Relative weight (0-1000).
+    pub weight: i32,
+    /// Tasks placed on this provider first (0-100000).
+    pub base: i32,
+}
+
+impl CapacityProviderItem {
+    /// An item for `provider` with `weight` and `base`.
+    pub fn new(provider: impl Into<String>, weight: i32, base: i32) -> Self {
+        CapacityProviderItem {
+            provider: provider.into(),
+            weight,
+            base,
+        }
+    }
+}
 
 /// Configuration of [`crate::EcsLauncher`].
 ///
 /// The job-specific parts (task definition, platform version, container, environment) come
 /// from each [`fargate_core::TaskSpec`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EcsConfig {
     /// Cluster name or ARN.
@@ -26,8 +58,8 @@ pub struct EcsConfig {
     pub security_groups: Vec<String>,
     /// `assignPublicIp = ENABLED` (needed in public subnets without a NAT gateway).
     pub assign_public_ip: bool,
-    /// Connect to the task's public IP instead of its private one (needs the `public-ip`
-    /// feature and `ec2:DescribeNetworkInterfaces`).
+    /// Connect to the task's public IP instead of its private one (needs
+    /// `assign_public_ip`, the `public-ip` feature and `ec2:DescribeNetworkInterfaces`).
     pub use_public_ip: bool,
     /// Launch type or capacity provider strategy.
     pub capacity: Capacity,
@@ -35,13 +67,34 @@ pub struct EcsConfig {
     pub tags: BTreeMap<String, String>,
     /// `enableExecuteCommand` (ECS Exec into the task, for debugging).
     pub enable_execute_command: bool,
-    /// Retries and timeouts.
-    pub retry: RetryPolicy,
+    /// On capacity or ENI errors of `RunTask`, try the configured subnets one by one
+    /// ([`crate::failover`]). Default `true`.
+    pub subnet_failover: bool,
+    /// The SDK's attempts and timeouts per API call (default: one quick retry).
+    pub transport: SdkTransport,
+}
+
+impl Default for EcsConfig {
+    fn default() -> Self {
+        EcsConfig {
+            cluster: String::new(),
+            region: None,
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            assign_public_ip: false,
+            use_public_ip: false,
+            capacity: Capacity::default(),
+            tags: BTreeMap::new(),
+            enable_execute_command: false,
+            subnet_failover: true,
+            transport: SdkTransport::default(),
+        }
+    }
 }
 
 impl EcsConfig {
     /// A configuration for `cluster` with these subnets and security groups, launch type
-    /// `FARGATE`, private IP, no extra tags, default retry policy.
+    /// `FARGATE`, private IP, no extra tags, subnet failover, default transport.
     pub fn new(
         cluster: impl Into<String>,
         subnets: impl IntoIterator<Item = impl Into<String>>,
@@ -55,48 +108,83 @@ impl EcsConfig {
         }
     }
 
-    /// Checks the configuration; every problem is an [`ErrorKind::InvalidConfig`] error.
-    pub fn validate(&self) -> Result<()> {
-        let invalid = |msg: String| Error::new(ErrorKind::InvalidConfig, msg).with_backend("ecs");
+    /// Every problem of the configuration; keys are field names (`subnets`).
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
         if self.cluster.trim().is_empty() {
-            return Err(invalid("the ECS cluster is not set".into()));
+            p.push(ConfigProblem::new(
+                "cluster",
+                "is required (the ECS cluster name or ARN)",
+            ));
         }
         if self.subnets.iter().all(|s| s.trim().is_empty()) {
-            return Err(invalid("no subnet is configured for the task".into())
-                .with_hint("set at least one subnet, ideally one per availability zone"));
-        }
-        if self.security_groups.iter().all(|s| s.trim().is_empty()) {
-            return Err(
-                invalid("no security group is configured for the task".into())
-                    .with_hint("set a security group that lets the runner reach port 22"),
+            p.push(
+                ConfigProblem::new("subnets", "is required (awsvpc tasks need a subnet)")
+                    .with_hint("set at least one subnet, ideally one per availability zone"),
             );
         }
-        if self.use_public_ip && !cfg!(feature = "public-ip") {
-            return Err(invalid(
-                "use_public_ip is set but this build has no public-IP support".into(),
-            )
-            .with_hint(
-                "rebuild with the `public-ip` feature of fargate-aws, or connect privately",
+        if self.security_groups.iter().all(|s| s.trim().is_empty()) {
+            p.push(
+                ConfigProblem::new(
+                    "security_groups",
+                    "is required (one that lets this host reach the task's SSH port)",
+                )
+                .with_hint("set a security group that lets the runner reach port 22"),
+            );
+        }
+        if self.use_public_ip && !self.assign_public_ip {
+            p.push(ConfigProblem::new(
+                "use_public_ip",
+                "needs assign_public_ip (a task only gets a public IP when one is assigned)",
             ));
+        }
+        if self.use_public_ip && !cfg!(feature = "public-ip") {
+            p.push(
+                ConfigProblem::new(
+                    "use_public_ip",
+                    "is set but this build has no public-IP support",
+                )
+                .with_hint(
+                    "rebuild with the `public-ip` feature of fargate-aws, or connect privately",
+                ),
+            );
         }
         if let Capacity::Strategy(items) = &self.capacity {
             if items.is_empty() {
-                return Err(invalid("the capacity provider strategy is empty".into())
-                    .with_hint("name at least one provider, e.g. FARGATE"));
+                p.push(
+                    ConfigProblem::new("capacity", "is an empty capacity provider strategy")
+                        .with_hint("name at least one provider, e.g. FARGATE"),
+                );
             }
             for item in items {
                 if item.provider.trim().is_empty() {
-                    return Err(invalid("a capacity provider name is empty".into()));
-                }
-                if !(0..=1000).contains(&item.weight) || !(0..=100_000).contains(&item.base) {
-                    return Err(invalid(format!(
-                        "capacity provider {}: weight must be 0-1000 and base 0-100000",
-                        item.provider
-                    )));
+                    p.push(ConfigProblem::new("capacity", "names an empty provider"));
+                } else if !(0..=1000).contains(&item.weight) || !(0..=100_000).contains(&item.base)
+                {
+                    p.push(ConfigProblem::new(
+                        "capacity",
+                        format!(
+                            "provider {}: weight must be 0-1000 and base 0-100000",
+                            item.provider
+                        ),
+                    ));
                 }
             }
         }
-        tags::validate_admin_tags(&self.tags)
+        if let Err(err) = tags::validate_admin_tags(&self.tags) {
+            let mut problem = ConfigProblem::new("tags", format!("are invalid: {}", err.message()));
+            if let Some(hint) = err.hint() {
+                problem = problem.with_hint(hint);
+            }
+            p.push(problem);
+        }
+        p
+    }
+
+    /// Checks the configuration: every problem, or none. [`crate::EcsLauncher::new`] calls
+    /// it and fails with [`fargate_core::ErrorKind::InvalidConfig`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::check(self.problems())
     }
 }
 
@@ -104,29 +192,47 @@ impl EcsConfig {
 mod tests {
     use super::*;
 
+    fn keys(c: &EcsConfig) -> Vec<String> {
+        c.problems().into_iter().map(|p| p.key).collect()
+    }
+
     #[test]
-    fn validation_names_the_problem() {
+    fn validation_lists_every_problem_by_field() {
         let ok = EcsConfig::new("ci", ["subnet-1"], ["sg-1"]);
         assert!(ok.validate().is_ok());
-        let mut c = ok.clone();
-        c.subnets.clear();
-        assert_eq!(c.validate().unwrap_err().kind(), ErrorKind::InvalidConfig);
-        let mut c = ok.clone();
-        c.security_groups = vec![String::new()];
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .message()
-                .contains("security group")
+        assert_eq!(
+            keys(&EcsConfig::default()),
+            ["cluster", "subnets", "security_groups"]
         );
         let mut c = ok.clone();
-        c.capacity = Capacity::Strategy(vec![]);
-        assert!(c.validate().is_err());
+        c.security_groups = vec![String::new()];
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.to_string().contains("security_groups is required"),
+            "{err}"
+        );
+        assert!(err.problems[0].hint.as_deref().unwrap().contains("port 22"));
         let mut c = ok.clone();
+        c.capacity = Capacity::Strategy(vec![]);
+        assert_eq!(keys(&c), ["capacity"]);
         c.capacity = Capacity::Strategy(vec![CapacityProviderItem::new("FARGATE", 2000, 0)]);
-        assert!(c.validate().is_err());
+        assert_eq!(keys(&c), ["capacity"]);
+        let mut c = ok.clone();
+        c.use_public_ip = true;
+        assert!(keys(&c).contains(&"use_public_ip".to_owned()));
         let mut c = ok;
         c.cluster = " ".into();
-        assert!(c.validate().is_err());
+        c.tags.insert("aws:x".into(), "y".into());
+        assert_eq!(keys(&c), ["cluster", "tags"]);
+        let tags = &c.problems()[1];
+        assert!(tags.message.contains("aws:"), "{tags:?}");
+        assert!(tags.hint.is_some());
+    }
+
+    #[test]
+    fn defaults_fail_over_subnets_and_retry_transport_once() {
+        let c = EcsConfig::default();
+        assert!(c.subnet_failover);
+        assert_eq!(c.transport.max_attempts, 2);
     }
 }

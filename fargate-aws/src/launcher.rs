@@ -18,8 +18,8 @@ use tracing::{debug, warn};
 
 use crate::config::{Capacity, EcsConfig};
 use crate::errors::{self, Classified};
+use crate::failover::{attempt_token, subnet_attempts};
 use crate::metrics::ApiCalls;
-use crate::retry::attempt_token;
 use crate::tags;
 
 /// Longest `StopTask` reason ECS accepts.
@@ -53,8 +53,8 @@ impl fmt::Debug for EcsLauncher {
 
 impl EcsLauncher {
     /// A launcher for `config`, with clients built from `sdk` (credentials, endpoint, HTTP
-    /// client). `config.region`, when set, overrides `sdk`'s region; `config.retry` replaces
-    /// its retry and timeout settings.
+    /// client). `config.region`, when set, overrides `sdk`'s region; `config.transport`
+    /// replaces its retry and timeout settings.
     ///
     /// Fails with [`ErrorKind::InvalidConfig`] when the configuration is invalid
     /// ([`EcsConfig::validate`]).
@@ -62,11 +62,13 @@ impl EcsLauncher {
         let mut config = config;
         config.subnets.retain(|s| !s.trim().is_empty());
         config.security_groups.retain(|s| !s.trim().is_empty());
-        config.validate()?;
+        config
+            .validate()
+            .map_err(|e| Error::from(e).with_backend("ecs"))?;
         let calls = ApiCalls::new();
         let mut ecs = aws_sdk_ecs::config::Builder::from(sdk)
-            .retry_config(config.retry.sdk_retry_config())
-            .timeout_config(config.retry.sdk_timeout_config())
+            .retry_config(config.transport.sdk_retry_config())
+            .timeout_config(config.transport.sdk_timeout_config())
             .interceptor(calls.clone());
         if let Some(region) = &config.region {
             ecs = ecs.region(aws_config::Region::new(region.clone()));
@@ -74,8 +76,8 @@ impl EcsLauncher {
         #[cfg(feature = "public-ip")]
         let ec2 = {
             let mut ec2 = aws_sdk_ec2::config::Builder::from(sdk)
-                .retry_config(config.retry.sdk_retry_config())
-                .timeout_config(config.retry.sdk_timeout_config())
+                .retry_config(config.transport.sdk_retry_config())
+                .timeout_config(config.transport.sdk_timeout_config())
                 .interceptor(calls.clone());
             if let Some(region) = &config.region {
                 ec2 = ec2.region(aws_config::Region::new(region.clone()));
@@ -383,7 +385,7 @@ fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
 impl TaskLauncher for EcsLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
         let tags = tags::task_tags(&self.config.tags, &spec.job);
-        let attempts = self.config.retry.subnet_attempts(&self.config.subnets);
+        let attempts = subnet_attempts(&self.config.subnets, self.config.subnet_failover);
         let mut failures = Vec::new();
         for (i, subnets) in attempts.iter().enumerate() {
             let token = attempt_token(&spec.client_token, i);

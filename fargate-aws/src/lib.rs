@@ -16,7 +16,7 @@
 //!   provider strategy, never neither), with the job's environment as an override of the
 //!   job's container, the job's client token (a retried launch never starts a second task),
 //!   `startedBy` = [`tags::started_by`] of the job key, and tags naming runner and job
-//!   ([`tags`]). Capacity and ENI errors move on to the next subnet ([`retry`]).
+//!   ([`tags`]). Capacity and ENI errors move on to the next subnet ([`failover`]).
 //! * **describe**: one `DescribeTasks`; the address is the ENI's private IPv4 as soon as ECS
 //!   reports it, or, with [`EcsConfig::use_public_ip`], the ENI's public IP from
 //!   `ec2:DescribeNetworkInterfaces` once it is associated (EC2 is asked only while the task
@@ -28,10 +28,23 @@
 //!   A task whose desired status is `STOPPED` is already being stopped by ECS, so it is
 //!   left out, as the trait's contract (and its conformance test) want.
 //!
-//! Throttling is retried by the SDK with jittered exponential backoff, bounded by count and
-//! total time ([`RetryPolicy`]). Errors are [`fargate_core::Error`]s with backend `"ecs"`, a
-//! kind (`Throttled` and `CapacityUnavailable` are temporary) and a hint for the known ECS
-//! failures. [`EcsLauncher::api_calls`] counts the requests sent, by operation.
+//! Errors are [`fargate_core::Error`]s with backend `"ecs"`, a kind (`Throttled` and
+//! `CapacityUnavailable` are temporary) and a hint for the known ECS failures.
+//! [`EcsLauncher::api_calls`] counts the requests sent, by operation.
+//!
+//! # Retries: who retries what
+//!
+//! One policy owns retries: `fargate_core`'s [`RetryPolicy`](fargate_core::RetryPolicy),
+//! carried out by the [`Driver`](fargate_core::Driver), which retries a failed launch, stop
+//! or search as a whole when the error is temporary. Below it, the AWS SDK retries only
+//! transport hiccups (throttling, 5xx, broken connections) within one call, as
+//! [`SdkTransport`] says: by default **2** attempts. The layers multiply: a call that keeps
+//! failing is sent at most `RetryPolicy::max_attempts` × `SdkTransport::max_attempts`
+//! times (5 × 2 = 10 with both defaults). So do not raise `SdkTransport::max_attempts`
+//! under a driver, and do not wrap the launcher in another retry layer. A launch's subnet
+//! failover ([`failover`]) is not a retry: within one `launch` it tries each configured
+//! subnet once more after a capacity error, so `RunTask` is sent at most
+//! `max_attempts` × (subnets + 1) × `SdkTransport::max_attempts` times.
 //!
 //! # IAM permissions
 //!
@@ -61,17 +74,18 @@
 
 mod config;
 mod errors;
+pub mod failover;
 mod launcher;
 pub mod metrics;
-pub mod retry;
 pub mod tags;
+mod transport;
 
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
 pub use launcher::{
     EcsLauncher, MAX_DESCRIBE_TASKS, MAX_OVERRIDES_CHARS, MAX_STOP_REASON, task_state,
 };
 pub use metrics::ApiCalls;
-pub use retry::RetryPolicy;
+pub use transport::SdkTransport;
 
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -5,23 +5,29 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fargate_aws::{Capacity, CapacityProviderItem, EcsConfig, EcsLauncher, RetryPolicy, tags};
-use fargate_core::{ErrorKind, StopOutcome, TaskLauncher, TaskRef, TaskState};
+use fargate_aws::{Capacity, CapacityProviderItem, EcsConfig, EcsLauncher, SdkTransport, tags};
+use fargate_core::testing::{MemoryShell, MemoryStore};
+use fargate_core::{
+    Driver, DriverOptions, ErrorKind, Failure, JobContext, JobResponse, Namespace, RetryPolicy,
+    StopOutcome, TaskLauncher, TaskRef, TaskState,
+};
 use fargate_testkit::fault_proxy::{Fault, FaultProxy};
 use fargate_testkit::moto::{Moto, MotoEcs};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 const MISSING: &str =
     "arn:aws:ecs:us-east-1:123456789012:task/ci/00000000-0000-4000-8000-000000000000";
 
-fn fast_retry() -> RetryPolicy {
-    let mut p = RetryPolicy::default();
-    p.initial_backoff = Duration::from_millis(5);
-    p.max_backoff = Duration::from_millis(20);
-    p.operation_timeout = Duration::from_secs(20);
-    p
+fn fast_transport() -> SdkTransport {
+    let mut t = SdkTransport::default();
+    t.initial_backoff = Duration::from_millis(5);
+    t.max_backoff = Duration::from_millis(20);
+    t.operation_timeout = Duration::from_secs(20);
+    t
 }
 
 async fn moto() -> (Moto, MotoEcs) {
@@ -352,7 +358,7 @@ async fn moto_errors_are_typed_with_hints() {
     fargate_testkit::require_fixture!(Moto);
     let (moto, ecs) = moto().await;
     let mut config = ecs.config();
-    config.retry = fast_retry();
+    config.transport = fast_transport();
     let l = launcher(config.clone(), &moto.sdk_config());
     let mut spec = ecs.spec(11);
     spec.task_definition = "no-such-family".into();
@@ -384,7 +390,7 @@ async fn capacity_failure_moves_on_to_the_next_subnet_with_a_new_token() {
     fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, proxy) = proxied().await;
     let mut config = ecs.config();
-    config.retry = fast_retry();
+    config.transport = fast_transport();
     let l = launcher(config, &proxy.sdk_config());
     let spec = ecs.spec(12);
     proxy.inject(Fault::run_task_failure(
@@ -418,7 +424,7 @@ async fn capacity_everywhere_is_a_temporary_capacity_error() {
     fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, proxy) = proxied().await;
     let mut config = ecs.config();
-    config.retry = fast_retry();
+    config.transport = fast_transport();
     let l = launcher(config, &proxy.sdk_config());
     proxy.inject(Fault::run_task_failure("RESOURCE:ENI", Some("no free IP addresses")).times(10));
     let err = l.launch(&ecs.spec(13)).await.unwrap_err();
@@ -444,7 +450,7 @@ async fn run_task_failures_map_to_kinds() {
     fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, proxy) = proxied().await;
     let mut config = ecs.config();
-    config.retry = fast_retry();
+    config.transport = fast_transport();
     let l = launcher(config, &proxy.sdk_config());
     let cases = [
         (
@@ -516,8 +522,8 @@ async fn throttling_is_retried_with_backoff_then_reported() {
     fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, proxy) = proxied().await;
     let mut config = ecs.config();
-    config.retry = fast_retry();
-    config.retry.max_attempts = 3;
+    config.transport = fast_transport();
+    config.transport.max_attempts = 3;
     let l = launcher(config, &proxy.sdk_config());
     proxy.inject(Fault::throttling("RunTask").times(2));
     let task = l.launch(&ecs.spec(15)).await.unwrap();
@@ -530,6 +536,48 @@ async fn throttling_is_retried_with_backoff_then_reported() {
     assert!(err.is_temporary());
     assert_eq!(proxy.requests_of("DescribeTasks").len(), 3);
     assert_eq!(l.describe(&task).await.unwrap().state, TaskState::Running);
+}
+
+/// The stacking rule of the crate docs: under a driver whose policy allows 3 attempts, a
+/// `RunTask` that is always throttled is sent 3 × 2 times (2: the SDK's default transport
+/// attempts), never more.
+#[tokio::test]
+async fn driver_and_sdk_attempts_multiply_to_at_most_their_product() {
+    fargate_testkit::require_fixture!(Moto);
+    let (_moto, ecs, proxy) = proxied().await;
+    let mut config = ecs.config();
+    config.subnets.truncate(1);
+    config.transport = fast_transport();
+    assert_eq!(config.transport.max_attempts, 2, "the default");
+    let launcher = Arc::new(launcher(config, &proxy.sdk_config()));
+    let policy = RetryPolicy::default()
+        .with_max_attempts(3)
+        .with_backoff(Duration::from_millis(5), Duration::from_millis(20));
+    let options = DriverOptions::builder()
+        .namespace(Namespace::parse("stacking").unwrap())
+        .task_definition(ecs.task_definition.clone())
+        .retry(policy)
+        .build()
+        .unwrap();
+    let driver = Driver::new(
+        options,
+        launcher.clone(),
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    proxy.inject(Fault::throttling("RunTask").times(100));
+    let job = JobContext::new(JobResponse::new(1));
+    let failure = driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let Failure::System(err) = failure else {
+        panic!("{failure:?}")
+    };
+    assert_eq!(err.kind(), ErrorKind::Throttled, "{err:?}");
+    assert!(err.message().contains("gave up after 3 attempts"), "{err}");
+    assert_eq!(proxy.requests_of("RunTask").len(), 3 * 2);
+    assert_eq!(launcher.api_calls().get("RunTask"), 3 * 2);
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Builds the real backends from the driver configuration.
+//! The ECS launcher, built on first use.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -6,38 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fargate_aws::{EcsConfig, EcsLauncher};
-use fargate_core::config::DriverConfig;
 use fargate_core::{JobKey, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus};
-use fargate_ssh::{Ssh2Config, Ssh2Shell};
 use tokio::sync::OnceCell;
-
-/// The ECS backend's configuration, from `[Fargate]`.
-pub(crate) fn ecs_config(config: &DriverConfig) -> EcsConfig {
-    let f = &config.fargate;
-    let mut ecs = EcsConfig::new(&f.cluster, &f.subnets, &f.security_groups);
-    ecs.region = f.region.clone();
-    ecs.assign_public_ip = f.assign_public_ip;
-    ecs.use_public_ip = f.use_public_ip;
-    ecs.capacity = f.capacity.clone();
-    ecs.tags = f.tags.clone();
-    // `[Retry]` is carried out by the driver itself; the SDK only gets one quick retry per
-    // call for transient network errors, so that the two layers do not multiply.
-    ecs.retry.max_attempts = 2;
-    ecs.enable_execute_command = f.enable_execute_command;
-    ecs
-}
-
-/// The SSH backend, from `[SSH]`.
-pub(crate) fn shell(config: &DriverConfig) -> Ssh2Shell {
-    let s = &config.ssh;
-    Ssh2Shell::with_config(
-        Ssh2Config::builder()
-            .connect_timeout(s.connect_timeout)
-            .handshake_timeout(s.connect_timeout)
-            .keepalive_interval(s.keepalive_interval)
-            .build(),
-    )
-}
 
 type MakeLauncher = Box<
     dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<dyn TaskLauncher>>> + Send>> + Send + Sync,

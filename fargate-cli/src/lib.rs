@@ -8,6 +8,7 @@
 
 mod args;
 mod backends;
+mod config;
 mod logging;
 mod signals;
 mod stages;

@@ -10,12 +10,21 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use fargate_core::config::LogFormat;
 use fargate_core::{Error, ErrorKind, Result};
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines (the Go driver's `text` and `text-simple`).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// The effective level: `--debug`, then `--log-level`, then `LogLevel`, then `info`.
 pub(crate) fn level(debug: bool, flag: Option<&str>, file: Option<&str>) -> Result<LevelFilter> {

@@ -8,16 +8,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use fargate_core::config::{DriverConfig, LoadedConfig};
 use fargate_core::driver::{AdminOverrides, config_output};
 use fargate_core::metadata::permission_warnings;
 use fargate_core::{
-    Driver, Error, ErrorKind, Failure, FileMetadataStore, JobContext, Namespace, StdioSink,
+    Driver, DriverOptions, Error, ErrorKind, Failure, FileMetadataStore, JobContext, Namespace,
+    StdioSink,
 };
+use fargate_ssh::Ssh2Shell;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{Args, Command, Stage, normalize};
-use crate::{backends, logging, signals};
+use crate::config::{FileConfig, LoadedConfig};
+use crate::{backends, config, logging, signals};
 
 /// The driver's version, as shown by the runner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -95,26 +97,23 @@ async fn execute(args: Args) -> i32 {
 /// [`FileMetadataStore::default_dir`], a relative one is relative to the configuration
 /// file (never to the working directory, which the runner changes and deletes), and the
 /// default namespace derives from the resolved directory.
-fn setup(args: &Args) -> fargate_core::Result<DriverConfig> {
+fn setup(args: &Args) -> fargate_core::Result<FileConfig> {
     let LoadedConfig {
         mut config,
         warnings,
-    } = DriverConfig::load(&args.config)?;
-    let level = logging::level(
-        args.debug,
-        args.log_level.as_deref(),
-        config.log_level.as_deref(),
-    )?;
-    let sdk_level = logging::level(false, config.aws_sdk_log_level.as_deref(), Some("warn"))?;
-    let format = logging::format(args.log_format.as_deref(), config.log_format)?;
-    let file = args.log_file.as_deref().or(config.log_file.as_deref());
+    } = config::load(&args.config)?;
+    let log = &config.log;
+    let level = logging::level(args.debug, args.log_level.as_deref(), log.level.as_deref())?;
+    let sdk_level = logging::level(false, log.aws_sdk_level.as_deref(), Some("warn"))?;
+    let format = logging::format(args.log_format.as_deref(), log.format)?;
+    let file = args.log_file.as_deref().or(log.file.as_deref());
     logging::init(level, sdk_level, format, file)?;
     for w in warnings {
         tracing::warn!("{w}");
     }
     config.metadata_dir = metadata_dir(&args.config, &config.metadata_dir);
-    if config.namespace.is_none() {
-        config.namespace = Some(Namespace::default_for(&config.metadata_dir));
+    if config.options.namespace.is_none() {
+        config.options.namespace = Some(Namespace::default_for(&config.metadata_dir));
     }
     Ok(config)
 }
@@ -122,11 +121,11 @@ fn setup(args: &Args) -> fargate_core::Result<DriverConfig> {
 async fn run_stage(
     args: &Args,
     stage: &Stage,
-    config: DriverConfig,
+    config: FileConfig,
     job: &JobContext,
 ) -> Result<(), Failure> {
     if let Stage::Config = stage {
-        return print_config(&config, job);
+        return print_config(&config.options, job);
     }
     let cancel = CancellationToken::new();
     if let Err(e) = signals::cancel_on_signals(cancel.clone()) {
@@ -171,19 +170,23 @@ async fn run_stage(
     }
 }
 
-fn driver(args: &Args, config: DriverConfig) -> Driver {
-    let dir = config.metadata_dir.clone();
-    for w in permission_warnings(&dir) {
+fn driver(args: &Args, config: FileConfig) -> Driver {
+    let FileConfig {
+        options,
+        ecs,
+        ssh,
+        metadata_dir,
+        ..
+    } = config;
+    for w in permission_warnings(&metadata_dir) {
         tracing::warn!("{w}");
     }
     // The driver retries ([Retry]); the ECS backend only retries transport hiccups.
-    let launcher = backends::LazyLauncher::ecs(backends::ecs_config(&config));
-    let shell = backends::shell(&config);
     Driver::new(
-        config,
-        Arc::new(launcher),
-        Arc::new(shell),
-        Arc::new(FileMetadataStore::new(dir)),
+        options,
+        Arc::new(backends::LazyLauncher::ecs(ecs)),
+        Arc::new(Ssh2Shell::with_config(ssh)),
+        Arc::new(FileMetadataStore::new(metadata_dir)),
     )
     .with_admin_overrides(AdminOverrides {
         task_definition: args.task_def.clone().filter(|s| !s.is_empty()),
@@ -215,8 +218,8 @@ fn metadata_dir(config: &Path, dir: &Path) -> PathBuf {
         .unwrap_or_else(|| dir.to_owned())
 }
 
-fn print_config(config: &DriverConfig, job: &JobContext) -> Result<(), Failure> {
-    let out = config_output(config, job, VERSION);
+fn print_config(options: &DriverOptions, job: &JobContext) -> Result<(), Failure> {
+    let out = config_output(options, job, VERSION);
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, &out)
         .map_err(std::io::Error::from)

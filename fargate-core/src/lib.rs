@@ -1,22 +1,21 @@
-//! The domain of the `fargate` GitLab Runner custom executor driver: configuration, job
-//! identity, the three backend traits ([`TaskLauncher`], [`RemoteShell`], [`MetadataStore`]),
+//! The domain of the `fargate` GitLab Runner custom executor driver: the driver's options
+//! ([`DriverOptions`]), job identity, the three backend traits ([`TaskLauncher`], [`RemoteShell`], [`MetadataStore`]),
 //! the job record, and the stage state machine ([`Driver`]).
 //!
 //! This crate knows nothing of AWS or SSH libraries; `fargate-aws` and `fargate-ssh` provide
 //! the real backends, and the `testing` feature provides in-memory ones.
 
-pub mod config;
 pub mod driver;
 pub mod error;
 pub mod job;
 pub mod launcher;
 pub mod metadata;
-mod retry;
+pub mod options;
+pub mod retry;
 pub mod shell;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use config::DriverConfig;
 pub use driver::{AdminOverrides, Driver};
 pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, Result};
 pub use job::{JobContext, JobIdentity, JobKey, JobResponse, Namespace};
@@ -25,6 +24,8 @@ pub use launcher::{
     TaskState, TaskStatus,
 };
 pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
+pub use options::{ConfigError, ConfigProblem, DriverOptions};
+pub use retry::RetryPolicy;
 pub use shell::{
     CapturedOutput, DynRemoteShell, HostKey, KeyPair, KeyType, OutputSink, PrivateKey, RemoteShell,
     RunOutcome, RunRequest, StdioSink,

@@ -38,11 +38,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{DriverConfig, task_definition_allowed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{IdentitySource, JobContext, JobIdentity, Namespace};
 use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef};
 use crate::metadata::{DynMetadataStore, JobRecord};
+use crate::options::DriverOptions;
 use crate::shell::{DynRemoteShell, HostKey};
 
 /// Environment variable that carries the job's public key into the task.
@@ -80,15 +80,15 @@ pub struct DriverInfo {
 }
 
 /// The config stage: no backend call, only the job's identity.
-pub fn config_output(config: &DriverConfig, job: &JobContext, version: &str) -> ConfigOutput {
+pub fn config_output(options: &DriverOptions, job: &JobContext, version: &str) -> ConfigOutput {
     ConfigOutput {
         driver: DriverInfo {
             name: "fargate".into(),
             version: version.into(),
         },
         hostname: job.go_job_id().go_id(),
-        builds_dir: config.builds_dir.clone(),
-        cache_dir: config.cache_dir.clone(),
+        builds_dir: options.builds_dir.clone(),
+        cache_dir: options.cache_dir.clone(),
     }
 }
 
@@ -96,23 +96,24 @@ pub fn config_output(config: &DriverConfig, job: &JobContext, version: &str) -> 
 /// `--platform-version`), which beat both the file and job variables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdminOverrides {
-    /// Task definition to use instead of `[Fargate] TaskDefinition`.
+    /// Task definition to use instead of the configured one.
     pub task_definition: Option<String>,
-    /// Platform version to use instead of `[Fargate] PlatformVersion`.
+    /// Platform version to use instead of the configured one.
     pub platform_version: Option<String>,
 }
 
 /// The task definition and platform version for `job`, with job variables checked against
 /// what the administrator allowed.
 ///
-/// Order: `--task-def` (admin), then the job's `FARGATE_TASK_DEFINITION` (only if it matches
-/// `[Fargate] AllowedTaskDefinitions`, or equals the default), then `[Fargate] TaskDefinition`.
+/// Order: `--task-def` (admin), then the job's `FARGATE_TASK_DEFINITION` (only if
+/// [`TaskPolicy::allows`](crate::options::TaskPolicy::allows) it, or it equals the default),
+/// then [`TaskPolicy::task_definition`](crate::options::TaskPolicy).
 pub fn resolve_task_definition(
-    config: &DriverConfig,
+    options: &DriverOptions,
     admin: &AdminOverrides,
     job: &JobContext,
 ) -> Result<(String, Option<String>)> {
-    let f = &config.fargate;
+    let f = &options.task;
     let default_td = admin
         .task_definition
         .clone()
@@ -120,9 +121,7 @@ pub fn resolve_task_definition(
     let td = match job.variable(TASK_DEFINITION_VARIABLE) {
         None => default_td,
         Some(asked) if asked == default_td => default_td,
-        Some(asked) if task_definition_allowed(asked, &f.allowed_task_definitions) => {
-            asked.to_owned()
-        }
+        Some(asked) if f.allows(asked) => asked.to_owned(),
         Some(asked) => {
             return Err(Error::new(
                 ErrorKind::NotAllowed,
@@ -187,11 +186,11 @@ pub struct CleanupReport {
 
 /// Runs the stages of jobs against a launcher, a shell and a store.
 ///
-/// The driver owns retrying ([`DriverConfig::retry`](crate::config::DriverConfig)): give it
-/// backends that do not retry beyond transport-level hiccups, so attempts do not multiply.
+/// The driver owns retrying ([`DriverOptions::retry`]): give it backends that do not retry
+/// beyond transport-level hiccups, since the layers multiply ([`crate::retry`]).
 #[derive(Clone, Debug)]
 pub struct Driver {
-    config: Arc<DriverConfig>,
+    options: Arc<DriverOptions>,
     namespace: Namespace,
     launcher: DynTaskLauncher,
     shell: DynRemoteShell,
@@ -200,21 +199,21 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver with the given backends. The namespace is `config.namespace`, or the
-    /// default for an unnamed metadata directory ([`Namespace::default_for`]); embedders
-    /// should set one.
+    /// A driver with the given backends. The namespace is `options.namespace`, or one
+    /// derived from the host name alone ([`Namespace::default_for`] an unnamed directory);
+    /// embedders should set one.
     pub fn new(
-        config: DriverConfig,
+        options: DriverOptions,
         launcher: DynTaskLauncher,
         shell: DynRemoteShell,
         store: DynMetadataStore,
     ) -> Self {
-        let namespace = config
+        let namespace = options
             .namespace
             .clone()
-            .unwrap_or_else(|| Namespace::default_for(&config.metadata_dir));
+            .unwrap_or_else(|| Namespace::default_for(std::path::Path::new("")));
         Driver {
-            config: Arc::new(config),
+            options: Arc::new(options),
             namespace,
             launcher,
             shell,
@@ -229,9 +228,9 @@ impl Driver {
         self
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &DriverConfig {
-        &self.config
+    /// The options.
+    pub fn options(&self) -> &DriverOptions {
+        &self.options
     }
 
     /// The namespace of this driver's jobs.

@@ -56,7 +56,7 @@ impl Driver {
         let identity = self.identity(job)?;
         let key = identity.key();
         let (task_definition, platform_version) =
-            resolve_task_definition(&self.config, &self.admin, job).map_err(|e| {
+            resolve_task_definition(&self.options, &self.admin, job).map_err(|e| {
                 // The job asked for something it may not have: its own fault, not the system's.
                 Failure::script(1, e.to_string())
             })?;
@@ -67,10 +67,10 @@ impl Driver {
             self.stop_job(&key, old).await?;
         }
 
-        let keys = self.shell.generate_key(self.config.ssh.key_type).await?;
+        let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
         let mut spec = TaskSpec::new(identity.clone(), task_definition);
         spec.platform_version = platform_version;
-        spec.container_name = self.config.fargate.container_name.clone();
+        spec.container_name = self.options.task.container_name.clone();
         spec.environment = BTreeMap::from([(SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key)]);
         let mut record = JobRecord::new(identity, keys.private_key);
         record.spec = Some(spec.clone());
@@ -87,7 +87,7 @@ impl Driver {
             return Err(self.roll_back(record, err).await);
         }
 
-        let deadline = start + self.config.fargate.ready_timeout;
+        let deadline = start + self.options.timeouts.ready;
         let waited = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(Error::cancelled("waiting for the task")),
@@ -145,7 +145,7 @@ impl Driver {
         spec: &TaskSpec,
         cancel: &CancellationToken,
     ) -> Result<TaskRef> {
-        let policy = &self.config.retry;
+        let policy = &self.options.retry;
         let started = Instant::now();
         let mut backoff = policy.initial_backoff;
         let mut attempt = 0u32;
@@ -248,9 +248,9 @@ impl Driver {
         deadline: Instant,
     ) -> Result<Ready> {
         let started = Instant::now();
-        let f = &self.config.fargate;
-        let port = self.config.ssh.port;
-        let mut interval = f.poll_initial_interval;
+        let t = &self.options.timeouts;
+        let port = self.options.ssh.port;
+        let mut interval = t.poll_initial;
         let mut next_describe = started + interval;
         let mut address: Option<(IpAddr, Duration)> = None;
         let mut describe_calls = 0u32;
@@ -263,7 +263,7 @@ impl Driver {
                     ErrorKind::Timeout,
                     format!(
                         "task {task} did not become reachable within {} s",
-                        f.ready_timeout.as_secs()
+                        t.ready.as_secs()
                     ),
                 );
                 err = match (&address, &last_probe_error) {
@@ -293,7 +293,7 @@ impl Driver {
                         .with_hint("the reason above comes from ECS; check the image, the task definition and the container's logs"));
                     }
                     Ok(status) if status.state == TaskState::Missing => {
-                        if launched.elapsed() >= f.consistency_window {
+                        if launched.elapsed() >= t.consistency_window {
                             return Err(Error::new(
                                 ErrorKind::TaskStopped,
                                 format!(
@@ -320,9 +320,9 @@ impl Driver {
                 }
                 // Once the address is known, describing only watches for an early stop.
                 interval = if address.is_some() {
-                    f.poll_max_interval
+                    t.poll_max
                 } else {
-                    interval.mul_f64(1.5).min(f.poll_max_interval)
+                    interval.mul_f64(1.5).min(t.poll_max)
                 };
                 next_describe = Instant::now() + interval;
             }
@@ -349,7 +349,7 @@ impl Driver {
                 Ok(Err(err)) => return Err(err),
                 Err(_) => continue, // the deadline passed: reported at the top of the loop
             }
-            let next_probe = probe_started + self.config.ssh.probe_interval;
+            let next_probe = probe_started + self.options.ssh.probe_interval;
             tokio::time::sleep_until(next_probe.min(next_describe).min(deadline)).await;
         }
     }
@@ -366,7 +366,7 @@ impl Driver {
         };
         let request = RunRequest {
             endpoint,
-            username: self.config.ssh.username.clone(),
+            username: self.options.ssh.username.clone(),
             private_key: record.private_key.clone(),
             host_key: Some(host_key),
             script: Arc::from(LOGIN_CHECK_SCRIPT),

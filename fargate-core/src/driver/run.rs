@@ -59,11 +59,11 @@ impl Driver {
             .into());
         };
         if endpoint.port == 0 {
-            endpoint.port = self.config.ssh.port;
+            endpoint.port = self.options.ssh.port;
         }
         let request = RunRequest {
             endpoint,
-            username: self.config.ssh.username.clone(),
+            username: self.options.ssh.username.clone(),
             private_key: record.private_key.clone(),
             host_key: record.host_key.clone(),
             script,
@@ -118,7 +118,7 @@ impl Driver {
         output: &mut (dyn OutputSink + 'static),
         cancel: &CancellationToken,
     ) -> Watched {
-        let interval = self.config.fargate.watch_interval;
+        let interval = self.options.timeouts.watch;
         let script_cancel = cancel.child_token();
         let run = self.shell.run(request, output, &script_cancel);
         let watch = async {
@@ -154,7 +154,7 @@ impl Driver {
             .ok()?;
         let forgotten = status.state == TaskState::Missing
             && record.first_launch_at().is_some_and(|at| {
-                unix_now().saturating_sub(at) >= self.config.fargate.consistency_window.as_secs()
+                unix_now().saturating_sub(at) >= self.options.timeouts.consistency_window.as_secs()
             });
         (status.state.is_terminal() || forgotten).then_some(status)
     }

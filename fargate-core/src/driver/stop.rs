@@ -57,7 +57,7 @@ impl Driver {
             Err(err) if err.kind() == ErrorKind::CorruptRecord => {
                 let key = identity.key();
                 tracing::warn!(error = %err, "the job record is unreadable; looking for the job's tasks by its key");
-                let window_end = Instant::now() + self.config.fargate.consistency_window;
+                let window_end = Instant::now() + self.options.timeouts.consistency_window;
                 self.stop_unrecorded(&key, Some(window_end)).await?;
                 self.store.delete(&key).await?;
                 Ok(None)
@@ -122,7 +122,7 @@ impl Driver {
                 .collect();
             for token in pending {
                 let replay = spec.clone().with_client_token(token.clone());
-                match with_retries(&self.config.retry, "replaying a launch", || {
+                match with_retries(&self.options.retry, "replaying a launch", || {
                     self.launcher.launch(&replay)
                 })
                 .await
@@ -152,8 +152,8 @@ impl Driver {
             let since = unix_now().saturating_sub(launched_at.unwrap_or_else(unix_now));
             Instant::now()
                 + self
-                    .config
-                    .fargate
+                    .options
+                    .timeouts
                     .consistency_window
                     .saturating_sub(Duration::from_secs(since))
         });
@@ -182,7 +182,7 @@ impl Driver {
         let mut tasks = known;
         let mut delay = Duration::from_millis(500);
         loop {
-            let found = with_retries(&self.config.retry, "finding the job's tasks", || {
+            let found = with_retries(&self.options.retry, "finding the job's tasks", || {
                 self.launcher.find(key)
             })
             .await?;
@@ -214,12 +214,12 @@ impl Driver {
         launched_at: Option<u64>,
     ) -> Result<()> {
         let reason = format!("fargate driver: job {key} finished");
-        let window = self.config.fargate.consistency_window;
+        let window = self.options.timeouts.consistency_window;
         for task in tasks {
             tracing::info!(task = %task, "stopping the task");
             let mut delay = Duration::from_millis(500);
             loop {
-                let outcome = with_retries(&self.config.retry, "stopping the task", || {
+                let outcome = with_retries(&self.options.retry, "stopping the task", || {
                     self.launcher.stop(task, &reason)
                 })
                 .await?;
@@ -244,7 +244,7 @@ impl Driver {
         key: &JobKey,
         work: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        let deadline = self.config.fargate.stop_timeout;
+        let deadline = self.options.timeouts.stop;
         match tokio::time::timeout(deadline, work).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(

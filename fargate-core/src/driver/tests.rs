@@ -1,11 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::config::{DriverConfig, FargateConfig};
 use crate::error::Failure;
 use crate::job::{JobKey, JobResponse};
 use crate::launcher::{StopOutcome, TaskLauncher, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, MetadataStore, Phase};
+use crate::options::DriverOptions;
 use crate::shell::{CapturedOutput, RunRequest};
 use crate::testing::{BootPlan, Fault, MemoryLauncher, MemoryShell, MemoryStore, Op};
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,18 +20,13 @@ struct Rig {
     job: JobContext,
 }
 
-fn config() -> DriverConfig {
-    DriverConfig {
-        namespace: Some(Namespace::parse("ci").unwrap()),
-        fargate: FargateConfig {
-            cluster: "ci".into(),
-            subnets: vec!["subnet-1".into()],
-            task_definition: "ci-coordinator:1".into(),
-            allowed_task_definitions: vec!["ci-*".into()],
-            ..FargateConfig::default()
-        },
-        ..DriverConfig::default()
-    }
+fn config() -> DriverOptions {
+    DriverOptions::builder()
+        .namespace(Namespace::parse("ci").unwrap())
+        .task_definition("ci-coordinator:1")
+        .allowed_task_definitions(["ci-*"])
+        .build()
+        .unwrap()
 }
 
 /// Job `id` as gitlab-runner 14.1+ describes it: the payload and the predefined variables.
@@ -53,7 +48,7 @@ fn identity_of(job: &JobContext) -> JobIdentity {
     job.identity(&Namespace::parse("ci").unwrap()).unwrap()
 }
 
-fn rig_with(config: DriverConfig, plan: BootPlan) -> Rig {
+fn rig_with(config: DriverOptions, plan: BootPlan) -> Rig {
     let launcher = Arc::new(MemoryLauncher::with_plan(plan));
     let shell = Arc::new(MemoryShell::new());
     let store = Arc::new(MemoryStore::new());
@@ -409,7 +404,7 @@ async fn a_task_that_stops_while_booting_fails_with_its_reason() {
 #[tokio::test(start_paused = true)]
 async fn ssh_never_answering_times_out_with_a_hint() {
     let mut c = config();
-    c.fargate.ready_timeout = Duration::from_secs(30);
+    c.timeouts.ready = Duration::from_secs(30);
     let r = rig_with(c, BootPlan::default());
     r.shell.set_down(IpAddr::V4(Ipv4Addr::LOCALHOST), true);
     let start = Instant::now();
@@ -596,9 +591,9 @@ async fn job_variables_cannot_pick_unallowed_task_definitions() {
 #[test]
 fn task_definition_precedence() {
     let mut c = config();
-    c.fargate.allowed_task_definitions.clear();
-    c.fargate.allow_platform_version_override = false;
-    c.fargate.platform_version = Some("1.3.0".into());
+    c.task.allowed_task_definitions.clear();
+    c.task.allow_platform_version_override = false;
+    c.task.platform_version = Some("1.3.0".into());
     let j = job(1);
     let none = AdminOverrides::default();
     assert_eq!(
@@ -1055,7 +1050,7 @@ impl crate::shell::OutputSink for TimedSink {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_describe_never_stalls_the_output_or_delays_a_cancel() {
     let mut c = config();
-    c.fargate.watch_interval = Duration::from_secs(1);
+    c.timeouts.watch = Duration::from_secs(1);
     let r = rig_with(c, BootPlan::default());
     r.prepare().await.unwrap();
     // From now on every DescribeTasks takes 20 s.

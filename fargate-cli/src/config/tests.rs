@@ -1,3 +1,11 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use fargate_aws::{Capacity, CapacityProviderItem};
+use fargate_core::options::SshLogin;
+use fargate_core::{KeyType, RetryPolicy};
+
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -8,12 +16,12 @@ const MINIMAL: &str = r#"
   TaskDefinition = "ci-coordinator:1"
 "#;
 
-fn parse(text: &str) -> Result<LoadedConfig> {
-    DriverConfig::parse(text, "fargate.toml")
+fn parse(text: &str) -> std::result::Result<LoadedConfig, ConfigError> {
+    super::parse(text, "fargate.toml")
 }
 
 fn errors_of(text: &str) -> String {
-    let err = parse(text).unwrap_err();
+    let err = Error::from(parse(text).unwrap_err());
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     err.message().to_owned()
 }
@@ -40,17 +48,17 @@ LogFormat = "text"
     .unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let c = loaded.config;
-    assert_eq!(c.log_level.as_deref(), Some("info"));
-    assert_eq!(c.log_format, LogFormat::Text);
-    assert_eq!(c.fargate.cluster, "fargate");
-    assert_eq!(c.fargate.region.as_deref(), Some("us-east-1"));
-    assert_eq!(c.fargate.subnets, vec!["subnet-xxxxxxxx"]);
-    assert_eq!(c.fargate.security_groups, vec!["sg-xxxxxxxx"]);
-    assert_eq!(c.fargate.task_definition, "fargateExecutor:1");
-    assert!(!c.fargate.assign_public_ip && !c.fargate.use_public_ip);
+    assert_eq!(c.log.level.as_deref(), Some("info"));
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.ecs.cluster, "fargate");
+    assert_eq!(c.ecs.region.as_deref(), Some("us-east-1"));
+    assert_eq!(c.ecs.subnets, vec!["subnet-xxxxxxxx"]);
+    assert_eq!(c.ecs.security_groups, vec!["sg-xxxxxxxx"]);
+    assert_eq!(c.options.task.task_definition, "fargateExecutor:1");
+    assert!(!c.ecs.assign_public_ip && !c.ecs.use_public_ip);
     assert_eq!(c.metadata_dir, PathBuf::from("/etc/gitlab-runner/metadata"));
-    assert_eq!(c.ssh.username, "root");
-    assert_eq!(c.ssh.port, 22);
+    assert_eq!(c.options.ssh.username, "root");
+    assert_eq!(c.options.ssh.port, 22);
 }
 
 #[test]
@@ -75,40 +83,45 @@ loglevel = "debug"
     )
     .unwrap()
     .config;
-    assert_eq!(c.log_level.as_deref(), Some("debug"));
-    assert_eq!(c.fargate.cluster, "c");
-    assert_eq!(c.fargate.security_groups, vec!["sg"]);
-    assert!(c.fargate.assign_public_ip);
-    assert!(
-        c.fargate.use_public_ip,
-        "UsePublicIP follows EnablePublicIP"
-    );
+    assert_eq!(c.log.level.as_deref(), Some("debug"));
+    assert_eq!(c.ecs.cluster, "c");
+    assert_eq!(c.ecs.security_groups, vec!["sg"]);
+    assert!(c.ecs.assign_public_ip);
+    assert!(c.ecs.use_public_ip, "UsePublicIP follows EnablePublicIP");
     assert_eq!(c.metadata_dir, PathBuf::from("/m"));
-    assert_eq!((c.ssh.username.as_str(), c.ssh.port), ("u", 2222));
+    assert_eq!(
+        (c.options.ssh.username.as_str(), c.options.ssh.port),
+        ("u", 2222)
+    );
 }
 
 #[test]
 fn defaults_of_every_key() {
     let c = parse(MINIMAL).unwrap().config;
-    let d = DriverConfig::default();
-    assert_eq!(c.log_level, None);
-    assert_eq!(c.log_format, LogFormat::Text);
-    assert_eq!(c.log_file, None);
+    assert_eq!(c.log.level, None);
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.log.file, None);
     assert_eq!(c.metadata_dir, PathBuf::new());
-    assert_eq!(c.ssh, d.ssh);
-    assert_eq!(c.ssh.username, "root");
-    assert_eq!(c.ssh.key_type, KeyType::Ed25519);
-    assert_eq!(c.retry, RetryPolicy::default());
-    let f = &c.fargate;
-    assert_eq!(f.capacity, Capacity::Fargate);
-    assert_eq!(f.container_name, "ci-coordinator");
-    assert_eq!(f.platform_version, None);
-    assert!(f.tags.is_empty() && f.allowed_task_definitions.is_empty());
-    assert!(f.allow_platform_version_override);
-    assert!(!f.enable_execute_command);
-    assert_eq!(f.ready_timeout, Duration::from_secs(600));
-    assert_eq!(f.stop_timeout, Duration::from_secs(60));
-    assert_eq!(f.watch_interval, Duration::from_secs(30));
+    assert_eq!(c.options.ssh, SshLogin::default());
+    assert_eq!(c.ssh, Ssh2Config::default());
+    assert_eq!(c.options.namespace, None);
+    assert!(c.ecs.subnet_failover);
+    assert_eq!(
+        c.ecs.transport.max_attempts, 2,
+        "the SDK keeps one quick retry"
+    );
+    assert_eq!(c.options.ssh.username, "root");
+    assert_eq!(c.options.ssh.key_type, KeyType::Ed25519);
+    assert_eq!(c.options.retry, RetryPolicy::default());
+    assert_eq!(c.ecs.capacity, Capacity::Fargate);
+    assert_eq!(c.options.task.container_name, "ci-coordinator");
+    assert_eq!(c.options.task.platform_version, None);
+    assert!(c.ecs.tags.is_empty() && c.options.task.allowed_task_definitions.is_empty());
+    assert!(c.options.task.allow_platform_version_override);
+    assert!(!c.ecs.enable_execute_command);
+    assert_eq!(c.options.timeouts.ready, Duration::from_secs(600));
+    assert_eq!(c.options.timeouts.stop, Duration::from_secs(60));
+    assert_eq!(c.options.timeouts.watch, Duration::from_secs(30));
 }
 
 #[test]
@@ -162,41 +175,43 @@ CacheDir = "/cache"
     .unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     let c = c.config;
-    assert_eq!(c.log_format, LogFormat::Json);
-    assert_eq!(c.log_file, Some(PathBuf::from("/var/log/fargate.log")));
-    assert_eq!(c.builds_dir.as_deref(), Some("/builds"));
-    assert_eq!(c.cache_dir.as_deref(), Some("/cache"));
-    let f = &c.fargate;
-    assert_eq!(f.subnets, vec!["s1", "s2", "s3"]);
-    assert_eq!(f.security_groups, vec!["sg1", "sg2"]);
-    assert!(f.assign_public_ip && !f.use_public_ip);
-    assert_eq!(f.platform_version.as_deref(), Some("1.4.0"));
-    assert_eq!(f.container_name, "build");
-    assert_eq!(f.allowed_task_definitions.len(), 2);
-    assert!(!f.allow_platform_version_override);
-    assert!(f.enable_execute_command);
-    assert_eq!(f.ready_timeout, Duration::from_secs(900));
-    assert_eq!(f.poll_initial_interval, Duration::from_millis(500));
-    assert_eq!(f.poll_max_interval, Duration::from_secs(5));
-    assert_eq!(f.stop_timeout, Duration::from_secs(120));
-    assert_eq!(f.watch_interval, Duration::from_secs(45));
-    assert_eq!(f.tags.get("team").map(String::as_str), Some("platform"));
-    assert_eq!(f.tags.get("cost-center").map(String::as_str), Some("42"));
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.file, Some(PathBuf::from("/var/log/fargate.log")));
+    assert_eq!(c.options.builds_dir.as_deref(), Some("/builds"));
+    assert_eq!(c.options.cache_dir.as_deref(), Some("/cache"));
+    assert_eq!(c.ecs.subnets, vec!["s1", "s2", "s3"]);
+    assert_eq!(c.ecs.security_groups, vec!["sg1", "sg2"]);
+    assert!(c.ecs.assign_public_ip && !c.ecs.use_public_ip);
+    assert_eq!(c.options.task.platform_version.as_deref(), Some("1.4.0"));
+    assert_eq!(c.options.task.container_name, "build");
+    assert_eq!(c.options.task.allowed_task_definitions.len(), 2);
+    assert!(!c.options.task.allow_platform_version_override);
+    assert!(c.ecs.enable_execute_command);
+    assert_eq!(c.options.timeouts.ready, Duration::from_secs(900));
+    assert_eq!(c.options.timeouts.poll_initial, Duration::from_millis(500));
+    assert_eq!(c.options.timeouts.poll_max, Duration::from_secs(5));
+    assert_eq!(c.options.timeouts.stop, Duration::from_secs(120));
+    assert_eq!(c.options.timeouts.watch, Duration::from_secs(45));
+    assert_eq!(c.ecs.tags.get("team").map(String::as_str), Some("platform"));
     assert_eq!(
-        f.capacity,
+        c.ecs.tags.get("cost-center").map(String::as_str),
+        Some("42")
+    );
+    assert_eq!(
+        c.ecs.capacity,
         Capacity::Strategy(vec![
             CapacityProviderItem::new("FARGATE_SPOT", 3, 0),
             CapacityProviderItem::new("FARGATE", 1, 1),
         ])
     );
-    assert_eq!(c.ssh.key_type, KeyType::Rsa { bits: 4096 });
-    assert_eq!(c.ssh.connect_timeout, Duration::from_secs(5));
-    assert_eq!(c.ssh.keepalive_interval, Duration::ZERO);
-    assert_eq!(c.ssh.probe_interval, Duration::from_millis(100));
-    assert_eq!(c.retry.max_attempts, 3);
-    assert_eq!(c.retry.initial_backoff, Duration::from_millis(200));
-    assert_eq!(c.retry.max_backoff, Duration::from_secs(4));
-    assert_eq!(c.retry.max_elapsed, Duration::from_secs(30));
+    assert_eq!(c.options.ssh.key_type, KeyType::Rsa { bits: 4096 });
+    assert_eq!(c.ssh.connect_timeout(), Duration::from_secs(5));
+    assert_eq!(c.ssh.keepalive_interval(), Duration::ZERO);
+    assert_eq!(c.options.ssh.probe_interval, Duration::from_millis(100));
+    assert_eq!(c.options.retry.max_attempts, 3);
+    assert_eq!(c.options.retry.initial_backoff, Duration::from_millis(200));
+    assert_eq!(c.options.retry.max_backoff, Duration::from_secs(4));
+    assert_eq!(c.options.retry.max_elapsed, Duration::from_secs(30));
 }
 
 #[test]
@@ -346,46 +361,75 @@ fn unknown_keys_warn_with_the_closest_known_key() {
 
 #[test]
 fn invalid_toml_names_the_line() {
-    let msg = errors_of("[Fargate]\nCluster = \"unterminated\n");
-    assert!(msg.starts_with("fargate.toml:2: not valid TOML"), "{msg}");
+    let text = "[Fargate]\nCluster = \"unterminated\n";
+    let msg = errors_of(text);
+    assert!(
+        msg.starts_with("invalid configuration:\n  fargate.toml:2: not valid TOML"),
+        "{msg}"
+    );
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(err.problems[0].line, Some(2));
 }
 
 #[test]
 fn load_reports_a_missing_file_with_a_hint() {
-    let err = DriverConfig::load(Path::new("/nonexistent/fargate.toml")).unwrap_err();
+    let err = load(Path::new("/nonexistent/fargate.toml")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(err.message().contains("/nonexistent/fargate.toml"));
     assert!(err.hint().unwrap().contains("--config"));
 }
 
 #[test]
-fn validate_checks_configs_built_in_code() {
-    assert!(DriverConfig::default().validate().is_err());
-    let c = parse(MINIMAL).unwrap().config;
-    c.validate().unwrap();
+fn rules_of_the_owners_are_reported_under_file_keys() {
+    let keys: Vec<String> = rules(&FileConfig::default())
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "[Fargate] Cluster",
+            "[Fargate] Subnet",
+            "[Fargate] SecurityGroup",
+            "[Fargate] TaskDefinition"
+        ]
+    );
+    assert!(rules(&parse(MINIMAL).unwrap().config).is_empty());
 }
 
 #[test]
-fn durations() {
-    assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-    assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-    assert_eq!(parse_duration("1.5s"), None);
-    assert_eq!(parse_duration("-1s"), None);
-    assert_eq!(parse_duration("s"), None);
+fn every_problem_is_typed_with_key_line_and_hint() {
+    let err = parse("[Fargate]\nCluster = \"ci\"\nTaskDefinition = \"t\"\n").unwrap_err();
+    assert_eq!(err.origin.as_deref(), Some("fargate.toml"));
+    let found: Vec<(&str, Option<usize>)> = err
+        .problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.line))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("[Fargate] Subnet", Some(1)),
+            ("[Fargate] SecurityGroup", Some(1))
+        ]
+    );
+    assert!(err.problems.iter().all(|p| p.hint.is_some()));
+    let text = err.to_string();
+    assert!(
+        text.contains("fargate.toml:1: [Fargate] SecurityGroup is required"),
+        "{text}"
+    );
+    assert!(text.contains("\n    hint: "), "{text}");
+    // Reading problems are all listed too, not just the first.
+    let err = parse(&format!("{MINIMAL}[SSH]\nPort = 0\nKeyType = \"dsa\"\n")).unwrap_err();
+    assert_eq!(err.problems.len(), 2, "{err}");
+    assert_eq!(err.problems[1].line, Some(9));
 }
 
 #[test]
-fn task_definition_patterns() {
-    let p = vec!["ci-*".to_owned(), "exact:3".to_owned()];
-    assert!(task_definition_allowed("ci-node:4", &p));
-    assert!(task_definition_allowed("exact:3", &p));
-    assert!(!task_definition_allowed("exact:4", &p));
-    assert!(!task_definition_allowed("admin-role", &p));
-    assert!(!task_definition_allowed("x-ci-1", &p));
-    assert!(task_definition_allowed("anything", &["*".to_owned()]));
-    assert!(!task_definition_allowed("anything", &[]));
-    assert!(glob_match("a*b*c", "axxbyyc") && !glob_match("a*b*c", "axxbyy"));
+fn the_annotated_sample_loads_without_problems_or_warnings() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fargate.toml");
+    let loaded = load(&sample).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
