@@ -131,16 +131,25 @@ impl<'t> Reader<'t> {
         );
     }
 
+    /// The value of `key` as `convert` makes it, or a problem saying it must be `want`.
+    fn typed<'a, 'i, T>(
+        &mut self,
+        t: &mut Table<'a, 'i>,
+        key: &'static str,
+        want: &str,
+        convert: impl FnOnce(&'a DeValue<'i>) -> Option<T>,
+    ) -> Option<T> {
+        let v = self.take(t, key)?;
+        let value = convert(v.get_ref());
+        if value.is_none() {
+            self.type_error(t, key, v, want);
+        }
+        value
+    }
+
     /// A string.
     pub(crate) fn string(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Option<String> {
-        let v = self.take(t, key)?;
-        match v.get_ref().as_str() {
-            Some(s) => Some(s.to_owned()),
-            None => {
-                self.type_error(t, key, v, "a string");
-                None
-            }
-        }
+        self.typed(t, key, "a string", |v| v.as_str().map(str::to_owned))
     }
 
     /// A string that, when given, must not be empty or blank.
@@ -161,14 +170,7 @@ impl<'t> Reader<'t> {
 
     /// `true` or `false`.
     pub(crate) fn boolean(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Option<bool> {
-        let v = self.take(t, key)?;
-        match v.get_ref().as_bool() {
-            Some(b) => Some(b),
-            None => {
-                self.type_error(t, key, v, "true or false");
-                None
-            }
-        }
+        self.typed(t, key, "true or false", DeValue::as_bool)
     }
 
     /// An integer within `range`.
@@ -227,21 +229,15 @@ impl<'t> Reader<'t> {
         t: &mut Table<'_, '_>,
         key: &'static str,
     ) -> Option<Vec<String>> {
-        let v = self.take(t, key)?;
-        let items: Option<Vec<String>> = v.get_ref().as_array().and_then(|a| {
-            a.iter()
+        self.typed(t, key, "a list of non-empty strings", |v| {
+            v.as_array()?
+                .iter()
                 .map(|i| {
-                    i.get_ref()
-                        .as_str()
-                        .filter(|s| !s.trim().is_empty())
-                        .map(|s| s.trim().to_owned())
+                    let s = i.get_ref().as_str()?.trim();
+                    (!s.is_empty()).then(|| s.to_owned())
                 })
                 .collect()
-        });
-        if items.is_none() {
-            self.type_error(t, key, v, "a list of non-empty strings");
-        }
-        items
+        })
     }
 
     /// A table.
@@ -250,14 +246,7 @@ impl<'t> Reader<'t> {
         t: &mut Table<'a, 'i>,
         key: &'static str,
     ) -> Option<&'a DeTable<'i>> {
-        let v = self.take(t, key)?;
-        match v.get_ref().as_table() {
-            Some(table) => Some(table),
-            None => {
-                self.type_error(t, key, v, "a table");
-                None
-            }
-        }
+        self.typed(t, key, "a table", DeValue::as_table)
     }
 
     /// Warns about every key of `t` that no `take` asked for.

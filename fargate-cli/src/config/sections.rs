@@ -98,14 +98,14 @@ pub(crate) fn read_document(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FileConfig
         if let Some(n) = r.integer(&mut t, "MaxAttempts", 1..=100) {
             policy.max_attempts = n as u32;
         }
-        if let Some(d) = r.duration(&mut t, "InitialBackoff", true) {
-            policy.initial_backoff = d;
-        }
-        if let Some(d) = r.duration(&mut t, "MaxBackoff", true) {
-            policy.max_backoff = d;
-        }
-        if let Some(d) = r.duration(&mut t, "MaxElapsed", true) {
-            policy.max_elapsed = d;
+        for (key, field) in [
+            ("InitialBackoff", &mut policy.initial_backoff),
+            ("MaxBackoff", &mut policy.max_backoff),
+            ("MaxElapsed", &mut policy.max_elapsed),
+        ] {
+            if let Some(d) = r.duration(&mut t, key, true) {
+                *field = d;
+            }
         }
         r.finish(&t);
     }
@@ -118,24 +118,9 @@ fn read_fargate(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     if let Some(v) = r.string(&mut t, "Cluster") {
         c.ecs.cluster = v.trim().to_owned();
     }
-    c.ecs.region = r
-        .string(&mut t, "Region")
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    let subnet = r
-        .string(&mut t, "Subnet")
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    let subnets = r.string_list(&mut t, "Subnets").unwrap_or_default();
-    c.ecs.subnets = subnet.into_iter().chain(subnets).collect();
-    dedup(&mut c.ecs.subnets);
-    let sg = r
-        .string(&mut t, "SecurityGroup")
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    let sgs = r.string_list(&mut t, "SecurityGroups").unwrap_or_default();
-    c.ecs.security_groups = sg.into_iter().chain(sgs).collect();
-    dedup(&mut c.ecs.security_groups);
+    c.ecs.region = optional(r, &mut t, "Region");
+    c.ecs.subnets = one_and_many(r, &mut t, "Subnet", "Subnets");
+    c.ecs.security_groups = one_and_many(r, &mut t, "SecurityGroup", "SecurityGroups");
     if let Some(v) = r.string(&mut t, "TaskDefinition") {
         c.options.task.task_definition = v.trim().to_owned();
     }
@@ -143,10 +128,7 @@ fn read_fargate(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     c.ecs.use_public_ip = r
         .boolean(&mut t, "UsePublicIP")
         .unwrap_or(c.ecs.assign_public_ip);
-    c.options.task.platform_version = r
-        .string(&mut t, "PlatformVersion")
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
+    c.options.task.platform_version = optional(r, &mut t, "PlatformVersion");
     let launch_type = r.take(&mut t, "LaunchType");
     let strategy = r.take(&mut t, "CapacityProviderStrategy");
     match (launch_type, strategy) {
@@ -209,23 +191,18 @@ fn read_fargate(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     if let Some(b) = r.boolean(&mut t, "EnableExecuteCommand") {
         c.ecs.enable_execute_command = b;
     }
-    if let Some(d) = r.duration(&mut t, "ReadyTimeout", false) {
-        c.options.timeouts.ready = d;
-    }
-    if let Some(d) = r.duration(&mut t, "PollInitialInterval", false) {
-        c.options.timeouts.poll_initial = d;
-    }
-    if let Some(d) = r.duration(&mut t, "PollMaxInterval", false) {
-        c.options.timeouts.poll_max = d;
-    }
-    if let Some(d) = r.duration(&mut t, "StopTimeout", false) {
-        c.options.timeouts.stop = d;
-    }
-    if let Some(d) = r.duration(&mut t, "ConsistencyWindow", true) {
-        c.options.timeouts.consistency_window = d;
-    }
-    if let Some(d) = r.duration(&mut t, "WatchInterval", true) {
-        c.options.timeouts.watch = d;
+    let tm = &mut c.options.timeouts;
+    for (key, field, allow_zero) in [
+        ("ReadyTimeout", &mut tm.ready, false),
+        ("PollInitialInterval", &mut tm.poll_initial, false),
+        ("PollMaxInterval", &mut tm.poll_max, false),
+        ("StopTimeout", &mut tm.stop, false),
+        ("ConsistencyWindow", &mut tm.consistency_window, true),
+        ("WatchInterval", &mut tm.watch, true),
+    ] {
+        if let Some(d) = r.duration(&mut t, key, allow_zero) {
+            *field = d;
+        }
     }
     r.finish(&t);
 }
@@ -330,7 +307,27 @@ fn read_ssh(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     r.finish(&t);
 }
 
-fn dedup(v: &mut Vec<String>) {
+/// A string key whose blank value means unset; trimmed.
+fn optional(r: &mut Reader<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<String> {
+    r.string(t, key)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// A key given as one string (`Subnet`), as a list (`Subnets`) or both: merged in that
+/// order, each value once.
+fn one_and_many(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    one: &'static str,
+    many: &'static str,
+) -> Vec<String> {
+    let first = optional(r, t, one);
+    let rest = r.string_list(t, many).unwrap_or_default();
     let mut seen = std::collections::HashSet::new();
-    v.retain(|s| seen.insert(s.clone()));
+    first
+        .into_iter()
+        .chain(rest)
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
 }
