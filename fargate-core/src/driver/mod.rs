@@ -199,9 +199,10 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver with the given backends. The namespace is `options.namespace`, or one
-    /// derived from the host name alone ([`Namespace::default_for`] an unnamed directory);
-    /// embedders should set one.
+    /// A driver with the given backends. Build `options` with [`DriverOptions::builder`],
+    /// which checks them. The namespace is `options.namespace`, or one derived from the host
+    /// name alone ([`Namespace::default_for`] an unnamed directory); embedders should set
+    /// one.
     pub fn new(
         options: DriverOptions,
         launcher: DynTaskLauncher,
