@@ -14,29 +14,47 @@ pub struct DriverOptionsBuilder {
     options: DriverOptions,
 }
 
+/// Setters of one field each: `name(value: Type) => field.path = expression;`.
+macro_rules! setters {
+    ($($(#[doc = $doc:literal])+ $name:ident($value:ident: $ty:ty) => $($field:ident).+ = $set:expr;)+) => {$(
+        $(#[doc = $doc])+
+        pub fn $name(mut self, $value: $ty) -> Self {
+            self.options.$($field).+ = $set;
+            self
+        }
+    )+};
+}
+
 impl DriverOptionsBuilder {
-    /// The namespace of this driver's jobs.
-    pub fn namespace(mut self, namespace: Namespace) -> Self {
-        self.options.namespace = Some(namespace);
-        self
-    }
-
-    /// The default task definition (required).
-    pub fn task_definition(mut self, name: impl Into<String>) -> Self {
-        self.options.task.task_definition = name.into();
-        self
-    }
-
-    /// The default platform version.
-    pub fn platform_version(mut self, version: impl Into<String>) -> Self {
-        self.options.task.platform_version = Some(version.into());
-        self
-    }
-
-    /// The container that gets the job's key and environment.
-    pub fn container_name(mut self, name: impl Into<String>) -> Self {
-        self.options.task.container_name = name.into();
-        self
+    setters! {
+        /// The namespace of this driver's jobs.
+        namespace(namespace: Namespace) => namespace = Some(namespace);
+        /// The default task definition (required).
+        task_definition(name: impl Into<String>) => task.task_definition = name.into();
+        /// The default platform version.
+        platform_version(version: impl Into<String>) => task.platform_version = Some(version.into());
+        /// The container that gets the job's key and environment.
+        container_name(name: impl Into<String>) => task.container_name = name.into();
+        /// Whether jobs may choose the platform version.
+        allow_platform_version_override(allow: bool) => task.allow_platform_version_override = allow;
+        /// From launch to SSH answering.
+        ready_timeout(timeout: Duration) => timeouts.ready = timeout;
+        /// Deadline for stopping a task.
+        stop_timeout(timeout: Duration) => timeouts.stop = timeout;
+        /// How often a running stage checks its task (zero disables).
+        watch_interval(interval: Duration) => timeouts.watch = interval;
+        /// How long after a launch an unknown task means "not visible yet".
+        consistency_window(window: Duration) => timeouts.consistency_window = window;
+        /// Type of the per-job key.
+        key_type(key_type: KeyType) => ssh.key_type = key_type;
+        /// Interval of SSH readiness probes.
+        probe_interval(interval: Duration) => ssh.probe_interval = interval;
+        /// Retries of temporary launcher failures.
+        retry(policy: RetryPolicy) => retry = policy;
+        /// `builds_dir` for the runner.
+        builds_dir(dir: impl Into<String>) => builds_dir = Some(dir.into());
+        /// `cache_dir` for the runner.
+        cache_dir(dir: impl Into<String>) => cache_dir = Some(dir.into());
     }
 
     /// Patterns (`*` wildcard) of the task definitions jobs may ask for.
@@ -48,40 +66,10 @@ impl DriverOptionsBuilder {
         self
     }
 
-    /// Whether jobs may choose the platform version.
-    pub fn allow_platform_version_override(mut self, allow: bool) -> Self {
-        self.options.task.allow_platform_version_override = allow;
-        self
-    }
-
-    /// From launch to SSH answering.
-    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeouts.ready = timeout;
-        self
-    }
-
     /// First and largest delay between status calls while waiting.
     pub fn poll_intervals(mut self, initial: Duration, max: Duration) -> Self {
         self.options.timeouts.poll_initial = initial;
         self.options.timeouts.poll_max = max;
-        self
-    }
-
-    /// Deadline for stopping a task.
-    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeouts.stop = timeout;
-        self
-    }
-
-    /// How often a running stage checks its task (zero disables).
-    pub fn watch_interval(mut self, interval: Duration) -> Self {
-        self.options.timeouts.watch = interval;
-        self
-    }
-
-    /// How long after a launch an unknown task means "not visible yet".
-    pub fn consistency_window(mut self, window: Duration) -> Self {
-        self.options.timeouts.consistency_window = window;
         self
     }
 
@@ -92,39 +80,74 @@ impl DriverOptionsBuilder {
         self
     }
 
-    /// Type of the per-job key.
-    pub fn key_type(mut self, key_type: KeyType) -> Self {
-        self.options.ssh.key_type = key_type;
-        self
-    }
-
-    /// Interval of SSH readiness probes.
-    pub fn probe_interval(mut self, interval: Duration) -> Self {
-        self.options.ssh.probe_interval = interval;
-        self
-    }
-
-    /// Retries of temporary launcher failures.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.options.retry = policy;
-        self
-    }
-
-    /// `builds_dir` for the runner.
-    pub fn builds_dir(mut self, dir: impl Into<String>) -> Self {
-        self.options.builds_dir = Some(dir.into());
-        self
-    }
-
-    /// `cache_dir` for the runner.
-    pub fn cache_dir(mut self, dir: impl Into<String>) -> Self {
-        self.options.cache_dir = Some(dir.into());
-        self
-    }
-
     /// The options, once [`DriverOptions::validate`] finds no problem.
     pub fn build(self) -> Result<DriverOptions, ConfigError> {
         self.options.validate()?;
         Ok(self.options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setter_sets_its_field() {
+        let ms = Duration::from_millis;
+        let o = DriverOptions::builder()
+            .namespace(Namespace::parse("ns").unwrap())
+            .task_definition("td")
+            .platform_version("1.4.0")
+            .container_name("build")
+            .allow_platform_version_override(false)
+            .allowed_task_definitions(["ci-*"])
+            .ready_timeout(ms(1))
+            .poll_intervals(ms(2), ms(3))
+            .stop_timeout(ms(4))
+            .watch_interval(ms(5))
+            .consistency_window(ms(6))
+            .ssh_login("ci", 2222)
+            .key_type(KeyType::Rsa { bits: 4096 })
+            .probe_interval(ms(7))
+            .retry(RetryPolicy::none())
+            .builds_dir("/b")
+            .cache_dir("/c")
+            .build()
+            .unwrap();
+        assert_eq!(o.namespace.as_ref().map(Namespace::as_str), Some("ns"));
+        let t = &o.task;
+        assert_eq!(
+            (t.task_definition.as_str(), t.platform_version.as_deref()),
+            ("td", Some("1.4.0"))
+        );
+        assert_eq!(t.container_name, "build");
+        assert!(!t.allow_platform_version_override && t.allows("ci-x"));
+        let d = [
+            o.timeouts.ready,
+            o.timeouts.poll_initial,
+            o.timeouts.poll_max,
+            o.timeouts.stop,
+            o.timeouts.watch,
+            o.timeouts.consistency_window,
+            o.ssh.probe_interval,
+        ];
+        assert_eq!(d, [1, 2, 3, 4, 5, 6, 7].map(ms));
+        assert_eq!((o.ssh.username.as_str(), o.ssh.port), ("ci", 2222));
+        assert_eq!(o.ssh.key_type, KeyType::Rsa { bits: 4096 });
+        assert_eq!(o.retry.max_attempts, 1);
+        assert_eq!(
+            (o.builds_dir.as_deref(), o.cache_dir.as_deref()),
+            (Some("/b"), Some("/c"))
+        );
+    }
+
+    #[test]
+    fn build_lists_every_problem() {
+        let err = DriverOptions::builder()
+            .ssh_login("", 0)
+            .build()
+            .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["task.task_definition", "ssh.username", "ssh.port"]);
     }
 }
