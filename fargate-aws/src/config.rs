@@ -171,13 +171,7 @@ impl EcsConfig {
                 }
             }
         }
-        if let Err(err) = tags::validate_admin_tags(&self.tags) {
-            let mut problem = ConfigProblem::new("tags", format!("are invalid: {}", err.message()));
-            if let Some(hint) = err.hint() {
-                problem = problem.with_hint(hint);
-            }
-            p.push(problem);
-        }
+        p.extend(tags::admin_tag_problems(&self.tags));
         p
     }
 

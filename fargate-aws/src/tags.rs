@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use fargate_core::{Error, ErrorKind, JobIdentity, JobKey, Result};
+use fargate_core::{ConfigProblem, JobIdentity, JobKey};
 use sha2::{Digest, Sha256};
 
 /// Tag holding the job key ([`fargate_core::JobKey`]); `find` checks it
@@ -86,43 +86,36 @@ pub fn task_tags(admin: &BTreeMap<String, String>, job: &JobIdentity) -> Vec<(St
     tags
 }
 
-/// Checks the administrator's tags against ECS's rules.
-pub fn validate_admin_tags(tags: &BTreeMap<String, String>) -> Result<()> {
-    let invalid = |msg: String| {
-        Error::new(ErrorKind::InvalidConfig, msg)
-            .with_backend("ecs")
-            .with_hint(
-                "ECS tags: at most 44 here, keys 1-128 and values 0-256 characters of letters, \
-                 digits, spaces and _.:/=+-@, no `aws:` prefix",
-            )
-    };
+/// Every way the administrator's tags break ECS's rules, each a problem of key `tags`.
+pub fn admin_tag_problems(tags: &BTreeMap<String, String>) -> Vec<ConfigProblem> {
+    let mut reasons = Vec::new();
     if tags.len() > MAX_ADMIN_TAGS {
-        return Err(invalid(format!(
+        reasons.push(format!(
             "{} tags are configured; ECS allows {MAX_ADMIN_TAGS} besides the driver's own",
             tags.len()
-        )));
+        ));
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > MAX_KEY_CHARS || !k.chars().all(allowed) {
-            return Err(invalid(format!("tag key {k:?} is not valid for ECS")));
-        }
-        if k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(invalid(format!(
-                "tag key {k:?} uses the reserved `aws:` prefix"
-            )));
-        }
-        if OWN_TAGS.contains(&k.as_str()) {
-            return Err(invalid(format!(
-                "tag key {k:?} is set by the driver itself"
-            )));
+            reasons.push(format!("tag key {k:?} is not valid for ECS"));
+        } else if k.to_ascii_lowercase().starts_with("aws:") {
+            reasons.push(format!("tag key {k:?} uses the reserved `aws:` prefix"));
+        } else if OWN_TAGS.contains(&k.as_str()) {
+            reasons.push(format!("tag key {k:?} is set by the driver itself"));
         }
         if v.chars().count() > MAX_VALUE_CHARS || !v.chars().all(allowed) {
-            return Err(invalid(format!(
-                "the value of tag {k:?} is not valid for ECS"
-            )));
+            reasons.push(format!("the value of tag {k:?} is not valid for ECS"));
         }
     }
-    Ok(())
+    reasons
+        .into_iter()
+        .map(|reason| {
+            ConfigProblem::new("tags", format!("are invalid: {reason}")).with_hint(
+                "ECS tags: at most 44 here, keys 1-128 and values 0-256 characters of letters, \
+                 digits, spaces and _.:/=+-@, no `aws:` prefix",
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -174,22 +167,30 @@ mod tests {
     #[test]
     fn admin_tags_are_checked_and_own_tags_win() {
         let mut admin = BTreeMap::from([("team".to_owned(), "ci".to_owned())]);
-        assert!(validate_admin_tags(&admin).is_ok());
+        assert!(admin_tag_problems(&admin).is_empty());
         let tags = task_tags(&admin, &job("g/p"));
         assert_eq!(tags.len(), 7);
         assert_eq!(tags[0], ("team".to_owned(), "ci".to_owned()));
         admin.insert("aws:x".into(), "y".into());
-        assert!(validate_admin_tags(&admin).is_err());
+        assert_eq!(admin_tag_problems(&admin).len(), 1);
         admin.remove("aws:x");
         admin.insert(JOB_ID.into(), "y".into());
-        assert!(validate_admin_tags(&admin).is_err());
+        assert_eq!(admin_tag_problems(&admin).len(), 1);
         admin.remove(JOB_ID);
         admin.insert("bad#key".into(), "y".into());
-        assert!(validate_admin_tags(&admin).is_err());
+        assert_eq!(admin_tag_problems(&admin).len(), 1);
         let many: BTreeMap<String, String> = (0..MAX_ADMIN_TAGS + 1)
             .map(|i| (format!("k{i}"), String::new()))
             .collect();
-        assert!(validate_admin_tags(&many).is_err());
+        assert_eq!(admin_tag_problems(&many).len(), 1);
+        // Every problem, not just the first.
+        let bad = BTreeMap::from([
+            ("aws:a".to_owned(), "ok".to_owned()),
+            ("team".to_owned(), "bad#value".to_owned()),
+        ]);
+        let problems = admin_tag_problems(&bad);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().all(|p| p.key == "tags" && p.hint.is_some()));
         let tags = task_tags(&many, &job("g/p"));
         assert_eq!(tags.len(), MAX_TAGS);
     }

@@ -170,10 +170,11 @@ fn rules(c: &FileConfig) -> Vec<ConfigProblem> {
             "= true needs EnablePublicIP = true (a task only gets a public IP when one is assigned)",
         ));
     }
+    let named: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
     let owned = c.ecs.problems().into_iter().chain(c.options.problems());
     for mut p in owned {
         p.key = file_key(&p.key).to_owned();
-        if !problems.iter().any(|q: &ConfigProblem| q.key == p.key) {
+        if !named.contains(&p.key) {
             problems.push(p);
         }
     }

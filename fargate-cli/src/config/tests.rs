@@ -433,3 +433,18 @@ fn the_annotated_sample_loads_without_problems_or_warnings() {
     let loaded = load(&sample).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
+
+#[test]
+fn ecs_rules_are_checked_at_load_under_file_keys() {
+    let text = format!("{MINIMAL}[Fargate.Tags]\n  \"aws:team\" = \"ci\"\n  team = \"bad#\"\n");
+    let err = parse(&text).unwrap_err();
+    let shown = err.to_string();
+    assert_eq!(err.problems.len(), 2, "{shown}");
+    assert!(
+        shown.contains(
+            "fargate.toml:7: [Fargate] Tags are invalid: tag key \"aws:team\" uses the reserved `aws:` prefix"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("hint: ECS tags:"), "{shown}");
+}
