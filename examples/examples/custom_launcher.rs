@@ -285,10 +285,7 @@ async fn main() -> std::result::Result<(), BoxError> {
     println!("== two jobs take both hosts of the pool");
     let (j1, j2, j3) = (job(1)?, job(2)?, job(3)?);
     let (r1, r2) = tokio::join!(driver.prepare(&j1, &cancel), driver.prepare(&j2, &cancel));
-    let (r1, r2) = (
-        r1.map_err(|f| f.to_string())?,
-        r2.map_err(|f| f.to_string())?,
-    );
+    let (r1, r2) = (r1?, r2?);
     println!("job 1 on {}, job 2 on {}", r1.endpoint, r2.endpoint);
     check(
         r1.endpoint.ip != r2.endpoint.ip,
@@ -317,7 +314,7 @@ async fn main() -> std::result::Result<(), BoxError> {
         "capacity is a system failure",
     )?;
     // gitlab-runner runs cleanup after every failed prepare attempt: it must be harmless.
-    let report = driver.cleanup(&j3).await.map_err(|f| f.to_string())?;
+    let report = driver.cleanup(&j3).await?;
     check(report.stopped.is_empty(), "nothing to stop for job 3")?;
 
     println!("== job 1 runs a stage and finishes; its host goes back to the pool");
@@ -330,11 +327,10 @@ async fn main() -> std::result::Result<(), BoxError> {
             &mut out,
             &cancel,
         )
-        .await
-        .map_err(|f| f.to_string())?;
+        .await?;
     print!("job 1 output: {}", String::from_utf8_lossy(&out.stdout));
     check(out.stdout == b"built on a pool host\n", "job 1's output")?;
-    let report = driver.cleanup(&j1).await.map_err(|f| f.to_string())?;
+    let report = driver.cleanup(&j1).await?;
     check(
         report.stopped == [r1.task.clone()],
         "cleanup should end job 1's lease",
@@ -345,17 +341,14 @@ async fn main() -> std::result::Result<(), BoxError> {
     )?;
 
     println!("== gitlab-runner's retry of job 3 now gets the freed host");
-    let r3 = driver
-        .prepare(&j3, &cancel)
-        .await
-        .map_err(|f| f.to_string())?;
+    let r3 = driver.prepare(&j3, &cancel).await?;
     println!("job 3 on {}", r3.endpoint);
     check(
         r3.endpoint == r1.endpoint,
         "job 3 should reuse job 1's host",
     )?;
     for j in [&j2, &j3] {
-        driver.cleanup(j).await.map_err(|f| f.to_string())?;
+        driver.cleanup(j).await?;
     }
     check(
         pool.inner.free_hosts() == 2,

@@ -219,7 +219,7 @@ impl CiService {
         }
 
         // Cleanup always runs, and is never cancelled.
-        let report = self.driver.cleanup(&ctx).await.map_err(|f| f.to_string())?;
+        let report = self.driver.cleanup(&ctx).await?;
         println!(
             "[job {job}] cleanup stopped {} task(s) (record found: {})",
             report.stopped.len(),
@@ -269,11 +269,10 @@ async fn main() -> Result<(), BoxError> {
         let (what, exit, file) = match (&o.failure, o.decision) {
             (None, _) => ("success".to_owned(), 0, "-".to_owned()),
             (Some(f), Some(d)) => {
-                let kind = match f {
-                    Failure::Script { exit_code, .. } => {
-                        format!("build failure (script exit {exit_code})")
-                    }
-                    Failure::System(e) => format!("system failure ({})", e.kind()),
+                let kind = match (f.script_exit_code(), f.as_system()) {
+                    (Some(code), _) => format!("build failure (script exit {code})"),
+                    (None, Some(e)) => format!("system failure ({})", e.kind()),
+                    (None, None) => "failure".to_owned(),
                 };
                 let file = d
                     .build_exit_code
@@ -291,7 +290,7 @@ async fn main() -> Result<(), BoxError> {
             o.elapsed.as_millis()
         );
     }
-    if let Some(Failure::System(e)) = &outcomes[2].failure {
+    if let Some(e) = outcomes[2].failure.as_ref().and_then(Failure::as_system) {
         println!("\njob 103's error, as the job log would show it:\n  {e}");
     }
 

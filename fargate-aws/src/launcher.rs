@@ -402,11 +402,9 @@ impl TaskLauncher for EcsLauncher {
                 Err(c) => {
                     let mut error = c.error;
                     if !failures.is_empty() {
-                        error = error.context(format!(
-                            "after {} other subnet attempt(s) ({})",
-                            failures.len(),
-                            failures.join("; ")
-                        ));
+                        error = error
+                            .with_context("other subnet attempts", failures.len())
+                            .with_context("their errors", failures.join("; "));
                     }
                     return Err(error);
                 }

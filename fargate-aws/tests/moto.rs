@@ -431,9 +431,14 @@ async fn capacity_everywhere_is_a_temporary_capacity_error() {
     assert_eq!(err.kind(), ErrorKind::CapacityUnavailable, "{err:?}");
     assert!(err.is_temporary());
     assert!(err.hint().is_some());
-    assert!(
-        err.message().contains("after 2 other subnet attempt(s)"),
+    assert_eq!(
+        err.context_value("other subnet attempts"),
+        Some("2"),
         "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("(other subnet attempts: 2, their errors: ")
     );
     // All subnets, then each of the two alone; tokens all distinct.
     let runs = proxy.requests_of("RunTask");

@@ -74,7 +74,7 @@ async fn execute(args: Args) -> i32 {
         Ok(config) => run_stage(&args, stage, config, &job).await,
         Err(err) => {
             print_plain(&err);
-            Err(Failure::System(err))
+            Err(err.into())
         }
     };
     let Err(failure) = result else { return 0 };
@@ -225,14 +225,14 @@ fn print_config(options: &DriverOptions, job: &JobContext) -> Result<(), Failure
         .map_err(std::io::Error::from)
         .and_then(|()| stdout.write_all(b"\n"))
         .and_then(|()| stdout.flush())
-        .map_err(|e| Failure::System(Error::io("writing the configuration for the runner", e)))
+        .map_err(|e| Error::io("writing the configuration for the runner", e).into())
 }
 
 /// Logs a failure for the person reading the job log.
 fn report(failure: &Failure) {
-    match failure {
-        Failure::Script { message, .. } => tracing::error!("{message}"),
-        Failure::System(err) => {
+    match failure.as_system() {
+        None => tracing::error!("{failure}"),
+        Some(err) => {
             tracing::error!("{}", err.chain());
             if let Some(hint) = err.hint() {
                 tracing::error!("hint: {hint}");

@@ -2,12 +2,40 @@
 //!
 //! Every fallible operation of the driver and of its backends returns [`Error`]: a
 //! [`ErrorKind`] that callers branch on, a message written for the person reading the job
-//! log, an optional hint saying what to do, whether retrying may help, and the source chain.
+//! log, the operation that failed and key/value context (`task`, `job`, `cluster`, ...)
+//! kept apart from the message, an optional hint saying what to do, whether retrying may
+//! help, and the source chain.
 //!
 //! The stage operations of [`crate::driver::Driver`] return a [`Failure`], which is either a
-//! failure of the job's own script ([`Failure::Script`], a *build failure* for GitLab) or a
-//! failure of anything else ([`Failure::System`]). [`Failure::exit`] turns it into the exit
-//! code the runner expects ([`ExitDecision`]); the CLI only carries that decision out.
+//! failure of the job's own script ([`FailureClass::Script`], a *build failure* for GitLab)
+//! or a failure of anything else ([`FailureClass::System`]). Which class an error belongs
+//! to is decided in one place, [`ErrorKind::failure_class`]. [`Failure::exit`] turns a
+//! failure into the exit code the runner expects ([`ExitDecision`]); the CLI only carries
+//! that decision out.
+//!
+//! [`Failure`] is a `std::error::Error + Send + Sync + 'static` with its source chain, so
+//! an embedder can use `?` into `Box<dyn Error>` or `anyhow::Error` and keep every cause:
+//!
+//! ```
+//! # use fargate_core::{Error, ErrorKind, Failure, FailureClass};
+//! fn stage() -> Result<(), Failure> {
+//!     let io = std::io::Error::other("disk full");
+//!     Err(Error::new(ErrorKind::Io, "cannot write the job record")
+//!         .with_operation("prepare")
+//!         .with_context("job", "42")
+//!         .with_source(io))?
+//! }
+//! fn embedder() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//!     stage()?;
+//!     Ok(())
+//! }
+//! let err = embedder().unwrap_err();
+//! assert_eq!(err.to_string(), "prepare: cannot write the job record (job: 42)");
+//! assert_eq!(err.source().unwrap().to_string(), "disk full");
+//! let failure = err.downcast_ref::<Failure>().unwrap();
+//! assert_eq!(failure.class(), FailureClass::System);
+//! assert_eq!(failure.error().unwrap().context_value("job"), Some("42"));
+//! ```
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -44,6 +72,9 @@ pub enum ErrorKind {
     TaskStopped,
     /// A stored job record is unreadable.
     CorruptRecord,
+    /// Stored state belongs to something else than what asked for it (a job record that
+    /// names another job).
+    Conflict,
     /// A local I/O error (metadata directory, script file, log file).
     Io,
     /// The backend does not support this operation.
@@ -70,9 +101,25 @@ impl ErrorKind {
             ErrorKind::HostKeyMismatch => "host key mismatch",
             ErrorKind::TaskStopped => "task stopped",
             ErrorKind::CorruptRecord => "corrupt job record",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::Io => "i/o error",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Unexpected => "unexpected error",
+        }
+    }
+
+    /// Whose fault an error of this kind is, as the runner reports it: the one function
+    /// that decides between a build failure and a system failure.
+    ///
+    /// Only [`ErrorKind::NotAllowed`] is the job's own fault ([`FailureClass::Script`]): a
+    /// job variable asked for something the administrator did not allow, and fixing the
+    /// job fixes it. Every other kind is a [`FailureClass::System`] failure. A script that
+    /// exits with a non-zero status is a script failure too, but it is no [`Error`] (see
+    /// [`Failure::script`]).
+    pub fn failure_class(self) -> FailureClass {
+        match self {
+            ErrorKind::NotAllowed => FailureClass::Script,
+            _ => FailureClass::System,
         }
     }
 
@@ -93,11 +140,18 @@ impl fmt::Display for ErrorKind {
 
 /// The error type of the driver and its backends.
 ///
-/// Its `Display` is the message, then the hint (if any); the source chain is available
-/// through [`std::error::Error::source`] and [`Error::chain`].
-pub struct Error {
+/// Its `Display` is `operation: message (key: value, ...) (hint: ...)`, each part only when
+/// present; the source chain is available through [`std::error::Error::source`] and
+/// [`Error::chain`]. The parts are also available one by one ([`Error::operation`],
+/// [`Error::context_value`], [`Error::hint`]) for callers that log them as fields.
+pub struct Error(Box<Inner>);
+
+/// The parts of an [`Error`], boxed so that a `Result<T, Error>` stays small.
+struct Inner {
     kind: ErrorKind,
     message: String,
+    operation: Option<String>,
+    context: Vec<(&'static str, String)>,
     hint: Option<String>,
     temporary: bool,
     outcome_unknown: bool,
@@ -108,9 +162,11 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with a message for the person reading the job log.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
+            operation: None,
+            context: Vec::new(),
             hint: None,
             temporary: kind.is_temporary_by_default(),
             outcome_unknown: matches!(
@@ -119,24 +175,24 @@ impl Error {
             ),
             backend: None,
             source: None,
-        }
+        }))
     }
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        self.source = Some(source.into());
+        self.0.source = Some(source.into());
         self
     }
 
     /// Attaches a hint: what the reader can do about it.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.0.hint = Some(hint.into());
         self
     }
 
     /// Marks the error as worth (or not worth) retrying.
     pub fn set_temporary(mut self, temporary: bool) -> Self {
-        self.temporary = temporary;
+        self.0.temporary = temporary;
         self
     }
 
@@ -145,58 +201,108 @@ impl Error {
     /// call). Defaults to `true` for [`ErrorKind::Timeout`], [`ErrorKind::Unreachable`] and
     /// [`ErrorKind::Cancelled`], `false` otherwise.
     pub fn set_outcome_unknown(mut self, unknown: bool) -> Self {
-        self.outcome_unknown = unknown;
+        self.0.outcome_unknown = unknown;
         self
     }
 
     /// Names the backend the error comes from (`"ecs"`, `"ssh"`, `"file store"`).
     pub fn with_backend(mut self, backend: &'static str) -> Self {
-        self.backend = Some(backend);
+        self.0.backend = Some(backend);
         self
     }
 
-    /// Prefixes the message with what was being done: `"{context}: {message}"`.
-    pub fn context(mut self, context: impl fmt::Display) -> Self {
-        self.message = format!("{context}: {}", self.message);
+    /// Names the operation that failed (`"starting the task"`, `"RunTask"`). An error
+    /// passed up through several operations keeps the outermost one: calling this again
+    /// replaces it.
+    pub fn with_operation(mut self, operation: impl Into<String>) -> Self {
+        self.0.operation = Some(operation.into());
+        self
+    }
+
+    /// Adds a key/value pair of context (`"task"`, `"job"`, `"cluster"`, `"attempts"`). A
+    /// key given again replaces the earlier value.
+    pub fn with_context(mut self, key: &'static str, value: impl fmt::Display) -> Self {
+        let value = value.to_string();
+        match self.0.context.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.context.push((key, value)),
+        }
         self
     }
 
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
-    /// The message, without hint or source.
+    /// The message, without operation, context, hint or source.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
+    }
+
+    /// The operation that failed, if named.
+    pub fn operation(&self) -> Option<&str> {
+        self.0.operation.as_deref()
+    }
+
+    /// The value of the context `key`, if given.
+    pub fn context_value(&self, key: &str) -> Option<&str> {
+        self.0
+            .context
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All key/value context, in the order it was added.
+    pub fn context(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.0.context.iter().map(|(k, v)| (*k, v.as_str()))
+    }
+
+    /// `operation: message (key: value, ...)`: the error without hint or source.
+    fn write_head(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        if let Some(operation) = &self.0.operation {
+            write!(f, "{operation}: ")?;
+        }
+        f.write_str(&self.0.message)?;
+        for (i, (key, value)) in self.0.context.iter().enumerate() {
+            let sep = if i == 0 { " (" } else { ", " };
+            write!(f, "{sep}{key}: {value}")?;
+        }
+        if !self.0.context.is_empty() {
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 
     /// What the reader can do about it, if we know.
     pub fn hint(&self) -> Option<&str> {
-        self.hint.as_deref()
+        self.0.hint.as_deref()
     }
 
     /// Whether retrying the same call may succeed.
     pub fn is_temporary(&self) -> bool {
-        self.temporary
+        self.0.temporary
     }
 
     /// Whether the call may have taken effect although it failed (see
     /// [`Error::set_outcome_unknown`]). A launch that failed this way is retried with the
     /// same client token; one that definitely failed gets a new token.
     pub fn outcome_unknown(&self) -> bool {
-        self.outcome_unknown
+        self.0.outcome_unknown
     }
 
     /// The backend the error comes from, if named.
     pub fn backend(&self) -> Option<&'static str> {
-        self.backend
+        self.0.backend
     }
 
-    /// The message followed by each cause, joined with `": "`.
+    /// The error (operation, message, context) followed by each cause, joined with `": "`;
+    /// no hint.
     pub fn chain(&self) -> String {
-        let mut out = self.message.clone();
-        let mut next = self.source.as_deref().map(|s| s as &dyn StdError);
+        let mut out = String::new();
+        let _ = self.write_head(&mut out);
+        let mut next = self.0.source.as_deref().map(|s| s as &dyn StdError);
         while let Some(err) = next {
             let text = err.to_string();
             if !text.is_empty() && !out.contains(&text) {
@@ -227,21 +333,23 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("hint", &self.hint)
-            .field("temporary", &self.temporary)
-            .field("outcome_unknown", &self.outcome_unknown)
-            .field("backend", &self.backend)
-            .field("source", &self.source)
+            .field("kind", &self.0.kind)
+            .field("message", &self.0.message)
+            .field("operation", &self.0.operation)
+            .field("context", &self.0.context)
+            .field("hint", &self.0.hint)
+            .field("temporary", &self.0.temporary)
+            .field("outcome_unknown", &self.0.outcome_unknown)
+            .field("backend", &self.0.backend)
+            .field("source", &self.0.source)
             .finish()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(hint) = &self.hint {
+        self.write_head(f)?;
+        if let Some(hint) = &self.0.hint {
             write!(f, " (hint: {hint})")?;
         }
         Ok(())
@@ -250,7 +358,8 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|s| s as &(dyn StdError + 'static))
     }
@@ -259,27 +368,82 @@ impl StdError for Error {
 /// Result with the driver's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How a stage failed: the job's script, or anything else.
-#[derive(Debug)]
-pub enum Failure {
-    /// The job's own script failed. GitLab shows it as a script failure with this exit code
-    /// (and `allow_failure: exit_codes` applies to it).
-    Script {
-        /// The exit code to report (1-255).
-        exit_code: i32,
-        /// What happened, e.g. "the script exited with status 3".
-        message: String,
-    },
+/// Whose fault a [`Failure`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureClass {
+    /// The job's own fault: its script failed, or it asked for something not allowed.
+    /// GitLab shows it as a script failure (and `allow_failure: exit_codes` applies).
+    Script,
     /// Everything else: configuration, AWS, the network, the task, the driver itself.
-    System(Error),
+    System,
+}
+
+/// How a stage failed: the job's script, or anything else ([`Failure::class`]).
+///
+/// Build one with [`Failure::script`] (a script's exit status) or from an [`Error`]
+/// (`?` or `From`), whose kind decides the class ([`ErrorKind::failure_class`]).
+#[derive(Debug)]
+pub struct Failure {
+    repr: Repr,
+}
+
+#[derive(Debug)]
+enum Repr {
+    /// The script ran and failed.
+    Exit { exit_code: i32, message: String },
+    /// An error; its kind's class says whose fault it is.
+    Error(Error),
 }
 
 impl Failure {
-    /// A script failure with `exit_code`.
+    /// A script failure with `exit_code` (1-255), e.g. "the script exited with status 3".
     pub fn script(exit_code: i32, message: impl Into<String>) -> Self {
-        Failure::Script {
-            exit_code,
-            message: message.into(),
+        Failure {
+            repr: Repr::Exit {
+                exit_code,
+                message: message.into(),
+            },
+        }
+    }
+
+    /// Whose fault the failure is.
+    pub fn class(&self) -> FailureClass {
+        match &self.repr {
+            Repr::Exit { .. } => FailureClass::Script,
+            Repr::Error(err) => err.kind().failure_class(),
+        }
+    }
+
+    /// The exit code to report as the script's, for a script failure: the script's own
+    /// status, or 1 when the job failed before its script ran (a disallowed variable).
+    pub fn script_exit_code(&self) -> Option<i32> {
+        match &self.repr {
+            Repr::Exit { exit_code, .. } => Some(*exit_code),
+            Repr::Error(_) if self.class() == FailureClass::Script => Some(1),
+            Repr::Error(_) => None,
+        }
+    }
+
+    /// The error behind the failure; `None` when a script exited with a failure status.
+    pub fn error(&self) -> Option<&Error> {
+        match &self.repr {
+            Repr::Error(err) => Some(err),
+            Repr::Exit { .. } => None,
+        }
+    }
+
+    /// The error behind a system failure.
+    pub fn as_system(&self) -> Option<&Error> {
+        self.error()
+            .filter(|_| self.class() == FailureClass::System)
+    }
+
+    /// The error behind the failure, by value.
+    pub fn into_error(self) -> Option<Error> {
+        match self.repr {
+            Repr::Error(err) => Some(err),
+            Repr::Exit { .. } => None,
         }
     }
 
@@ -287,51 +451,43 @@ impl Failure {
     ///
     /// | Failure | exit | `BUILD_EXIT_CODE_FILE` |
     /// |---|---|---|
-    /// | `Script { exit_code: N }` | `codes.build_failure` | `N` |
-    /// | `System(_)` | `codes.system_failure` | not written |
+    /// | script, exit code `N` ([`Failure::script_exit_code`]) | `codes.build_failure` | `N` |
+    /// | system | `codes.system_failure` | not written |
     pub fn exit(&self, codes: &ExitCodes) -> ExitDecision {
-        match self {
-            Failure::Script { exit_code, .. } => ExitDecision {
+        match self.script_exit_code() {
+            Some(code) => ExitDecision {
                 exit_code: codes.build_failure,
-                build_exit_code: Some(*exit_code),
+                build_exit_code: Some(code),
             },
-            Failure::System(_) => ExitDecision {
+            None => ExitDecision {
                 exit_code: codes.system_failure,
                 build_exit_code: None,
             },
-        }
-    }
-
-    /// The system error, if this is a system failure.
-    pub fn as_system(&self) -> Option<&Error> {
-        match self {
-            Failure::System(err) => Some(err),
-            Failure::Script { .. } => None,
         }
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Script { message, .. } => f.write_str(message),
-            Failure::System(err) => write!(f, "{err}"),
+        match &self.repr {
+            Repr::Exit { message, .. } => f.write_str(message),
+            Repr::Error(err) => write!(f, "{err}"),
         }
     }
 }
 
 impl StdError for Failure {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Failure::System(err) => Some(err),
-            Failure::Script { .. } => None,
-        }
+        // The error's own causes, not the error itself: `Display` already shows it.
+        self.error().and_then(StdError::source)
     }
 }
 
 impl From<Error> for Failure {
     fn from(err: Error) -> Self {
-        Failure::System(err)
+        Failure {
+            repr: Repr::Error(err),
+        }
     }
 }
 
@@ -392,24 +548,80 @@ mod tests {
             ErrorKind::Cancelled,
             ErrorKind::TaskStopped,
             ErrorKind::HostKeyMismatch,
+            ErrorKind::Conflict,
         ] {
-            let d = Failure::System(Error::new(kind, "x")).exit(&codes);
+            let failure = Failure::from(Error::new(kind, "x"));
+            assert_eq!(failure.class(), FailureClass::System, "{kind}");
+            let d = failure.exit(&codes);
             assert_eq!(d.exit_code, 2, "{kind}");
             assert_eq!(d.build_exit_code, None);
+            assert!(failure.as_system().is_some());
         }
     }
 
     #[test]
-    fn chain_joins_sources_and_display_adds_hint() {
+    fn a_disallowed_request_is_a_script_failure_that_keeps_its_kind_and_hint() {
+        let err = Error::new(
+            ErrorKind::NotAllowed,
+            "the job asks for task definition \"x\"",
+        )
+        .with_hint("allowed: ci-*");
+        let failure = Failure::from(err);
+        assert_eq!(failure.class(), FailureClass::Script);
+        assert_eq!(failure.script_exit_code(), Some(1));
+        assert_eq!(
+            failure.exit(&ExitCodes::default()),
+            ExitDecision {
+                exit_code: 1,
+                build_exit_code: Some(1)
+            }
+        );
+        let err = failure.error().unwrap();
+        assert_eq!(err.kind(), ErrorKind::NotAllowed);
+        assert_eq!(err.hint(), Some("allowed: ci-*"));
+        assert!(failure.as_system().is_none());
+    }
+
+    #[test]
+    fn failure_is_a_shareable_error_with_its_source_chain() {
+        fn assert_error<E: StdError + Send + Sync + 'static>(_: &E) {}
+        let failure = Failure::from(
+            Error::new(ErrorKind::Io, "writing record")
+                .with_source(std::io::Error::other("disk full")),
+        );
+        assert_error(&failure);
+        assert_eq!(failure.to_string(), "writing record");
+        assert_eq!(failure.source().unwrap().to_string(), "disk full");
+        let script = Failure::script(3, "the build script exited with status 3");
+        assert_eq!(script.class(), FailureClass::Script);
+        assert!(script.source().is_none() && script.error().is_none());
+    }
+
+    #[test]
+    fn context_is_structured_and_shown_in_display_and_chain() {
         let io = std::io::Error::other("disk full");
         let err = Error::new(ErrorKind::Io, "writing record")
             .with_source(io)
             .with_hint("free some space")
-            .context("prepare");
-        assert_eq!(err.chain(), "prepare: writing record: disk full");
+            .with_operation("prepare")
+            .with_context("job", "runner-1/42")
+            .with_context("task", "t-1")
+            .with_context("job", "runner-1/43");
+        assert_eq!(err.operation(), Some("prepare"));
+        assert_eq!(err.message(), "writing record");
+        assert_eq!(err.context_value("job"), Some("runner-1/43"));
+        assert_eq!(err.context_value("cluster"), None);
+        assert_eq!(
+            err.context().collect::<Vec<_>>(),
+            [("job", "runner-1/43"), ("task", "t-1")]
+        );
+        assert_eq!(
+            err.chain(),
+            "prepare: writing record (job: runner-1/43, task: t-1): disk full"
+        );
         assert_eq!(
             err.to_string(),
-            "prepare: writing record (hint: free some space)"
+            "prepare: writing record (job: runner-1/43, task: t-1) (hint: free some space)"
         );
         assert!(!err.is_temporary());
         assert!(Error::new(ErrorKind::Throttled, "slow down").is_temporary());

@@ -17,7 +17,7 @@ pub mod shell;
 pub mod testing;
 
 pub use driver::{AdminOverrides, Driver};
-pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, Result};
+pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, FailureClass, Result};
 pub use job::{JobContext, JobIdentity, JobKey, JobResponse, Namespace};
 pub use launcher::{
     DynTaskLauncher, Endpoint, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
@@ -27,6 +27,6 @@ pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, Meta
 pub use options::{ConfigError, ConfigProblem, DriverOptions};
 pub use retry::RetryPolicy;
 pub use shell::{
-    CapturedOutput, DynRemoteShell, HostKey, KeyPair, KeyType, OutputSink, PrivateKey, RemoteShell,
-    RunOutcome, RunRequest, StdioSink,
+    CapturedOutput, ChannelSink, DynRemoteShell, HostKey, KeyPair, KeyType, MAX_OUTPUT_CHUNK,
+    OutputChunk, OutputSink, PrivateKey, RemoteShell, RunOutcome, RunRequest, StdioSink,
 };

@@ -105,9 +105,7 @@ where
                     || elapsed + backoff > policy.max_elapsed
                 {
                     if attempt > 1 {
-                        return Err(
-                            err.context(format!("{what} (gave up after {attempt} attempts)"))
-                        );
+                        return Err(err.with_operation(what).with_context("attempts", attempt));
                     }
                     return Err(err);
                 }
@@ -197,10 +195,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(err.kind(), ErrorKind::CapacityUnavailable);
-        assert!(
-            err.message()
-                .starts_with("starting the task (gave up after 4 attempts)"),
-            "{err}"
+        assert_eq!(err.operation(), Some("starting the task"));
+        assert_eq!(err.context_value("attempts"), Some("4"));
+        assert_eq!(err.message(), "no capacity");
+        assert_eq!(
+            err.to_string(),
+            "starting the task: no capacity (attempts: 4)"
         );
     }
 

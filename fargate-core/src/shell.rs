@@ -111,14 +111,95 @@ pub enum RunOutcome {
     },
 }
 
+/// The largest chunk a [`RemoteShell`] hands to an [`OutputSink`] in one call: 256 KiB.
+///
+/// The SSH backend reads the channel in pieces of this size (fewer hand-offs between its
+/// blocking thread and the async task than smaller pieces, measured in `benches/`); the
+/// in-memory shell splits its output the same way.
+pub const MAX_OUTPUT_CHUNK: usize = 256 * 1024;
+
 /// Where a script's output goes, as it arrives.
 ///
-/// Called from the task that awaits [`RemoteShell::run`], in arrival order per stream.
+/// # Threading contract
+/// - The methods are called from the async task that awaits [`RemoteShell::run`] (on the
+///   tokio runtime, never from a thread of the backend), one call at a time, in arrival
+///   order per stream. Output of the two streams is not ordered relative to each other.
+/// - They **must not block**: no blocking I/O on slow devices, no waiting for a lock held
+///   across an `.await`, no `blocking_send`. A sink that needs to wait hands the chunk on
+///   (see [`ChannelSink`]) and returns. Writing to this process's stdout/stderr, as
+///   [`StdioSink`] does, is fine: gitlab-runner reads it continuously.
+/// - Each chunk is non-empty and at most [`MAX_OUTPUT_CHUNK`] bytes; a chunk may end in the
+///   middle of a line or of a UTF-8 character.
+/// - An error stops the script: `run` cancels it and fails with
+///   [`ErrorKind::Io`](crate::ErrorKind::Io). No call follows an error.
+///
+/// The sink is borrowed for the duration of `run` only (`&mut dyn OutputSink`, no `'static`
+/// bound), so a sink may borrow from the caller's stack.
 pub trait OutputSink: Send {
     /// A chunk of the script's standard output.
     fn stdout(&mut self, chunk: &[u8]) -> io::Result<()>;
     /// A chunk of the script's standard error.
     fn stderr(&mut self, chunk: &[u8]) -> io::Result<()>;
+}
+
+/// One piece of a script's output, as a [`ChannelSink`] forwards it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutputChunk {
+    /// Bytes the script wrote to its standard output.
+    Stdout(Vec<u8>),
+    /// Bytes the script wrote to its standard error.
+    Stderr(Vec<u8>),
+}
+
+/// An [`OutputSink`] that forwards every chunk into a tokio channel, for a consumer that
+/// runs in its own task (a log shipper, a websocket, a database writer).
+///
+/// The channel is unbounded because a sink must not block (see the
+/// [threading contract](OutputSink#threading-contract)): memory grows while the consumer
+/// lags behind the script. Once the receiver is dropped, the next chunk fails with
+/// [`io::ErrorKind::BrokenPipe`], which stops the script.
+///
+/// ```
+/// # use fargate_core::{ChannelSink, OutputChunk, OutputSink};
+/// let (mut sink, mut rx) = ChannelSink::new();
+/// sink.stdout(b"hello\n").unwrap();
+/// assert_eq!(rx.try_recv().unwrap(), OutputChunk::Stdout(b"hello\n".to_vec()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ChannelSink {
+    tx: tokio::sync::mpsc::UnboundedSender<OutputChunk>,
+}
+
+impl ChannelSink {
+    /// A sink and the receiving end of its channel.
+    pub fn new() -> (Self, tokio::sync::mpsc::UnboundedReceiver<OutputChunk>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (ChannelSink { tx }, rx)
+    }
+
+    /// A sink that sends into an existing channel (several runs can share one receiver).
+    pub fn from_sender(tx: tokio::sync::mpsc::UnboundedSender<OutputChunk>) -> Self {
+        ChannelSink { tx }
+    }
+
+    fn send(&self, chunk: OutputChunk) -> io::Result<()> {
+        self.tx.send(chunk).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the receiver of the script's output is gone",
+            )
+        })
+    }
+}
+
+impl OutputSink for ChannelSink {
+    fn stdout(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.send(OutputChunk::Stdout(chunk.to_vec()))
+    }
+    fn stderr(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.send(OutputChunk::Stderr(chunk.to_vec()))
+    }
 }
 
 /// An [`OutputSink`] that keeps everything in memory (for tests and small outputs).
@@ -177,17 +258,30 @@ impl OutputSink for StdioSink {
 #[async_trait]
 pub trait RemoteShell: Send + Sync + fmt::Debug {
     /// Makes a fresh client key pair of `key_type`.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: nothing outside the process changes.
     async fn generate_key(&self, key_type: KeyType) -> Result<KeyPair>;
 
     /// Checks whether an SSH server answers at `endpoint`, and with which host key.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: the probe only connects and reads the server's key. (A backend on a
+    /// blocking thread may finish the probe in the background; its result is discarded.)
     async fn probe(&self, endpoint: Endpoint) -> Result<HostKey>;
 
     /// Runs `request.script` and streams its output into `output` until it ends or `cancel`
     /// fires.
+    ///
+    /// # Cancel safety
+    /// Cancel through `cancel`: the remote script and its process group are stopped before
+    /// `run` returns [`Cancelled`](crate::ErrorKind::Cancelled). Dropping the future instead
+    /// stops nothing remote: the script keeps running until it ends or the task stops, and
+    /// its further output is discarded.
     async fn run(
         &self,
         request: &RunRequest,
-        output: &mut (dyn OutputSink + 'static),
+        output: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome>;
 }
@@ -206,7 +300,7 @@ impl<T: RemoteShell + ?Sized> RemoteShell for Arc<T> {
     async fn run(
         &self,
         request: &RunRequest,
-        output: &mut (dyn OutputSink + 'static),
+        output: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome> {
         (**self).run(request, output, cancel).await
@@ -216,6 +310,96 @@ impl<T: RemoteShell + ?Sized> RemoteShell for Arc<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{MemoryShell, ScriptResult, interpret};
+
+    fn request(script: &str) -> RunRequest {
+        RunRequest {
+            endpoint: Endpoint {
+                ip: [127, 0, 0, 1].into(),
+                port: 22,
+            },
+            username: "root".into(),
+            private_key: PrivateKey::new("k".into()),
+            host_key: None,
+            script: Arc::from(script.as_bytes()),
+        }
+    }
+
+    #[tokio::test]
+    async fn channel_sink_forwards_output_to_another_task_in_bounded_chunks() {
+        let shell = MemoryShell::new();
+        let big = vec![b'x'; MAX_OUTPUT_CHUNK + 10];
+        let out = big.clone();
+        shell.set_handler(move |_| ScriptResult {
+            stdout: out.clone(),
+            stderr: b"warn\n".to_vec(),
+            ..interpret("exit 0")
+        });
+        let (mut sink, mut rx) = ChannelSink::new();
+        let consumer = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                seen.push(chunk);
+            }
+            seen
+        });
+        let outcome = shell
+            .run(&request("big"), &mut sink, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(outcome, RunOutcome::Exited(0));
+        drop(sink);
+        let seen = consumer.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                OutputChunk::Stdout(big[..MAX_OUTPUT_CHUNK].to_vec()),
+                OutputChunk::Stdout(big[MAX_OUTPUT_CHUNK..].to_vec()),
+                OutputChunk::Stderr(b"warn\n".to_vec()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_channel_sink_without_receiver_stops_the_script_with_an_io_error() {
+        let shell = MemoryShell::new();
+        let (mut sink, rx) = ChannelSink::new();
+        drop(rx);
+        let err = shell
+            .run(&request("echo hi"), &mut sink, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Io, "{err}");
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind);
+        assert_eq!(source, Some(io::ErrorKind::BrokenPipe));
+    }
+
+    #[tokio::test]
+    async fn a_sink_may_borrow_from_the_caller() {
+        struct Borrowing<'a>(&'a mut Vec<u8>);
+        impl OutputSink for Borrowing<'_> {
+            fn stdout(&mut self, chunk: &[u8]) -> io::Result<()> {
+                self.0.extend_from_slice(chunk);
+                Ok(())
+            }
+            fn stderr(&mut self, _: &[u8]) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut buf = Vec::new();
+        let shell: Arc<dyn RemoteShell> = Arc::new(MemoryShell::new());
+        shell
+            .run(
+                &request("echo hi"),
+                &mut Borrowing(&mut buf),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(buf, b"hi\n");
+    }
 
     #[test]
     fn private_key_is_redacted() {

@@ -56,7 +56,8 @@
 //! The script is written inside the same non-blocking loop that reads its output, so an
 //! 8 MiB script that prints while it is still being received cannot deadlock. stdout and
 //! stderr are read separately as they arrive (non-blocking libssh2 demultiplexing, `poll`
-//! on the socket, no busy loop) and handed to the async task in chunks of at most 64 KiB
+//! on the socket, no busy loop) and handed to the async task in chunks of at most 256 KiB
+//! ([`MAX_OUTPUT_CHUNK`](fargate_core::MAX_OUTPUT_CHUNK))
 //! through a bounded channel, which writes them to the
 //! [`OutputSink`](fargate_core::OutputSink). Memory use is bounded by that channel and
 //! libssh2's 2 MiB window, whatever the amount of output. The exit status becomes

@@ -17,7 +17,7 @@ use crate::keys::{describe_private_key, host_key_from_blob};
 use crate::negotiation::{self, Supported};
 
 /// Size of one read from the channel, and so the largest chunk handed to the sink.
-pub(crate) const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = fargate_core::MAX_OUTPUT_CHUNK;
 
 /// How long one `poll` waits at most, so that a cancel is seen promptly.
 const POLL_SLICE: Duration = Duration::from_millis(50);

@@ -16,7 +16,7 @@ use crate::config::Ssh2Config;
 use crate::keys;
 use crate::session::{self, Chunk, StartGate};
 
-/// Chunks (of up to 64 KiB) in flight between the SSH thread and the sink: with the
+/// Chunks (of up to 256 KiB, [`fargate_core::MAX_OUTPUT_CHUNK`]) in flight between the SSH thread and the sink: with the
 /// libssh2 channel window (2 MiB) this bounds the memory a run uses, whatever the output.
 const CHANNEL_CHUNKS: usize = 8;
 
@@ -75,7 +75,7 @@ impl RemoteShell for Ssh2Shell {
     async fn run(
         &self,
         request: &RunRequest,
-        output: &mut (dyn OutputSink + 'static),
+        output: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome> {
         if cancel.is_cancelled() {

@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::job::{IdentitySource, JobContext, JobIdentity, Namespace};
+use crate::error::{Error, ErrorKind, Failure, Result};
+use crate::job::{IdentitySource, JobContext, JobIdentity, JobKey, Namespace};
 use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef};
 use crate::metadata::{DynMetadataStore, JobRecord};
 use crate::options::DriverOptions;
@@ -102,6 +102,16 @@ pub struct AdminOverrides {
     pub platform_version: Option<String>,
 }
 
+/// The task definition and platform version a job runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskDefinitionChoice {
+    /// Family, `family:revision` or ARN.
+    pub task_definition: String,
+    /// Fargate platform version; `None` for the launcher's default.
+    pub platform_version: Option<String>,
+}
+
 /// The task definition and platform version for `job`, with job variables checked against
 /// what the administrator allowed.
 ///
@@ -112,7 +122,7 @@ pub fn resolve_task_definition(
     options: &DriverOptions,
     admin: &AdminOverrides,
     job: &JobContext,
-) -> Result<(String, Option<String>)> {
+) -> Result<TaskDefinitionChoice> {
     let f = &options.task;
     let default_td = admin
         .task_definition
@@ -151,7 +161,10 @@ pub fn resolve_task_definition(
         }
         _ => default_pv,
     };
-    Ok((td, pv))
+    Ok(TaskDefinitionChoice {
+        task_definition: td,
+        platform_version: pv,
+    })
 }
 
 /// What prepare did, for the job log.
@@ -258,6 +271,21 @@ impl Driver {
         Ok(identity)
     }
 
+    /// Runs `stage` holding the job's lock, and releases the lock when it ends (see the
+    /// [locking protocol](crate::MetadataStore#locking-protocol)).
+    async fn locked<T>(
+        &self,
+        key: &JobKey,
+        stage: impl Future<Output = std::result::Result<T, Failure>>,
+    ) -> std::result::Result<T, Failure> {
+        let lock = self.store.lock(key, LOCK_WAIT).await?;
+        let result = stage.await;
+        if let Err(err) = self.store.unlock(lock).await {
+            tracing::warn!(job = %key, error = %err, "could not release the job's lock");
+        }
+        result
+    }
+
     /// The record of `identity`'s job: this driver's, or one of the Go driver (or of this
     /// driver's format 1) named from the trusted job id. A record that names another job is
     /// an error, never used.
@@ -271,12 +299,13 @@ impl Driver {
             return match &record.identity {
                 Some(named) if named.same_job(identity) => Ok(Some(record)),
                 named => Err(Error::new(
-                    ErrorKind::NotAllowed,
+                    ErrorKind::Conflict,
                     format!(
-                        "the record {key} names {}, not {identity}; it is left alone",
+                        "the job record names {}, not {identity}; it is left alone",
                         named.as_ref().map_or("no job".to_owned(), |n| n.to_string())
                     ),
                 )
+                .with_context("record", &key)
                 .with_hint("two runners may share the metadata directory with different settings; give each its own directory and Namespace")),
             };
         }

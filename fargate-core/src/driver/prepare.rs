@@ -9,13 +9,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Failure, Result};
-use crate::job::JobContext;
+use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Endpoint, TaskRef, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
 use crate::retry::jittered;
 use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
 
-use super::{Driver, LOCK_WAIT, PrepareReport, SSH_PUBLIC_KEY_ENV, resolve_task_definition};
+use super::{
+    Driver, PrepareReport, SSH_PUBLIC_KEY_ENV, TaskDefinitionChoice, resolve_task_definition,
+};
 
 /// How long a cancelled prepare still waits for a launch call in flight, so that the task
 /// it may start is known and stopped rather than left behind.
@@ -55,21 +57,34 @@ impl Driver {
         let start = Instant::now();
         let identity = self.identity(job)?;
         let key = identity.key();
-        let (task_definition, platform_version) =
-            resolve_task_definition(&self.options, &self.admin, job).map_err(|e| {
-                // The job asked for something it may not have: its own fault, not the system's.
-                Failure::script(1, e.to_string())
-            })?;
-        let _lock = self.store.lock(&key, LOCK_WAIT).await?;
+        // A job variable asking for what the job may not have is a `NotAllowed` error: its
+        // failure class makes it the job's own fault, not the system's.
+        let choice = resolve_task_definition(&self.options, &self.admin, job)?;
+        self.locked(
+            &key,
+            self.prepare_locked(start, identity, job, choice, cancel),
+        )
+        .await
+    }
 
+    /// The part of prepare that runs under the job's lock.
+    async fn prepare_locked(
+        &self,
+        start: Instant,
+        identity: JobIdentity,
+        job: &JobContext,
+        choice: TaskDefinitionChoice,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<PrepareReport, Failure> {
+        let key = identity.key();
         if let Some(old) = self.load_record_for_cleanup(&identity, job).await? {
             tracing::warn!(job = %key, phase = ?old.phase, "found the record of an earlier attempt of this job; stopping its tasks first");
             self.stop_job(&key, old).await?;
         }
 
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
-        let mut spec = TaskSpec::new(identity.clone(), task_definition);
-        spec.platform_version = platform_version;
+        let mut spec = TaskSpec::new(identity.clone(), choice.task_definition);
+        spec.platform_version = choice.platform_version;
         spec.container_name = self.options.task.container_name.clone();
         spec.environment = BTreeMap::from([(SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key)]);
         let mut record = JobRecord::new(identity, keys.private_key);
@@ -190,9 +205,8 @@ impl Driver {
                         || started.elapsed() + backoff > policy.max_elapsed
                     {
                         return Err(if attempt > 1 {
-                            err.context(format!(
-                                "starting the task (gave up after {attempt} attempts)"
-                            ))
+                            err.with_operation("starting the task")
+                                .with_context("attempts", attempt)
                         } else {
                             err
                         });
@@ -262,10 +276,11 @@ impl Driver {
                 let mut err = Error::new(
                     ErrorKind::Timeout,
                     format!(
-                        "task {task} did not become reachable within {} s",
+                        "the task did not become reachable within {} s",
                         t.ready.as_secs()
                     ),
-                );
+                )
+                .with_context("task", task);
                 err = match (&address, &last_probe_error) {
                     (None, _) => err.with_hint("ECS never reported the task's IP address; check the cluster's capacity and the task's events in the ECS console, or raise [Fargate] ReadyTimeout"),
                     (Some((ip, _)), Some(probe)) => err.with_hint(format!(
@@ -288,8 +303,9 @@ impl Driver {
                         let details = status.stop.unwrap_or_default();
                         return Err(Error::new(
                             ErrorKind::TaskStopped,
-                            format!("task {task} stopped before it was ready: {details}"),
+                            format!("the task stopped before it was ready: {details}"),
                         )
+                        .with_context("task", task)
                         .with_hint("the reason above comes from ECS; check the image, the task definition and the container's logs"));
                     }
                     Ok(status) if status.state == TaskState::Missing => {
@@ -297,10 +313,11 @@ impl Driver {
                             return Err(Error::new(
                                 ErrorKind::TaskStopped,
                                 format!(
-                                    "ECS still does not know task {task} {} s after accepting it",
+                                    "ECS still does not know the task {} s after accepting it",
                                     launched.elapsed().as_secs()
                                 ),
                             )
+                            .with_context("task", task)
                             .with_hint("the task may have been deleted; check the cluster's events, or raise [Fargate] ConsistencyWindow if ECS is slow to show new tasks in this region"));
                         }
                         tracing::debug!(task = %task, "ECS does not show the task yet (eventual consistency)");
@@ -415,7 +432,7 @@ impl Driver {
         if let Err(stop_err) = self.stop_job(&key, record).await {
             tracing::error!(error = %stop_err, "could not stop the task; the cleanup stage will try again");
         }
-        Failure::System(err)
+        Failure::from(err)
     }
 }
 

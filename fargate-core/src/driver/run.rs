@@ -33,7 +33,7 @@ impl Driver {
         job: &JobContext,
         stage: &str,
         script: Arc<[u8]>,
-        output: &mut (dyn OutputSink + 'static),
+        output: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> std::result::Result<(), Failure> {
         let identity = self.identity(job)?;
@@ -41,22 +41,21 @@ impl Driver {
         let record = self.load_record(&identity, job).await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
-                format!("there is no record of job {key}: its prepare stage did not succeed, or cleanup already ran"),
+                "there is no job record: the prepare stage did not succeed, or cleanup already ran",
             )
+            .with_operation(format!("the {stage} stage"))
+            .with_context("job", &key)
             .with_hint("check the prepare stage's log above; [TaskMetadata] Directory and Namespace must be the same for all stages")
         })?;
         let (Phase::Ready, Some(task), Some(mut endpoint)) =
             (record.phase, record.task.clone(), record.endpoint)
         else {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "job {key} is not ready (its record is in phase {:?})",
-                    record.phase
-                ),
-            )
-            .with_hint("prepare did not finish; see its log above")
-            .into());
+            return Err(Error::new(ErrorKind::InvalidInput, "the job is not ready")
+                .with_operation(format!("the {stage} stage"))
+                .with_context("job", &key)
+                .with_context("phase", format!("{:?}", record.phase))
+                .with_hint("prepare did not finish; see its log above")
+                .into());
         };
         if endpoint.port == 0 {
             endpoint.port = self.options.ssh.port;
@@ -75,13 +74,13 @@ impl Driver {
         {
             Watched::Finished(outcome) => outcome,
             Watched::TaskStopped(details) => {
-                return Err(Failure::System(
-                    Error::new(
-                        ErrorKind::TaskStopped,
-                        format!("task {task} stopped while the {stage} script was running: {details}"),
-                    )
-                    .with_hint("the reason above comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)"),
-                ));
+                return Err(Error::new(
+                    ErrorKind::TaskStopped,
+                    format!("the task stopped while the {stage} script was running: {details}"),
+                )
+                .with_context("task", &task)
+                .with_hint("the reason above comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)")
+                .into());
             }
         };
         match outcome {
@@ -97,10 +96,11 @@ impl Driver {
                     format!("the {stage} script was killed by signal {signal}"),
                 ))
             }
-            Err(err) if err.kind() == ErrorKind::Cancelled => Err(Failure::System(err)),
-            Err(err) => Err(Failure::System(
-                self.explain_with_task_state(&task, &record, err).await,
-            )),
+            Err(err) if err.kind() == ErrorKind::Cancelled => Err(err.into()),
+            Err(err) => Err(self
+                .explain_with_task_state(&task, &record, err)
+                .await
+                .into()),
         }
     }
 
@@ -115,7 +115,7 @@ impl Driver {
         task: &TaskRef,
         record: &JobRecord,
         request: &RunRequest,
-        output: &mut (dyn OutputSink + 'static),
+        output: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Watched {
         let interval = self.options.timeouts.watch;
@@ -176,11 +176,12 @@ impl Driver {
             Some(status) => Error::new(
                 ErrorKind::TaskStopped,
                 format!(
-                    "task {task} stopped: {} ({})",
+                    "the task stopped: {} ({})",
                     status.stop.unwrap_or_default(),
                     err.message()
                 ),
             )
+            .with_context("task", task)
             .with_source(err),
             None => err,
         }

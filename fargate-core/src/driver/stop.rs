@@ -10,7 +10,7 @@ use crate::launcher::{StopOutcome, TaskRef};
 use crate::metadata::{AttemptOutcome, JobRecord, Phase, unix_now};
 use crate::retry::with_retries;
 
-use super::{CleanupReport, Driver, LOCK_WAIT};
+use super::{CleanupReport, Driver};
 
 /// Longest delay between two searches for a job's tasks while waiting out the consistency
 /// window.
@@ -31,17 +31,19 @@ impl Driver {
     pub async fn cleanup(&self, job: &JobContext) -> std::result::Result<CleanupReport, Failure> {
         let identity = self.identity(job)?;
         let key = identity.key();
-        let _lock = self.store.lock(&key, LOCK_WAIT).await?;
-        match self.load_record_for_cleanup(&identity, job).await? {
-            Some(record) => Ok(CleanupReport {
-                stopped: self.stop_job(&key, record).await?,
-                had_record: true,
-            }),
-            None => Ok(CleanupReport {
-                stopped: self.stop_unrecorded(&key, None).await?,
-                had_record: false,
-            }),
-        }
+        self.locked(&key, async {
+            match self.load_record_for_cleanup(&identity, job).await? {
+                Some(record) => Ok(CleanupReport {
+                    stopped: self.stop_job(&key, record).await?,
+                    had_record: true,
+                }),
+                None => Ok(CleanupReport {
+                    stopped: self.stop_unrecorded(&key, None).await?,
+                    had_record: false,
+                }),
+            }
+        })
+        .await
     }
 
     /// Reads the job's record. An unreadable one is reported, its tasks are searched for by
@@ -250,10 +252,11 @@ impl Driver {
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "stopping the tasks of job {key} took longer than {} s",
+                    "stopping the job's tasks took longer than {} s",
                     deadline.as_secs()
                 ),
             )
+            .with_context("job", key)
             .with_hint("the record is kept; the cleanup stage (or a later one) will try again")),
         }
     }

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::error::Failure;
+use crate::error::{Failure, FailureClass};
 use crate::job::{JobKey, JobResponse};
 use crate::launcher::{StopOutcome, TaskLauncher, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, MetadataStore, Phase};
@@ -117,12 +117,31 @@ impl Rig {
 }
 
 fn system_kind(f: Failure) -> ErrorKind {
-    match f {
-        Failure::System(e) => e.kind(),
-        Failure::Script { exit_code, message } => {
-            panic!("expected a system failure, got script failure {exit_code}: {message}")
-        }
-    }
+    system_error(f).kind()
+}
+
+/// The error of a system failure.
+fn system_error(f: Failure) -> Error {
+    assert_eq!(
+        f.class(),
+        FailureClass::System,
+        "expected a system failure: {f}"
+    );
+    f.into_error().expect("a system failure has an error")
+}
+
+/// The exit code and message of a script failure.
+fn script_failure(f: Failure) -> (i32, String) {
+    assert_eq!(
+        f.class(),
+        FailureClass::Script,
+        "expected a script failure: {f:?}"
+    );
+    (
+        f.script_exit_code()
+            .expect("a script failure has an exit code"),
+        f.to_string(),
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -172,13 +191,9 @@ async fn a_whole_job() {
     assert_eq!(sent.username, "root");
 
     let (res, _) = r.run("exit 3").await;
-    match res.unwrap_err() {
-        Failure::Script { exit_code, message } => {
-            assert_eq!(exit_code, 3);
-            assert_eq!(message, "the build_script script exited with status 3");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (exit_code, message) = script_failure(res.unwrap_err());
+    assert_eq!(exit_code, 3);
+    assert_eq!(message, "the build_script script exited with status 3");
 
     let report = r.driver.cleanup(&r.job).await.unwrap();
     assert_eq!(report.stopped.len(), 1);
@@ -360,6 +375,53 @@ async fn cleanup_finds_a_task_whose_launch_was_never_recorded() {
     r.assert_clean();
 }
 
+/// The documented cancel-safety guarantee of `prepare`: dropping its future at any instant
+/// (an embedder's `timeout`) stops nothing but loses nothing either. The job's lock is
+/// released with the future, and `cleanup` finds and stops whatever was started.
+#[tokio::test(start_paused = true)]
+async fn dropping_prepare_at_any_point_leaves_cleanup_able_to_stop_the_task() {
+    let slow = Fault::Delay(Duration::from_millis(700));
+    let mut dropped_with_a_task = 0;
+    for step in 0.. {
+        let r = lagging_rig(Duration::from_secs(2));
+        for op in [Op::Put, Op::Get, Op::GenerateKey, Op::Probe, Op::Run] {
+            match op {
+                Op::Put | Op::Get => r.store.faults.inject_always(op, slow),
+                _ => r.shell.faults.inject_always(op, slow),
+            }
+        }
+        for op in [Op::Launch, Op::Describe] {
+            r.launcher.faults.inject_always(op, slow);
+        }
+        let budget = Duration::from_millis(250) * step;
+        let cancel = CancellationToken::new();
+        let prepare = r.driver.prepare(&r.job, &cancel);
+        let finished = tokio::time::timeout(budget, prepare).await.is_ok();
+        if !r.launcher.tasks().is_empty() && !finished {
+            dropped_with_a_task += 1;
+        }
+        r.store.faults.clear();
+        r.shell.faults.clear();
+        r.launcher.faults.clear();
+        // Within the driver's lock wait: the dropped future released the lock.
+        let cleanup = tokio::time::timeout(Duration::from_secs(5), r.driver.cleanup(&r.job));
+        let report = cleanup
+            .await
+            .unwrap_or_else(|_| panic!("step {step}: cleanup waited for the job's lock"))
+            .unwrap_or_else(|f| panic!("step {step}: {f}"));
+        assert_eq!(
+            report.stopped.len(),
+            r.launcher.tasks().len(),
+            "step {step}: cleanup must stop every task prepare started"
+        );
+        r.assert_clean();
+        if finished {
+            break;
+        }
+    }
+    assert!(dropped_with_a_task > 3, "{dropped_with_a_task}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_leftover_record_of_an_earlier_attempt_is_stopped_first() {
     let r = rig();
@@ -390,7 +452,7 @@ async fn a_task_that_stops_while_booting_fails_with_its_reason() {
         );
     });
     let err = r.prepare().await.unwrap_err();
-    let Failure::System(err) = err else { panic!() };
+    let err = system_error(err);
     assert_eq!(err.kind(), ErrorKind::TaskStopped);
     assert!(
         err.message()
@@ -408,9 +470,7 @@ async fn ssh_never_answering_times_out_with_a_hint() {
     let r = rig_with(c, BootPlan::default());
     r.shell.set_down(IpAddr::V4(Ipv4Addr::LOCALHOST), true);
     let start = Instant::now();
-    let Failure::System(err) = r.prepare().await.unwrap_err() else {
-        panic!()
-    };
+    let err = system_error(r.prepare().await.unwrap_err());
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(
         err.hint()
@@ -468,22 +528,16 @@ async fn run_failures_are_classified() {
     r.prepare().await.unwrap();
 
     let (res, _) = r.run("kill -KILL $$").await;
-    match res.unwrap_err() {
-        Failure::Script { exit_code, message } => {
-            assert_eq!(exit_code, 137);
-            assert!(message.contains("killed by signal KILL"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let (exit_code, message) = script_failure(res.unwrap_err());
+    assert_eq!(exit_code, 137);
+    assert!(message.contains("killed by signal KILL"));
 
     // The task dies mid-job: the error names ECS's reason.
     let task = r.launcher.running()[0].clone();
     r.launcher.kill(&task, "Essential container in task exited");
     r.shell.set_down(IpAddr::V4(Ipv4Addr::LOCALHOST), true);
     let (res, _) = r.run("echo hi").await;
-    let Failure::System(err) = res.unwrap_err() else {
-        panic!()
-    };
+    let err = system_error(res.unwrap_err());
     assert_eq!(err.kind(), ErrorKind::TaskStopped);
     assert!(
         err.message().contains("Essential container in task exited"),
@@ -566,14 +620,19 @@ async fn job_variables_cannot_pick_unallowed_task_definitions() {
         .prepare(&job, &CancellationToken::new())
         .await
         .unwrap_err();
-    match err {
-        Failure::Script { exit_code, message } => {
-            assert_eq!(exit_code, 1);
-            assert!(message.contains("\"admin-role:1\""), "{message}");
-            assert!(message.contains("allowed: ci-*"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (exit_code, message) = script_failure(err);
+    assert_eq!(exit_code, 1);
+    assert!(message.contains("\"admin-role:1\""), "{message}");
+    assert!(message.contains("allowed: ci-*"), "{message}");
+    // The disallowed request keeps its kind and hint.
+    let err = r
+        .driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let cause = err.error().expect("the refusal is an error");
+    assert_eq!(cause.kind(), ErrorKind::NotAllowed);
+    assert_eq!(cause.hint(), Some("allowed: ci-*"));
     assert!(r.launcher.tasks().is_empty(), "nothing may be launched");
 
     let job = job
@@ -596,9 +655,13 @@ fn task_definition_precedence() {
     c.task.platform_version = Some("1.3.0".into());
     let j = job(1);
     let none = AdminOverrides::default();
+    let choice = |td: &str, pv: &str| TaskDefinitionChoice {
+        task_definition: td.into(),
+        platform_version: Some(pv.into()),
+    };
     assert_eq!(
         resolve_task_definition(&c, &none, &j).unwrap(),
-        ("ci-coordinator:1".into(), Some("1.3.0".into()))
+        choice("ci-coordinator:1", "1.3.0")
     );
     let admin = AdminOverrides {
         task_definition: Some("admin-td".into()),
@@ -606,7 +669,7 @@ fn task_definition_precedence() {
     };
     assert_eq!(
         resolve_task_definition(&c, &admin, &j).unwrap(),
-        ("admin-td".into(), Some("1.4.0".into()))
+        choice("admin-td", "1.4.0")
     );
     // A job asking for the default is fine even with nothing allowed.
     let asks = |name: &str, value: &str| j.clone().with_variable(name, value);
@@ -695,7 +758,23 @@ async fn in_memory_backends_pass_the_conformance_suites() {
         identity_of(&job(1)),
         crate::shell::PrivateKey::new("k".into()),
     );
-    crate::testing::conformance::store(&MemoryStore::new(), &record).await;
+    let caps = crate::testing::conformance::LockCaps::released_on_drop();
+    crate::testing::conformance::store(&MemoryStore::new(), &record, caps).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_memory_store_locks_like_a_database_with_leases() {
+    use crate::testing::conformance::{LockCaps, store_lock};
+    let key = identity_of(&job(1)).key();
+    let caps = LockCaps::released_on_drop();
+    store_lock(&MemoryStore::new(), &key, caps).await;
+    let lease = Duration::from_secs(60);
+    store_lock(
+        &MemoryStore::new().with_lock_lease(lease),
+        &key,
+        caps.with_lease(lease),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -705,11 +784,9 @@ async fn the_file_store_passes_the_conformance_suite() {
         identity_of(&job(1)),
         crate::shell::PrivateKey::new("k".into()),
     );
-    crate::testing::conformance::store(
-        &crate::metadata::FileMetadataStore::new(tmp.path()),
-        &record,
-    )
-    .await;
+    let store = crate::metadata::FileMetadataStore::new(tmp.path());
+    let caps = crate::testing::conformance::LockCaps::released_on_drop();
+    crate::testing::conformance::store(&store, &record, caps).await;
 }
 
 #[test]
@@ -736,9 +813,7 @@ async fn a_task_stopping_during_a_long_script_fails_the_stage_at_the_next_check(
     let start = Instant::now();
     // The fake connection stays up: only the watch can notice.
     let (res, _) = r.run("sleep 3600").await;
-    let Failure::System(err) = res.unwrap_err() else {
-        panic!()
-    };
+    let err = system_error(res.unwrap_err());
     assert_eq!(err.kind(), ErrorKind::TaskStopped);
     assert!(
         err.message()
@@ -804,9 +879,7 @@ async fn prepare_waits_for_a_task_that_ecs_does_not_show_yet() {
 #[tokio::test(start_paused = true)]
 async fn a_task_still_unknown_after_the_consistency_window_fails_prepare() {
     let r = lagging_rig(Duration::from_secs(3600));
-    let Failure::System(err) = r.prepare().await.unwrap_err() else {
-        panic!()
-    };
+    let err = system_error(r.prepare().await.unwrap_err());
     assert_eq!(err.kind(), ErrorKind::TaskStopped, "{err}");
     assert!(err.hint().unwrap().contains("ConsistencyWindow"), "{err:?}");
     // The record is kept: the task may still show up, and cleanup (or gc) must stop it.
@@ -1022,10 +1095,12 @@ async fn a_record_that_names_another_job_is_refused_and_its_task_left_alone() {
     let mut record = r.store.peek(&r.key()).unwrap();
     record.identity = Some(identity_of(&job(2)));
     r.store.put(&record).await.unwrap();
-    let Failure::System(err) = r.driver.cleanup(&r.job).await.unwrap_err() else {
-        panic!()
-    };
-    assert_eq!(err.kind(), ErrorKind::NotAllowed, "{err}");
+    let err = system_error(r.driver.cleanup(&r.job).await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(
+        err.context_value("record"),
+        Some(r.key().to_string().as_str())
+    );
     assert_eq!(r.launcher.running().len(), 1);
     assert_eq!(r.launcher.faults.calls(Op::Stop), 0);
 }

@@ -95,7 +95,7 @@ impl JobResponse {
             Error::io(format!("cannot read the job payload {}", path.display()), e)
                 .with_hint("gitlab-runner writes JOB_RESPONSE_FILE before each stage; run the driver from the custom executor")
         })?;
-        Self::parse(&bytes).map_err(|e| e.context(format!("job payload {}", path.display())))
+        Self::parse(&bytes).map_err(|e| e.with_context("file", path.display()))
     }
 
     /// Parses the JSON payload.

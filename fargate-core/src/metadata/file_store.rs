@@ -44,8 +44,9 @@ use super::{JobLock, JobRecord, MetadataStore};
 ///   the open file (`fstat`) with what the path names now (`lstat`). If the path is gone or
 ///   names another file, the previous holder unlinked it after we opened it: close and start
 ///   over. Otherwise we hold the lock, and nobody else can hold the file the path names. To
-///   release (dropping the [`JobLock`]): unlink the path, then close the file, which
-///   releases the `flock`; anyone still waiting on the unlinked file finds it stale.
+///   release ([`MetadataStore::unlock`], or dropping the [`JobLock`]): unlink the path,
+///   then close the file, which releases the `flock`; anyone still waiting on the unlinked
+///   file finds it stale. No lease: a lock lasts as long as its holder's open file.
 ///
 /// Records of GitLab's Go driver in the same directory are read too.
 ///
@@ -589,7 +590,8 @@ impl MetadataStore for FileMetadataStore {
         loop {
             let (this, k) = (self.clone(), key.clone());
             if let Some(guard) = blocking(move || this.try_lock_blocking(&k)).await? {
-                return Ok(JobLock::new(guard));
+                let holder = format!("pid {} #{:016x}", std::process::id(), random_u64());
+                return Ok(JobLock::new(key.clone(), holder).with_guard(guard));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::new(
@@ -604,6 +606,27 @@ impl MetadataStore for FileMetadataStore {
             }
             // Retry loop bounded by the deadline above: flock has no timed wait.
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn unlock(&self, mut lock: JobLock) -> Result<()> {
+        match lock.take_guard::<LockGuard>() {
+            // Dropping the guard unlinks and closes the lock file: file system calls.
+            Some(guard) => {
+                blocking(move || {
+                    drop(guard);
+                    Ok(())
+                })
+                .await
+            }
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the lock of job {} was not given by a file store",
+                    lock.key()
+                ),
+            )
+            .with_backend(BACKEND)),
         }
     }
 }

@@ -6,9 +6,9 @@
 
 mod file_store;
 mod legacy;
+mod lock;
 mod record;
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,27 +19,8 @@ use crate::error::Result;
 use crate::job::JobKey;
 
 pub use file_store::{FileMetadataStore, permission_warnings};
+pub use lock::JobLock;
 pub use record::{AttemptOutcome, JobRecord, LaunchAttempt, Phase, RECORD_FORMAT, unix_now};
-
-/// Holds a job's lock until dropped.
-pub struct JobLock {
-    _guard: Box<dyn Any + Send + Sync>,
-}
-
-impl JobLock {
-    /// Wraps any guard that releases the lock when dropped.
-    pub fn new(guard: impl Any + Send + Sync) -> Self {
-        JobLock {
-            _guard: Box::new(guard),
-        }
-    }
-}
-
-impl fmt::Debug for JobLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JobLock")
-    }
-}
 
 /// Stores job records between stage processes.
 ///
@@ -52,18 +33,57 @@ impl fmt::Debug for JobLock {
 /// - `delete` of a missing record succeeds.
 /// - `lock` gives one holder per job at a time, across processes for persistent stores; it
 ///   waits up to `wait` and then fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+/// - `unlock` releases the lock at once: the next `lock` of the job succeeds without waiting.
+///   Unlocking a lock whose lease expired and that another holder took over since leaves the
+///   new holder's lock alone.
+/// - A store whose locks can outlive their holder (a database row, a lock service) gives
+///   them a lease ([`JobLock::lease`]): once it has expired, `lock` takes the lock over. A
+///   store whose locks vanish with their holder (an `flock`, a process-local mutex) needs no
+///   lease, and releases a [`JobLock`] that is dropped without `unlock`.
+///
+/// # Locking protocol
+/// The driver takes the job's lock at the start of prepare and cleanup, and releases it with
+/// [`MetadataStore::unlock`] when the stage ends, successful or not. When the stage's future
+/// is dropped (an embedder's timeout, a panic) `unlock` never runs: the lock is then released
+/// by dropping the [`JobLock`] (stores that can) or when its lease expires. A lease should
+/// therefore be longer than the longest stage (`[Fargate] ReadyTimeout` plus
+/// `StopTimeout`), and short enough that a lock left by a killed driver does not hold the
+/// next stage long (the driver waits 30 s for a lock).
 #[async_trait]
 pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// Writes `record` under `record.key`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the old or the new record, never a mix.
     async fn put(&self, record: &JobRecord) -> Result<()>;
     /// Reads the record of `key`.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
     async fn get(&self, key: &JobKey) -> Result<Option<JobRecord>>;
     /// Deletes the record of `key`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the record deleted or not; deleting again is harmless.
     async fn delete(&self, key: &JobKey) -> Result<()>;
     /// Keys of all stored records.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
     async fn list(&self) -> Result<Vec<JobKey>>;
-    /// Takes the job's lock, waiting at most `wait`.
+    /// Takes the job's lock, waiting at most `wait` (`Duration::ZERO`: try once).
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it returns leaves the lock free (or, for a store that
+    /// took it in the same instant, held until its lease expires).
     async fn lock(&self, key: &JobKey, wait: Duration) -> Result<JobLock>;
+
+    /// Releases `lock`, which this store gave.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the lock released or held; a held one is released as
+    /// when a [`JobLock`] is dropped (see the trait's docs).
+    async fn unlock(&self, lock: JobLock) -> Result<()>;
 }
 
 /// A shared, dynamically chosen store.
@@ -85,5 +105,8 @@ impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     }
     async fn lock(&self, key: &JobKey, wait: Duration) -> Result<JobLock> {
         (**self).lock(key, wait).await
+    }
+    async fn unlock(&self, lock: JobLock) -> Result<()> {
+        (**self).unlock(lock).await
     }
 }

@@ -10,7 +10,8 @@ use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::launcher::Endpoint;
 use crate::shell::{
-    HostKey, KeyPair, KeyType, OutputSink, PrivateKey, RemoteShell, RunOutcome, RunRequest,
+    HostKey, KeyPair, KeyType, MAX_OUTPUT_CHUNK, OutputSink, PrivateKey, RemoteShell, RunOutcome,
+    RunRequest,
 };
 
 /// What a fake script run produces.
@@ -209,7 +210,7 @@ impl RemoteShell for MemoryShell {
     async fn run(
         &self,
         request: &RunRequest,
-        output: &mut (dyn OutputSink + 'static),
+        output: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome> {
         self.runs
@@ -264,8 +265,16 @@ impl RemoteShell for MemoryShell {
         };
         for step in steps {
             match step {
-                Step::Stdout(b) => output.stdout(&b).map_err(io)?,
-                Step::Stderr(b) => output.stderr(&b).map_err(io)?,
+                Step::Stdout(b) => {
+                    for chunk in b.chunks(MAX_OUTPUT_CHUNK) {
+                        output.stdout(chunk).map_err(io)?;
+                    }
+                }
+                Step::Stderr(b) => {
+                    for chunk in b.chunks(MAX_OUTPUT_CHUNK) {
+                        output.stderr(chunk).map_err(io)?;
+                    }
+                }
                 Step::Sleep(d) => tokio::select! {
                     _ = cancel.cancelled() => return Err(Error::cancelled("running the script")),
                     _ = tokio::time::sleep(d) => {}

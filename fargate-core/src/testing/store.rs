@@ -1,6 +1,10 @@
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
@@ -10,18 +14,94 @@ use crate::job::JobKey;
 use crate::metadata::{JobLock, JobRecord, MetadataStore};
 
 /// An in-memory [`MetadataStore`] with fault injection. Locks hold within the process.
+///
+/// Its locks work as a database-backed store's would: a table of holders, one row per
+/// job, with an optional lease ([`MemoryStore::with_lock_lease`]) after which another
+/// `lock` takes the row over. A dropped [`JobLock`] also releases its row (the table is in
+/// this process, so that can happen synchronously).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<BTreeMap<JobKey, JobRecord>>,
-    locks: Mutex<HashMap<JobKey, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Arc<LockTable>,
+    lease: Option<Duration>,
     /// Faults to inject; also counts calls.
     pub faults: Faults,
+}
+
+/// The lock rows, and a wake-up for waiters when one is released.
+#[derive(Debug, Default)]
+struct LockTable {
+    rows: Mutex<HashMap<JobKey, Row>>,
+    released: Notify,
+    next_holder: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Row {
+    holder: u64,
+    expires: Option<Instant>,
+}
+
+impl LockTable {
+    /// Takes the row of `key` if it is free or its lease expired.
+    fn try_take(
+        &self,
+        key: &JobKey,
+        lease: Option<Duration>,
+    ) -> std::result::Result<u64, Option<Instant>> {
+        let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some(row) = rows.get(key)
+            && row.expires.is_none_or(|at| at > now)
+        {
+            return Err(row.expires);
+        }
+        let holder = self.next_holder.fetch_add(1, Ordering::Relaxed);
+        rows.insert(
+            key.clone(),
+            Row {
+                holder,
+                expires: lease.map(|l| now + l),
+            },
+        );
+        Ok(holder)
+    }
+
+    /// Deletes the row of `key` if `holder` still holds it.
+    fn release(&self, key: &JobKey, holder: u64) {
+        let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        if rows.get(key).is_some_and(|row| row.holder == holder) {
+            rows.remove(key);
+            self.released.notify_waiters();
+        }
+    }
+}
+
+/// Releases its row when dropped (a [`JobLock`] dropped without `unlock`).
+#[derive(Debug)]
+struct RowGuard {
+    table: Arc<LockTable>,
+    key: JobKey,
+    holder: u64,
+}
+
+impl Drop for RowGuard {
+    fn drop(&mut self) {
+        self.table.release(&self.key, self.holder);
+    }
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Gives locks a lease: a lock not released `lease` after it was taken can be taken
+    /// over.
+    pub fn with_lock_lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// The stored record of `key`, bypassing faults.
@@ -77,18 +157,46 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn lock(&self, key: &JobKey, wait: Duration) -> Result<JobLock> {
-        let mutex = self
-            .locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        match tokio::time::timeout(wait, mutex.lock_owned()).await {
-            Ok(guard) => Ok(JobLock::new(guard)),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("job {key} is locked by another holder"),
+        let deadline = Instant::now() + wait;
+        loop {
+            // Registered before trying, so that a release in between is not missed.
+            let released = self.locks.released.notified();
+            let expires = match self.locks.try_take(key, self.lease) {
+                Ok(holder) => {
+                    let guard = RowGuard {
+                        table: Arc::clone(&self.locks),
+                        key: key.clone(),
+                        holder,
+                    };
+                    let lock = JobLock::new(key.clone(), holder.to_string()).with_guard(guard);
+                    return Ok(match self.lease {
+                        Some(lease) => lock.with_lease(lease),
+                        None => lock,
+                    });
+                }
+                Err(expires) => expires,
+            };
+            let wake = expires.map_or(deadline, |at| at.min(deadline));
+            if Instant::now() >= deadline
+                || tokio::time::timeout_at(wake, released).await.is_err() && wake >= deadline
+            {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("job {key} is locked by another holder"),
+                ));
+            }
+        }
+    }
+
+    async fn unlock(&self, mut lock: JobLock) -> Result<()> {
+        match lock.take_guard::<RowGuard>() {
+            Some(guard) if Arc::ptr_eq(&guard.table, &self.locks) => {
+                drop(guard);
+                Ok(())
+            }
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("the lock of job {} was not given by this store", lock.key()),
             )),
         }
     }

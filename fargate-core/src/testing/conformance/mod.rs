@@ -8,7 +8,7 @@
 //! There is one small function per rule of a trait's contract, so a failure names the rule
 //! and a backend can run the rules one by one; [`launcher`], [`shell`] and [`store`] run every
 //! rule of their trait in order. Where backends legitimately differ, the difference is an
-//! argument ([`LauncherCaps`], [`ShellCaps`]), never a probe for an error.
+//! argument ([`LauncherCaps`], [`ShellCaps`], [`LockCaps`]), never a probe for an error.
 //!
 //! # Stability
 //!

@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use crate::error::ErrorKind;
+use crate::job::JobKey;
 use crate::launcher::TaskRef;
 use crate::metadata::{JobRecord, MetadataStore, Phase};
 
-/// [`MetadataStore`]: every store check below, in order. `record` is written and removed
-/// again.
-pub async fn store(store: &dyn MetadataStore, record: &JobRecord) {
+/// [`MetadataStore`]: every store check below, in order, with the lock rules `caps` calls
+/// for. `record` is written and removed again.
+pub async fn store(store: &dyn MetadataStore, record: &JobRecord, caps: LockCaps) {
     records_round_trip(store, record).await;
-    lock_is_exclusive(store, record).await;
+    store_lock(store, &record.key, caps).await;
 }
 
 /// Put, get, replace, list and delete `record`; a missing record is `None` and deleting it
@@ -35,21 +36,108 @@ pub async fn records_round_trip(store: &dyn MetadataStore, record: &JobRecord) {
     assert!(!store.list().await.expect("list").contains(key));
 }
 
-/// The lock of `record`'s job has one holder at a time: a second `lock` waits and then
-/// fails with `Timeout`; after the release it is given again.
-pub async fn lock_is_exclusive(store: &dyn MetadataStore, record: &JobRecord) {
-    let key = &record.key;
-    let guard = store.lock(key, Duration::from_secs(1)).await.expect("lock");
+/// What a store's locks may legitimately do differently, for [`store`] and the lock rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockCaps {
+    /// A [`JobLock`](crate::JobLock) dropped without `unlock` releases the lock at once
+    /// (an `flock`, a process-local table); a store that cannot release synchronously (a
+    /// database row) relies on its lease instead.
+    pub released_on_drop: bool,
+    /// The store's locks expire after this lease.
+    pub lease: Option<Duration>,
+}
+
+impl LockCaps {
+    /// A store whose dropped locks are released at once ([`crate::FileMetadataStore`],
+    /// the in-memory store).
+    pub fn released_on_drop() -> Self {
+        LockCaps {
+            released_on_drop: true,
+            lease: None,
+        }
+    }
+
+    /// The same store, whose locks also expire after `lease`.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+}
+
+/// Every lock rule `caps` calls for, on the lock of `key`.
+pub async fn store_lock(store: &dyn MetadataStore, key: &JobKey, caps: LockCaps) {
+    lock_is_exclusive(store, key, caps).await;
+    unlock_releases_at_once(store, key).await;
+    if caps.released_on_drop {
+        dropped_lock_is_released(store, key).await;
+    }
+    if let Some(lease) = caps.lease {
+        expired_lease_can_be_taken_over(store, key, lease).await;
+    }
+}
+
+/// The lock of `key` has one holder at a time: a second `lock` waits and then fails with
+/// `Timeout`. The lock names its job and says its lease.
+pub async fn lock_is_exclusive(store: &dyn MetadataStore, key: &JobKey, caps: LockCaps) {
+    let lock = store.lock(key, Duration::from_secs(1)).await.expect("lock");
+    assert_eq!(lock.key(), key);
+    assert_eq!(lock.lease(), caps.lease);
     let err = store
         .lock(key, Duration::from_millis(100))
         .await
         .expect_err("a held lock must not be given twice");
     assert_eq!(err.kind(), ErrorKind::Timeout);
-    drop(guard);
-    drop(
-        store
-            .lock(key, Duration::from_secs(1))
-            .await
-            .expect("lock after release"),
+    store.unlock(lock).await.expect("unlock");
+}
+
+/// After `unlock`, the lock of `key` can be taken again at once (without waiting).
+pub async fn unlock_releases_at_once(store: &dyn MetadataStore, key: &JobKey) {
+    let lock = store.lock(key, Duration::from_secs(1)).await.expect("lock");
+    store.unlock(lock).await.expect("unlock");
+    let again = store
+        .lock(key, Duration::ZERO)
+        .await
+        .expect("a released lock can be taken again at once");
+    store.unlock(again).await.expect("unlock");
+}
+
+/// A lock dropped without `unlock` (a dropped future) is released at once.
+pub async fn dropped_lock_is_released(store: &dyn MetadataStore, key: &JobKey) {
+    drop(store.lock(key, Duration::from_secs(1)).await.expect("lock"));
+    let again = store
+        .lock(key, Duration::ZERO)
+        .await
+        .expect("a dropped lock is released at once");
+    store.unlock(again).await.expect("unlock");
+}
+
+/// A lock not released within its `lease` can be taken over; unlocking the expired lock
+/// afterwards leaves the new holder's lock alone.
+pub async fn expired_lease_can_be_taken_over(
+    store: &dyn MetadataStore,
+    key: &JobKey,
+    lease: Duration,
+) {
+    let expired = store.lock(key, Duration::ZERO).await.expect("lock");
+    let started = tokio::time::Instant::now();
+    let taken_over = store
+        .lock(key, lease * 4)
+        .await
+        .expect("a lock whose lease expired can be taken over");
+    assert!(
+        started.elapsed() + Duration::from_millis(1) >= lease / 2,
+        "the lock was taken over after {:?}, before its lease of {lease:?} ran out",
+        started.elapsed()
     );
+    assert_ne!(taken_over.holder(), expired.holder());
+    store
+        .unlock(expired)
+        .await
+        .expect("unlocking an expired lock succeeds");
+    store
+        .lock(key, Duration::ZERO)
+        .await
+        .expect_err("unlocking an expired lock must not release its new holder's lock");
+    store.unlock(taken_over).await.expect("unlock");
 }

@@ -1,0 +1,84 @@
+//! [`JobLock`]: a held job lock, as a [`MetadataStore`](super::MetadataStore) hands it out.
+
+use std::any::Any;
+use std::fmt;
+use std::time::Duration;
+
+use crate::job::JobKey;
+
+/// A job's lock, held until given back with
+/// [`MetadataStore::unlock`](super::MetadataStore::unlock).
+///
+/// A store builds it from what identifies the hold: the job's key, a holder id unique per
+/// acquisition (what a database row would store, so that only this holder can release it),
+/// the lease when the lock expires on its own, and optionally a guard: a process-local
+/// value whose `Drop` releases the lock, for when the `JobLock` is dropped without `unlock`
+/// (a dropped future). Stores that cannot release synchronously rely on the lease instead.
+pub struct JobLock {
+    key: JobKey,
+    holder: String,
+    lease: Option<Duration>,
+    guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl JobLock {
+    /// A lock on `key` held by `holder`, without lease or guard.
+    pub fn new(key: JobKey, holder: impl Into<String>) -> Self {
+        JobLock {
+            key,
+            holder: holder.into(),
+            lease: None,
+            guard: None,
+        }
+    }
+
+    /// Says that the lock expires `lease` after it was taken, unless released before.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Attaches a guard that releases the lock when dropped.
+    pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
+        self.guard = Some(Box::new(guard));
+        self
+    }
+
+    /// The job whose lock this is.
+    pub fn key(&self) -> &JobKey {
+        &self.key
+    }
+
+    /// Who holds it: unique per acquisition.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// How long the lock lasts without being released, if it expires at all.
+    pub fn lease(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    /// Takes the guard out if it is a `T` (for the store's `unlock`), leaving none behind.
+    pub fn take_guard<T: Any>(&mut self) -> Option<Box<T>> {
+        let guard = self.guard.take()?;
+        match guard.downcast::<T>() {
+            Ok(guard) => Some(guard),
+            Err(other) => {
+                self.guard = Some(other);
+                None
+            }
+        }
+    }
+}
+
+impl fmt::Debug for JobLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobLock")
+            .field("key", &self.key)
+            .field("holder", &self.holder)
+            .field("lease", &self.lease)
+            .field("guard", &self.guard.is_some())
+            .finish()
+    }
+}
