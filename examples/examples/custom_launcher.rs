@@ -120,27 +120,18 @@ impl TaskLauncher for PoolLauncher {
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         let s = self.lock();
         Ok(match s.leases.get(&task.id) {
-            None => TaskStatus {
-                state: TaskState::Missing,
-                address: None,
-                stop: None,
-            },
+            None => TaskStatus::missing(),
             Some(Lease {
                 stopped: Some(reason),
                 ..
-            }) => TaskStatus {
-                state: TaskState::Stopped,
-                address: None,
-                stop: Some(StopDetails {
-                    reason: Some(reason.clone()),
-                    ..StopDetails::default()
-                }),
-            },
-            Some(lease) => TaskStatus {
-                state: TaskState::Running,
-                address: Some(self.hosts[lease.slot]),
-                stop: None,
-            },
+            }) => TaskStatus::new(TaskState::Stopped).with_stop(Some(StopDetails::new(
+                None,
+                Some(reason.clone()),
+                Vec::new(),
+            ))),
+            Some(lease) => {
+                TaskStatus::new(TaskState::Running).with_address(Some(self.hosts[lease.slot]))
+            }
         })
     }
 

@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
     KeyValuePair, LaunchType, NetworkConfiguration, Tag, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    Error, ErrorKind, JobKey, Result, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
-    TaskState, TaskStatus,
+    ContainerStop, Error, ErrorKind, JobKey, Result, StopDetails, StopOutcome, TaskLauncher,
+    TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -354,24 +354,22 @@ fn eni_detail<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
 }
 
 fn stop_details(task: &Task) -> StopDetails {
-    StopDetails {
-        code: task.stop_code().map(|c| c.as_str().to_owned()),
-        reason: task
-            .stopped_reason()
+    StopDetails::new(
+        task.stop_code().map(|c| c.as_str().to_owned()),
+        task.stopped_reason()
             .filter(|r| !r.is_empty())
             .map(str::to_owned),
-        containers: task
-            .containers()
+        task.containers()
             .iter()
             .filter_map(|c| {
-                Some((
-                    c.name()?.to_owned(),
+                Some(ContainerStop::new(
+                    c.name()?,
                     c.reason().filter(|r| !r.is_empty()).map(str::to_owned),
                     c.exit_code(),
                 ))
             })
             .collect(),
-    }
+    )
 }
 
 fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
@@ -418,11 +416,7 @@ impl TaskLauncher for EcsLauncher {
 
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         let Some(t) = self.describe_task(task, false).await? else {
-            return Ok(TaskStatus {
-                state: TaskState::Missing,
-                address: None,
-                stop: None,
-            });
+            return Ok(TaskStatus::missing());
         };
         let state = task_state(
             t.last_status().unwrap_or_default(),
@@ -438,11 +432,7 @@ impl TaskLauncher for EcsLauncher {
         };
         let stop =
             matches!(state, TaskState::Stopping | TaskState::Stopped).then(|| stop_details(&t));
-        Ok(TaskStatus {
-            state,
-            address,
-            stop,
-        })
+        Ok(TaskStatus::new(state).with_address(address).with_stop(stop))
     }
 
     async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
@@ -616,11 +606,7 @@ mod tests {
         );
         assert_eq!(
             d.containers[1],
-            (
-                "sidecar".to_owned(),
-                Some("OutOfMemoryError".to_owned()),
-                Some(137)
-            )
+            ContainerStop::new("sidecar", Some("OutOfMemoryError".to_owned()), Some(137))
         );
     }
 }

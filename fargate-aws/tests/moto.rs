@@ -245,7 +245,7 @@ async fn a_task_that_dies_reports_stopping_then_stopped() {
     assert_eq!(states[0], TaskState::Running);
     assert!(states.contains(&TaskState::Stopping), "{states:?}");
     let stop = last.stop.unwrap();
-    assert_eq!(stop.containers[0].0, "ci-coordinator");
+    assert_eq!(stop.containers[0].name, "ci-coordinator");
     assert!(l.find(&ecs.spec(4).key).await.unwrap().is_empty());
 }
 

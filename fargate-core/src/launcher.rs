@@ -153,13 +153,52 @@ pub enum StopOutcome {
 
 /// Why a task stopped, as the backend reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StopDetails {
     /// The backend's stop code (ECS `stopCode`, e.g. `TaskFailedToStart`).
     pub code: Option<String>,
     /// The backend's reason (ECS `stoppedReason`).
     pub reason: Option<String>,
-    /// Per-container reasons and exit codes: `(name, reason, exit code)`.
-    pub containers: Vec<(String, Option<String>, Option<i32>)>,
+    /// Per-container reasons and exit codes.
+    pub containers: Vec<ContainerStop>,
+}
+
+impl StopDetails {
+    /// Details with the backend's stop `code`, `reason` and per-container `containers`.
+    pub fn new(
+        code: Option<String>,
+        reason: Option<String>,
+        containers: Vec<ContainerStop>,
+    ) -> Self {
+        StopDetails {
+            code,
+            reason,
+            containers,
+        }
+    }
+}
+
+/// How one container of a stopped task ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ContainerStop {
+    /// The container's name in the task definition.
+    pub name: String,
+    /// The backend's reason (e.g. `OutOfMemoryError`), if any.
+    pub reason: Option<String>,
+    /// The container's exit code, if it exited.
+    pub exit_code: Option<i32>,
+}
+
+impl ContainerStop {
+    /// Container `name` ended with `exit_code` for `reason`.
+    pub fn new(name: impl Into<String>, reason: Option<String>, exit_code: Option<i32>) -> Self {
+        ContainerStop {
+            name: name.into(),
+            reason,
+            exit_code,
+        }
+    }
 }
 
 impl fmt::Display for StopDetails {
@@ -171,7 +210,12 @@ impl fmt::Display for StopDetails {
         if let Some(code) = self.code.as_deref().filter(|c| !c.is_empty()) {
             parts.push(format!("stop code {code}"));
         }
-        for (name, reason, exit) in &self.containers {
+        for ContainerStop {
+            name,
+            reason,
+            exit_code: exit,
+        } in &self.containers
+        {
             let mut s = format!("container {name}");
             if let Some(code) = exit {
                 s.push_str(&format!(" exited with {code}"));
@@ -193,6 +237,7 @@ impl fmt::Display for StopDetails {
 
 /// What the backend knows of a task right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskStatus {
     /// Where in its lifecycle the task is.
     pub state: TaskState,
@@ -201,6 +246,34 @@ pub struct TaskStatus {
     pub address: Option<IpAddr>,
     /// Why it stopped, when it is stopping or stopped.
     pub stop: Option<StopDetails>,
+}
+
+impl TaskStatus {
+    /// A task in `state`, with no address and no stop details yet.
+    pub fn new(state: TaskState) -> Self {
+        TaskStatus {
+            state,
+            address: None,
+            stop: None,
+        }
+    }
+
+    /// A task the backend does not know ([`TaskState::Missing`]).
+    pub fn missing() -> Self {
+        TaskStatus::new(TaskState::Missing)
+    }
+
+    /// Sets the address to connect to.
+    pub fn with_address(mut self, address: Option<IpAddr>) -> Self {
+        self.address = address;
+        self
+    }
+
+    /// Sets why the task stopped.
+    pub fn with_stop(mut self, stop: Option<StopDetails>) -> Self {
+        self.stop = stop;
+        self
+    }
 }
 
 /// Starts, watches, stops and finds tasks.
@@ -227,23 +300,38 @@ pub struct TaskStatus {
 ///   eventually consistent backend may leave out a task launched moments ago.
 ///
 /// # Cancel safety
-/// Dropping a `launch` future may leave a task running whose reference the caller never
-/// saw; a caller that may drop it must record the client token first and resolve it later
-/// by replaying the launch or by `find`. `describe`, `stop` and `find` are safe to drop.
+/// See each method. None takes a cancellation token: callers bound them with a timeout
+/// and drop the future.
 // A mockall mock for the driver's interaction tests, never public API.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait TaskLauncher: Send + Sync + fmt::Debug {
     /// Starts one task for `spec`.
+    ///
+    /// # Cancel safety
+    /// **Not** cancel safe: dropping the future may leave a task running whose reference
+    /// the caller never saw. A caller that may drop it records `spec.client_token` first
+    /// and resolves it later, by calling `launch` again with the same token and spec (a
+    /// replay returns the same task) or by `find` (as [`Driver`](crate::Driver) does).
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef>;
 
     /// What the backend knows of `task` now.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: it changes nothing.
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus>;
 
     /// Asks the backend to stop `task`, with a human-readable `reason`.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: the stop may or may not have been asked for; asking again is
+    /// harmless.
     async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome>;
 
     /// Tasks of job `key` that are not stopped.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: it changes nothing.
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>>;
 }
 
@@ -276,8 +364,8 @@ mod tests {
             code: Some("TaskFailedToStart".into()),
             reason: Some("CannotPullContainerError: pull access denied".into()),
             containers: vec![
-                ("ci-coordinator".into(), Some("OOM".into()), Some(137)),
-                ("idle".into(), None, None),
+                ContainerStop::new("ci-coordinator", Some("OOM".into()), Some(137)),
+                ContainerStop::new("idle", None, None),
             ],
         };
         assert_eq!(

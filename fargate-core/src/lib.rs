@@ -16,12 +16,12 @@ pub mod shell;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use driver::{AdminOverrides, Driver};
+pub use driver::{AdminOverrides, Driver, TaskDefinitionChoice};
 pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, FailureClass, Result};
 pub use job::{JobContext, JobIdentity, JobKey, JobResponse, Namespace};
 pub use launcher::{
-    DynTaskLauncher, Endpoint, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
-    TaskState, TaskStatus,
+    ContainerStop, DynTaskLauncher, Endpoint, StopDetails, StopOutcome, TaskLauncher, TaskRef,
+    TaskSpec, TaskState, TaskStatus,
 };
 pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
 pub use options::{ConfigError, ConfigProblem, DriverOptions};

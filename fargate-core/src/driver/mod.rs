@@ -18,14 +18,21 @@
 //!
 //! # Cancel safety
 //!
-//! [`Driver::prepare`] records every launch attempt's client token before sending it and,
-//! when its `cancel` token fires, waits for a launch in flight (up to 20 s) and stops what
-//! it started. Dropping its future instead (an embedder's `tokio::time::timeout`) stops
-//! nothing: the record stays behind, and [`Driver::cleanup`] of the same job finds and stops
-//! the task (replaying the recorded launch, then searching by the job's key). So always
-//! call `cleanup` after `prepare`, whatever happened, as gitlab-runner does.
-//! [`Driver::run`] is safe to drop (the remote script keeps running until the task stops).
-//! [`Driver::cleanup`] is safe to call again after being dropped.
+//! | Stage | cancel through the token | drop the future |
+//! |---|---|---|
+//! | [`Driver::prepare`] | waits for a launch in flight (up to 20 s), stops what it started, removes the record | stops nothing; the record stays and `cleanup` finds and stops the task |
+//! | [`Driver::run`] | stops the remote script (signal, then kill of its process group) | the remote script keeps running until it ends or the task stops |
+//! | [`Driver::cleanup`] | (takes no token: gitlab-runner never cancels cleanup) | safe; call it again |
+//!
+//! [`Driver::prepare`] records every launch attempt's client token before sending it, so
+//! dropping its future at any point (an embedder's `tokio::time::timeout`, a panic) loses
+//! no task: [`Driver::cleanup`] of the same job replays the recorded launch, searches by
+//! the job's key, and stops what it finds. So always call `cleanup` after `prepare`,
+//! whatever happened, as gitlab-runner does. The job's lock is released when the dropped
+//! future drops its [`JobLock`](crate::JobLock) (or, for a store with leases, when the
+//! lease expires; see the [locking protocol](crate::MetadataStore#locking-protocol)).
+//! A test drops `prepare` at every step of a slow launch and checks that `cleanup` then
+//! stops every task.
 
 mod prepare;
 mod run;
@@ -169,6 +176,7 @@ pub fn resolve_task_definition(
 
 /// What prepare did, for the job log.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PrepareReport {
     /// The task.
     pub task: TaskRef,
@@ -190,6 +198,7 @@ pub struct PrepareReport {
 
 /// What cleanup did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CleanupReport {
     /// Tasks asked to stop.
     pub stopped: Vec<TaskRef>,

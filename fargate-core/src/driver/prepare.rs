@@ -48,7 +48,9 @@ impl Driver {
     /// they are; if that fails, the record stays for cleanup.
     ///
     /// # Cancel safety
-    /// Cancel through `cancel`, not by dropping the future: see the [module docs](super).
+    /// Cancel through `cancel` to have prepare stop what it started before it returns.
+    /// Dropping the future stops nothing, but loses nothing: [`Driver::cleanup`] finds and
+    /// stops the task (see the [module docs](super#cancel-safety)).
     pub async fn prepare(
         &self,
         job: &JobContext,
