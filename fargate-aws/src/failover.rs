@@ -37,7 +37,7 @@ pub fn attempt_token(base: &str, attempt: usize) -> String {
         return base.to_owned();
     }
     let digest = Sha256::digest(base.as_bytes());
-    let hex = crate::hex(&digest);
+    let hex = hex::encode(digest);
     if attempt == 0 {
         format!("fgt-{}", &hex[..56])
     } else {

@@ -1,13 +1,4 @@
-//! The [`fargate_core::TaskLauncher`] on Amazon ECS with AWS Fargate: [`EcsLauncher`].
-//!
-//! ```no_run
-//! # async fn demo() -> fargate_core::Result<()> {
-//! use fargate_aws::{EcsConfig, EcsLauncher};
-//! let mut config = EcsConfig::new("ci", ["subnet-0a", "subnet-0b"], ["sg-01"]);
-//! config.region = Some("eu-west-1".into());
-//! let launcher = EcsLauncher::from_env(config).await?;
-//! # let _ = launcher; Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! # What it does with ECS
 //!
@@ -86,14 +77,3 @@ pub use launcher::{
 };
 pub use metrics::ApiCalls;
 pub use transport::SdkTransport;
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}

@@ -47,7 +47,7 @@ pub const MAX_STARTED_BY: usize = 36;
 /// (36 characters, ECS's limit; the key itself can be 97).
 pub fn started_by(key: &JobKey) -> String {
     let digest = Sha256::digest(key.as_str().as_bytes());
-    format!("fgt-{}", &crate::hex(&digest)[..32])
+    format!("fgt-{}", &hex::encode(digest)[..32])
 }
 
 fn allowed(c: char) -> bool {

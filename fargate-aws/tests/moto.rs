@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use fargate_aws::{Capacity, CapacityProviderItem, EcsConfig, EcsLauncher, SdkTransport, tags};
 use fargate_core::testing::{MemoryShell, MemoryStore};
 use fargate_core::{
-    Driver, DriverOptions, ErrorKind, Failure, JobContext, JobResponse, Namespace, RetryPolicy,
-    StopOutcome, TaskLauncher, TaskRef, TaskState,
+    Driver, DriverOptions, ErrorKind, JobContext, JobResponse, Namespace, RetryPolicy, StopOutcome,
+    TaskLauncher, TaskRef, TaskState,
 };
 use fargate_testkit::fault_proxy::{Fault, FaultProxy};
 use fargate_testkit::moto::{Moto, MotoEcs};
@@ -576,11 +576,10 @@ async fn driver_and_sdk_attempts_multiply_to_at_most_their_product() {
         .prepare(&job, &CancellationToken::new())
         .await
         .unwrap_err();
-    let Failure::System(err) = failure else {
-        panic!("{failure:?}")
-    };
+    let err = failure.as_system().unwrap_or_else(|| panic!("{failure:?}"));
     assert_eq!(err.kind(), ErrorKind::Throttled, "{err:?}");
-    assert!(err.message().contains("gave up after 3 attempts"), "{err}");
+    assert_eq!(err.operation(), Some("starting the task"), "{err}");
+    assert_eq!(err.context_value("attempts"), Some("3"), "{err}");
     assert_eq!(proxy.requests_of("RunTask").len(), 3 * 2);
     assert_eq!(launcher.api_calls().get("RunTask"), 3 * 2);
 }

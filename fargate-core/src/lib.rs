@@ -1,10 +1,6 @@
-//! The domain of the `fargate` GitLab Runner custom executor driver: the driver's options
-//! ([`DriverOptions`]), job identity, the three backend traits ([`TaskLauncher`], [`RemoteShell`], [`MetadataStore`]),
-//! the job record, and the stage state machine ([`Driver`]).
-//!
-//! This crate knows nothing of AWS or SSH libraries; `fargate-aws` and `fargate-ssh` provide
-//! the real backends, and the `testing` feature provides in-memory ones.
+#![doc = include_str!("../README.md")]
 
+pub mod cancel;
 pub mod driver;
 pub mod error;
 pub mod job;
@@ -16,6 +12,7 @@ pub mod shell;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use cancel::CancelBudget;
 pub use driver::{AdminOverrides, Driver, TaskDefinitionChoice};
 pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, FailureClass, Result};
 pub use job::{JobContext, JobIdentity, JobKey, JobResponse, Namespace};

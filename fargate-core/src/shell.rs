@@ -250,7 +250,8 @@ impl OutputSink for StdioSink {
 /// - A host key other than `host_key` fails with [`crate::ErrorKind::HostKeyMismatch`]
 ///   before any script byte is sent.
 /// - When `cancel` fires, the remote script and its children are stopped and `run` returns
-///   an [`crate::ErrorKind::Cancelled`] error promptly (within about 2 s).
+///   an [`crate::ErrorKind::Cancelled`] error within [`CancelBudget::run`](crate::CancelBudget)
+///   (2 s).
 /// - A connection that cannot be made fails with [`crate::ErrorKind::Unreachable`]; a
 ///   connection lost while the script runs fails with the same kind and says so.
 /// - `probe` answers with the server's host key, or fails with `Unreachable` when nothing

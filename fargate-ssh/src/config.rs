@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use fargate_core::CancelBudget;
+
 /// Settings of an [`crate::Ssh2Shell`]. Build one with [`Ssh2Config::builder`] or use
 /// [`Ssh2Config::default`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,7 +22,7 @@ impl Default for Ssh2Config {
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             probe_timeout: Duration::from_secs(2),
-            cancel_grace: Duration::from_millis(1000),
+            cancel_grace: CancelBudget::DEFAULT.grace,
         }
     }
 }
@@ -93,9 +95,10 @@ impl Ssh2ConfigBuilder {
     }
 
     /// How long a cancelled script gets to end on `SIGTERM` before `SIGKILL`. Capped at
-    /// 1.5 s so that a cancelled run still returns within 2 s.
+    /// [`CancelBudget::max_grace`] (1.5 s) so that a cancelled run still returns within
+    /// [`CancelBudget::run`] (2 s).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
-        self.config.cancel_grace = grace.min(Duration::from_millis(1500));
+        self.config.cancel_grace = grace.min(CancelBudget::DEFAULT.max_grace());
         self
     }
 

@@ -1,5 +1,6 @@
 //! Client key generation and host-key fingerprints.
 
+use base64ct::{Base64Unpadded, Encoding};
 use fargate_core::{Error, ErrorKind, HostKey, KeyPair, KeyType, PrivateKey, Result};
 use sha2::{Digest, Sha256};
 use ssh_key::LineEnding;
@@ -107,43 +108,15 @@ pub fn host_key_from_blob(blob: &[u8]) -> HostKey {
 }
 
 /// OpenSSH's `SHA256:` fingerprint of a key blob: base64 without padding.
-pub fn sha256_fingerprint(blob: &[u8]) -> String {
+fn sha256_fingerprint(blob: &[u8]) -> String {
     let digest = Sha256::digest(blob);
-    format!("SHA256:{}", base64_unpadded(&digest))
-}
-
-fn base64_unpadded(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let symbols = chunk.len() + 1;
-        for i in 0..symbols {
-            let index = (n >> (18 - 6 * i)) & 0x3f;
-            out.push(char::from(ALPHABET[index as usize]));
-        }
-    }
-    out
+    format!("SHA256:{}", Base64Unpadded::encode_string(&digest))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_without_padding() {
-        assert_eq!(base64_unpadded(b""), "");
-        assert_eq!(base64_unpadded(b"f"), "Zg");
-        assert_eq!(base64_unpadded(b"fo"), "Zm8");
-        assert_eq!(base64_unpadded(b"foo"), "Zm9v");
-        assert_eq!(base64_unpadded(b"foobar"), "Zm9vYmFy");
-    }
 
     #[test]
     fn ed25519_pair_is_one_line_and_openssh_encoded() {

@@ -1,5 +1,4 @@
-//! The SSH backend of the `fargate` driver: a [`RemoteShell`](fargate_core::RemoteShell)
-//! on libssh2 (the `ssh2` crate), [`Ssh2Shell`].
+#![doc = include_str!("../README.md")]
 //!
 //! # Design
 //!
@@ -74,7 +73,8 @@
 //! -<pgid>` (the runner's scripts `trap 'exit 1' TERM`), a wait of up to
 //! [`Ssh2Config::cancel_grace`] (1 s) for the group to empty (`kill -s 0`), then `kill -s
 //! KILL -- -<pgid>` for whatever ignored `SIGTERM`. `run` returns
-//! [`Cancelled`](fargate_core::ErrorKind::Cancelled) within 2 s; a cancel that comes while
+//! [`Cancelled`](fargate_core::ErrorKind::Cancelled) within 2 s (the shared
+//! [`CancelBudget`](fargate_core::CancelBudget)); a cancel that comes while
 //! still connecting returns at once and the script is never started. The SSH `signal`
 //! request is not used: libssh2's Rust binding lacks it and many sshd versions ignore it.
 //! Children that leave the process group (`setsid`, daemons) are not stopped; the task is

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fargate_core::{
-    Endpoint, Error, ErrorKind, HostKey, KeyPair, KeyType, OutputSink, RemoteShell, Result,
-    RunOutcome, RunRequest,
+    CancelBudget, Endpoint, Error, ErrorKind, HostKey, KeyPair, KeyType, OutputSink, RemoteShell,
+    Result, RunOutcome, RunRequest,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use crate::session::{self, Chunk, StartGate};
 const CHANNEL_CHUNKS: usize = 8;
 
 /// After a cancel, the longest `run` waits for the SSH thread to stop the remote script.
-const CANCEL_WAIT: Duration = Duration::from_millis(1900);
+const CANCEL_WAIT: Duration = CancelBudget::DEFAULT.shell_wait();
 
 /// The [`RemoteShell`] of the driver: libssh2 (through the `ssh2` crate), one SSH
 /// connection per call, on a blocking thread. See the [crate docs](crate) for the design.

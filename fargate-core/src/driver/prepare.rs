@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::CancelBudget;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Endpoint, TaskRef, TaskSpec, TaskState};
@@ -21,7 +22,7 @@ use super::{
 
 /// How long a cancelled prepare still waits for a launch call in flight, so that the task
 /// it may start is known and stopped rather than left behind.
-pub(super) const LAUNCH_SETTLE: Duration = Duration::from_secs(20);
+pub(super) const LAUNCH_SETTLE: Duration = CancelBudget::DEFAULT.launch_settle;
 
 /// The script prepare runs once to check that the task can run the job's scripts.
 pub const LOGIN_CHECK_SCRIPT: &[u8] = b"true\n";

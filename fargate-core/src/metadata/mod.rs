@@ -20,7 +20,8 @@ use crate::job::JobKey;
 
 pub use file_store::{FileMetadataStore, permission_warnings};
 pub use lock::JobLock;
-pub use record::{AttemptOutcome, JobRecord, LaunchAttempt, Phase, RECORD_FORMAT, unix_now};
+pub(crate) use record::unix_now;
+pub use record::{AttemptOutcome, JobRecord, LaunchAttempt, Phase, RECORD_FORMAT};
 
 /// Stores job records between stage processes.
 ///
