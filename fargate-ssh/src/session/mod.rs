@@ -1,0 +1,171 @@
+//! The blocking side: one libssh2 session per call, driven from a blocking thread.
+//!
+//! - [`connection`]: the TCP connection and SSH handshake, host-key check,
+//!   authentication, and what their failures mean;
+//! - [`bootstrap`]: the `sh` command that starts bash on the script, and the marker lines
+//!   it prints, kept out of the script's output;
+//! - [`pump`]: one running script: sending it, reading its output into the channel to the
+//!   async side, its outcome, and stopping it on cancel.
+
+mod bootstrap;
+mod connection;
+mod pump;
+
+use std::time::Duration;
+
+use fargate_core::{Error, ErrorKind, Result, RunOutcome, RunRequest};
+use ssh2::ErrorCode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::BACKEND;
+use crate::config::Ssh2Config;
+
+use bootstrap::{BOOTSTRAP, MarkerScanner};
+use connection::Connection;
+pub(crate) use connection::probe;
+use pump::Run;
+
+/// Size of one read from the channel, and so the largest chunk handed to the sink.
+const CHUNK: usize = fargate_core::MAX_OUTPUT_CHUNK;
+
+/// How long one `poll` waits at most, so that a cancel is seen promptly.
+const POLL_SLICE: Duration = Duration::from_millis(50);
+/// libssh2's "would block".
+const EAGAIN: i32 = -37;
+/// Decides, between the SSH thread and the task awaiting `run`, whether the script gets
+/// started: a cancel before the start returns at once (the thread may still be in a TCP
+/// connect or handshake) and the thread then does not start the script.
+#[derive(Debug, Default)]
+pub(crate) struct StartGate(std::sync::Mutex<GateState>);
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum GateState {
+    #[default]
+    Pending,
+    Started,
+    Abandoned,
+}
+
+impl StartGate {
+    /// The thread is about to start the script: `false` if it must not.
+    fn start(&self) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *state == GateState::Pending {
+            *state = GateState::Started;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The caller gives up: `true` if the script was not (and now will not be) started.
+    pub(crate) fn abandon(&self) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *state == GateState::Pending {
+            *state = GateState::Abandoned;
+            true
+        } else {
+            *state == GateState::Abandoned
+        }
+    }
+}
+
+/// A chunk of output, passed from the blocking thread to the task awaiting `run`.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+fn ssh_error(kind: ErrorKind, message: impl Into<String>) -> Error {
+    Error::new(kind, message).with_backend(BACKEND)
+}
+
+fn is_eagain(err: &ssh2::Error) -> bool {
+    err.code() == ErrorCode::Session(EAGAIN)
+}
+/// `run`: connect, check the host key, authenticate, run the script, stream its output
+/// into `tx`.
+pub(crate) fn run(
+    config: &Ssh2Config,
+    request: &RunRequest,
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+    gate: &StartGate,
+) -> Result<RunOutcome> {
+    let conn = Connection::open(
+        request.endpoint,
+        config.connect_timeout,
+        config.handshake_timeout,
+        false,
+    )?;
+    let result = run_on(&conn, config, request, tx, stop, gate);
+    conn.disconnect();
+    result
+}
+
+fn run_on(
+    conn: &Connection,
+    config: &Ssh2Config,
+    request: &RunRequest,
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+    gate: &StartGate,
+) -> Result<RunOutcome> {
+    conn.check_host_key(request.host_key.as_ref())?;
+    conn.authenticate(request)?;
+    if stop.is_cancelled() || !gate.start() {
+        return Err(cancelled("the script was not started"));
+    }
+    let mut channel = conn.sess.channel_session().map_err(|e| {
+        ssh_error(
+            ErrorKind::Unexpected,
+            format!(
+                "the SSH server at {} refused to open a session: {}",
+                conn.endpoint,
+                e.message()
+            ),
+        )
+    })?;
+    channel.exec(BOOTSTRAP).map_err(|e| {
+        ssh_error(
+            ErrorKind::Unexpected,
+            format!(
+                "the SSH server at {} refused to run a command: {}",
+                conn.endpoint,
+                e.message()
+            ),
+        )
+    })?;
+    tracing::debug!(endpoint = %conn.endpoint, "script bootstrap started");
+    let keepalive = config.keepalive_interval.as_secs();
+    if keepalive > 0 {
+        conn.sess
+            .set_keepalive(true, u32::try_from(keepalive).unwrap_or(u32::MAX));
+    }
+    conn.sess.set_blocking(false);
+    let mut run = Run {
+        conn,
+        user: &request.username,
+        channel,
+        tx,
+        buf: vec![0; CHUNK],
+        scanner: MarkerScanner::default(),
+        discard: false,
+        receiver_gone: false,
+        eof: false,
+    };
+    let sent = run.send_script(&request.script, stop)?;
+    if sent && run.pump_until_closed(Some(stop), None, keepalive > 0)? {
+        return run.outcome();
+    }
+    let how = run.kill(sent, config.cancel_grace);
+    tracing::debug!(endpoint = %conn.endpoint, "script cancelled: {how}");
+    Err(cancelled(&how))
+}
+fn cancelled(how: &str) -> Error {
+    ssh_error(
+        ErrorKind::Cancelled,
+        format!("running the script was cancelled; {how}"),
+    )
+}
