@@ -200,41 +200,92 @@ struct Row {
     verdict: String,
 }
 
+/// What every part of the bench uses: the local Fargate, the runner emulator and the
+/// run's parameters.
+struct Bench {
+    fargate: Arc<LocalFargate>,
+    emu: RunnerEmu,
+    fargate_bin: PathBuf,
+    /// Holds the configuration, the metadata directory and the scratch files.
+    dir: tempfile::TempDir,
+    metadata: PathBuf,
+    jobs: i64,
+    config_spawns: usize,
+    run_rounds: usize,
+}
+
+/// What part 1 measured that later rows compare against.
+struct JobCpu {
+    median: Duration,
+    run_stages: usize,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let jobs: i64 = args.next().map_or(5, |a| a.parse().expect("JOBS"));
-    let config_spawns: usize = args
-        .next()
-        .map_or(50, |a| a.parse().expect("CONFIG_SPAWNS"));
-    let run_rounds: usize = args.next().map_or(20, |a| a.parse().expect("RUN_ROUNDS"));
-    let fargate_bin = fargate_binary();
+    let bench = Bench::start().await;
+    let (rss_rows, job_cpu) = whole_jobs(&bench).await;
+    let config_row = config_stage(&bench);
+    let (run_rows, ssh_cpu) = run_stage(&bench);
+    let api_row = api_calls(&bench).await;
 
-    // Jobs log in as a user with bash as login shell and a fresh home, as in a task image:
-    // root's rc files on the bench machine (which may run slow tools on every SSH command)
-    // would add the same constant to the driver and to `ssh`.
-    let options = LocalFargateOptions {
-        login_shell: Some("/bin/bash".into()),
-        ..LocalFargateOptions::default()
-    };
-    let fargate = Arc::new(LocalFargate::start(options).await);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let metadata = dir.path().join("metadata");
-    let config = dir.path().join("fargate.toml");
-    std::fs::write(&config, fargate.fargate_toml(&metadata)).expect("write fargate.toml");
-    let mut emu = RunnerEmu::new(&fargate_bin, &config, fargate.driver_env());
-    emu.metadata_dir = Some(metadata.clone());
-    println!(
-        "job_bench: {} ; moto {} ; {jobs} jobs, {config_spawns} config spawns, {run_rounds} run rounds",
-        fargate_bin.display(),
-        fargate.moto().endpoint_url()
-    );
+    let mut rows = vec![config_row];
+    rows.extend(run_rows);
+    rows.extend(rss_rows);
+    rows.push(cpu_row(&job_cpu, ssh_cpu));
+    rows.push(api_row);
+    print_summary(&rows);
+    let running = bench.fargate.running_tasks().await;
+    assert!(running.is_empty(), "tasks left running: {running:?}");
+}
 
-    let mut rows: Vec<Row> = Vec::new();
+impl Bench {
+    /// Parses `[JOBS CONFIG_SPAWNS RUN_ROUNDS]` and starts the local Fargate.
+    async fn start() -> Bench {
+        let mut args = std::env::args().skip(1);
+        let jobs: i64 = args.next().map_or(5, |a| a.parse().expect("JOBS"));
+        let config_spawns: usize = args
+            .next()
+            .map_or(50, |a| a.parse().expect("CONFIG_SPAWNS"));
+        let run_rounds: usize = args.next().map_or(20, |a| a.parse().expect("RUN_ROUNDS"));
+        let fargate_bin = fargate_binary();
 
-    // ---- 1. whole jobs -------------------------------------------------------------------
+        // Jobs log in as a user with bash as login shell and a fresh home, as in a task
+        // image: root's rc files on the bench machine (which may run slow tools on every
+        // SSH command) would add the same constant to the driver and to `ssh`.
+        let options = LocalFargateOptions {
+            login_shell: Some("/bin/bash".into()),
+            ..LocalFargateOptions::default()
+        };
+        let fargate = Arc::new(LocalFargate::start(options).await);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let metadata = dir.path().join("metadata");
+        let config = dir.path().join("fargate.toml");
+        std::fs::write(&config, fargate.fargate_toml(&metadata)).expect("write fargate.toml");
+        let mut emu = RunnerEmu::new(&fargate_bin, &config, fargate.driver_env());
+        emu.metadata_dir = Some(metadata.clone());
+        println!(
+            "job_bench: {} ; moto {} ; {jobs} jobs, {config_spawns} config spawns, {run_rounds} run rounds",
+            fargate_bin.display(),
+            fargate.moto().endpoint_url()
+        );
+        Bench {
+            fargate,
+            emu,
+            fargate_bin,
+            dir,
+            metadata,
+            jobs,
+            config_spawns,
+            run_rounds,
+        }
+    }
+}
+
+/// Part 1: whole jobs of `true`, per stage type; one peak-RSS row per stage type.
+async fn whole_jobs(bench: &Bench) -> (Vec<Row>, JobCpu) {
+    let jobs = bench.jobs;
     let results = {
-        let emu = emu.clone();
+        let emu = bench.emu.clone();
         tokio::task::spawn_blocking(move || {
             // Warm-up (page cache, moto's first requests), not counted.
             run_job(&emu, 900, &["true"]);
@@ -245,46 +296,9 @@ async fn main() {
         .await
         .expect("job thread")
     };
-    // The same job with every stage under GNU time, for each process's own peak RSS.
-    let clean_rss: Option<Vec<(String, u64)>> = if Path::new(GNU_TIME).is_file() {
-        let log = dir.path().join("gnu-time.log");
-        let mut timed = emu.clone();
-        timed.driver = PathBuf::from(GNU_TIME);
-        timed.args = [
-            "-a",
-            "-o",
-            &log.display().to_string(),
-            "-f",
-            "%M %U %S",
-            &fargate_bin.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(emu.args.iter().cloned())
-        .collect();
-        let result = tokio::task::spawn_blocking(move || run_job(&timed, 950, &["true"]))
-            .await
-            .expect("job thread");
-        let rss = gnu_time_lines(&log);
-        assert_eq!(
-            rss.len(),
-            result.stages.len(),
-            "one GNU time line per stage"
-        );
-        Some(
-            result
-                .stages
-                .iter()
-                .map(|s| s.name.clone())
-                .zip(rss)
-                .collect(),
-        )
-    } else {
-        println!("({GNU_TIME} not found: no clean RSS figures)");
-        None
-    };
+    let clean_rss = clean_rss(bench).await;
     let true_clean_kb = clean_rss.as_ref().map(|_| {
-        let log = dir.path().join("gnu-time-true.log");
+        let log = bench.dir.path().join("gnu-time-true.log");
         let mut cmd = Command::new(GNU_TIME);
         cmd.args(["-o", &log.display().to_string(), "-f", "%M", "/bin/true"]);
         measure(cmd, "time /bin/true");
@@ -299,6 +313,7 @@ async fn main() {
         "{:<9} {:>5} {:>11} {:>16} {:>16} {:>12}",
         "stage", "procs", "wall med", "maxRSS (wait4)", "maxRSS (own)", "CPU med"
     );
+    let mut rows = Vec::new();
     let all: Vec<&StageRun> = results.iter().flat_map(|r| r.stages.iter()).collect();
     for ty in STAGE_TYPES {
         let of: Vec<&&StageRun> = all.iter().filter(|s| stage_type(&s.name) == ty).collect();
@@ -359,8 +374,57 @@ async fn main() {
     if !describes.is_empty() {
         println!("DescribeTasks during prepare (\"task is ready\" describe_calls): {describes:?}");
     }
+    let cpu = JobCpu {
+        median: median(&job_cpu),
+        run_stages,
+    };
+    (rows, cpu)
+}
 
-    // ---- 2. config stage vs /bin/true ---------------------------------------------------
+/// The same job with every stage under GNU time, for each process's own peak RSS:
+/// `(stage name, KiB)`, or `None` without GNU time.
+async fn clean_rss(bench: &Bench) -> Option<Vec<(String, u64)>> {
+    if !Path::new(GNU_TIME).is_file() {
+        println!("({GNU_TIME} not found: no clean RSS figures)");
+        return None;
+    }
+    let log = bench.dir.path().join("gnu-time.log");
+    let mut timed = bench.emu.clone();
+    timed.driver = PathBuf::from(GNU_TIME);
+    timed.args = [
+        "-a",
+        "-o",
+        &log.display().to_string(),
+        "-f",
+        "%M %U %S",
+        &bench.fargate_bin.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(bench.emu.args.iter().cloned())
+    .collect();
+    let result = tokio::task::spawn_blocking(move || run_job(&timed, 950, &["true"]))
+        .await
+        .expect("job thread");
+    let rss = gnu_time_lines(&log);
+    assert_eq!(
+        rss.len(),
+        result.stages.len(),
+        "one GNU time line per stage"
+    );
+    Some(
+        result
+            .stages
+            .iter()
+            .map(|s| s.name.clone())
+            .zip(rss)
+            .collect(),
+    )
+}
+
+/// Part 2: the config stage against `/bin/true` spawned the same way.
+fn config_stage(bench: &Bench) -> Row {
+    let (emu, config_spawns) = (&bench.emu, bench.config_spawns);
     let job = Job::new(2000, &["true"]);
     let cfg_dir = tempfile::Builder::new()
         .prefix("custom-executor")
@@ -428,30 +492,33 @@ async fn main() {
         "(maxRSS via wait4 of a posix_spawn child includes this bench's own peak: /bin/true shows that floor, {:.1} MB)",
         mb(true_rss)
     );
-    rows.insert(
-        0,
-        Row {
-            metric: "config stage wall".into(),
-            value: format!("{:.2} ms", ms(cfg_wall)),
-            baseline: format!("{:.2} ms /bin/true", ms(true_wall)),
-            ratio: format!("{:.2}x", cfg_wall.as_secs_f64() / true_wall.as_secs_f64()),
-            target: "< 5 ms".into(),
-            verdict: verdict(ms(cfg_wall) < CONFIG_TARGET_MS).into(),
-        },
-    );
+    Row {
+        metric: "config stage wall".into(),
+        value: format!("{:.2} ms", ms(cfg_wall)),
+        baseline: format!("{:.2} ms /bin/true", ms(true_wall)),
+        ratio: format!("{:.2}x", cfg_wall.as_secs_f64() / true_wall.as_secs_f64()),
+        target: "< 5 ms".into(),
+        verdict: verdict(ms(cfg_wall) < CONFIG_TARGET_MS).into(),
+    }
+}
 
-    // ---- 3. run stage of `true` vs ssh host true ----------------------------------------
-    let job = Job::new(3000, &["true"]);
-    let run_dir = tempfile::Builder::new()
-        .prefix("custom-executor")
-        .tempdir()
-        .expect("temp dir");
-    let before = json_files(&metadata);
+/// Where a prepared job's task answers, from its record: address, port and a key file.
+struct PreparedTask {
+    ip: String,
+    port: u16,
+    key_path: PathBuf,
+}
+
+/// Runs the prepare stage of `job` and reads the task's endpoint and key from its record.
+fn prepare_task(bench: &Bench, job: &Job, run_dir: &Path) -> PreparedTask {
+    let before = json_files(&bench.metadata);
     measure(
-        emu.stage_command(&job, run_dir.path(), &["custom", "prepare"]),
+        bench
+            .emu
+            .stage_command(job, run_dir, &["custom", "prepare"]),
         "fargate custom prepare",
     );
-    let record_path = json_files(&metadata)
+    let record_path = json_files(&bench.metadata)
         .into_iter()
         .find(|p| !before.contains(p))
         .expect("prepare wrote a job record");
@@ -463,19 +530,32 @@ async fn main() {
         .expect("endpoint.ip")
         .to_owned();
     let port = record["endpoint"]["port"].as_u64().expect("endpoint.port") as u16;
-    let key_path = dir.path().join("job_key");
+    let key_path = bench.dir.path().join("job_key");
     fargate_benches::write_private_key(
         &key_path,
         record["private_key"].as_str().expect("private_key"),
     )
     .expect("write key");
+    PreparedTask { ip, port, key_path }
+}
+
+/// Part 3: the run stage of `true` against `ssh host true`; two rows (ssh's default key
+/// exchange, and curve25519 as libssh2 uses), and the median client CPU of one `ssh`.
+fn run_stage(bench: &Bench) -> (Vec<Row>, Duration) {
+    let (emu, run_rounds) = (&bench.emu, bench.run_rounds);
+    let job = Job::new(3000, &["true"]);
+    let run_dir = tempfile::Builder::new()
+        .prefix("custom-executor")
+        .tempdir()
+        .expect("temp dir");
+    let PreparedTask { ip, port, key_path } = prepare_task(bench, &job, run_dir.path());
     let script = run_dir.path().join("true.sh");
     std::fs::write(&script, runner_script("true")).expect("write script");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let script_arg = script.display().to_string();
     let run_args = ["custom", "run", script_arg.as_str(), "build_script"];
     let curve = ["-o", "KexAlgorithms=curve25519-sha256"];
-    let user = fargate.ssh_username();
+    let user = bench.fargate.ssh_username();
     let (mut ours, mut ssh_default, mut ssh_curve) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..run_rounds + 1 {
         let a = measure(
@@ -526,48 +606,43 @@ async fn main() {
     let r_def = w_ours.as_secs_f64() / w_def.as_secs_f64();
     let r_curve = w_ours.as_secs_f64() / w_curve.as_secs_f64();
     println!("ratio vs ssh default {r_def:.2}, vs ssh curve25519 {r_curve:.2}");
-    rows.insert(
-        1,
-        Row {
-            metric: "run stage `true` wall".into(),
-            value: format!("{:.1} ms", ms(w_ours)),
-            baseline: format!("{:.1} ms ssh", ms(w_def)),
-            ratio: format!("{r_def:.2}x"),
-            target: "<= 1.25x".into(),
-            verdict: verdict(r_def <= RUN_TARGET_RATIO).into(),
-        },
-    );
-    rows.insert(
-        2,
-        Row {
-            metric: "run stage `true` wall".into(),
-            value: format!("{:.1} ms", ms(w_ours)),
-            baseline: format!("{:.1} ms ssh curve25519", ms(w_curve)),
-            ratio: format!("{r_curve:.2}x"),
-            target: "<= 1.25x".into(),
-            verdict: verdict(r_curve <= RUN_TARGET_RATIO).into(),
-        },
-    );
-    // The fair client baseline: one `ssh` (same kex as libssh2) per run stage.
-    let ssh_cpu = cpus(&ssh_curve);
-    rows.push(Row {
+    let row = |baseline: String, ratio: f64| Row {
+        metric: "run stage `true` wall".into(),
+        value: format!("{:.1} ms", ms(w_ours)),
+        baseline,
+        ratio: format!("{ratio:.2}x"),
+        target: "<= 1.25x".into(),
+        verdict: verdict(ratio <= RUN_TARGET_RATIO).into(),
+    };
+    let rows = vec![
+        row(format!("{:.1} ms ssh", ms(w_def)), r_def),
+        row(format!("{:.1} ms ssh curve25519", ms(w_curve)), r_curve),
+    ];
+    (rows, cpus(&ssh_curve))
+}
+
+/// A job's driver CPU against the fair client baseline: one `ssh` (same key exchange as
+/// libssh2) per run stage.
+fn cpu_row(job_cpu: &JobCpu, ssh_cpu: Duration) -> Row {
+    let run_stages = job_cpu.run_stages;
+    let baseline = ssh_cpu * run_stages as u32;
+    Row {
         metric: "CPU of a job's driver processes".into(),
-        value: format!("{:.1} ms", ms(median(&job_cpu))),
-        baseline: format!(
-            "{run_stages} x ssh-curve25519 CPU {:.1} ms",
-            ms(ssh_cpu * run_stages as u32)
-        ),
+        value: format!("{:.1} ms", ms(job_cpu.median)),
+        baseline: format!("{run_stages} x ssh-curve25519 CPU {:.1} ms", ms(baseline)),
         ratio: format!(
             "{:.2}x",
-            median(&job_cpu).as_secs_f64() / (ssh_cpu * run_stages as u32).as_secs_f64()
+            job_cpu.median.as_secs_f64() / baseline.as_secs_f64()
         ),
         target: "(none)".into(),
         verdict: "-".into(),
-    });
+    }
+}
 
-    // ---- 4. ECS API calls per job --------------------------------------------------------
-    let proxy = Arc::new(FaultProxy::start(&fargate.moto().endpoint_url()));
-    let mut counted = emu.clone();
+/// Part 4: ECS API calls of one job, counted by a recording proxy in front of moto.
+async fn api_calls(bench: &Bench) -> Row {
+    let proxy = Arc::new(FaultProxy::start(&bench.fargate.moto().endpoint_url()));
+    let mut counted = bench.emu.clone();
     for (k, v) in &mut counted.env {
         if k == "AWS_ENDPOINT_URL" {
             *v = proxy.endpoint_url();
@@ -586,28 +661,27 @@ async fn main() {
         "== 4. ECS API calls of one job (through a recording proxy): {total} {by_op:?}; describe_calls logged: {:?}",
         log_field(&result.log, "describe_calls")
     );
-    rows.push(Row {
+    Row {
         metric: "ECS API calls per job".into(),
         value: total.to_string(),
         baseline: "-".into(),
         ratio: "-".into(),
         target: "(none)".into(),
         verdict: "-".into(),
-    });
+    }
+}
 
-    // ---- summary --------------------------------------------------------------------------
+fn print_summary(rows: &[Row]) {
     println!();
     println!("== summary");
     println!(
         "{:<32} {:>11}  {:<38} {:>7}  {:<9} verdict",
         "metric", "value", "baseline (same run)", "ratio", "target"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<32} {:>11}  {:<38} {:>7}  {:<9} {}",
             r.metric, r.value, r.baseline, r.ratio, r.target, r.verdict
         );
     }
-    let running = fargate.running_tasks().await;
-    assert!(running.is_empty(), "tasks left running: {running:?}");
 }
