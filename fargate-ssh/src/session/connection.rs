@@ -215,8 +215,11 @@ impl Connection {
             }
         }
     }
+}
 
-    pub(super) fn disconnect(&self) {
+impl Drop for Connection {
+    /// Says goodbye to the server, without waiting for its answer.
+    fn drop(&mut self) {
         self.sess.set_blocking(false);
         let _ = self
             .sess
@@ -367,8 +370,7 @@ fn auth_failed(endpoint: Endpoint, user: &str, key_type: &str, offered: &str) ->
 
 /// `probe`: TCP connect and SSH handshake, nothing else.
 pub(crate) fn probe(endpoint: Endpoint, timeout: Duration) -> Result<HostKey> {
+    // Disconnects when dropped.
     let conn = Connection::open(endpoint, timeout, timeout, true)?;
-    let key = conn.host_key.clone();
-    conn.disconnect();
-    Ok(key)
+    Ok(conn.host_key.clone())
 }

@@ -39,7 +39,7 @@ const EAGAIN: i32 = -37;
 #[derive(Debug, Default)]
 pub(crate) struct StartGate(std::sync::Mutex<GateState>);
 
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum GateState {
     #[default]
     Pending,
@@ -48,26 +48,27 @@ enum GateState {
 }
 
 impl StartGate {
+    /// Leaves `Pending` for `to` (if still pending); returns the state before.
+    fn leave_pending(&self, to: GateState) -> GateState {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let before = *state;
+        if before == GateState::Pending {
+            *state = to;
+        }
+        before
+    }
+
     /// The thread is about to start the script: `false` if it must not.
     fn start(&self) -> bool {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if *state == GateState::Pending {
-            *state = GateState::Started;
-            true
-        } else {
-            false
-        }
+        self.leave_pending(GateState::Started) == GateState::Pending
     }
 
     /// The caller gives up: `true` if the script was not (and now will not be) started.
     pub(crate) fn abandon(&self) -> bool {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if *state == GateState::Pending {
-            *state = GateState::Abandoned;
-            true
-        } else {
-            *state == GateState::Abandoned
-        }
+        matches!(
+            self.leave_pending(GateState::Abandoned),
+            GateState::Pending | GateState::Abandoned
+        )
     }
 }
 
@@ -84,6 +85,7 @@ fn ssh_error(kind: ErrorKind, message: impl Into<String>) -> Error {
 fn is_eagain(err: &ssh2::Error) -> bool {
     err.code() == ErrorCode::Session(EAGAIN)
 }
+
 /// `run`: connect, check the host key, authenticate, run the script, stream its output
 /// into `tx`.
 pub(crate) fn run(
@@ -93,25 +95,13 @@ pub(crate) fn run(
     stop: &CancellationToken,
     gate: &StartGate,
 ) -> Result<RunOutcome> {
-    let conn = Connection::open(
+    // Disconnects when dropped, whichever way this returns.
+    let conn = &Connection::open(
         request.endpoint,
         config.connect_timeout,
         config.handshake_timeout,
         false,
     )?;
-    let result = run_on(&conn, config, request, tx, stop, gate);
-    conn.disconnect();
-    result
-}
-
-fn run_on(
-    conn: &Connection,
-    config: &Ssh2Config,
-    request: &RunRequest,
-    tx: &mpsc::Sender<Chunk>,
-    stop: &CancellationToken,
-    gate: &StartGate,
-) -> Result<RunOutcome> {
     conn.check_host_key(request.host_key.as_ref())?;
     conn.authenticate(request)?;
     if stop.is_cancelled() || !gate.start() {
