@@ -47,9 +47,10 @@ pub use record::{AttemptOutcome, JobRecord, LaunchAttempt, Phase, RECORD_FORMAT}
 /// [`MetadataStore::unlock`] when the stage ends, successful or not. When the stage's future
 /// is dropped (an embedder's timeout, a panic) `unlock` never runs: the lock is then released
 /// by dropping the [`JobLock`] (stores that can) or when its lease expires. A lease should
-/// therefore be longer than the longest stage (`[Fargate] ReadyTimeout` plus
-/// `StopTimeout`), and short enough that a lock left by a killed driver does not hold the
-/// next stage long (the driver waits 30 s for a lock).
+/// therefore be longer than the longest stage (the options' `timeouts.ready` plus
+/// `timeouts.stop`, see [`Timeouts`](crate::options::Timeouts)), and short enough that a
+/// lock left by a killed driver does not hold the next stage long (the driver waits 30 s
+/// for a lock).
 #[async_trait]
 pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// Writes `record` under `record.key`.
