@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::job::{JobIdentity, JobKey};
+use crate::error::{Error, ErrorKind, Result};
+use crate::job::{JobIdentity, JobKey, Namespace};
 
 /// What to start for one job. Backend-wide settings (cluster, subnets, capacity) belong to
 /// the backend's own configuration; this holds what differs from job to job.
@@ -276,6 +277,47 @@ impl TaskStatus {
     }
 }
 
+/// One task of a namespace, as [`TaskLauncher::list`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListedTask {
+    /// The task.
+    pub task: TaskRef,
+    /// The job it runs, from its job-key tag; `None` when the tag is missing or invalid.
+    pub key: Option<JobKey>,
+    /// The task's deadline (for ECS its `fargate:deadline` tag), if it has one.
+    pub deadline: Option<SystemTime>,
+    /// When the backend created the task, if it says.
+    pub started_at: Option<SystemTime>,
+    /// Where in its lifecycle the task is.
+    pub state: TaskState,
+}
+
+impl ListedTask {
+    /// A listed `task` of job `key` in `state`, with no deadline and no start time.
+    pub fn new(task: TaskRef, key: Option<JobKey>, state: TaskState) -> Self {
+        ListedTask {
+            task,
+            key,
+            deadline: None,
+            started_at: None,
+            state,
+        }
+    }
+
+    /// Sets the deadline.
+    pub fn with_deadline(mut self, deadline: Option<SystemTime>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets when the task was created.
+    pub fn with_started_at(mut self, started_at: Option<SystemTime>) -> Self {
+        self.started_at = started_at;
+        self
+    }
+}
+
 /// Starts, watches, stops and finds tasks.
 ///
 /// Implementations must be cheap to call concurrently and must not retry internally in
@@ -333,6 +375,20 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     /// # Cancel safety
     /// Safe to drop: it changes nothing.
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>>;
+
+    /// Every task of `namespace` that is not stopped (tagged with it at launch), for a
+    /// garbage collector ([`crate::gc`]). Backends that cannot list return
+    /// [`ErrorKind::Unsupported`], the default.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: it changes nothing.
+    async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
+        let _ = namespace;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the {self:?} launcher cannot list tasks"),
+        ))
+    }
 }
 
 /// A shared, dynamically chosen launcher.
@@ -351,6 +407,9 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
         (**self).find(key).await
+    }
+    async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
+        (**self).list(namespace).await
     }
 }
 

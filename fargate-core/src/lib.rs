@@ -3,6 +3,7 @@
 pub mod cancel;
 pub mod driver;
 pub mod error;
+pub mod gc;
 pub mod job;
 pub mod launcher;
 pub mod metadata;
@@ -17,8 +18,8 @@ pub use driver::{AdminOverrides, Driver, TaskDefinitionChoice};
 pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, FailureClass, Result};
 pub use job::{JobContext, JobIdentity, JobKey, JobResponse, Namespace};
 pub use launcher::{
-    ContainerStop, DynTaskLauncher, Endpoint, StopDetails, StopOutcome, TaskLauncher, TaskRef,
-    TaskSpec, TaskState, TaskStatus,
+    ContainerStop, DynTaskLauncher, Endpoint, ListedTask, StopDetails, StopOutcome, TaskLauncher,
+    TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
 pub use options::{ConfigError, ConfigProblem, DriverOptions};

@@ -1,16 +1,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::JobKey;
+use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    ListedTask, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 
 /// How a fake task boots, counted in `describe` calls.
@@ -55,6 +55,8 @@ pub struct FakeTask {
     pub stop_reason: Option<String>,
     /// When it was launched.
     pub launched_at: Instant,
+    /// Its deadline, as a deadline tag would say ([`MemoryLauncher::set_deadline`]).
+    pub deadline: Option<SystemTime>,
 }
 
 impl FakeTask {
@@ -119,6 +121,13 @@ impl MemoryLauncher {
         }
     }
 
+    /// Sets the deadline of `task` (what [`TaskLauncher::list`] reports).
+    pub fn set_deadline(&self, task: &TaskRef, deadline: SystemTime) {
+        if let Some(t) = self.lock().tasks.get_mut(&task.id) {
+            t.deadline = Some(deadline);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LauncherState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -166,6 +175,7 @@ impl TaskLauncher for MemoryLauncher {
                         describes: 0,
                         stop_reason: None,
                         launched_at: Instant::now(),
+                        deadline: None,
                     },
                 );
                 TaskRef::new(id)
@@ -239,6 +249,25 @@ impl TaskLauncher for MemoryLauncher {
             .iter()
             .filter(|(_, t)| &t.spec.key == key && !t.state.is_terminal() && t.visible(&self.plan))
             .map(|(id, _)| TaskRef::new(id.clone()))
+            .collect())
+    }
+
+    async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
+        self.fault(Op::Find).await?;
+        Ok(self
+            .lock()
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                &t.spec.job.namespace == namespace
+                    && !t.state.is_terminal()
+                    && t.visible(&self.plan)
+            })
+            .map(|(id, t)| {
+                ListedTask::new(TaskRef::new(id.clone()), Some(t.spec.key.clone()), t.state)
+                    .with_deadline(t.deadline)
+                    .with_started_at(SystemTime::now().checked_sub(t.launched_at.elapsed()))
+            })
             .collect())
     }
 }
