@@ -234,14 +234,16 @@ pub async fn collect(
             report.tasks.push(decision);
         }
         if let (Some(lock), Ok(Some(record))) = (lock, &record) {
-            if all_stopped && !options.dry_run && record_is_dead(record, options, now) {
-                if let Err(e) = store.delete(key).await {
-                    report.records.push(RecordDecision {
-                        job: key.to_string(),
-                        action: Action::Failed,
-                        reason: e.to_string(),
-                    });
-                }
+            if all_stopped
+                && !options.dry_run
+                && record_is_dead(record, options, now)
+                && let Err(e) = store.delete(key).await
+            {
+                report.records.push(RecordDecision {
+                    job: key.to_string(),
+                    action: Action::Failed,
+                    reason: e.to_string(),
+                });
             }
             release(store, lock).await;
         }
