@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
     KeyValuePair, LaunchType, NetworkConfiguration, Tag, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    ContainerStop, Error, ErrorKind, JobKey, Result, StopDetails, StopOutcome, TaskLauncher,
-    TaskRef, TaskSpec, TaskState, TaskStatus,
+    ContainerStop, Error, ErrorKind, JobKey, ListedTask, Namespace, Result, StopDetails,
+    StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -113,6 +113,17 @@ impl EcsLauncher {
     /// The counter of API requests this launcher (and its clones) sent.
     pub fn api_calls(&self) -> &ApiCalls {
         &self.calls
+    }
+
+    /// The not-stopped tasks of the cluster tagged with `namespace`, `page_size` (1 to
+    /// [`MAX_LIST_TASKS`](crate::MAX_LIST_TASKS)) per `ListTasks` page; what
+    /// [`TaskLauncher::list`] does with pages of 100.
+    pub async fn list_paged(
+        &self,
+        namespace: &Namespace,
+        page_size: usize,
+    ) -> Result<Vec<ListedTask>> {
+        crate::listing::list_namespace(&self.ecs, &self.config.cluster, namespace, page_size).await
     }
 
     /// The ECS client, for callers that need more than the [`TaskLauncher`] methods.
@@ -372,7 +383,7 @@ fn stop_details(task: &Task) -> StopDetails {
     )
 }
 
-fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
+pub(crate) fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
     task.tags()
         .iter()
         .find(|t| t.key() == Some(key))
@@ -523,6 +534,10 @@ impl TaskLauncher for EcsLauncher {
             }
         }
         Ok(found)
+    }
+
+    async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
+        self.list_paged(namespace, crate::MAX_LIST_TASKS).await
     }
 }
 

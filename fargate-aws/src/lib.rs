@@ -67,6 +67,7 @@ mod config;
 mod errors;
 pub mod failover;
 mod launcher;
+mod listing;
 pub mod metrics;
 pub mod tags;
 mod transport;
@@ -75,5 +76,6 @@ pub use config::{Capacity, CapacityProviderItem, EcsConfig};
 pub use launcher::{
     EcsLauncher, MAX_DESCRIBE_TASKS, MAX_OVERRIDES_CHARS, MAX_STOP_REASON, task_state,
 };
+pub use listing::MAX_LIST_TASKS;
 pub use metrics::ApiCalls;
 pub use transport::SdkTransport;

@@ -29,6 +29,17 @@ pub const PROJECT: &str = "gitlab:project";
 /// Tag holding the job's name, when GitLab gave it.
 pub const JOB_NAME: &str = "gitlab:job-name";
 
+/// Tag holding the task's deadline: RFC 3339 UTC with whole seconds
+/// (`2026-12-01T05:00:00Z`); after it, no job owns the task ([`parse_deadline`]).
+pub const DEADLINE: &str = "fargate:deadline";
+
+/// The time a [`DEADLINE`] tag value names; `None` when it is not RFC 3339.
+pub fn parse_deadline(value: &str) -> Option<std::time::SystemTime> {
+    use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
+    let t = DateTime::from_str(value.trim(), DateTimeFormat::DateTime).ok()?;
+    std::time::SystemTime::try_from(t).ok()
+}
+
 /// The tags the launcher sets itself.
 pub const OWN_TAGS: [&str; 6] = [JOB_KEY, NAMESPACE, JOB_ID, PROJECT_ID, PROJECT, JOB_NAME];
 

@@ -654,3 +654,71 @@ async fn fixture_hands_out_loopback_addresses_in_order() {
     assert_eq!(other.task_cidr(), "127.99.1.0/24");
     assert_ne!(other.port(), moto.port());
 }
+
+#[tokio::test]
+async fn list_pages_through_the_cluster_and_keeps_only_the_namespace() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, proxy) = proxied().await;
+    let l = launcher(ecs.config(), &proxy.sdk_config());
+    let mut ours = Vec::new();
+    for id in 0..5 {
+        ours.push(l.launch(&ecs.spec(700 + id)).await.unwrap().id);
+    }
+    for id in 0..2 {
+        let mut spec = ecs.spec(800 + id);
+        spec.job.namespace = Namespace::parse("another-runner").unwrap();
+        spec.key = spec.job.key();
+        spec.client_token = format!("fgt-other-{id}");
+        l.launch(&spec).await.unwrap();
+    }
+    // One of ours stopped (left out), one with a deadline tag (reported).
+    let stopped = ours.pop().unwrap();
+    l.stop(&TaskRef::new(&stopped), "test").await.unwrap();
+    moto.ecs_client()
+        .tag_resource()
+        .resource_arn(&ours[0])
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key(tags::DEADLINE)
+                .value("2026-12-01T05:00:00Z")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let ns = Namespace::parse("fixture").unwrap();
+    let listed = l.list_paged(&ns, 2).await.unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|t| t.task.id.as_str()).collect();
+    ids.sort();
+    let mut want: Vec<&str> = ours.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    let tagged = listed.iter().find(|t| t.task.id == ours[0]).unwrap();
+    assert_eq!(
+        tagged.deadline,
+        tags::parse_deadline("2026-12-01T05:00:00Z")
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|t| t.key.is_some() && t.started_at.is_some())
+    );
+    // Six tasks desired running (ListTasks leaves out the stopped one) in pages of two:
+    // three ListTasks following nextToken, each within the API's rules (no startedBy,
+    // maxResults 1-100), each page described in one DescribeTasks.
+    let lists = proxy.requests_of("ListTasks");
+    assert_eq!(lists.len(), 3, "{lists:?}");
+    assert!(lists[1].json()["nextToken"].is_string());
+    for r in &lists {
+        let body = r.json();
+        assert_eq!(body["maxResults"], 2, "{body}");
+        assert!(body.get("startedBy").is_none(), "{body}");
+    }
+    for r in proxy.requests_of("DescribeTasks") {
+        let body = r.json();
+        assert!(body["tasks"].as_array().unwrap().len() <= 2, "{body}");
+    }
+    // The trait's listing (pages of 100) finds the same.
+    assert_eq!(l.list(&ns).await.unwrap().len(), 4);
+}
