@@ -71,6 +71,31 @@ pub enum Command {
         #[command(subcommand)]
         stage: Stage,
     },
+    /// Stop this runner's tasks that no live job owns, and remove stale job records.
+    #[command(
+        long_about = "Stop this runner's tasks (its namespace) that no live job owns: no job \
+                      record, a record whose cleanup died, a job older than --max-age, or a \
+                      task past its fargate:deadline tag. A job that holds its lock (a \
+                      prepare or cleanup runs) or is within its lifetime is never touched, so \
+                      this is safe to run from cron or a systemd timer while jobs run. Also \
+                      removes stale job records. Exit code 0 when all is clean or cleaned."
+    )]
+    Gc(GcArgs),
+}
+
+/// Options of `fargate gc`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GcArgs {
+    /// Stop and delete nothing; report what would be done.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON document instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+    /// The longest a job may run (from its record's creation), e.g. 24h, 90m; 0: no limit
+    /// (only the tasks' deadline tags).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub max_age: String,
 }
 
 /// The custom executor's stages.
@@ -194,6 +219,21 @@ mod tests {
         assert_eq!(a.task_def.as_deref(), Some("td:3"));
         assert_eq!(a.platform_version.as_deref(), Some("1.4.0"));
         assert_eq!(a.config, PathBuf::from("config.toml"));
+    }
+
+    #[test]
+    fn gc_takes_its_flags() {
+        let a = parse(&["fargate", "-config", "/f.toml", "gc", "--dry-run", "--json"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("/f.toml"));
+        match a.command {
+            Command::Gc(gc) => assert!(gc.dry_run && gc.json && gc.max_age == "24h"),
+            other => panic!("{other:?}"),
+        }
+        let a = parse(&["fargate", "gc", "--max-age", "2h"]).unwrap();
+        assert!(matches!(
+            a.command,
+            Command::Gc(GcArgs { dry_run: false, .. })
+        ));
     }
 
     #[test]

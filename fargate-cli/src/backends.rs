@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fargate_aws::{EcsConfig, EcsLauncher};
-use fargate_core::{JobKey, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus};
+use fargate_core::{
+    JobKey, ListedTask, Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+};
 use tokio::sync::OnceCell;
 
 type MakeLauncher = Box<
@@ -62,5 +64,8 @@ impl TaskLauncher for LazyLauncher {
     }
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
         self.get().await?.find(key).await
+    }
+    async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
+        self.get().await?.list(namespace).await
     }
 }

@@ -61,6 +61,15 @@ pub fn main_impl(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 async fn execute(args: Args) -> i32 {
+    if let Command::Gc(gc) = &args.command {
+        return match setup(&args) {
+            Ok(config) => crate::gc::run(gc, config).await,
+            Err(err) => {
+                print_plain(&err);
+                2
+            }
+        };
+    }
     let job = match JobContext::from_env() {
         Ok(job) => job,
         Err(err) => {
@@ -69,7 +78,9 @@ async fn execute(args: Args) -> i32 {
         }
     };
     let codes = job.exit_codes;
-    let Command::Custom { stage } = &args.command;
+    let Command::Custom { stage } = &args.command else {
+        return 2;
+    };
     let result = match setup(&args) {
         Ok(config) => run_stage(&args, stage, config, &job).await,
         Err(err) => {
@@ -244,7 +255,7 @@ fn report(failure: &Failure) {
     }
 }
 
-fn print_plain(err: &Error) {
+pub(crate) fn print_plain(err: &Error) {
     eprintln!("ERROR: fargate: {}", err.chain());
     if let Some(hint) = err.hint() {
         eprintln!("hint: {hint}");

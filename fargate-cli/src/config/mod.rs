@@ -62,7 +62,7 @@
 //! transport retry per call ([`fargate_aws::SdkTransport`]), so the two do not multiply
 //! beyond `MaxAttempts` × 2.
 
-mod duration;
+pub(crate) mod duration;
 mod reader;
 mod sections;
 #[cfg(test)]

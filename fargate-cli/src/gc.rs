@@ -1,0 +1,60 @@
+//! `fargate gc`: stops this runner's tasks that no live job owns and removes stale records
+//! ([`fargate_core::gc`]), then prints what it did.
+
+use std::io::Write;
+use std::time::Duration;
+
+use fargate_aws::EcsLauncher;
+use fargate_core::gc::{GcOptions, collect};
+use fargate_core::{Error, ErrorKind, FileMetadataStore, Namespace};
+
+use crate::args::GcArgs;
+use crate::config::FileConfig;
+use crate::config::duration::parse_duration;
+use crate::stages::print_plain;
+
+/// Runs `fargate gc` with the resolved configuration; returns the exit code: 0 when all is
+/// clean or cleaned, 2 when something could not be stopped or removed, or gc could not run.
+pub(crate) async fn run(args: &GcArgs, config: FileConfig) -> i32 {
+    match collect_with(args, config).await {
+        Ok(failed) => i32::from(failed) * 2,
+        Err(err) => {
+            print_plain(&err);
+            2
+        }
+    }
+}
+
+async fn collect_with(args: &GcArgs, config: FileConfig) -> fargate_core::Result<bool> {
+    let max_age = parse_duration(&args.max_age).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "--max-age {:?} is not a duration (e.g. 24h, 90m)",
+                args.max_age
+            ),
+        )
+    })?;
+    let mut options = GcOptions::default();
+    options.dry_run = args.dry_run;
+    options.max_age = (max_age > Duration::ZERO).then_some(max_age);
+    let namespace = config
+        .options
+        .namespace
+        .clone()
+        .unwrap_or_else(|| Namespace::default_for(&config.metadata_dir));
+    let launcher = EcsLauncher::from_env(config.ecs).await?;
+    let store = FileMetadataStore::new(config.metadata_dir);
+    let report = collect(&launcher, &store, &namespace, &options).await?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)
+    } else {
+        write!(out, "{report}")
+    };
+    written
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing the gc report", e))?;
+    Ok(report.has_failures())
+}
