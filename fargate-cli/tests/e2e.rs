@@ -656,3 +656,162 @@ async fn a_hanging_describe_never_stalls_the_output_or_a_cancel() {
     );
     rig.assert_no_task_running(&result).await;
 }
+
+/// Runs `fargate gc` with `args` against the rig's cluster and metadata; returns its exit
+/// code and stdout.
+fn gc_command(config: &std::path::Path, env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
+        .arg("--config")
+        .arg(config)
+        .arg("gc")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running fargate gc");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{stdout}\n--- stderr:\n{stderr}"),
+    )
+}
+
+impl Rig {
+    fn gc(&self, args: &[&str]) -> (i32, String) {
+        gc_command(
+            &self.dir.path().join("fargate.toml"),
+            &self.fargate.driver_env(),
+            args,
+        )
+    }
+
+    /// Runs only the prepare stage of `job`, as a runner that dies right after it would.
+    fn prepare_only(&self, job: &Job) {
+        let dir = self.dir.path().join(format!("job-{}", job.job_id));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = self
+            .emu
+            .stage_command(job, &dir, &["custom", "prepare"])
+            .output()
+            .expect("prepare");
+        assert!(
+            out.status.success(),
+            "prepare failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_stops_the_task_of_a_runner_that_died_after_prepare() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig_with(lagging(Duration::ZERO), |c| c).await;
+    // A task of no namespace of ours (no namespace tag): gc must never touch it.
+    let foreign = rig.fargate.start_stray_task("elsewhere-1").await;
+    rig.prepare_only(&Job::new(500, &["echo never"]));
+    let task = {
+        let running = rig.fargate.running_tasks().await;
+        assert_eq!(running.len(), 2, "{running:?}");
+        running.into_iter().find(|t| *t != foreign).unwrap()
+    };
+
+    // Its job is young: an alive job for all gc can tell, kept.
+    let (code, out) = rig.gc(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("kept task {task}")), "{out}");
+
+    // Once the job is older than it could run (its record was created whole seconds ago),
+    // a dry run says it would stop the task and stops nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, out) = rig.gc(&["--max-age", "1s", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("would stop task {task}")), "{out}");
+    assert!(out.contains("maximum age"), "{out}");
+    assert_eq!(rig.fargate.running_tasks().await.len(), 2);
+    assert!(rig.fargate.proxy().requests_of("StopTask").is_empty());
+
+    let (code, out) = rig.gc(&["--max-age", "1s", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let json = out.split("\n--- stderr:").next().unwrap();
+    let report: serde_json::Value = serde_json::from_str(json).expect(json);
+    assert_eq!(report["tasks"][0]["task"], task.as_str(), "{report}");
+    assert_eq!(report["tasks"][0]["action"], "removed", "{report}");
+    assert_eq!(rig.fargate.running_tasks().await, [foreign.clone()]);
+
+    // The second run finds nothing to do: the task is stopping, its record is gone.
+    let (code, out) = rig.gc(&["--max-age", "1s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(rig.fargate.running_tasks().await, [foreign]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_stops_a_task_past_its_deadline_tag() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig_with(lagging(Duration::ZERO), |c| c).await;
+    rig.prepare_only(&Job::new(501, &["echo never"]));
+    let task = rig.fargate.running_tasks().await.pop().unwrap();
+    rig.fargate
+        .moto()
+        .ecs_client()
+        .tag_resource()
+        .resource_arn(&task)
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key(fargate_aws::tags::DEADLINE)
+                .value("2020-01-01T00:00:00Z")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (code, out) = rig.gc(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("stopped task {task}")), "{out}");
+    assert!(out.contains("past its deadline"), "{out}");
+    assert!(rig.fargate.running_tasks().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_while_jobs_run_touches_none_of_their_tasks() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig().await;
+    let config = rig.dir.path().join("fargate.toml");
+    let env = rig.fargate.driver_env();
+    let outputs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        let mut job = Job::new(600 + i, &["echo gc-now", "echo job-done"]);
+        let (config, env, outputs) = (config.clone(), env.clone(), outputs.clone());
+        // Each job runs gc from its script, while the others prepare, run or clean up.
+        job.on_output = vec![(
+            "gc-now".into(),
+            OnOutput::Call(Box::new(move || {
+                let result = gc_command(&config, &env, &["--max-age", "1h"]);
+                outputs.lock().unwrap().push(result);
+            })),
+        )];
+        let emu = rig.emu.clone();
+        handles.push(tokio::task::spawn_blocking(move || (i, emu.run(job))));
+    }
+    for h in handles {
+        let (i, result) = h.await.expect("job thread");
+        assert_eq!(result.status, JobStatus::Success, "job {i}: {}", result.log);
+        assert!(result.log.contains("job-done"), "job {i}: {}", result.log);
+    }
+    let outputs = outputs.lock().unwrap();
+    assert_eq!(outputs.len(), 10);
+    for (code, out) in outputs.iter() {
+        assert_eq!(*code, 0, "{out}");
+        assert!(!out.contains("stopped task"), "{out}");
+        // The job that ran it was in its script: its task was listed and kept.
+        assert!(out.contains("kept task"), "{out}");
+    }
+    for stop in rig.fargate.proxy().requests_of("StopTask") {
+        let body = stop.json();
+        assert!(!body["reason"].as_str().unwrap().contains("gc"), "{body}");
+    }
+    let running = rig.fargate.running_tasks().await;
+    assert!(running.is_empty(), "{running:?}");
+}

@@ -15,10 +15,11 @@
 //! | has a record younger than that (its run stages are going on) | kept |
 //!
 //! Since it takes each job's lock (trying once, never waiting) before deciding, it is safe
-//! to run while jobs run, and two runs at once never act on the same job together. A record
-//! none of whose tasks is listed any more is removed (with its lock and temporary files)
-//! once it has not changed for [`GcOptions::consistency_window`]: an eventually consistent
-//! backend may not list a task launched moments ago.
+//! to run while jobs run, and two runs at once never act on the same job together. When it
+//! stopped every listed task of a job, the job's record goes too (with its lock and
+//! temporary files). A record none of whose tasks is listed is removed once it has not
+//! changed for [`GcOptions::consistency_window`]: an eventually consistent backend may not
+//! list a task launched moments ago.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -233,10 +234,10 @@ pub async fn collect(
             all_stopped &= decision.action == Action::Removed;
             report.tasks.push(decision);
         }
-        if let (Some(lock), Ok(Some(record))) = (lock, &record) {
+        if let (Some(lock), Ok(Some(_))) = (lock, &record) {
+            // gc stopped every listed task of the job: its record (and lock) go too.
             if all_stopped
                 && !options.dry_run
-                && record_is_dead(record, options, now)
                 && let Err(e) = store.delete(key).await
             {
                 report.records.push(RecordDecision {
@@ -475,9 +476,11 @@ mod tests {
         let mut running = launcher.running();
         running.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(running, [young, locked]);
-        // The old job's record went with its task; the one changed 10 s ago stays.
+        // The records of the jobs whose tasks gc stopped went with them; the others stay.
         assert!(store.peek(&old_key).is_none());
-        assert!(store.peek(&record_key(3)).is_some());
+        assert!(store.peek(&record_key(3)).is_none());
+        assert!(store.peek(&record_key(1)).is_some());
+        assert!(store.peek(&locked_key).is_some());
         store.unlock(lock).await.unwrap();
     }
 
