@@ -18,6 +18,10 @@
 //!   `DescribeTasks` with tags (the job-key tag) and status: tasks not stopping or stopped.
 //!   A task whose desired status is `STOPPED` is already being stopped by ECS, so it is
 //!   left out, as the trait's contract (and its conformance test) want.
+//! * **list** (for `fargate gc`, [`fargate_core::gc`]): `ListTasks` on the cluster (no
+//!   filter, desired status `RUNNING`), pages of 100 one after the other, each described by
+//!   one `DescribeTasks` with tags; the tasks tagged with the namespace, with their job key
+//!   and [`tags::DEADLINE`].
 //!
 //! Errors are [`fargate_core::Error`]s with backend `"ecs"`, a kind (`Throttled` and
 //! `CapacityUnavailable` are temporary) and a hint for the known ECS failures.
@@ -45,9 +49,9 @@
 //! |---|---|
 //! | `ecs:RunTask` | launch (on the task definitions it may run) |
 //! | `ecs:TagResource` | `RunTask` with tags needs it (on `arn:aws:ecs:*:*:task/*`) |
-//! | `ecs:DescribeTasks` | describe, stop, find |
-//! | `ecs:StopTask` | stop |
-//! | `ecs:ListTasks` | find (cleanup after a crash) |
+//! | `ecs:DescribeTasks` | describe, stop, find, list (gc) |
+//! | `ecs:StopTask` | stop (cleanup, gc) |
+//! | `ecs:ListTasks` | find (cleanup after a crash), list (gc) |
 //! | `iam:PassRole` | for the task role and execution role of the task definition |
 //! | `ec2:DescribeNetworkInterfaces` | only with `use_public_ip` |
 //!
