@@ -737,7 +737,10 @@ async fn gc_stops_the_task_of_a_runner_that_died_after_prepare() {
     let report: serde_json::Value = serde_json::from_str(json).expect(json);
     assert_eq!(report["tasks"][0]["task"], task.as_str(), "{report}");
     assert_eq!(report["tasks"][0]["action"], "removed", "{report}");
-    assert_eq!(rig.fargate.running_tasks().await, [foreign.clone()]);
+    assert_eq!(
+        rig.fargate.running_tasks().await,
+        std::slice::from_ref(&foreign)
+    );
 
     // The second run finds nothing to do: the task is stopping, its record is gone.
     let (code, out) = rig.gc(&["--max-age", "1s"]);
@@ -800,9 +803,9 @@ async fn gc_while_jobs_run_touches_none_of_their_tasks() {
         assert_eq!(result.status, JobStatus::Success, "job {i}: {}", result.log);
         assert!(result.log.contains("job-done"), "job {i}: {}", result.log);
     }
-    let outputs = outputs.lock().unwrap();
+    let outputs = std::mem::take(&mut *outputs.lock().unwrap());
     assert_eq!(outputs.len(), 10);
-    for (code, out) in outputs.iter() {
+    for (code, out) in &outputs {
         assert_eq!(*code, 0, "{out}");
         assert!(!out.contains("stopped task"), "{out}");
         // The job that ran it was in its script: its task was listed and kept.
