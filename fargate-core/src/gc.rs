@@ -196,7 +196,7 @@ pub async fn collect(
                 };
                 report
                     .tasks
-                    .push(act(launcher, t, None, verdict, options).await);
+                    .push(act(launcher, t, None, verdict, options).await.0);
             }
             continue;
         };
@@ -208,7 +208,7 @@ pub async fn collect(
                     let verdict = Verdict::Fail(format!("cannot lock its job: {e}"));
                     report
                         .tasks
-                        .push(act(launcher, t, Some(key), verdict, options).await);
+                        .push(act(launcher, t, Some(key), verdict, options).await.0);
                 }
                 continue;
             }
@@ -230,8 +230,8 @@ pub async fn collect(
                     }
                 }
             };
-            let decision = act(launcher, t, Some(key), verdict, options).await;
-            all_stopped &= decision.action == Action::Removed;
+            let (decision, gone) = act(launcher, t, Some(key), verdict, options).await;
+            all_stopped &= gone;
             report.tasks.push(decision);
         }
         if let (Some(lock), Ok(Some(_))) = (lock, &record) {
@@ -307,28 +307,42 @@ fn record_is_dead(record: &JobRecord, options: &GcOptions, now: SystemTime) -> b
         .is_ok_and(|quiet| quiet >= options.consistency_window)
 }
 
+/// Carries out `verdict` on `task`; also says whether the task is now stopping or stopped.
+///
+/// Before stopping, the task is described again: a cleanup that finished between the
+/// listing and the lock has stopped it already, and then it is not stopped a second time.
 async fn act(
     launcher: &dyn TaskLauncher,
     task: &ListedTask,
     key: Option<&JobKey>,
     verdict: Verdict,
     options: &GcOptions,
-) -> TaskDecision {
-    let (action, reason) = match verdict {
-        Verdict::Keep(why) => (Action::Kept, why),
-        Verdict::Fail(why) => (Action::Failed, why),
-        Verdict::Stop(why) if options.dry_run => (Action::WouldRemove, why),
-        Verdict::Stop(why) => match stop(launcher, &task.task, &why).await {
-            Ok(()) => (Action::Removed, why),
-            Err(e) => (Action::Failed, format!("{why}; stopping failed: {e}")),
+) -> (TaskDecision, bool) {
+    let (action, reason, gone) = match verdict {
+        Verdict::Keep(why) => (Action::Kept, why, false),
+        Verdict::Fail(why) => (Action::Failed, why, false),
+        Verdict::Stop(why) if options.dry_run => (Action::WouldRemove, why, false),
+        Verdict::Stop(why) => match launcher.describe(&task.task).await {
+            Ok(status) if status.state.is_terminal() => {
+                (Action::Kept, "it is already stopping".to_owned(), true)
+            }
+            _ => match stop(launcher, &task.task, &why).await {
+                Ok(()) => (Action::Removed, why, true),
+                Err(e) => (
+                    Action::Failed,
+                    format!("{why}; stopping failed: {e}"),
+                    false,
+                ),
+            },
         },
     };
-    TaskDecision {
+    let decision = TaskDecision {
         task: task.task.id.clone(),
         job: key.map(JobKey::to_string),
         action,
         reason,
-    }
+    };
+    (decision, gone)
 }
 
 async fn stop(launcher: &dyn TaskLauncher, task: &TaskRef, why: &str) -> Result<()> {
@@ -389,7 +403,7 @@ fn at(unix_seconds: u64) -> SystemTime {
 mod tests {
     use super::*;
     use crate::job::{JobIdentity, JobResponse};
-    use crate::launcher::TaskSpec;
+    use crate::launcher::{TaskSpec, TaskState};
     use crate::shell::PrivateKey;
     use crate::testing::{MemoryLauncher, MemoryStore};
 
@@ -531,6 +545,26 @@ mod tests {
         // Its lock is free again: gc released it.
         store.unlock(lock).await.unwrap();
         store.lock(&stale, Duration::ZERO).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_task_stopped_since_the_listing_is_not_stopped_again() {
+        let launcher = MemoryLauncher::new();
+        let orphan = launch(&launcher, "ci", 1).await;
+        // A cleanup stops it between the listing and gc's decision.
+        launcher.kill(&orphan, "cleanup");
+        let listed = ListedTask::new(orphan.clone(), Some(record_key(1)), TaskState::Running);
+        let (decision, gone) = act(
+            &launcher,
+            &listed,
+            Some(&record_key(1)),
+            Verdict::Stop("test".into()),
+            &opts(),
+        )
+        .await;
+        assert_eq!(decision.action, Action::Kept, "{decision:?}");
+        assert!(gone);
+        assert_eq!(launcher.faults.calls(crate::testing::Op::Stop), 0);
     }
 
     #[tokio::test]
