@@ -36,6 +36,13 @@ pub struct TaskSpec {
     /// Environment for that container, e.g. `SSH_PUBLIC_KEY`. Values are not secret (ECS
     /// shows them to anyone who may describe the task).
     pub environment: BTreeMap<String, String>,
+    /// When the task must be gone: the driver sets it at prepare from the job's timeout
+    /// ([`Timeouts::task_lifetime`](crate::options::Timeouts::task_lifetime)), in whole
+    /// seconds. Backends tag the task with it, and the driver passes it to the container
+    /// (`FARGATE_TASK_DEADLINE`), so that a reaper and the task itself can end it when no
+    /// stage ever does. `None`: no deadline (records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<SystemTime>,
 }
 
 impl TaskSpec {
@@ -50,7 +57,14 @@ impl TaskSpec {
             platform_version: None,
             container_name: "ci-coordinator".into(),
             environment: BTreeMap::new(),
+            deadline: None,
         }
+    }
+
+    /// The same spec with `deadline` (see [`TaskSpec::deadline`]).
+    pub fn with_deadline(mut self, deadline: SystemTime) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// The same spec with another client token.
@@ -68,6 +82,7 @@ impl fmt::Debug for TaskSpec {
             .field("platform_version", &self.platform_version)
             .field("container_name", &self.container_name)
             .field("environment", &self.environment.keys().collect::<Vec<_>>())
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }

@@ -54,6 +54,9 @@ use crate::shell::{DynRemoteShell, HostKey};
 
 /// Environment variable that carries the job's public key into the task.
 pub const SSH_PUBLIC_KEY_ENV: &str = "SSH_PUBLIC_KEY";
+/// Environment variable that carries the task's deadline ([`crate::TaskSpec::deadline`])
+/// into the task, as Unix seconds: the container should end itself then.
+pub const TASK_DEADLINE_ENV: &str = "FARGATE_TASK_DEADLINE";
 /// Job variable that asks for another task definition.
 pub const TASK_DEFINITION_VARIABLE: &str = "FARGATE_TASK_DEFINITION";
 /// Job variable that asks for another platform version.

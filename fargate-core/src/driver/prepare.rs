@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,8 @@ use crate::retry::jittered;
 use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
 
 use super::{
-    Driver, PrepareReport, SSH_PUBLIC_KEY_ENV, TaskDefinitionChoice, resolve_task_definition,
+    Driver, PrepareReport, SSH_PUBLIC_KEY_ENV, TASK_DEADLINE_ENV, TaskDefinitionChoice,
+    resolve_task_definition,
 };
 
 /// How long a cancelled prepare still waits for a launch call in flight, so that the task
@@ -89,7 +90,16 @@ impl Driver {
         let mut spec = TaskSpec::new(identity.clone(), choice.task_definition);
         spec.platform_version = choice.platform_version;
         spec.container_name = self.options.task.container_name.clone();
-        spec.environment = BTreeMap::from([(SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key)]);
+        let job_timeout = job.response.as_ref().and_then(|r| r.timeout);
+        let deadline = whole_seconds_after(
+            SystemTime::now(),
+            self.options.timeouts.task_lifetime(job_timeout),
+        );
+        spec.environment = BTreeMap::from([
+            (SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key),
+            (TASK_DEADLINE_ENV.to_owned(), unix_seconds(deadline).to_string()),
+        ]);
+        spec.deadline = Some(deadline);
         let mut record = JobRecord::new(identity, keys.private_key);
         record.spec = Some(spec.clone());
 
@@ -437,6 +447,17 @@ impl Driver {
         }
         Failure::from(err)
     }
+}
+
+/// `now + lifetime`, cut to whole seconds (as the tag and the container see it).
+fn whole_seconds_after(now: SystemTime, lifetime: Duration) -> SystemTime {
+    let secs = unix_seconds(now).saturating_add(lifetime.as_secs());
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A fresh idempotency token: 32 hex characters.

@@ -145,6 +145,44 @@ fn script_failure(f: Failure) -> (i32, String) {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_task_gets_a_deadline_from_the_job_timeout() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let mut r = rig();
+    let mut response = JobResponse::new(1);
+    response.timeout = Some(Duration::from_secs(3600));
+    r.job.response = Some(response);
+    let before = secs(SystemTime::now());
+    r.prepare().await.unwrap();
+    let after = secs(SystemTime::now());
+    let (_, task) = &r.launcher.tasks()[0];
+    let deadline = secs(task.spec.deadline.expect("a deadline"));
+    // 1 h + ReadyTimeout 10 min + StopTimeout 1 min + 10 min slack.
+    let lifetime = 3600 + 600 + 60 + 600;
+    assert!((before + lifetime..=after + lifetime).contains(&deadline));
+    assert_eq!(
+        task.spec.environment.get(TASK_DEADLINE_ENV),
+        Some(&deadline.to_string())
+    );
+    let record = r.store.peek(&r.key()).unwrap();
+    assert_eq!(record.spec.and_then(|s| s.deadline), task.spec.deadline);
+
+    // Without a timeout the maximum lifetime applies.
+    let options = DriverOptions::builder()
+        .namespace(Namespace::parse("ci").unwrap())
+        .task_definition("ci-coordinator:1")
+        .max_task_lifetime(Duration::from_secs(7200))
+        .build()
+        .unwrap();
+    let r = rig_with(options, BootPlan::default());
+    let before = secs(SystemTime::now());
+    r.prepare().await.unwrap();
+    let after = secs(SystemTime::now());
+    let deadline = secs(r.launcher.tasks()[0].1.spec.deadline.unwrap());
+    assert!((before + 7200..=after + 7200).contains(&deadline));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_whole_job() {
     let r = rig();
     let report = r.prepare().await.unwrap();

@@ -45,6 +45,8 @@ impl DriverOptionsBuilder {
         watch_interval(interval: Duration) => timeouts.watch = interval;
         /// How long after a launch an unknown task means "not visible yet".
         consistency_window(window: Duration) => timeouts.consistency_window = window;
+        /// Longest a task may live (the cap of its deadline).
+        max_task_lifetime(lifetime: Duration) => timeouts.max_task_lifetime = lifetime;
         /// Type of the per-job key.
         key_type(key_type: KeyType) => ssh.key_type = key_type;
         /// Interval of SSH readiness probes.
@@ -106,6 +108,7 @@ mod tests {
             .stop_timeout(ms(4))
             .watch_interval(ms(5))
             .consistency_window(ms(6))
+            .max_task_lifetime(ms(8))
             .ssh_login("ci", 2222)
             .key_type(KeyType::Rsa { bits: 4096 })
             .probe_interval(ms(7))
@@ -132,6 +135,7 @@ mod tests {
             o.ssh.probe_interval,
         ];
         assert_eq!(d, [1, 2, 3, 4, 5, 6, 7].map(ms));
+        assert_eq!(o.timeouts.max_task_lifetime, ms(8));
         assert_eq!((o.ssh.username.as_str(), o.ssh.port), ("ci", 2222));
         assert_eq!(o.ssh.key_type, KeyType::Rsa { bits: 4096 });
         assert_eq!(o.retry.max_attempts, 1);

@@ -60,6 +60,10 @@ pub struct Timeouts {
     /// consistent): within it, "unknown task" means "not visible yet", never "stopped".
     /// Default 60 s.
     pub consistency_window: Duration,
+    /// Longest a task may live: the cap of its deadline (see
+    /// [`TaskSpec::deadline`](crate::TaskSpec::deadline)), and its lifetime when the job
+    /// has no timeout. Default 24 hours.
+    pub max_task_lifetime: Duration,
 }
 
 impl Default for Timeouts {
@@ -71,6 +75,29 @@ impl Default for Timeouts {
             stop: Duration::from_secs(60),
             watch: Duration::from_secs(30),
             consistency_window: Duration::from_secs(60),
+            max_task_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Added to a job's timeout, besides [`Timeouts::ready`] and [`Timeouts::stop`], to make
+/// its task's lifetime: `after_script` (which GitLab does not count in the job's timeout,
+/// 5 minutes by default) and the cleanup stage's own work.
+pub const LIFETIME_SLACK: Duration = Duration::from_secs(600);
+
+impl Timeouts {
+    /// How long the task of a job with `job_timeout` (GitLab's, from `JOB_RESPONSE_FILE`)
+    /// may live from its launch: the job's timeout plus [`Timeouts::ready`],
+    /// [`Timeouts::stop`] and [`LIFETIME_SLACK`], at most [`Timeouts::max_task_lifetime`];
+    /// that maximum when the job has no timeout.
+    pub fn task_lifetime(&self, job_timeout: Option<Duration>) -> Duration {
+        match job_timeout {
+            Some(t) => t
+                .saturating_add(self.ready)
+                .saturating_add(self.stop)
+                .saturating_add(LIFETIME_SLACK)
+                .min(self.max_task_lifetime),
+            None => self.max_task_lifetime,
         }
     }
 }
@@ -162,6 +189,7 @@ impl DriverOptions {
             ("timeouts.poll_initial", t.poll_initial),
             ("timeouts.poll_max", t.poll_max),
             ("timeouts.stop", t.stop),
+            ("timeouts.max_task_lifetime", t.max_task_lifetime),
             ("ssh.probe_interval", self.ssh.probe_interval),
         ] {
             if d.is_zero() {
@@ -195,6 +223,20 @@ mod tests {
         assert_eq!(ok.timeouts, Timeouts::default());
         assert_eq!(ok.ssh, SshLogin::default());
         assert_eq!(ok.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn task_lifetime_is_the_job_timeout_plus_margins_within_the_cap() {
+        let mut t = Timeouts::default();
+        let min = |m: u64| Duration::from_secs(m * 60);
+        // 1 h job + 10 min ready + 1 min stop + 10 min slack.
+        assert_eq!(t.task_lifetime(Some(min(60))), min(81));
+        assert_eq!(t.task_lifetime(None), min(24 * 60));
+        assert_eq!(t.task_lifetime(Some(min(48 * 60))), min(24 * 60));
+        assert_eq!(t.task_lifetime(Some(Duration::MAX)), min(24 * 60));
+        t.max_task_lifetime = min(30);
+        assert_eq!(t.task_lifetime(Some(min(60))), min(30));
+        assert_eq!(t.task_lifetime(None), min(30));
     }
 
     #[test]
