@@ -63,10 +63,17 @@ pub struct EcsConfig {
     pub use_public_ip: bool,
     /// Launch type or capacity provider strategy.
     pub capacity: Capacity,
-    /// Tags the administrator wants on every task (at most 44; see [`crate::tags`]).
+    /// Tags the administrator wants on every task (at most 43; see [`crate::tags`]).
     pub tags: BTreeMap<String, String>,
     /// `enableExecuteCommand` (ECS Exec into the task, for debugging).
     pub enable_execute_command: bool,
+    /// `propagateTags = TASK_DEFINITION`: the task definition's tags (cost allocation tags,
+    /// say) are copied to every task. They count against ECS's 50 tags per task with the
+    /// driver's and [`EcsConfig::tags`]. Default `false` (ECS's `NONE`).
+    pub propagate_task_definition_tags: bool,
+    /// `enableECSManagedTags`: ECS adds `aws:ecs:clusterName` (and, for services,
+    /// `aws:ecs:serviceName`) to every task. Default `false`.
+    pub enable_ecs_managed_tags: bool,
     /// On capacity or ENI errors of `RunTask`, try the configured subnets one by one
     /// ([`crate::failover`]). Default `true`.
     pub subnet_failover: bool,
@@ -86,6 +93,8 @@ impl Default for EcsConfig {
             capacity: Capacity::default(),
             tags: BTreeMap::new(),
             enable_execute_command: false,
+            propagate_task_definition_tags: false,
+            enable_ecs_managed_tags: false,
             subnet_failover: true,
             transport: SdkTransport::default(),
         }

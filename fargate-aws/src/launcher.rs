@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    KeyValuePair, LaunchType, NetworkConfiguration, Tag, Task, TaskField, TaskOverride,
+    KeyValuePair, LaunchType, NetworkConfiguration, PropagateTags, Tag, Task, TaskField,
+    TaskOverride,
 };
 use fargate_core::{
     ContainerStop, Error, ErrorKind, JobKey, ListedTask, Namespace, Result, StopDetails,
@@ -225,6 +226,12 @@ impl EcsLauncher {
         if self.config.enable_execute_command {
             req = req.enable_execute_command(true);
         }
+        if self.config.propagate_task_definition_tags {
+            req = req.propagate_tags(PropagateTags::TaskDefinition);
+        }
+        if self.config.enable_ecs_managed_tags {
+            req = req.enable_ecs_managed_tags(true);
+        }
         let out = req.send().await.map_err(|e| errors::sdk(e, "RunTask"))?;
         if let Some(arn) = out.tasks().iter().find_map(|t| t.task_arn()) {
             return Ok(TaskRef {
@@ -393,7 +400,7 @@ pub(crate) fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
 #[async_trait]
 impl TaskLauncher for EcsLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
-        let tags = tags::task_tags(&self.config.tags, &spec.job);
+        let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
         let attempts = subnet_attempts(&self.config.subnets, self.config.subnet_failover);
         let mut failures = Vec::new();
         for (i, subnets) in attempts.iter().enumerate() {

@@ -11,7 +11,9 @@
 //! so cleanup and a reaper can rely on them.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
 use fargate_core::{ConfigProblem, JobIdentity, JobKey};
 use sha2::{Digest, Sha256};
 
@@ -29,19 +31,15 @@ pub const PROJECT: &str = "gitlab:project";
 /// Tag holding the job's name, when GitLab gave it.
 pub const JOB_NAME: &str = "gitlab:job-name";
 
-/// Tag holding the task's deadline: RFC 3339 UTC with whole seconds
-/// (`2026-12-01T05:00:00Z`); after it, no job owns the task ([`parse_deadline`]).
+/// Tag holding the task's deadline ([`fargate_core::TaskSpec::deadline`]), RFC 3339 in
+/// UTC to whole seconds (`2026-12-01T05:00:00Z`; see [`format_deadline`] and
+/// [`parse_deadline`]): a task still running after it belongs to no live job.
 pub const DEADLINE: &str = "fargate:deadline";
 
-/// The time a [`DEADLINE`] tag value names; `None` when it is not RFC 3339.
-pub fn parse_deadline(value: &str) -> Option<std::time::SystemTime> {
-    use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
-    let t = DateTime::from_str(value.trim(), DateTimeFormat::DateTime).ok()?;
-    std::time::SystemTime::try_from(t).ok()
-}
-
 /// The tags the launcher sets itself.
-pub const OWN_TAGS: [&str; 6] = [JOB_KEY, NAMESPACE, JOB_ID, PROJECT_ID, PROJECT, JOB_NAME];
+pub const OWN_TAGS: [&str; 7] = [
+    JOB_KEY, NAMESPACE, JOB_ID, PROJECT_ID, PROJECT, JOB_NAME, DEADLINE,
+];
 
 /// Most tags ECS accepts on a task.
 pub const MAX_TAGS: usize = 50;
@@ -61,6 +59,24 @@ pub fn started_by(key: &JobKey) -> String {
     format!("fgt-{}", &hex::encode(digest)[..32])
 }
 
+/// `deadline` as the value of the [`DEADLINE`] tag: RFC 3339, UTC, whole seconds
+/// (`2026-12-01T05:00:00Z`); a time before 1970 is written as the epoch.
+pub fn format_deadline(deadline: SystemTime) -> String {
+    let secs = deadline.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    DateTime::from_secs(secs)
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_else(|_| "9999-12-31T23:59:59Z".to_owned())
+}
+
+/// The time a [`DEADLINE`] tag's value names, or `None` when it is not RFC 3339 (any
+/// offset and fraction are accepted, as another tool may write them).
+pub fn parse_deadline(value: &str) -> Option<SystemTime> {
+    let t = DateTime::from_str(value.trim(), DateTimeFormat::DateTime).ok()?;
+    let secs = u64::try_from(t.secs()).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, t.subsec_nanos()))
+}
+
 fn allowed(c: char) -> bool {
     c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c)
 }
@@ -75,7 +91,11 @@ pub fn sanitize(value: &str, max: usize) -> String {
 }
 
 /// The tags of a job's task: the administrator's, then the launcher's own (which win).
-pub fn task_tags(admin: &BTreeMap<String, String>, job: &JobIdentity) -> Vec<(String, String)> {
+pub fn task_tags(
+    admin: &BTreeMap<String, String>,
+    job: &JobIdentity,
+    deadline: Option<SystemTime>,
+) -> Vec<(String, String)> {
     let own = [
         (JOB_KEY, Some(job.key().as_str().to_owned())),
         (NAMESPACE, Some(job.namespace.as_str().to_owned())),
@@ -83,6 +103,7 @@ pub fn task_tags(admin: &BTreeMap<String, String>, job: &JobIdentity) -> Vec<(St
         (PROJECT_ID, job.project_id.map(|id| id.to_string())),
         (PROJECT, job.project_path.clone()),
         (JOB_NAME, job.job_name.clone()),
+        (DEADLINE, deadline.map(format_deadline)),
     ];
     let mut tags: Vec<(String, String)> = admin
         .iter()
@@ -121,10 +142,10 @@ pub fn admin_tag_problems(tags: &BTreeMap<String, String>) -> Vec<ConfigProblem>
     reasons
         .into_iter()
         .map(|reason| {
-            ConfigProblem::new("tags", format!("are invalid: {reason}")).with_hint(
-                "ECS tags: at most 44 here, keys 1-128 and values 0-256 characters of letters, \
-                 digits, spaces and _.:/=+-@, no `aws:` prefix",
-            )
+            ConfigProblem::new("tags", format!("are invalid: {reason}")).with_hint(format!(
+                "ECS tags: at most {MAX_ADMIN_TAGS} here, keys 1-128 and values 0-256 \
+                 characters of letters, digits, spaces and _.:/=+-@, no `aws:` prefix"
+            ))
         })
         .collect()
 }
@@ -155,7 +176,7 @@ mod tests {
     #[test]
     fn tags_come_from_the_trusted_identity_and_are_sanitized() {
         let path = format!("a b/ü?x=1&y=%20#frag~{}", "z".repeat(400));
-        let tags = task_tags(&BTreeMap::new(), &job(&path));
+        let tags = task_tags(&BTreeMap::new(), &job(&path), None);
         let map: BTreeMap<_, _> = tags.iter().cloned().collect();
         let v = &map[PROJECT];
         assert_eq!(v.chars().count(), MAX_VALUE_CHARS);
@@ -168,7 +189,7 @@ mod tests {
         // What GitLab did not say is left out, not sent empty.
         let bare =
             JobIdentity::from_response(Namespace::parse("ci").unwrap(), &JobResponse::new(1));
-        let keys: Vec<String> = task_tags(&BTreeMap::new(), &bare)
+        let keys: Vec<String> = task_tags(&BTreeMap::new(), &bare, None)
             .into_iter()
             .map(|(k, _)| k)
             .collect();
@@ -176,10 +197,27 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_are_rfc3339_utc_whole_seconds_and_parse_back() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_101_200);
+        assert_eq!(format_deadline(t), "2026-12-01T05:00:00Z");
+        assert_eq!(format_deadline(t + Duration::from_millis(999)), "2026-12-01T05:00:00Z");
+        assert_eq!(parse_deadline("2026-12-01T05:00:00Z"), Some(t));
+        assert_eq!(parse_deadline(&format_deadline(t)), Some(t));
+        assert_eq!(
+            parse_deadline("2026-12-01T05:00:00.5Z"),
+            Some(t + Duration::from_millis(500))
+        );
+        for bad in ["", "tomorrow", "1796101200", "2026-13-01T05:00:00Z", "1969-12-31T23:59:59Z"] {
+            assert_eq!(parse_deadline(bad), None, "{bad}");
+        }
+        assert!(format_deadline(t).chars().all(allowed));
+    }
+
+    #[test]
     fn admin_tags_are_checked_and_own_tags_win() {
         let mut admin = BTreeMap::from([("team".to_owned(), "ci".to_owned())]);
         assert!(admin_tag_problems(&admin).is_empty());
-        let tags = task_tags(&admin, &job("g/p"));
+        let tags = task_tags(&admin, &job("g/p"), None);
         assert_eq!(tags.len(), 7);
         assert_eq!(tags[0], ("team".to_owned(), "ci".to_owned()));
         admin.insert("aws:x".into(), "y".into());
@@ -202,7 +240,9 @@ mod tests {
         let problems = admin_tag_problems(&bad);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().all(|p| p.key == "tags" && p.hint.is_some()));
-        let tags = task_tags(&many, &job("g/p"));
+        let deadline = Some(UNIX_EPOCH + Duration::from_secs(1));
+        let tags = task_tags(&many, &job("g/p"), deadline);
         assert_eq!(tags.len(), MAX_TAGS);
+        assert_eq!(tags.last().unwrap(), &(DEADLINE.to_owned(), "1970-01-01T00:00:01Z".to_owned()));
     }
 }

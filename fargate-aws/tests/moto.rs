@@ -139,8 +139,11 @@ async fn run_task_request_with_launch_type() {
     config.assign_public_ip = true;
     config.enable_execute_command = true;
     config.tags = BTreeMap::from([("team".into(), "ci platform".into())]);
+    config.propagate_task_definition_tags = true;
+    config.enable_ecs_managed_tags = true;
     let l = launcher(config, &moto.sdk_config());
-    let mut spec = ecs.spec(42);
+    let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_101_200);
+    let mut spec = ecs.spec(42).with_deadline(deadline);
     spec.platform_version = Some("1.4.0".into());
     spec.job.project_path = Some("group/pro ject?x=1".into());
     let task = l.launch(&spec).await.unwrap();
@@ -155,6 +158,8 @@ async fn run_task_request_with_launch_type() {
     assert_eq!(req["clientToken"], spec.client_token.as_str());
     assert_eq!(req["startedBy"], tags::started_by(&spec.key).as_str());
     assert_eq!(req["enableExecuteCommand"], true);
+    assert_eq!(req["propagateTags"], "TASK_DEFINITION");
+    assert_eq!(req["enableECSManagedTags"], true);
     let vpc = &req["networkConfiguration"]["awsvpcConfiguration"];
     assert_eq!(vpc["subnets"], serde_json::json!(ecs.subnets[..2]));
     assert_eq!(
@@ -177,6 +182,7 @@ async fn run_task_request_with_launch_type() {
     assert_eq!(t[tags::PROJECT_ID], "17");
     assert_eq!(t[tags::JOB_NAME], "build");
     assert_eq!(t[tags::PROJECT], "group/pro ject_x=1");
+    assert_eq!(t[tags::DEADLINE], "2026-12-01T05:00:00Z");
 
     // And as moto stored the task.
     let stored = moto.describe_task("ci", &task.id).await;
@@ -185,7 +191,13 @@ async fn run_task_request_with_launch_type() {
         Some(tags::started_by(&spec.key).as_str())
     );
     assert_eq!(stored.platform_version(), Some("1.4.0"));
-    assert_eq!(stored.tags().len(), 7);
+    assert_eq!(stored.tags().len(), 8);
+    let stored_deadline = stored
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(tags::DEADLINE))
+        .and_then(|t| tags::parse_deadline(t.value()?));
+    assert_eq!(stored_deadline, Some(deadline));
     let env = &stored.overrides().unwrap().container_overrides()[0];
     assert_eq!(env.name(), Some("ci-coordinator"));
     assert_eq!(env.environment()[0].name(), Some("SSH_PUBLIC_KEY"));
@@ -206,6 +218,9 @@ async fn run_task_request_with_capacity_strategy_and_private_ip() {
     assert!(req.get("launchType").is_none(), "{req}");
     assert!(req.get("enableExecuteCommand").is_none(), "{req}");
     assert!(req.get("platformVersion").is_none(), "{req}");
+    assert!(req.get("propagateTags").is_none(), "{req}");
+    assert!(req.get("enableECSManagedTags").is_none(), "{req}");
+    assert!(tag_map(&req).get(tags::DEADLINE).is_none(), "{req}");
     assert_eq!(
         req["capacityProviderStrategy"],
         serde_json::json!([
