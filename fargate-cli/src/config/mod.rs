@@ -37,10 +37,13 @@
 //! | `[Fargate] AllowedTaskDefinitions` | list of patterns | none | which `FARGATE_TASK_DEFINITION` job values are allowed (`*` wildcard) |
 //! | `[Fargate] AllowPlatformVersionOverride` | bool | `true` | honour `FARGATE_PLATFORM_VERSION` from jobs |
 //! | `[Fargate] EnableExecuteCommand` | bool | `false` | ECS Exec into job tasks, for debugging |
+//! | `[Fargate] PropagateTags` | string | `NONE` | `TASK_DEFINITION` copies the task definition's tags to every task (`SERVICE` is refused: no service runs these tasks) |
+//! | `[Fargate] EnableECSManagedTags` | bool | `false` | ECS adds `aws:ecs:clusterName` to every task |
 //! | `[Fargate] ReadyTimeout` | duration | `10m` | from RunTask to SSH answering |
 //! | `[Fargate] PollInitialInterval` | duration | `2s` | first DescribeTasks delay; grows by half each poll |
 //! | `[Fargate] PollMaxInterval` | duration | `10s` | |
 //! | `[Fargate] StopTimeout` | duration | `60s` | deadline of stopping the task (cleanup, rollback) |
+//! | `[Fargate] MaxTaskLifetime` | duration | `24h` | cap of a task's deadline (job timeout + `ReadyTimeout` + `StopTimeout` + 10 min), and the deadline of a job without a timeout |
 //! | `[Fargate] WatchInterval` | duration | `30s` | while a script runs, how often to check the task still runs (`0` disables) |
 //! | `[Fargate] ConsistencyWindow` | duration | `60s` | how long after a launch ECS may still answer "unknown task" (eventual consistency) |
 //! | `[TaskMetadata] Directory` | path | `/var/lib/fargate-driver` (root) or `~/.local/state/fargate-driver` | job records; created 0700; a relative path is relative to the configuration file's directory |
@@ -196,6 +199,7 @@ fn file_key(field: &str) -> &str {
         "timeouts.poll_initial" => "[Fargate] PollInitialInterval",
         "timeouts.poll_max" => "[Fargate] PollMaxInterval",
         "timeouts.stop" => "[Fargate] StopTimeout",
+        "timeouts.max_task_lifetime" => "[Fargate] MaxTaskLifetime",
         "ssh.username" => "[SSH] Username",
         "ssh.port" => "[SSH] Port",
         "ssh.probe_interval" => "[SSH] ProbeInterval",

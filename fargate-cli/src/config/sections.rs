@@ -191,12 +191,30 @@ fn read_fargate(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     if let Some(b) = r.boolean(&mut t, "EnableExecuteCommand") {
         c.ecs.enable_execute_command = b;
     }
+    if let Some(v) = r.take(&mut t, "PropagateTags") {
+        match v.get_ref().as_str().map(str::to_ascii_uppercase).as_deref() {
+            Some("TASK_DEFINITION") => c.ecs.propagate_task_definition_tags = true,
+            Some("NONE") => c.ecs.propagate_task_definition_tags = false,
+            Some("SERVICE") => r.error(
+                v.span(),
+                t.label("PropagateTags"),
+                "= \"SERVICE\" does not apply: the driver's tasks belong to no ECS service; \
+                 use \"TASK_DEFINITION\" to copy the task definition's tags to every task"
+                    .into(),
+            ),
+            _ => r.type_error(&t, "PropagateTags", v, "\"TASK_DEFINITION\" or \"NONE\""),
+        }
+    }
+    if let Some(b) = r.boolean(&mut t, "EnableECSManagedTags") {
+        c.ecs.enable_ecs_managed_tags = b;
+    }
     let tm = &mut c.options.timeouts;
     for (key, field, allow_zero) in [
         ("ReadyTimeout", &mut tm.ready, false),
         ("PollInitialInterval", &mut tm.poll_initial, false),
         ("PollMaxInterval", &mut tm.poll_max, false),
         ("StopTimeout", &mut tm.stop, false),
+        ("MaxTaskLifetime", &mut tm.max_task_lifetime, false),
         ("ConsistencyWindow", &mut tm.consistency_window, true),
         ("WatchInterval", &mut tm.watch, true),
     ] {

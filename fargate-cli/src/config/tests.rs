@@ -119,6 +119,8 @@ fn defaults_of_every_key() {
     assert!(c.ecs.tags.is_empty() && c.options.task.allowed_task_definitions.is_empty());
     assert!(c.options.task.allow_platform_version_override);
     assert!(!c.ecs.enable_execute_command);
+    assert!(!c.ecs.propagate_task_definition_tags && !c.ecs.enable_ecs_managed_tags);
+    assert_eq!(c.options.timeouts.max_task_lifetime, Duration::from_secs(86_400));
     assert_eq!(c.options.timeouts.ready, Duration::from_secs(600));
     assert_eq!(c.options.timeouts.stop, Duration::from_secs(60));
     assert_eq!(c.options.timeouts.watch, Duration::from_secs(30));
@@ -145,6 +147,9 @@ CacheDir = "/cache"
   AllowedTaskDefinitions = ["ci-*", "arn:aws:ecs:*:task-definition/ci-*"]
   AllowPlatformVersionOverride = false
   EnableExecuteCommand = true
+  PropagateTags = "task_definition"
+  EnableECSManagedTags = true
+  MaxTaskLifetime = "6h"
   ReadyTimeout = "15m"
   PollInitialInterval = "500ms"
   PollMaxInterval = 5
@@ -187,6 +192,8 @@ CacheDir = "/cache"
     assert_eq!(c.options.task.allowed_task_definitions.len(), 2);
     assert!(!c.options.task.allow_platform_version_override);
     assert!(c.ecs.enable_execute_command);
+    assert!(c.ecs.propagate_task_definition_tags && c.ecs.enable_ecs_managed_tags);
+    assert_eq!(c.options.timeouts.max_task_lifetime, Duration::from_secs(6 * 3600));
     assert_eq!(c.options.timeouts.ready, Duration::from_secs(900));
     assert_eq!(c.options.timeouts.poll_initial, Duration::from_millis(500));
     assert_eq!(c.options.timeouts.poll_max, Duration::from_secs(5));
@@ -308,6 +315,18 @@ fn fargate_rules_spanning_keys() {
         msg.contains("fargate.toml:8: [Fargate] UsePublicIP = true needs EnablePublicIP = true"),
         "{msg}"
     );
+
+    let text = format!("{MINIMAL}  PropagateTags = \"SERVICE\"\n");
+    let msg = errors_of(&text);
+    assert!(
+        msg.contains("[Fargate] PropagateTags = \"SERVICE\" does not apply")
+            && msg.contains("use \"TASK_DEFINITION\""),
+        "{msg}"
+    );
+    let text = format!("{MINIMAL}  PropagateTags = \"TAGS\"\n");
+    assert!(errors_of(&text).contains("must be \"TASK_DEFINITION\" or \"NONE\""));
+    let text = format!("{MINIMAL}  MaxTaskLifetime = 0\n");
+    assert!(errors_of(&text).contains("[Fargate] MaxTaskLifetime"));
 
     let text = format!("{MINIMAL}  LaunchType = \"SPOT\"\n");
     assert!(errors_of(&text).contains("[Fargate] LaunchType = \"SPOT\" must be \"FARGATE\""));
