@@ -9,10 +9,13 @@
 # 3. passes the ECS task's credential and metadata variables on to SSH sessions, which do
 #    not inherit the container's environment (without this, job scripts cannot use the
 #    task role);
-# 4. runs sshd in the foreground as the container's main process.
+# 4. runs sshd in the foreground until the task's deadline (until-deadline.sh, installed
+#    beside this script): past FARGATE_TASK_DEADLINE the container ends, and so the task,
+#    even when the runner host that should have stopped it is gone.
 #
 # Environment:
 #   SSH_PUBLIC_KEY    (set by the driver) one authorized_keys line
+#   FARGATE_TASK_DEADLINE  (set by the driver) Unix seconds when the task must be gone
 #   SSH_USER          login user, default root; must match [SSH] Username in fargate.toml
 #   FARGATE_PERSIST_ENV  extra variable names (space-separated) to pass on to SSH sessions
 set -eu
@@ -101,5 +104,6 @@ else
 fi
 
 # 4. sshd in the foreground, logging to stderr (CloudWatch Logs via the task's log
-#    configuration). `exec`: sshd gets the signals ECS sends when the task stops.
-exec /usr/sbin/sshd -D -e
+#    configuration), until FARGATE_TASK_DEADLINE; until-deadline.sh passes on the signals
+#    ECS sends when the task stops (without a deadline it simply execs sshd).
+exec "$(dirname "$0")/until-deadline.sh" /usr/sbin/sshd -D -e

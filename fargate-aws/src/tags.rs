@@ -62,7 +62,9 @@ pub fn started_by(key: &JobKey) -> String {
 /// `deadline` as the value of the [`DEADLINE`] tag: RFC 3339, UTC, whole seconds
 /// (`2026-12-01T05:00:00Z`); a time before 1970 is written as the epoch.
 pub fn format_deadline(deadline: SystemTime) -> String {
-    let secs = deadline.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = deadline
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let secs = i64::try_from(secs).unwrap_or(i64::MAX);
     DateTime::from_secs(secs)
         .fmt(DateTimeFormat::DateTime)
@@ -200,14 +202,23 @@ mod tests {
     fn deadlines_are_rfc3339_utc_whole_seconds_and_parse_back() {
         let t = UNIX_EPOCH + Duration::from_secs(1_796_101_200);
         assert_eq!(format_deadline(t), "2026-12-01T05:00:00Z");
-        assert_eq!(format_deadline(t + Duration::from_millis(999)), "2026-12-01T05:00:00Z");
+        assert_eq!(
+            format_deadline(t + Duration::from_millis(999)),
+            "2026-12-01T05:00:00Z"
+        );
         assert_eq!(parse_deadline("2026-12-01T05:00:00Z"), Some(t));
         assert_eq!(parse_deadline(&format_deadline(t)), Some(t));
         assert_eq!(
             parse_deadline("2026-12-01T05:00:00.5Z"),
             Some(t + Duration::from_millis(500))
         );
-        for bad in ["", "tomorrow", "1796101200", "2026-13-01T05:00:00Z", "1969-12-31T23:59:59Z"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "1796101200",
+            "2026-13-01T05:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
             assert_eq!(parse_deadline(bad), None, "{bad}");
         }
         assert!(format_deadline(t).chars().all(allowed));
@@ -243,6 +254,9 @@ mod tests {
         let deadline = Some(UNIX_EPOCH + Duration::from_secs(1));
         let tags = task_tags(&many, &job("g/p"), deadline);
         assert_eq!(tags.len(), MAX_TAGS);
-        assert_eq!(tags.last().unwrap(), &(DEADLINE.to_owned(), "1970-01-01T00:00:01Z".to_owned()));
+        assert_eq!(
+            tags.last().unwrap(),
+            &(DEADLINE.to_owned(), "1970-01-01T00:00:01Z".to_owned())
+        );
     }
 }

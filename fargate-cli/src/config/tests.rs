@@ -120,7 +120,10 @@ fn defaults_of_every_key() {
     assert!(c.options.task.allow_platform_version_override);
     assert!(!c.ecs.enable_execute_command);
     assert!(!c.ecs.propagate_task_definition_tags && !c.ecs.enable_ecs_managed_tags);
-    assert_eq!(c.options.timeouts.max_task_lifetime, Duration::from_secs(86_400));
+    assert_eq!(
+        c.options.timeouts.max_task_lifetime,
+        Duration::from_secs(86_400)
+    );
     assert_eq!(c.options.timeouts.ready, Duration::from_secs(600));
     assert_eq!(c.options.timeouts.stop, Duration::from_secs(60));
     assert_eq!(c.options.timeouts.watch, Duration::from_secs(30));
@@ -193,7 +196,10 @@ CacheDir = "/cache"
     assert!(!c.options.task.allow_platform_version_override);
     assert!(c.ecs.enable_execute_command);
     assert!(c.ecs.propagate_task_definition_tags && c.ecs.enable_ecs_managed_tags);
-    assert_eq!(c.options.timeouts.max_task_lifetime, Duration::from_secs(6 * 3600));
+    assert_eq!(
+        c.options.timeouts.max_task_lifetime,
+        Duration::from_secs(6 * 3600)
+    );
     assert_eq!(c.options.timeouts.ready, Duration::from_secs(900));
     assert_eq!(c.options.timeouts.poll_initial, Duration::from_millis(500));
     assert_eq!(c.options.timeouts.poll_max, Duration::from_secs(5));

@@ -97,7 +97,10 @@ impl Driver {
         );
         spec.environment = BTreeMap::from([
             (SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key),
-            (TASK_DEADLINE_ENV.to_owned(), unix_seconds(deadline).to_string()),
+            (
+                TASK_DEADLINE_ENV.to_owned(),
+                unix_seconds(deadline).to_string(),
+            ),
         ]);
         spec.deadline = Some(deadline);
         let mut record = JobRecord::new(identity, keys.private_key);

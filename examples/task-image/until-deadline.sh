@@ -1,0 +1,80 @@
+#!/bin/sh
+# Runs a command (the task image's sshd) until the task's deadline, so that a task whose
+# runner host is gone for good still ends: the container's main process exits, and ECS
+# stops the task. POSIX sh: works on Debian (dash) and Alpine (busybox ash).
+#
+#   until-deadline.sh COMMAND [ARG...]
+#
+# Environment:
+#   FARGATE_TASK_DEADLINE  (set by the driver) Unix seconds after which the task must be
+#                          gone. Unset or empty: COMMAND simply runs (exec), as before.
+#
+# With a deadline, COMMAND runs in the background and this script waits for whichever
+# comes first:
+#   - COMMAND exits: the script exits with its status;
+#   - the deadline passes: the script sends COMMAND SIGTERM, waits for it, and exits with
+#     status 124 and a message on stderr (ECS shows the exit code in the task's details);
+#   - SIGTERM or SIGINT (ECS stopping the task, through tini): passed on to COMMAND, then
+#     as above when it exits.
+# A deadline already past refuses to start COMMAND (status 124).
+set -eu
+
+log() { printf 'until-deadline: %s\n' "$*" >&2; }
+
+[ "$#" -gt 0 ] || { log "error: usage: until-deadline.sh COMMAND [ARG...]"; exit 2; }
+
+deadline=${FARGATE_TASK_DEADLINE:-}
+[ -n "$deadline" ] || exec "$@"
+case "$deadline" in
+  *[!0-9]*) log "error: FARGATE_TASK_DEADLINE=$deadline is not a number of Unix seconds"; exit 2 ;;
+esac
+
+expired() {
+  log "the task's lifetime has ended (FARGATE_TASK_DEADLINE=$deadline, now $(date +%s)): stopping it"
+}
+
+remaining=$((deadline - $(date +%s)))
+if [ "$remaining" -le 0 ]; then
+  expired
+  exit 124
+fi
+
+command_pid=''
+deadline_passed=''
+terminated=''
+stop_command() { [ -z "$command_pid" ] || kill -TERM "$command_pid" 2>/dev/null || true; }
+trap 'deadline_passed=1' USR1
+trap 'terminated=1; stop_command' TERM INT
+"$@" &
+command_pid=$!
+[ -z "$terminated" ] || stop_command
+
+# The timer: sleeps until the deadline, then tells this shell (USR1; `$$` in a subshell is
+# this shell's pid). Killed with SIGTERM, it kills its sleep and ends without telling.
+(
+  trap 'kill "$sleep_pid" 2>/dev/null; exit 0' TERM
+  sleep "$remaining" &
+  sleep_pid=$!
+  wait "$sleep_pid"
+  kill -USR1 $$
+) &
+timer_pid=$!
+
+# `wait` returns early when a trapped signal arrives; loop until COMMAND has exited or the
+# deadline has passed.
+status=0
+while :; do
+  if wait "$command_pid"; then status=0; else status=$?; fi
+  [ -z "$deadline_passed" ] || break
+  kill -0 "$command_pid" 2>/dev/null || break
+done
+
+if [ -n "$deadline_passed" ]; then
+  expired
+  stop_command
+  wait "$command_pid" || true
+  exit 124
+fi
+kill -TERM "$timer_pid" 2>/dev/null || true
+wait "$timer_pid" || true
+exit "$status"
