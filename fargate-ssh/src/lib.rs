@@ -90,7 +90,10 @@
 //!   `PATH` (the runner's scripts are bash scripts);
 //! * sshd allowing at least one key exchange, host key, cipher and MAC algorithm of
 //!   libssh2 1.11 (OpenSSH's defaults since 8.8 do);
-//! * `/dev/fd` (standard in containers) and a `kill` that takes a negative pid (POSIX).
+//! * `/dev/fd` (standard in containers) and a `kill` that takes a negative pid (POSIX);
+//! * recommended: the container ends at `FARGATE_TASK_DEADLINE` (Unix seconds, set by the
+//!   driver), so that a task nobody stops does not run for ever (the example image's
+//!   `until-deadline.sh` does).
 //!
 //! # Known limitations
 //!
