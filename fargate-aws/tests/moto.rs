@@ -220,7 +220,7 @@ async fn run_task_request_with_capacity_strategy_and_private_ip() {
     assert!(req.get("platformVersion").is_none(), "{req}");
     assert!(req.get("propagateTags").is_none(), "{req}");
     assert!(req.get("enableECSManagedTags").is_none(), "{req}");
-    assert!(tag_map(&req).get(tags::DEADLINE).is_none(), "{req}");
+    assert!(!tag_map(&req).contains_key(tags::DEADLINE), "{req}");
     assert_eq!(
         req["capacityProviderStrategy"],
         serde_json::json!([
