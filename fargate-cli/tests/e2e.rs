@@ -97,6 +97,32 @@ async fn a_job_with_unicode_output_on_both_streams_succeeds() {
         !result.log.contains("PRIVATE KEY"),
         "a private key reached the job log"
     );
+    // The task got its deadline (the job's timeout is 1 h) as a tag and in its environment.
+    let requests = rig.fargate.moto().run_task_requests();
+    let request = &requests[0]["request"];
+    let tag = request["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["key"] == fargate_aws::tags::DEADLINE)
+        .and_then(|t| t["value"].as_str())
+        .expect("a deadline tag");
+    let deadline = fargate_aws::tags::parse_deadline(tag).expect("an RFC 3339 deadline");
+    let secs = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(left > Duration::from_secs(3600) && left < Duration::from_secs(24 * 3600));
+    let environment = &request["overrides"]["containerOverrides"][0]["environment"];
+    assert!(
+        environment.as_array().into_iter().flatten().any(
+            |e| e["name"] == "FARGATE_TASK_DEADLINE" && e["value"] == secs.to_string().as_str()
+        ),
+        "{environment}"
+    );
     rig.assert_no_task_running(&result).await;
 }
 
