@@ -49,15 +49,15 @@ trap 'terminated=1; stop_command' TERM INT
 command_pid=$!
 [ -z "$terminated" ] || stop_command
 
-# The timer: sleeps until the deadline, then tells this shell (USR1; `$$` in a subshell is
-# this shell's pid). Killed with SIGTERM, it kills its sleep and ends without telling.
+# The timer: sleeps until the deadline, at most 10 s at a time, then tells this shell
+# (USR1; `$$` in a subshell is this shell's pid). It is ended with SIGKILL, which no race
+# can lose: a sleep it leaves behind ends within 10 s, tells nobody and holds no output.
 (
-  trap 'kill "$sleep_pid" 2>/dev/null; exit 0' TERM
-  sleep "$remaining" &
-  sleep_pid=$!
-  wait "$sleep_pid"
-  kill -USR1 $$
-) &
+  while now=$(date +%s) && [ "$now" -lt "$deadline" ]; do
+    sleep $(( deadline - now < 10 ? deadline - now : 10 ))
+  done
+  kill -USR1 $$ 2>/dev/null || true
+) </dev/null >/dev/null 2>&1 &
 timer_pid=$!
 
 # `wait` returns early when a trapped signal arrives; loop until COMMAND has exited or the
@@ -75,6 +75,6 @@ if [ -n "$deadline_passed" ]; then
   wait "$command_pid" || true
   exit 124
 fi
-kill -TERM "$timer_pid" 2>/dev/null || true
+kill -KILL "$timer_pid" 2>/dev/null || true
 wait "$timer_pid" || true
 exit "$status"
