@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobIdentity, JobKey, Namespace};
+use crate::shape::TaskShape;
 
 /// What to start for one job. Backend-wide settings (cluster, subnets, capacity) belong to
 /// the backend's own configuration; this holds what differs from job to job.
@@ -43,6 +44,10 @@ pub struct TaskSpec {
     /// stage ever does. `None`: no deadline (records of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<SystemTime>,
+    /// The job's size, capacity, role and extra network, as the driver granted them
+    /// ([`TaskShape`]); empty: as the task definition and the backend's configuration say.
+    #[serde(default, skip_serializing_if = "TaskShape::is_empty")]
+    pub shape: TaskShape,
 }
 
 impl TaskSpec {
@@ -58,7 +63,14 @@ impl TaskSpec {
             container_name: "ci-coordinator".into(),
             environment: BTreeMap::new(),
             deadline: None,
+            shape: TaskShape::default(),
         }
+    }
+
+    /// The same spec with `shape` (see [`TaskSpec::shape`]).
+    pub fn with_shape(mut self, shape: TaskShape) -> Self {
+        self.shape = shape;
+        self
     }
 
     /// The same spec with `deadline` (see [`TaskSpec::deadline`]).
@@ -83,6 +95,7 @@ impl fmt::Debug for TaskSpec {
             .field("container_name", &self.container_name)
             .field("environment", &self.environment.keys().collect::<Vec<_>>())
             .field("deadline", &self.deadline)
+            .field("shape", &self.shape)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +190,11 @@ pub struct StopDetails {
     pub reason: Option<String>,
     /// Per-container reasons and exit codes.
     pub containers: Vec<ContainerStop>,
+    /// Whether the backend took the task's capacity back (a Fargate Spot interruption):
+    /// not the job's fault, and the driver remembers it so that the job's retry runs on
+    /// capacity that is not reclaimed ([`TaskShape::capacity`]'s fallback).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reclaimed: bool,
 }
 
 impl StopDetails {
@@ -190,7 +208,15 @@ impl StopDetails {
             code,
             reason,
             containers,
+            reclaimed: false,
         }
+    }
+
+    /// The same details, marked as a reclaim of the task's capacity (see
+    /// [`StopDetails::reclaimed`]).
+    pub fn with_reclaimed(mut self, reclaimed: bool) -> Self {
+        self.reclaimed = reclaimed;
+        self
     }
 }
 
@@ -441,6 +467,7 @@ mod tests {
                 ContainerStop::new("ci-coordinator", Some("OOM".into()), Some(137)),
                 ContainerStop::new("idle", None, None),
             ],
+            reclaimed: false,
         };
         assert_eq!(
             d.to_string(),

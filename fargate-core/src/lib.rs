@@ -9,6 +9,7 @@ pub mod launcher;
 pub mod metadata;
 pub mod options;
 pub mod retry;
+pub mod shape;
 pub mod shell;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -24,6 +25,7 @@ pub use launcher::{
 pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
 pub use options::{ConfigError, ConfigProblem, DriverOptions};
 pub use retry::RetryPolicy;
+pub use shape::{CapacityChoice, CapacityProvider, TaskShape};
 pub use shell::{
     CapturedOutput, ChannelSink, DynRemoteShell, HostKey, KeyPair, KeyType, MAX_OUTPUT_CHUNK,
     OutputChunk, OutputSink, PrivateKey, RemoteShell, RunOutcome, RunRequest, StdioSink,

@@ -36,9 +36,14 @@
 
 mod prepare;
 mod run;
+mod shape;
 mod stop;
 
 pub use prepare::LOGIN_CHECK_SCRIPT;
+pub use shape::{
+    CAPACITY_VARIABLE, CPU_VARIABLE, EPHEMERAL_STORAGE_VARIABLE, MEMORY_VARIABLE, ShapeDecision,
+    ShapeRequest, TASK_ROLE_VARIABLE, TrustedProject, resolve_shape,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +53,7 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{IdentitySource, JobContext, JobIdentity, JobKey, Namespace};
 use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef};
-use crate::metadata::{DynMetadataStore, JobRecord};
+use crate::metadata::{DynMetadataStore, InterruptionMemory, JobRecord};
 use crate::options::DriverOptions;
 use crate::shell::{DynRemoteShell, HostKey};
 
@@ -197,6 +202,8 @@ pub struct PrepareReport {
     pub describe_calls: u32,
     /// SSH probes made while waiting.
     pub probes: u32,
+    /// The shape the task got (after clamps and fallbacks).
+    pub shape: crate::TaskShape,
 }
 
 /// What cleanup did.
@@ -221,6 +228,7 @@ pub struct Driver {
     shell: DynRemoteShell,
     store: DynMetadataStore,
     admin: AdminOverrides,
+    interruptions: Option<Arc<dyn InterruptionMemory>>,
 }
 
 impl Driver {
@@ -245,7 +253,17 @@ impl Driver {
             shell,
             store,
             admin: AdminOverrides::default(),
+            interruptions: None,
         }
+    }
+
+    /// Remembers Spot reclaims in `memory` (for the CLI, the metadata directory), so that a
+    /// job whose task was reclaimed is retried on its capacity's fallback for
+    /// [`ShapePolicy::interruption_memory`](crate::options::ShapePolicy::interruption_memory).
+    /// Without it, nothing is remembered.
+    pub fn with_interruption_memory(mut self, memory: Arc<dyn InterruptionMemory>) -> Self {
+        self.interruptions = Some(memory);
+        self
     }
 
     /// Sets the administrator's command-line overrides.

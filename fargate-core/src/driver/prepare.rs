@@ -16,6 +16,7 @@ use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
 use crate::retry::jittered;
 use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
 
+use super::shape::ShapeDecision;
 use super::{
     Driver, PrepareReport, SSH_PUBLIC_KEY_ENV, TASK_DEADLINE_ENV, TaskDefinitionChoice,
     resolve_task_definition,
@@ -64,9 +65,11 @@ impl Driver {
         // A job variable asking for what the job may not have is a `NotAllowed` error: its
         // failure class makes it the job's own fault, not the system's.
         let choice = resolve_task_definition(&self.options, &self.admin, job)?;
+        // The same for the task's shape (sizes, capacity, role, network).
+        let shape = self.decide_shape(job, &identity).await?;
         self.locked(
             &key,
-            self.prepare_locked(start, identity, job, choice, cancel),
+            self.prepare_locked(start, identity, job, choice, shape, cancel),
         )
         .await
     }
@@ -78,6 +81,7 @@ impl Driver {
         identity: JobIdentity,
         job: &JobContext,
         choice: TaskDefinitionChoice,
+        shape: ShapeDecision,
         cancel: &CancellationToken,
     ) -> std::result::Result<PrepareReport, Failure> {
         let key = identity.key();
@@ -87,7 +91,12 @@ impl Driver {
         }
 
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
-        let mut spec = TaskSpec::new(identity.clone(), choice.task_definition);
+        let ShapeDecision {
+            shape,
+            fallbacks,
+            mut notes,
+        } = shape;
+        let mut spec = TaskSpec::new(identity.clone(), choice.task_definition).with_shape(shape);
         spec.platform_version = choice.platform_version;
         spec.container_name = self.options.task.container_name.clone();
         let job_timeout = job.response.as_ref().and_then(|r| r.timeout);
@@ -108,7 +117,10 @@ impl Driver {
 
         tracing::info!(task_definition = %spec.task_definition, "starting a Fargate task");
         let launch_started = Instant::now();
-        let task = match self.launch(&mut record, &spec, cancel).await {
+        let task = match self
+            .launch_with_fallback(&mut record, &mut spec, &fallbacks, &mut notes, cancel)
+            .await
+        {
             Ok(task) => task,
             Err(err) => return Err(self.roll_back(record, err).await),
         };
@@ -154,6 +166,10 @@ impl Driver {
             describe_calls = ready.describe_calls,
             "task is ready"
         );
+        tracing::info!("task shape: {}", spec.shape);
+        for note in &notes {
+            tracing::warn!("task shape: {note}");
+        }
         Ok(PrepareReport {
             task,
             endpoint: ready.endpoint,
@@ -163,6 +179,7 @@ impl Driver {
             ssh_ready,
             describe_calls: ready.describe_calls,
             probes: ready.probes,
+            shape: spec.shape,
         })
     }
 
@@ -170,10 +187,14 @@ impl Driver {
     /// answer) is retried with the same client token, so it can start at most one task; a
     /// definite refusal that may pass (throttling, capacity) is retried with a new token.
     /// Each token is recorded (and the record written) before it is sent.
-    async fn launch(
+    ///
+    /// With `fail_fast_on_capacity` (the job has a capacity to fall back to), a capacity
+    /// error is returned at once.
+    pub(super) async fn launch(
         &self,
         record: &mut JobRecord,
         spec: &TaskSpec,
+        fail_fast_on_capacity: bool,
         cancel: &CancellationToken,
     ) -> Result<TaskRef> {
         let policy = &self.options.retry;
@@ -215,7 +236,8 @@ impl Driver {
                     if cancel.is_cancelled() || err.kind() == ErrorKind::Cancelled {
                         return Err(Error::cancelled("starting the task"));
                     }
-                    let retryable = unknown || err.is_temporary();
+                    let retryable = (unknown || err.is_temporary())
+                        && !(fail_fast_on_capacity && err.kind() == ErrorKind::CapacityUnavailable);
                     if !retryable
                         || attempt >= policy.max_attempts
                         || started.elapsed() + backoff > policy.max_elapsed

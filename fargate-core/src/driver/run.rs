@@ -74,6 +74,7 @@ impl Driver {
         {
             Watched::Finished(outcome) => outcome,
             Watched::TaskStopped(details) => {
+                self.note_reclaim(job, &identity, &details).await;
                 return Err(Error::new(
                     ErrorKind::TaskStopped,
                     format!("the task stopped while the {stage} script was running: {details}"),

@@ -36,6 +36,10 @@ pub struct JobResponse {
     pub server: Option<String>,
     /// The job's timeout (`runner_info.timeout`).
     pub timeout: Option<Duration>,
+    /// The commit the job runs on (`git_info.sha`). With the project and the job's name it
+    /// stands for "this job of this pipeline" (the payload names no pipeline outside its
+    /// untrusted `variables`): a retried job has the same.
+    pub commit_sha: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +64,7 @@ struct RawJobInfo {
 #[derive(Default, Deserialize)]
 struct RawGitInfo {
     repo_url: Option<String>,
+    sha: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -129,6 +134,7 @@ impl JobResponse {
                 .as_ref()
                 .and_then(positive)
                 .map(Duration::from_secs),
+            commit_sha: raw.git_info.sha.filter(|s| !s.is_empty()),
         })
     }
 }
@@ -159,7 +165,7 @@ mod tests {
         let payload = br#"{
             "id": 4242, "token": "glcbt-secret",
             "job_info": {"id": 4242, "name": "build", "stage": "test", "project_id": 17, "project_name": "project"},
-            "git_info": {"repo_url": "https://gitlab-ci-token:glcbt-secret@gitlab.example.com/group/project.git", "ref": "main"},
+            "git_info": {"repo_url": "https://gitlab-ci-token:glcbt-secret@gitlab.example.com/group/project.git", "ref": "main", "sha": "0123abc"},
             "runner_info": {"timeout": 3600},
             "variables": [{"key": "CI_JOB_ID", "value": "1", "public": true}],
             "unknown": {"future": "field"}
@@ -173,6 +179,7 @@ mod tests {
         assert_eq!(r.project_path.as_deref(), Some("group/project"));
         assert_eq!(r.server.as_deref(), Some("gitlab.example.com"));
         assert_eq!(r.timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(r.commit_sha.as_deref(), Some("0123abc"));
         assert!(!format!("{r:?}").contains("secret"));
     }
 

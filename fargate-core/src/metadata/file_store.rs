@@ -161,16 +161,32 @@ impl FileMetadataStore {
     }
 
     fn put_blocking(&self, record: &JobRecord) -> Result<()> {
-        self.check_dir(true)?;
-        if self.remove_temp_files(&record.key, TempFiles::OfDeadWriters)? > 0 {
-            let _ = self.sync_dir();
-        }
-        let path = self.record_path(&record.key);
         let bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::new(ErrorKind::Unexpected, format!("encoding job record: {e}")))?;
+        self.write_atomic(
+            &record.key,
+            &self.record_path(&record.key),
+            &bytes,
+            "job record",
+        )
+    }
+
+    /// Writes `bytes` to `path` (a file of `key`) atomically, 0600: a temporary file of
+    /// `key`, fsynced, renamed over `path`, the directory fsynced.
+    pub(super) fn write_atomic(
+        &self,
+        key: &JobKey,
+        path: &Path,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<()> {
+        self.check_dir(true)?;
+        if self.remove_temp_files(key, TempFiles::OfDeadWriters)? > 0 {
+            let _ = self.sync_dir();
+        }
         let tmp = self.dir.join(format!(
             ".{}.tmp-{}-{:x}",
-            record.key,
+            key,
             std::process::id(),
             random_u64()
         ));
@@ -181,35 +197,44 @@ impl FileMetadataStore {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            file.write_all(&bytes)?;
+            file.write_all(bytes)?;
             file.sync_all()?;
-            fs::rename(&tmp, &path)?;
+            fs::rename(&tmp, path)?;
             self.sync_dir()
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            Error::io(format!("writing job record {}", path.display()), e).with_backend(BACKEND)
+            Error::io(format!("writing {what} {}", path.display()), e).with_backend(BACKEND)
         })
     }
 
-    fn get_blocking(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+    /// The bytes of `path` in the directory, without following a link; `None` when the
+    /// directory or the file is missing.
+    pub(super) fn read_file(&self, path: &Path, what: &str) -> Result<Option<Vec<u8>>> {
         if !self.check_dir(false)? {
             return Ok(None);
         }
-        let path = self.record_path(key);
         let mut file = match OpenOptions::new()
             .read(true)
             .custom_flags(O_NOFOLLOW)
-            .open(&path)
+            .open(path)
         {
             Ok(file) => file,
             Err(e) if e.kind() == IoKind::NotFound => return Ok(None),
-            Err(e) => return Err(open_error("job record", &path, e)),
+            Err(e) => return Err(open_error(what, path, e)),
         };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| {
-            Error::io(format!("reading job record {}", path.display()), e).with_backend(BACKEND)
+            Error::io(format!("reading {what} {}", path.display()), e).with_backend(BACKEND)
         })?;
+        Ok(Some(bytes))
+    }
+
+    fn get_blocking(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        let path = self.record_path(key);
+        let Some(bytes) = self.read_file(&path, "job record")? else {
+            return Ok(None);
+        };
         JobRecord::from_json(key, &bytes).map(Some).map_err(|why| {
             Error::new(
                 ErrorKind::CorruptRecord,
@@ -553,7 +578,9 @@ fn random_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         Error::new(
             ErrorKind::Unexpected,

@@ -5,6 +5,7 @@
 //! enough behind for cleanup to find and stop the task.
 
 mod file_store;
+mod interruptions;
 mod legacy;
 mod lock;
 mod record;
@@ -19,6 +20,7 @@ use crate::error::Result;
 use crate::job::JobKey;
 
 pub use file_store::{FileMetadataStore, permission_warnings};
+pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;
 pub(crate) use record::unix_now;
 pub use record::{AttemptOutcome, JobRecord, LaunchAttempt, Phase, RECORD_FORMAT};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, DriverOptions};
+use super::{ConfigError, DriverOptions, ShapePolicy};
 use crate::job::Namespace;
 use crate::retry::RetryPolicy;
 use crate::shell::KeyType;
@@ -53,6 +53,8 @@ impl DriverOptionsBuilder {
         probe_interval(interval: Duration) => ssh.probe_interval = interval;
         /// Retries of temporary launcher failures.
         retry(policy: RetryPolicy) => retry = policy;
+        /// What jobs may ask for in their task's shape, and what each project gets.
+        shape_policy(policy: ShapePolicy) => shape = policy;
         /// `builds_dir` for the runner.
         builds_dir(dir: impl Into<String>) => builds_dir = Some(dir.into());
         /// `cache_dir` for the runner.

@@ -24,6 +24,7 @@
 mod builder;
 mod glob;
 mod problems;
+mod shape;
 mod task;
 
 use std::time::Duration;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use builder::DriverOptionsBuilder;
 pub use problems::{ConfigError, ConfigProblem};
+pub use shape::{CapacityProfile, OverMax, ProjectRule, ShapePolicy, SizeLimit};
 pub use task::TaskPolicy;
 
 use crate::job::Namespace;
@@ -141,6 +143,8 @@ pub struct DriverOptions {
     pub namespace: Option<Namespace>,
     /// Which task each job gets.
     pub task: TaskPolicy,
+    /// What jobs may ask for in their task's shape, and what each project gets.
+    pub shape: ShapePolicy,
     /// Waiting and polling.
     pub timeouts: Timeouts,
     /// Logging in to the task.
@@ -197,6 +201,7 @@ impl DriverOptions {
             }
         }
         p.extend(self.retry.problems());
+        p.extend(self.shape.problems());
         p
     }
 

@@ -53,6 +53,8 @@ pub struct FakeTask {
     pub describes: u32,
     /// The stop reason, once stopped.
     pub stop_reason: Option<String>,
+    /// Whether the platform took its capacity back ([`MemoryLauncher::reclaim`]).
+    pub reclaimed: bool,
     /// When it was launched.
     pub launched_at: Instant,
     /// Its deadline, as a deadline tag would say ([`MemoryLauncher::set_deadline`]).
@@ -121,6 +123,15 @@ impl MemoryLauncher {
         }
     }
 
+    /// Stops a task as a Fargate Spot interruption would: with `reason`, and its
+    /// [`StopDetails::reclaimed`] set.
+    pub fn reclaim(&self, task: &TaskRef, reason: &str) {
+        self.kill(task, reason);
+        if let Some(t) = self.lock().tasks.get_mut(&task.id) {
+            t.reclaimed = true;
+        }
+    }
+
     /// Sets the deadline of `task` (what [`TaskLauncher::list`] reports).
     pub fn set_deadline(&self, task: &TaskRef, deadline: SystemTime) {
         if let Some(t) = self.lock().tasks.get_mut(&task.id) {
@@ -174,6 +185,7 @@ impl TaskLauncher for MemoryLauncher {
                         address,
                         describes: 0,
                         stop_reason: None,
+                        reclaimed: false,
                         launched_at: Instant::now(),
                         deadline: None,
                     },
@@ -213,6 +225,7 @@ impl TaskLauncher for MemoryLauncher {
             address: known.then_some(t.address),
             stop: t.stop_reason.as_ref().map(|r| StopDetails {
                 reason: Some(r.clone()),
+                reclaimed: t.reclaimed,
                 ..StopDetails::default()
             }),
         })

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobKey;
-use crate::metadata::{JobLock, JobRecord, MetadataStore};
+use crate::metadata::{InterruptionMemory, InterruptionNote, JobLock, JobRecord, MetadataStore};
 
 /// An in-memory [`MetadataStore`] with fault injection. Locks hold within the process.
 ///
@@ -22,6 +22,7 @@ use crate::metadata::{JobLock, JobRecord, MetadataStore};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<BTreeMap<JobKey, JobRecord>>,
+    notes: Mutex<BTreeMap<JobKey, InterruptionNote>>,
     locks: Arc<LockTable>,
     lease: Option<Duration>,
     /// Faults to inject; also counts calls.
@@ -199,5 +200,27 @@ impl MetadataStore for MemoryStore {
                 format!("the lock of job {} was not given by this store", lock.key()),
             )),
         }
+    }
+}
+
+/// Interruption notes kept in memory (expired ones are not returned).
+#[async_trait]
+impl InterruptionMemory for MemoryStore {
+    async fn remember(&self, key: &JobKey, note: &InterruptionNote) -> Result<()> {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), note.clone());
+        Ok(())
+    }
+
+    async fn recall(&self, key: &JobKey) -> Result<Option<InterruptionNote>> {
+        Ok(self
+            .notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .filter(|n| n.is_current())
+            .cloned())
     }
 }

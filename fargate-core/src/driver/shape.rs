@@ -1,0 +1,527 @@
+//! The job's task shape: its requests (job variables) resolved against the
+//! administrator's [`ShapePolicy`], before any backend call.
+//!
+//! [`resolve_shape`] is a pure function: the requests, the policy, the project as
+//! `JOB_RESPONSE_FILE` names it, and whether Spot reclaimed the job's previous attempt, in;
+//! the shape, its capacity fallbacks and the job-log notes (or a refusal) out.
+
+use std::fmt::Write as _;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Driver;
+use crate::error::{Error, ErrorKind, Result};
+use crate::job::{JobContext, JobIdentity};
+use crate::launcher::{StopDetails, TaskRef, TaskSpec};
+use crate::metadata::{InterruptionNote, JobRecord, interruption_key};
+use crate::options::{OverMax, ShapePolicy, SizeLimit};
+use crate::shape::{
+    CapacityChoice, FARGATE_SIZES, MIN_EPHEMERAL_STORAGE_GIB, TaskShape, fargate_memory_sizes,
+};
+
+/// Job variable asking for task CPU: CPU units (`1024`) or vCPUs (`2 vCPU`, `0.5vcpu`).
+pub const CPU_VARIABLE: &str = "FARGATE_CPU";
+/// Job variable asking for task memory: MiB (`4096`) or with a unit (`4 GB`, `4Gi`,
+/// `512Mi`).
+pub const MEMORY_VARIABLE: &str = "FARGATE_MEMORY";
+/// Job variable asking for ephemeral storage: GiB (`100`, `100Gi`, `100 GB`).
+pub const EPHEMERAL_STORAGE_VARIABLE: &str = "FARGATE_EPHEMERAL_STORAGE";
+/// Job variable asking for a capacity profile by name (`spot`).
+pub const CAPACITY_VARIABLE: &str = "FARGATE_CAPACITY";
+/// Job variable asking for a task role: an ARN or a role name its project may use.
+pub const TASK_ROLE_VARIABLE: &str = "FARGATE_TASK_ROLE";
+
+/// What a job asks for, as its variables say (untrusted: requests only).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShapeRequest {
+    /// `FARGATE_CPU`.
+    pub cpu: Option<String>,
+    /// `FARGATE_MEMORY`.
+    pub memory: Option<String>,
+    /// `FARGATE_EPHEMERAL_STORAGE`.
+    pub ephemeral_storage: Option<String>,
+    /// `FARGATE_CAPACITY`.
+    pub capacity: Option<String>,
+    /// `FARGATE_TASK_ROLE`.
+    pub task_role: Option<String>,
+}
+
+impl ShapeRequest {
+    /// The requests of `job`'s variables.
+    pub fn from_job(job: &JobContext) -> Self {
+        let var = |name| job.variable(name).map(|v| v.trim().to_owned());
+        ShapeRequest {
+            cpu: var(CPU_VARIABLE),
+            memory: var(MEMORY_VARIABLE),
+            ephemeral_storage: var(EPHEMERAL_STORAGE_VARIABLE),
+            capacity: var(CAPACITY_VARIABLE),
+            task_role: var(TASK_ROLE_VARIABLE),
+        }
+    }
+}
+
+/// The project a job belongs to, as GitLab names it in `JOB_RESPONSE_FILE` (never from job
+/// variables): what project rules match on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrustedProject {
+    /// `group/project`, from `git_info.repo_url`.
+    pub path: Option<String>,
+    /// `job_info.project_id`.
+    pub id: Option<u64>,
+}
+
+impl TrustedProject {
+    /// The project of `identity` (empty for an identity from job variables).
+    pub fn of(identity: &JobIdentity) -> Self {
+        TrustedProject {
+            path: identity.project_path.clone(),
+            id: identity.project_id,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (&self.path, self.id) {
+            (Some(p), Some(id)) => format!("{p} (id {id})"),
+            (Some(p), None) => p.clone(),
+            (None, Some(id)) => format!("id {id}"),
+            (None, None) => "unknown (no JOB_RESPONSE_FILE)".to_owned(),
+        }
+    }
+}
+
+/// What a job gets: the shape to launch, the capacities to fall back to (in order) when its
+/// capacity has none, and why it differs from what the job asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShapeDecision {
+    /// The shape of the first launch.
+    pub shape: TaskShape,
+    /// Capacities to try, in order, when the shape's has no capacity.
+    pub fallbacks: Vec<CapacityChoice>,
+    /// One line each: a clamp, a rounding to a Fargate size, a fallback, a project rule.
+    pub notes: Vec<String>,
+}
+
+/// Resolves `request` against `policy` for a job of `project`. `reclaimed` is the reason
+/// Spot reclaimed the previous attempt of this job, when the driver remembers one: the job
+/// then starts on its capacity's fallback.
+///
+/// Every refusal is an [`ErrorKind::NotAllowed`] error (a build failure: the job asked for
+/// it) naming the variable, the value and what is allowed.
+pub fn resolve_shape(
+    policy: &ShapePolicy,
+    request: &ShapeRequest,
+    project: &TrustedProject,
+    reclaimed: Option<&str>,
+) -> Result<ShapeDecision> {
+    let mut notes = Vec::new();
+    let cpu = size(
+        CPU_VARIABLE,
+        "CPU units",
+        "MaxCPU",
+        &policy.cpu,
+        request.cpu.as_deref(),
+        parse_cpu,
+        &mut notes,
+    )?;
+    let memory = size(
+        MEMORY_VARIABLE,
+        "MiB",
+        "MaxMemory",
+        &policy.memory,
+        request.memory.as_deref(),
+        parse_memory,
+        &mut notes,
+    )?;
+    let mut shape = TaskShape::default();
+    if let Some((c, m)) = fit(policy, cpu, memory)? {
+        if cpu.is_some_and(|x| x != c) || memory.is_some_and(|x| x != m) {
+            notes.push(format!(
+                "Fargate has no task size of {} and {}: the task gets the nearest larger one, {c} CPU units and {m} MiB",
+                cpu.map_or("any CPU".to_owned(), |c| format!("{c} CPU units")),
+                memory.map_or("any memory".to_owned(), |m| format!("{m} MiB")),
+            ));
+        }
+        shape.cpu = Some(c);
+        shape.memory = Some(m);
+    }
+    shape.ephemeral_storage = size(
+        EPHEMERAL_STORAGE_VARIABLE,
+        "GiB",
+        "MaxEphemeralStorage",
+        &policy.ephemeral_storage,
+        request.ephemeral_storage.as_deref(),
+        parse_storage,
+        &mut notes,
+    )?
+    .and_then(|g| {
+        if g < MIN_EPHEMERAL_STORAGE_GIB {
+            notes.push(format!(
+                "{g} GiB of ephemeral storage is within Fargate's default of 20 GiB: the task keeps the default"
+            ));
+            None
+        } else {
+            Some(g)
+        }
+    });
+
+    let mut fallbacks = Vec::new();
+    let profile = match request.capacity.as_deref() {
+        Some(asked) => match policy.profile(asked) {
+            Some(p) => Some(p.name.as_str()),
+            None => {
+                return Err(refusal(
+                    format!(
+                        "the job asks for capacity {asked:?} ({CAPACITY_VARIABLE}), which this runner does not offer"
+                    ),
+                    if policy.capacity_profiles.is_empty() {
+                        "remove the variable, or ask the runner's administrator to define capacity profiles ([[Fargate.CapacityProfile]])".to_owned()
+                    } else {
+                        format!("allowed: {}", policy.profile_names().join(", "))
+                    },
+                ));
+            }
+        },
+        None => policy.default_capacity.as_deref(),
+    };
+    if let Some(name) = profile {
+        let mut chain: Vec<CapacityChoice> = policy
+            .fallback_chain(name)
+            .into_iter()
+            .map(|p| p.choice())
+            .collect();
+        if let Some(reason) = reclaimed
+            && chain.len() > 1
+        {
+            let skipped = chain.remove(0);
+            notes.push(format!(
+                "the previous attempt of this job lost its task on {skipped} ({reason}): this attempt runs on {}",
+                chain[0]
+            ));
+        }
+        let mut chain = chain.into_iter();
+        shape.capacity = chain.next();
+        fallbacks = chain.collect();
+    }
+
+    let rules: Vec<_> = policy
+        .project_rules
+        .iter()
+        .filter(|r| r.matches(project.path.as_deref(), project.id))
+        .collect();
+    if let Some(asked) = request.task_role.as_deref() {
+        let allowed: Vec<&str> = rules
+            .iter()
+            .flat_map(|r| r.task_roles.iter().map(String::as_str))
+            .collect();
+        match allowed
+            .iter()
+            .find(|r| **r == asked || role_name(r) == Some(asked))
+        {
+            Some(role) => shape.task_role = Some((*role).to_owned()),
+            None => {
+                return Err(refusal(
+                    format!(
+                        "the job asks for task role {asked:?} ({TASK_ROLE_VARIABLE}), which no project rule of this runner grants to project {}",
+                        project.describe()
+                    ),
+                    if allowed.is_empty() {
+                        "remove the variable, or ask the runner's administrator for a project rule ([[Fargate.ProjectRule]] TaskRoles) for this project".to_owned()
+                    } else {
+                        format!("this project may use: {}", allowed.join(", "))
+                    },
+                ));
+            }
+        }
+    }
+    for rule in &rules {
+        for s in &rule.subnets {
+            if !shape.subnets.contains(s) {
+                shape.subnets.push(s.clone());
+            }
+        }
+        for g in &rule.security_groups {
+            if !shape.security_groups.contains(g) {
+                shape.security_groups.push(g.clone());
+            }
+        }
+        if !rule.subnets.is_empty() || !rule.security_groups.is_empty() {
+            notes.push(format!(
+                "project rule {:?} applies to project {}: its subnets and security groups",
+                rule.name,
+                project.describe()
+            ));
+        }
+    }
+    Ok(ShapeDecision {
+        shape,
+        fallbacks,
+        notes,
+    })
+}
+
+impl Driver {
+    /// The shape of `job`'s task: its requests under the policy, starting on the fallback
+    /// capacity when a reclaim of its previous attempt is remembered. Refusals are
+    /// [`ErrorKind::NotAllowed`], before any backend call.
+    pub(super) async fn decide_shape(
+        &self,
+        job: &JobContext,
+        identity: &JobIdentity,
+    ) -> Result<ShapeDecision> {
+        let mut reclaimed = None;
+        if let (Some(memory), Some(key)) = (
+            &self.interruptions,
+            interruption_key(identity, job.response.as_ref()),
+        ) {
+            match memory.recall(&key).await {
+                Ok(note) => reclaimed = note.map(|n| n.reason),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not read the job's interruption note; starting on its usual capacity")
+                }
+            }
+        }
+        resolve_shape(
+            &self.options.shape,
+            &ShapeRequest::from_job(job),
+            &TrustedProject::of(identity),
+            reclaimed.as_deref(),
+        )
+    }
+
+    /// Launches `spec`, moving to the next of `fallbacks` (updating `spec` and the record)
+    /// each time its capacity has none. With a fallback left, a capacity error is not
+    /// retried on the same capacity.
+    pub(super) async fn launch_with_fallback(
+        &self,
+        record: &mut JobRecord,
+        spec: &mut TaskSpec,
+        fallbacks: &[CapacityChoice],
+        notes: &mut Vec<String>,
+        cancel: &CancellationToken,
+    ) -> Result<TaskRef> {
+        let mut rest = fallbacks.iter();
+        loop {
+            let can_fall_back = rest.len() > 0;
+            match self.launch(record, spec, can_fall_back, cancel).await {
+                Err(err) if err.kind() == ErrorKind::CapacityUnavailable && can_fall_back => {
+                    let Some(next) = rest.next() else {
+                        return Err(err);
+                    };
+                    let from = spec
+                        .shape
+                        .capacity
+                        .as_ref()
+                        .map_or("the configured capacity".to_owned(), ToString::to_string);
+                    let note = format!(
+                        "{from} has no capacity ({}): the task runs on {next}",
+                        err.message()
+                    );
+                    tracing::warn!("{note}");
+                    notes.push(note);
+                    spec.shape.capacity = Some(next.clone());
+                    record.spec = Some(spec.clone());
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Remembers that the job's task was reclaimed (`details`), so that its retry starts on
+    /// its capacity's fallback; says so in the job log.
+    pub(super) async fn note_reclaim(
+        &self,
+        job: &JobContext,
+        identity: &JobIdentity,
+        details: &StopDetails,
+    ) {
+        if !details.reclaimed {
+            return;
+        }
+        let ttl = self.options.shape.interruption_memory;
+        let (Some(memory), Some(key)) = (
+            &self.interruptions,
+            interruption_key(identity, job.response.as_ref()),
+        ) else {
+            return;
+        };
+        let note = InterruptionNote::new(details.to_string(), ttl);
+        match memory.remember(&key, &note).await {
+            Ok(()) => tracing::warn!(
+                "the task's capacity was reclaimed ({details}); a retry of this job within {} min runs on its capacity's fallback",
+                ttl.as_secs() / 60
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not remember that the task was reclaimed")
+            }
+        }
+    }
+}
+
+/// The name of role ARN `arn` (`arn:aws:iam::1:role/path/name` -> `name`).
+fn role_name(arn: &str) -> Option<&str> {
+    arn.split_once(":role/")
+        .map(|(_, path)| path.rsplit('/').next().unwrap_or(path))
+}
+
+fn refusal(message: String, hint: String) -> Error {
+    Error::new(ErrorKind::NotAllowed, message).with_hint(hint)
+}
+
+/// One size: the job's request checked against `limit`, or the default.
+fn size(
+    variable: &str,
+    unit: &str,
+    max_key: &str,
+    limit: &SizeLimit,
+    asked: Option<&str>,
+    parse: fn(&str) -> Option<u32>,
+    notes: &mut Vec<String>,
+) -> Result<Option<u32>> {
+    let Some(text) = asked else {
+        return Ok(limit.default);
+    };
+    let Some(value) = parse(text) else {
+        return Err(refusal(
+            format!("{variable}={text:?} is not a size"),
+            format!("give {unit}, e.g. {}", example(variable)),
+        ));
+    };
+    let Some(max) = limit.max else {
+        return Err(refusal(
+            format!(
+                "the job asks for {variable}={text:?}, but this runner does not let jobs choose it"
+            ),
+            format!(
+                "remove the variable, or ask the runner's administrator to set [Fargate.TaskShape] {max_key}"
+            ),
+        ));
+    };
+    if value <= max {
+        return Ok(Some(value));
+    }
+    match limit.over_max {
+        OverMax::Clamp => {
+            notes.push(format!(
+                "{variable}={text} is above this runner's maximum of {max} {unit}: the task gets {max} {unit}"
+            ));
+            Ok(Some(max))
+        }
+        _ => Err(refusal(
+            format!("{variable}={text} is above this runner's maximum of {max} {unit}"),
+            format!("ask for at most {max} {unit} ([Fargate.TaskShape] {max_key})"),
+        )),
+    }
+}
+
+fn example(variable: &str) -> &'static str {
+    match variable {
+        CPU_VARIABLE => "1024 or \"1 vCPU\"",
+        MEMORY_VARIABLE => "2048 or \"2 GB\"",
+        _ => "50 or \"50 GB\"",
+    }
+}
+
+/// The smallest Fargate size with at least `cpu` and `memory` (each when given) within the
+/// policy's maxima (a maximum of one that the job did not ask for is the other's limit: a
+/// job asking for 8 GB may get the CPU that size needs, up to `MaxCPU`). `None` when both
+/// are unset.
+fn fit(policy: &ShapePolicy, cpu: Option<u32>, memory: Option<u32>) -> Result<Option<(u32, u32)>> {
+    if cpu.is_none() && memory.is_none() {
+        return Ok(None);
+    }
+    let cap = |l: &SizeLimit| l.max.max(l.default).unwrap_or(u32::MAX);
+    let (cpu_cap, memory_cap) = (
+        cap(&policy.cpu).max(cpu.unwrap_or(0)),
+        cap(&policy.memory).max(memory.unwrap_or(0)),
+    );
+    let sizes = || {
+        FARGATE_SIZES
+            .iter()
+            .flat_map(|&(c, ..)| fargate_memory_sizes(c).into_iter().map(move |m| (c, m)))
+    };
+    let found = sizes().find(|&(c, m)| {
+        c >= cpu.unwrap_or(0) && m >= memory.unwrap_or(0) && c <= cpu_cap && m <= memory_cap
+    });
+    if let Some(found) = found {
+        return Ok(Some(found));
+    }
+    let mut valid = String::new();
+    for &(c, ..) in FARGATE_SIZES.iter().filter(|s| s.0 <= cpu_cap) {
+        let ms: Vec<u32> = fargate_memory_sizes(c)
+            .into_iter()
+            .filter(|m| *m <= memory_cap)
+            .collect();
+        if let (Some(lo), Some(hi)) = (ms.first(), ms.last()) {
+            let _ = write!(
+                valid,
+                "{}{c} CPU units: {lo}-{hi} MiB",
+                if valid.is_empty() { "" } else { "; " }
+            );
+        }
+    }
+    Err(refusal(
+        format!(
+            "Fargate has no task size with {} and {} within this runner's maxima",
+            cpu.map_or("any CPU".to_owned(), |c| format!("{c} CPU units")),
+            memory.map_or("any memory".to_owned(), |m| format!("{m} MiB")),
+        ),
+        format!("sizes this runner allows: {valid}"),
+    ))
+}
+
+/// `1024` (units), `2 vCPU`, `0.5vcpu`.
+fn parse_cpu(text: &str) -> Option<u32> {
+    let t = text.trim().to_ascii_lowercase();
+    match t.strip_suffix("vcpu") {
+        Some(v) => scaled(v, 1024.0),
+        None => whole(&t),
+    }
+}
+
+/// A positive whole number.
+fn whole(text: &str) -> Option<u32> {
+    text.trim().parse().ok().filter(|n| *n > 0)
+}
+
+/// `4096` (MiB), `4 GB`, `4GiB`, `4Gi`, `512Mi`, `512 MiB`.
+fn parse_memory(text: &str) -> Option<u32> {
+    let t = text.trim().to_ascii_lowercase();
+    for (suffix, factor) in [
+        ("gib", 1024.0),
+        ("gb", 1024.0),
+        ("gi", 1024.0),
+        ("g", 1024.0),
+        ("mib", 1.0),
+        ("mb", 1.0),
+        ("mi", 1.0),
+        ("m", 1.0),
+    ] {
+        if let Some(v) = t.strip_suffix(suffix) {
+            return scaled(v, factor);
+        }
+    }
+    whole(&t)
+}
+
+/// `100` (GiB), `100 GB`, `100GiB`, `100Gi`.
+fn parse_storage(text: &str) -> Option<u32> {
+    let t = text.trim().to_ascii_lowercase();
+    for suffix in ["gib", "gb", "gi", "g"] {
+        if let Some(v) = t.strip_suffix(suffix) {
+            return scaled(v, 1.0);
+        }
+    }
+    whole(&t)
+}
+
+fn scaled(number: &str, factor: f64) -> Option<u32> {
+    let n: f64 = number.trim().parse().ok()?;
+    let v = (n * factor).round();
+    (n.is_finite() && n > 0.0 && v <= f64::from(u32::MAX)).then_some(v as u32)
+}
+
+#[cfg(test)]
+mod tests;
