@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    KeyValuePair, LaunchType, NetworkConfiguration, PropagateTags, Tag, Task, TaskField,
-    TaskOverride,
+    EphemeralStorage, KeyValuePair, LaunchType, NetworkConfiguration, PropagateTags, Tag, Task,
+    TaskField, TaskOverride,
 };
 use fargate_core::{
     ContainerStop, Error, ErrorKind, JobKey, ListedTask, Namespace, Result, StopDetails,
@@ -151,9 +151,15 @@ impl EcsLauncher {
                 .with_backend("ecs"),
             try_next_subnet: false,
         };
+        let mut security_groups = self.config.security_groups.clone();
+        for g in &spec.shape.security_groups {
+            if !security_groups.contains(g) {
+                security_groups.push(g.clone());
+            }
+        }
         let vpc = AwsVpcConfiguration::builder()
             .set_subnets(Some(subnets.to_vec()))
-            .set_security_groups(Some(self.config.security_groups.clone()))
+            .set_security_groups(Some(security_groups))
             .assign_public_ip(if self.config.assign_public_ip {
                 AssignPublicIp::Enabled
             } else {
@@ -166,6 +172,7 @@ impl EcsLauncher {
             .iter()
             .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
             .collect();
+        let shape = &spec.shape;
         let overrides = TaskOverride::builder()
             .container_overrides(
                 ContainerOverride::builder()
@@ -173,6 +180,14 @@ impl EcsLauncher {
                     .set_environment(Some(environment))
                     .build(),
             )
+            .set_cpu(shape.cpu.map(|c| c.to_string()))
+            .set_memory(shape.memory.map(|m| m.to_string()))
+            .set_ephemeral_storage(
+                shape
+                    .ephemeral_storage
+                    .map(|g| EphemeralStorage::builder().size_in_gib(g as i32).build()),
+            )
+            .set_task_role_arn(shape.task_role.clone())
             .build();
         let size = overrides_json_len(spec);
         if size > MAX_OVERRIDES_CHARS {
@@ -182,7 +197,7 @@ impl EcsLauncher {
                     format!("RunTask: the task overrides take {size} characters; ECS accepts at most {MAX_OVERRIDES_CHARS}"),
                 )
                 .with_backend("ecs")
-                .with_hint("pass fewer or shorter environment values to the task"),
+                .with_hint("pass fewer or shorter environment values to the task, or a shorter task role ARN"),
                 try_next_subnet: false,
             });
         }
@@ -208,20 +223,32 @@ impl EcsLauncher {
         if let Some(version) = spec.platform_version.as_deref().filter(|v| !v.is_empty()) {
             req = req.platform_version(version);
         }
-        match &self.config.capacity {
-            Capacity::Fargate => req = req.launch_type(LaunchType::Fargate),
-            Capacity::Strategy(items) => {
-                for item in items {
-                    req = req.capacity_provider_strategy(
-                        CapacityProviderStrategyItem::builder()
-                            .capacity_provider(&item.provider)
-                            .weight(item.weight)
-                            .base(item.base)
-                            .build()
-                            .map_err(unexpected)?,
-                    );
-                }
-            }
+        // A launch type and a capacity provider strategy exclude each other: the job's
+        // capacity replaces the configured one, whichever it is.
+        let strategy: Vec<(&str, i32, i32)> = match (&shape.capacity, &self.config.capacity) {
+            (Some(choice), _) => choice
+                .providers
+                .iter()
+                .map(|p| (p.name.as_str(), p.weight as i32, p.base as i32))
+                .collect(),
+            (None, Capacity::Strategy(items)) => items
+                .iter()
+                .map(|i| (i.provider.as_str(), i.weight, i.base))
+                .collect(),
+            (None, Capacity::Fargate) => Vec::new(),
+        };
+        if strategy.is_empty() {
+            req = req.launch_type(LaunchType::Fargate);
+        }
+        for (provider, weight, base) in strategy {
+            req = req.capacity_provider_strategy(
+                CapacityProviderStrategyItem::builder()
+                    .capacity_provider(provider)
+                    .weight(weight)
+                    .base(base)
+                    .build()
+                    .map_err(unexpected)?,
+            );
         }
         if self.config.enable_execute_command {
             req = req.enable_execute_command(true);
@@ -371,7 +398,21 @@ fn eni_detail<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// `stoppedReason` of a task Fargate Spot interrupted (the developer guide's "Handling
+/// Fargate Spot termination notices").
+pub const SPOT_INTERRUPTED_REASON: &str = "Your Spot Task was interrupted.";
+
+/// Whether a stopped task's code and reason say Fargate Spot took it back: stop code
+/// `SpotInterruption` (or `TerminationNotice`, sent with the two-minute warning), or the
+/// reason [`SPOT_INTERRUPTED_REASON`].
+pub fn is_spot_interruption(stop_code: Option<&str>, reason: Option<&str>) -> bool {
+    matches!(stop_code, Some("SpotInterruption" | "TerminationNotice"))
+        || reason.is_some_and(|r| r.starts_with(SPOT_INTERRUPTED_REASON.trim_end_matches('.')))
+}
+
 fn stop_details(task: &Task) -> StopDetails {
+    let reclaimed =
+        is_spot_interruption(task.stop_code().map(|c| c.as_str()), task.stopped_reason());
     StopDetails::new(
         task.stop_code().map(|c| c.as_str().to_owned()),
         task.stopped_reason()
@@ -388,6 +429,7 @@ fn stop_details(task: &Task) -> StopDetails {
             })
             .collect(),
     )
+    .with_reclaimed(reclaimed)
 }
 
 pub(crate) fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
@@ -401,7 +443,13 @@ pub(crate) fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
 impl TaskLauncher for EcsLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
         let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
-        let attempts = subnet_attempts(&self.config.subnets, self.config.subnet_failover);
+        // A project rule's subnets replace the configured ones.
+        let subnets = if spec.shape.subnets.is_empty() {
+            &self.config.subnets
+        } else {
+            &spec.shape.subnets
+        };
+        let attempts = subnet_attempts(subnets, self.config.subnet_failover);
         let mut failures = Vec::new();
         for (i, subnets) in attempts.iter().enumerate() {
             let token = attempt_token(&spec.client_token, i);
@@ -556,12 +604,32 @@ fn overrides_json_len(spec: &TaskSpec) -> usize {
         .iter()
         .map(|(k, v)| serde_json::json!({ "name": k, "value": v }))
         .collect();
-    serde_json::json!({
+    let mut overrides = serde_json::json!({
         "containerOverrides": [{ "name": spec.container_name, "environment": environment }]
-    })
-    .to_string()
-    .chars()
-    .count()
+    });
+    let shape = &spec.shape;
+    for (key, value) in [
+        ("cpu", shape.cpu.map(|c| serde_json::json!(c.to_string()))),
+        (
+            "memory",
+            shape.memory.map(|m| serde_json::json!(m.to_string())),
+        ),
+        (
+            "ephemeralStorage",
+            shape
+                .ephemeral_storage
+                .map(|g| serde_json::json!({ "sizeInGiB": g })),
+        ),
+        (
+            "taskRoleArn",
+            shape.task_role.clone().map(serde_json::Value::from),
+        ),
+    ] {
+        if let Some(value) = value {
+            overrides[key] = value;
+        }
+    }
+    overrides.to_string().chars().count()
 }
 
 #[cfg(test)]

@@ -78,7 +78,8 @@ mod transport;
 
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
 pub use launcher::{
-    EcsLauncher, MAX_DESCRIBE_TASKS, MAX_OVERRIDES_CHARS, MAX_STOP_REASON, task_state,
+    EcsLauncher, MAX_DESCRIBE_TASKS, MAX_OVERRIDES_CHARS, MAX_STOP_REASON, SPOT_INTERRUPTED_REASON,
+    is_spot_interruption, task_state,
 };
 pub use listing::MAX_LIST_TASKS;
 pub use metrics::ApiCalls;

@@ -157,6 +157,32 @@ impl TaskShape {
         self.capacity = capacity;
         self
     }
+
+    /// The same shape with `cpu` units and `memory` MiB.
+    pub fn with_size(mut self, cpu: u32, memory: u32) -> Self {
+        self.cpu = Some(cpu);
+        self.memory = Some(memory);
+        self
+    }
+
+    /// The same shape with `gib` of ephemeral storage.
+    pub fn with_ephemeral_storage(mut self, gib: u32) -> Self {
+        self.ephemeral_storage = Some(gib);
+        self
+    }
+
+    /// The same shape with task role `role`.
+    pub fn with_task_role(mut self, role: impl Into<String>) -> Self {
+        self.task_role = Some(role.into());
+        self
+    }
+
+    /// The same shape in `subnets` (instead of the backend's) with `security_groups` added.
+    pub fn with_network(mut self, subnets: Vec<String>, security_groups: Vec<String>) -> Self {
+        self.subnets = subnets;
+        self.security_groups = security_groups;
+        self
+    }
 }
 
 impl fmt::Display for TaskShape {

@@ -340,6 +340,28 @@ impl Moto {
         .expect("writing the moto control file");
     }
 
+    /// Fault injection: `RunTask` calls that land on one of `providers` (the first provider
+    /// of their strategy with a weight or base; `FARGATE` for launch type `FARGATE`) answer
+    /// a `failures[]` entry with ECS's reason "Capacity is unavailable at this time. Please
+    /// try again later or in a different availability zone" and start no task. Empty turns
+    /// it off.
+    pub fn set_no_capacity(&self, providers: &[&str]) {
+        std::fs::write(self.dir.path().join("no_capacity"), providers.join("\n"))
+            .expect("writing the moto control file");
+    }
+
+    /// Fault injection: Fargate Spot takes `task_arn` back. The next `DescribeTasks` of it
+    /// finds it `STOPPED` with stop code `SpotInterruption` and reason "Your Spot Task was
+    /// interrupted.", as ECS reports it, if it runs on `FARGATE_SPOT` (other tasks are left
+    /// alone, as on ECS).
+    pub fn interrupt_spot_task(&self, task_arn: &str) {
+        let path = self.dir.path().join("spot_interrupt");
+        let mut arns = std::fs::read_to_string(&path).unwrap_or_default();
+        arns.push_str(task_arn);
+        arns.push('\n');
+        std::fs::write(path, arns).expect("writing the moto control file");
+    }
+
     /// Every `RunTask` request the server received, in order, as
     /// `{"request": <body>, "taskArns": [...], "replay": <same client token as before>}`.
     pub fn run_task_requests(&self) -> Vec<serde_json::Value> {

@@ -23,6 +23,14 @@
 #    StopTask of an unknown task and reason length, Fargate CPU/memory combinations.
 # 9. Tasks carry createdAt/pullStartedAt/pullStoppedAt/startedAt/stoppingAt/stoppedAt,
 #    stopCode, cpu, memory and availabilityZone like ECS's.
+# 10. Capacity faults: a RunTask placed on a capacity provider listed in
+#    $FGT_MOTO_DIR/no_capacity (one name a line, e.g. FARGATE_SPOT) answers a failures[]
+#    entry with ECS's "Capacity is unavailable at this time..." and starts nothing. Task ARNs
+#    listed in $FGT_MOTO_DIR/spot_interrupt are stopped as a Fargate Spot interruption
+#    (stopCode SpotInterruption, "Your Spot Task was interrupted.") when next described,
+#    if they run on FARGATE_SPOT.
+# 11. RunTask task-level overrides (cpu, memory, ephemeralStorage) follow the Fargate size
+#    rules, and the task reports them as its cpu and memory.
 # See docs/ecs-api-rules.md for every rule and its source.
 import base64
 import ipaddress
@@ -163,9 +171,30 @@ def _note_progress(task):
             task.execution_stopped_at = task.stopped_at
 
 
+def _spot_interrupt(task):
+    """Stops `task` as Fargate Spot does when it takes the capacity back."""
+    now = utcnow()
+    task._status = "STOPPED"
+    task._tick = 0
+    task.desired_status = "STOPPED"
+    task.stop_code = "SpotInterruption"
+    task.stopped_reason = "Your Spot Task was interrupted."
+    task.stopping_at = getattr(task, "stopping_at", None) or now
+    task.stopped_at = getattr(task, "stopped_at", None) or now
+    task.execution_stopped_at = task.stopped_at
+
+
 def _describe(self, cluster_str, tasks):
     found = _describe_tasks(self, cluster_str, tasks)
+    interrupt = set(_control("spot_interrupt", lambda t: t.split(), []))
     for task in found:
+        if (
+            task.task_arn in interrupt
+            and task.capacity_provider_name == "FARGATE_SPOT"
+            and task.desired_status != "STOPPED"
+        ):
+            _spot_interrupt(task)
+            continue
         left = getattr(task, "_fgt_boot_left", 0)
         if task._status in ("PROVISIONING", "PENDING"):
             if left <= 0:
@@ -250,10 +279,51 @@ def _check_run_task(request):
             raise _invalid(
                 f"Container overrides are {size} characters long; at most 8192 are allowed."
             )
+        _check_size_overrides(overrides)
+
+
+def _check_size_overrides(overrides):
+    cpu, memory = overrides.get("cpu"), overrides.get("memory")
+    if cpu is not None and memory is not None:
+        units, mib = _units(cpu, "vcpu"), _units(memory, "gb")
+        if units not in _FARGATE_SIZES or mib not in _FARGATE_SIZES[units]:
+            raise ECSException(
+                "ClientException",
+                f"No Fargate configuration exists for given values: {cpu} CPU, {memory} "
+                "memory. See the Amazon ECS documentation for the valid values.",
+            )
+    storage = (overrides.get("ephemeralStorage") or {}).get("sizeInGiB")
+    if storage is not None and not (isinstance(storage, int) and 21 <= storage <= 200):
+        raise _invalid(
+            "The ephemeral storage size must be at least 21 GiB and at most 200 GiB."
+        )
 
 
 _tokens = {}
 _run_task = _Response.run_task
+
+
+def _no_capacity():
+    return set(_control("no_capacity", lambda t: t.split(), []))
+
+
+def _placement(request):
+    """The capacity provider a RunTask lands on: the first of its strategy with a base or a
+    weight (a launch type FARGATE lands on FARGATE)."""
+    strategy = request.get("capacityProviderStrategy") or []
+    for item in strategy:
+        if item.get("base") or item.get("weight", 0):
+            return item.get("capacityProvider")
+    return request.get("launchType") or (strategy[0].get("capacityProvider") if strategy else None)
+
+
+def _apply_size_overrides(task, overrides):
+    if overrides.get("cpu") is not None:
+        task.cpu = str(_units(overrides["cpu"], "vcpu"))
+    if overrides.get("memory") is not None:
+        task.memory = str(_units(overrides["memory"], "gb"))
+    if overrides.get("ephemeralStorage"):
+        task.ephemeral_storage = overrides["ephemeralStorage"]
 
 
 def _run(self):
@@ -281,10 +351,26 @@ def _run(self):
                     conflict.resourceIds = arns
                     raise conflict
                 replay = True
+        placed = _placement(request)
         if replay:
             result = ecs_responses.ActionResult({"tasks": tasks, "failures": []})
+        elif placed in _no_capacity():
+            result = ecs_responses.ActionResult(
+                {
+                    "tasks": [],
+                    "failures": [
+                        {
+                            "arn": f"arn:aws:ecs:{self.region}:{self.current_account}:capacity-provider/{placed}",
+                            "reason": "Capacity is unavailable at this time. Please try again "
+                            "later or in a different availability zone",
+                        }
+                    ],
+                }
+            )
         else:
             result = _run_task(self)
+            for task in result.result["tasks"]:
+                _apply_size_overrides(task, request.get("overrides") or {})
         arns = [t.task_arn for t in result.result["tasks"]]
         if token and not replay:
             _tokens[key] = (request, arns)
