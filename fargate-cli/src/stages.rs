@@ -193,12 +193,14 @@ fn driver(args: &Args, config: FileConfig) -> Driver {
         tracing::warn!("{w}");
     }
     // The driver retries ([Retry]); the ECS backend only retries transport hiccups.
+    let store = Arc::new(FileMetadataStore::new(metadata_dir));
     Driver::new(
         options,
         Arc::new(backends::LazyLauncher::ecs(ecs)),
         Arc::new(Ssh2Shell::with_config(ssh)),
-        Arc::new(FileMetadataStore::new(metadata_dir)),
+        store.clone(),
     )
+    .with_interruption_memory(store)
     .with_admin_overrides(AdminOverrides {
         task_definition: args.task_def.clone().filter(|s| !s.is_empty()),
         platform_version: args.platform_version.clone().filter(|s| !s.is_empty()),

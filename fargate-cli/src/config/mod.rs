@@ -39,6 +39,14 @@
 //! | `[Fargate] EnableExecuteCommand` | bool | `false` | ECS Exec into job tasks, for debugging |
 //! | `[Fargate] PropagateTags` | string | `NONE` | `TASK_DEFINITION` copies the task definition's tags to every task (`SERVICE` is refused: no service runs these tasks) |
 //! | `[Fargate] EnableECSManagedTags` | bool | `false` | ECS adds `aws:ecs:clusterName` to every task |
+//! | `[Fargate.TaskShape] DefaultCPU` / `MaxCPU` | integer (CPU units, 256-16384) | none | what jobs get without `FARGATE_CPU`, and the most they may ask for (no maximum: jobs may not ask) |
+//! | `[Fargate.TaskShape] DefaultMemory` / `MaxMemory` | integer (MiB, 512-122880) | none | the same for `FARGATE_MEMORY` |
+//! | `[Fargate.TaskShape] DefaultEphemeralStorage` / `MaxEphemeralStorage` | integer (GiB, 21-200) | none | the same for `FARGATE_EPHEMERAL_STORAGE` |
+//! | `[Fargate.TaskShape] CPUOverMax` / `MemoryOverMax` / `EphemeralStorageOverMax` | string | `clamp` | above the maximum: `clamp` (with a warning in the job log) or `refuse` (a build failure) |
+//! | `[Fargate.TaskShape] DefaultCapacity` | string | none (the runner's capacity) | capacity profile of jobs without `FARGATE_CAPACITY` |
+//! | `[Fargate.TaskShape] InterruptionMemory` | duration | `6h` | how long a Spot interruption sends the job's retries to the fallback |
+//! | `[[Fargate.CapacityProfile]]` | `Name`, `Providers`, `Fallback` | none | profiles jobs may ask for with `FARGATE_CAPACITY`, e.g. `spot` (`FARGATE_SPOT`, fallback `on-demand`) |
+//! | `[[Fargate.ProjectRule]]` | `Name`, `Projects`, `ProjectIds`, `TaskRoles`, `Subnets`, `SecurityGroups` | none | per project (from `JOB_RESPONSE_FILE`): task roles its jobs may ask for (`FARGATE_TASK_ROLE`), subnets instead of the runner's, security groups added |
 //! | `[Fargate] ReadyTimeout` | duration | `10m` | from RunTask to SSH answering |
 //! | `[Fargate] PollInitialInterval` | duration | `2s` | first DescribeTasks delay; grows by half each poll |
 //! | `[Fargate] PollMaxInterval` | duration | `10s` | |
@@ -68,6 +76,7 @@
 pub(crate) mod duration;
 mod reader;
 mod sections;
+mod shape;
 #[cfg(test)]
 mod tests;
 

@@ -208,6 +208,7 @@ fn read_fargate(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     if let Some(b) = r.boolean(&mut t, "EnableECSManagedTags") {
         c.ecs.enable_ecs_managed_tags = b;
     }
+    super::shape::read_shape(r, &mut t, &mut c.options.shape);
     let tm = &mut c.options.timeouts;
     for (key, field, allow_zero) in [
         ("ReadyTimeout", &mut tm.ready, false),
