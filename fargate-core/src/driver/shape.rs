@@ -117,24 +117,34 @@ pub fn resolve_shape(
     reclaimed: Option<&str>,
 ) -> Result<ShapeDecision> {
     let mut notes = Vec::new();
-    let cpu = size(
-        CPU_VARIABLE,
-        "CPU units",
-        "MaxCPU",
-        &policy.cpu,
-        request.cpu.as_deref(),
-        parse_cpu,
-        &mut notes,
-    )?;
-    let memory = size(
-        MEMORY_VARIABLE,
-        "MiB",
-        "MaxMemory",
-        &policy.memory,
-        request.memory.as_deref(),
-        parse_memory,
-        &mut notes,
-    )?;
+    let keys: [SizeKey<'_>; 3] = [
+        (
+            CPU_VARIABLE,
+            "CPU units",
+            "MaxCPU",
+            &policy.cpu,
+            &request.cpu,
+            parse_cpu,
+        ),
+        (
+            MEMORY_VARIABLE,
+            "MiB",
+            "MaxMemory",
+            &policy.memory,
+            &request.memory,
+            parse_memory,
+        ),
+        (
+            EPHEMERAL_STORAGE_VARIABLE,
+            "GiB",
+            "MaxEphemeralStorage",
+            &policy.ephemeral_storage,
+            &request.ephemeral_storage,
+            parse_storage,
+        ),
+    ];
+    let [cpu, memory, storage] = keys.map(|key| size(key, &mut notes));
+    let (cpu, memory) = (cpu?, memory?);
     let mut shape = TaskShape::default();
     if let Some((c, m)) = fit(policy, cpu, memory)? {
         if cpu.is_some_and(|x| x != c) || memory.is_some_and(|x| x != m) {
@@ -147,15 +157,7 @@ pub fn resolve_shape(
         shape.cpu = Some(c);
         shape.memory = Some(m);
     }
-    shape.ephemeral_storage = size(
-        EPHEMERAL_STORAGE_VARIABLE,
-        "GiB",
-        "MaxEphemeralStorage",
-        &policy.ephemeral_storage,
-        request.ephemeral_storage.as_deref(),
-        parse_storage,
-        &mut notes,
-    )?
+    shape.ephemeral_storage = storage?
     .and_then(|g| {
         if g < MIN_EPHEMERAL_STORAGE_GIB {
             notes.push(format!(
@@ -370,17 +372,23 @@ fn refusal(message: String, hint: String) -> Error {
     Error::new(ErrorKind::NotAllowed, message).with_hint(hint)
 }
 
+/// One size key: its variable, unit, maximum's file key, limit, the job's request and
+/// the request's parser.
+type SizeKey<'a> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'a SizeLimit,
+    &'a Option<String>,
+    fn(&str) -> Option<u32>,
+);
+
 /// One size: the job's request checked against `limit`, or the default.
 fn size(
-    variable: &str,
-    unit: &str,
-    max_key: &str,
-    limit: &SizeLimit,
-    asked: Option<&str>,
-    parse: fn(&str) -> Option<u32>,
+    (variable, unit, max_key, limit, asked, parse): SizeKey<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Option<u32>> {
-    let Some(text) = asked else {
+    let Some(text) = asked.as_deref() else {
         return Ok(limit.default);
     };
     let Some(value) = parse(text) else {

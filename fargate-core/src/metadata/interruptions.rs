@@ -74,7 +74,7 @@ pub fn interruption_key(identity: &JobIdentity, response: Option<&JobResponse>) 
     .ok()
 }
 
-/// Remembers capacity reclaims per job (see the [module docs](self)).
+/// Remembers capacity reclaims per job (see [`interruption_key`] for the key).
 #[async_trait]
 pub trait InterruptionMemory: Send + Sync + fmt::Debug {
     /// Notes a reclaim for `key`, replacing an earlier note.
