@@ -828,3 +828,114 @@ async fn a_delay_fault_hangs_only_its_operation() {
     assert!(again.elapsed() < hang);
     assert!(proxy.requests().iter().all(|r| !r.faulted));
 }
+
+/// Rule 18: task-level size overrides follow Fargate's sizes; the task reports them.
+#[tokio::test]
+async fn rule_18_size_overrides_follow_fargate_sizes() {
+    fargate_testkit::require_fixture!(Moto);
+    let (_moto, ecs, client, oracle) = fixture(Moto::builder()).await;
+    let sized = |cpu: &str, memory: &str| {
+        run(&client, &ecs).overrides(TaskOverride::builder().cpu(cpu).memory(memory).build())
+    };
+    let msg = refused(sized("256", "4096").send().await, "ClientException");
+    assert!(msg.contains("No Fargate configuration exists"), "{msg}");
+    let storage = aws_sdk_ecs::types::EphemeralStorage::builder()
+        .size_in_gib(201)
+        .build();
+    invalid(
+        run(&client, &ecs)
+            .overrides(TaskOverride::builder().ephemeral_storage(storage).build())
+            .send()
+            .await,
+    );
+    let arn = start(sized("1024", "3072")).await;
+    let task = oracle
+        .describe_tasks()
+        .cluster(&ecs.cluster)
+        .tasks(&arn)
+        .send()
+        .await
+        .unwrap();
+    let task = &task.tasks()[0];
+    assert_eq!((task.cpu(), task.memory()), (Some("1024"), Some("3072")));
+}
+
+/// Rule 19: no capacity on a provider is a `failures[]` answer with ECS's reason, for that
+/// provider only.
+#[tokio::test]
+async fn rule_19_no_capacity_is_a_failure_per_provider() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
+    moto.set_no_capacity(&["FARGATE_SPOT"]);
+    let on = |provider: &str| {
+        run(&client, &ecs)
+            .set_launch_type(None)
+            .capacity_provider_strategy(
+                aws_sdk_ecs::types::CapacityProviderStrategyItem::builder()
+                    .capacity_provider(provider)
+                    .weight(1)
+                    .build()
+                    .unwrap(),
+            )
+    };
+    let out = on("FARGATE_SPOT").send().await.unwrap();
+    assert!(out.tasks().is_empty(), "{out:?}");
+    assert_eq!(
+        out.failures()[0].reason(),
+        Some(
+            "Capacity is unavailable at this time. Please try again later or in a different availability zone"
+        )
+    );
+    start(on("FARGATE")).await;
+    start(run(&client, &ecs)).await;
+    moto.set_no_capacity(&[]);
+    start(on("FARGATE_SPOT")).await;
+}
+
+/// Rule 20: a Spot interruption stops a FARGATE_SPOT task with ECS's code and reason, and
+/// leaves other tasks alone.
+#[tokio::test]
+async fn rule_20_spot_interruption_stops_spot_tasks_only() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, client, oracle) = fixture(Moto::builder()).await;
+    let spot = start(
+        run(&client, &ecs)
+            .set_launch_type(None)
+            .capacity_provider_strategy(
+                aws_sdk_ecs::types::CapacityProviderStrategyItem::builder()
+                    .capacity_provider("FARGATE_SPOT")
+                    .weight(1)
+                    .build()
+                    .unwrap(),
+            ),
+    )
+    .await;
+    let on_demand = start(run(&client, &ecs)).await;
+    moto.interrupt_spot_task(&spot);
+    moto.interrupt_spot_task(&on_demand);
+    let out = oracle
+        .describe_tasks()
+        .cluster(&ecs.cluster)
+        .tasks(&spot)
+        .tasks(&on_demand)
+        .send()
+        .await
+        .unwrap();
+    let by_arn = |arn: &str| {
+        out.tasks()
+            .iter()
+            .find(|t| t.task_arn() == Some(arn))
+            .unwrap()
+    };
+    let stopped = by_arn(&spot);
+    assert_eq!(stopped.last_status(), Some("STOPPED"));
+    assert_eq!(
+        stopped.stop_code().map(|c| c.as_str()),
+        Some("SpotInterruption")
+    );
+    assert_eq!(
+        stopped.stopped_reason(),
+        Some("Your Spot Task was interrupted.")
+    );
+    assert_eq!(by_arn(&on_demand).last_status(), Some("RUNNING"));
+}

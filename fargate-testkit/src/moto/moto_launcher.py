@@ -186,7 +186,7 @@ def _spot_interrupt(task):
 
 def _describe(self, cluster_str, tasks):
     found = _describe_tasks(self, cluster_str, tasks)
-    interrupt = set(_control("spot_interrupt", lambda t: t.split(), []))
+    interrupt = set(_control("spot_interrupt", str.split, ""))
     for task in found:
         if (
             task.task_arn in interrupt
@@ -304,7 +304,7 @@ _run_task = _Response.run_task
 
 
 def _no_capacity():
-    return set(_control("no_capacity", lambda t: t.split(), []))
+    return set(_control("no_capacity", str.split, ""))
 
 
 def _placement(request):
