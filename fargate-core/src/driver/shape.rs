@@ -321,7 +321,8 @@ impl Driver {
                         "{from} has no capacity ({}): the task runs on {next}",
                         err.message()
                     );
-                    tracing::warn!("{note}");
+                    // Said once, with the other notes, at the end of prepare.
+                    tracing::debug!("{note}");
                     notes.push(note);
                     spec.shape.capacity = Some(next.clone());
                     record.spec = Some(spec.clone());
