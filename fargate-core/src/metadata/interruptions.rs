@@ -95,10 +95,46 @@ impl FileMetadataStore {
     fn note_path(&self, key: &JobKey) -> std::path::PathBuf {
         self.dir().join(format!("{key}.reclaimed"))
     }
+
+    /// The note of `key` if it still counts; an expired or unreadable one is removed.
+    fn current_note(&self, key: &JobKey) -> Result<Option<InterruptionNote>> {
+        let path = self.note_path(key);
+        let Some(bytes) = self.read_file(&path, "interruption note")? else {
+            return Ok(None);
+        };
+        // An unreadable note is as good as none: it only ever chooses the capacity.
+        match serde_json::from_slice::<InterruptionNote>(&bytes) {
+            Ok(note) if note.is_current() => Ok(Some(note)),
+            _ => {
+                let _ = std::fs::remove_file(&path);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes the notes that no longer count, so that the directory holds only those
+    /// of the last [`ShapePolicy::interruption_memory`](crate::options::ShapePolicy).
+    fn sweep_notes(&self) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let key = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".reclaimed"))
+                .and_then(|stem| JobKey::parse(stem).ok());
+            if let Some(key) = key {
+                self.current_note(&key)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Notes are files `<key>.reclaimed` (0600, written atomically) in the store's directory,
-/// under the same checks as job records. An expired note is removed when read.
+/// under the same checks as job records. An expired note is removed when read, and every
+/// expired note when a new one is written.
 #[async_trait]
 impl InterruptionMemory for FileMetadataStore {
     async fn remember(&self, key: &JobKey, note: &InterruptionNote) -> Result<()> {
@@ -110,28 +146,15 @@ impl InterruptionMemory for FileMetadataStore {
             )
         })?;
         blocking(move || {
-            this.write_atomic(&key, &this.note_path(&key), &bytes, "interruption note")
+            this.write_atomic(&key, &this.note_path(&key), &bytes, "interruption note")?;
+            this.sweep_notes()
         })
         .await
     }
 
     async fn recall(&self, key: &JobKey) -> Result<Option<InterruptionNote>> {
         let (this, key) = (self.clone(), key.clone());
-        blocking(move || {
-            let path = this.note_path(&key);
-            let Some(bytes) = this.read_file(&path, "interruption note")? else {
-                return Ok(None);
-            };
-            // An unreadable note is as good as none: it only ever chooses the capacity.
-            match serde_json::from_slice::<InterruptionNote>(&bytes) {
-                Ok(note) if note.is_current() => Ok(Some(note)),
-                _ => {
-                    let _ = std::fs::remove_file(&path);
-                    Ok(None)
-                }
-            }
-        })
-        .await
+        blocking(move || this.current_note(&key)).await
     }
 }
 
@@ -187,7 +210,7 @@ mod tests {
         let note =
             InterruptionNote::new("Your Spot Task was interrupted.", Duration::from_secs(60));
         store.remember(&key, &note).await.unwrap();
-        assert_eq!(store.recall(&key).await.unwrap(), Some(note));
+        assert_eq!(store.recall(&key).await.unwrap(), Some(note.clone()));
         let path = dir.path().join("m/ci-reclaimed-1.reclaimed");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -195,7 +218,21 @@ mod tests {
         assert!(crate::MetadataStore::list(&store).await.unwrap().is_empty());
         let old = InterruptionNote::new("old", Duration::ZERO);
         store.remember(&key, &old).await.unwrap();
+        assert!(
+            !path.exists(),
+            "an expired note is swept when a note is written"
+        );
         assert_eq!(store.recall(&key).await.unwrap(), None);
-        assert!(!path.exists(), "an expired note is removed");
+        // Written expired behind the store's back: removed when read.
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(store.recall(&key).await.unwrap(), None);
+        assert!(!path.exists(), "an expired note is removed when read");
+        // Others' expired notes go when any note is written; current ones stay.
+        let other = JobKey::parse("ci-reclaimed-2").unwrap();
+        let other_path = dir.path().join("m/ci-reclaimed-2.reclaimed");
+        std::fs::write(&other_path, serde_json::to_vec(&old).unwrap()).unwrap();
+        store.remember(&key, &note).await.unwrap();
+        assert!(!other_path.exists() && path.exists());
+        assert_eq!(store.recall(&other).await.unwrap(), None);
     }
 }
