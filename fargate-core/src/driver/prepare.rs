@@ -126,6 +126,11 @@ impl Driver {
         };
         let launch_accepted = start.elapsed();
         tracing::info!(task = %task, elapsed_ms = launch_accepted.as_millis() as u64, "task accepted");
+        // Why the shape differs from the request, while it is news (also when prepare fails
+        // later).
+        for note in &notes {
+            tracing::warn!("task shape: {note}");
+        }
         if let Err(err) = self.store.put(&record).await {
             return Err(self.roll_back(record, err).await);
         }
@@ -167,9 +172,6 @@ impl Driver {
             "task is ready"
         );
         tracing::info!("task shape: {}", spec.shape);
-        for note in &notes {
-            tracing::warn!("task shape: {note}");
-        }
         Ok(PrepareReport {
             task,
             endpoint: ready.endpoint,

@@ -98,10 +98,13 @@ impl Driver {
                 ))
             }
             Err(err) if err.kind() == ErrorKind::Cancelled => Err(err.into()),
-            Err(err) => Err(self
-                .explain_with_task_state(&task, &record, err)
-                .await
-                .into()),
+            Err(err) => {
+                let (err, stop) = self.explain_with_task_state(&task, &record, err).await;
+                if let Some(details) = stop {
+                    self.note_reclaim(job, &identity, &details).await;
+                }
+                Err(err.into())
+            }
         }
     }
 
@@ -160,31 +163,32 @@ impl Driver {
         (status.state.is_terminal() || forgotten).then_some(status)
     }
 
-    /// When SSH fails, the task stopping is the likeliest cause: say so if it is.
+    /// When SSH fails, the task stopping is the likeliest cause: say so if it is, with why
+    /// it stopped.
     async fn explain_with_task_state(
         &self,
         task: &TaskRef,
         record: &JobRecord,
         err: Error,
-    ) -> Error {
+    ) -> (Error, Option<StopDetails>) {
         if !matches!(
             err.kind(),
             ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::Unexpected
         ) {
-            return err;
+            return (err, None);
         }
         match self.stopped_status(task, record).await {
-            Some(status) => Error::new(
-                ErrorKind::TaskStopped,
-                format!(
-                    "the task stopped: {} ({})",
-                    status.stop.unwrap_or_default(),
-                    err.message()
-                ),
-            )
-            .with_context("task", task)
-            .with_source(err),
-            None => err,
+            Some(status) => {
+                let details = status.stop.unwrap_or_default();
+                let err = Error::new(
+                    ErrorKind::TaskStopped,
+                    format!("the task stopped: {details} ({})", err.message()),
+                )
+                .with_context("task", task)
+                .with_source(err);
+                (err, Some(details))
+            }
+            None => (err, None),
         }
     }
 }

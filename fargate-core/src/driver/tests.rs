@@ -1324,3 +1324,31 @@ async fn a_refused_shape_is_a_build_failure_before_any_launch() {
     assert_eq!(r.launcher.faults.calls(Op::Launch), 0);
     assert!(r.store.get(&r.key()).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_reclaim_found_when_ssh_breaks_is_remembered_too() {
+    let r = spot_rig();
+    let report = r.prepare().await.unwrap();
+    // Spot's SIGTERM ends sshd: the connection breaks before any watch check.
+    r.launcher
+        .reclaim(&report.task, "Your Spot Task was interrupted.");
+    r.shell
+        .faults
+        .inject_next(Op::Run, Fault::Fail(ErrorKind::Unreachable));
+    let (res, _) = r.run("echo hi").await;
+    let err = system_error(res.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::TaskStopped);
+    assert!(
+        err.message().contains("Your Spot Task was interrupted."),
+        "{err}"
+    );
+    r.driver.cleanup(&r.job).await.unwrap();
+    let mut retry = spot_rig();
+    retry.job = spot_job(2);
+    retry.driver = retry
+        .driver
+        .clone()
+        .with_interruption_memory(r.store.clone());
+    let report = retry.prepare().await.unwrap();
+    assert_eq!(report.shape.capacity.unwrap().profile, "on-demand");
+}
