@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{
     TaskField, TaskOverride,
 };
 use fargate_core::{
-    ContainerStop, Error, ErrorKind, JobKey, ListedTask, Namespace, Result, StopDetails,
+    ContainerStop, Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopDetails,
     StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use tracing::{debug, warn};
@@ -145,7 +145,7 @@ impl EcsLauncher {
         subnets: &[String],
         token: &str,
         tags: &[(String, String)],
-    ) -> std::result::Result<TaskRef, Classified> {
+    ) -> std::result::Result<Launched, Classified> {
         let unexpected = |e: aws_sdk_ecs::error::BuildError| Classified {
             error: Error::new(ErrorKind::InvalidConfig, format!("RunTask request: {e}"))
                 .with_backend("ecs"),
@@ -260,11 +260,15 @@ impl EcsLauncher {
             req = req.enable_ecs_managed_tags(true);
         }
         let out = req.send().await.map_err(|e| errors::sdk(e, "RunTask"))?;
-        if let Some(arn) = out.tasks().iter().find_map(|t| t.task_arn()) {
-            return Ok(TaskRef {
+        if let Some((t, arn)) = out.tasks().iter().find_map(|t| Some((t, t.task_arn()?))) {
+            let task = TaskRef {
                 id: arn.to_owned(),
                 cluster: Some(self.config.cluster.clone()),
-            });
+            };
+            // The answer describes the task as DescribeTasks would; a public IP is never
+            // in it (that takes EC2), so only the private one is used.
+            let status = (!self.config.use_public_ip).then(|| status_with_private_address(t));
+            return Ok(Launched::new(task).with_status(status));
         }
         Err(match out.failures().first() {
             Some(f) => errors::classify(
@@ -439,9 +443,25 @@ pub(crate) fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
         .and_then(|t| t.value())
 }
 
+/// The state, private address and stop details of `task`.
+fn status_with_private_address(task: &Task) -> TaskStatus {
+    let state = task_state(
+        task.last_status().unwrap_or_default(),
+        task.desired_status().unwrap_or_default(),
+    );
+    let stop = state.is_terminal().then(|| stop_details(task));
+    TaskStatus::new(state)
+        .with_address(eni_detail(task, "privateIPv4Address").and_then(|ip| ip.parse().ok()))
+        .with_stop(stop)
+}
+
 #[async_trait]
 impl TaskLauncher for EcsLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
+        self.launch_observed(spec).await.map(|l| l.task)
+    }
+
+    async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
         // A project rule's subnets replace the configured ones.
         let subnets = if spec.shape.subnets.is_empty() {
@@ -455,9 +475,9 @@ impl TaskLauncher for EcsLauncher {
             let token = attempt_token(&spec.client_token, i);
             debug!(job = %spec.key, attempt = i, ?subnets, "RunTask");
             match self.run_task(spec, subnets, &token, &tags).await {
-                Ok(task) => {
-                    debug!(job = %spec.key, task = %task, "task accepted");
-                    return Ok(task);
+                Ok(launched) => {
+                    debug!(job = %spec.key, task = %launched.task, address = ?launched.address(), "task accepted");
+                    return Ok(launched);
                 }
                 Err(c) if c.try_next_subnet && i + 1 < attempts.len() => {
                     warn!(job = %spec.key, ?subnets, error = %c.error, "RunTask failed; trying the next subnet");
@@ -484,21 +504,15 @@ impl TaskLauncher for EcsLauncher {
         let Some(t) = self.describe_task(task, false).await? else {
             return Ok(TaskStatus::missing());
         };
-        let state = task_state(
-            t.last_status().unwrap_or_default(),
-            t.desired_status().unwrap_or_default(),
-        );
-        let address = if self.config.use_public_ip {
-            match eni_detail(&t, "networkInterfaceId") {
-                Some(eni) if !state.is_terminal() => self.public_ip(&task.id, eni).await?,
-                _ => self.cached_public_ip(&task.id),
-            }
-        } else {
-            eni_detail(&t, "privateIPv4Address").and_then(|ip| ip.parse().ok())
+        let status = status_with_private_address(&t);
+        if !self.config.use_public_ip {
+            return Ok(status);
+        }
+        let address = match eni_detail(&t, "networkInterfaceId") {
+            Some(eni) if !status.state.is_terminal() => self.public_ip(&task.id, eni).await?,
+            _ => self.cached_public_ip(&task.id),
         };
-        let stop =
-            matches!(state, TaskState::Stopping | TaskState::Stopped).then(|| stop_details(&t));
-        Ok(TaskStatus::new(state).with_address(address).with_stop(stop))
+        Ok(status.with_address(address))
     }
 
     async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {

@@ -131,6 +131,25 @@ async fn launch_returns_at_once_and_describe_gives_the_eni_address() {
     assert_eq!(l.api_calls().get("RunTask"), 1);
 }
 
+/// Issue 15: the RunTask answer describes the task; when it carries the ENI's private
+/// address (moto's does), `launch_observed` hands it over, so prepare probes SSH at once.
+#[tokio::test]
+async fn the_run_task_answer_carries_the_private_address() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs) = moto().await;
+    moto.set_provisioning_describes(4);
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let launched = l.launch_observed(&ecs.spec(2)).await.unwrap();
+    let status = launched.status.clone().expect("the answer's status");
+    assert_eq!(status.state, TaskState::Provisioning);
+    assert_eq!(launched.address(), Some(first_ip(moto.task_cidr())));
+    assert_eq!(
+        l.describe(&launched.task).await.unwrap().address,
+        launched.address()
+    );
+    assert_eq!(l.api_calls().get("RunTask"), 1);
+}
+
 #[tokio::test]
 async fn run_task_request_with_launch_type() {
     fargate_testkit::require_fixture!(Moto);

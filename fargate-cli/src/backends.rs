@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fargate_aws::{EcsConfig, EcsLauncher};
 use fargate_core::{
-    JobKey, ListedTask, Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
+    TaskStatus,
 };
 use tokio::sync::OnceCell;
 
@@ -55,6 +56,9 @@ impl LazyLauncher {
 impl TaskLauncher for LazyLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
         self.get().await?.launch(spec).await
+    }
+    async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
+        self.get().await?.launch_observed(spec).await
     }
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         self.get().await?.describe(task).await

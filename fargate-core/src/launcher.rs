@@ -318,6 +318,37 @@ impl TaskStatus {
     }
 }
 
+/// What [`TaskLauncher::launch_observed`] returns: the task, and what the backend's answer
+/// to the launch already said of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Launched {
+    /// The task.
+    pub task: TaskRef,
+    /// The task's status as the launch answer showed it, when it showed one (ECS's RunTask
+    /// answer describes the task; its address may already be there). `None`: ask
+    /// [`TaskLauncher::describe`].
+    pub status: Option<TaskStatus>,
+}
+
+impl Launched {
+    /// `task`, with nothing known of its status.
+    pub fn new(task: TaskRef) -> Self {
+        Launched { task, status: None }
+    }
+
+    /// Sets the status the launch answer showed.
+    pub fn with_status(mut self, status: Option<TaskStatus>) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The address the launch answer carried, if any.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.status.as_ref().and_then(|s| s.address)
+    }
+}
+
 /// One task of a namespace, as [`TaskLauncher::list`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -398,6 +429,15 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     /// replay returns the same task) or by `find` (as [`Driver`](crate::Driver) does).
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef>;
 
+    /// [`launch`](TaskLauncher::launch), also returning what the backend's answer said of
+    /// the task (its address, when the answer carries one), so that the caller can connect
+    /// without waiting for a first [`describe`](TaskLauncher::describe). The default
+    /// returns no status; a backend whose answer describes the task overrides it (and then
+    /// implements `launch` on top of it). Same guarantees and cancel safety as `launch`.
+    async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
+        self.launch(spec).await.map(Launched::new)
+    }
+
     /// What the backend knows of `task` now.
     ///
     /// # Cancel safety
@@ -439,6 +479,9 @@ pub type DynTaskLauncher = Arc<dyn TaskLauncher>;
 impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
         (**self).launch(spec).await
+    }
+    async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
+        (**self).launch_observed(spec).await
     }
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         (**self).describe(task).await

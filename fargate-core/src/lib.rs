@@ -19,8 +19,8 @@ pub use driver::{AdminOverrides, Driver, TaskDefinitionChoice};
 pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, FailureClass, Result};
 pub use job::{JobContext, JobIdentity, JobKey, JobResponse, Namespace};
 pub use launcher::{
-    ContainerStop, DynTaskLauncher, Endpoint, ListedTask, StopDetails, StopOutcome, TaskLauncher,
-    TaskRef, TaskSpec, TaskState, TaskStatus,
+    ContainerStop, DynTaskLauncher, Endpoint, Launched, ListedTask, StopDetails, StopOutcome,
+    TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
 pub use options::{ConfigError, ConfigProblem, DriverOptions};

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cancel::CancelBudget;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity};
-use crate::launcher::{Endpoint, TaskRef, TaskSpec, TaskState};
+use crate::launcher::{Endpoint, Launched, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
 use crate::retry::jittered;
 use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
@@ -117,13 +117,14 @@ impl Driver {
 
         tracing::info!(task_definition = %spec.task_definition, "starting a Fargate task");
         let launch_started = Instant::now();
-        let task = match self
+        let launched = match self
             .launch_with_fallback(&mut record, &mut spec, &fallbacks, &mut notes, cancel)
             .await
         {
-            Ok(task) => task,
+            Ok(launched) => launched,
             Err(err) => return Err(self.roll_back(record, err).await),
         };
+        let task = launched.task.clone();
         let launch_accepted = start.elapsed();
         tracing::info!(task = %task, elapsed_ms = launch_accepted.as_millis() as u64, "task accepted");
         // Why the shape differs from the request, while it is news (also when prepare fails
@@ -139,7 +140,7 @@ impl Driver {
         let waited = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(Error::cancelled("waiting for the task")),
-            r = self.wait_ready(&task, launch_started, deadline) => r,
+            r = self.wait_ready(&launched, launch_started, deadline) => r,
         };
         let ready = match waited {
             Ok(ready) => ready,
@@ -198,7 +199,7 @@ impl Driver {
         spec: &TaskSpec,
         fail_fast_on_capacity: bool,
         cancel: &CancellationToken,
-    ) -> Result<TaskRef> {
+    ) -> Result<Launched> {
         let policy = &self.options.retry;
         let started = Instant::now();
         let mut backoff = policy.initial_backoff;
@@ -220,15 +221,16 @@ impl Driver {
                 .launch_settled(&spec.clone().with_client_token(token.clone()), cancel)
                 .await;
             match result {
-                Ok(task) => {
+                Ok(launched) => {
+                    let task = launched.task.clone();
                     record.settle(&token, AttemptOutcome::Accepted { task: task.clone() });
-                    record.task = Some(task.clone());
+                    record.task = Some(task);
                     record.phase = Phase::Launched;
                     record.touch();
                     if cancel.is_cancelled() {
                         return Err(Error::cancelled("starting the task"));
                     }
-                    return Ok(task);
+                    return Ok(launched);
                 }
                 Err(err) => {
                     let unknown = err.outcome_unknown();
@@ -275,8 +277,12 @@ impl Driver {
 
     /// One launch call. When `cancel` fires while it is in flight, the call is not dropped:
     /// it gets [`LAUNCH_SETTLE`] more to answer, so the task it may start is known.
-    async fn launch_settled(&self, spec: &TaskSpec, cancel: &CancellationToken) -> Result<TaskRef> {
-        let call = self.launcher.launch(spec);
+    async fn launch_settled(
+        &self,
+        spec: &TaskSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Launched> {
+        let call = self.launcher.launch_observed(spec);
         tokio::pin!(call);
         tokio::select! {
             biased;
@@ -293,20 +299,33 @@ impl Driver {
 
     /// Polls the task until its address is known, then probes SSH until it answers.
     ///
+    /// No idle wait: an address the launch answer carried is probed at once; otherwise the
+    /// first describe is sent at once, and the later ones follow the sparse schedule
+    /// (`[Fargate] PollInitialInterval`, growing 1.5x up to `PollMaxInterval`) that a long
+    /// boot needs. SSH is probed as soon as any answer carried the address.
+    ///
     /// A task the launcher does not know yet is "not visible yet" until
     /// `[Fargate] ConsistencyWindow` after `launched`; after that it is gone.
     async fn wait_ready(
         &self,
-        task: &TaskRef,
+        launch: &Launched,
         launched: Instant,
         deadline: Instant,
     ) -> Result<Ready> {
+        let task = &launch.task;
         let started = Instant::now();
         let t = &self.options.timeouts;
         let port = self.options.ssh.port;
         let mut interval = t.poll_initial;
-        let mut next_describe = started + interval;
-        let mut address: Option<(IpAddr, Duration)> = None;
+        let mut address: Option<(IpAddr, Duration)> = launch.address().map(|ip| {
+            tracing::info!(%ip, "task IP address known from the launch answer");
+            (ip, Duration::ZERO)
+        });
+        // With the address known, describing only watches for an early stop.
+        let mut next_describe = match address {
+            Some(_) => started + t.poll_initial,
+            None => started,
+        };
         let mut describe_calls = 0u32;
         let mut probes = 0u32;
         let mut last_probe_error: Option<Error> = None;
@@ -376,12 +395,11 @@ impl Driver {
                     Err(err) => return Err(err),
                 }
                 // Once the address is known, describing only watches for an early stop.
-                interval = if address.is_some() {
-                    t.poll_max
-                } else {
-                    interval.mul_f64(1.5).min(t.poll_max)
-                };
+                if address.is_some() {
+                    interval = t.poll_max;
+                }
                 next_describe = Instant::now() + interval;
+                interval = interval.mul_f64(1.5).min(t.poll_max);
             }
             let Some((ip, address_known)) = address else {
                 tokio::time::sleep_until(next_describe.min(deadline)).await;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::Driver;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobContext, JobIdentity};
-use crate::launcher::{StopDetails, TaskRef, TaskSpec};
+use crate::launcher::{Launched, StopDetails, TaskSpec};
 use crate::metadata::{InterruptionNote, JobRecord, interruption_key};
 use crate::options::{OverMax, ShapePolicy, SizeLimit};
 use crate::shape::{
@@ -303,7 +303,7 @@ impl Driver {
         fallbacks: &[CapacityChoice],
         notes: &mut Vec<String>,
         cancel: &CancellationToken,
-    ) -> Result<TaskRef> {
+    ) -> Result<Launched> {
         let mut rest = fallbacks.iter();
         loop {
             let can_fall_back = rest.len() > 0;

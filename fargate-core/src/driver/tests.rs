@@ -524,8 +524,8 @@ async fn ssh_never_answering_times_out_with_a_hint() {
 /// caller learns the IP.
 #[tokio::test(start_paused = true)]
 async fn a_forty_second_boot_costs_few_describe_calls() {
-    // Describes come at 2, 5, 9.5 s (then every 10 s); the IP appears with the 3rd; sshd
-    // answers at 40 s.
+    // Describes come at 0, 2, 5, 9.5 s (then every 10 s); the IP appears with the 3rd;
+    // sshd answers at 40 s.
     let r = rig_with(
         config(),
         BootPlan {
@@ -556,8 +556,53 @@ async fn a_forty_second_boot_costs_few_describe_calls() {
     );
     assert_eq!(r.launcher.faults.calls(Op::Describe), report.describe_calls);
     // The caller learns the address at the describe that first reports it.
-    assert_eq!(report.address_known, Duration::from_millis(9500));
+    assert_eq!(report.address_known, Duration::from_millis(5000));
     assert!(report.probes >= 100, "{} probes", report.probes);
+}
+
+/// Issue 15: no idle wait. A task that is ready at once is described at once and probed at
+/// once: prepare takes no (tokio) time, where it waited `PollInitialInterval` (2 s) before.
+#[tokio::test(start_paused = true)]
+async fn a_task_ready_at_once_is_described_and_probed_without_waiting() {
+    let r = rig();
+    let start = Instant::now();
+    let report = r.prepare().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(report.address_known, Duration::ZERO);
+    assert_eq!(report.describe_calls, 1);
+    assert_eq!(report.probes, 1);
+}
+
+/// An address in the launch answer (moto's RunTask answer carries one) is probed before any
+/// describe; describing then only watches for an early stop, on the sparse schedule.
+#[tokio::test(start_paused = true)]
+async fn an_address_in_the_launch_answer_is_probed_before_any_describe() {
+    let r = rig_with(
+        config(),
+        BootPlan {
+            describes_until_address: 100,
+            describes_until_running: 100,
+            address_in_launch_answer: true,
+            ..BootPlan::default()
+        },
+    );
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    r.shell.set_down(ip, true);
+    let shell = r.shell.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        shell.set_down(ip, false);
+    });
+    let report = r.prepare().await.unwrap();
+    assert_eq!(report.address_known, Duration::ZERO);
+    // The probes start at once; describes only at 2 s (PollInitialInterval) and later.
+    assert_eq!(report.describe_calls, 1);
+    assert!(report.probes >= 12, "{} probes", report.probes);
+    assert!(
+        report.ssh_ready < Duration::from_millis(3300),
+        "{:?}",
+        report.ssh_ready
+    );
 }
 
 #[tokio::test(start_paused = true)]

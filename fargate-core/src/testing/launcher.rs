@@ -10,7 +10,8 @@ use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    ListedTask, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    Launched, ListedTask, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState,
+    TaskStatus,
 };
 
 /// How a fake task boots, counted in `describe` calls.
@@ -27,6 +28,9 @@ pub struct BootPlan {
     /// consistent API: `describe` says [`TaskState::Missing`], `find` leaves it out and
     /// `stop` answers [`StopOutcome::NotFound`] without stopping it.
     pub invisible_for: Duration,
+    /// Whether the launch answer carries the address (as moto's RunTask answer does), so
+    /// that [`TaskLauncher::launch_observed`] reports it.
+    pub address_in_launch_answer: bool,
 }
 
 impl Default for BootPlan {
@@ -36,6 +40,7 @@ impl Default for BootPlan {
             describes_until_running: 0,
             first_address: Ipv4Addr::new(127, 0, 0, 1),
             invisible_for: Duration::ZERO,
+            address_in_launch_answer: false,
         }
     }
 }
@@ -197,6 +202,16 @@ impl TaskLauncher for MemoryLauncher {
             Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Launch)),
             _ => Ok(task),
         }
+    }
+
+    async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
+        let task = self.launch(spec).await?;
+        if !self.plan.address_in_launch_answer {
+            return Ok(Launched::new(task));
+        }
+        let address = self.lock().tasks.get(&task.id).map(|t| t.address);
+        let status = TaskStatus::new(TaskState::Provisioning).with_address(address);
+        Ok(Launched::new(task).with_status(Some(status)))
     }
 
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
