@@ -81,6 +81,20 @@ pub enum Command {
                       removes stale job records. Exit code 0 when all is clean or cleaned."
     )]
     Gc(GcArgs),
+    /// Holds one job's SSH connection for its `run` stages (started by prepare).
+    #[command(hide = true)]
+    Keeper(KeeperArgs),
+}
+
+/// Options of the hidden `fargate keeper` (see `fargate_ssh::keeper`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeeperArgs {
+    /// The Unix socket to listen on.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// The job's record key.
+    #[arg(long, value_name = "KEY")]
+    pub job: String,
 }
 
 /// Options of `fargate gc`.

@@ -61,6 +61,18 @@ pub fn main_impl(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 async fn execute(args: Args) -> i32 {
+    if let Command::Keeper(command) = &args.command {
+        return match setup(&args) {
+            Ok(config) => match crate::keeper::run(command, config).await {
+                Ok(()) => 0,
+                Err(err) => {
+                    tracing::debug!("connection keeper: {}", err.chain());
+                    2
+                }
+            },
+            Err(_) => 2,
+        };
+    }
     if let Command::Gc(gc) = &args.command {
         return match setup(&args) {
             Ok(config) => crate::gc::run(gc, config).await,
@@ -142,11 +154,16 @@ async fn run_stage(
     if let Err(e) = signals::cancel_on_signals(cancel.clone()) {
         tracing::warn!("cannot listen for signals: {e}");
     }
-    let driver = driver(args, config);
+    let keeper = crate::keeper::socket(&config, job);
+    let driver = driver(args, config, keeper.as_deref().filter(|_| is_run(stage)));
     match stage {
         Stage::Config => Ok(()),
         Stage::Prepare => {
             let report = driver.prepare(job, &cancel).await?;
+            if let Some(socket) = &keeper {
+                crate::keeper::start(args, socket, &driver.identity(job)?.key()).await;
+            }
+            // After the keeper started: a reader of this line may count on it.
             tracing::info!(
                 "task {} is ready at {} in {:.1} s (accepted {:.1} s, IP known {:.1} s, SSH up {:.1} s)",
                 report.task,
@@ -171,6 +188,9 @@ async fn run_stage(
                 .await
         }
         Stage::Cleanup => {
+            if let Some(socket) = &keeper {
+                crate::keeper::stop(socket);
+            }
             // Cleanup is never cancelled: it finishes its stop under its own deadline.
             let report = driver.cleanup(job).await?;
             for task in &report.stopped {
@@ -181,7 +201,12 @@ async fn run_stage(
     }
 }
 
-fn driver(args: &Args, config: FileConfig) -> Driver {
+fn is_run(stage: &Stage) -> bool {
+    matches!(stage, Stage::Run { .. })
+}
+
+/// The driver of a stage; `keeper`: the job's keeper socket, for a `run` stage.
+fn driver(args: &Args, config: FileConfig, keeper: Option<&Path>) -> Driver {
     let FileConfig {
         options,
         ecs,
@@ -197,7 +222,10 @@ fn driver(args: &Args, config: FileConfig) -> Driver {
     Driver::new(
         options,
         Arc::new(backends::LazyLauncher::ecs(ecs)),
-        Arc::new(Ssh2Shell::with_config(ssh)),
+        Arc::new(match keeper {
+            Some(socket) => Ssh2Shell::with_config(ssh).with_keeper(socket),
+            None => Ssh2Shell::with_config(ssh),
+        }),
         store.clone(),
     )
     .with_interruption_memory(store)

@@ -51,8 +51,51 @@ impl Rig {
             "tasks left running: {running:?}\n{}",
             result.log
         );
+        let keepers = self.keepers();
+        assert!(
+            keepers.is_empty(),
+            "connection keepers left running: {keepers:?}\n{}",
+            result.log
+        );
+    }
+
+    /// The pids of this rig's connection keeper processes (`fargate ... keeper --socket
+    /// <metadata dir>/...`; a process that exited has no command line).
+    fn keepers(&self) -> Vec<u32> {
+        let metadata = self.dir.path().join("metadata").display().to_string();
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.contains(&&b"keeper"[..])
+                    && args.iter().any(|a| a.starts_with(metadata.as_bytes()))
+            })
+            .collect()
     }
 }
+
+/// A rig whose driver logs at debug level, where stages say whether they ran through the
+/// job's connection keeper.
+async fn debug_rig() -> Rig {
+    rig_with(LocalFargateOptions::default(), |c| {
+        c.replace("LogLevel = \"info\"", "LogLevel = \"debug\"")
+    })
+    .await
+}
+
+/// SIGKILL to `pid`.
+fn kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -KILL {pid}");
+}
+
+const THROUGH_KEEPER: &str = "running the script through the job's connection keeper";
+const DIRECT: &str = "connecting directly, not through the keeper";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_with_unicode_output_on_both_streams_succeeds() {
@@ -843,4 +886,132 @@ async fn gc_while_jobs_run_touches_none_of_their_tasks() {
     }
     let running = rig.fargate.running_tasks().await;
     assert!(running.is_empty(), "{running:?}");
+}
+
+/// Issue 15: prepare leaves a connection keeper; every `run` stage goes through it (no
+/// direct connection), and cleanup ends it (checked by `assert_no_task_running`).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_run_stage_goes_through_the_jobs_keeper_and_cleanup_ends_it() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = debug_rig().await;
+    let result = rig
+        .run(Job::new(1501, &["echo one", "echo two >&2", "exit 0"]))
+        .await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    let runs = result
+        .stages
+        .iter()
+        .filter(|s| !matches!(s.name.as_str(), "config" | "prepare" | "cleanup"))
+        .count();
+    assert!(runs >= 3, "{runs} run stages\n{}", result.log);
+    assert_eq!(
+        result.log.matches(THROUGH_KEEPER).count(),
+        runs,
+        "{}",
+        result.log
+    );
+    assert!(!result.log.contains(DIRECT), "{}", result.log);
+    for expected in ["one", "two"] {
+        assert!(result.log.contains(expected), "{}", result.log);
+    }
+    rig.assert_no_task_running(&result).await;
+}
+
+/// A failing script's exit code comes through the keeper as it does over a direct
+/// connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_failure_through_the_keeper_keeps_its_exit_code() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = debug_rig().await;
+    let result = rig.run(Job::new(1502, &["echo before", "exit 42"])).await;
+    assert_eq!(
+        result.status,
+        JobStatus::ScriptFailure(42),
+        "{}",
+        result.log
+    );
+    assert!(result.log.contains(THROUGH_KEEPER), "{}", result.log);
+    assert!(!result.log.contains(DIRECT), "{}", result.log);
+    rig.assert_no_task_running(&result).await;
+}
+
+/// SIGKILL the job's keeper: its stages connect directly and the job succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_keeper_leaves_the_stages_to_direct_connections() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = Arc::new(debug_rig().await);
+    let mut job = Job::new(1503, &["echo still-running"]);
+    let killer = Arc::clone(&rig);
+    // Prepare prints this line after it started the keeper.
+    job.on_output = vec![(
+        "is ready at".into(),
+        OnOutput::Call(Box::new(move || {
+            let keepers = killer.keepers();
+            assert_eq!(keepers.len(), 1, "{keepers:?}");
+            kill(keepers[0]);
+        })),
+    )];
+    let result = rig.run(job).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    assert!(result.log.contains("still-running"), "{}", result.log);
+    assert!(result.log.contains(DIRECT), "{}", result.log);
+    assert!(!result.log.contains(THROUGH_KEEPER), "{}", result.log);
+    rig.assert_no_task_running(&result).await;
+}
+
+/// SIGKILL the keeper while a script runs through it: the stage fails at once as a lost
+/// connection (a system failure naming the keeper), never hangs, and cleanup still stops
+/// the task.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keeper_killed_while_a_script_runs_fails_that_stage_promptly() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = Arc::new(debug_rig().await);
+    let mut job = Job::new(1504, &["echo step-started", "sleep 600"]);
+    let killer = Arc::clone(&rig);
+    job.on_output = vec![(
+        "step-started".into(),
+        OnOutput::Call(Box::new(move || {
+            for pid in killer.keepers() {
+                kill(pid);
+            }
+        })),
+    )];
+    let result = rig.run(job).await;
+    assert_eq!(
+        result.status,
+        JobStatus::SystemFailure("build_script".into()),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("connection keeper ended"),
+        "{}",
+        result.log
+    );
+    let build = result.stage("build_script");
+    assert!(
+        build[0].wall < Duration::from_secs(60),
+        "{:?}",
+        build[0].wall
+    );
+    rig.assert_no_task_running(&result).await;
+}
+
+/// A cancel reaches the script through the keeper: the stage ends within 2 s of SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_through_the_keeper_ends_the_stage_within_two_seconds() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = debug_rig().await;
+    let mut job = Job::new(1505, &["echo started-sleep", "sleep 600"]);
+    job.on_output = vec![("started-sleep".into(), OnOutput::Cancel)];
+    let result = rig.run(job).await;
+    assert_eq!(result.status, JobStatus::Canceled, "{}", result.log);
+    assert!(result.log.contains(THROUGH_KEEPER), "{}", result.log);
+    let build = result.stage("build_script");
+    let after_term = build[0].exit_after_term.expect("SIGTERM was sent");
+    assert!(
+        after_term < Duration::from_secs(2),
+        "the stage took {after_term:?} to exit after SIGTERM"
+    );
+    rig.assert_no_task_running(&result).await;
 }

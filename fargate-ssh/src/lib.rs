@@ -153,6 +153,7 @@
 //! skipped otherwise). This crate ships no test infrastructure.
 
 pub mod config;
+pub mod keeper;
 pub mod keys;
 mod negotiation;
 mod session;

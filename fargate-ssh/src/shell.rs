@@ -1,5 +1,6 @@
 //! [`Ssh2Shell`]: the [`RemoteShell`] on libssh2.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BACKEND;
 use crate::config::Ssh2Config;
+use crate::keeper;
 use crate::keys;
 use crate::session::{self, Chunk, StartGate};
 
@@ -25,9 +27,13 @@ const CANCEL_WAIT: Duration = CancelBudget::DEFAULT.shell_wait();
 
 /// The [`RemoteShell`] of the driver: libssh2 (through the `ssh2` crate), one SSH
 /// connection per call, on a blocking thread. See the [crate docs](crate) for the design.
+///
+/// Built [`with_keeper`](Ssh2Shell::with_keeper), `run` hands the script to the job's
+/// connection keeper ([`crate::keeper`]) and connects directly only when there is none.
 #[derive(Clone, Debug, Default)]
 pub struct Ssh2Shell {
     config: Arc<Ssh2Config>,
+    keeper: Option<Arc<Path>>,
 }
 
 impl Ssh2Shell {
@@ -40,7 +46,15 @@ impl Ssh2Shell {
     pub fn with_config(config: Ssh2Config) -> Self {
         Ssh2Shell {
             config: Arc::new(config),
+            keeper: None,
         }
+    }
+
+    /// The same shell, running scripts through the connection keeper listening on
+    /// `socket` ([`crate::keeper`]) while there is one.
+    pub fn with_keeper(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.keeper = Some(Arc::from(socket.into()));
+        self
     }
 
     /// The settings in use.
@@ -91,7 +105,25 @@ impl RemoteShell for Ssh2Shell {
         let thread_stop = stop.clone();
         let gate = Arc::new(StartGate::default());
         let thread_gate = Arc::clone(&gate);
+        let keeper = self.keeper.clone();
         let mut handle = tokio::task::spawn_blocking(move || {
+            if let Some(socket) = keeper {
+                match keeper::run(&socket, &thread_request, &tx, &thread_stop, &thread_gate) {
+                    keeper::Attempt::Done(result) => return result,
+                    keeper::Attempt::Unused(why) => {
+                        tracing::debug!("connecting directly, not through the keeper: {why}");
+                    }
+                }
+                // The keeper may have passed the start gate: a fresh one, the caller
+                // waits for this thread either way.
+                return session::run(
+                    &config,
+                    &thread_request,
+                    &tx,
+                    &thread_stop,
+                    &StartGate::default(),
+                );
+            }
             session::run(&config, &thread_request, &tx, &thread_stop, &thread_gate)
         });
 
@@ -105,6 +137,7 @@ impl RemoteShell for Ssh2Shell {
                             continue;
                         }
                         let written = match &chunk {
+                            Chunk::Started => Ok(()),
                             Chunk::Stdout(data) => output.stdout(data),
                             Chunk::Stderr(data) => output.stderr(data),
                         };

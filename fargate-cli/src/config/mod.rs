@@ -48,7 +48,7 @@
 //! | `[[Fargate.CapacityProfile]]` | `Name`, `Providers`, `Fallback` | none | profiles jobs may ask for with `FARGATE_CAPACITY`, e.g. `spot` (`FARGATE_SPOT`, fallback `on-demand`) |
 //! | `[[Fargate.ProjectRule]]` | `Name`, `Projects`, `ProjectIds`, `TaskRoles`, `Subnets`, `SecurityGroups` | none | per project (from `JOB_RESPONSE_FILE`): task roles its jobs may ask for (`FARGATE_TASK_ROLE`), subnets instead of the runner's, security groups added |
 //! | `[Fargate] ReadyTimeout` | duration | `10m` | from RunTask to SSH answering |
-//! | `[Fargate] PollInitialInterval` | duration | `2s` | first DescribeTasks delay; grows by half each poll |
+//! | `[Fargate] PollInitialInterval` | duration | `2s` | delay after the first DescribeTasks (sent at once); grows by half each poll |
 //! | `[Fargate] PollMaxInterval` | duration | `10s` | |
 //! | `[Fargate] StopTimeout` | duration | `60s` | deadline of stopping the task (cleanup, rollback) |
 //! | `[Fargate] MaxTaskLifetime` | duration | `24h` | cap of a task's deadline (job timeout + `ReadyTimeout` + `StopTimeout` + 10 min), and the deadline of a job without a timeout |
@@ -61,6 +61,8 @@
 //! | `[SSH] ConnectTimeout` | duration | `10s` | TCP connect + handshake |
 //! | `[SSH] KeepaliveInterval` | duration | `30s` | `0` disables |
 //! | `[SSH] ProbeInterval` | duration | `250ms` | SSH readiness probing once the IP is known |
+//! | `[SSH] ConnectionKeeper` | bool | `true` | one SSH connection per job, held by a keeper process, for all `run` stages |
+//! | `[SSH] KeeperIdleTimeout` | duration | `10m` | the keeper ends after this long without a stage |
 //! | `[Retry] MaxAttempts` | integer | `5` | for throttling and capacity errors |
 //! | `[Retry] InitialBackoff` | duration | `1s` | |
 //! | `[Retry] MaxBackoff` | duration | `20s` | |
@@ -118,6 +120,26 @@ pub(crate) struct FileConfig {
     pub(crate) log: LogSettings,
     /// `[TaskMetadata] Directory`, as written (empty when unset).
     pub(crate) metadata_dir: PathBuf,
+    /// `[SSH] ConnectionKeeper`, `KeeperIdleTimeout`.
+    pub(crate) keeper: KeeperSettings,
+}
+
+/// The per-job SSH connection keeper ([`fargate_ssh::keeper`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeeperSettings {
+    /// `[SSH] ConnectionKeeper` (default `true`).
+    pub(crate) enabled: bool,
+    /// `[SSH] KeeperIdleTimeout` (default 10 min).
+    pub(crate) idle_timeout: std::time::Duration,
+}
+
+impl Default for KeeperSettings {
+    fn default() -> Self {
+        KeeperSettings {
+            enabled: true,
+            idle_timeout: std::time::Duration::from_secs(600),
+        }
+    }
 }
 
 /// A loaded configuration and the warnings found while loading it.

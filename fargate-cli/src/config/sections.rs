@@ -323,6 +323,12 @@ fn read_ssh(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     if let Some(d) = r.duration(&mut t, "ProbeInterval", false) {
         c.options.ssh.probe_interval = d;
     }
+    if let Some(on) = r.boolean(&mut t, "ConnectionKeeper") {
+        c.keeper.enabled = on;
+    }
+    if let Some(d) = r.duration(&mut t, "KeeperIdleTimeout", false) {
+        c.keeper.idle_timeout = d;
+    }
     r.finish(&t);
 }
 

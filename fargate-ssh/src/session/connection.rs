@@ -20,7 +20,7 @@ const PUBKEY_UNVERIFIED: i32 = -19;
 /// libssh2 could not use the private key (bad format, unsupported type).
 const KEY_FILE: i32 = -16;
 /// A TCP connection with a finished SSH handshake.
-pub(super) struct Connection {
+pub(crate) struct Connection {
     pub(super) sess: Session,
     /// A clone of the socket, for `poll`.
     socket: TcpStream,
@@ -170,6 +170,28 @@ impl Connection {
              check the task's stopped reason in ECS; the script may have partly run",
         )
         .set_temporary(false)
+    }
+
+    /// Whether the server closed the connection (seen without taking data from libssh2:
+    /// a peek that reads end of file). For an idle connection kept between scripts.
+    pub(crate) fn peer_closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        // SAFETY: the buffer is valid for one byte; MSG_PEEK leaves the data for libssh2
+        // and MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                self.socket.as_raw_fd(),
+                byte.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0
+            || (n < 0
+                && !matches!(
+                    io::Error::last_os_error().kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ))
     }
 
     /// Waits until the socket is ready in the direction libssh2 is blocked on, at most

@@ -22,7 +22,7 @@ use crate::BACKEND;
 use crate::config::Ssh2Config;
 
 use bootstrap::{BOOTSTRAP, MarkerScanner};
-use connection::Connection;
+pub(crate) use connection::Connection;
 pub(crate) use connection::probe;
 use pump::Run;
 
@@ -30,7 +30,7 @@ use pump::Run;
 const CHUNK: usize = fargate_core::MAX_OUTPUT_CHUNK;
 
 /// How long one `poll` waits at most, so that a cancel is seen promptly.
-const POLL_SLICE: Duration = Duration::from_millis(50);
+pub(crate) const POLL_SLICE: Duration = Duration::from_millis(50);
 /// libssh2's "would block".
 const EAGAIN: i32 = -37;
 /// Decides, between the SSH thread and the task awaiting `run`, whether the script gets
@@ -59,7 +59,7 @@ impl StartGate {
     }
 
     /// The thread is about to start the script: `false` if it must not.
-    fn start(&self) -> bool {
+    pub(crate) fn start(&self) -> bool {
         self.leave_pending(GateState::Started) == GateState::Pending
     }
 
@@ -75,6 +75,8 @@ impl StartGate {
 /// A chunk of output, passed from the blocking thread to the task awaiting `run`.
 #[derive(Debug)]
 pub(crate) enum Chunk {
+    /// The script's channel is open (only the keeper relays this).
+    Started,
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
 }
@@ -96,7 +98,22 @@ pub(crate) fn run(
     gate: &StartGate,
 ) -> Result<RunOutcome> {
     // Disconnects when dropped, whichever way this returns.
-    let conn = &Connection::open(
+    let conn = &connect(config, request)?;
+    run_on(
+        conn,
+        config,
+        &request.username,
+        &request.script,
+        tx,
+        stop,
+        gate,
+    )
+}
+
+/// An authenticated connection for `request` (its endpoint, pinned host key, user and
+/// key).
+pub(crate) fn connect(config: &Ssh2Config, request: &RunRequest) -> Result<Connection> {
+    let conn = Connection::open(
         request.endpoint,
         config.connect_timeout,
         config.handshake_timeout,
@@ -104,9 +121,24 @@ pub(crate) fn run(
     )?;
     conn.check_host_key(request.host_key.as_ref())?;
     conn.authenticate(request)?;
+    Ok(conn)
+}
+
+/// Runs `script` in a new channel of `conn` (authenticated as `user`) and streams its
+/// output into `tx`. `conn` is left in blocking mode, ready for another channel.
+pub(crate) fn run_on(
+    conn: &Connection,
+    config: &Ssh2Config,
+    user: &str,
+    script: &[u8],
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+    gate: &StartGate,
+) -> Result<RunOutcome> {
     if stop.is_cancelled() || !gate.start() {
         return Err(cancelled("the script was not started"));
     }
+    conn.sess.set_blocking(true);
     let mut channel = conn.sess.channel_session().map_err(|e| {
         ssh_error(
             ErrorKind::Unexpected,
@@ -128,6 +160,7 @@ pub(crate) fn run(
         )
     })?;
     tracing::debug!(endpoint = %conn.endpoint, "script bootstrap started");
+    let _ = tx.blocking_send(Chunk::Started);
     let keepalive = config.keepalive_interval.as_secs();
     if keepalive > 0 {
         conn.sess
@@ -136,7 +169,7 @@ pub(crate) fn run(
     conn.sess.set_blocking(false);
     let mut run = Run {
         conn,
-        user: &request.username,
+        user,
         channel,
         tx,
         buf: vec![0; CHUNK],
@@ -145,14 +178,20 @@ pub(crate) fn run(
         receiver_gone: false,
         eof: false,
     };
-    let sent = run.send_script(&request.script, stop)?;
-    if sent && run.pump_until_closed(Some(stop), None, keepalive > 0)? {
-        return run.outcome();
-    }
-    let how = run.kill(sent, config.cancel_grace);
-    tracing::debug!(endpoint = %conn.endpoint, "script cancelled: {how}");
-    Err(cancelled(&how))
+    let result = (|| {
+        let sent = run.send_script(script, stop)?;
+        if sent && run.pump_until_closed(Some(stop), None, keepalive > 0)? {
+            return run.outcome();
+        }
+        let how = run.kill(sent, config.cancel_grace);
+        tracing::debug!(endpoint = %conn.endpoint, "script cancelled: {how}");
+        Err(cancelled(&how))
+    })();
+    drop(run);
+    conn.sess.set_blocking(true);
+    result
 }
+
 fn cancelled(how: &str) -> Error {
     ssh_error(
         ErrorKind::Cancelled,
