@@ -120,7 +120,8 @@ pub(crate) async fn run(command: &KeeperArgs, config: FileConfig) -> Result<()> 
         script: Arc::from(&b""[..]),
     };
     let options = KeeperOptions::new(command.socket.clone(), config.keeper.idle_timeout)
-        .with_until(record.spec.as_ref().and_then(|s| s.deadline));
+        .with_until(record.spec.as_ref().and_then(|s| s.deadline))
+        .while_exists(store.record_path(&key));
     let ssh = config.ssh.clone();
     // Tells `start` that the socket is there: one byte on stdout, its only output.
     let listening = || {

@@ -51,7 +51,14 @@ impl Rig {
             "tasks left running: {running:?}\n{}",
             result.log
         );
-        let keepers = self.keepers();
+        // Cleanup waits for the keeper it asks to quit; one whose prepare was killed before
+        // it listened ends by itself once the record is gone (checked every 0.5 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut keepers = self.keepers();
+        while !keepers.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            keepers = self.keepers();
+        }
         assert!(
             keepers.is_empty(),
             "connection keepers left running: {keepers:?}\n{}",

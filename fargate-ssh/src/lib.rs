@@ -2,10 +2,12 @@
 //!
 //! # Design
 //!
-//! * **One connection per call.** Every custom-executor stage is its own driver process,
-//!   so [`Ssh2Shell`] keeps nothing between calls. libssh2 is blocking: each call runs its
-//!   whole session on a blocking thread (`tokio::task::spawn_blocking`), never in an async
-//!   task.
+//! * **One connection per call, or one per job.** Every custom-executor stage is its own
+//!   driver process, so [`Ssh2Shell`] keeps nothing between calls. libssh2 is blocking:
+//!   each call runs its whole session on a blocking thread (`tokio::task::spawn_blocking`),
+//!   never in an async task. Built [`with_keeper`](Ssh2Shell::with_keeper), it runs scripts
+//!   through a per-job [`keeper`] process that holds one connection for all of a job's
+//!   stages, and connects directly only when there is no working keeper.
 //! * **Timeouts.** The TCP connect and the SSH handshake (plus authentication) are
 //!   bounded ([`Ssh2Config`]: 10 s each by default); while a script runs, SSH keepalives
 //!   are sent every 30 s so that idle NAT/ELB paths stay open and a dead peer is noticed.

@@ -17,8 +17,9 @@
 //! it started the script, its failure is the stage's (as a lost connection would be).
 //!
 //! A keeper ends when asked ([`quit`], at cleanup), when its connection is lost (the
-//! task stopped), after an idle time without a stage, or at the task's deadline, so it
-//! never outlives its job by more than those bounds; it removes its socket.
+//! task stopped), when the job's record is gone, after an idle time without a stage, or at
+//! the task's deadline, so it never outlives its job by more than those bounds; it
+//! removes its socket.
 
 mod client;
 mod frame;
@@ -45,6 +46,9 @@ pub struct KeeperOptions {
     pub idle_timeout: Duration,
     /// The keeper ends at this time (the task's deadline), if set.
     pub until: Option<SystemTime>,
+    /// The keeper ends once this file is gone (the job's record: cleanup removes it, so a
+    /// keeper whose cleanup ran before it listened does not stay), if set.
+    pub while_exists: Option<PathBuf>,
 }
 
 impl KeeperOptions {
@@ -54,7 +58,14 @@ impl KeeperOptions {
             socket: socket.into(),
             idle_timeout,
             until: None,
+            while_exists: None,
         }
+    }
+
+    /// Also end once `path` is gone.
+    pub fn while_exists(mut self, path: impl Into<PathBuf>) -> Self {
+        self.while_exists = Some(path.into());
+        self
     }
 
     /// Also end at `until`.

@@ -68,6 +68,9 @@ pub fn serve(
         if conn.peer_closed() {
             break "the SSH server closed the connection";
         }
+        if options.while_exists.as_ref().is_some_and(|p| !p.exists()) {
+            break "the job's record is gone";
+        }
         if !wait_readable(&listener, IDLE_SLICE) {
             continue;
         }
