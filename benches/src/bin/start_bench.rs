@@ -13,7 +13,8 @@
 //! ```
 //!
 //! 1. PREPARES (default 10) `fargate custom prepare` of a job whose task is ready at once
-//!    (each followed by an untimed cleanup), against `FARGATE_BASELINE_BIN`'s prepare when
+//!    (each followed by an untimed cleanup; default `PollInitialInterval`, 2 s), against
+//!    `FARGATE_BASELINE_BIN`'s prepare when
 //!    given, and against one `ssh user@task true` with the job's key (the floor: one
 //!    connection). Target ≤ 0.3 s.
 //! 2. JOBS (default 5) whole jobs of `true` (the runner's ~10 `run` stages): the sum of
@@ -55,7 +56,12 @@ fn median(v: &[Duration]) -> Duration {
 }
 
 /// Runs `cmd` to its end with its output drained; its wall time. Panics when it fails.
-fn timed(mut cmd: Command, what: &str) -> Duration {
+fn timed(cmd: Command, what: &str) -> Duration {
+    timed_output(cmd, what).0
+}
+
+/// [`timed`], also returning what the command wrote to stderr.
+fn timed_output(mut cmd: Command, what: &str) -> (Duration, String) {
     cmd.stdin(Stdio::null());
     let started = Instant::now();
     let out = cmd
@@ -69,7 +75,14 @@ fn timed(mut cmd: Command, what: &str) -> Duration {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    wall
+    (wall, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `key=<number>` in a log.
+fn log_field(log: &str, key: &str) -> Option<u64> {
+    let at = log.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The `fargate` binary next to this executable.
@@ -120,7 +133,11 @@ async fn main() {
     let fargate = LocalFargate::start(options).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let metadata = dir.path().join("metadata");
-    let toml = fargate.fargate_toml(&metadata);
+    // The default PollInitialInterval (2 s), not the fixture's shorter one: the "before"
+    // figure is what a default configuration waited.
+    let toml = fargate
+        .fargate_toml(&metadata)
+        .replace("  PollInitialInterval = \"500ms\"\n", "");
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write config");
@@ -190,10 +207,15 @@ struct Prepared {
 /// Times the prepare stage of `job` with `emu`, and reads the job's record.
 fn prepare(bench: &Bench, emu: &RunnerEmu, job: &Job, dir: &Path) -> (Duration, Prepared) {
     let before = records(&bench.metadata);
-    let wall = timed(
+    let (wall, log) = timed_output(
         emu.stage_command(job, dir, &["custom", "prepare"]),
         "prepare",
     );
+    let phases: Vec<String> = ["launch_accepted_ms", "address_known_ms", "ssh_ready_ms", "probes"]
+        .iter()
+        .map(|k| format!("{k}={}", log_field(&log, k).map_or("-".into(), |v| v.to_string())))
+        .collect();
+    println!("  prepare of job {} ({}): {:.1} ms; {}", job.job_id, emu.driver.display(), ms(wall), phases.join(" "));
     let record = records(&bench.metadata)
         .into_iter()
         .find(|p| !before.contains(p))

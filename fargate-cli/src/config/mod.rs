@@ -60,7 +60,7 @@
 //! | `[SSH] KeyType` | string | `ed25519` | or `rsa-3072`, `rsa-4096` |
 //! | `[SSH] ConnectTimeout` | duration | `10s` | TCP connect + handshake |
 //! | `[SSH] KeepaliveInterval` | duration | `30s` | `0` disables |
-//! | `[SSH] ProbeInterval` | duration | `250ms` | SSH readiness probing once the IP is known |
+//! | `[SSH] ProbeInterval` | duration | `250ms` | SSH readiness probing once the IP is known (refused probes are retried after 25 ms, doubling up to it) |
 //! | `[SSH] ConnectionKeeper` | bool | `true` | one SSH connection per job, held by a keeper process, for all `run` stages |
 //! | `[SSH] KeeperIdleTimeout` | duration | `10m` | the keeper ends after this long without a stage |
 //! | `[Retry] MaxAttempts` | integer | `5` | for throttling and capacity errors |

@@ -29,6 +29,9 @@ pub(super) const LAUNCH_SETTLE: Duration = CancelBudget::DEFAULT.launch_settle;
 /// The script prepare runs once to check that the task can run the job's scripts.
 pub const LOGIN_CHECK_SCRIPT: &[u8] = b"true\n";
 
+/// The first retry of a refused SSH probe (then doubling up to `[SSH] ProbeInterval`).
+const FIRST_PROBE_RETRY: Duration = Duration::from_millis(25);
+
 /// How long prepare keeps trying when the task's SSH server refuses the job's key (the
 /// entrypoint may install it a moment after sshd starts).
 const LOGIN_GRACE: Duration = Duration::from_secs(3);
@@ -170,6 +173,7 @@ impl Driver {
             address_known_ms = ready.address_known.as_millis() as u64,
             ssh_ready_ms = ssh_ready.as_millis() as u64,
             describe_calls = ready.describe_calls,
+            probes = ready.probes,
             "task is ready"
         );
         tracing::info!("task shape: {}", spec.shape);
@@ -328,6 +332,10 @@ impl Driver {
         };
         let mut describe_calls = 0u32;
         let mut probes = 0u32;
+        // Refused probes are retried after 25 ms, doubling up to `[SSH] ProbeInterval`: an
+        // sshd that starts right after the address is known is found without waiting a
+        // whole interval; a long boot is probed at the configured pace.
+        let mut probe_delay = self.options.ssh.probe_interval.min(FIRST_PROBE_RETRY);
         let mut last_probe_error: Option<Error> = None;
         loop {
             let now = Instant::now();
@@ -424,7 +432,8 @@ impl Driver {
                 Ok(Err(err)) => return Err(err),
                 Err(_) => continue, // the deadline passed: reported at the top of the loop
             }
-            let next_probe = probe_started + self.options.ssh.probe_interval;
+            let next_probe = probe_started + probe_delay;
+            probe_delay = (probe_delay * 2).min(self.options.ssh.probe_interval);
             tokio::time::sleep_until(next_probe.min(next_describe).min(deadline)).await;
         }
     }
