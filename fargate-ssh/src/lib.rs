@@ -18,7 +18,9 @@
 //!   without newline, with the comment `fargate-job`.
 //! * **Host-key pinning.** [`probe`](fargate_core::RemoteShell::probe) (TCP connect and
 //!   handshake only, cheap enough to poll every 250 ms while a task boots) returns the host
-//!   key as `SHA256:<unpadded base64>` of the key blob, as `ssh-keygen -lf` shows it. The
+//!   key as `SHA256:<unpadded base64>` of the key blob, as `ssh-keygen -lf` shows it
+//!   (the shell keeps the probe's handshaken connection for 5 s, so that the login that
+//!   follows it, to the same endpoint and pinned key, needs no new connection). The
 //!   core pins it in the job record; [`run`](fargate_core::RemoteShell::run) compares the
 //!   server's key with the pinned one right after the handshake and fails with
 //!   [`HostKeyMismatch`](fargate_core::ErrorKind::HostKeyMismatch) before authenticating or

@@ -16,7 +16,7 @@ use crate::BACKEND;
 use crate::config::Ssh2Config;
 use crate::keeper;
 use crate::keys;
-use crate::session::{self, Chunk, StartGate};
+use crate::session::{self, Chunk, ProbeCache, StartGate};
 
 /// Chunks (of up to 256 KiB, [`fargate_core::MAX_OUTPUT_CHUNK`]) in flight between the SSH thread and the sink: with the
 /// libssh2 channel window (2 MiB) this bounds the memory a run uses, whatever the output.
@@ -34,6 +34,8 @@ const CANCEL_WAIT: Duration = CancelBudget::DEFAULT.shell_wait();
 pub struct Ssh2Shell {
     config: Arc<Ssh2Config>,
     keeper: Option<Arc<Path>>,
+    /// The last probe's connection, for the login that follows it.
+    probed: Arc<ProbeCache>,
 }
 
 impl Ssh2Shell {
@@ -47,6 +49,7 @@ impl Ssh2Shell {
         Ssh2Shell {
             config: Arc::new(config),
             keeper: None,
+            probed: Arc::default(),
         }
     }
 
@@ -81,9 +84,14 @@ impl RemoteShell for Ssh2Shell {
 
     async fn probe(&self, endpoint: Endpoint) -> Result<HostKey> {
         let timeout = self.config.probe_timeout;
-        tokio::task::spawn_blocking(move || session::probe(endpoint, timeout))
-            .await
-            .map_err(|e| join_error("probing", e))?
+        let cache = Arc::clone(&self.probed);
+        tokio::task::spawn_blocking(move || {
+            let (host_key, conn) = session::probe(endpoint, timeout)?;
+            cache.put(conn);
+            Ok(host_key)
+        })
+        .await
+        .map_err(|e| join_error("probing", e))?
     }
 
     async fn run(
@@ -106,6 +114,7 @@ impl RemoteShell for Ssh2Shell {
         let gate = Arc::new(StartGate::default());
         let thread_gate = Arc::clone(&gate);
         let keeper = self.keeper.clone();
+        let probed = Arc::clone(&self.probed);
         let mut handle = tokio::task::spawn_blocking(move || {
             if let Some(socket) = keeper {
                 match keeper::run(&socket, &thread_request, &tx, &thread_stop, &thread_gate) {
@@ -124,7 +133,14 @@ impl RemoteShell for Ssh2Shell {
                     &StartGate::default(),
                 );
             }
-            session::run(&config, &thread_request, &tx, &thread_stop, &thread_gate)
+            session::run_cached(
+                &config,
+                &probed,
+                &thread_request,
+                &tx,
+                &thread_stop,
+                &thread_gate,
+            )
         });
 
         let mut sink_error: Option<std::io::Error> = None;

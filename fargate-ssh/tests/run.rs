@@ -553,3 +553,23 @@ async fn a_script_without_output_ends() {
     assert_eq!(result.unwrap(), RunOutcome::Exited(0));
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
 }
+
+/// Issue 15: the login right after a successful probe (prepare's login check) reuses the
+/// probe's connection: one TCP connection, one key exchange, for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_after_a_probe_reuses_its_connection() {
+    fargate_testkit::require_fixture!(Sshd);
+    let (sshd, shell, key) = setup().await;
+    let connections = |sshd: &Sshd| sshd.log().matches("Connection from").count();
+    let before = connections(&sshd);
+    let host_key = shell.probe(sshd.endpoint()).await.unwrap();
+    assert_eq!(host_key.fingerprint, sshd.host_key_fingerprint());
+    let (outcome, out) = run(&shell, &sshd.request(&key, "echo reused")).await;
+    assert_eq!(outcome.unwrap(), RunOutcome::Exited(0));
+    assert_eq!(out.stdout, b"reused\n");
+    assert_eq!(connections(&sshd), before + 1, "{}", sshd.log());
+    // Used once: the next run connects anew.
+    let (outcome, _) = run(&shell, &sshd.request(&key, "true")).await;
+    assert_eq!(outcome.unwrap(), RunOutcome::Exited(0));
+    assert_eq!(connections(&sshd), before + 2, "{}", sshd.log());
+}

@@ -211,11 +211,27 @@ fn prepare(bench: &Bench, emu: &RunnerEmu, job: &Job, dir: &Path) -> (Duration, 
         emu.stage_command(job, dir, &["custom", "prepare"]),
         "prepare",
     );
-    let phases: Vec<String> = ["launch_accepted_ms", "address_known_ms", "ssh_ready_ms", "probes"]
-        .iter()
-        .map(|k| format!("{k}={}", log_field(&log, k).map_or("-".into(), |v| v.to_string())))
-        .collect();
-    println!("  prepare of job {} ({}): {:.1} ms; {}", job.job_id, emu.driver.display(), ms(wall), phases.join(" "));
+    let phases: Vec<String> = [
+        "launch_accepted_ms",
+        "address_known_ms",
+        "ssh_ready_ms",
+        "probes",
+    ]
+    .iter()
+    .map(|k| {
+        format!(
+            "{k}={}",
+            log_field(&log, k).map_or("-".into(), |v| v.to_string())
+        )
+    })
+    .collect();
+    println!(
+        "  prepare of job {} ({}): {:.1} ms; {}",
+        job.job_id,
+        emu.driver.display(),
+        ms(wall),
+        phases.join(" ")
+    );
     let record = records(&bench.metadata)
         .into_iter()
         .find(|p| !before.contains(p))

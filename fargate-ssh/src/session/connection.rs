@@ -83,6 +83,16 @@ impl Connection {
         })
     }
 
+    /// The host key the server presented.
+    pub(crate) fn host_key(&self) -> &HostKey {
+        &self.host_key
+    }
+
+    /// Bounds each blocking libssh2 call (authentication) by `timeout`.
+    pub(crate) fn set_timeout(&self, timeout: Duration) {
+        self.sess.set_timeout(millis(timeout));
+    }
+
     /// Fails with `HostKeyMismatch` unless the host key is `expected`.
     pub(super) fn check_host_key(&self, expected: Option<&HostKey>) -> Result<()> {
         let Some(expected) = expected else {
@@ -390,9 +400,9 @@ fn auth_failed(endpoint: Endpoint, user: &str, key_type: &str, offered: &str) ->
     .set_temporary(false)
 }
 
-/// `probe`: TCP connect and SSH handshake, nothing else.
-pub(crate) fn probe(endpoint: Endpoint, timeout: Duration) -> Result<HostKey> {
-    // Disconnects when dropped.
+/// `probe`: TCP connect and SSH handshake, nothing else. The connection is returned too,
+/// for a login right after it ([`super::ProbeCache`]); it disconnects when dropped.
+pub(crate) fn probe(endpoint: Endpoint, timeout: Duration) -> Result<(HostKey, Connection)> {
     let conn = Connection::open(endpoint, timeout, timeout, true)?;
-    Ok(conn.host_key.clone())
+    Ok((conn.host_key.clone(), conn))
 }

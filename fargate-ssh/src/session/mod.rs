@@ -110,6 +110,72 @@ pub(crate) fn run(
     )
 }
 
+/// The handshaken connection of the last successful probe, for a login right after it:
+/// prepare probes until the task's SSH server answers, then logs in once; reusing the
+/// probe's connection saves that login a TCP connect and key exchange.
+#[derive(Default)]
+pub(crate) struct ProbeCache(std::sync::Mutex<Option<(std::time::Instant, Connection)>>);
+
+/// How long a probed connection is kept for a login.
+const PROBE_REUSE: Duration = Duration::from_secs(5);
+
+impl std::fmt::Debug for ProbeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProbeCache")
+    }
+}
+
+impl ProbeCache {
+    /// Keeps `conn` (replacing an older one).
+    pub(crate) fn put(&self, conn: Connection) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), conn));
+    }
+
+    /// The kept connection, if it is recent and to `request`'s endpoint with its pinned
+    /// host key (a request that pins nothing never reuses one).
+    fn take_for(&self, request: &RunRequest) -> Option<Connection> {
+        let (at, conn) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        let pinned = request.host_key.as_ref()?;
+        (at.elapsed() < PROBE_REUSE
+            && conn.endpoint == request.endpoint
+            && conn.host_key().fingerprint == pinned.fingerprint)
+            .then_some(conn)
+    }
+}
+
+/// `run`, logging in on the connection `cache` kept from a probe when it fits, else on a
+/// new one.
+pub(crate) fn run_cached(
+    config: &Ssh2Config,
+    cache: &ProbeCache,
+    request: &RunRequest,
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+    gate: &StartGate,
+) -> Result<RunOutcome> {
+    if let Some(conn) = cache.take_for(request) {
+        conn.set_timeout(config.handshake_timeout);
+        match conn.authenticate(request) {
+            Ok(()) => {
+                tracing::debug!(endpoint = %conn.endpoint, "logged in on the probe's connection");
+                return run_on(
+                    &conn,
+                    config,
+                    &request.username,
+                    &request.script,
+                    tx,
+                    stop,
+                    gate,
+                );
+            }
+            // A refused key is the answer; anything else: try a new connection.
+            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => return Err(e),
+            Err(e) => tracing::debug!("the probe's connection is unusable: {e}"),
+        }
+    }
+    run(config, request, tx, stop, gate)
+}
+
 /// An authenticated connection for `request` (its endpoint, pinned host key, user and
 /// key).
 pub(crate) fn connect(config: &Ssh2Config, request: &RunRequest) -> Result<Connection> {
