@@ -116,6 +116,7 @@ impl RemoteShell for Ssh2Shell {
         let keeper = self.keeper.clone();
         let probed = Arc::clone(&self.probed);
         let mut handle = tokio::task::spawn_blocking(move || {
+            let keeper_tried = keeper.is_some();
             if let Some(socket) = keeper {
                 match keeper::run(&socket, &thread_request, &tx, &thread_stop, &thread_gate) {
                     keeper::Attempt::Done(result) => return result,
@@ -123,24 +124,12 @@ impl RemoteShell for Ssh2Shell {
                         tracing::debug!("connecting directly, not through the keeper: {why}");
                     }
                 }
-                // The keeper may have passed the start gate: a fresh one, the caller
-                // waits for this thread either way.
-                return session::run(
-                    &config,
-                    &thread_request,
-                    &tx,
-                    &thread_stop,
-                    &StartGate::default(),
-                );
             }
-            session::run_cached(
-                &config,
-                &probed,
-                &thread_request,
-                &tx,
-                &thread_stop,
-                &thread_gate,
-            )
+            // The keeper may have passed the start gate: then a fresh one (the caller waits
+            // for this thread either way).
+            let fresh = StartGate::default();
+            let gate = if keeper_tried { &fresh } else { &*thread_gate };
+            session::run(&config, &probed, &thread_request, &tx, &thread_stop, gate)
         });
 
         let mut sink_error: Option<std::io::Error> = None;

@@ -103,31 +103,24 @@ pub fn quit(socket: &Path, wait: Duration) -> bool {
     rest.first() == Some(&frame::BYE)
 }
 
-/// The [`ErrorKind`] whose [`as_str`](ErrorKind::as_str) is `name` (`Unexpected` if none).
+/// The kinds a script run through the keeper can fail with once it reached the keeper
+/// (lost connection, cancel, no bash, a refused channel, an unusable key); the keeper sends
+/// a kind by its [`as_str`](ErrorKind::as_str) name.
+const RUN_FAILURES: [ErrorKind; 6] = [
+    ErrorKind::Unreachable,
+    ErrorKind::Cancelled,
+    ErrorKind::InvalidConfig,
+    ErrorKind::InvalidInput,
+    ErrorKind::HostKeyMismatch,
+    ErrorKind::AuthenticationFailed,
+];
+
+/// The run failure kind named `name` (`Unexpected` for any other).
 fn kind_named(name: &str) -> ErrorKind {
-    use ErrorKind::*;
-    [
-        InvalidConfig,
-        InvalidInput,
-        NotAllowed,
-        NotFound,
-        PermissionDenied,
-        AuthenticationFailed,
-        Throttled,
-        CapacityUnavailable,
-        Timeout,
-        Cancelled,
-        Unreachable,
-        HostKeyMismatch,
-        TaskStopped,
-        CorruptRecord,
-        Conflict,
-        Io,
-        Unsupported,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == name)
-    .unwrap_or(Unexpected)
+    RUN_FAILURES
+        .into_iter()
+        .find(|k| k.as_str() == name)
+        .unwrap_or(ErrorKind::Unexpected)
 }
 
 #[cfg(test)]

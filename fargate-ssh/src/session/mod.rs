@@ -88,28 +88,6 @@ fn is_eagain(err: &ssh2::Error) -> bool {
     err.code() == ErrorCode::Session(EAGAIN)
 }
 
-/// `run`: connect, check the host key, authenticate, run the script, stream its output
-/// into `tx`.
-pub(crate) fn run(
-    config: &Ssh2Config,
-    request: &RunRequest,
-    tx: &mpsc::Sender<Chunk>,
-    stop: &CancellationToken,
-    gate: &StartGate,
-) -> Result<RunOutcome> {
-    // Disconnects when dropped, whichever way this returns.
-    let conn = &connect(config, request)?;
-    run_on(
-        conn,
-        config,
-        &request.username,
-        &request.script,
-        tx,
-        stop,
-        gate,
-    )
-}
-
 /// The handshaken connection of the last successful probe, for a login right after it:
 /// prepare probes until the task's SSH server answers, then logs in once; reusing the
 /// probe's connection saves that login a TCP connect and key exchange.
@@ -131,6 +109,26 @@ impl ProbeCache {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), conn));
     }
 
+    /// The kept connection, logged in for `request`, if it fits ([`ProbeCache::take_for`]);
+    /// `None` when there is none or it is unusable. A refused key is an error.
+    fn login(&self, config: &Ssh2Config, request: &RunRequest) -> Result<Option<Connection>> {
+        let Some(conn) = self.take_for(request) else {
+            return Ok(None);
+        };
+        conn.set_timeout(config.handshake_timeout);
+        match conn.authenticate(request) {
+            Ok(()) => {
+                tracing::debug!(endpoint = %conn.endpoint, "logged in on the probe's connection");
+                Ok(Some(conn))
+            }
+            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => Err(e),
+            Err(e) => {
+                tracing::debug!("the probe's connection is unusable: {e}");
+                Ok(None)
+            }
+        }
+    }
+
     /// The kept connection, if it is recent and to `request`'s endpoint with its pinned
     /// host key (a request that pins nothing never reuses one).
     fn take_for(&self, request: &RunRequest) -> Option<Connection> {
@@ -143,9 +141,10 @@ impl ProbeCache {
     }
 }
 
-/// `run`, logging in on the connection `cache` kept from a probe when it fits, else on a
-/// new one.
-pub(crate) fn run_cached(
+/// `run`: log in (on the connection `cache` kept from a probe when it fits, else on a new
+/// one: connect, check the host key, authenticate), run the script, stream its output
+/// into `tx`.
+pub(crate) fn run(
     config: &Ssh2Config,
     cache: &ProbeCache,
     request: &RunRequest,
@@ -153,27 +152,20 @@ pub(crate) fn run_cached(
     stop: &CancellationToken,
     gate: &StartGate,
 ) -> Result<RunOutcome> {
-    if let Some(conn) = cache.take_for(request) {
-        conn.set_timeout(config.handshake_timeout);
-        match conn.authenticate(request) {
-            Ok(()) => {
-                tracing::debug!(endpoint = %conn.endpoint, "logged in on the probe's connection");
-                return run_on(
-                    &conn,
-                    config,
-                    &request.username,
-                    &request.script,
-                    tx,
-                    stop,
-                    gate,
-                );
-            }
-            // A refused key is the answer; anything else: try a new connection.
-            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => return Err(e),
-            Err(e) => tracing::debug!("the probe's connection is unusable: {e}"),
-        }
-    }
-    run(config, request, tx, stop, gate)
+    // Disconnects when dropped, whichever way this returns.
+    let conn = match cache.login(config, request)? {
+        Some(conn) => conn,
+        None => connect(config, request)?,
+    };
+    run_on(
+        &conn,
+        config,
+        &request.username,
+        &request.script,
+        tx,
+        stop,
+        gate,
+    )
 }
 
 /// An authenticated connection for `request` (its endpoint, pinned host key, user and
