@@ -391,8 +391,17 @@ async fn ten_concurrent_jobs_succeed_and_see_only_their_own_variables() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_driver_killed_during_prepare_leaves_no_task_behind() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig().await;
-    // With ECS hiding new tasks for 1 s (the rig's default lag), as real ECS may.
+    // With ECS hiding new tasks for 1 s (the rig's default lag), as real ECS may, and sshd
+    // starting 1.5 s after the task (prepare gets the address from RunTask's answer and
+    // would otherwise be done in a few hundred ms, before the later kill points).
+    let rig = rig_with(
+        LocalFargateOptions {
+            sshd_delay: Duration::from_millis(1500),
+            ..LocalFargateOptions::default()
+        },
+        |c| c,
+    )
+    .await;
     for (i, point) in [
         KillPoint::RecordPhase("launch_requested".into()),
         KillPoint::RecordPhase("launched".into()),
@@ -454,10 +463,19 @@ async fn a_job_succeeds_while_ecs_does_not_show_its_task_yet() {
     assert!(result.log.contains("visible-at-last"), "{}", result.log);
     let prepare = result.stage("prepare");
     assert_eq!(prepare.len(), 1, "no prepare retry: {}", result.log);
+    // Issue 15: RunTask's answer carries the address, so prepare does not wait for ECS to
+    // show the task.
     assert!(
-        prepare[0].wall >= Duration::from_secs(3),
-        "prepare cannot be done before ECS shows the task: {:?}",
+        prepare[0].wall < Duration::from_secs(3),
+        "prepare waited for ECS to show the task: {:?}",
         prepare[0].wall
+    );
+    assert!(
+        result
+            .log
+            .contains("task IP address known from the launch answer"),
+        "{}",
+        result.log
     );
     rig.assert_no_task_running(&result).await;
 }
@@ -465,7 +483,16 @@ async fn a_job_succeeds_while_ecs_does_not_show_its_task_yet() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_half_a_second_after_run_task_leaves_no_task() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig_with(lagging(Duration::from_secs(3)), |c| c).await;
+    // sshd starts late, so that prepare (which has the address from RunTask's answer) is
+    // still probing when the cancel comes.
+    let rig = rig_with(
+        LocalFargateOptions {
+            sshd_delay: Duration::from_secs(2),
+            ..lagging(Duration::from_secs(3))
+        },
+        |c| c,
+    )
+    .await;
     let mut job = Job::new(401, &["echo never"]);
     job.on_output = vec![(
         "starting a Fargate task".into(),
@@ -486,7 +513,9 @@ async fn a_cancel_half_a_second_after_run_task_leaves_no_task() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_stops_the_task_after_the_metadata_directory_was_wiped() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig().await;
+    // No visibility lag: the whole job now runs within the default 1 s lag, and a search
+    // by key (ListTasks) may miss a task launched moments ago (`TaskLauncher::find`).
+    let rig = rig_with(lagging(Duration::ZERO), |c| c).await;
     let metadata = rig.emu.metadata_dir.clone().expect("metadata dir");
     let mut job = Job::new(402, &["echo wipe-now"]);
     job.on_output = vec![(
