@@ -3,8 +3,10 @@
 //! ```text
 //! prepare:  identity (JOB_RESPONSE_FILE + namespace) ─ lock ─ leftover record? stop its tasks
 //!           ─ key pair ─ per attempt: put(attempt token) then launch ─ put(Launched, task)
-//!           ─ wait: describe until IP (unknown task = not visible yet, within the
-//!             consistency window), probe SSH until up ─ log in once (key, bash)
+//!           ─ wait: the IP from the launch answer, else describe at once and then on a
+//!             sparse schedule until IP (unknown task = not visible yet, within the
+//!             consistency window); probe SSH until up (retries from 25 ms, doubling to
+//!             ProbeInterval) ─ log in once (key, bash)
 //!           ─ put(Ready, endpoint, host key)
 //!           any failure or cancel after the first put: stop what was launched (own deadline)
 //! run:      get(Ready) ─ run script, pinned host key ─ exit N: script failure N
