@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobIdentity, JobKey, Namespace};
 use crate::shape::TaskShape;
+use crate::task_details::TaskDetails;
 
 /// What to start for one job. Backend-wide settings (cluster, subnets, capacity) belong to
 /// the backend's own configuration; this holds what differs from job to job.
@@ -288,6 +289,8 @@ pub struct TaskStatus {
     pub address: Option<IpAddr>,
     /// Why it stopped, when it is stopping or stopped.
     pub stop: Option<StopDetails>,
+    /// Its timeline and shape, as far as the backend reports them.
+    pub details: TaskDetails,
 }
 
 impl TaskStatus {
@@ -297,6 +300,7 @@ impl TaskStatus {
             state,
             address: None,
             stop: None,
+            details: TaskDetails::default(),
         }
     }
 
@@ -314,6 +318,12 @@ impl TaskStatus {
     /// Sets why the task stopped.
     pub fn with_stop(mut self, stop: Option<StopDetails>) -> Self {
         self.stop = stop;
+        self
+    }
+
+    /// Sets the task's timeline and shape.
+    pub fn with_details(mut self, details: TaskDetails) -> Self {
+        self.details = details;
         self
     }
 }

@@ -7,10 +7,12 @@ pub mod gc;
 pub mod job;
 pub mod launcher;
 pub mod metadata;
+pub mod observe;
 pub mod options;
 pub mod retry;
 pub mod shape;
 pub mod shell;
+pub mod task_details;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -23,6 +25,7 @@ pub use launcher::{
     TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
+pub use observe::{DynObserver, Event, JobSummary, Observer, PriceTable};
 pub use options::{ConfigError, ConfigProblem, DriverOptions};
 pub use retry::RetryPolicy;
 pub use shape::{CapacityChoice, CapacityProvider, TaskShape};
@@ -30,3 +33,4 @@ pub use shell::{
     CapturedOutput, ChannelSink, DynRemoteShell, HostKey, KeyPair, KeyType, MAX_OUTPUT_CHUNK,
     OutputChunk, OutputSink, PrivateKey, RemoteShell, RunOutcome, RunRequest, StdioSink,
 };
+pub use task_details::TaskDetails;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::Result;
+use crate::observe::{Event, Observer};
 use crate::options::ConfigProblem;
 
 /// How the driver retries temporary failures of the launcher.
@@ -86,6 +87,7 @@ impl RetryPolicy {
 pub(crate) async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
+    observer: &dyn Observer,
     mut op: F,
 ) -> Result<T>
 where
@@ -110,6 +112,12 @@ where
                     return Err(err);
                 }
                 let delay = jittered(backoff);
+                observer.observe(&Event::Retry {
+                    operation: what.to_owned(),
+                    attempt,
+                    delay,
+                    error: err.to_string(),
+                });
                 tracing::warn!(
                     attempt,
                     delay_ms = delay.as_millis() as u64,
@@ -153,15 +161,16 @@ mod tests {
     async fn retries_temporary_errors_with_growing_bounded_backoff() {
         let calls = AtomicU32::new(0);
         let start = Instant::now();
-        let out: Result<u32> = with_retries(&policy(), "op", || async {
-            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            if n < 4 {
-                Err(Error::new(ErrorKind::Throttled, "slow down"))
-            } else {
-                Ok(n)
-            }
-        })
-        .await;
+        let out: Result<u32> =
+            with_retries(&policy(), "op", &crate::observe::NoopObserver, || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n < 4 {
+                    Err(Error::new(ErrorKind::Throttled, "slow down"))
+                } else {
+                    Ok(n)
+                }
+            })
+            .await;
         assert_eq!(out.unwrap(), 4);
         // Backoffs 1, 2, 3 s, each jittered into [50 %, 100 %].
         let waited = start.elapsed();
@@ -174,7 +183,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_fail_at_once() {
         let calls = AtomicU32::new(0);
-        let err = with_retries(&policy(), "op", || async {
+        let err = with_retries(&policy(), "op", &crate::observe::NoopObserver, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(Error::new(ErrorKind::NotFound, "no such task definition"))
         })
@@ -187,10 +196,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn gives_up_after_max_attempts_and_says_so() {
         let calls = AtomicU32::new(0);
-        let err = with_retries(&policy(), "starting the task", || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(Error::new(ErrorKind::CapacityUnavailable, "no capacity"))
-        })
+        let err = with_retries(
+            &policy(),
+            "starting the task",
+            &crate::observe::NoopObserver,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Error::new(ErrorKind::CapacityUnavailable, "no capacity"))
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 4);
@@ -213,7 +227,7 @@ mod tests {
             ..policy()
         };
         let start = Instant::now();
-        let _ = with_retries(&p, "op", || async {
+        let _ = with_retries(&p, "op", &crate::observe::NoopObserver, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(Error::new(ErrorKind::Throttled, "x"))
         })

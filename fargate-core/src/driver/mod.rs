@@ -40,6 +40,7 @@ mod prepare;
 mod run;
 mod shape;
 mod stop;
+mod summary;
 
 pub use prepare::LOGIN_CHECK_SCRIPT;
 pub use shape::{
@@ -56,6 +57,7 @@ use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{IdentitySource, JobContext, JobIdentity, JobKey, Namespace};
 use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef};
 use crate::metadata::{DynMetadataStore, InterruptionMemory, JobRecord};
+use crate::observe::{DynObserver, JobSummary, NoopObserver, ObservedLauncher, PriceTable};
 use crate::options::DriverOptions;
 use crate::shell::{DynRemoteShell, HostKey};
 
@@ -206,16 +208,21 @@ pub struct PrepareReport {
     pub probes: u32,
     /// The shape the task got (after clamps and fallbacks).
     pub shape: crate::TaskShape,
+    /// The job's summary: timeline, shape and cost so far.
+    pub summary: JobSummary,
 }
 
 /// What cleanup did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CleanupReport {
     /// Tasks asked to stop.
     pub stopped: Vec<TaskRef>,
     /// Whether a job record existed.
     pub had_record: bool,
+    /// The summary of the recorded task, taken before it was stopped (when the record named
+    /// a task and the backend still knew it).
+    pub summary: Option<JobSummary>,
 }
 
 /// Runs the stages of jobs against a launcher, a shell and a store.
@@ -231,6 +238,8 @@ pub struct Driver {
     store: DynMetadataStore,
     admin: AdminOverrides,
     interruptions: Option<Arc<dyn InterruptionMemory>>,
+    observer: DynObserver,
+    prices: Arc<PriceTable>,
 }
 
 impl Driver {
@@ -256,6 +265,8 @@ impl Driver {
             store,
             admin: AdminOverrides::default(),
             interruptions: None,
+            observer: Arc::new(NoopObserver),
+            prices: Arc::new(PriceTable::default()),
         }
     }
 
@@ -265,6 +276,20 @@ impl Driver {
     /// Without it, nothing is remembered.
     pub fn with_interruption_memory(mut self, memory: Arc<dyn InterruptionMemory>) -> Self {
         self.interruptions = Some(memory);
+        self
+    }
+
+    /// Sends the driver's [events](crate::observe) to `observer` (call once; the default
+    /// ignores them). It also hears every launcher call ([`ObservedLauncher`]).
+    pub fn with_observer(mut self, observer: DynObserver) -> Self {
+        self.launcher = Arc::new(ObservedLauncher::new(self.launcher, observer.clone()));
+        self.observer = observer;
+        self
+    }
+
+    /// Prices for the summaries' cost estimates (default: [`PriceTable::default`]).
+    pub fn with_price_table(mut self, prices: PriceTable) -> Self {
+        self.prices = Arc::new(prices);
         self
     }
 

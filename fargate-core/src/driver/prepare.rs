@@ -13,8 +13,10 @@ use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Endpoint, Launched, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
+use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint};
 use crate::retry::jittered;
 use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
+use crate::task_details::TaskDetails;
 
 use super::shape::ShapeDecision;
 use super::{
@@ -42,6 +44,8 @@ struct Ready {
     address_known: Duration,
     describe_calls: u32,
     probes: u32,
+    /// What the last describe reported.
+    details: TaskDetails,
 }
 
 impl Driver {
@@ -90,7 +94,8 @@ impl Driver {
         let key = identity.key();
         if let Some(old) = self.load_record_for_cleanup(&identity, job).await? {
             tracing::warn!(job = %key, phase = ?old.phase, "found the record of an earlier attempt of this job; stopping its tasks first");
-            self.stop_job(&key, old).await?;
+            let stopped = self.stop_job(&key, old).await?;
+            self.observe_stops(&stopped, StopCause::Rollback);
         }
 
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
@@ -118,7 +123,14 @@ impl Driver {
         let mut record = JobRecord::new(identity, keys.private_key);
         record.spec = Some(spec.clone());
 
-        tracing::info!(task_definition = %spec.task_definition, "starting a Fargate task");
+        tracing::debug!(task_definition = %spec.task_definition, "starting a Fargate task");
+        self.observe(Event::Launching {
+            task_definition: spec.task_definition.clone(),
+        });
+        self.observe(Event::Phase {
+            phase: PreparePhase::Launching,
+            elapsed: start.elapsed(),
+        });
         let launch_started = Instant::now();
         let launched = match self
             .launch_with_fallback(&mut record, &mut spec, &fallbacks, &mut notes, cancel)
@@ -129,7 +141,12 @@ impl Driver {
         };
         let task = launched.task.clone();
         let launch_accepted = start.elapsed();
-        tracing::info!(task = %task, elapsed_ms = launch_accepted.as_millis() as u64, "task accepted");
+        tracing::debug!(task = %task, elapsed_ms = launch_accepted.as_millis() as u64, "task accepted");
+        self.observe(Event::Launched { task: task.clone() });
+        self.observe(Event::Phase {
+            phase: PreparePhase::Accepted,
+            elapsed: launch_accepted,
+        });
         // Why the shape differs from the request, while it is news (also when prepare fails
         // later).
         for note in &notes {
@@ -140,6 +157,7 @@ impl Driver {
         }
 
         let deadline = start + self.options.timeouts.ready;
+        let waiting_from = start.elapsed();
         let waited = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(Error::cancelled("waiting for the task")),
@@ -149,6 +167,14 @@ impl Driver {
             Ok(ready) => ready,
             Err(err) => return Err(self.roll_back(record, err).await),
         };
+        self.observe(Event::Phase {
+            phase: PreparePhase::AddressKnown,
+            elapsed: waiting_from + ready.address_known,
+        });
+        self.observe(Event::Phase {
+            phase: PreparePhase::SshUp,
+            elapsed: start.elapsed(),
+        });
         record.endpoint = Some(ready.endpoint);
         record.host_key = Some(ready.host_key.clone());
         let login = tokio::select! {
@@ -165,7 +191,12 @@ impl Driver {
             return Err(self.roll_back(record, err).await);
         }
         let ssh_ready = start.elapsed();
-        tracing::info!(
+        let ready_at = SystemTime::now();
+        self.observe(Event::Phase {
+            phase: PreparePhase::Ready,
+            elapsed: ssh_ready,
+        });
+        tracing::debug!(
             task = %task,
             endpoint = %ready.endpoint,
             host_key = %ready.host_key,
@@ -177,7 +208,22 @@ impl Driver {
             "task is ready"
         );
         tracing::info!("task shape: {}", spec.shape);
+        let details = match ready.details.started_at {
+            Some(_) => ready.details,
+            None => self
+                .describe_for_summary(&task)
+                .await
+                .unwrap_or(ready.details),
+        };
+        let summary = self.summarize(
+            SummaryPoint::Prepared,
+            &task,
+            details,
+            Some(launch_accepted),
+            Some(ready_at),
+        );
         Ok(PrepareReport {
+            summary,
             task,
             endpoint: ready.endpoint,
             host_key: ready.host_key,
@@ -258,6 +304,12 @@ impl Driver {
                         });
                     }
                     let delay = jittered(backoff);
+                    self.observe(Event::Retry {
+                        operation: "starting the task".into(),
+                        attempt,
+                        delay,
+                        error: err.to_string(),
+                    });
                     tracing::warn!(
                         attempt,
                         delay_ms = delay.as_millis() as u64,
@@ -337,6 +389,8 @@ impl Driver {
         // whole interval; a long boot is probed at the configured pace.
         let mut probe_delay = self.options.ssh.probe_interval.min(FIRST_PROBE_RETRY);
         let mut last_probe_error: Option<Error> = None;
+        let mut details = TaskDetails::default();
+        let mut last_state = None;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -390,10 +444,18 @@ impl Driver {
                         tracing::debug!(task = %task, "ECS does not show the task yet (eventual consistency)");
                     }
                     Ok(status) => {
+                        if last_state != Some(status.state) {
+                            last_state = Some(status.state);
+                            self.observe(Event::TaskState {
+                                task: task.clone(),
+                                state: status.state,
+                            });
+                        }
+                        details = status.details;
                         if address.is_none()
                             && let Some(ip) = status.address
                         {
-                            tracing::info!(%ip, elapsed_ms = started.elapsed().as_millis() as u64, state = ?status.state, "task IP address known");
+                            tracing::debug!(%ip, elapsed_ms = started.elapsed().as_millis() as u64, state = ?status.state, "task IP address known");
                             address = Some((ip, started.elapsed()));
                         }
                     }
@@ -424,6 +486,7 @@ impl Driver {
                         address_known,
                         describe_calls,
                         probes,
+                        details,
                     });
                 }
                 Ok(Err(err)) if err.kind() == ErrorKind::Unreachable => {
@@ -496,8 +559,11 @@ impl Driver {
     async fn roll_back(&self, record: JobRecord, err: Error) -> Failure {
         tracing::error!(error = %err, "prepare failed; stopping the task it started");
         let key = record.key.clone();
-        if let Err(stop_err) = self.stop_job(&key, record).await {
-            tracing::error!(error = %stop_err, "could not stop the task; the cleanup stage will try again");
+        match self.stop_job(&key, record).await {
+            Ok(stopped) => self.observe_stops(&stopped, StopCause::Rollback),
+            Err(stop_err) => {
+                tracing::error!(error = %stop_err, "could not stop the task; the cleanup stage will try again")
+            }
         }
         Failure::from(err)
     }

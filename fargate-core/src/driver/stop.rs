@@ -8,6 +8,7 @@ use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity, JobKey};
 use crate::launcher::{StopOutcome, TaskRef};
 use crate::metadata::{AttemptOutcome, JobRecord, Phase, unix_now};
+use crate::observe::{StopCause, SummaryPoint};
 use crate::retry::with_retries;
 
 use super::{CleanupReport, Driver};
@@ -32,16 +33,28 @@ impl Driver {
         let identity = self.identity(job)?;
         let key = identity.key();
         self.locked(&key, async {
-            match self.load_record_for_cleanup(&identity, job).await? {
-                Some(record) => Ok(CleanupReport {
-                    stopped: self.stop_job(&key, record).await?,
-                    had_record: true,
-                }),
-                None => Ok(CleanupReport {
+            let report = match self.load_record_for_cleanup(&identity, job).await? {
+                Some(record) => {
+                    let summary = match &record.task {
+                        Some(task) => self.describe_for_summary(task).await.map(|details| {
+                            self.summarize(SummaryPoint::Cleanup, task, details, None, None)
+                        }),
+                        None => None,
+                    };
+                    CleanupReport {
+                        stopped: self.stop_job(&key, record).await?,
+                        had_record: true,
+                        summary,
+                    }
+                }
+                None => CleanupReport {
                     stopped: self.stop_unrecorded(&key, None).await?,
                     had_record: false,
-                }),
-            }
+                    summary: None,
+                },
+            };
+            self.observe_stops(&report.stopped, StopCause::Cleanup);
+            Ok(report)
         })
         .await
     }
@@ -124,9 +137,12 @@ impl Driver {
                 .collect();
             for token in pending {
                 let replay = spec.clone().with_client_token(token.clone());
-                match with_retries(&self.options.retry, "replaying a launch", || {
-                    self.launcher.launch(&replay)
-                })
+                match with_retries(
+                    &self.options.retry,
+                    "replaying a launch",
+                    &*self.observer,
+                    || self.launcher.launch(&replay),
+                )
                 .await
                 {
                     Ok(task) => {
@@ -184,9 +200,12 @@ impl Driver {
         let mut tasks = known;
         let mut delay = Duration::from_millis(500);
         loop {
-            let found = with_retries(&self.options.retry, "finding the job's tasks", || {
-                self.launcher.find(key)
-            })
+            let found = with_retries(
+                &self.options.retry,
+                "finding the job's tasks",
+                &*self.observer,
+                || self.launcher.find(key),
+            )
             .await?;
             for task in found {
                 if !tasks.iter().any(|t| t.id == task.id) {
@@ -221,9 +240,12 @@ impl Driver {
             tracing::info!(task = %task, "stopping the task");
             let mut delay = Duration::from_millis(500);
             loop {
-                let outcome = with_retries(&self.options.retry, "stopping the task", || {
-                    self.launcher.stop(task, &reason)
-                })
+                let outcome = with_retries(
+                    &self.options.retry,
+                    "stopping the task",
+                    &*self.observer,
+                    || self.launcher.stop(task, &reason),
+                )
                 .await?;
                 let young =
                     launched_at.is_some_and(|at| unix_now().saturating_sub(at) < window.as_secs());

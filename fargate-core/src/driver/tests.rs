@@ -3,7 +3,7 @@
 use super::*;
 use crate::error::{Failure, FailureClass};
 use crate::job::{JobKey, JobResponse};
-use crate::launcher::{StopOutcome, TaskLauncher, TaskSpec, TaskState};
+use crate::launcher::{StopOutcome, TaskLauncher, TaskSpec, TaskState, TaskStatus};
 use crate::metadata::{AttemptOutcome, MetadataStore, Phase};
 use crate::options::DriverOptions;
 use crate::shell::{CapturedOutput, RunRequest};
@@ -922,6 +922,12 @@ async fn cleanup_stops_the_recorded_task_exactly_once_and_searches_once() {
         .times(1)
         .returning(|_| Ok(Vec::new()));
     launcher.expect_launch().never();
+    // One describe for the job's summary, before the stop.
+    launcher
+        .expect_describe()
+        .withf(|task| task.id == "arn:recorded")
+        .times(1)
+        .returning(|_| Ok(TaskStatus::new(TaskState::Running)));
     let store = Arc::new(MemoryStore::new());
     let job = job(9);
     let mut record = JobRecord::new(identity_of(&job), crate::shell::PrivateKey::new("k".into()));
@@ -1396,4 +1402,99 @@ async fn a_reclaim_found_when_ssh_breaks_is_remembered_too() {
         .with_interruption_memory(r.store.clone());
     let report = retry.prepare().await.unwrap();
     assert_eq!(report.shape.capacity.unwrap().profile, "on-demand");
+}
+
+/// Every event, as a short line.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl crate::observe::Observer for Recorder {
+    fn observe(&self, event: &crate::observe::Event) {
+        use crate::observe::Event as E;
+        let line = match event {
+            E::Phase { phase, .. } => format!("phase {phase:?}"),
+            E::Launching { task_definition } => format!("launching {task_definition}"),
+            E::Launched { .. } => "launched".into(),
+            E::TaskState { state, .. } => format!("state {state:?}"),
+            E::Stopped { cause, .. } => format!("stopped by {}", cause.as_str()),
+            E::ApiCall { operation, outcome } => {
+                format!("{} {}", operation.as_str(), outcome.as_str())
+            }
+            E::Retry {
+                operation, attempt, ..
+            } => format!("retry {operation} after attempt {attempt}"),
+            E::Summary(s) => format!("summary {:?} {}", s.point, s.details.cpu_units.unwrap_or(0)),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_observer_hears_a_whole_job_in_order() {
+    let mut r = rig_with(
+        config(),
+        BootPlan {
+            describes_until_address: 1,
+            describes_until_running: 1,
+            ..BootPlan::default()
+        },
+    );
+    let recorder = Arc::new(Recorder::default());
+    r.driver = r.driver.clone().with_observer(recorder.clone());
+    let report = r.prepare().await.unwrap();
+    assert_eq!(report.summary.details.cpu_units, Some(256));
+    r.launcher
+        .faults
+        .inject_next(Op::Stop, Fault::Fail(ErrorKind::Throttled));
+    let cleaned = r.driver.cleanup(&r.job).await.unwrap();
+    assert!(cleaned.summary.is_some());
+    r.assert_clean();
+    let events = recorder.0.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        [
+            "launching ci-coordinator:1",
+            "phase Launching",
+            "launch ok",
+            "launched",
+            "phase Accepted",
+            "describe ok",
+            "state Provisioning",
+            "describe ok",
+            "state Running",
+            "phase AddressKnown",
+            "phase SshUp",
+            "phase Ready",
+            "summary Prepared 256",
+            "describe ok",
+            "summary Cleanup 256",
+            "stop throttled",
+            "retry stopping the task after attempt 1",
+            "stop ok",
+            "find ok",
+            "stopped by cleanup",
+        ],
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_prepare_reports_its_rollback_stop() {
+    let mut r = rig();
+    let recorder = Arc::new(Recorder::default());
+    r.driver = r.driver.clone().with_observer(recorder.clone());
+    r.launcher
+        .faults
+        .inject_next(Op::Describe, Fault::Fail(ErrorKind::PermissionDenied));
+    assert!(r.prepare().await.is_err());
+    r.assert_clean();
+    let events = recorder.0.lock().unwrap().clone();
+    assert!(
+        events.contains(&"stopped by rollback".to_owned()),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.starts_with("summary")),
+        "{events:#?}"
+    );
 }

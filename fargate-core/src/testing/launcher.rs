@@ -13,6 +13,7 @@ use crate::launcher::{
     Launched, ListedTask, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState,
     TaskStatus,
 };
+use crate::task_details::TaskDetails;
 
 /// How a fake task boots, counted in `describe` calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub struct FakeTask {
     pub reclaimed: bool,
     /// When it was launched.
     pub launched_at: Instant,
+    /// When a describe first saw it running (wall clock).
+    pub started_at: Option<std::time::SystemTime>,
     /// Its deadline, as a deadline tag would say ([`MemoryLauncher::set_deadline`]).
     pub deadline: Option<SystemTime>,
 }
@@ -192,6 +195,7 @@ impl TaskLauncher for MemoryLauncher {
                         stop_reason: None,
                         reclaimed: false,
                         launched_at: Instant::now(),
+                        started_at: None,
                         deadline: None,
                     },
                 );
@@ -218,11 +222,7 @@ impl TaskLauncher for MemoryLauncher {
         self.fault(Op::Describe).await?;
         let mut s = self.lock();
         let Some(t) = s.tasks.get_mut(&task.id).filter(|t| t.visible(&self.plan)) else {
-            return Ok(TaskStatus {
-                state: TaskState::Missing,
-                address: None,
-                stop: None,
-            });
+            return Ok(TaskStatus::missing());
         };
         t.describes += 1;
         if !t.state.is_terminal() {
@@ -235,15 +235,24 @@ impl TaskLauncher for MemoryLauncher {
             };
         }
         let known = t.describes > self.plan.describes_until_address;
-        Ok(TaskStatus {
-            state: t.state,
-            address: known.then_some(t.address),
-            stop: t.stop_reason.as_ref().map(|r| StopDetails {
+        if t.state == TaskState::Running && t.started_at.is_none() {
+            t.started_at = Some(std::time::SystemTime::now());
+        }
+        let details = TaskDetails {
+            capacity_provider: Some("FARGATE".into()),
+            cpu_units: Some(256),
+            memory_mib: Some(512),
+            started_at: t.started_at,
+            ..TaskDetails::default()
+        };
+        Ok(TaskStatus::new(t.state)
+            .with_address(known.then_some(t.address))
+            .with_stop(t.stop_reason.as_ref().map(|r| StopDetails {
                 reason: Some(r.clone()),
                 reclaimed: t.reclaimed,
                 ..StopDetails::default()
-            }),
-        })
+            }))
+            .with_details(details))
     }
 
     async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {

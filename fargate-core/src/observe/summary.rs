@@ -1,0 +1,255 @@
+//! [`JobSummary`]: where a job's start time went, what its task looks like, what it cost.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::cost::CostEstimate;
+use crate::launcher::TaskRef;
+use crate::task_details::TaskDetails;
+
+/// When a summary is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SummaryPoint {
+    /// At the end of prepare: the task is ready.
+    Prepared,
+    /// At cleanup, before the task is stopped.
+    Cleanup,
+}
+
+/// A job's task at the end of prepare or at cleanup: its timeline from the backend's
+/// timestamps and the driver's own clock, its shape, its run time and its estimated cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JobSummary {
+    /// When the summary was made.
+    pub point: SummaryPoint,
+    /// The task.
+    pub task: TaskRef,
+    /// What the backend reported.
+    pub details: TaskDetails,
+    /// Prepare's start until the backend accepted the task (driver's clock; prepare only).
+    pub accepted: Option<Duration>,
+    /// Wall-clock time at which the job's key logged in (prepare only).
+    pub ready_at: Option<SystemTime>,
+    /// Wall-clock time of the summary.
+    pub at: SystemTime,
+    /// The estimated cost so far, when the price table knows the task's region.
+    pub cost: Option<CostEstimate>,
+}
+
+/// The phases of a task's start and life, from [`JobSummary::phases`]; `None` where a
+/// timestamp is missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Phases {
+    /// Prepare's start until the backend accepted the task.
+    pub accepted: Option<Duration>,
+    /// Created until the image pull began (capacity, network interface).
+    pub provisioning: Option<Duration>,
+    /// The image pull.
+    pub image_pull: Option<Duration>,
+    /// Pulled until the containers ran (pending).
+    pub container_start: Option<Duration>,
+    /// Containers running until the job's key logged in over SSH.
+    pub ssh_ready: Option<Duration>,
+    /// Containers running until the summary (or until the task began to stop).
+    pub running: Option<Duration>,
+}
+
+impl JobSummary {
+    /// A summary of `task` with what the backend reported, made now.
+    pub fn new(point: SummaryPoint, task: TaskRef, details: TaskDetails) -> Self {
+        JobSummary {
+            point,
+            task,
+            details,
+            accepted: None,
+            ready_at: None,
+            at: SystemTime::now(),
+            cost: None,
+        }
+    }
+
+    /// The phases, from the backend's timestamps and the driver's clock.
+    pub fn phases(&self) -> Phases {
+        let d = &self.details;
+        let end = d.stopping_at.or(d.stopped_at).unwrap_or(self.at);
+        Phases {
+            accepted: self.accepted,
+            provisioning: TaskDetails::between(d.created_at, d.pull_started_at),
+            image_pull: TaskDetails::between(d.pull_started_at, d.pull_stopped_at),
+            container_start: TaskDetails::between(d.pull_stopped_at, d.started_at),
+            ssh_ready: TaskDetails::between(d.started_at, self.ready_at),
+            running: TaskDetails::between(d.started_at, Some(end)),
+        }
+    }
+
+    /// The billed run time so far: from the start of the image pull (or the task's creation)
+    /// until it stopped, or until the summary.
+    pub fn run_time(&self) -> Option<Duration> {
+        let d = &self.details;
+        let start = d.pull_started_at.or(d.created_at);
+        TaskDetails::between(start, Some(d.stopped_at.unwrap_or(self.at)))
+    }
+}
+
+/// `1.2 s`, `3 min 4 s`.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{} min {} s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+impl fmt::Display for JobSummary {
+    /// A few short lines for the job log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.details;
+        let p = self.phases();
+        let title = match self.point {
+            SummaryPoint::Prepared => "Task summary",
+            SummaryPoint::Cleanup => "Task summary at cleanup",
+        };
+        writeln!(f, "{title}: {}", self.task)?;
+        let timeline: Vec<String> = [
+            ("accepted", p.accepted),
+            ("provisioning", p.provisioning),
+            ("image pull", p.image_pull),
+            ("container start", p.container_start),
+            ("SSH ready", p.ssh_ready),
+        ]
+        .into_iter()
+        .filter(|_| self.point == SummaryPoint::Prepared)
+        .filter_map(|(name, d)| Some(format!("{name} {}", human(d?))))
+        .collect();
+        if !timeline.is_empty() {
+            writeln!(f, "  start: {}", timeline.join(", "))?;
+        }
+        let mut shape = Vec::new();
+        if let Some(p) = &d.capacity_provider {
+            shape.push(p.clone());
+        }
+        if let Some(cpu) = d.cpu_units {
+            shape.push(format!("{} vCPU", f64::from(cpu) / 1024.0));
+        }
+        if let Some(mib) = d.memory_mib {
+            shape.push(format!("{} GiB memory", f64::from(mib) / 1024.0));
+        }
+        if let Some(gib) = d.ephemeral_storage_gib {
+            shape.push(format!("{gib} GiB storage"));
+        }
+        if let Some(a) = &d.cpu_architecture {
+            shape.push(a.clone());
+        }
+        if let Some(v) = &d.platform_version {
+            shape.push(format!("platform {v}"));
+        }
+        if let Some(az) = &d.availability_zone {
+            shape.push(az.clone());
+        }
+        if !shape.is_empty() {
+            writeln!(f, "  shape: {}", shape.join(", "))?;
+        }
+        match (self.run_time(), &self.cost) {
+            (Some(run), Some(c)) => write!(
+                f,
+                "  run time {}, estimated cost ${:.4}{} (list price, {} {}, billed {})",
+                human(run),
+                c.amount,
+                if c.spot {
+                    " with the Spot discount"
+                } else {
+                    ""
+                },
+                c.key.region,
+                if c.key.arm { "ARM" } else { "x86" },
+                human(c.billed),
+            ),
+            (Some(run), None) => write!(f, "  run time {}, no cost estimate", human(run)),
+            (None, _) => write!(f, "  run time unknown"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::PriceTable;
+
+    fn at(secs: u64) -> Option<SystemTime> {
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs))
+    }
+
+    fn summary() -> JobSummary {
+        let details = TaskDetails {
+            created_at: at(0),
+            pull_started_at: at(12),
+            pull_stopped_at: at(20),
+            started_at: at(21),
+            capacity_provider: Some("FARGATE_SPOT".into()),
+            cpu_units: Some(1024),
+            memory_mib: Some(2048),
+            ephemeral_storage_gib: Some(20),
+            cpu_architecture: Some("X86_64".into()),
+            platform_version: Some("1.4.0".into()),
+            availability_zone: Some("us-east-1a".into()),
+            region: Some("us-east-1".into()),
+            ..TaskDetails::default()
+        };
+        let mut s = JobSummary::new(SummaryPoint::Prepared, TaskRef::new("arn:task/1"), details);
+        s.accepted = Some(Duration::from_millis(300));
+        s.ready_at = at(22);
+        s.at = at(22).unwrap();
+        s
+    }
+
+    #[test]
+    fn phases_come_from_the_timestamps() {
+        let p = summary().phases();
+        assert_eq!(p.provisioning, Some(Duration::from_secs(12)));
+        assert_eq!(p.image_pull, Some(Duration::from_secs(8)));
+        assert_eq!(p.container_start, Some(Duration::from_secs(1)));
+        assert_eq!(p.ssh_ready, Some(Duration::from_secs(1)));
+        assert_eq!(p.running, Some(Duration::from_secs(1)));
+        assert_eq!(summary().run_time(), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_stopped_task_is_billed_until_it_stopped() {
+        let mut s = summary();
+        s.point = SummaryPoint::Cleanup;
+        s.details.stopping_at = at(100);
+        s.details.stopped_at = at(130);
+        s.at = at(500).unwrap();
+        assert_eq!(s.run_time(), Some(Duration::from_secs(118)));
+        assert_eq!(s.phases().running, Some(Duration::from_secs(79)));
+    }
+
+    #[test]
+    fn missing_timestamps_leave_phases_out() {
+        let mut s = summary();
+        s.details.pull_started_at = None;
+        let p = s.phases();
+        assert_eq!((p.provisioning, p.image_pull), (None, None));
+        assert_eq!(s.run_time(), Some(Duration::from_secs(22)));
+        assert!(!s.to_string().contains("image pull"), "{s}");
+    }
+
+    #[test]
+    fn reads_as_a_few_lines() {
+        let mut s = summary();
+        s.cost = PriceTable::default().estimate(&s.details, s.run_time().unwrap());
+        assert_eq!(
+            s.to_string(),
+            "Task summary: arn:task/1\n  \
+             start: accepted 0.3 s, provisioning 12.0 s, image pull 8.0 s, container start 1.0 s, SSH ready 1.0 s\n  \
+             shape: FARGATE_SPOT, 1 vCPU, 2 GiB memory, 20 GiB storage, X86_64, platform 1.4.0, us-east-1a\n  \
+             run time 10.0 s, estimated cost $0.0002 with the Spot discount (list price, us-east-1 x86, billed 1 min 0 s)"
+        );
+    }
+}
