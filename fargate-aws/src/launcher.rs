@@ -453,6 +453,7 @@ fn status_with_private_address(task: &Task) -> TaskStatus {
     TaskStatus::new(state)
         .with_address(eni_detail(task, "privateIPv4Address").and_then(|ip| ip.parse().ok()))
         .with_stop(stop)
+        .with_details(crate::details::task_details(task))
 }
 
 #[async_trait]

@@ -68,6 +68,7 @@
 //! ships no test infrastructure.
 
 mod config;
+mod details;
 mod errors;
 pub mod failover;
 mod launcher;

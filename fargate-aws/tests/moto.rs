@@ -756,3 +756,86 @@ async fn list_pages_through_the_cluster_and_keeps_only_the_namespace() {
     // The trait's listing (pages of 100) finds the same.
     assert_eq!(l.list(&ns).await.unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn describe_reports_the_timeline_and_shape_for_the_summary() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs) = moto().await;
+    moto.set_provisioning_describes(2);
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let task = l.launch(&ecs.spec(3)).await.unwrap();
+    let provisioning = l.describe(&task).await.unwrap().details;
+    assert!(provisioning.created_at.is_some(), "{provisioning:?}");
+    assert_eq!(provisioning.pull_started_at, None);
+    assert_eq!(provisioning.started_at, None);
+    let pending = l.describe(&task).await.unwrap();
+    assert_eq!(pending.state, TaskState::Pending);
+    assert!(pending.details.pull_started_at.is_some(), "{pending:?}");
+    assert_eq!(pending.details.started_at, None);
+    let running = l.describe(&task).await.unwrap();
+    assert_eq!(running.state, TaskState::Running);
+    let d = running.details;
+    let order = [
+        d.created_at,
+        d.pull_started_at,
+        d.pull_stopped_at,
+        d.started_at,
+    ];
+    assert!(order.iter().all(Option::is_some), "{d:?}");
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "{d:?}");
+    assert_eq!(d.pull_started_at, pending.details.pull_started_at);
+    assert_eq!((d.cpu_units, d.memory_mib), (Some(256), Some(512)));
+    assert_eq!(d.ephemeral_storage_gib, Some(20));
+    assert_eq!(d.cpu_architecture.as_deref(), Some("X86_64"));
+    assert_eq!(d.platform_version.as_deref(), Some("1.4.0"));
+    assert!(
+        d.availability_zone
+            .as_deref()
+            .is_some_and(|az| az.starts_with("us-east-1")),
+        "{d:?}"
+    );
+    assert_eq!(d.region.as_deref(), Some("us-east-1"));
+}
+
+#[tokio::test]
+async fn prepare_and_cleanup_summaries_carry_ecs_figures_and_a_cost() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs) = moto().await;
+    let launcher = Arc::new(launcher(ecs.config(), &moto.sdk_config()));
+    let options = DriverOptions::builder()
+        .namespace(Namespace::parse("summary").unwrap())
+        .task_definition(ecs.task_definition.clone())
+        .build()
+        .unwrap();
+    let driver = Driver::new(
+        options,
+        launcher,
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    let job = JobContext::new(JobResponse::new(5));
+    let report = driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap();
+    let s = &report.summary;
+    assert_eq!(s.task, report.task);
+    assert!(s.details.started_at.is_some(), "{s:?}");
+    let phases = s.phases();
+    assert!(
+        phases.accepted.is_some() && phases.image_pull.is_some(),
+        "{phases:?}"
+    );
+    let cost = s.cost.as_ref().expect("us-east-1 has a default price");
+    assert!(!cost.spot);
+    assert_eq!(cost.billed, Duration::from_secs(60));
+    // A quarter vCPU and half a GB for the one-minute minimum, at the us-east-1 list price.
+    let want = (0.25 * 0.04048 + 0.5 * 0.004445) / 60.0;
+    assert!((cost.amount - want).abs() < 1e-12, "{cost:?}");
+    let text = s.to_string();
+    assert!(text.contains("256") || text.contains("0.25 vCPU"), "{text}");
+    let cleaned = driver.cleanup(&job).await.unwrap();
+    let at_cleanup = cleaned.summary.expect("a summary at cleanup");
+    assert_eq!(at_cleanup.details.started_at, s.details.started_at);
+    assert!(at_cleanup.run_time() >= s.run_time());
+}

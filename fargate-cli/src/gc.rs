@@ -5,27 +5,39 @@ use std::io::Write;
 use std::time::Duration;
 
 use fargate_aws::EcsLauncher;
-use fargate_core::gc::{GcOptions, collect};
-use fargate_core::{Error, ErrorKind, FileMetadataStore, Namespace};
+use std::sync::Arc;
+
+use fargate_core::gc::{Action, GcOptions, collect};
+use fargate_core::observe::{DynObserver, Event, ObservedLauncher, Observer, StopCause};
+use fargate_core::{Error, ErrorKind, FileMetadataStore, Namespace, TaskRef};
 
 use crate::args::GcArgs;
 use crate::config::FileConfig;
 use crate::config::duration::parse_duration;
+use crate::metrics::Metrics;
 use crate::stages::print_plain;
 
 /// Runs `fargate gc` with the resolved configuration; returns the exit code: 0 when all is
 /// clean or cleaned, 2 when something could not be stopped or removed, or gc could not run.
 pub(crate) async fn run(args: &GcArgs, config: FileConfig) -> i32 {
-    match collect_with(args, config).await {
-        Ok(failed) => i32::from(failed) * 2,
+    let metrics = Metrics::new(config.metrics_file.clone().filter(|_| !args.dry_run));
+    let (code, outcome) = match collect_with(args, config, &metrics).await {
+        Ok(false) => (0, "success"),
+        Ok(true) => (2, "system_failure"),
         Err(err) => {
             print_plain(&err);
-            2
+            (2, "system_failure")
         }
-    }
+    };
+    metrics.finish("gc", None, outcome, None);
+    code
 }
 
-async fn collect_with(args: &GcArgs, config: FileConfig) -> fargate_core::Result<bool> {
+async fn collect_with(
+    args: &GcArgs,
+    config: FileConfig,
+    metrics: &Metrics,
+) -> fargate_core::Result<bool> {
     let max_age = parse_duration(&args.max_age).ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidInput,
@@ -43,9 +55,19 @@ async fn collect_with(args: &GcArgs, config: FileConfig) -> fargate_core::Result
         .namespace
         .clone()
         .unwrap_or_else(|| Namespace::default_for(&config.metadata_dir));
-    let launcher = EcsLauncher::from_env(config.ecs).await?;
+    let observer: DynObserver = Arc::new(metrics.clone());
+    let launcher = ObservedLauncher::new(
+        Arc::new(EcsLauncher::from_env(config.ecs).await?),
+        observer.clone(),
+    );
     let store = FileMetadataStore::new(config.metadata_dir);
     let report = collect(&launcher, &store, &namespace, &options).await?;
+    for task in report.tasks_with(Action::Removed) {
+        observer.observe(&Event::Stopped {
+            task: TaskRef::new(task.task.clone()),
+            cause: StopCause::Gc,
+        });
+    }
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)

@@ -4,8 +4,11 @@ mod args;
 mod backends;
 mod config;
 mod gc;
+mod human_log;
+mod job_log;
 mod keeper;
 mod logging;
+mod metrics;
 mod signals;
 mod stages;
 

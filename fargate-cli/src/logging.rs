@@ -1,20 +1,22 @@
-//! Logging with `tracing`: text or JSON, to stderr or a file.
+//! Logging with `tracing`: the job log on stderr, the structured log in a file.
 //!
 //! The runner copies the driver's stderr into the job log (for config, prepare and run), so
-//! messages are written for the person reading the job log. No colour codes unless stderr
-//! is a terminal.
+//! stderr gets short lines written for the person reading it ([`crate::human_log`]); the
+//! administrator's `LogFile` gets the structured form (timestamps and fields, or JSON).
 
 use std::fs::OpenOptions;
-use std::io::IsTerminal;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
 use fargate_core::{Error, ErrorKind, Result};
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::human_log::HumanFormat;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,7 +84,11 @@ fn targets(level: LevelFilter, sdk_level: LevelFilter) -> Targets {
         })
 }
 
-/// Installs the global subscriber. `file`: append there (created 0600) instead of stderr.
+/// Installs the global subscriber.
+///
+/// stderr is the job log: short human lines ([`HumanFormat`]) for `text`, or JSON lines
+/// for `json`. With `file`, the structured form (timestamps, fields; or JSON) is appended
+/// there (created 0600), and stderr keeps the human lines.
 pub(crate) fn init(
     level: LevelFilter,
     sdk_level: LevelFilter,
@@ -90,10 +96,20 @@ pub(crate) fn init(
     file: Option<&Path>,
 ) -> Result<()> {
     let filter = targets(level, sdk_level);
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level.max(sdk_level))
-        .with_target(false);
-    let result = match file {
+    let human = |format: LogFormat| {
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::io::stderr);
+        match format {
+            LogFormat::Json => layer.json().with_filter(filter.clone()).boxed(),
+            LogFormat::Text => layer
+                .event_format(HumanFormat)
+                .with_filter(filter.clone())
+                .boxed(),
+        }
+    };
+    let structured = match file {
+        None => None,
         Some(path) => {
             let f = OpenOptions::new()
                 .append(true)
@@ -107,23 +123,27 @@ pub(crate) fn init(
                     )
                     .with_hint("check [LogFile] / --log-file and the directory's permissions")
                 })?;
-            let builder = builder.with_ansi(false).with_writer(Mutex::new(f));
-            match format {
-                LogFormat::Json => builder.json().finish().with(filter).try_init(),
-                _ => builder.finish().with(filter).try_init(),
-            }
-        }
-        None => {
-            let builder = builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr);
-            match format {
-                LogFormat::Json => builder.json().finish().with(filter).try_init(),
-                _ => builder.finish().with(filter).try_init(),
-            }
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_target(false)
+                .with_writer(Mutex::new(f));
+            Some(match format {
+                LogFormat::Json => layer.json().with_filter(filter.clone()).boxed(),
+                LogFormat::Text => layer.with_filter(filter.clone()).boxed(),
+            })
         }
     };
-    result.map_err(|e| Error::new(ErrorKind::Unexpected, format!("cannot set up logging: {e}")))
+    // With a log file, the job log stays human whatever the file's format.
+    let stderr = human(if structured.is_some() {
+        LogFormat::Text
+    } else {
+        format
+    });
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(structured)
+        .try_init()
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("cannot set up logging: {e}")))
 }
 
 #[cfg(test)]

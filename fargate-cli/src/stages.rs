@@ -10,6 +10,7 @@ use std::sync::Arc;
 use clap::Parser;
 use fargate_core::driver::{AdminOverrides, config_output};
 use fargate_core::metadata::permission_warnings;
+use fargate_core::observe::{DynObserver, Observers};
 use fargate_core::{
     Driver, DriverOptions, Error, ErrorKind, Failure, FileMetadataStore, JobContext, Namespace,
     StdioSink,
@@ -19,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{Args, Command, Stage, normalize};
 use crate::config::{FileConfig, LoadedConfig};
+use crate::job_log::JobLog;
+use crate::metrics::Metrics;
 use crate::{backends, config, logging, signals};
 
 /// The driver's version, as shown by the runner.
@@ -93,13 +96,31 @@ async fn execute(args: Args) -> i32 {
     let Command::Custom { stage } = &args.command else {
         return 2;
     };
+    let mut metrics = Metrics::new(None);
+    let mut job_key = None;
     let result = match setup(&args) {
-        Ok(config) => run_stage(&args, stage, config, &job).await,
+        Ok(config) => {
+            metrics = Metrics::new(config.metrics_file.clone());
+            job_key = config
+                .options
+                .namespace
+                .as_ref()
+                .and_then(|ns| job.identity(ns).ok())
+                .map(|id| id.key().to_string());
+            run_stage(&args, stage, config, &job, &metrics).await
+        }
         Err(err) => {
             print_plain(&err);
             Err(err.into())
         }
     };
+    let (name, step) = match stage {
+        Stage::Config => ("config", None),
+        Stage::Prepare => ("prepare", None),
+        Stage::Run { stage, .. } => ("run", Some(stage.as_str())),
+        Stage::Cleanup => ("cleanup", None),
+    };
+    metrics.finish(name, step, outcome(&result), job_key.as_deref());
     let Err(failure) = result else { return 0 };
     report(&failure);
     let decision = failure.exit(&codes);
@@ -141,11 +162,25 @@ fn setup(args: &Args) -> fargate_core::Result<FileConfig> {
     Ok(config)
 }
 
+/// The outcome label of a stage's result: `success`, `script_failure`, `system_failure` or
+/// `cancelled`.
+fn outcome(result: &Result<(), Failure>) -> &'static str {
+    match result {
+        Ok(()) => "success",
+        Err(f) => match f.as_system() {
+            None => "script_failure",
+            Some(e) if e.kind() == ErrorKind::Cancelled => "cancelled",
+            Some(_) => "system_failure",
+        },
+    }
+}
+
 async fn run_stage(
     args: &Args,
     stage: &Stage,
     config: FileConfig,
     job: &JobContext,
+    metrics: &Metrics,
 ) -> Result<(), Failure> {
     if let Stage::Config = stage {
         return print_config(&config.options, job);
@@ -155,24 +190,21 @@ async fn run_stage(
         tracing::warn!("cannot listen for signals: {e}");
     }
     let keeper = crate::keeper::socket(&config, job);
-    let driver = driver(args, config, keeper.as_deref().filter(|_| is_run(stage)));
+    let observer = Arc::new(Observers(vec![Arc::new(JobLog), Arc::new(metrics.clone())]));
+    let driver = driver(
+        args,
+        config,
+        observer,
+        keeper.as_deref().filter(|_| is_run(stage)),
+    );
     match stage {
         Stage::Config => Ok(()),
         Stage::Prepare => {
-            let report = driver.prepare(job, &cancel).await?;
+            // The job log's lines come from the driver's events (`JobLog`).
+            driver.prepare(job, &cancel).await?;
             if let Some(socket) = &keeper {
                 crate::keeper::start(args, socket, &driver.identity(job)?.key()).await;
             }
-            // After the keeper started: a reader of this line may count on it.
-            tracing::info!(
-                "task {} is ready at {} in {:.1} s (accepted {:.1} s, IP known {:.1} s, SSH up {:.1} s)",
-                report.task,
-                report.endpoint,
-                report.ssh_ready.as_secs_f64(),
-                report.launch_accepted.as_secs_f64(),
-                (report.launch_accepted + report.address_known).as_secs_f64(),
-                report.ssh_ready.as_secs_f64(),
-            );
             Ok(())
         }
         Stage::Run { script, stage, .. } => {
@@ -192,11 +224,7 @@ async fn run_stage(
                 crate::keeper::stop(socket);
             }
             // Cleanup is never cancelled: it finishes its stop under its own deadline.
-            let report = driver.cleanup(job).await?;
-            for task in &report.stopped {
-                tracing::info!("stopped task {task}");
-            }
-            Ok(())
+            driver.cleanup(job).await.map(drop)
         }
     }
 }
@@ -206,12 +234,18 @@ fn is_run(stage: &Stage) -> bool {
 }
 
 /// The driver of a stage; `keeper`: the job's keeper socket, for a `run` stage.
-fn driver(args: &Args, config: FileConfig, keeper: Option<&Path>) -> Driver {
+fn driver(
+    args: &Args,
+    config: FileConfig,
+    observer: DynObserver,
+    keeper: Option<&Path>,
+) -> Driver {
     let FileConfig {
         options,
         ecs,
         ssh,
         metadata_dir,
+        prices,
         ..
     } = config;
     for w in permission_warnings(&metadata_dir) {
@@ -233,6 +267,8 @@ fn driver(args: &Args, config: FileConfig, keeper: Option<&Path>) -> Driver {
         task_definition: args.task_def.clone().filter(|s| !s.is_empty()),
         platform_version: args.platform_version.clone().filter(|s| !s.is_empty()),
     })
+    .with_price_table(prices)
+    .with_observer(observer)
 }
 
 /// `[TaskMetadata] Directory`: unset is the default state directory; relative is relative to
@@ -274,9 +310,10 @@ fn report(failure: &Failure) {
     match failure.as_system() {
         None => tracing::error!("{failure}"),
         Some(err) => {
-            tracing::error!("{}", err.chain());
-            if let Some(hint) = err.hint() {
-                tracing::error!("hint: {hint}");
+            // The job log shows the hint on its own `hint:` line.
+            match err.hint() {
+                Some(hint) => tracing::error!(hint, "{}", err.chain()),
+                None => tracing::error!("{}", err.chain()),
             }
             if err.kind() == ErrorKind::Cancelled {
                 tracing::warn!("the stage was cancelled");

@@ -298,13 +298,22 @@ impl Error {
     }
 
     /// The error (operation, message, context) followed by each cause, joined with `": "`;
-    /// no hint.
+    /// no hint. A cause already told by the text so far is left out (for an [`Error`]
+    /// cause: its message).
     pub fn chain(&self) -> String {
         let mut out = String::new();
         let _ = self.write_head(&mut out);
         let mut next = self.0.source.as_deref().map(|s| s as &dyn StdError);
         while let Some(err) = next {
-            let text = err.to_string();
+            let text = match err.downcast_ref::<Error>() {
+                Some(e) if out.contains(e.message()) => String::new(),
+                Some(e) => {
+                    let mut head = String::new();
+                    let _ = e.write_head(&mut head);
+                    head
+                }
+                None => err.to_string(),
+            };
             if !text.is_empty() && !out.contains(&text) {
                 out.push_str(": ");
                 out.push_str(&text);

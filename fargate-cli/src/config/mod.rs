@@ -76,6 +76,7 @@
 //! beyond `MaxAttempts` × 2.
 
 pub(crate) mod duration;
+mod observability;
 mod reader;
 mod sections;
 mod shape;
@@ -120,6 +121,10 @@ pub(crate) struct FileConfig {
     pub(crate) log: LogSettings,
     /// `[TaskMetadata] Directory`, as written (empty when unset).
     pub(crate) metadata_dir: PathBuf,
+    /// `[Cost]`: the prices of the job summary's estimate.
+    pub(crate) prices: fargate_core::PriceTable,
+    /// `[Metrics] File`: the Prometheus text file, if any.
+    pub(crate) metrics_file: Option<PathBuf>,
     /// `[SSH] ConnectionKeeper`, `KeeperIdleTimeout`.
     pub(crate) keeper: KeeperSettings,
 }

@@ -109,6 +109,12 @@ pub(crate) fn read_document(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FileConfig
         }
         r.finish(&t);
     }
+    if let Some(t) = r.subtable(&mut top, "Cost") {
+        super::observability::read_cost(r, t, &mut c);
+    }
+    if let Some(t) = r.subtable(&mut top, "Metrics") {
+        super::observability::read_metrics(r, t, &mut c);
+    }
     r.finish(&top);
     c
 }

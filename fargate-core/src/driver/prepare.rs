@@ -192,8 +192,9 @@ impl Driver {
         }
         let ssh_ready = start.elapsed();
         let ready_at = SystemTime::now();
-        self.observe(Event::Phase {
-            phase: PreparePhase::Ready,
+        self.observe(Event::Ready {
+            task: task.clone(),
+            endpoint: ready.endpoint,
             elapsed: ssh_ready,
         });
         tracing::debug!(

@@ -140,7 +140,7 @@ impl Driver {
         tokio::select! {
             r = &mut run => Watched::Finished(r),
             details = &mut watch => {
-                tracing::error!(task = %task, "the task stopped while the script was running");
+                tracing::debug!(task = %task, "the task stopped while the script was running");
                 script_cancel.cancel();
                 // The shell stops the remote script within its own bound.
                 let _ = run.await;
@@ -185,6 +185,7 @@ impl Driver {
                     format!("the task stopped: {details} ({})", err.message()),
                 )
                 .with_context("task", task)
+                .with_hint("the reason comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)")
                 .with_source(err);
                 (err, Some(details))
             }

@@ -237,7 +237,7 @@ impl Driver {
         let reason = format!("fargate driver: job {key} finished");
         let window = self.options.timeouts.consistency_window;
         for task in tasks {
-            tracing::info!(task = %task, "stopping the task");
+            tracing::debug!(task = %task, "stopping the task");
             let mut delay = Duration::from_millis(500);
             loop {
                 let outcome = with_retries(

@@ -1415,6 +1415,7 @@ impl crate::observe::Observer for Recorder {
             E::Phase { phase, .. } => format!("phase {phase:?}"),
             E::Launching { task_definition } => format!("launching {task_definition}"),
             E::Launched { .. } => "launched".into(),
+            E::Ready { .. } => "ready".into(),
             E::TaskState { state, .. } => format!("state {state:?}"),
             E::Stopped { cause, .. } => format!("stopped by {}", cause.as_str()),
             E::ApiCall { operation, outcome } => {
@@ -1464,7 +1465,7 @@ async fn the_observer_hears_a_whole_job_in_order() {
             "state Running",
             "phase AddressKnown",
             "phase SshUp",
-            "phase Ready",
+            "ready",
             "summary Prepared 256",
             "describe ok",
             "summary Cleanup 256",

@@ -26,8 +26,8 @@
 //! }
 //! let phases = Arc::new(Phases::default());
 //! // Driver::new(options, launcher, shell, store).with_observer(phases.clone());
-//! # phases.observe(&Event::Phase { phase: fargate_core::observe::PreparePhase::Ready, elapsed: std::time::Duration::ZERO });
-//! # assert_eq!(phases.0.lock().unwrap().as_slice(), ["Ready"]);
+//! # phases.observe(&Event::Phase { phase: fargate_core::observe::PreparePhase::SshUp, elapsed: std::time::Duration::ZERO });
+//! # assert_eq!(phases.0.lock().unwrap().as_slice(), ["SshUp"]);
 //! ```
 
 mod cost;
@@ -42,7 +42,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::launcher::{TaskRef, TaskState};
+use crate::launcher::{Endpoint, TaskRef, TaskState};
 
 /// Hears the driver's [`Event`]s. Object safe; see the [module docs](self).
 pub trait Observer: Send + Sync + fmt::Debug {
@@ -91,8 +91,6 @@ pub enum PreparePhase {
     AddressKnown,
     /// The task's SSH server answered.
     SshUp,
-    /// The job's key logged in: the task can run the job's scripts.
-    Ready,
 }
 
 /// The backend call an [`Event::ApiCall`] reports (the [`TaskLauncher`](crate::TaskLauncher)
@@ -191,6 +189,16 @@ pub enum Event {
     Launched {
         /// The task.
         task: TaskRef,
+    },
+    /// The job's key logged in: the task can run the job's scripts. The end of prepare's
+    /// phases.
+    Ready {
+        /// The task.
+        task: TaskRef,
+        /// Where its SSH server answers.
+        endpoint: Endpoint,
+        /// Time since prepare began.
+        elapsed: Duration,
     },
     /// A describe saw the task in a new state.
     TaskState {

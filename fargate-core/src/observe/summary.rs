@@ -111,11 +111,6 @@ impl fmt::Display for JobSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = &self.details;
         let p = self.phases();
-        let title = match self.point {
-            SummaryPoint::Prepared => "Task summary",
-            SummaryPoint::Cleanup => "Task summary at cleanup",
-        };
-        writeln!(f, "{title}: {}", self.task)?;
         let timeline: Vec<String> = [
             ("accepted", p.accepted),
             ("provisioning", p.provisioning),
@@ -127,8 +122,10 @@ impl fmt::Display for JobSummary {
         .filter(|_| self.point == SummaryPoint::Prepared)
         .filter_map(|(name, d)| Some(format!("{name} {}", human(d?))))
         .collect();
-        if !timeline.is_empty() {
-            writeln!(f, "  start: {}", timeline.join(", "))?;
+        match self.point {
+            SummaryPoint::Prepared if timeline.is_empty() => writeln!(f, "summary:")?,
+            SummaryPoint::Prepared => writeln!(f, "summary: {}", timeline.join(", "))?,
+            SummaryPoint::Cleanup => writeln!(f, "summary at cleanup:")?,
         }
         let mut shape = Vec::new();
         if let Some(p) = &d.capacity_provider {
@@ -246,8 +243,7 @@ mod tests {
         s.cost = PriceTable::default().estimate(&s.details, s.run_time().unwrap());
         assert_eq!(
             s.to_string(),
-            "Task summary: arn:task/1\n  \
-             start: accepted 0.3 s, provisioning 12.0 s, image pull 8.0 s, container start 1.0 s, SSH ready 1.0 s\n  \
+            "summary: accepted 0.3 s, provisioning 12.0 s, image pull 8.0 s, container start 1.0 s, SSH ready 1.0 s\n  \
              shape: FARGATE_SPOT, 1 vCPU, 2 GiB memory, 20 GiB storage, X86_64, platform 1.4.0, us-east-1a\n  \
              run time 10.0 s, estimated cost $0.0002 with the Spot discount (list price, us-east-1 x86, billed 1 min 0 s)"
         );

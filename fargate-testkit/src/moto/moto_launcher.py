@@ -22,7 +22,8 @@
 #    pagination, RunTask startedBy/clientToken/tags/overrides/count, DescribeTasks 100 tasks,
 #    StopTask of an unknown task and reason length, Fargate CPU/memory combinations.
 # 9. Tasks carry createdAt/pullStartedAt/pullStoppedAt/startedAt/stoppingAt/stoppedAt,
-#    stopCode, cpu, memory and availabilityZone like ECS's.
+#    stopCode, cpu, memory, availabilityZone, ephemeralStorage, the resolved platformVersion
+#    and the ecs.cpu-architecture attribute like ECS's.
 # 10. Capacity faults: a RunTask placed on a capacity provider listed in
 #    $FGT_MOTO_DIR/no_capacity (one name a line, e.g. FARGATE_SPOT) answers a failures[]
 #    entry with ECS's "Capacity is unavailable at this time..." and starts nothing. Task ARNs
@@ -128,11 +129,26 @@ def _availability_zone(task):
         return None
 
 
+def _mark_pulling(task):
+    task.pull_started_at = getattr(task, "pull_started_at", None) or utcnow()
+
+
 def _mark_running(task):
+    _mark_pulling(task)
     now = utcnow()
-    task.pull_started_at = getattr(task, "pull_started_at", None) or now
     task.pull_stopped_at = getattr(task, "pull_stopped_at", None) or now
     task.started_at = getattr(task, "started_at", None) or now
+
+
+def _cpu_architecture(definition):
+    platform = getattr(definition, "runtime_platform", None) or {}
+    return (platform.get("cpuArchitecture") or "X86_64").lower()
+
+
+def _ephemeral_gib(task):
+    overrides = task.overrides or {}
+    storage = overrides.get("ephemeralStorage") or {}
+    return int(storage.get("sizeInGiB") or 20)
 
 
 def _init(self, *args, **kwargs):
@@ -142,6 +158,12 @@ def _init(self, *args, **kwargs):
     self.cpu = getattr(definition, "cpu", None)
     self.memory = getattr(definition, "memory", None)
     self.availability_zone = _availability_zone(self)
+    if _launch_type(self) == "FARGATE":
+        # ECS reports the version it resolved, the storage the task has and its architecture.
+        if self.platform_version in (None, "", "LATEST"):
+            self.platform_version = "1.4.0"
+        self.ephemeral_storage = {"sizeInGiB": _ephemeral_gib(self)}
+        self.attributes = [{"name": "ecs.cpu-architecture", "value": _cpu_architecture(definition)}]
     self._fgt_visible_at = time.monotonic() + _visibility_lag()
     boot = _provisioning_describes()
     self._fgt_boot_total = boot
@@ -204,6 +226,8 @@ def _describe(self, cluster_str, tasks):
             else:
                 done = task._fgt_boot_total - left
                 task._status = "PROVISIONING" if done < (task._fgt_boot_total + 1) // 2 else "PENDING"
+                if task._status == "PENDING":
+                    _mark_pulling(task)
                 task._fgt_boot_left = left - 1
         _note_progress(task)
     return found

@@ -1,0 +1,178 @@
+//! Golden tests of the job log: the exact lines the real `fargate` binary prints for each
+//! stage (run by the runner emulator against the local Fargate), with what changes from run
+//! to run (task ARN, address, durations, cost) replaced by placeholders. No timestamps, no
+//! module paths, no fact twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
+use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput, RunnerEmu};
+
+async fn run(job: Job, fargate: Arc<LocalFargate>) -> JobResult {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata");
+    let config = dir.path().join("fargate.toml");
+    std::fs::write(&config, fargate.fargate_toml(&metadata)).unwrap();
+    let mut emu = RunnerEmu::new(
+        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
+        &config,
+        fargate.driver_env(),
+    );
+    emu.metadata_dir = Some(metadata);
+    let result = tokio::task::spawn_blocking(move || emu.run(job))
+        .await
+        .unwrap();
+    drop(dir);
+    result
+}
+
+/// What the driver process of `stage` printed, normalized.
+fn stage_log(result: &JobResult, stage: &str) -> String {
+    let runs = result.stage(stage);
+    let run = runs.first().unwrap_or_else(|| panic!("no {stage} stage"));
+    let text: String = run.output.iter().map(|(_, s)| s.as_str()).collect();
+    normalize(&text)
+}
+
+/// Replaces the task ARN, the address, durations and amounts with placeholders.
+fn normalize(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            let mut out = Vec::with_capacity(words.len());
+            for (i, w) in words.iter().enumerate() {
+                let next = words.get(i + 1).copied().unwrap_or("");
+                let numeric = !w.is_empty() && w.chars().all(|c| c.is_ascii_digit() || c == '.');
+                let amount = w.strip_prefix('$').is_some_and(|a| {
+                    !a.is_empty() && a.chars().all(|c| c.is_ascii_digit() || c == '.')
+                });
+                let word = if w.starts_with("arn:aws:ecs:") && w.contains(":task/") {
+                    let tail = &w[w.trim_end_matches([')', ',']).len()..];
+                    format!("<task>{tail}")
+                } else if w.starts_with("127.") {
+                    "<address>".to_owned()
+                } else if numeric && (next.starts_with('s') || next.starts_with("min")) {
+                    "N".to_owned()
+                } else if amount {
+                    "$N".to_owned()
+                } else {
+                    (*w).to_owned()
+                };
+                out.push(word);
+            }
+            out.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_lines(got: &str, want: &[&str]) {
+    assert_eq!(got, want.join("\n"), "\n--- got ---\n{got}\n");
+    let lines: Vec<&str> = got.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        assert!(!lines[..i].contains(l), "line {l:?} appears twice");
+    }
+}
+
+fn prepare_lines(task_definition: &str) -> Vec<String> {
+    vec![
+        format!("starting a Fargate task from task definition {task_definition}"),
+        "task <task> is ready at <address> after N s".into(),
+        "summary: accepted N s, provisioning N s, image pull N s, container start N s, SSH ready N s".into(),
+        "  shape: 0.25 vCPU, 0.5 GiB memory, 20 GiB storage, X86_64, platform 1.4.0, us-east-1a".into(),
+        "  run time N s, estimated cost $N (list price, us-east-1 x86, billed N min N s)".into(),
+    ]
+}
+
+fn cleanup_lines() -> Vec<String> {
+    vec![
+        "summary at cleanup:".into(),
+        "  shape: 0.25 vCPU, 0.5 GiB memory, 20 GiB storage, X86_64, platform 1.4.0, us-east-1a"
+            .into(),
+        "  run time N s, estimated cost $N (list price, us-east-1 x86, billed N min N s)".into(),
+        "stopped task <task>".into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successful_job() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
+    let td = fargate.ecs.task_definition.clone();
+    assert!(!td.contains(":task/"), "{td}");
+    let result = run(Job::new(1601, &["echo hello"]), fargate).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    assert_lines(&stage_log(&result, "prepare"), &strs(&prepare_lines(&td)));
+    assert_lines(
+        &stage_log(&result, "build_script"),
+        &["$ echo hello", "hello"],
+    );
+    assert_lines(&stage_log(&result, "cleanup"), &strs(&cleanup_lines()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_script() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
+    let result = run(Job::new(1602, &["echo before", "exit 3"]), fargate).await;
+    assert_eq!(result.status, JobStatus::ScriptFailure(3), "{}", result.log);
+    assert_lines(
+        &stage_log(&result, "build_script"),
+        &[
+            "$ echo before",
+            "before",
+            "$ exit 3",
+            "ERROR: the build_script script exited with status 3",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_stopped_mid_step() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
+    let killer = fargate.clone();
+    let mut job = Job::new(1603, &["echo step-started", "sleep 600"]);
+    job.on_output = vec![(
+        "step-started".into(),
+        OnOutput::Call(Box::new(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for arn in killer.running_tasks().await {
+                    killer
+                        .stop_task(&arn, "Essential container in task exited")
+                        .await;
+                }
+            });
+        })),
+    )];
+    let result = run(job, fargate).await;
+    assert_eq!(
+        result.status,
+        JobStatus::SystemFailure("build_script".into()),
+        "{}",
+        result.log
+    );
+    assert_lines(
+        &stage_log(&result, "build_script"),
+        &[
+            "$ echo step-started",
+            "step-started",
+            "$ sleep 600",
+            "ERROR: the task stopped: Essential container in task exited; stop code UserInitiated; \
+             container ci-coordinator exited with 0 (the connection to the SSH server at <address> \
+             was lost while the script was running: transport read) (task: <task>)",
+            "hint: the reason comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)",
+        ],
+    );
+}
