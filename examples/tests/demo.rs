@@ -79,6 +79,9 @@ fn the_demo_runs_a_job_through_the_driver_and_stops_everything() {
     for expected in [
         "Running job 4242",
         "is ready at",
+        "summary: accepted ",
+        ", estimated cost $",
+        "summary at cleanup:",
         "$ uname -a",
         "Hello from job demo on main: héllo wörld, 你好 ✓",
         "Grüße aus dem Build ✓",

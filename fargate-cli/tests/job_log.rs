@@ -109,6 +109,7 @@ async fn a_successful_job() {
     assert!(!td.contains(":task/"), "{td}");
     let result = run(Job::new(1601, &["echo hello"]), fargate).await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    println!("{}", result.log); // shown with --nocapture: the README's sample
     assert_lines(&stage_log(&result, "prepare"), &strs(&prepare_lines(&td)));
     assert_lines(
         &stage_log(&result, "build_script"),
