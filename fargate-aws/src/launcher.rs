@@ -38,7 +38,7 @@ pub struct EcsLauncher {
     config: Arc<EcsConfig>,
     ecs: aws_sdk_ecs::Client,
     #[cfg(feature = "public-ip")]
-    ec2: aws_sdk_ec2::Client,
+    pub(crate) ec2: aws_sdk_ec2::Client,
     /// Public IPs found so far, by task id (EC2 is asked only until one is found).
     public_ips: Arc<Mutex<HashMap<String, IpAddr>>>,
     calls: ApiCalls,
@@ -98,12 +98,18 @@ impl EcsLauncher {
     /// A launcher with the default AWS configuration chain (environment, profile, IMDS...),
     /// with `config.region` as the region when it is set.
     pub async fn from_env(config: EcsConfig) -> Result<Self> {
+        let sdk = EcsLauncher::sdk_config(&config).await;
+        EcsLauncher::new(config, &sdk)
+    }
+
+    /// The SDK configuration [`EcsLauncher::from_env`] uses: the default chains, with
+    /// `config`'s region when it has one.
+    pub async fn sdk_config(config: &EcsConfig) -> aws_config::SdkConfig {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &config.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
-        let sdk = loader.load().await;
-        EcsLauncher::new(config, &sdk)
+        loader.load().await
     }
 
     /// The configuration in use.

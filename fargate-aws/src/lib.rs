@@ -69,6 +69,7 @@
 
 mod config;
 mod details;
+pub mod doctor;
 mod errors;
 pub mod failover;
 mod launcher;

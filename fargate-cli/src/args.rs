@@ -84,6 +84,18 @@ pub enum Command {
     /// Holds one job's SSH connection for its `run` stages (started by prepare).
     #[command(hide = true)]
     Keeper(KeeperArgs),
+    /// Check the configuration against the AWS account before the first job.
+    #[command(
+        long_about = "Check fargate.toml against the AWS account before the first job: \
+                      credentials and region, the cluster and its capacity providers, the task \
+                      definition (awsvpc, the container, the SSH port, a Fargate size), the \
+                      subnets and the security group rule for the SSH port (builds with the \
+                      public-ip feature), and the metadata directory. Prints a checklist with a \
+                      fix for each failure; exit code 0 only when everything passes. With \
+                      --job, also runs a one-job smoke test (launch, SSH, `true`, stop) and \
+                      prints its summary."
+    )]
+    Doctor(DoctorArgs),
 }
 
 /// Options of the hidden `fargate keeper` (see `fargate_ssh::keeper`).
@@ -95,6 +107,14 @@ pub struct KeeperArgs {
     /// The job's record key.
     #[arg(long, value_name = "KEY")]
     pub job: String,
+}
+
+/// Options of `fargate doctor`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Also run a real one-job smoke test: start a task, log in, run `true`, stop it.
+    #[arg(long)]
+    pub job: bool,
 }
 
 /// Options of `fargate gc`.

@@ -3,6 +3,7 @@
 mod args;
 mod backends;
 mod config;
+mod doctor;
 mod gc;
 mod human_log;
 mod job_log;
@@ -12,5 +13,5 @@ mod metrics;
 mod signals;
 mod stages;
 
-pub use args::{Args, Command, GcArgs, KeeperArgs, Stage, normalize};
+pub use args::{Args, Command, DoctorArgs, GcArgs, KeeperArgs, Stage, normalize};
 pub use stages::{VERSION, main_impl};

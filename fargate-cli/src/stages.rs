@@ -64,6 +64,15 @@ pub fn main_impl(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 async fn execute(args: Args) -> i32 {
+    if let Command::Doctor(doctor) = &args.command {
+        return match setup(&args) {
+            Ok(config) => crate::doctor::run(&args, doctor, config).await,
+            Err(err) => {
+                print_plain(&err);
+                2
+            }
+        };
+    }
     if let Command::Keeper(command) = &args.command {
         return match setup(&args) {
             Ok(config) => match crate::keeper::run(command, config).await {
@@ -234,7 +243,7 @@ fn is_run(stage: &Stage) -> bool {
 }
 
 /// The driver of a stage; `keeper`: the job's keeper socket, for a `run` stage.
-fn driver(
+pub(crate) fn driver(
     args: &Args,
     config: FileConfig,
     observer: DynObserver,

@@ -114,6 +114,33 @@ impl Moto {
             .unwrap_or_else(|| panic!("moto has no default security group: {xml}"))
     }
 
+    /// Creates security group `name` in the default VPC, without inbound rules; returns its
+    /// id.
+    pub fn create_security_group(&self, name: &str) -> String {
+        let xml = self.ec2(&[
+            ("Action", "CreateSecurityGroup"),
+            ("GroupName", name),
+            ("GroupDescription", name),
+        ]);
+        http::xml_values(&xml, "groupId")
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("moto CreateSecurityGroup: {xml}"))
+    }
+
+    /// Lets TCP `port` into security group `group` from anywhere.
+    pub fn allow_tcp_in(&self, group: &str, port: u16) {
+        let port = port.to_string();
+        self.ec2(&[
+            ("Action", "AuthorizeSecurityGroupIngress"),
+            ("GroupId", group),
+            ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", &port),
+            ("IpPermissions.1.ToPort", &port),
+            ("IpPermissions.1.IpRanges.1.CidrIp", "0.0.0.0/0"),
+        ]);
+    }
+
     /// Allocates Elastic IP `ip` (moto's are loopback: use a `127.x.y.z` outside
     /// [`Moto::task_cidr`]) and associates it with ENI `eni`, as Fargate does with
     /// `assignPublicIp`.

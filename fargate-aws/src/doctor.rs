@@ -1,0 +1,476 @@
+//! [`EcsLauncher::doctor`]: checks a configuration against the account before the first job,
+//! with the calls a launcher may make anyway (no task is started).
+
+use std::fmt;
+
+use aws_sdk_ecs::config::ProvideCredentials;
+use aws_sdk_ecs::types::{ClusterField, NetworkMode};
+
+use crate::config::{Capacity, EcsConfig};
+use crate::errors;
+use crate::launcher::EcsLauncher;
+
+/// How a [`Check`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckStatus {
+    /// It passed.
+    Pass,
+    /// It failed; [`Check::fix`] says what to do.
+    Fail,
+    /// It could not be checked (e.g. a build without EC2); not a failure.
+    NotChecked,
+}
+
+/// One item of the checklist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Check {
+    /// What was checked (`cluster ci`).
+    pub name: String,
+    /// How it ended.
+    pub status: CheckStatus,
+    /// What was found.
+    pub detail: String,
+    /// What to do about a failure.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    /// A passed check.
+    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Pass,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    /// A failed check with its fix.
+    pub fn fail(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// A check that could not be made.
+    pub fn not_checked(name: impl Into<String>, why: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            status: CheckStatus::NotChecked,
+            detail: why.into(),
+            fix: None,
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    /// `ok    name: detail`, with a `fix:` line under a failure.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = match self.status {
+            CheckStatus::Pass => "ok  ",
+            CheckStatus::Fail => "FAIL",
+            CheckStatus::NotChecked => "--  ",
+        };
+        write!(f, "{mark}  {}: {}", self.name, self.detail)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n      fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the task definition must provide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskExpectations {
+    /// Family, `family:revision` or ARN.
+    pub task_definition: String,
+    /// The container that gets the job's key (`[Fargate] ContainerName`).
+    pub container: String,
+    /// The SSH port (`[SSH] Port`).
+    pub port: u16,
+}
+
+impl TaskExpectations {
+    /// Task definition `task_definition`, container `container`, SSH on `port`.
+    pub fn new(
+        task_definition: impl Into<String>,
+        container: impl Into<String>,
+        port: u16,
+    ) -> Self {
+        TaskExpectations {
+            task_definition: task_definition.into(),
+            container: container.into(),
+            port,
+        }
+    }
+}
+
+/// Checks `config` against the account `sdk` reaches: the credentials and region, the
+/// cluster, its capacity providers, the task definition and (with the `public-ip` feature,
+/// which brings EC2) the subnets and the security groups' rule for the SSH port. Each
+/// failure carries its fix. No task is started.
+pub async fn doctor(
+    config: EcsConfig,
+    sdk: &aws_config::SdkConfig,
+    task: &TaskExpectations,
+) -> Vec<Check> {
+    let credentials = check_credentials(&config, sdk).await;
+    if credentials.status == CheckStatus::Fail {
+        return vec![credentials];
+    }
+    let launcher = match EcsLauncher::new(config, sdk) {
+        Ok(l) => l,
+        Err(e) => {
+            return vec![
+                credentials,
+                Check::fail("configuration", e.message().to_owned(), "fix fargate.toml"),
+            ];
+        }
+    };
+    let mut checks = vec![credentials];
+    checks.extend(launcher.check_cluster().await);
+    checks.push(launcher.check_task_definition(task).await);
+    checks.extend(launcher.check_network(task.port).await);
+    checks
+}
+
+async fn check_credentials(config: &EcsConfig, sdk: &aws_config::SdkConfig) -> Check {
+    let name = "credentials and region";
+    let Some(region) = config
+        .region
+        .clone()
+        .or_else(|| sdk.region().map(|r| r.to_string()))
+    else {
+        return Check::fail(
+            name,
+            "no region",
+            "set [Fargate] Region, or AWS_REGION for the runner's user",
+        );
+    };
+    let Some(provider) = sdk.credentials_provider() else {
+        return Check::fail(
+            name,
+            "no credentials provider",
+            "give the runner host an instance role, or AWS_PROFILE / AWS_ACCESS_KEY_ID",
+        );
+    };
+    match provider.provide_credentials().await {
+        Ok(_) => Check::pass(name, format!("region {region}, credentials found")),
+        Err(e) => Check::fail(
+            name,
+            format!("no credentials: {e}"),
+            "give the runner host an instance role, or AWS_PROFILE / AWS_ACCESS_KEY_ID",
+        ),
+    }
+}
+
+impl EcsLauncher {
+    async fn check_cluster(&self) -> Vec<Check> {
+        let cluster = &self.config().cluster;
+        let name = format!("cluster {cluster}");
+        let out = match self
+            .ecs_client()
+            .describe_clusters()
+            .clusters(cluster)
+            .include(ClusterField::Settings)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let err = errors::sdk(e, "DescribeClusters").error;
+                return vec![Check::fail(
+                    name,
+                    err.message().to_owned(),
+                    "allow ecs:DescribeClusters (see examples/iam-policy.json) and check the region",
+                )];
+            }
+        };
+        let Some(c) = out.clusters().first() else {
+            return vec![Check::fail(
+                name,
+                "not found in this region",
+                format!(
+                    "create it (aws ecs create-cluster --cluster-name {cluster}) or fix [Fargate] Cluster / Region"
+                ),
+            )];
+        };
+        let status = c.status().unwrap_or_default();
+        let mut checks = vec![if status == "ACTIVE" {
+            Check::pass(name, "ACTIVE")
+        } else {
+            Check::fail(
+                name,
+                format!("status {status}"),
+                "use an ACTIVE cluster: an INACTIVE one was deleted",
+            )
+        }];
+        let name = "capacity providers";
+        let have: Vec<&str> = c.capacity_providers().iter().map(String::as_str).collect();
+        checks.push(match &self.config().capacity {
+            Capacity::Fargate => Check::pass(name, "launch type FARGATE (no provider needed)"),
+            Capacity::Strategy(items) => {
+                let missing: Vec<&str> = items
+                    .iter()
+                    .map(|i| i.provider.as_str())
+                    .filter(|p| !have.contains(p))
+                    .collect();
+                if missing.is_empty() {
+                    Check::pass(name, format!("{} associated", have.join(", ")))
+                } else {
+                    Check::fail(
+                        name,
+                        format!("{} not associated with the cluster", missing.join(", ")),
+                        format!(
+                            "aws ecs put-cluster-capacity-providers --cluster {cluster} --capacity-providers FARGATE FARGATE_SPOT --default-capacity-provider-strategy capacityProvider=FARGATE,weight=1"
+                        ),
+                    )
+                }
+            }
+        });
+        checks
+    }
+
+    async fn check_task_definition(&self, want: &TaskExpectations) -> Check {
+        let name = format!("task definition {}", want.task_definition);
+        let out = match self
+            .ecs_client()
+            .describe_task_definition()
+            .task_definition(&want.task_definition)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let err = errors::sdk(e, "DescribeTaskDefinition").error;
+                return Check::fail(
+                    name,
+                    err.message().to_owned(),
+                    "register it, or fix [Fargate] TaskDefinition (family, family:revision or ARN)",
+                );
+            }
+        };
+        let Some(td) = out.task_definition() else {
+            return Check::fail(
+                name,
+                "not found",
+                "register it, or fix [Fargate] TaskDefinition",
+            );
+        };
+        if td.network_mode() != Some(&NetworkMode::Awsvpc) {
+            return Check::fail(
+                name,
+                format!(
+                    "network mode {}, not awsvpc",
+                    td.network_mode().map_or("none", |m| m.as_str())
+                ),
+                "register a revision with \"networkMode\": \"awsvpc\" (Fargate needs it)",
+            );
+        }
+        let Some(container) = td
+            .container_definitions()
+            .iter()
+            .find(|c| c.name() == Some(want.container.as_str()))
+        else {
+            let names: Vec<&str> = td
+                .container_definitions()
+                .iter()
+                .filter_map(|c| c.name())
+                .collect();
+            return Check::fail(
+                name,
+                format!(
+                    "no container {:?} (it has {})",
+                    want.container,
+                    names.join(", ")
+                ),
+                "set [Fargate] ContainerName to the container that runs sshd, or rename it in the task definition",
+            );
+        };
+        let ports: Vec<i32> = container
+            .port_mappings()
+            .iter()
+            .filter_map(|p| p.container_port())
+            .collect();
+        if !ports.is_empty() && !ports.contains(&i32::from(want.port)) {
+            return Check::fail(
+                name,
+                format!(
+                    "container {} maps ports {ports:?}, not the SSH port {}",
+                    want.container, want.port
+                ),
+                format!(
+                    "add a port mapping for {} to the container, or set [SSH] Port",
+                    want.port
+                ),
+            );
+        }
+        let cpu = td.cpu().and_then(|c| c.parse::<u32>().ok());
+        let memory = td.memory().and_then(|m| m.parse::<u32>().ok());
+        match (cpu, memory) {
+            (Some(cpu), Some(memory)) if fargate_size_valid(cpu, memory) => Check::pass(
+                name,
+                format!(
+                    "awsvpc, container {} (port {}), {cpu} CPU units, {memory} MiB",
+                    want.container, want.port
+                ),
+            ),
+            (cpu, memory) => Check::fail(
+                name,
+                format!(
+                    "task size {} CPU units, {} MiB is not a Fargate size",
+                    cpu.map_or("no".into(), |c| c.to_string()),
+                    memory.map_or("no".into(), |m| m.to_string())
+                ),
+                "set task-level cpu and memory to a Fargate combination (e.g. 1024 CPU units with 2048-8192 MiB)",
+            ),
+        }
+    }
+
+    #[cfg(feature = "public-ip")]
+    async fn check_network(&self, port: u16) -> Vec<Check> {
+        let subnets = &self.config().subnets;
+        let groups = &self.config().security_groups;
+        let mut checks = Vec::new();
+        let name = "subnets";
+        checks.push(
+            match self
+                .ec2
+                .describe_subnets()
+                .set_subnet_ids(Some(subnets.clone()))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let found: Vec<(&str, i32)> = out
+                        .subnets()
+                        .iter()
+                        .filter_map(|s| {
+                            Some((s.subnet_id()?, s.available_ip_address_count().unwrap_or(0)))
+                        })
+                        .collect();
+                    let missing: Vec<&str> = subnets
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|s| !found.iter().any(|(id, _)| id == s))
+                        .collect();
+                    let full: Vec<&str> = found
+                        .iter()
+                        .filter(|(_, n)| *n == 0)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if !missing.is_empty() {
+                        Check::fail(
+                            name,
+                            format!("{} not found", missing.join(", ")),
+                            "fix [Fargate] Subnet(s): subnets of the cluster's VPC in this region",
+                        )
+                    } else if !full.is_empty() {
+                        Check::fail(
+                            name,
+                            format!("{} has no free IP address", full.join(", ")),
+                            "add subnets with free addresses to [Fargate] Subnets",
+                        )
+                    } else {
+                        let free: i32 = found.iter().map(|(_, n)| n).sum();
+                        Check::pass(
+                            name,
+                            format!("{} found, {free} free addresses", found.len()),
+                        )
+                    }
+                }
+                Err(e) => {
+                    use aws_sdk_ec2::error::ProvideErrorMetadata;
+                    Check::fail(
+                        name,
+                        format!("DescribeSubnets: {}", e.message().unwrap_or("failed")),
+                        "allow ec2:DescribeSubnets, or fix [Fargate] Subnet(s)",
+                    )
+                }
+            },
+        );
+        let name = format!("security group rule for port {port}");
+        checks.push(match self.ec2.describe_security_groups().set_group_ids(Some(groups.clone())).send().await {
+            Ok(out) => {
+                let opens = out.security_groups().iter().any(|g| {
+                    g.ip_permissions().iter().any(|p| {
+                        let all = p.ip_protocol() == Some("-1");
+                        let tcp = p.ip_protocol() == Some("tcp") || p.ip_protocol() == Some("6");
+                        let from = p.from_port().unwrap_or(0);
+                        let to = p.to_port().unwrap_or(65535);
+                        all || (tcp && from <= i32::from(port) && i32::from(port) <= to)
+                    })
+                });
+                if opens {
+                    Check::pass(name, format!("{} allows tcp/{port} in", groups.join(", ")))
+                } else {
+                    Check::fail(
+                        name,
+                        format!("{} has no inbound rule for tcp/{port}", groups.join(", ")),
+                        format!("aws ec2 authorize-security-group-ingress --group-id {} --protocol tcp --port {port} --cidr <runner host's address>/32", groups.first().map_or("<group>", String::as_str)),
+                    )
+                }
+            }
+            Err(e) => {
+                use aws_sdk_ec2::error::ProvideErrorMetadata;
+                Check::fail(name, format!("DescribeSecurityGroups: {}", e.message().unwrap_or("failed")), "allow ec2:DescribeSecurityGroups, or fix [Fargate] SecurityGroup(s)")
+            }
+        });
+        checks
+    }
+
+    #[cfg(not(feature = "public-ip"))]
+    async fn check_network(&self, port: u16) -> Vec<Check> {
+        vec![
+            Check::not_checked(
+                "subnets",
+                "not checked (built without EC2: the public-ip feature)",
+            ),
+            Check::not_checked(
+                format!("security group rule for port {port}"),
+                "not checked (built without EC2: the public-ip feature)",
+            ),
+        ]
+    }
+}
+
+/// Whether `cpu` units and `memory` MiB are a Fargate task size.
+pub fn fargate_size_valid(cpu: u32, memory: u32) -> bool {
+    let gib = |g: u32| g * 1024;
+    match cpu {
+        256 => [512, 1024, 2048].contains(&memory),
+        512 => (1..=4).map(gib).any(|m| m == memory),
+        1024 => (2..=8).map(gib).any(|m| m == memory),
+        2048 => (4..=16).map(gib).any(|m| m == memory),
+        4096 => (8..=30).map(gib).any(|m| m == memory),
+        8192 => (16..=60).step_by(4).map(gib).any(|m| m == memory),
+        16384 => (32..=120).step_by(8).map(gib).any(|m| m == memory),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fargate_sizes() {
+        assert!(fargate_size_valid(256, 512));
+        assert!(!fargate_size_valid(256, 4096));
+        assert!(fargate_size_valid(1024, 8192));
+        assert!(fargate_size_valid(8192, 20480));
+        assert!(!fargate_size_valid(8192, 18432));
+        assert!(fargate_size_valid(16384, 122880));
+        assert!(!fargate_size_valid(300, 512));
+    }
+}

@@ -1,0 +1,137 @@
+//! `fargate doctor`: checks a configuration against the account before the first job, and
+//! with `--job` runs a one-job smoke test.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fargate_aws::EcsLauncher;
+use fargate_aws::doctor::{Check, CheckStatus, TaskExpectations, doctor};
+use fargate_core::metadata::permission_warnings;
+use fargate_core::shell::CapturedOutput;
+use fargate_core::{JobContext, JobResponse};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{Args, DoctorArgs};
+use crate::config::FileConfig;
+use crate::job_log::JobLog;
+
+/// Runs the checks (and the smoke test), prints the checklist; 0 when everything passed,
+/// 1 otherwise.
+pub(crate) async fn run(args: &Args, doctor_args: &DoctorArgs, config: FileConfig) -> i32 {
+    let task_definition = args
+        .task_def
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| config.options.task.task_definition.clone());
+    let expect = TaskExpectations::new(
+        task_definition,
+        config.options.task.container_name.clone(),
+        config.options.ssh.port,
+    );
+    let sdk = EcsLauncher::sdk_config(&config.ecs).await;
+    let mut checks = doctor(config.ecs.clone(), &sdk, &expect).await;
+    checks.push(metadata_check(&config.metadata_dir));
+    let passed = checks.iter().all(|c| c.status != CheckStatus::Fail);
+    if doctor_args.job && passed {
+        checks.push(smoke_test(args, config).await);
+    }
+    println!("fargate doctor: {}", args.config.display());
+    for check in &checks {
+        println!("  {}", check.to_string().replace('\n', "\n  "));
+    }
+    let failed = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .count();
+    if failed == 0 {
+        println!("all {} checks passed", checks.len());
+        0
+    } else {
+        println!("{failed} of {} checks failed", checks.len());
+        1
+    }
+}
+
+/// The metadata directory: private to the runner's user and writable (or creatable).
+fn metadata_check(dir: &Path) -> Check {
+    let name = format!("metadata directory {}", dir.display());
+    let shown = dir.display();
+    if !dir.exists() {
+        return match dir.parent() {
+            Some(parent) if parent.is_dir() => {
+                Check::pass(name, "missing; the first job creates it (0700)")
+            }
+            _ => Check::fail(
+                name,
+                "neither it nor its parent exists",
+                format!("mkdir -p -m 700 {shown} && chown <runner user> {shown}"),
+            ),
+        };
+    }
+    if !dir.is_dir() {
+        return Check::fail(
+            name,
+            "is not a directory",
+            "point [TaskMetadata] Directory at a directory",
+        );
+    }
+    let warnings = permission_warnings(dir);
+    if let Some(w) = warnings.first() {
+        return Check::fail(
+            name,
+            w.to_string(),
+            format!("chown <runner user> {shown} && chmod 700 {shown}"),
+        );
+    }
+    let probe = dir.join(format!(".fargate-doctor-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Check::pass(name, "private and writable")
+        }
+        Err(e) => Check::fail(
+            name,
+            format!("not writable: {e}"),
+            format!("chown <runner user> {shown} && chmod 700 {shown}"),
+        ),
+    }
+}
+
+/// A real job: launch, log in, run `true`, stop; its lines go to the log as a job's do.
+async fn smoke_test(args: &Args, config: FileConfig) -> Check {
+    let name = "smoke test (launch, SSH, `true`, stop)";
+    let id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    let job = JobContext::new(JobResponse::new(id));
+    let driver = crate::stages::driver(args, config, Arc::new(JobLog), None);
+    let cancel = CancellationToken::new();
+    let prepared = driver.prepare(&job, &cancel).await;
+    let ran = match &prepared {
+        Ok(_) => {
+            let mut out = CapturedOutput::default();
+            Some(
+                driver
+                    .run(&job, "doctor", Arc::from(&b"true\n"[..]), &mut out, &cancel)
+                    .await,
+            )
+        }
+        Err(_) => None,
+    };
+    let cleaned = driver.cleanup(&job).await;
+    match (prepared, ran, cleaned) {
+        (Ok(report), Some(Ok(())), Ok(_)) => Check::pass(
+            name,
+            format!(
+                "task ready in {:.1} s, `true` ran, task stopped",
+                report.ssh_ready.as_secs_f64()
+            ),
+        ),
+        (Err(f), _, _) | (_, Some(Err(f)), _) | (_, _, Err(f)) => Check::fail(
+            name,
+            f.to_string(),
+            "see the lines above; the checks before passed, so look at the task image and its logs",
+        ),
+        (Ok(_), None, Ok(_)) => Check::fail(name, "did not run", "report this"),
+    }
+}

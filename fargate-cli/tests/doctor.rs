@@ -1,0 +1,177 @@
+//! `fargate doctor` against moto: a correct setup passes; each broken item fails alone, with
+//! its own fix line, and the exit code says so.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use aws_sdk_ecs::types::{ContainerDefinition, NetworkMode};
+use fargate_testkit::moto::{CONTAINER, Moto, MotoEcs};
+
+struct Setup {
+    cluster: String,
+    task_definition: String,
+    container: String,
+    security_group: String,
+}
+
+fn toml(ecs: &MotoEcs, s: &Setup, metadata: &Path) -> String {
+    format!(
+        "Namespace = \"doctor\"\n\
+         [Fargate]\n  Cluster = {:?}\n  Region = \"us-east-1\"\n  Subnets = {:?}\n  \
+         SecurityGroup = {:?}\n  TaskDefinition = {:?}\n  ContainerName = {:?}\n\
+         [TaskMetadata]\n  Directory = {:?}\n\
+         [SSH]\n  Port = 22\n",
+        s.cluster,
+        ecs.subnets,
+        s.security_group,
+        s.task_definition,
+        s.container,
+        metadata.display().to_string(),
+    )
+}
+
+/// Runs `fargate doctor`: its exit code and stdout.
+fn doctor(moto: &Moto, dir: &Path, config: &str) -> (i32, String) {
+    let path = dir.join("fargate.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fargate"))
+        .args(["--config".as_ref(), path.as_os_str()])
+        .arg("doctor")
+        .env("AWS_ENDPOINT_URL", moto.endpoint_url())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("run fargate doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{stdout}\n(stderr: {stderr})"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    let ecs = moto.setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata");
+    std::fs::create_dir(&metadata).unwrap();
+    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let ssh_group = moto.create_security_group("ci-ssh");
+    moto.allow_tcp_in(&ssh_group, 22);
+    let good = || Setup {
+        cluster: ecs.cluster.clone(),
+        task_definition: ecs.task_definition.clone(),
+        container: CONTAINER.into(),
+        security_group: ssh_group.clone(),
+    };
+
+    let (code, out) = doctor(&moto, dir.path(), &toml(&ecs, &good(), &metadata));
+    assert_eq!(code, 0, "{out}");
+    println!("{out}"); // shown with --nocapture: the README's sample
+    assert!(out.contains("checks passed"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    for item in [
+        "ok    credentials and region: region us-east-1",
+        "ok    cluster ci: ACTIVE",
+        "ok    capacity providers",
+        "ok    task definition",
+        "ok    subnets",
+        "ok    security group rule for port 22",
+        "ok    metadata directory",
+    ] {
+        assert!(out.contains(item), "missing {item:?} in\n{out}");
+    }
+
+    // A task definition in bridge mode.
+    let bridge = moto
+        .ecs_client()
+        .register_task_definition()
+        .family("bridged")
+        .network_mode(NetworkMode::Bridge)
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name(CONTAINER)
+                .image("registry.example/ci:latest")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let bridge = bridge
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_owned();
+    let closed_group = moto.create_security_group("ci-closed");
+
+    let broken: Vec<(&str, Setup, &str, &str)> = vec![
+        (
+            "missing cluster",
+            Setup {
+                cluster: "nope".into(),
+                ..good()
+            },
+            "FAIL  cluster nope: not found in this region",
+            "fix: create it (aws ecs create-cluster --cluster-name nope)",
+        ),
+        (
+            "wrong network mode",
+            Setup {
+                task_definition: bridge.clone(),
+                ..good()
+            },
+            "network mode bridge, not awsvpc",
+            "fix: register a revision with \"networkMode\": \"awsvpc\"",
+        ),
+        (
+            "missing container",
+            Setup {
+                container: "other".into(),
+                ..good()
+            },
+            "no container \"other\"",
+            "fix: set [Fargate] ContainerName to the container that runs sshd",
+        ),
+        (
+            "no rule for the SSH port",
+            Setup {
+                security_group: closed_group.clone(),
+                ..good()
+            },
+            "has no inbound rule for tcp/22",
+            "fix: aws ec2 authorize-security-group-ingress --group-id",
+        ),
+    ];
+    for (what, setup, problem, fix) in broken {
+        let (code, out) = doctor(&moto, dir.path(), &toml(&ecs, &setup, &metadata));
+        assert_eq!(code, 1, "{what}: {out}");
+        assert_eq!(
+            out.matches("FAIL").count(),
+            1,
+            "{what}: one failure only\n{out}"
+        );
+        assert!(out.contains(problem), "{what}: missing {problem:?}\n{out}");
+        assert!(out.contains(fix), "{what}: missing {fix:?}\n{out}");
+        assert!(out.contains("1 of "), "{what}: {out}");
+        println!("{out}");
+    }
+
+    // A metadata directory others may write to.
+    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, out) = doctor(&moto, dir.path(), &toml(&ecs, &good(), &metadata));
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    assert!(out.contains("FAIL  metadata directory"), "{out}");
+    assert!(out.contains("&& chmod 700"), "{out}");
+}
