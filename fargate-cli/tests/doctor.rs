@@ -175,3 +175,81 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
     assert!(out.contains("FAIL  metadata directory"), "{out}");
     assert!(out.contains("&& chmod 700"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_mode_runs_a_real_job_and_prints_its_summary() {
+    use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
+    fargate_testkit::require_fixture!(LocalFargate);
+    let options = LocalFargateOptions::default();
+    let port = options.ssh_port;
+    let fargate = LocalFargate::start(options).await;
+    // The local Fargate's sshd listens on its own port: a task definition that maps it, and
+    // a security group that lets it in.
+    let td = fargate
+        .moto()
+        .ecs_client()
+        .register_task_definition()
+        .family("doctor-job")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name(CONTAINER)
+                .image("registry.example/ci:latest")
+                .memory(512)
+                .port_mappings(
+                    aws_sdk_ecs::types::PortMapping::builder()
+                        .container_port(i32::from(port))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let td = td
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_owned();
+    let group = fargate.moto().create_security_group("ci-doctor");
+    fargate.moto().allow_tcp_in(&group, port);
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata");
+    let config = fargate
+        .fargate_toml(&metadata)
+        .lines()
+        .map(|l| match l.trim_start() {
+            t if t.starts_with("TaskDefinition") => format!("  TaskDefinition = {td:?}"),
+            t if t.starts_with("SecurityGroups") => format!("  SecurityGroups = [{group:?}]"),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.path().join("fargate.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fargate"))
+        .args(["--config".as_ref(), path.as_os_str()])
+        .args(["doctor", "--job"])
+        .envs(fargate.driver_env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ok    smoke test (launch, SSH, `true`, stop): task ready in"),
+        "{stdout}"
+    );
+    for line in [
+        "is ready at",
+        "summary: accepted",
+        "estimated cost $",
+        "stopped task",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in\n{stderr}");
+    }
+    assert!(fargate.running_tasks().await.is_empty(), "{stderr}");
+}
