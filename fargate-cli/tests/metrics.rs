@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -174,50 +173,37 @@ async fn jobs_count_by_outcome_with_their_phases_calls_and_stops() {
     );
     let text = std::fs::read_to_string(&metrics).unwrap();
     let s = parse(&text);
-    let want: HashMap<(&str, Vec<(&str, &str)>), f64> = HashMap::from([
-        (("fargate_jobs_total", vec![("outcome", "success")]), 1.0),
+    type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+    let want: [Want<'_>; 8] = [
+        ("fargate_jobs_total", &[("outcome", "success")], 1.0),
+        ("fargate_jobs_total", &[("outcome", "script_failure")], 1.0),
         (
-            ("fargate_jobs_total", vec![("outcome", "script_failure")]),
-            1.0,
+            "fargate_stages_total",
+            &[("stage", "prepare"), ("outcome", "success")],
+            2.0,
         ),
+        ("fargate_tasks_stopped_total", &[("cause", "cleanup")], 2.0),
         (
-            (
-                "fargate_stages_total",
-                vec![("stage", "prepare"), ("outcome", "success")],
-            ),
+            "fargate_ecs_api_calls_total",
+            &[("operation", "launch"), ("outcome", "ok")],
+            2.0,
+        ),
+        ("fargate_prepare_seconds_count", &[("point", "ready")], 2.0),
+        (
+            "fargate_prepare_seconds_count",
+            &[("point", "accepted")],
             2.0,
         ),
         (
-            ("fargate_tasks_stopped_total", vec![("cause", "cleanup")]),
+            "fargate_task_phase_seconds_count",
+            &[("phase", "image_pull")],
             2.0,
         ),
-        (
-            (
-                "fargate_ecs_api_calls_total",
-                vec![("operation", "launch"), ("outcome", "ok")],
-            ),
-            2.0,
-        ),
-        (
-            ("fargate_prepare_seconds_count", vec![("point", "ready")]),
-            2.0,
-        ),
-        (
-            ("fargate_prepare_seconds_count", vec![("point", "accepted")]),
-            2.0,
-        ),
-        (
-            (
-                "fargate_task_phase_seconds_count",
-                vec![("phase", "image_pull")],
-            ),
-            2.0,
-        ),
-    ]);
-    for ((metric, labels), n) in &want {
+    ];
+    for (metric, labels, n) in want {
         assert_eq!(
             value(&s, metric, labels),
-            Some(*n),
+            Some(n),
             "{metric}{labels:?}\n{text}"
         );
     }
