@@ -1,4 +1,4 @@
-//! [`EcsLauncher::doctor`]: checks a configuration against the account before the first job,
+//! [`doctor`]: checks a configuration against the account before the first job,
 //! with the calls a launcher may make anyway (no task is started).
 
 use std::fmt;
