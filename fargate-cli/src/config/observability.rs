@@ -99,3 +99,64 @@ fn as_number(v: &DeValue<'_>) -> Option<f64> {
     }
     .filter(|n| n.is_finite() && *n >= 0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fargate_core::observe::{Price, PriceKey};
+
+    const MINIMAL: &str = "[Fargate]\n  Cluster = \"ci\"\n  Subnet = \"subnet-1\"\n  \
+                           SecurityGroup = \"sg-1\"\n  TaskDefinition = \"ci:1\"\n";
+
+    fn parse(extra: &str) -> Result<super::super::LoadedConfig, String> {
+        super::super::parse(&format!("{MINIMAL}{extra}"), "fargate.toml")
+            .map_err(|e| fargate_core::Error::from(e).message().to_owned())
+    }
+
+    #[test]
+    fn prices_replace_the_defaults_of_their_region_and_the_metrics_file_is_read() {
+        let loaded = parse(
+            "[Cost]\n  SpotDiscount = 0.5\n[[Cost.Prices]]\n  Region = \"eu-north-1\"\n  \
+             Architecture = \"arm64\"\n  VcpuHour = 0.03\n  GbHour = 0.003\n  StorageGbHour = 0\n\
+             [[Cost.Prices]]\n  Region = \"us-east-1\"\n  VcpuHour = 1\n  GbHour = 2\n\
+             [Metrics]\n  File = \"/var/lib/node_exporter/fargate.prom\"\n",
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(c.prices.spot_discount, 0.5);
+        assert_eq!(
+            c.prices.prices.get(&PriceKey::new("eu-north-1", true)),
+            Some(&Price::new(0.03, 0.003, 0.0))
+        );
+        assert_eq!(
+            c.prices.prices.get(&PriceKey::new("us-east-1", false)),
+            Some(&Price::new(1.0, 2.0, 0.000111))
+        );
+        // Other defaults stay.
+        assert!(
+            c.prices
+                .prices
+                .contains_key(&PriceKey::new("eu-west-1", false))
+        );
+        assert_eq!(
+            c.metrics_file.as_deref(),
+            Some(std::path::Path::new("/var/lib/node_exporter/fargate.prom"))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let e = parse("[Cost]\n  SpotDiscount = 1.5\n").unwrap_err();
+        assert!(e.contains("[Cost] SpotDiscount"), "{e}");
+        let e = parse("[[Cost.Prices]]\n  Region = \"x\"\n  VcpuHour = \"cheap\"\n  GbHour = 1\n")
+            .unwrap_err();
+        assert!(e.contains("VcpuHour") && e.contains("a number"), "{e}");
+        let e = parse("[[Cost.Prices]]\n  Region = \"x\"\n  Architecture = \"mips\"\n  VcpuHour = 1\n  GbHour = 1\n")
+            .unwrap_err();
+        assert!(e.contains("arm64"), "{e}");
+        let e = parse("[[Cost.Prices]]\n  VcpuHour = 1\n").unwrap_err();
+        assert!(e.contains("needs Region, VcpuHour and GbHour"), "{e}");
+    }
+}

@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(s.jobs.get("script_failure"), Some(&1));
         assert_eq!(s.jobs.get("success"), Some(&1));
         assert!(s.pending.is_empty());
-        assert_eq!(s.stages.get("run script_failure"), Some(&1));
+        assert_eq!(s.stages.get("run script_failure"), Some(&2));
     }
 
     #[test]
