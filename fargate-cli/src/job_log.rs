@@ -27,12 +27,22 @@ impl Observer for JobLog {
                 "task {task} is ready at {endpoint} after {:.1} s",
                 elapsed.as_secs_f64()
             ),
-            Event::Summary(summary) => tracing::info!(
-                task = %summary.task,
-                run_time_ms = summary.run_time().map(|d| d.as_millis() as u64),
-                estimated_cost = summary.cost.as_ref().map(|c| c.amount),
-                "{summary}"
-            ),
+            Event::Summary(summary) => {
+                // One event per line, so that every line of the structured log has its time;
+                // the figures go with the first.
+                let text = summary.to_string();
+                let mut lines = text.lines();
+                tracing::info!(
+                    task = %summary.task,
+                    run_time_ms = summary.run_time().map(|d| d.as_millis() as u64),
+                    estimated_cost = summary.cost.as_ref().map(|c| c.amount),
+                    "{}",
+                    lines.next().unwrap_or_default()
+                );
+                for line in lines {
+                    tracing::info!("{line}");
+                }
+            }
             Event::Stopped { task, cause } => tracing::info!(
                 %task,
                 cause = cause.as_str(),

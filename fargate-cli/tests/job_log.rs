@@ -12,10 +12,22 @@ use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
 use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput, RunnerEmu};
 
 async fn run(job: Job, fargate: Arc<LocalFargate>) -> JobResult {
+    run_with(job, fargate, "").await.0
+}
+
+/// Runs `job` with `extra` at the top of `fargate.toml`; also returns the log file's text
+/// when `extra` sets `LogFile = "driver.log"` (relative to the test's directory).
+async fn run_with(job: Job, fargate: Arc<LocalFargate>, extra: &str) -> (JobResult, String) {
     let dir = tempfile::tempdir().unwrap();
     let metadata = dir.path().join("metadata");
     let config = dir.path().join("fargate.toml");
-    std::fs::write(&config, fargate.fargate_toml(&metadata)).unwrap();
+    let log_file = dir.path().join("driver.log");
+    let extra = extra.replace("driver.log", &log_file.display().to_string());
+    std::fs::write(
+        &config,
+        format!("{extra}{}", fargate.fargate_toml(&metadata)),
+    )
+    .unwrap();
     let mut emu = RunnerEmu::new(
         &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
         &config,
@@ -25,8 +37,9 @@ async fn run(job: Job, fargate: Arc<LocalFargate>) -> JobResult {
     let result = tokio::task::spawn_blocking(move || emu.run(job))
         .await
         .unwrap();
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
     drop(dir);
-    result
+    (result, log)
 }
 
 /// What the driver process of `stage` printed, normalized.
@@ -107,8 +120,33 @@ async fn a_successful_job() {
     let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
     let td = fargate.ecs.task_definition.clone();
     assert!(!td.contains(":task/"), "{td}");
-    let result = run(Job::new(1601, &["echo hello"]), fargate).await;
+    // With a log file, the job log keeps its short lines and the file gets the structured
+    // form: timestamps and every figure as a field.
+    let (result, file) = run_with(
+        Job::new(1601, &["echo hello"]),
+        fargate,
+        "LogFile = \"driver.log\"\n",
+    )
+    .await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    for structured in [
+        "task_definition=",
+        "elapsed_ms=",
+        "is ready at",
+        "cause=\"cleanup\"",
+        "estimated_cost=",
+    ] {
+        assert!(
+            file.contains(structured),
+            "missing {structured:?} in\n{file}"
+        );
+    }
+    let stamped = file.lines().filter(|l| l.starts_with("20")).count();
+    assert_eq!(
+        stamped,
+        file.lines().count(),
+        "every line has its time:\n{file}"
+    );
     println!("{}", result.log); // shown with --nocapture: the README's sample
     assert_lines(&stage_log(&result, "prepare"), &strs(&prepare_lines(&td)));
     assert_lines(
