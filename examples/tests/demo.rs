@@ -81,7 +81,7 @@ fn the_demo_runs_a_job_through_the_driver_and_stops_everything() {
         "is ready at",
         "summary: accepted ",
         ", estimated cost $",
-        "summary at cleanup:",
+        "summary at cleanup: running ",
         "$ uname -a",
         "Hello from job demo on main: héllo wörld, 你好 ✓",
         "Grüße aus dem Build ✓",

@@ -487,7 +487,7 @@ impl TaskLauncher for EcsLauncher {
                     return Ok(launched);
                 }
                 Err(c) if c.try_next_subnet && i + 1 < attempts.len() => {
-                    warn!(job = %spec.key, ?subnets, error = %c.error, "RunTask failed; trying the next subnet");
+                    warn!(job = %spec.key, ?subnets, error = %c.error.chain(), "RunTask failed in {}; trying the next subnet", subnets.join(", "));
                     failures.push(c.error.message().to_owned());
                 }
                 Err(c) => {

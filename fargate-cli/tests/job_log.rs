@@ -69,6 +69,9 @@ fn normalize(text: &str) -> String {
                     "<address>".to_owned()
                 } else if numeric && (next.starts_with('s') || next.starts_with("min")) {
                     "N".to_owned()
+                } else if w.starts_with("subnet-") {
+                    let tail = &w[w.trim_end_matches([';', ',']).len()..];
+                    format!("<subnet>{tail}")
                 } else if amount {
                     "$N".to_owned()
                 } else {
@@ -102,7 +105,7 @@ fn prepare_lines(task_definition: &str) -> Vec<String> {
 
 fn cleanup_lines() -> Vec<String> {
     vec![
-        "summary at cleanup:".into(),
+        "summary at cleanup: running N s".into(),
         "  shape: 0.25 vCPU, 0.5 GiB memory, 20 GiB storage, X86_64, platform 1.4.0, us-east-1a"
             .into(),
         "  run time N s, estimated cost $N (list price, us-east-1 x86, billed N min N s)".into(),
@@ -214,4 +217,30 @@ async fn a_task_stopped_mid_step() {
             "hint: the reason comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)",
         ],
     );
+}
+
+/// The fallback that exists today: a capacity error in the first subnets moves the launch
+/// on to the next ones (per-job capacity profiles with Spot-to-on-demand fallback are
+/// another issue's).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capacity_error_moving_on_to_the_next_subnet() {
+    use fargate_testkit::fault_proxy::Fault;
+    fargate_testkit::require_fixture!(LocalFargate);
+    let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
+    let td = fargate.ecs.task_definition.clone();
+    fargate.proxy().inject(Fault::run_task_failure(
+        "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+        None,
+    ));
+    let result = run(Job::new(1604, &["echo hello"]), fargate).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    let mut want = prepare_lines(&td);
+    want.insert(
+        1,
+        "WARNING: RunTask failed in <subnet>, <subnet>, <subnet>, <subnet>, <subnet>, <subnet>; \
+         trying the next subnet: RunTask: Capacity is unavailable at this time. Please try again \
+         later or in a different availability zone"
+            .into(),
+    );
+    assert_lines(&stage_log(&result, "prepare"), &strs(&want));
 }

@@ -125,7 +125,10 @@ impl fmt::Display for JobSummary {
         match self.point {
             SummaryPoint::Prepared if timeline.is_empty() => writeln!(f, "summary:")?,
             SummaryPoint::Prepared => writeln!(f, "summary: {}", timeline.join(", "))?,
-            SummaryPoint::Cleanup => writeln!(f, "summary at cleanup:")?,
+            SummaryPoint::Cleanup => match p.running {
+                Some(running) => writeln!(f, "summary at cleanup: running {}", human(running))?,
+                None => writeln!(f, "summary at cleanup:")?,
+            },
         }
         let mut shape = Vec::new();
         if let Some(p) = &d.capacity_provider {
@@ -225,6 +228,11 @@ mod tests {
         s.at = at(500).unwrap();
         assert_eq!(s.run_time(), Some(Duration::from_secs(118)));
         assert_eq!(s.phases().running, Some(Duration::from_secs(79)));
+        assert!(
+            s.to_string()
+                .starts_with("summary at cleanup: running 1 min 19 s\n  shape: FARGATE_SPOT"),
+            "{s}"
+        );
     }
 
     #[test]
