@@ -21,7 +21,10 @@
 use std::error::Error as StdError;
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use fargate_core::observe::{Event, Observer, StopCause};
 
 use fargate_core::testing::{BootPlan, MemoryLauncher, MemoryShell, MemoryStore};
 use fargate_core::{
@@ -239,6 +242,29 @@ fn check(ok: bool, what: &str) -> Result<(), BoxError> {
     }
 }
 
+/// Counts the driver's events (`fargate_core::observe`), as a service's metrics would.
+#[derive(Debug, Default)]
+struct EventCounts {
+    calls: AtomicU32,
+    stops: AtomicU32,
+    summaries: AtomicU32,
+}
+
+impl Observer for EventCounts {
+    fn observe(&self, event: &Event) {
+        let counter = match event {
+            Event::ApiCall { .. } => &self.calls,
+            Event::Stopped {
+                cause: StopCause::Cleanup,
+                ..
+            } => &self.stops,
+            Event::Summary(_) => &self.summaries,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let options = options()?;
@@ -250,8 +276,10 @@ async fn main() -> Result<(), BoxError> {
     }));
     let shell = Arc::new(MemoryShell::new());
     let store = Arc::new(MemoryStore::new());
+    let events = Arc::new(EventCounts::default());
     let service = CiService {
-        driver: Driver::new(options, launcher.clone(), shell.clone(), store.clone()),
+        driver: Driver::new(options, launcher.clone(), shell.clone(), store.clone())
+            .with_observer(events.clone()),
         launcher: launcher.clone(),
         shell,
     };
@@ -290,6 +318,19 @@ async fn main() -> Result<(), BoxError> {
             o.elapsed.as_millis()
         );
     }
+    let (calls, stops, summaries) = (
+        events.calls.load(Ordering::SeqCst),
+        events.stops.load(Ordering::SeqCst),
+        events.summaries.load(Ordering::SeqCst),
+    );
+    println!(
+        "\nevents: {calls} launcher calls, {stops} tasks stopped by cleanup, {summaries} job summaries"
+    );
+    check(
+        stops == 3,
+        "each job's cleanup should report one stopped task",
+    )?;
+    check(summaries >= 3, "each prepared job should have a summary")?;
     if let Some(e) = outcomes[2].failure.as_ref().and_then(Failure::as_system) {
         println!("\njob 103's error, as the job log would show it:\n  {e}");
     }
