@@ -167,6 +167,37 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
         println!("{out}");
     }
 
+    // A Spot strategy on a cluster that has only FARGATE.
+    moto.ecs_client()
+        .create_cluster()
+        .cluster_name("ondemand")
+        .capacity_providers("FARGATE")
+        .send()
+        .await
+        .unwrap();
+    let spot = format!(
+        "{}[[Fargate.CapacityProviderStrategy]]\n  Provider = \"FARGATE_SPOT\"\n",
+        toml(
+            &ecs,
+            &Setup {
+                cluster: "ondemand".into(),
+                ..good()
+            },
+            &metadata
+        )
+    );
+    let (code, out) = doctor(&moto, dir.path(), &spot);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    assert!(
+        out.contains("FAIL  capacity providers: FARGATE_SPOT not associated with the cluster"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: aws ecs put-cluster-capacity-providers --cluster ondemand"),
+        "{out}"
+    );
+
     // A metadata directory others may write to.
     std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o777)).unwrap();
     let (code, out) = doctor(&moto, dir.path(), &toml(&ecs, &good(), &metadata));
