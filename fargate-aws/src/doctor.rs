@@ -402,17 +402,36 @@ impl EcsLauncher {
         let name = format!("security group rule for port {port}");
         checks.push(match self.ec2.describe_security_groups().set_group_ids(Some(groups.clone())).send().await {
             Ok(out) => {
-                let opens = out.security_groups().iter().any(|g| {
-                    g.ip_permissions().iter().any(|p| {
+                // The sources of every rule that lets the port in, for the reader to
+                // compare with this host's address.
+                let sources: Vec<String> = out
+                    .security_groups()
+                    .iter()
+                    .flat_map(|g| g.ip_permissions())
+                    .filter(|p| {
                         let all = p.ip_protocol() == Some("-1");
                         let tcp = p.ip_protocol() == Some("tcp") || p.ip_protocol() == Some("6");
                         let from = p.from_port().unwrap_or(0);
                         let to = p.to_port().unwrap_or(65535);
                         all || (tcp && from <= i32::from(port) && i32::from(port) <= to)
                     })
-                });
-                if opens {
-                    Check::pass(name, format!("{} allows tcp/{port} in", groups.join(", ")))
+                    .flat_map(|p| {
+                        let cidrs = p.ip_ranges().iter().filter_map(|r| r.cidr_ip().map(str::to_owned));
+                        let v6 = p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6().map(str::to_owned));
+                        let groups = p.user_id_group_pairs().iter().filter_map(|g| g.group_id().map(|id| format!("group {id}")));
+                        let prefixes = p.prefix_list_ids().iter().filter_map(|l| l.prefix_list_id().map(|id| format!("prefix list {id}")));
+                        cidrs.chain(v6).chain(groups).chain(prefixes).collect::<Vec<_>>()
+                    })
+                    .collect();
+                if !sources.is_empty() {
+                    Check::pass(
+                        name,
+                        format!(
+                            "{} allows tcp/{port} in from {} (this host must be one of them)",
+                            groups.join(", "),
+                            sources.join(", ")
+                        ),
+                    )
                 } else {
                     Check::fail(
                         name,

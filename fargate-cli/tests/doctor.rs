@@ -86,7 +86,7 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
         "ok    capacity providers",
         "ok    task definition",
         "ok    subnets",
-        "ok    security group rule for port 22",
+        "allows tcp/22 in from 0.0.0.0/0",
         "ok    metadata directory",
     ] {
         assert!(out.contains(item), "missing {item:?} in\n{out}");
