@@ -12,22 +12,25 @@ use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
 use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput, RunnerEmu};
 
 async fn run(job: Job, fargate: Arc<LocalFargate>) -> JobResult {
-    run_with(job, fargate, "").await.0
+    run_with(job, fargate, |c| c).await.0
 }
 
-/// Runs `job` with `extra` at the top of `fargate.toml`; also returns the log file's text
-/// when `extra` sets `LogFile = "driver.log"` (relative to the test's directory).
-async fn run_with(job: Job, fargate: Arc<LocalFargate>, extra: &str) -> (JobResult, String) {
+/// Runs `job` with `fargate.toml` as `edit` makes it; also returns the log file's text when
+/// the file sets `LogFile = "driver.log"` (in the test's directory).
+async fn run_with(
+    job: Job,
+    fargate: Arc<LocalFargate>,
+    edit: impl FnOnce(String) -> String,
+) -> (JobResult, String) {
     let dir = tempfile::tempdir().unwrap();
     let metadata = dir.path().join("metadata");
     let config = dir.path().join("fargate.toml");
     let log_file = dir.path().join("driver.log");
-    let extra = extra.replace("driver.log", &log_file.display().to_string());
-    std::fs::write(
-        &config,
-        format!("{extra}{}", fargate.fargate_toml(&metadata)),
-    )
-    .unwrap();
+    let text = edit(fargate.fargate_toml(&metadata)).replace(
+        "\"driver.log\"",
+        &format!("{:?}", log_file.display().to_string()),
+    );
+    std::fs::write(&config, text).unwrap();
     let mut emu = RunnerEmu::new(
         &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
         &config,
@@ -125,11 +128,9 @@ async fn a_successful_job() {
     assert!(!td.contains(":task/"), "{td}");
     // With a log file, the job log keeps its short lines and the file gets the structured
     // form: timestamps and every figure as a field.
-    let (result, file) = run_with(
-        Job::new(1601, &["echo hello"]),
-        fargate,
-        "LogFile = \"driver.log\"\n",
-    )
+    let (result, file) = run_with(Job::new(1601, &["echo hello"]), fargate, |c| {
+        format!("LogFile = \"driver.log\"\n{c}")
+    })
     .await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
     for structured in [
@@ -243,4 +244,35 @@ async fn a_capacity_error_moving_on_to_the_next_subnet() {
             .into(),
     );
     assert_lines(&stage_log(&result, "prepare"), &strs(&want));
+}
+
+/// A prepare that fails: the error once, with its hint, and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prepare_failure() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
+    let (result, _) = run_with(Job::new(1605, &["echo never"]), fargate, |c| {
+        c.lines()
+            .map(|l| match l.trim_start().starts_with("TaskDefinition") {
+                true => "  TaskDefinition = \"does-not-exist:1\"".to_owned(),
+                false => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
+    assert_eq!(
+        result.status,
+        JobStatus::SystemFailure("prepare".into()),
+        "{}",
+        result.log
+    );
+    assert_lines(
+        &stage_log(&result, "prepare"),
+        &[
+            "starting a Fargate task from task definition does-not-exist:1",
+            "ERROR: RunTask: ClientException: Unable to describe task definition.: service error",
+            "hint: check the task definition (family, family:revision or ARN) and the region",
+        ],
+    );
 }

@@ -558,7 +558,8 @@ impl Driver {
 
     /// Stops whatever prepare may have launched, and returns `err` as the failure.
     async fn roll_back(&self, record: JobRecord, err: Error) -> Failure {
-        tracing::error!(error = %err, "prepare failed; stopping the task it started");
+        // The error itself is reported once, by the caller; the stops are events.
+        tracing::debug!(error = %err, "prepare failed; stopping the task it started");
         let key = record.key.clone();
         match self.stop_job(&key, record).await {
             Ok(stopped) => self.observe_stops(&stopped, StopCause::Rollback),
