@@ -100,6 +100,10 @@ fn prepare_lines(task_definition: &str) -> Vec<String> {
     vec![
         format!("starting a Fargate task from task definition {task_definition}"),
         "task <task> is ready at <address> after N s".into(),
+        // What the job asked for and got (task shape policy), then what ECS reports.
+        "task shape: CPU task definition's, memory task definition's, disk Fargate's default, \
+         capacity runner default, task role task definition's"
+            .into(),
         "summary: accepted N s, provisioning N s, image pull N s, container start N s, SSH ready N s".into(),
         "  shape: 0.25 vCPU, 0.5 GiB memory, 20 GiB storage, X86_64, platform 1.4.0, us-east-1a".into(),
         "  run time N s, estimated cost $N (list price, us-east-1 x86, billed N min N s)".into(),
