@@ -7,7 +7,7 @@ use super::{ApiOperation, CallOutcome, DynObserver, Event};
 use crate::error::{ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    DynTaskLauncher, ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 
 /// Wraps a launcher and tells `observer` how each call ended.
@@ -42,6 +42,12 @@ impl TaskLauncher for ObservedLauncher {
         let r = self.inner.launch(spec).await;
         self.report(ApiOperation::Launch, r)
     }
+    // Passed through, or the driver would lose the address of the launch answer and wait
+    // for a describe (issue 15's "no idle wait").
+    async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
+        let r = self.inner.launch_observed(spec).await;
+        self.report(ApiOperation::Launch, r)
+    }
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         let r = self.inner.describe(task).await;
         self.report(ApiOperation::Describe, r)
@@ -57,5 +63,71 @@ impl TaskLauncher for ObservedLauncher {
     async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
         let r = self.inner.list(namespace).await;
         self.report(ApiOperation::List, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::job::{JobContext, JobResponse};
+    use crate::launcher::TaskState;
+
+    /// A launcher whose launch answer already carries the task's address.
+    #[derive(Debug)]
+    struct AnswersWithAddress;
+
+    #[async_trait]
+    impl TaskLauncher for AnswersWithAddress {
+        async fn launch(&self, _: &TaskSpec) -> Result<TaskRef> {
+            Ok(TaskRef::new("t-1"))
+        }
+        async fn launch_observed(&self, _: &TaskSpec) -> Result<Launched> {
+            Ok(Launched::new(TaskRef::new("t-1")).with_status(Some(
+                TaskStatus::new(TaskState::Provisioning)
+                    .with_address(Some(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            )))
+        }
+        async fn describe(&self, _: &TaskRef) -> Result<TaskStatus> {
+            Ok(TaskStatus::missing())
+        }
+        async fn stop(&self, _: &TaskRef, _: &str) -> Result<StopOutcome> {
+            Ok(StopOutcome::NotFound)
+        }
+        async fn find(&self, _: &JobKey) -> Result<Vec<TaskRef>> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Calls(Mutex<Vec<String>>);
+
+    impl super::super::Observer for Calls {
+        fn observe(&self, event: &Event) {
+            if let Event::ApiCall { operation, outcome } = event {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", operation.as_str(), outcome.as_str()));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_launch_answer_s_address_is_passed_through_and_the_call_reported() {
+        let calls = Arc::new(Calls::default());
+        let observed = ObservedLauncher::new(Arc::new(AnswersWithAddress), calls.clone());
+        let job = JobContext::new(JobResponse::new(7));
+        let identity = job.identity(&Namespace::parse("ci").unwrap()).unwrap();
+        let spec = TaskSpec::new(identity, "td:1");
+        let launched = observed.launch_observed(&spec).await.unwrap();
+        assert_eq!(
+            launched.address(),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "the wrapper dropped the launch answer's status"
+        );
+        assert_eq!(*calls.0.lock().unwrap(), ["launch ok"]);
     }
 }
