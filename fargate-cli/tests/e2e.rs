@@ -978,9 +978,9 @@ async fn a_killed_keeper_leaves_the_stages_to_direct_connections() {
     let rig = Arc::new(debug_rig().await);
     let mut job = Job::new(1503, &["echo still-running"]);
     let killer = Arc::clone(&rig);
-    // Prepare prints this line after it started the keeper.
+    // Prepare prints this (debug) line once the keeper listens, as its last.
     job.on_output = vec![(
-        "is ready at".into(),
+        "connection keeper listening".into(),
         OnOutput::Call(Box::new(move || {
             let keepers = killer.keepers();
             assert_eq!(keepers.len(), 1, "{keepers:?}");
