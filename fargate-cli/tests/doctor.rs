@@ -211,7 +211,12 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
 async fn the_job_mode_runs_a_real_job_and_prints_its_summary() {
     use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
     fargate_testkit::require_fixture!(LocalFargate);
-    let options = LocalFargateOptions::default();
+    // No visibility lag: the summary's figures come from a describe right after the task is
+    // ready (the lag has its own e2e tests).
+    let options = LocalFargateOptions {
+        visibility_lag: std::time::Duration::ZERO,
+        ..LocalFargateOptions::default()
+    };
     let port = options.ssh_port;
     let fargate = LocalFargate::start(options).await;
     // The local Fargate's sshd listens on its own port: a task definition that maps it, and

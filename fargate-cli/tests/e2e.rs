@@ -457,7 +457,10 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_succeeds_while_ecs_does_not_show_its_task_yet() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig_with(lagging(Duration::from_secs(3)), |c| c).await;
+    let rig = rig_with(lagging(Duration::from_secs(3)), |c| {
+        c.replace("LogLevel = \"info\"", "LogLevel = \"debug\"")
+    })
+    .await;
     let result = rig.run(Job::new(400, &["echo visible-at-last"])).await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
     assert!(result.log.contains("visible-at-last"), "{}", result.log);

@@ -136,7 +136,7 @@ fn concurrent_processes_add_up_and_readers_never_see_a_partial_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_count_by_outcome_with_their_phases_calls_and_stops() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let fargate = Arc::new(LocalFargate::start(LocalFargateOptions::default()).await);
+    let fargate = Arc::new(LocalFargate::start(no_lag()).await);
     let dir = tempfile::tempdir().unwrap();
     let metadata = dir.path().join("metadata");
     let metrics = dir.path().join("fargate.prom");
@@ -209,4 +209,13 @@ async fn jobs_count_by_outcome_with_their_phases_calls_and_stops() {
     }
     let cost = value(&s, "fargate_estimated_cost_dollars_total", &[]).unwrap();
     assert!(cost > 0.0 && cost < 0.01, "{cost}\n{text}");
+}
+
+/// The local Fargate without its visibility lag: these tests check what the log and the
+/// summary say of a task ECS shows at once (the lag has its own e2e tests).
+fn no_lag() -> LocalFargateOptions {
+    LocalFargateOptions {
+        visibility_lag: std::time::Duration::ZERO,
+        ..LocalFargateOptions::default()
+    }
 }

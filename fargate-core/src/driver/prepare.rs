@@ -375,7 +375,7 @@ impl Driver {
         let port = self.options.ssh.port;
         let mut interval = t.poll_initial;
         let mut address: Option<(IpAddr, Duration)> = launch.address().map(|ip| {
-            tracing::info!(%ip, "task IP address known from the launch answer");
+            tracing::debug!(%ip, "task IP address known from the launch answer");
             (ip, Duration::ZERO)
         });
         // With the address known, describing only watches for an early stop.
@@ -390,7 +390,13 @@ impl Driver {
         // whole interval; a long boot is probed at the configured pace.
         let mut probe_delay = self.options.ssh.probe_interval.min(FIRST_PROBE_RETRY);
         let mut last_probe_error: Option<Error> = None;
-        let mut details = TaskDetails::default();
+        // What the launch answer said of the task (ECS's RunTask answer describes it): the
+        // summary has its shape even when the task is ready before ECS shows it.
+        let mut details = launch
+            .status
+            .as_ref()
+            .map(|s| s.details.clone())
+            .unwrap_or_default();
         let mut last_state = None;
         loop {
             let now = Instant::now();
