@@ -81,7 +81,9 @@ fn the_demo_runs_a_job_through_the_driver_and_stops_everything() {
         "is ready at",
         "summary: accepted ",
         ", estimated cost $",
-        "summary at cleanup: running ",
+        // No "summary at cleanup": the demo's job is over before the local Fargate's ECS
+        // shows the task (its visibility lag), and a summary without ECS's figures is left
+        // out rather than guessed.
         "$ uname -a",
         "Hello from job demo on main: héllo wörld, 你好 ✓",
         "Grüße aus dem Build ✓",
