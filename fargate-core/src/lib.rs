@@ -4,6 +4,7 @@ pub mod cancel;
 pub mod driver;
 pub mod error;
 pub mod gc;
+pub mod images;
 pub mod job;
 pub mod launcher;
 pub mod metadata;

@@ -14,6 +14,7 @@
 mod context;
 mod go_id;
 mod identity;
+mod image;
 mod response;
 
 pub use context::{CUSTOM_ENV_PREFIX, JobContext};
@@ -21,4 +22,6 @@ pub use go_id::GoJobId;
 pub use identity::{
     IdentitySource, JobIdentity, JobKey, MAX_KEY_LEN, MAX_NAMESPACE_LEN, Namespace,
 };
+pub use image::JobImage;
+pub(crate) use image::is_host_name;
 pub use response::JobResponse;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::image::{JobImage, RawImage};
 use crate::error::{Error, ErrorKind, Result};
 
 /// What the driver reads from the job payload. Every field comes from GitLab, not from the
@@ -40,6 +41,10 @@ pub struct JobResponse {
     /// stands for "this job of this pipeline" (the payload names no pipeline outside its
     /// untrusted `variables`): a retried job has the same.
     pub commit_sha: Option<String>,
+    /// The job's `image:` (`image`), `None` when it has none.
+    pub image: Option<JobImage>,
+    /// The job's `services:` (`services`), in order.
+    pub services: Vec<JobImage>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +56,10 @@ struct Raw {
     git_info: RawGitInfo,
     #[serde(default)]
     runner_info: RawRunnerInfo,
+    #[serde(default)]
+    image: Option<RawImage>,
+    #[serde(default)]
+    services: Option<Vec<RawImage>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -135,6 +144,13 @@ impl JobResponse {
                 .and_then(positive)
                 .map(Duration::from_secs),
             commit_sha: raw.git_info.sha.filter(|s| !s.is_empty()),
+            image: raw.image.and_then(RawImage::into_image),
+            services: raw
+                .services
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(RawImage::into_image)
+                .collect(),
         })
     }
 }
@@ -181,6 +197,39 @@ mod tests {
         assert_eq!(r.timeout, Some(Duration::from_secs(3600)));
         assert_eq!(r.commit_sha.as_deref(), Some("0123abc"));
         assert!(!format!("{r:?}").contains("secret"));
+    }
+
+    #[test]
+    fn reads_image_and_services() {
+        let payload = br#"{
+            "id": 7,
+            "image": {"name": "rust:1.85", "entrypoint": [""], "alias": "", "pull_policy": ["always"]},
+            "services": [
+                {"name": "postgres:16", "alias": "db,pg", "command": ["postgres", "-c", "fsync=off"],
+                 "variables": [{"key": "POSTGRES_PASSWORD", "value": "s3cret", "masked": true}]},
+                {"name": "redis:7", "entrypoint": ["redis-server"], "ports": [{"number": 6379}]},
+                {"name": ""}
+            ]
+        }"#;
+        let r = JobResponse::parse(payload).unwrap();
+        let image = r.image.unwrap();
+        assert_eq!(image.name, "rust:1.85");
+        assert!(image.aliases.is_empty());
+        assert_eq!(image.entrypoint, Some(vec![String::new()]));
+        assert_eq!(r.services.len(), 2);
+        assert_eq!(r.services[0].aliases, ["db", "pg"]);
+        assert_eq!(
+            r.services[0].command.as_deref(),
+            Some(&["postgres".to_owned(), "-c".into(), "fsync=off".into()][..])
+        );
+        assert_eq!(r.services[0].variables["POSTGRES_PASSWORD"], "s3cret");
+        assert_eq!(
+            r.services[1].entrypoint,
+            Some(vec!["redis-server".to_owned()])
+        );
+        let none =
+            JobResponse::parse(br#"{"id": 8, "image": {"name": ""}, "services": null}"#).unwrap();
+        assert!(none.image.is_none() && none.services.is_empty());
     }
 
     #[test]

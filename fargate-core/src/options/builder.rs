@@ -59,6 +59,8 @@ impl DriverOptionsBuilder {
         builds_dir(dir: impl Into<String>) => builds_dir = Some(dir.into());
         /// `cache_dir` for the runner.
         cache_dir(dir: impl Into<String>) => cache_dir = Some(dir.into());
+        /// Which job images and services run.
+        images(policy: super::ImagePolicy) => images = policy;
     }
 
     /// Patterns (`*` wildcard) of the task definitions jobs may ask for.

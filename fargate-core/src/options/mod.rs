@@ -23,6 +23,7 @@
 
 mod builder;
 mod glob;
+mod images;
 mod problems;
 mod shape;
 mod task;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use builder::DriverOptionsBuilder;
+pub use images::ImagePolicy;
 pub use problems::{ConfigError, ConfigProblem};
 pub use shape::{CapacityProfile, OverMax, ProjectRule, ShapePolicy, SizeLimit};
 pub use task::TaskPolicy;
@@ -155,6 +157,8 @@ pub struct DriverOptions {
     pub builds_dir: Option<String>,
     /// `cache_dir` reported to the runner by the config stage (a path inside the task).
     pub cache_dir: Option<String>,
+    /// Which job `image:` and `services:` run ([`crate::images`]); disabled by default.
+    pub images: ImagePolicy,
 }
 
 impl DriverOptions {
@@ -202,6 +206,7 @@ impl DriverOptions {
         }
         p.extend(self.retry.problems());
         p.extend(self.shape.problems());
+        p.extend(self.images.problems(self.ssh.port));
         p
     }
 

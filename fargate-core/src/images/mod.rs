@@ -1,0 +1,34 @@
+//! Job images and services: derived task definitions with a helper container.
+//!
+//! When the administrator allows images ([`ImagePolicy`](crate::options::ImagePolicy)), a
+//! job's `image:` and `services:` (from `JOB_RESPONSE_FILE`, never from job variables) are
+//! checked against the allowlist ([`decide`]) before any backend call, and turned into a
+//! [`TaskPlan`]: the base task definition, plus
+//!
+//! ```text
+//! fargate-bundle  task image, `cp -a <bundle>/. /opt/fargate/`, exits      (not essential)
+//! job             job image, entry point = bundle's sh + entrypoint.sh:    (essential)
+//!                 hosts file, SSH server on images.job_ssh_port;
+//!                 waits for fargate-bundle SUCCESS and every service START
+//! service-N       service image, its command/entrypoint                    (not essential)
+//! helper (base)   task image as the admin built it, + builds volume
+//! volumes         fargate-builds (helper + job at the builds dir), fargate-bundle
+//! ```
+//!
+//! The launcher registers the plan as a task definition named
+//! [`derived_family`]`(base family, `[`TaskPlan::content_hash`]`)` (or reuses it), and
+//! sends the [`ImageRequest::secrets`] (service variables) as overrides only. The driver
+//! pins both SSH servers' host keys at prepare and runs each stage where
+//! [`stage_container`] says.
+
+mod plan;
+mod request;
+mod route;
+
+pub use plan::{
+    BUILDS_VOLUME, BUNDLE_CONTAINER, BUNDLE_ENTRY_POINT, BUNDLE_MOUNT, BUNDLE_VOLUME, Condition,
+    ContainerPlan, ContainerRole, FAMILY_HASH_LEN, JOB_CONTAINER, MAX_FAMILY_LEN, Mount,
+    SERVICE_CONTAINER_PREFIX, SERVICE_HOSTS_ENV, SSH_PORT_ENV, TaskPlan, derived_family,
+};
+pub use request::{ImageDecision, ImageRequest, decide};
+pub use route::{StageContainer, stage_container};

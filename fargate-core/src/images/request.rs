@@ -1,0 +1,320 @@
+//! [`ImageRequest`]: a job's checked `image:` and `services:`, ready to launch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{JOB_CONTAINER, PlanInput, ServiceInput, TaskPlan};
+use crate::error::{Error, ErrorKind, Result};
+use crate::job::{JobImage, JobResponse, is_host_name};
+use crate::options::DriverOptions;
+
+/// What the launcher needs to run a job in its own image: the derived definition's content
+/// and the secrets that go in the launch's overrides only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ImageRequest {
+    /// The derived task definition's content.
+    pub plan: TaskPlan,
+    /// Environment per added container that must not be in a task definition (service
+    /// variables): the launcher sends it as container overrides. `Debug` shows the names
+    /// only.
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// `(container, image)` of each service, for the job log.
+    pub services: Vec<(String, String)>,
+    /// The job image (`None`: the task image), for the job log.
+    pub job_image: Option<String>,
+}
+
+impl fmt::Debug for ImageRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secrets: BTreeMap<&String, Vec<&String>> = self
+            .secrets
+            .iter()
+            .map(|(c, vars)| (c, vars.keys().collect()))
+            .collect();
+        f.debug_struct("ImageRequest")
+            .field("plan", &self.plan)
+            .field("secrets", &secrets)
+            .field("services", &self.services)
+            .field("job_image", &self.job_image)
+            .finish()
+    }
+}
+
+/// What to do with a job's `image:` and `services:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageDecision {
+    /// The job runs in the task image, as without images (it asked for none).
+    TaskImage,
+    /// Images are disabled and the job asked for some: it runs in the task image, and the
+    /// job log says so with this line.
+    Ignored(String),
+    /// The job runs in a derived task definition.
+    Derived(Box<ImageRequest>),
+}
+
+/// Checks `response`'s `image:` and `services:` against `options.images` and derives the
+/// task plan, with no backend call: a refused image or service is an
+/// [`ErrorKind::NotAllowed`] error (the job's fault, a build failure) naming the allowed
+/// patterns.
+pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result<ImageDecision> {
+    let policy = &options.images;
+    let (image, services) = match response {
+        Some(r) => (r.image.as_ref(), &r.services[..]),
+        None => (None, &[][..]),
+    };
+    if image.is_none() && services.is_empty() {
+        return Ok(ImageDecision::TaskImage);
+    }
+    if !policy.enabled() {
+        let mut asked: Vec<String> = image
+            .iter()
+            .map(|i| format!("image {:?}", i.name))
+            .collect();
+        asked.extend(services.iter().map(|s| format!("service {:?}", s.name)));
+        return Ok(ImageDecision::Ignored(format!(
+            "the job's {} ignored: this runner runs every job in its task image (job images are not enabled: [Fargate.Images] AllowedImages)",
+            match asked.len() {
+                1 => format!("{} is", asked[0]),
+                _ => format!("{} are", asked.join(", ")),
+            }
+        )));
+    }
+    if let Some(image) = image
+        && !policy.allows_image(&image.name)
+    {
+        return Err(refused(
+            "image",
+            &image.name,
+            &policy.allowed_images,
+            "AllowedImages",
+        ));
+    }
+    if services.len() > policy.max_services {
+        return Err(Error::new(
+            ErrorKind::NotAllowed,
+            format!(
+                "the job has {} services; this runner allows at most {}",
+                services.len(),
+                policy.max_services
+            ),
+        )
+        .with_hint("remove services, or ask the runner's administrator to raise [Fargate.Images] MaxServices"));
+    }
+    for service in services {
+        if !policy.allows_service(&service.name) {
+            return Err(refused(
+                "service",
+                &service.name,
+                &policy.allowed_services,
+                "AllowedServices",
+            ));
+        }
+        if let Some(bad) = service.aliases.iter().find(|a| !is_host_name(a)) {
+            return Err(Error::new(
+                ErrorKind::NotAllowed,
+                format!(
+                    "the service {:?} has alias {bad:?}, which is not a host name",
+                    service.name
+                ),
+            )
+            .with_hint("use letters, digits, '.', '-' and '_' in service aliases"));
+        }
+    }
+    let builds_dir = options
+        .builds_dir
+        .as_deref()
+        .unwrap_or(&policy.default_builds_dir);
+    let plan = TaskPlan::derive(&PlanInput {
+        helper: &options.task.container_name,
+        builds_dir,
+        bundle_source: &policy.bundle_source,
+        job_ssh_port: policy.job_ssh_port,
+        job_image: image.map(|i| i.name.as_str()),
+        services: services
+            .iter()
+            .map(|s| ServiceInput {
+                image: &s.name,
+                entrypoint: s.entrypoint.as_deref(),
+                command: s.command.as_deref(),
+                hosts: s.host_names(),
+            })
+            .collect(),
+    });
+    let mut secrets = BTreeMap::new();
+    if let Some(vars) = image.map(|i| &i.variables).filter(|v| !v.is_empty()) {
+        secrets.insert(JOB_CONTAINER.to_owned(), vars.clone());
+    }
+    let names: Vec<String> = plan.services().map(|c| c.name.clone()).collect();
+    for (name, service) in names.iter().zip(services) {
+        if !service.variables.is_empty() {
+            secrets.insert(name.clone(), service.variables.clone());
+        }
+    }
+    Ok(ImageDecision::Derived(Box::new(ImageRequest {
+        services: names
+            .into_iter()
+            .zip(services.iter().map(|s: &JobImage| s.name.clone()))
+            .collect(),
+        job_image: image.map(|i| i.name.clone()),
+        plan,
+        secrets,
+    })))
+}
+
+fn refused(what: &str, name: &str, patterns: &[String], key: &str) -> Error {
+    Error::new(
+        ErrorKind::NotAllowed,
+        format!(
+            "the job's {what} {name:?} is not allowed on this runner; allowed {what}s: {}",
+            if patterns.is_empty() {
+                "none".to_owned()
+            } else {
+                patterns.join(", ")
+            }
+        ),
+    )
+    .with_hint(format!(
+        "use an allowed {what}, or ask the runner's administrator to add a pattern to [Fargate.Images] {key}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::plan::{BUNDLE_CONTAINER, SERVICE_HOSTS_ENV};
+    use crate::options::ImagePolicy;
+
+    fn options(images: &[&str], services: &[&str]) -> DriverOptions {
+        DriverOptions::builder()
+            .task_definition("td")
+            .images(ImagePolicy {
+                allowed_images: images.iter().map(|s| (*s).to_owned()).collect(),
+                allowed_services: services.iter().map(|s| (*s).to_owned()).collect(),
+                ..ImagePolicy::default()
+            })
+            .build()
+            .unwrap()
+    }
+
+    fn job(image: Option<JobImage>, services: Vec<JobImage>) -> JobResponse {
+        let mut r = JobResponse::new(1);
+        r.image = image;
+        r.services = services;
+        r
+    }
+
+    #[test]
+    fn no_image_no_services_is_the_task_image() {
+        let o = options(&["*"], &["*"]);
+        assert_eq!(decide(&o, None).unwrap(), ImageDecision::TaskImage);
+        assert_eq!(
+            decide(&o, Some(&job(None, vec![]))).unwrap(),
+            ImageDecision::TaskImage
+        );
+    }
+
+    #[test]
+    fn disabled_images_are_ignored_with_one_line() {
+        let o = options(&[], &[]);
+        let r = job(
+            Some(JobImage::new("rust:1.85")),
+            vec![JobImage::new("redis:7")],
+        );
+        let ImageDecision::Ignored(line) = decide(&o, Some(&r)).unwrap() else {
+            panic!("not ignored")
+        };
+        assert_eq!(
+            line,
+            "the job's image \"rust:1.85\", service \"redis:7\" are ignored: this runner runs every job in its task image (job images are not enabled: [Fargate.Images] AllowedImages)"
+        );
+        let ImageDecision::Ignored(line) =
+            decide(&o, Some(&job(Some(JobImage::new("alpine")), vec![]))).unwrap()
+        else {
+            panic!("not ignored")
+        };
+        assert!(
+            line.starts_with("the job's image \"alpine\" is ignored"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_refused_image_names_the_patterns() {
+        let o = options(&["registry.example.com/ci/*", "alpine:*"], &["postgres:*"]);
+        let err = decide(&o, Some(&job(Some(JobImage::new("evil/miner")), vec![]))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotAllowed);
+        assert!(
+            err.to_string().contains(
+                "image \"evil/miner\" is not allowed on this runner; allowed images: registry.example.com/ci/*, alpine:*"
+            ),
+            "{err}"
+        );
+        let err = decide(
+            &o,
+            Some(&job(
+                Some(JobImage::new("alpine:3")),
+                vec![JobImage::new("redis:7")],
+            )),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("allowed services: postgres:*"),
+            "{err}"
+        );
+        let o = options(&["*"], &[]);
+        let err = decide(&o, Some(&job(None, vec![JobImage::new("redis:7")]))).unwrap_err();
+        assert!(err.to_string().contains("allowed services: none"), "{err}");
+    }
+
+    #[test]
+    fn too_many_services_or_bad_aliases_are_refused() {
+        let o = options(&["*"], &["*"]);
+        let five = vec![JobImage::new("redis"); 5];
+        assert_eq!(
+            decide(&o, Some(&job(None, five))).unwrap_err().kind(),
+            ErrorKind::NotAllowed
+        );
+        let bad = JobImage::new("redis").with_alias("x;rm -rf /");
+        assert_eq!(
+            decide(&o, Some(&job(None, vec![bad]))).unwrap_err().kind(),
+            ErrorKind::NotAllowed
+        );
+    }
+
+    #[test]
+    fn service_variables_stay_out_of_the_plan() {
+        let o = options(&["*"], &["postgres:*"]);
+        let r = job(
+            Some(JobImage::new("rust:1.85").with_variable("JOB_VAR", "v")),
+            vec![
+                JobImage::new("postgres:16")
+                    .with_alias("db")
+                    .with_variable("POSTGRES_PASSWORD", "s3cret"),
+            ],
+        );
+        let ImageDecision::Derived(req) = decide(&o, Some(&r)).unwrap() else {
+            panic!("not derived")
+        };
+        assert_eq!(req.secrets["service-1"]["POSTGRES_PASSWORD"], "s3cret");
+        assert_eq!(req.secrets[JOB_CONTAINER]["JOB_VAR"], "v");
+        let plan = serde_json::to_string(&req.plan).unwrap();
+        assert!(
+            !plan.contains("s3cret") && !plan.contains("POSTGRES_PASSWORD"),
+            "{plan}"
+        );
+        assert!(!format!("{req:?}").contains("s3cret"));
+        assert_eq!(
+            req.services,
+            [("service-1".to_owned(), "postgres:16".to_owned())]
+        );
+        assert_eq!(req.job_image.as_deref(), Some("rust:1.85"));
+        let job_container = req.plan.container(JOB_CONTAINER).unwrap();
+        assert_eq!(job_container.environment[SERVICE_HOSTS_ENV], "db");
+        assert!(req.plan.container(BUNDLE_CONTAINER).is_some());
+        assert_eq!(req.plan.helper_mounts[0].path, "/builds");
+    }
+}

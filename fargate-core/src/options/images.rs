@@ -1,0 +1,155 @@
+//! [`ImagePolicy`]: whether jobs may choose their image and services, and which.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::glob::glob_match;
+use super::problems::ConfigProblem;
+
+/// Which `image:` and `services:` of a job the driver runs (see [`crate::images`]).
+///
+/// Deny by default: with no [`allowed_images`](Self::allowed_images), images are disabled,
+/// every job runs in the task image, and a job's `image:`/`services:` are ignored with one
+/// line in its log. With patterns, a job's image must match one of them (else the job fails
+/// before any backend call, naming the patterns), and each service must match one of
+/// [`allowed_services`](Self::allowed_services).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct ImagePolicy {
+    /// Patterns of job images (`*` matches any run of characters, `/` and `:` included:
+    /// `registry.example.com/ci/*`). Empty (the default): images are disabled.
+    pub allowed_images: Vec<String>,
+    /// Patterns of service images. Default none: a job with `services:` fails.
+    pub allowed_services: Vec<String>,
+    /// Most services one job may have. Default 4 (an ECS task definition holds at most 10
+    /// containers: the base's, the bundle's, the job's and the services').
+    pub max_services: usize,
+    /// The port the bundle's SSH server listens on in the job container (the task image's
+    /// server keeps [`SshLogin::port`](super::SshLogin::port)). Default 2222.
+    pub job_ssh_port: u16,
+    /// Where the task image holds the tool bundle (the static SSH server, shell and entry
+    /// point) that is copied into the job container. Default `/opt/fargate-bundle`.
+    pub bundle_source: String,
+    /// Where the builds directory is shared between the helper and job containers when the
+    /// runner is not told one ([`DriverOptions::builds_dir`](super::DriverOptions)). Default
+    /// `/builds`.
+    pub default_builds_dir: String,
+    /// A derived task definition no job used for this long is removed by `gc`. Default 7
+    /// days.
+    pub unused_after: Duration,
+    /// Most derived task-definition families a base may have; `gc` removes the least
+    /// recently used beyond it. Default 200.
+    pub max_derived_families: usize,
+}
+
+impl Default for ImagePolicy {
+    fn default() -> Self {
+        ImagePolicy {
+            allowed_images: Vec::new(),
+            allowed_services: Vec::new(),
+            max_services: 4,
+            job_ssh_port: 2222,
+            bundle_source: "/opt/fargate-bundle".into(),
+            default_builds_dir: "/builds".into(),
+            unused_after: Duration::from_secs(7 * 24 * 3600),
+            max_derived_families: 200,
+        }
+    }
+}
+
+impl ImagePolicy {
+    /// Whether jobs may choose their image at all.
+    pub fn enabled(&self) -> bool {
+        !self.allowed_images.is_empty()
+    }
+
+    /// Whether `image` matches one of the allowed image patterns.
+    pub fn allows_image(&self, image: &str) -> bool {
+        self.allowed_images.iter().any(|p| glob_match(p, image))
+    }
+
+    /// Whether `image` matches one of the allowed service patterns.
+    pub fn allows_service(&self, image: &str) -> bool {
+        self.allowed_services.iter().any(|p| glob_match(p, image))
+    }
+
+    /// Problems of these settings (keys under `images.`); `ssh_port` is the task image's.
+    pub(crate) fn problems(&self, ssh_port: u16) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.job_ssh_port == 0 || (self.enabled() && self.job_ssh_port == ssh_port) {
+            p.push(
+                ConfigProblem::new("images.job_ssh_port", "must be from 1 to 65535 and differ from ssh.port")
+                    .with_hint("the job and helper containers share the task's network: their SSH servers need their own ports"),
+            );
+        }
+        if self.max_services > 7 {
+            p.push(ConfigProblem::new(
+                "images.max_services",
+                "must be at most 7 (ECS: 10 containers per task definition)",
+            ));
+        }
+        for (key, path) in [
+            ("images.bundle_source", &self.bundle_source),
+            ("images.default_builds_dir", &self.default_builds_dir),
+        ] {
+            if !path.starts_with('/') {
+                p.push(ConfigProblem::new(key, "must be an absolute path"));
+            }
+        }
+        if self.max_derived_families == 0 {
+            p.push(ConfigProblem::new(
+                "images.max_derived_families",
+                "must be positive",
+            ));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_by_default_and_patterns_match_whole_names() {
+        let none = ImagePolicy::default();
+        assert!(!none.enabled() && !none.allows_image("alpine") && !none.allows_service("redis"));
+        let p = ImagePolicy {
+            allowed_images: vec!["registry.example.com/ci/*".into(), "alpine:3.*".into()],
+            allowed_services: vec!["postgres:*".into()],
+            ..ImagePolicy::default()
+        };
+        assert!(p.enabled());
+        assert!(p.allows_image("registry.example.com/ci/rust:1.85"));
+        assert!(p.allows_image("alpine:3.20"));
+        assert!(!p.allows_image("alpine:edge"));
+        assert!(!p.allows_image("evil.example/registry.example.com/ci/x"));
+        assert!(p.allows_service("postgres:16") && !p.allows_service("redis:7"));
+        assert!(!p.allows_service("alpine:3.20"));
+    }
+
+    #[test]
+    fn problems_name_their_keys() {
+        let p = ImagePolicy {
+            allowed_images: vec!["*".into()],
+            job_ssh_port: 22,
+            max_services: 8,
+            bundle_source: "opt".into(),
+            max_derived_families: 0,
+            ..ImagePolicy::default()
+        };
+        let keys: Vec<String> = p.problems(22).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "images.job_ssh_port",
+                "images.max_services",
+                "images.bundle_source",
+                "images.max_derived_families"
+            ]
+        );
+        assert!(ImagePolicy::default().problems(22).is_empty());
+    }
+}
