@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::images::ImageRequest;
 use crate::job::{JobIdentity, JobKey, Namespace};
 use crate::shape::TaskShape;
 use crate::task_details::TaskDetails;
@@ -49,6 +50,14 @@ pub struct TaskSpec {
     /// ([`TaskShape`]); empty: as the task definition and the backend's configuration say.
     #[serde(default, skip_serializing_if = "TaskShape::is_empty")]
     pub shape: TaskShape,
+    /// The job's own image and services ([`crate::images`]): the launcher runs the task
+    /// from the base definition derived by this request's plan (registered, or reused by
+    /// its hash) instead of [`task_definition`](Self::task_definition) itself, gives
+    /// `environment` to the job container too, and the request's secrets to their
+    /// containers as overrides. `None`: the task definition as it is. A launcher that
+    /// cannot derive definitions refuses a spec with it ([`ErrorKind::Unsupported`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Box<ImageRequest>>,
 }
 
 impl TaskSpec {
@@ -65,6 +74,7 @@ impl TaskSpec {
             environment: BTreeMap::new(),
             deadline: None,
             shape: TaskShape::default(),
+            images: None,
         }
     }
 
@@ -97,6 +107,7 @@ impl fmt::Debug for TaskSpec {
             .field("environment", &self.environment.keys().collect::<Vec<_>>())
             .field("deadline", &self.deadline)
             .field("shape", &self.shape)
+            .field("images", &self.images)
             .finish_non_exhaustive()
     }
 }

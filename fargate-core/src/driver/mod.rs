@@ -36,6 +36,7 @@
 //! A test drops `prepare` at every step of a slow launch and checks that `cleanup` then
 //! stops every task.
 
+mod images;
 mod prepare;
 mod run;
 mod shape;

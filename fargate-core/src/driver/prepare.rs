@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::CancelBudget;
 use crate::error::{Error, ErrorKind, Failure, Result};
+use crate::images::ImageRequest;
 use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Endpoint, Launched, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
@@ -74,9 +75,10 @@ impl Driver {
         let choice = resolve_task_definition(&self.options, &self.admin, job)?;
         // The same for the task's shape (sizes, capacity, role, network).
         let shape = self.decide_shape(job, &identity).await?;
+        let images = self.job_images(job)?;
         self.locked(
             &key,
-            self.prepare_locked(start, identity, job, choice, shape, cancel),
+            self.prepare_locked(start, identity, job, choice, shape, images, cancel),
         )
         .await
     }
@@ -89,6 +91,7 @@ impl Driver {
         job: &JobContext,
         choice: TaskDefinitionChoice,
         shape: ShapeDecision,
+        images: Option<Box<ImageRequest>>,
         cancel: &CancellationToken,
     ) -> std::result::Result<PrepareReport, Failure> {
         let key = identity.key();
@@ -120,6 +123,7 @@ impl Driver {
             ),
         ]);
         spec.deadline = Some(deadline);
+        spec.images = images;
         let mut record = JobRecord::new(identity, keys.private_key);
         record.spec = Some(spec.clone());
 
@@ -183,6 +187,14 @@ impl Driver {
             r = self.check_login(&record, deadline) => r,
         };
         if let Err(err) = login {
+            return Err(self.roll_back(record, err).await);
+        }
+        let job_login = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Error::cancelled("logging in to the job container")),
+            r = self.ready_job_container(&mut record, deadline) => r,
+        };
+        if let Err(err) = job_login {
             return Err(self.roll_back(record, err).await);
         }
         record.phase = Phase::Ready;
@@ -511,7 +523,7 @@ impl Driver {
     /// Logs in once with the job's key and runs [`LOGIN_CHECK_SCRIPT`], so that a task that will
     /// never run the job's scripts (its sshd refuses the key, its image has no bash) fails
     /// prepare in seconds, as a system failure with a hint.
-    async fn check_login(&self, record: &JobRecord, deadline: Instant) -> Result<()> {
+    pub(super) async fn check_login(&self, record: &JobRecord, deadline: Instant) -> Result<()> {
         let (Some(endpoint), Some(host_key)) = (record.endpoint, record.host_key.clone()) else {
             return Err(Error::new(
                 ErrorKind::Unexpected,

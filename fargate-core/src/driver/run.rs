@@ -60,11 +60,13 @@ impl Driver {
         if endpoint.port == 0 {
             endpoint.port = self.options.ssh.port;
         }
+        let (endpoint, host_key) =
+            Driver::stage_login(&record, stage, endpoint, record.host_key.clone());
         let request = RunRequest {
             endpoint,
             username: self.options.ssh.username.clone(),
             private_key: record.private_key.clone(),
-            host_key: record.host_key.clone(),
+            host_key,
             script,
         };
         tracing::debug!(%stage, %endpoint, "running the stage script in the task");

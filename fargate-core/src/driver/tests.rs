@@ -1499,3 +1499,4 @@ async fn a_failed_prepare_reports_its_rollback_stop() {
         "{events:#?}"
     );
 }
+mod images;

@@ -68,6 +68,23 @@ impl LaunchAttempt {
     }
 }
 
+/// An SSH server of the task other than the main one, with its pinned host key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ContainerLogin {
+    /// Where it answers.
+    pub endpoint: Endpoint,
+    /// The host key pinned at prepare.
+    pub host_key: HostKey,
+}
+
+impl ContainerLogin {
+    /// The server at `endpoint` with `host_key`.
+    pub fn new(endpoint: Endpoint, host_key: HostKey) -> Self {
+        ContainerLogin { endpoint, host_key }
+    }
+}
+
 /// The state of one job, as stored between stages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -99,6 +116,10 @@ pub struct JobRecord {
     /// The host key pinned when the task became ready; `None` only for Go driver records.
     #[serde(default)]
     pub host_key: Option<HostKey>,
+    /// Where the job container's SSH server is and its pinned host key, when the job runs in
+    /// its own image ([`crate::images`]); `None`: every stage runs at `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_container: Option<ContainerLogin>,
     /// The job's client private key.
     pub private_key: PrivateKey,
     /// Seconds since the epoch when the record was created.
@@ -123,6 +144,7 @@ impl JobRecord {
             task: None,
             endpoint: None,
             host_key: None,
+            job_container: None,
             private_key,
             created_at: now,
             updated_at: now,
