@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    EphemeralStorage, KeyValuePair, LaunchType, NetworkConfiguration, PropagateTags, Tag, Task,
-    TaskField, TaskOverride,
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, LaunchType,
+    NetworkConfiguration, PropagateTags, Tag, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
     ContainerStop, Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopDetails,
@@ -148,6 +147,8 @@ impl EcsLauncher {
     async fn run_task(
         &self,
         spec: &TaskSpec,
+        task_definition: &str,
+        overrides: TaskOverride,
         subnets: &[String],
         token: &str,
         tags: &[(String, String)],
@@ -173,45 +174,11 @@ impl EcsLauncher {
             })
             .build()
             .map_err(unexpected)?;
-        let environment = spec
-            .environment
-            .iter()
-            .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
-            .collect();
-        let shape = &spec.shape;
-        let overrides = TaskOverride::builder()
-            .container_overrides(
-                ContainerOverride::builder()
-                    .name(&spec.container_name)
-                    .set_environment(Some(environment))
-                    .build(),
-            )
-            .set_cpu(shape.cpu.map(|c| c.to_string()))
-            .set_memory(shape.memory.map(|m| m.to_string()))
-            .set_ephemeral_storage(
-                shape
-                    .ephemeral_storage
-                    .map(|g| EphemeralStorage::builder().size_in_gib(g as i32).build()),
-            )
-            .set_task_role_arn(shape.task_role.clone())
-            .build();
-        let size = overrides_json_len(spec);
-        if size > MAX_OVERRIDES_CHARS {
-            return Err(Classified {
-                error: Error::new(
-                    ErrorKind::InvalidConfig,
-                    format!("RunTask: the task overrides take {size} characters; ECS accepts at most {MAX_OVERRIDES_CHARS}"),
-                )
-                .with_backend("ecs")
-                .with_hint("pass fewer or shorter environment values to the task, or a shorter task role ARN"),
-                try_next_subnet: false,
-            });
-        }
         let mut req = self
             .ecs
             .run_task()
             .cluster(&self.config.cluster)
-            .task_definition(&spec.task_definition)
+            .task_definition(task_definition)
             .count(1)
             .network_configuration(
                 NetworkConfiguration::builder()
@@ -231,7 +198,7 @@ impl EcsLauncher {
         }
         // A launch type and a capacity provider strategy exclude each other: the job's
         // capacity replaces the configured one, whichever it is.
-        let strategy: Vec<(&str, i32, i32)> = match (&shape.capacity, &self.config.capacity) {
+        let strategy: Vec<(&str, i32, i32)> = match (&spec.shape.capacity, &self.config.capacity) {
             (Some(choice), _) => choice
                 .providers
                 .iter()
@@ -470,6 +437,9 @@ impl TaskLauncher for EcsLauncher {
 
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
+        // Both refusals come before any call: an oversized override, a base without helper.
+        let overrides = crate::overrides::task_overrides(spec)?;
+        let task_definition = self.task_definition_for(spec).await?;
         // A project rule's subnets replace the configured ones.
         let subnets = if spec.shape.subnets.is_empty() {
             &self.config.subnets
@@ -481,7 +451,17 @@ impl TaskLauncher for EcsLauncher {
         for (i, subnets) in attempts.iter().enumerate() {
             let token = attempt_token(&spec.client_token, i);
             debug!(job = %spec.key, attempt = i, ?subnets, "RunTask");
-            match self.run_task(spec, subnets, &token, &tags).await {
+            match self
+                .run_task(
+                    spec,
+                    &task_definition,
+                    overrides.clone(),
+                    subnets,
+                    &token,
+                    &tags,
+                )
+                .await
+            {
                 Ok(launched) => {
                     debug!(job = %spec.key, task = %launched.task, address = ?launched.address(), "task accepted");
                     return Ok(launched);
@@ -615,42 +595,6 @@ impl TaskLauncher for EcsLauncher {
     async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
         self.list_paged(namespace, crate::MAX_LIST_TASKS).await
     }
-}
-
-/// Length of the `overrides` JSON that [`EcsLauncher`] sends for `spec` (an upper bound of
-/// what ECS counts: the SDK writes it without spaces).
-fn overrides_json_len(spec: &TaskSpec) -> usize {
-    let environment: Vec<serde_json::Value> = spec
-        .environment
-        .iter()
-        .map(|(k, v)| serde_json::json!({ "name": k, "value": v }))
-        .collect();
-    let mut overrides = serde_json::json!({
-        "containerOverrides": [{ "name": spec.container_name, "environment": environment }]
-    });
-    let shape = &spec.shape;
-    for (key, value) in [
-        ("cpu", shape.cpu.map(|c| serde_json::json!(c.to_string()))),
-        (
-            "memory",
-            shape.memory.map(|m| serde_json::json!(m.to_string())),
-        ),
-        (
-            "ephemeralStorage",
-            shape
-                .ephemeral_storage
-                .map(|g| serde_json::json!({ "sizeInGiB": g })),
-        ),
-        (
-            "taskRoleArn",
-            shape.task_role.clone().map(serde_json::Value::from),
-        ),
-    ] {
-        if let Some(value) = value {
-            overrides[key] = value;
-        }
-    }
-    overrides.to_string().chars().count()
 }
 
 #[cfg(test)]

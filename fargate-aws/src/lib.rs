@@ -68,6 +68,7 @@
 //! ships no test infrastructure.
 
 mod config;
+pub mod derived;
 mod details;
 pub mod doctor;
 mod errors;
@@ -75,6 +76,7 @@ pub mod failover;
 mod launcher;
 mod listing;
 pub mod metrics;
+mod overrides;
 pub mod tags;
 mod transport;
 

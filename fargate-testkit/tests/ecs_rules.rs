@@ -939,3 +939,238 @@ async fn rule_20_spot_interruption_stops_spot_tasks_only() {
     );
     assert_eq!(by_arn(&on_demand).last_status(), Some("RUNNING"));
 }
+
+/// A Fargate task definition `family` with `containers` and `volumes`, registered by
+/// `client`.
+async fn register_containers(
+    client: &Client,
+    family: &str,
+    containers: Vec<ContainerDefinition>,
+    volumes: &[&str],
+) -> Result<
+    aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput,
+    SdkError<
+        aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionError,
+        HttpResponse,
+    >,
+> {
+    client
+        .register_task_definition()
+        .family(family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .set_container_definitions(Some(containers))
+        .set_volumes(Some(
+            volumes
+                .iter()
+                .map(|v| aws_sdk_ecs::types::Volume::builder().name(*v).build())
+                .collect(),
+        ))
+        .send()
+        .await
+}
+
+fn container(
+    name: &str,
+    essential: bool,
+) -> aws_sdk_ecs::types::builders::ContainerDefinitionBuilder {
+    ContainerDefinition::builder()
+        .name(name)
+        .image("registry.example/c:latest")
+        .essential(essential)
+}
+
+fn depends(
+    on: &str,
+    condition: aws_sdk_ecs::types::ContainerCondition,
+) -> aws_sdk_ecs::types::ContainerDependency {
+    aws_sdk_ecs::types::ContainerDependency::builder()
+        .container_name(on)
+        .condition(condition)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn task_definitions_follow_ecs_container_rules() {
+    use aws_sdk_ecs::types::{ContainerCondition, MountPoint, PortMapping};
+    fargate_testkit::require_fixture!(Moto);
+    let (_moto, _ecs, client, _oracle) = fixture(Moto::builder()).await;
+    // What a derived definition does is accepted: a non-essential init container the
+    // essential one waits for with SUCCESS, a shared volume, matching awsvpc ports.
+    register_containers(
+        &client,
+        "derived-ok",
+        vec![
+            container("init", false).build(),
+            container("main", true)
+                .depends_on(depends("init", ContainerCondition::Success))
+                .mount_points(
+                    MountPoint::builder()
+                        .source_volume("shared")
+                        .container_path("/s")
+                        .build(),
+                )
+                .port_mappings(
+                    PortMapping::builder()
+                        .container_port(2222)
+                        .host_port(2222)
+                        .build(),
+                )
+                .build(),
+        ],
+        &["shared"],
+    )
+    .await
+    .unwrap();
+
+    let cases: Vec<(&str, Vec<ContainerDefinition>, &[&str], &str)> = vec![
+        (
+            "success-on-essential",
+            vec![
+                container("a", true).build(),
+                container("b", true)
+                    .depends_on(depends("a", ContainerCondition::Success))
+                    .build(),
+            ],
+            &[],
+            "Dependency condition SUCCESS can't be set on an essential container (a).",
+        ),
+        (
+            "unknown-dependency",
+            vec![
+                container("a", true)
+                    .depends_on(depends("x", ContainerCondition::Start))
+                    .build(),
+            ],
+            &[],
+            "Container a depends on unknown container x.",
+        ),
+        (
+            "no-essential",
+            vec![container("a", false).build()],
+            &[],
+            "A task definition must have at least one essential container.",
+        ),
+        (
+            "unknown-volume",
+            vec![
+                container("a", true)
+                    .mount_points(
+                        MountPoint::builder()
+                            .source_volume("nope")
+                            .container_path("/n")
+                            .build(),
+                    )
+                    .build(),
+            ],
+            &[],
+            "Invalid 'mountPoints' setting for container a: unknown volume nope.",
+        ),
+        (
+            "port-mismatch",
+            vec![
+                container("a", true)
+                    .port_mappings(
+                        PortMapping::builder()
+                            .container_port(22)
+                            .host_port(2022)
+                            .build(),
+                    )
+                    .build(),
+            ],
+            &[],
+            "When networkMode=awsvpc, the host ports and container ports in port mappings must match.",
+        ),
+        (
+            "duplicate",
+            vec![container("a", true).build(), container("a", false).build()],
+            &[],
+            "Duplicate container name: a.",
+        ),
+        (
+            "too-many",
+            (0..11)
+                .map(|i| container(&format!("c{i}"), true).build())
+                .collect(),
+            &[],
+            "Too many containers: 11; a task definition has 1 to 10.",
+        ),
+        (
+            "bad name!",
+            vec![container("a", true).build()],
+            &[],
+            "Family name can be up to 255 letters (uppercase and lowercase), numbers, hyphens, and underscores.",
+        ),
+    ];
+    for (family, containers, volumes, expected) in cases {
+        let message = refused(
+            register_containers(&client, family, containers, volumes).await,
+            "ClientException",
+        );
+        assert_eq!(message, expected, "{family}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_revisions_of_a_family_are_refused_and_inactive_ones_not_used() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
+    moto.set_register_hold(Duration::from_millis(400));
+    let one = || register_containers(&client, "raced", vec![container("a", true).build()], &[]);
+    let (first, second) = tokio::join!(one(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        one().await
+    });
+    first.unwrap();
+    let message = refused(second, "ClientException");
+    assert_eq!(
+        message,
+        "Too many concurrent attempts to create a new revision of the specified family."
+    );
+    moto.set_register_hold(Duration::ZERO);
+    // One after the other is fine; the family names its latest ACTIVE revision.
+    let second = one().await.unwrap();
+    let revision_2 = second
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned();
+    client
+        .deregister_task_definition()
+        .task_definition(&revision_2)
+        .send()
+        .await
+        .unwrap();
+    let latest = client
+        .describe_task_definition()
+        .task_definition("raced")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(latest.task_definition().unwrap().revision(), 1);
+    // RunTask refuses the INACTIVE revision, runs the ACTIVE one.
+    let message = refused(
+        run(&client, &ecs).task_definition(&revision_2).send().await,
+        "ClientException",
+    );
+    assert_eq!(message, "TaskDefinition is inactive");
+    client
+        .deregister_task_definition()
+        .task_definition("raced:1")
+        .send()
+        .await
+        .unwrap();
+    let message = refused(
+        client
+            .describe_task_definition()
+            .task_definition("raced")
+            .send()
+            .await,
+        "ClientException",
+    );
+    assert_eq!(message, "Unable to describe task definition.");
+}

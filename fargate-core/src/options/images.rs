@@ -60,6 +60,22 @@ impl Default for ImagePolicy {
 }
 
 impl ImagePolicy {
+    /// The defaults, with jobs allowed the images matching `images` and the services
+    /// matching `services`.
+    pub fn allowing<I, S>(images: I, services: S) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+        S: IntoIterator,
+        S::Item: Into<String>,
+    {
+        ImagePolicy {
+            allowed_images: images.into_iter().map(Into::into).collect(),
+            allowed_services: services.into_iter().map(Into::into).collect(),
+            ..ImagePolicy::default()
+        }
+    }
+
     /// Whether jobs may choose their image at all.
     pub fn enabled(&self) -> bool {
         !self.allowed_images.is_empty()

@@ -362,6 +362,17 @@ impl Moto {
         std::fs::write(path, arns).expect("writing the moto control file");
     }
 
+    /// Every `RegisterTaskDefinition` holds its family for `hold` before it answers, and a
+    /// second registration of the family meanwhile is refused as ECS refuses concurrent
+    /// revisions ("Too many concurrent attempts..."). Zero (the default) holds nothing.
+    pub fn set_register_hold(&self, hold: Duration) {
+        std::fs::write(
+            self.dir.path().join("register_hold"),
+            format!("{:.3}", hold.as_secs_f64()),
+        )
+        .expect("writing the moto control file");
+    }
+
     /// Every `RunTask` request the server received, in order, as
     /// `{"request": <body>, "taskArns": [...], "replay": <same client token as before>}`.
     pub fn run_task_requests(&self) -> Vec<serde_json::Value> {

@@ -32,6 +32,12 @@
 #    if they run on FARGATE_SPOT.
 # 11. RunTask task-level overrides (cpu, memory, ephemeralStorage) follow the Fargate size
 #    rules, and the task reports them as its cpu and memory.
+# 12. Task definitions of job images: RegisterTaskDefinition's family, container names,
+#    1-10 containers, an essential one, dependsOn targets and conditions, mount volumes and
+#    awsvpc ports; a second registration of a family while one is under way is refused
+#    (hold each registration $FGT_MOTO_DIR/register_hold seconds to provoke it);
+#    DescribeTaskDefinition of a family names its latest ACTIVE revision; RunTask refuses an
+#    INACTIVE revision.
 # See docs/ecs-api-rules.md for every rule and its source.
 import base64
 import ipaddress
@@ -353,6 +359,7 @@ def _apply_size_overrides(task, overrides):
 def _run(self):
     request = json.loads(self.body or "{}")
     _check_run_task(request)
+    _check_task_definition_active(self, request)
     token = request.get("clientToken")
     cluster = str(request.get("cluster") or "default").split("/")[-1]
     key = (self.current_account, self.region, cluster, token)
@@ -588,6 +595,142 @@ def _register(self):
 
 
 _Response.register_task_definition = _register
+
+# --- Task definitions of job images: container rules, concurrent revisions, ACTIVE only ----
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_registering = set()
+
+
+def _client_error(message):
+    return ECSException("ClientException", message)
+
+
+def _check_task_definition(request):
+    family = request.get("family") or ""
+    if not _NAME.fullmatch(family):
+        raise _client_error(
+            "Family name can be up to 255 letters (uppercase and lowercase), numbers, "
+            "hyphens, and underscores."
+        )
+    containers = request.get("containerDefinitions") or []
+    if not 1 <= len(containers) <= 10:
+        raise _client_error(
+            f"Too many containers: {len(containers)}; a task definition has 1 to 10."
+        )
+    volumes = {(v or {}).get("name") for v in request.get("volumes") or []}
+    essential = {}
+    for c in containers:
+        name = (c or {}).get("name") or ""
+        if not _NAME.fullmatch(name):
+            raise _client_error(
+                "Container name can be up to 255 letters (uppercase and lowercase), "
+                "numbers, hyphens, and underscores."
+            )
+        if name in essential:
+            raise _client_error(f"Duplicate container name: {name}.")
+        essential[name] = c.get("essential", True) is not False
+    if not any(essential.values()):
+        raise _client_error("A task definition must have at least one essential container.")
+    awsvpc = request.get("networkMode") == "awsvpc"
+    for c in containers:
+        for dep in c.get("dependsOn") or []:
+            target, condition = dep.get("containerName"), dep.get("condition")
+            if target not in essential:
+                raise _client_error(f"Container {c['name']} depends on unknown container {target}.")
+            if condition in ("COMPLETE", "SUCCESS") and essential[target]:
+                raise _client_error(
+                    f"Dependency condition {condition} can't be set on an essential container "
+                    f"({target})."
+                )
+        for mount in c.get("mountPoints") or []:
+            if mount.get("sourceVolume") not in volumes:
+                raise _client_error(
+                    f"Invalid 'mountPoints' setting for container {c['name']}: unknown volume "
+                    f"{mount.get('sourceVolume')}."
+                )
+        for port in c.get("portMappings") or []:
+            host = port.get("hostPort")
+            if awsvpc and host is not None and host != port.get("containerPort"):
+                raise _client_error(
+                    "When networkMode=awsvpc, the host ports and container ports in port "
+                    "mappings must match."
+                )
+
+
+def _register_checked(self):
+    request = json.loads(self.body or "{}")
+    _check_task_definition(request)
+    family = request.get("family")
+    with _lock:
+        if family in _registering:
+            raise _client_error(
+                "Too many concurrent attempts to create a new revision of the specified family."
+            )
+        _registering.add(family)
+    try:
+        hold = max(0.0, _control("register_hold", float, 0.0))
+        if hold:
+            time.sleep(hold)
+        return _register(self)
+    finally:
+        with _lock:
+            _registering.discard(family)
+
+
+_Response.register_task_definition = _register_checked
+
+_describe_task_definition = ecs_models.EC2ContainerServiceBackend.describe_task_definition
+
+
+def _describe_task_definition_active(self, task_definition_str):
+    """A family without revision names its latest ACTIVE revision, as in ECS."""
+    name = task_definition_str.split("/")[-1]
+    if ":" in name:
+        return _describe_task_definition(self, task_definition_str)
+    active = [
+        rev
+        for rev, td in self.task_definitions.get(name, {}).items()
+        if td.status == "ACTIVE"
+    ]
+    if not active:
+        raise ecs_models.TaskDefinitionNotFoundException()
+    return self.task_definitions[name][max(active)]
+
+
+ecs_models.EC2ContainerServiceBackend.describe_task_definition = _describe_task_definition_active
+
+
+_resources = ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements
+
+
+class _SizedDefinition:
+    """A task definition whose containers without memory of their own count 0 MiB."""
+
+    def __init__(self, task_definition):
+        self.container_definitions = [
+            cd
+            if any(k in cd for k in ("memory", "Memory", "memoryReservation", "MemoryReservation"))
+            else dict(cd, memory=0)
+            for cd in task_definition.container_definitions
+        ]
+
+
+def _resources_fargate(task_definition):
+    """Fargate containers need no memory of their own (the task's is enough); moto would add
+    None and fail RunTask with a 500."""
+    return _resources(_SizedDefinition(task_definition))
+
+
+ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(
+    _resources_fargate
+)
+
+
+def _check_task_definition_active(response, request):
+    td = response.ecs_backend.describe_task_definition(str(request.get("taskDefinition") or ""))
+    if td.status != "ACTIVE":
+        raise _client_error("TaskDefinition is inactive")
 
 from moto.server import main  # noqa: E402
 

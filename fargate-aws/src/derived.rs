@@ -1,0 +1,344 @@
+//! Derived task definitions: a job's own image and services ([`fargate_core::images`]) as
+//! a task definition derived from the base, registered once per content and reused.
+//!
+//! For a [`TaskSpec`] with [`images`](TaskSpec::images), the launcher
+//!
+//! 1. describes the base definition (`DescribeTaskDefinition`), whose exact revision
+//!    (ARN) and the plan make the content hash ([`TaskPlan::content_hash`]);
+//! 2. describes the family [`derived_family`]`(base family, hash)` with its tags: its
+//!    latest active revision, tagged [`DERIVED_HASH`] = the hash, is reused (its
+//!    [`LAST_USED`] tag is refreshed at most every [`TOUCH_INTERVAL`]);
+//! 3. otherwise registers it (`RegisterTaskDefinition`): the base's task-level settings
+//!    (roles, network mode, CPU, memory, storage, runtime platform, volumes) and
+//!    containers, the helper with the builds volume mounted, plus the plan's containers,
+//!    tagged with the hash, the base and the time. Two prepares registering the same new
+//!    content at once both succeed: ECS refuses concurrent revisions of one family
+//!    ("Too many concurrent attempts..."), and the loser describes again and reuses the
+//!    winner's, or registers once more after a short pause.
+//!
+//! The plan holds no secret; service variables go in `RunTask`'s container overrides
+//! ([`crate::launcher`]), within ECS's 8192 characters.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_ecs::types::{
+    ContainerCondition, ContainerDefinition, ContainerDependency, KeyValuePair, MountPoint,
+    PortMapping, Tag, TaskDefinition, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
+    Volume,
+};
+use fargate_core::images::{Condition, ContainerPlan, ImageRequest, TaskPlan, derived_family};
+use fargate_core::{Error, ErrorKind, Result, TaskSpec};
+use tracing::{debug, info, warn};
+
+use crate::errors;
+use crate::launcher::EcsLauncher;
+
+/// Tag of a derived definition: its content hash (64 hex digits).
+pub const DERIVED_HASH: &str = "fargate:derived-hash";
+/// Tag of a derived definition: the ARN of the base revision it was derived from.
+pub const DERIVED_FROM: &str = "fargate:derived-from";
+/// Tag of a derived definition: when a launch last used it (Unix seconds); `gc` removes
+/// definitions unused for longer than `[Fargate.Images] UnusedAfter`.
+pub const LAST_USED: &str = "fargate:last-used";
+/// How often a reused definition's [`LAST_USED`] tag is refreshed at most.
+pub const TOUCH_INTERVAL: Duration = Duration::from_secs(3600);
+/// Most containers ECS accepts in one task definition.
+pub const MAX_CONTAINERS: usize = 10;
+/// How often a registration that lost a race for a family is tried again.
+const REGISTER_ATTEMPTS: u32 = 5;
+
+impl EcsLauncher {
+    /// The task definition `spec` runs from: its own, or the derived one of its images
+    /// (registered now, or reused).
+    pub(crate) async fn task_definition_for(&self, spec: &TaskSpec) -> Result<String> {
+        let Some(request) = spec.images.as_deref() else {
+            return Ok(spec.task_definition.clone());
+        };
+        let (base, _) = self
+            .describe_definition(&spec.task_definition)
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "the base task definition {:?} does not exist",
+                        spec.task_definition
+                    ),
+                )
+                .with_backend("ecs")
+            })?;
+        let base_arn = base.task_definition_arn.clone().unwrap_or_default();
+        let hash = request.plan.content_hash(&base_arn);
+        let family = derived_family(base.family.as_deref().unwrap_or_default(), &hash);
+        for attempt in 1..=REGISTER_ATTEMPTS {
+            if let Some(arn) = self.reusable(&family, &hash).await? {
+                debug!(task_definition = %arn, "reusing the derived task definition");
+                return Ok(arn);
+            }
+            match self.register(&family, &base, request, &hash).await {
+                Ok(arn) => {
+                    info!(task_definition = %arn, "registered a derived task definition for the job's image");
+                    return Ok(arn);
+                }
+                Err(err) if is_concurrent_revision(&err) && attempt < REGISTER_ATTEMPTS => {
+                    debug!(%family, attempt, "another prepare registers this family; describing again");
+                    tokio::time::sleep(Duration::from_millis(150 * u64::from(attempt))).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Throttled,
+            format!("could not register the derived task definition {family}"),
+        )
+        .with_backend("ecs")
+        .set_temporary(true))
+    }
+
+    /// `DescribeTaskDefinition` with tags; `None` when ECS knows no (active) such
+    /// definition.
+    pub(crate) async fn describe_definition(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TaskDefinition, Vec<Tag>)>> {
+        match self
+            .ecs_client()
+            .describe_task_definition()
+            .task_definition(name)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .task_definition
+                .map(|td| (td, out.tags.unwrap_or_default()))),
+            Err(e) => {
+                let err = errors::sdk(e, "DescribeTaskDefinition").error;
+                if err
+                    .message()
+                    .to_ascii_lowercase()
+                    .contains("unable to describe task definition")
+                {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// The ARN of `family`'s latest active revision when it carries `hash`.
+    async fn reusable(&self, family: &str, hash: &str) -> Result<Option<String>> {
+        let Some((td, tags)) = self.describe_definition(family).await? else {
+            return Ok(None);
+        };
+        if td.status != Some(TaskDefinitionStatus::Active) || tag(&tags, DERIVED_HASH) != Some(hash)
+        {
+            return Ok(None);
+        }
+        let Some(arn) = td.task_definition_arn else {
+            return Ok(None);
+        };
+        let now = unix_now();
+        let last = tag(&tags, LAST_USED)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if now.saturating_sub(last) >= TOUCH_INTERVAL.as_secs()
+            && let Err(e) = self
+                .ecs_client()
+                .tag_resource()
+                .resource_arn(&arn)
+                .tags(Tag::builder().key(LAST_USED).value(now.to_string()).build())
+                .send()
+                .await
+        {
+            warn!(task_definition = %arn, error = %errors::sdk(e, "TagResource").error, "could not mark the derived task definition as used; gc may remove it early");
+        }
+        Ok(Some(arn))
+    }
+
+    async fn register(
+        &self,
+        family: &str,
+        base: &TaskDefinition,
+        request: &ImageRequest,
+        hash: &str,
+    ) -> Result<String> {
+        let (containers, volumes) = derived_containers(base, &request.plan)?;
+        let mut tags = vec![
+            (DERIVED_HASH.to_owned(), hash.to_owned()),
+            (
+                DERIVED_FROM.to_owned(),
+                base.task_definition_arn.clone().unwrap_or_default(),
+            ),
+            (LAST_USED.to_owned(), unix_now().to_string()),
+        ];
+        tags.extend(
+            self.config()
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let out = self
+            .ecs_client()
+            .register_task_definition()
+            .family(family)
+            .set_container_definitions(Some(containers))
+            .set_volumes(Some(volumes))
+            .set_task_role_arn(base.task_role_arn.clone())
+            .set_execution_role_arn(base.execution_role_arn.clone())
+            .set_network_mode(base.network_mode.clone())
+            .set_requires_compatibilities(base.requires_compatibilities.clone())
+            .set_cpu(base.cpu.clone())
+            .set_memory(base.memory.clone())
+            .set_runtime_platform(base.runtime_platform.clone())
+            .set_ephemeral_storage(base.ephemeral_storage.clone())
+            .set_pid_mode(base.pid_mode.clone())
+            .set_proxy_configuration(base.proxy_configuration.clone())
+            .set_tags(Some(
+                tags.into_iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| Error::from(errors::sdk(e, "RegisterTaskDefinition")))?;
+        out.task_definition
+            .and_then(|td| td.task_definition_arn)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unexpected,
+                    "RegisterTaskDefinition answered without a task definition",
+                )
+                .with_backend("ecs")
+            })
+    }
+}
+
+/// Whether ECS refused a registration because another one of the same family was under
+/// way.
+fn is_concurrent_revision(err: &Error) -> bool {
+    err.message()
+        .to_ascii_lowercase()
+        .contains("too many concurrent attempts")
+}
+
+fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The containers and volumes of the definition derived from `base` by `plan`: the base's
+/// containers (the helper with the plan's mounts added) and the plan's, and the base's
+/// volumes and the plan's (task storage, no host path).
+pub fn derived_containers(
+    base: &TaskDefinition,
+    plan: &TaskPlan,
+) -> Result<(Vec<ContainerDefinition>, Vec<Volume>)> {
+    let invalid = |msg: String| Error::new(ErrorKind::InvalidConfig, msg).with_backend("ecs");
+    let mut containers: Vec<ContainerDefinition> =
+        base.container_definitions.clone().unwrap_or_default();
+    let helper = containers
+        .iter_mut()
+        .find(|c| c.name.as_deref() == Some(plan.helper.as_str()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "the base task definition {} has no container {:?} (the helper that runs the runner's own stages)",
+                base.task_definition_arn.as_deref().unwrap_or_default(),
+                plan.helper
+            ))
+        })?;
+    let helper_image = helper.image.clone().unwrap_or_default();
+    let log_configuration = helper.log_configuration.clone();
+    helper
+        .mount_points
+        .get_or_insert_with(Vec::new)
+        .extend(plan.helper_mounts.iter().map(mount_point));
+    for c in &plan.containers {
+        containers.push(container(c, &helper_image, log_configuration.clone())?);
+    }
+    if containers.len() > MAX_CONTAINERS {
+        return Err(invalid(format!(
+            "the derived task definition would have {} containers; ECS allows {MAX_CONTAINERS}",
+            containers.len()
+        ))
+        .with_hint("the base's containers, the bundle, the job and each service count: remove services, or lower [Fargate.Images] MaxServices"));
+    }
+    let mut volumes = base.volumes.clone().unwrap_or_default();
+    for name in &plan.volumes {
+        if volumes
+            .iter()
+            .any(|v| v.name.as_deref() == Some(name.as_str()))
+        {
+            return Err(invalid(format!(
+                "the base task definition already has a volume named {name:?}"
+            )));
+        }
+        volumes.push(Volume::builder().name(name).build());
+    }
+    Ok((containers, volumes))
+}
+
+fn mount_point(m: &fargate_core::images::Mount) -> MountPoint {
+    MountPoint::builder()
+        .source_volume(&m.volume)
+        .container_path(&m.path)
+        .read_only(false)
+        .build()
+}
+
+fn container(
+    c: &ContainerPlan,
+    helper_image: &str,
+    log_configuration: Option<aws_sdk_ecs::types::LogConfiguration>,
+) -> Result<ContainerDefinition> {
+    let depends_on = c
+        .depends_on
+        .iter()
+        .map(|(name, condition)| {
+            ContainerDependency::builder()
+                .container_name(name)
+                .condition(match condition {
+                    Condition::Success => ContainerCondition::Success,
+                    _ => ContainerCondition::Start,
+                })
+                .build()
+                .map_err(|e| {
+                    Error::new(ErrorKind::Unexpected, format!("container dependency: {e}"))
+                        .with_backend("ecs")
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut b = ContainerDefinition::builder()
+        .name(&c.name)
+        .image(c.image.as_deref().unwrap_or(helper_image))
+        .essential(c.essential)
+        .set_entry_point(c.entry_point.clone())
+        .set_command(c.command.clone())
+        .set_log_configuration(log_configuration)
+        .set_environment(Some(
+            c.environment
+                .iter()
+                .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+                .collect(),
+        ))
+        .set_mount_points(Some(c.mounts.iter().map(mount_point).collect()))
+        .set_depends_on(Some(depends_on));
+    if let Some(port) = c.port {
+        b = b.port_mappings(
+            PortMapping::builder()
+                .container_port(i32::from(port))
+                .host_port(i32::from(port))
+                .protocol(TransportProtocol::Tcp)
+                .build(),
+        );
+    }
+    Ok(b.build())
+}

@@ -1,0 +1,421 @@
+//! Job images on ECS: derived task definitions registered in moto (with the fixture's ECS
+//! rules), reused by hash, raced for, and never holding a secret.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_ecs::types::{ContainerCondition, TaskDefinition, TaskDefinitionField};
+use fargate_aws::derived::{DERIVED_FROM, DERIVED_HASH, LAST_USED};
+use fargate_aws::{EcsLauncher, MAX_OVERRIDES_CHARS};
+use fargate_core::images::{ImageDecision, ImageRequest, decide};
+use fargate_core::job::JobImage;
+use fargate_core::options::ImagePolicy;
+use fargate_core::testing::{MemoryShell, MemoryStore};
+use fargate_core::{
+    Driver, DriverOptions, ErrorKind, JobContext, JobResponse, Namespace, TaskLauncher, TaskSpec,
+};
+use fargate_testkit::moto::{CONTAINER, Moto, MotoEcs};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+fn options(ecs: &MotoEcs) -> DriverOptions {
+    DriverOptions::builder()
+        .namespace(Namespace::parse("fixture").unwrap())
+        .task_definition(&ecs.task_definition)
+        .images(ImagePolicy::allowing(
+            ["rust:*", "alpine:*"],
+            ["postgres:*", "redis:*"],
+        ))
+        .build()
+        .unwrap()
+}
+
+fn response(id: u64, image: &str, services: Vec<JobImage>) -> JobResponse {
+    let mut r = JobResponse::new(id);
+    r.image = Some(JobImage::new(image));
+    r.services = services;
+    r
+}
+
+fn postgres() -> JobImage {
+    JobImage::new("postgres:16")
+        .with_alias("db")
+        .with_command(vec!["postgres".into(), "-c".into(), "fsync=off".into()])
+        .with_variable("POSTGRES_PASSWORD", "s3cret-pw")
+}
+
+fn request(ecs: &MotoEcs, r: &JobResponse) -> Box<ImageRequest> {
+    match decide(&options(ecs), Some(r)).unwrap() {
+        ImageDecision::Derived(request) => request,
+        other => panic!("not derived: {other:?}"),
+    }
+}
+
+fn spec_with(ecs: &MotoEcs, id: u64, request: Box<ImageRequest>) -> TaskSpec {
+    let mut spec = ecs.spec(id);
+    spec.images = Some(request);
+    spec
+}
+
+async fn setup() -> (Moto, MotoEcs, EcsLauncher) {
+    let moto = Moto::start();
+    let ecs = moto.setup().await;
+    let launcher = EcsLauncher::new(ecs.config(), &moto.sdk_config()).unwrap();
+    (moto, ecs, launcher)
+}
+
+async fn definition(moto: &Moto, name: &str) -> (TaskDefinition, Vec<(String, String)>) {
+    let out = moto
+        .ecs_client()
+        .describe_task_definition()
+        .task_definition(name)
+        .include(TaskDefinitionField::Tags)
+        .send()
+        .await
+        .unwrap();
+    let tags = out
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+        .collect();
+    (out.task_definition.unwrap(), tags)
+}
+
+fn task_definition_of(moto: &Moto, task: &str) -> String {
+    moto.run_task_request(task).unwrap()["taskDefinition"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn overrides_of(moto: &Moto, task: &str) -> Vec<Value> {
+    moto.run_task_request(task).unwrap()["overrides"]["containerOverrides"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn env(overrides: &[Value], container: &str, name: &str) -> Option<String> {
+    overrides.iter().find(|o| o["name"] == container)?["environment"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| e["value"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn the_derived_definition_as_registered() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let r = response(1, "rust:1.85", vec![postgres(), JobImage::new("redis:7")]);
+    let task = launcher
+        .launch(&spec_with(&ecs, 1, request(&ecs, &r)))
+        .await
+        .unwrap();
+
+    let arn = task_definition_of(&moto, &task.id);
+    let (td, tags) = definition(&moto, &arn).await;
+    let (base, _) = definition(&moto, &ecs.task_definition).await;
+    let family = td.family().unwrap();
+    assert!(
+        family.starts_with("ci-coordinator-") && family.len() == "ci-coordinator-".len() + 16,
+        "{family}"
+    );
+    let tag = |k: &str| {
+        tags.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(tag(DERIVED_HASH).unwrap().len(), 64);
+    assert!(
+        tag(DERIVED_HASH)
+            .unwrap()
+            .starts_with(&family["ci-coordinator-".len()..])
+    );
+    assert_eq!(tag(DERIVED_FROM).as_deref(), base.task_definition_arn());
+    assert!(tag(LAST_USED).is_some());
+    // Task-level settings come from the base.
+    assert_eq!(td.cpu(), base.cpu());
+    assert_eq!(td.memory(), base.memory());
+    assert_eq!(td.network_mode(), base.network_mode());
+
+    let names: Vec<&str> = td
+        .container_definitions()
+        .iter()
+        .map(|c| c.name().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [CONTAINER, "fargate-bundle", "job", "service-1", "service-2"]
+    );
+    let c = |name: &str| {
+        td.container_definitions()
+            .iter()
+            .find(|c| c.name() == Some(name))
+            .unwrap()
+            .clone()
+    };
+    let helper = c(CONTAINER);
+    assert_eq!(
+        helper.image(),
+        Some("registry.example/ci-coordinator:latest")
+    );
+    assert_eq!(
+        helper.mount_points()[0].source_volume(),
+        Some("fargate-builds")
+    );
+    assert_eq!(helper.mount_points()[0].container_path(), Some("/builds"));
+
+    let bundle = c("fargate-bundle");
+    assert_eq!(
+        bundle.image(),
+        helper.image(),
+        "the bundle comes from the task image"
+    );
+    assert_eq!(bundle.essential(), Some(false));
+    assert_eq!(
+        bundle.entry_point(),
+        ["cp", "-a", "/opt/fargate-bundle/.", "/opt/fargate/"]
+    );
+
+    let job = c("job");
+    assert_eq!(job.image(), Some("rust:1.85"));
+    assert_eq!(job.essential(), Some(true));
+    assert_eq!(
+        job.entry_point(),
+        ["/opt/fargate/bin/sh", "/opt/fargate/entrypoint.sh"]
+    );
+    assert_eq!(job.port_mappings()[0].container_port(), Some(2222));
+    assert_eq!(job.port_mappings()[0].host_port(), Some(2222));
+    let mounts: Vec<(&str, &str)> = job
+        .mount_points()
+        .iter()
+        .map(|m| (m.source_volume().unwrap(), m.container_path().unwrap()))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("fargate-builds", "/builds"),
+            ("fargate-bundle", "/opt/fargate")
+        ]
+    );
+    let deps: Vec<(&str, ContainerCondition)> = job
+        .depends_on()
+        .iter()
+        .map(|d| (d.container_name(), d.condition().clone()))
+        .collect();
+    assert_eq!(
+        deps,
+        [
+            ("fargate-bundle", ContainerCondition::Success),
+            ("service-1", ContainerCondition::Start),
+            ("service-2", ContainerCondition::Start)
+        ]
+    );
+    let job_env: Vec<(&str, &str)> = job
+        .environment()
+        .iter()
+        .map(|e| (e.name().unwrap(), e.value().unwrap()))
+        .collect();
+    assert!(
+        job_env.contains(&("FARGATE_SERVICE_HOSTS", "db redis")),
+        "{job_env:?}"
+    );
+    assert!(
+        job_env.contains(&("FARGATE_SSH_PORT", "2222")),
+        "{job_env:?}"
+    );
+
+    let pg = c("service-1");
+    assert_eq!(pg.image(), Some("postgres:16"));
+    assert_eq!(pg.essential(), Some(false));
+    assert_eq!(pg.command(), ["postgres", "-c", "fsync=off"]);
+    assert!(pg.environment().is_empty());
+    assert!(pg.port_mappings().is_empty());
+    let volumes: Vec<&str> = td.volumes().iter().map(|v| v.name().unwrap()).collect();
+    assert_eq!(volumes, ["fargate-builds", "fargate-bundle"]);
+
+    // No secret in the definition; the service variable and the job's key in the overrides.
+    assert!(!format!("{td:?}").contains("s3cret-pw"));
+    assert!(!format!("{td:?}").contains("POSTGRES_PASSWORD"));
+    let overrides = overrides_of(&moto, &task.id);
+    assert_eq!(
+        env(&overrides, "service-1", "POSTGRES_PASSWORD").as_deref(),
+        Some("s3cret-pw")
+    );
+    let key = ecs.spec(1).environment["SSH_PUBLIC_KEY"].clone();
+    assert_eq!(
+        env(&overrides, CONTAINER, "SSH_PUBLIC_KEY"),
+        Some(key.clone())
+    );
+    assert_eq!(env(&overrides, "job", "SSH_PUBLIC_KEY"), Some(key));
+    assert_eq!(env(&overrides, CONTAINER, "POSTGRES_PASSWORD"), None);
+}
+
+#[tokio::test]
+async fn the_same_content_is_registered_once_and_reused() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let r = response(1, "rust:1.85", vec![postgres()]);
+    let first = launcher
+        .launch(&spec_with(&ecs, 1, request(&ecs, &r)))
+        .await
+        .unwrap();
+    assert_eq!(launcher.api_calls().get("RegisterTaskDefinition"), 1);
+    // Another job with the same image and services: no new registration, same revision,
+    // although its service password differs (secrets are not content).
+    let other = response(
+        2,
+        "rust:1.85",
+        vec![postgres().with_variable("POSTGRES_PASSWORD", "other")],
+    );
+    let second = launcher
+        .launch(&spec_with(&ecs, 2, request(&ecs, &other)))
+        .await
+        .unwrap();
+    assert_eq!(launcher.api_calls().get("RegisterTaskDefinition"), 1);
+    assert_eq!(
+        task_definition_of(&moto, &first.id),
+        task_definition_of(&moto, &second.id)
+    );
+    // Other content: another family.
+    let third = response(3, "alpine:3.20", vec![]);
+    let third = launcher
+        .launch(&spec_with(&ecs, 3, request(&ecs, &third)))
+        .await
+        .unwrap();
+    assert_eq!(launcher.api_calls().get("RegisterTaskDefinition"), 2);
+    assert_ne!(
+        task_definition_of(&moto, &first.id),
+        task_definition_of(&moto, &third.id)
+    );
+    // A deregistered derived definition is not reused: a new revision is registered.
+    moto.ecs_client()
+        .deregister_task_definition()
+        .task_definition(task_definition_of(&moto, &first.id))
+        .send()
+        .await
+        .unwrap();
+    let fourth = launcher
+        .launch(&spec_with(&ecs, 4, request(&ecs, &r)))
+        .await
+        .unwrap();
+    assert_eq!(launcher.api_calls().get("RegisterTaskDefinition"), 3);
+    let (old, _) = definition(&moto, &task_definition_of(&moto, &first.id)).await;
+    let (new, _) = definition(&moto, &task_definition_of(&moto, &fourth.id)).await;
+    assert_eq!(old.family(), new.family());
+    assert_eq!(new.revision(), old.revision() + 1);
+}
+
+#[tokio::test]
+async fn two_prepares_racing_for_new_content_both_launch() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    // Each registration takes 300 ms: the second, concurrent one is refused as ECS refuses
+    // concurrent revisions of a family, then reuses the first's.
+    moto.set_register_hold(Duration::from_millis(300));
+    let r = response(1, "rust:1.85", vec![postgres()]);
+    let (a, b) = (
+        spec_with(&ecs, 1, request(&ecs, &r)),
+        spec_with(&ecs, 2, request(&ecs, &r)),
+    );
+    let (ra, rb) = tokio::join!(launcher.launch(&a), launcher.launch(&b));
+    let (ta, tb) = (ra.unwrap(), rb.unwrap());
+    let (da, _) = definition(&moto, &task_definition_of(&moto, &ta.id)).await;
+    let (db, _) = definition(&moto, &task_definition_of(&moto, &tb.id)).await;
+    assert_eq!(da.family(), db.family());
+    assert_eq!(da.container_definitions(), db.container_definitions());
+    assert!(
+        launcher.api_calls().get("RegisterTaskDefinition") >= 2,
+        "the race did not happen: {:?}",
+        launcher.api_calls().snapshot()
+    );
+}
+
+#[tokio::test]
+async fn a_refused_image_makes_no_ecs_call() {
+    fargate_testkit::require_fixture!(Moto);
+    let (_moto, ecs, launcher) = setup().await;
+    let driver = Driver::new(
+        options(&ecs),
+        Arc::new(launcher.clone()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    let job = JobContext::new(response(5, "evil/miner:latest", vec![]));
+    let failure = driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let err = failure.error().unwrap();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed);
+    assert!(
+        err.to_string().contains("allowed images: rust:*, alpine:*"),
+        "{err}"
+    );
+    let job = JobContext::new(response(6, "rust:1.85", vec![JobImage::new("mysql:8")]));
+    let failure = driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        failure
+            .to_string()
+            .contains("allowed services: postgres:*, redis:*"),
+        "{failure}"
+    );
+    assert_eq!(
+        launcher.api_calls().total(),
+        0,
+        "{:?}",
+        launcher.api_calls().snapshot()
+    );
+}
+
+#[tokio::test]
+async fn service_variables_beyond_the_override_limit_are_refused_before_any_call() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let big = JobImage::new("postgres:16").with_variable("BIG", "x".repeat(MAX_OVERRIDES_CHARS));
+    let r = response(1, "rust:1.85", vec![big]);
+    let err = launcher
+        .launch(&spec_with(&ecs, 1, request(&ecs, &r)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("8192"), "{err}");
+    assert_eq!(launcher.api_calls().total(), 0);
+    assert!(moto.run_task_requests().is_empty());
+    // Just under the limit passes, all of it in the overrides.
+    let fits = JobImage::new("postgres:16").with_variable("BIG", "x".repeat(7000));
+    let r = response(2, "rust:1.85", vec![fits]);
+    let task = launcher
+        .launch(&spec_with(&ecs, 2, request(&ecs, &r)))
+        .await
+        .unwrap();
+    assert_eq!(
+        env(&overrides_of(&moto, &task.id), "service-1", "BIG")
+            .unwrap()
+            .len(),
+        7000
+    );
+}
+
+#[tokio::test]
+async fn a_base_without_the_helper_container_is_a_configuration_error() {
+    fargate_testkit::require_fixture!(Moto);
+    let (_moto, ecs, launcher) = setup().await;
+    let r = response(1, "rust:1.85", vec![]);
+    let mut spec = spec_with(&ecs, 1, request(&ecs, &r));
+    spec.images.as_mut().unwrap().plan.helper = "nope".into();
+    let err = launcher.launch(&spec).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(
+        err.to_string().contains("has no container \"nope\""),
+        "{err}"
+    );
+    assert_eq!(launcher.api_calls().get("RegisterTaskDefinition"), 0);
+    assert_eq!(launcher.api_calls().get("RunTask"), 0);
+}
