@@ -54,6 +54,14 @@
 //! | `[Fargate] MaxTaskLifetime` | duration | `24h` | cap of a task's deadline (job timeout + `ReadyTimeout` + `StopTimeout` + 10 min), and the deadline of a job without a timeout |
 //! | `[Fargate] WatchInterval` | duration | `30s` | while a script runs, how often to check the task still runs (`0` disables) |
 //! | `[Fargate] ConsistencyWindow` | duration | `60s` | how long after a launch ECS may still answer "unknown task" (eventual consistency) |
+//! | `[Fargate.Images] AllowedImages` | list of patterns | none (images disabled) | job `image:` values that run (`*` wildcard); without it every job runs in the task image and its `image:` is ignored with a job-log line |
+//! | `[Fargate.Images] AllowedServices` | list of patterns | none | job `services:` images that run; a job with any other fails |
+//! | `[Fargate.Images] MaxServices` | integer | `4` | 0-7 services per job (ECS: 10 containers per task definition) |
+//! | `[Fargate.Images] JobSSHPort` | integer | `2222` | the bundle's SSH server in the job container; must differ from `[SSH] Port` |
+//! | `[Fargate.Images] BundlePath` | path | `/opt/fargate-bundle` | where the task image holds the tool bundle |
+//! | `[Fargate.Images] DefaultBuildsDir` | path | `/builds` | the builds directory shared by helper and job containers when `BuildsDir` is not set |
+//! | `[Fargate.Images] UnusedAfter` | duration | `168h` (7 days) | `fargate gc` removes derived task definitions unused this long |
+//! | `[Fargate.Images] MaxDerivedFamilies` | integer | `200` | `fargate gc` keeps at most this many derived families per base (least recently used go first) |
 //! | `[TaskMetadata] Directory` | path | `/var/lib/fargate-driver` (root) or `~/.local/state/fargate-driver` | job records; created 0700; a relative path is relative to the configuration file's directory |
 //! | `[SSH] Username` | string | `root` | |
 //! | `[SSH] Port` | integer | `22` | 1-65535 |
@@ -76,6 +84,7 @@
 //! beyond `MaxAttempts` × 2.
 
 pub(crate) mod duration;
+mod images;
 mod observability;
 mod reader;
 mod sections;
@@ -240,6 +249,6 @@ fn file_key(field: &str) -> &str {
         "ssh.port" => "[SSH] Port",
         "ssh.probe_interval" => "[SSH] ProbeInterval",
         "retry.max_attempts" => "[Retry] MaxAttempts",
-        other => other,
+        other => images::file_key(other).unwrap_or(other),
     }
 }

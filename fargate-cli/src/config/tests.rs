@@ -473,3 +473,43 @@ fn ecs_rules_are_checked_at_load_under_file_keys() {
     );
     assert!(shown.contains("hint: ECS tags:"), "{shown}");
 }
+
+#[test]
+fn images_keys_are_read_and_checked_under_their_names() {
+    let c = parse(MINIMAL).unwrap().config;
+    assert!(
+        !c.options.images.enabled(),
+        "images are disabled by default"
+    );
+    let text = format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"registry.example.com/ci/*\"]\n  AllowedServices = [\"postgres:*\"]\n  MaxServices = 2\n  JobSSHPort = 2022\n  BundlePath = \"/opt/b\"\n  DefaultBuildsDir = \"/work\"\n  UnusedAfter = \"48h\"\n  MaxDerivedFamilies = 50\n"
+    );
+    let images = parse(&text).unwrap().config.options.images;
+    assert_eq!(images.allowed_images, ["registry.example.com/ci/*"]);
+    assert_eq!(images.allowed_services, ["postgres:*"]);
+    assert_eq!(images.max_services, 2);
+    assert_eq!(images.job_ssh_port, 2022);
+    assert_eq!(images.bundle_source, "/opt/b");
+    assert_eq!(images.default_builds_dir, "/work");
+    assert_eq!(images.unused_after, Duration::from_secs(48 * 3600));
+    assert_eq!(images.max_derived_families, 50);
+
+    let shown = errors_of(&format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n  MaxServices = 9\n"
+    ));
+    assert!(
+        shown.contains(
+            "fargate.toml:9: [Fargate.Images] MaxServices = 9 must be an integer from 0 to 7"
+        ),
+        "{shown}"
+    );
+    let shown = errors_of(&format!(
+        "{MINIMAL}[SSH]\n  Port = 2222\n[Fargate.Images]\n  AllowedImages = [\"*\"]\n"
+    ));
+    assert!(
+        shown.contains(
+            "[Fargate.Images] JobSSHPort must be from 1 to 65535 and differ from ssh.port"
+        ),
+        "{shown}"
+    );
+}
