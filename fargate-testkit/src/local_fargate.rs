@@ -64,7 +64,7 @@ pub struct LocalFargate {
     /// The SSH user of the jobs.
     username: String,
     delay: Arc<Mutex<Duration>>,
-    servers: Arc<Mutex<HashMap<String, Sshd>>>,
+    servers: Arc<Mutex<HashMap<String, Vec<Sshd>>>>,
     events: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     watcher: Option<JoinHandle<()>>,
@@ -295,7 +295,7 @@ impl LocalFargate {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(task_arn);
-        if let Some(sshd) = server {
+        for sshd in server.into_iter().flatten() {
             sshd.kill();
         }
     }
@@ -334,13 +334,47 @@ async fn list_running(client: &aws_sdk_ecs::Client, cluster: &str) -> Result<Vec
     }
 }
 
-/// Gives each new running task an sshd, and takes it away when the task stops.
+/// The SSH port of the task's job container (a derived task definition's `job` container,
+/// [`fargate_core::images::JOB_CONTAINER`]) when the task has one with an SSH key override.
+async fn job_container_port(
+    client: &aws_sdk_ecs::Client,
+    task: &aws_sdk_ecs::types::Task,
+) -> Option<u16> {
+    let job = fargate_core::images::JOB_CONTAINER;
+    let overridden = task
+        .overrides()
+        .map(|o| o.container_overrides())
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.name() == Some(job));
+    if !overridden {
+        return None;
+    }
+    let out = client
+        .describe_task_definition()
+        .task_definition(task.task_definition_arn()?)
+        .send()
+        .await
+        .ok()?;
+    let port = out
+        .task_definition()?
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(job))?
+        .port_mappings()
+        .first()?
+        .container_port()?;
+    u16::try_from(port).ok()
+}
+
+/// Gives each new running task an sshd (two for a task of a job image: the helper's and the
+/// job container's), and takes them away when the task stops.
 async fn watch(
     moto: Arc<Moto>,
     cluster: String,
     options: LocalFargateOptions,
     delay: Arc<Mutex<Duration>>,
-    servers: Arc<Mutex<HashMap<String, Sshd>>>,
+    servers: Arc<Mutex<HashMap<String, Vec<Sshd>>>>,
     events: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 ) {
@@ -396,30 +430,42 @@ async fn watch(
                     continue;
                 }
                 let d = *delay.lock().unwrap_or_else(|p| p.into_inner());
-                let mut builder = Sshd::builder()
-                    .address(ip)
-                    .port(options.ssh_port)
-                    .start_delay(d);
-                if let Some(shell) = &options.login_shell {
-                    builder = builder.login_shell(shell);
-                }
-                for line in &options.sshd_config {
-                    builder = builder.config_line(line);
-                }
-                let started = builder.start().and_then(|s| s.authorize(&key).map(|()| s));
-                match started {
-                    Ok(sshd) => {
-                        log(format!(
-                            "sshd for {arn} on {ip}:{} (after {d:?})",
-                            options.ssh_port
-                        ));
-                        servers
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(arn.to_owned(), sshd);
+                // A task of a job image has a second SSH server: the job container's.
+                let job_port = job_container_port(&client, task).await;
+                let mut containers = vec![("helper", options.ssh_port)];
+                containers.extend(job_port.map(|port| ("job", port)));
+                let mut started = Vec::new();
+                for (container, port) in &containers {
+                    let mut builder = Sshd::builder().address(ip).port(*port).start_delay(d);
+                    if let Some(shell) = &options.login_shell {
+                        builder = builder.login_shell(shell);
                     }
-                    Err(e) => log(format!("cannot start sshd for {arn}: {e}")),
+                    for line in &options.sshd_config {
+                        builder = builder.config_line(line);
+                    }
+                    if job_port.is_some() {
+                        builder =
+                            builder.config_line(format!("SetEnv FARGATE_CONTAINER={container}"));
+                    }
+                    match builder.start().and_then(|s| s.authorize(&key).map(|()| s)) {
+                        Ok(sshd) => {
+                            log(format!(
+                                "sshd for {arn} on {ip}:{port} (after {d:?}){}",
+                                if *container == "job" {
+                                    " in the job container"
+                                } else {
+                                    ""
+                                }
+                            ));
+                            started.push(sshd);
+                        }
+                        Err(e) => log(format!("cannot start sshd for {arn}: {e}")),
+                    }
                 }
+                servers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(arn.to_owned(), started);
             }
         }
         let gone: Vec<String> = servers

@@ -116,7 +116,15 @@ impl Exec<'_> {
 
     fn run_stages(&mut self, job: &Job, ctx: &Ctx) -> JobStatus {
         for stage in RUN_STAGES_BEFORE {
-            let body = format!("echo {}", shell_quote(&format!("Running {stage}")));
+            let mut body = format!("echo {}", shell_quote(&format!("Running {stage}")));
+            if *stage == "get_sources" && !job.sources.is_empty() {
+                let _ = write!(
+                    body,
+                    "\nmkdir -p {0} && cd {0}\n{1}",
+                    shell_quote(&self.emu.builds_dir),
+                    job.sources.join("\n")
+                );
+            }
             if let Err(status) = self.run_stage(stage, &body, ctx, job) {
                 return status;
             }
@@ -401,8 +409,8 @@ impl Ctx {
             },
             "runner_info": { "timeout": 3600 },
             "variables": job.variables.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v, "public": true})).collect::<Vec<_>>(),
-            "image": null,
-            "services": [],
+            "image": job.image,
+            "services": job.services,
         });
         let _ = std::fs::write(&response_file, payload.to_string());
         let mut custom_env = vec![

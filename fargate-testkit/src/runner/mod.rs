@@ -64,6 +64,14 @@ pub struct Job {
     pub script: Vec<String>,
     /// The job's `after_script:` lines.
     pub after_script: Vec<String>,
+    /// The job's `image:` as the payload has it (`{"name": .., "entrypoint": ..}`); `None`
+    /// for a job without one.
+    pub image: Option<serde_json::Value>,
+    /// The job's `services:` as the payload has them.
+    pub services: Vec<serde_json::Value>,
+    /// What `get_sources` does in the builds directory (the runner's checkout); empty: it
+    /// only says that it ran.
+    pub sources: Vec<String>,
     /// React to markers in the stages' output, each once, when its marker first appears.
     pub on_output: Vec<(String, OnOutput)>,
     /// SIGKILL the first prepare attempt at this point.
@@ -85,6 +93,9 @@ impl Job {
             variables: Vec::new(),
             script: script.iter().map(|s| s.to_string()).collect(),
             after_script: Vec::new(),
+            image: None,
+            services: Vec::new(),
+            sources: Vec::new(),
             on_output: Vec::new(),
             kill_prepare: None,
             graceful_kill: Duration::from_secs(30),

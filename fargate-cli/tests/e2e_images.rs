@@ -1,0 +1,168 @@
+//! End to end with job images: the real `fargate` binary against a local Fargate whose
+//! tasks of a derived task definition have two SSH servers (helper and job container).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
+use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu};
+
+const IMAGES: &str = "[Fargate.Images]\n  AllowedImages = [\"alpine:*\"]\n  AllowedServices = [\"redis:*\"]\n  JobSSHPort = 2223\n";
+
+struct Rig {
+    fargate: LocalFargate,
+    emu: RunnerEmu,
+    _dir: tempfile::TempDir,
+    _builds: tempfile::TempDir,
+}
+
+async fn rig(extra: &str) -> Rig {
+    let fargate = LocalFargate::start(LocalFargateOptions::default()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metadata = dir.path().join("metadata");
+    let config = dir.path().join("fargate.toml");
+    std::fs::write(
+        &config,
+        format!("{}{extra}", fargate.fargate_toml(&metadata)),
+    )
+    .expect("write fargate.toml");
+    let mut emu = RunnerEmu::new(
+        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
+        &config,
+        fargate.driver_env(),
+    );
+    emu.metadata_dir = Some(metadata);
+    // The builds directory of this test alone, writable by the task's login user.
+    let builds = tempfile::Builder::new()
+        .prefix("fargate-e2e-builds-")
+        .tempdir()
+        .expect("builds dir");
+    std::fs::set_permissions(builds.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod builds dir");
+    emu.builds_dir = builds.path().display().to_string();
+    Rig {
+        fargate,
+        emu,
+        _dir: dir,
+        _builds: builds,
+    }
+}
+
+impl Rig {
+    async fn run(&self, job: Job) -> JobResult {
+        let emu = self.emu.clone();
+        tokio::task::spawn_blocking(move || emu.run(job))
+            .await
+            .expect("runner thread")
+    }
+}
+
+/// A job of image `image` whose checkout and scripts say where they ran.
+fn job(id: i64, image: &str) -> Job {
+    let mut job = Job::new(
+        id,
+        &[
+            "cat checkout.txt",
+            "echo \"build_script ran in ${FARGATE_CONTAINER:-the task image}\"",
+        ],
+    );
+    job.image = Some(serde_json::json!({"name": image, "entrypoint": [""]}));
+    job.sources = vec![
+        "echo \"sources checked out in ${FARGATE_CONTAINER:-the task image}\" > checkout.txt"
+            .into(),
+    ];
+    job.after_script =
+        vec!["echo \"after_script ran in ${FARGATE_CONTAINER:-the task image}\"".into()];
+    job
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_image_gets_sources_in_the_helper_and_runs_its_scripts_in_the_job_container() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig(IMAGES).await;
+    let mut job = job(21, "alpine:3.20");
+    job.services = vec![serde_json::json!({"name": "redis:7", "alias": "cache"})];
+    let result = rig.run(job).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    for expected in [
+        "the job runs in image alpine:3.20",
+        "service redis:7 runs as container service-1",
+        // get_sources ran in the helper, and the build (in the job container) sees its
+        // checkout in the shared builds directory.
+        "sources checked out in helper",
+        "build_script ran in job",
+        "after_script ran in job",
+    ] {
+        assert!(
+            result.log.contains(expected),
+            "missing {expected:?} in\n{}",
+            result.log
+        );
+    }
+    let events = rig.fargate.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains(":2223") && e.ends_with("in the job container")),
+        "{events:?}"
+    );
+    // The task ran from the derived definition, with the job's key for both containers.
+    let request = &rig.fargate.moto().run_task_requests()[0]["request"];
+    let td = request["taskDefinition"].as_str().unwrap();
+    assert!(td.contains(":task-definition/ci-coordinator-"), "{td}");
+    let overridden: Vec<&str> = request["overrides"]["containerOverrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(overridden, ["ci-coordinator", "job"]);
+    assert!(
+        rig.fargate.running_tasks().await.is_empty(),
+        "{}",
+        result.log
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_image_fails_the_build_before_any_task() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig(IMAGES).await;
+    let result = rig.run(job(22, "evil/miner:latest")).await;
+    assert_eq!(result.status, JobStatus::ScriptFailure(1), "{}", result.log);
+    assert!(
+        result.log.contains("allowed images: alpine:*"),
+        "{}",
+        result.log
+    );
+    assert!(rig.fargate.moto().run_task_requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_images_enabled_the_image_is_ignored_with_one_line() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig("").await;
+    let result = rig.run(job(23, "alpine:3.20")).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    assert_eq!(
+        result
+            .log
+            .matches("the job's image \"alpine:3.20\" is ignored")
+            .count(),
+        1,
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("build_script ran in the task image"),
+        "{}",
+        result.log
+    );
+    let request = &rig.fargate.moto().run_task_requests()[0]["request"];
+    assert_eq!(
+        request["taskDefinition"],
+        rig.fargate.ecs.task_definition.as_str()
+    );
+}
