@@ -69,6 +69,7 @@
 
 mod config;
 pub mod derived;
+pub mod derived_gc;
 mod details;
 pub mod doctor;
 mod errors;

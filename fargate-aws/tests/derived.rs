@@ -419,3 +419,91 @@ async fn a_base_without_the_helper_container_is_a_configuration_error() {
     assert_eq!(launcher.api_calls().get("RegisterTaskDefinition"), 0);
     assert_eq!(launcher.api_calls().get("RunTask"), 0);
 }
+
+#[tokio::test]
+async fn gc_removes_unused_derived_families_and_keeps_the_bound() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let mut families = Vec::new();
+    for (id, image) in [(1, "alpine:3.18"), (2, "alpine:3.19"), (3, "alpine:3.20")] {
+        let r = response(id, image, vec![]);
+        let task = launcher
+            .launch(&spec_with(&ecs, id, request(&ecs, &r)))
+            .await
+            .unwrap();
+        let arn = task_definition_of(&moto, &task.id);
+        families.push((
+            definition(&moto, &arn).await.0.family().unwrap().to_owned(),
+            arn,
+        ));
+    }
+    // The first was last used 8 days ago, the second 2 hours ago, the third just now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (i, ago) in [(0, 8 * 24 * 3600), (1, 2 * 3600)] {
+        moto.ecs_client()
+            .tag_resource()
+            .resource_arn(&families[i].1)
+            .tags(
+                aws_sdk_ecs::types::Tag::builder()
+                    .key(LAST_USED)
+                    .value((now - ago).to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let dry = launcher
+        .prune_derived(&ecs.task_definition, week, 10, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.removed, [families[0].0.clone()]);
+    assert_eq!(dry.kept.len(), 2);
+    assert!(
+        definition_exists(&moto, &families[0].1).await,
+        "a dry run changes nothing"
+    );
+
+    let report = launcher
+        .prune_derived(&ecs.task_definition, week, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(report.removed, [families[0].0.clone()], "{report}");
+    assert!(report.failed.is_empty(), "{report}");
+    assert!(
+        !definition_exists(&moto, &families[0].1).await,
+        "deregistered and deleted"
+    );
+    // At most one derived family: the least recently used of the others goes.
+    let report = launcher
+        .prune_derived(&ecs.task_definition, week, 1, false)
+        .await
+        .unwrap();
+    assert_eq!(report.removed, [families[1].0.clone()], "{report}");
+    assert_eq!(report.kept, [families[2].0.clone()], "{report}");
+    // The base is never touched; a job of a removed family registers it again.
+    assert!(definition_exists(&moto, &ecs.task_definition).await);
+    let r = response(4, "alpine:3.18", vec![]);
+    launcher
+        .launch(&spec_with(&ecs, 4, request(&ecs, &r)))
+        .await
+        .unwrap();
+}
+
+/// Whether ECS still has task definition `arn` (active or inactive, not deleted).
+async fn definition_exists(moto: &Moto, arn: &str) -> bool {
+    let Ok(out) = moto
+        .ecs_client()
+        .describe_task_definition()
+        .task_definition(arn)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    out.task_definition().is_some()
+}

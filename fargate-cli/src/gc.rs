@@ -1,5 +1,7 @@
 //! `fargate gc`: stops this runner's tasks that no live job owns and removes stale records
-//! ([`fargate_core::gc`]), then prints what it did.
+//! ([`fargate_core::gc`]), with job images also the derived task definitions unused for
+//! `[Fargate.Images] UnusedAfter` or beyond `MaxDerivedFamilies`
+//! ([`fargate_aws::derived_gc`]), then prints what it did.
 
 use std::io::Write;
 use std::time::Duration;
@@ -55,11 +57,11 @@ async fn collect_with(
         .namespace
         .clone()
         .unwrap_or_else(|| Namespace::default_for(&config.metadata_dir));
+    let images = config.options.images.clone();
+    let base = config.options.task.task_definition.clone();
     let observer: DynObserver = Arc::new(metrics.clone());
-    let launcher = ObservedLauncher::new(
-        Arc::new(EcsLauncher::from_env(config.ecs).await?),
-        observer.clone(),
-    );
+    let ecs = Arc::new(EcsLauncher::from_env(config.ecs).await?);
+    let launcher = ObservedLauncher::new(ecs.clone(), observer.clone());
     let store = FileMetadataStore::new(config.metadata_dir);
     let report = collect(&launcher, &store, &namespace, &options).await?;
     for task in report.tasks_with(Action::Removed) {
@@ -68,15 +70,36 @@ async fn collect_with(
             cause: StopCause::Gc,
         });
     }
+    // With job images, the derived task definitions of the base too.
+    let derived = if images.enabled() {
+        Some(
+            ecs.prune_derived(
+                &base,
+                images.unused_after,
+                images.max_derived_families,
+                args.dry_run,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let mut out = std::io::stdout().lock();
     let written = if args.json {
+        // The JSON report keeps its shape; the derived definitions' summary goes to stderr.
+        if let Some(derived) = &derived {
+            eprint!("{derived}");
+        }
         serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)
     } else {
-        write!(out, "{report}")
+        write!(out, "{report}").and_then(|()| match &derived {
+            Some(derived) => write!(out, "\n{derived}"),
+            None => Ok(()),
+        })
     };
     written
         .and_then(|()| writeln!(out))
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("writing the gc report", e))?;
-    Ok(report.has_failures())
+    Ok(report.has_failures() || derived.is_some_and(|d| !d.failed.is_empty()))
 }

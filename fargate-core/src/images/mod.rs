@@ -22,6 +22,7 @@
 //! [`stage_container`] says.
 
 mod plan;
+mod prune;
 mod request;
 mod route;
 
@@ -30,5 +31,6 @@ pub use plan::{
     ContainerPlan, ContainerRole, FAMILY_HASH_LEN, JOB_CONTAINER, MAX_FAMILY_LEN, Mount,
     SERVICE_CONTAINER_PREFIX, SERVICE_HOSTS_ENV, SSH_PORT_ENV, TaskPlan, derived_family,
 };
+pub use prune::{DerivedFamily, families_to_remove};
 pub use request::{ImageDecision, ImageRequest, decide};
 pub use route::{StageContainer, stage_container};
