@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, PropagateTags, Tag, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    ContainerStop, Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopDetails,
-    StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    ContainerStatus, ContainerStop, Error, ErrorKind, JobKey, Launched, ListedTask, Namespace,
+    Result, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -427,6 +427,22 @@ fn status_with_private_address(task: &Task) -> TaskStatus {
         .with_address(eni_detail(task, "privateIPv4Address").and_then(|ip| ip.parse().ok()))
         .with_stop(stop)
         .with_details(crate::details::task_details(task))
+        .with_containers(container_statuses(task))
+}
+
+/// The task's containers as ECS reports them.
+fn container_statuses(task: &Task) -> Vec<ContainerStatus> {
+    task.containers()
+        .iter()
+        .filter_map(|c| {
+            Some(
+                ContainerStatus::new(c.name()?, c.last_status().map(str::to_owned)).with_exit(
+                    c.reason().filter(|r| !r.is_empty()).map(str::to_owned),
+                    c.exit_code(),
+                ),
+            )
+        })
+        .collect()
 }
 
 #[async_trait]

@@ -89,6 +89,7 @@ async fn a_job_image_gets_sources_in_the_helper_and_runs_its_scripts_in_the_job_
     for expected in [
         "the job runs in image alpine:3.20",
         "service redis:7 runs as container service-1",
+        "service redis:7 (service-1) is running",
         // get_sources ran in the helper, and the build (in the job container) sees its
         // checkout in the shared builds directory.
         "sources checked out in helper",

@@ -302,6 +302,40 @@ pub struct TaskStatus {
     pub stop: Option<StopDetails>,
     /// Its timeline and shape, as far as the backend reports them.
     pub details: TaskDetails,
+    /// Its containers, when the backend reports them (empty otherwise).
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// One container of a task, as the backend reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContainerStatus {
+    /// The container's name in the task definition.
+    pub name: String,
+    /// The backend's status (ECS `lastStatus`: `PENDING`, `RUNNING`, `STOPPED`).
+    pub status: Option<String>,
+    /// The backend's reason (e.g. `CannotPullContainerError: ...`), if any.
+    pub reason: Option<String>,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+}
+
+impl ContainerStatus {
+    /// Container `name` in `status`, with no reason and no exit code.
+    pub fn new(name: impl Into<String>, status: Option<String>) -> Self {
+        ContainerStatus {
+            name: name.into(),
+            status,
+            ..ContainerStatus::default()
+        }
+    }
+
+    /// Sets the reason and exit code.
+    pub fn with_exit(mut self, reason: Option<String>, exit_code: Option<i32>) -> Self {
+        self.reason = reason;
+        self.exit_code = exit_code;
+        self
+    }
 }
 
 impl TaskStatus {
@@ -312,6 +346,7 @@ impl TaskStatus {
             address: None,
             stop: None,
             details: TaskDetails::default(),
+            containers: Vec::new(),
         }
     }
 
@@ -335,6 +370,12 @@ impl TaskStatus {
     /// Sets the task's timeline and shape.
     pub fn with_details(mut self, details: TaskDetails) -> Self {
         self.details = details;
+        self
+    }
+
+    /// Sets the containers.
+    pub fn with_containers(mut self, containers: Vec<ContainerStatus>) -> Self {
+        self.containers = containers;
         self
     }
 }

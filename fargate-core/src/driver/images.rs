@@ -6,11 +6,14 @@ use tokio::time::Instant;
 use crate::error::{Error, ErrorKind, Result};
 use crate::images::{self, ImageDecision, ImageRequest, StageContainer};
 use crate::job::JobContext;
-use crate::launcher::Endpoint;
+use crate::launcher::{Endpoint, TaskStatus};
 use crate::metadata::{ContainerLogin, JobRecord};
 use crate::shell::HostKey;
 
 use super::Driver;
+
+/// Bound on the one describe that reports the services' status.
+const SERVICE_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Driver {
     /// The job's checked image request, before any backend call: `None` when the job runs
@@ -65,7 +68,43 @@ impl Driver {
             .map_err(|e| e.with_context("container", images::JOB_CONTAINER))?;
         tracing::info!(%endpoint, host_key = %host_key, "the job container is ready");
         record.job_container = Some(ContainerLogin::new(endpoint, host_key));
+        self.report_services(record).await;
         Ok(())
+    }
+
+    /// Logs each service with its image and status (one describe); a service that stopped
+    /// is a warning with the backend's reason and exit code. Never fails prepare: the job
+    /// decides whether it needs the service.
+    async fn report_services(&self, record: &JobRecord) {
+        let (Some(task), Some(request)) = (
+            record.task.as_ref(),
+            record.spec.as_ref().and_then(|s| s.images.as_ref()),
+        ) else {
+            return;
+        };
+        if request.services.is_empty() {
+            return;
+        }
+        let status = match tokio::time::timeout(
+            SERVICE_STATUS_TIMEOUT,
+            self.launcher.describe(task),
+        )
+        .await
+        {
+            Ok(Ok(status)) => status,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "could not describe the task for its services' status");
+                return;
+            }
+            Err(_) => return,
+        };
+        for (warn, line) in Driver::service_lines(request, &status) {
+            if warn {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+        }
     }
 
     /// Probes `endpoint` every `[SSH] ProbeInterval` until it answers with its host key.
@@ -88,6 +127,47 @@ impl Driver {
             tokio::time::sleep_until((started + self.options.ssh.probe_interval).min(deadline))
                 .await;
         }
+    }
+
+    /// The job-log line of each service (`true`: a warning): its image, container and
+    /// status, and for a stopped one the backend's reason and exit code.
+    pub(super) fn service_lines(
+        request: &ImageRequest,
+        status: &TaskStatus,
+    ) -> Vec<(bool, String)> {
+        request
+            .services
+            .iter()
+            .map(|(container, image)| {
+                match status.containers.iter().find(|c| &c.name == container) {
+                    Some(c) if c.status.as_deref() == Some("STOPPED") => {
+                        let exit = c
+                            .exit_code
+                            .map(|code| format!(" with exit code {code}"))
+                            .unwrap_or_default();
+                        let reason = c.reason.as_deref().unwrap_or("no reason given");
+                        (
+                            true,
+                            format!("service {image} ({container}) stopped{exit}: {reason}"),
+                        )
+                    }
+                    Some(c) => (
+                        false,
+                        format!(
+                            "service {image} ({container}) is {}",
+                            c.status
+                                .as_deref()
+                                .unwrap_or("in an unknown state")
+                                .to_ascii_lowercase()
+                        ),
+                    ),
+                    None => (
+                        false,
+                        format!("service {image} ({container}): no status reported"),
+                    ),
+                }
+            })
+            .collect()
     }
 
     /// Where `stage` runs: the job container's server for the job's scripts when the job

@@ -10,8 +10,8 @@ use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    Launched, ListedTask, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState,
-    TaskStatus,
+    ContainerStatus, Launched, ListedTask, StopDetails, StopOutcome, TaskLauncher, TaskRef,
+    TaskSpec, TaskState, TaskStatus,
 };
 use crate::task_details::TaskDetails;
 
@@ -67,6 +67,8 @@ pub struct FakeTask {
     pub started_at: Option<std::time::SystemTime>,
     /// Its deadline, as a deadline tag would say ([`MemoryLauncher::set_deadline`]).
     pub deadline: Option<SystemTime>,
+    /// Its containers, as `describe` reports them ([`MemoryLauncher::set_containers`]).
+    pub containers: Vec<ContainerStatus>,
 }
 
 impl FakeTask {
@@ -147,6 +149,13 @@ impl MemoryLauncher {
         }
     }
 
+    /// Sets the containers `describe` reports for `task` (e.g. a service that stopped).
+    pub fn set_containers(&self, task: &TaskRef, containers: Vec<ContainerStatus>) {
+        if let Some(t) = self.lock().tasks.get_mut(&task.id) {
+            t.containers = containers;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LauncherState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -197,6 +206,7 @@ impl TaskLauncher for MemoryLauncher {
                         launched_at: Instant::now(),
                         started_at: None,
                         deadline: None,
+                        containers: Vec::new(),
                     },
                 );
                 TaskRef::new(id)
@@ -252,7 +262,8 @@ impl TaskLauncher for MemoryLauncher {
                 reclaimed: t.reclaimed,
                 ..StopDetails::default()
             }))
-            .with_details(details))
+            .with_details(details)
+            .with_containers(t.containers.clone()))
     }
 
     async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {

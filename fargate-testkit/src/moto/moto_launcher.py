@@ -170,6 +170,16 @@ def _init(self, *args, **kwargs):
             self.platform_version = "1.4.0"
         self.ephemeral_storage = {"sizeInGiB": _ephemeral_gib(self)}
         self.attributes = [{"name": "ecs.cpu-architecture", "value": _cpu_architecture(definition)}]
+    # ECS reports every container of the task; moto only the first definition's.
+    if definition is not None and len(definition.container_definitions) > 1:
+        containers = []
+        for cd in definition.container_definitions:
+            container = ecs_models.Container(definition)
+            container.name = cd.get("name")
+            container.image = cd.get("image")
+            container.last_status = "RUNNING"
+            containers.append(container)
+        self.containers = containers
     self._fgt_visible_at = time.monotonic() + _visibility_lag()
     boot = _provisioning_describes()
     self._fgt_boot_total = boot

@@ -149,3 +149,40 @@ async fn a_job_container_that_cannot_run_scripts_fails_prepare_and_stops_the_tas
     assert!(err.to_string().contains("container"), "{err}");
     r.assert_clean();
 }
+
+#[test]
+fn services_are_reported_with_status_and_a_stopped_one_with_its_reason() {
+    use crate::launcher::{ContainerStatus, TaskStatus};
+    let o = images_config(&["*"], &["*"]);
+    let mut response = JobResponse::new(1);
+    response.image = Some(JobImage::new("rust:1.85"));
+    response.services = vec![
+        JobImage::new("postgres:16"),
+        JobImage::new("redis:7"),
+        JobImage::new("mysql:8"),
+    ];
+    let crate::images::ImageDecision::Derived(request) =
+        crate::images::decide(&o, Some(&response)).unwrap()
+    else {
+        panic!("not derived")
+    };
+    let status = TaskStatus::new(TaskState::Running).with_containers(vec![
+        ContainerStatus::new("service-1", Some("RUNNING".into())),
+        ContainerStatus::new("service-2", Some("STOPPED".into())).with_exit(
+            Some("CannotPullContainerError: pull access denied for redis".into()),
+            None,
+        ),
+    ]);
+    assert_eq!(
+        Driver::service_lines(&request, &status),
+        [
+            (false, "service postgres:16 (service-1) is running".to_owned()),
+            (
+                true,
+                "service redis:7 (service-2) stopped: CannotPullContainerError: pull access denied for redis"
+                    .to_owned()
+            ),
+            (false, "service mysql:8 (service-3): no status reported".to_owned()),
+        ]
+    );
+}
