@@ -120,6 +120,34 @@ fn the_demo_runs_a_job_through_the_driver_and_stops_everything() {
 }
 
 #[test]
+fn the_demo_runs_a_job_with_an_image_in_two_containers() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let output = demo()
+        .args(["--image", "alpine:3.20"])
+        .output()
+        .expect("running the demo");
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for expected in [
+        "the job runs in image alpine:3.20",
+        "sources checked out in the helper container",
+        "this script runs in the job container",
+        "Job succeeded",
+        "Tasks still running in the local Fargate after cleanup: none",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+    assert_all_stopped(&stdout);
+}
+
+#[test]
 fn a_failing_job_makes_the_demo_exit_1_with_the_scripts_exit_code() {
     fargate_testkit::require_fixture!(LocalFargate);
     let output = demo().arg("--fail").output().expect("running the demo");

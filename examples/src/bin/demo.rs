@@ -35,7 +35,7 @@ const INTERRUPTED: u8 = 130;
 const SETUP_ERROR: u8 = 2;
 
 const USAGE: &str = "\
-usage: demo [--fargate PATH] [--fail] [--sleep SECS]
+usage: demo [--fargate PATH] [--fail] [--sleep SECS] [--image IMAGE]
 
 Runs a sample CI job through the real `fargate` binary, exactly as gitlab-runner would,
 against a local Fargate (moto's ECS emulator plus one real sshd per task, on loopback), prints
@@ -44,6 +44,9 @@ the job log, a per-stage summary and the job status, and stops everything it sta
   --fargate PATH  the driver binary (default: `fargate` next to this binary)
   --fail          make the job's script fail with exit code 3 (a script failure)
   --sleep SECS    add a step that sleeps SECS seconds (time to try Ctrl-C)
+  --image IMAGE   give the job `image: IMAGE` with job images enabled: get_sources runs in
+                  the helper container, the scripts in the job container (the local
+                  Fargate's second sshd)
   -h, --help      this text
 
 Needs root (sshd logs the job in as root), /usr/sbin/sshd and moto 5.2.5
@@ -90,6 +93,7 @@ struct Options {
     fargate: Option<PathBuf>,
     fail: bool,
     sleep: Option<u32>,
+    image: Option<String>,
     help: bool,
 }
 
@@ -103,6 +107,9 @@ impl Options {
                     o.fargate = Some(PathBuf::from(path));
                 }
                 "--fail" => o.fail = true,
+                "--image" => {
+                    o.image = Some(args.next().ok_or("--image needs an image name")?);
+                }
                 "--sleep" => {
                     let secs = args.next().ok_or("--sleep needs a number of seconds")?;
                     o.sleep = Some(
@@ -299,6 +306,17 @@ fn sample_job(options: &Options) -> Job {
         ("GREETING".into(), "héllo wörld, 你好 ✓".into()),
     ];
     job.after_script = vec![r#"echo "after_script: the job's status is $CI_JOB_STATUS""#.into()];
+    if let Some(image) = &options.image {
+        job.image = Some(serde_json::json!({ "name": image }));
+        job.sources = vec![
+            r#"echo "sources checked out in the $FARGATE_CONTAINER container" > CHECKOUT"#.into(),
+        ];
+        job.script.insert(0, "cat CHECKOUT".into());
+        job.script.insert(
+            1,
+            r#"echo "this script runs in the $FARGATE_CONTAINER container""#.into(),
+        );
+    }
     job
 }
 
@@ -507,8 +525,14 @@ fn worker(options: &Options) -> Result<u8, String> {
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let metadata = dir.path().join("metadata");
     let config = dir.path().join("fargate.toml");
-    std::fs::write(&config, local.fargate_toml(&metadata))
-        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let mut toml = local.fargate_toml(&metadata);
+    if let Some(image) = &options.image {
+        // Job images on: this image only, the job container's SSH server on its own port.
+        toml.push_str(&format!(
+            "[Fargate.Images]\n  AllowedImages = [{image:?}]\n  JobSSHPort = 2223\n"
+        ));
+    }
+    std::fs::write(&config, toml).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let mut emu = RunnerEmu::new(&fargate, &config, local.driver_env());
     emu.metadata_dir = Some(metadata);
     // The "task" is an sshd on this machine: keep the job's files in our temporary directory.
