@@ -30,9 +30,11 @@ impl Bundle {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bundle/bin");
         std::fs::create_dir_all(&bin).unwrap();
-        for f in ["until-deadline.sh"] {
-            std::fs::copy(task_image(f), dir.path().join("bundle").join(f)).unwrap();
-        }
+        std::fs::copy(
+            task_image("until-deadline.sh"),
+            dir.path().join("bundle/until-deadline.sh"),
+        )
+        .unwrap();
         std::fs::copy(
             task_image("bundle-entrypoint.sh"),
             dir.path().join("bundle/entrypoint.sh"),

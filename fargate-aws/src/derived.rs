@@ -16,8 +16,8 @@
 //!    ("Too many concurrent attempts..."), and the loser describes again and reuses the
 //!    winner's, or registers once more after a short pause.
 //!
-//! The plan holds no secret; service variables go in `RunTask`'s container overrides
-//! ([`crate::launcher`]), within ECS's 8192 characters.
+//! The plan holds no secret; service variables go in `RunTask`'s container overrides,
+//! within ECS's 8192 characters.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -54,6 +54,25 @@ impl fmt::Display for PruneReport {
     }
 }
 
+/// Every item of a paginated listing: `page(next token)` gives a page's items and the
+/// token of the next page (none or empty: the last).
+async fn all_pages<F, Fut>(mut page: F) -> Result<Vec<String>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<String>, Option<String>)>>,
+{
+    let mut items = Vec::new();
+    let mut next = None;
+    loop {
+        let (mut found, token) = page(next.take()).await?;
+        items.append(&mut found);
+        match token {
+            Some(t) if !t.is_empty() => next = Some(t),
+            _ => return Ok(items),
+        }
+    }
+}
+
 /// The family of a task definition named as `family`, `family:revision` or an ARN.
 fn family_of(task_definition: &str) -> &str {
     let name = task_definition
@@ -124,57 +143,51 @@ impl EcsLauncher {
 
     /// Active families starting with `prefix`.
     async fn families(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
+        let names = all_pages(|next| async move {
             let out = self
                 .ecs_client()
                 .list_task_definition_families()
                 .family_prefix(prefix)
                 .status(TaskDefinitionFamilyStatus::Active)
-                .set_next_token(next.take())
+                .set_next_token(next)
                 .send()
                 .await
                 .map_err(|e| Error::from(errors::sdk(e, "ListTaskDefinitionFamilies")))?;
-            names.extend(
-                out.families()
-                    .iter()
-                    .filter(|f| f.starts_with(prefix))
-                    .cloned(),
-            );
-            match out.next_token() {
-                Some(t) if !t.is_empty() => next = Some(t.to_owned()),
-                _ => return Ok(names),
-            }
-        }
+            Ok((out.families().to_vec(), out.next_token().map(str::to_owned)))
+        })
+        .await?;
+        Ok(names
+            .into_iter()
+            .filter(|f| f.starts_with(prefix))
+            .collect())
     }
 
     /// The ARNs of `family`'s revisions in `status`.
     async fn revisions(&self, family: &str, status: TaskDefinitionStatus) -> Result<Vec<String>> {
-        let mut arns = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let out = self
-                .ecs_client()
-                .list_task_definitions()
-                .family_prefix(family)
-                .status(status.clone())
-                .set_next_token(next.take())
-                .send()
-                .await
-                .map_err(|e| Error::from(errors::sdk(e, "ListTaskDefinitions")))?;
-            // familyPrefix matches other families too: keep `family` itself.
-            arns.extend(
-                out.task_definition_arns()
-                    .iter()
-                    .filter(|arn| family_of(arn) == family)
-                    .cloned(),
-            );
-            match out.next_token() {
-                Some(t) if !t.is_empty() => next = Some(t.to_owned()),
-                _ => return Ok(arns),
+        let arns = all_pages(|next| {
+            let status = status.clone();
+            async move {
+                let out = self
+                    .ecs_client()
+                    .list_task_definitions()
+                    .family_prefix(family)
+                    .status(status)
+                    .set_next_token(next)
+                    .send()
+                    .await
+                    .map_err(|e| Error::from(errors::sdk(e, "ListTaskDefinitions")))?;
+                Ok((
+                    out.task_definition_arns().to_vec(),
+                    out.next_token().map(str::to_owned),
+                ))
             }
-        }
+        })
+        .await?;
+        // familyPrefix matches other families too: keep `family` itself.
+        Ok(arns
+            .into_iter()
+            .filter(|arn| family_of(arn) == family)
+            .collect())
     }
 
     async fn remove_family(&self, family: &str) -> Result<()> {
