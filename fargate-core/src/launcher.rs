@@ -55,7 +55,8 @@ pub struct TaskSpec {
     /// its hash) instead of [`task_definition`](Self::task_definition) itself, gives
     /// `environment` to the job container too, and the request's secrets to their
     /// containers as overrides. `None`: the task definition as it is. A launcher that
-    /// cannot derive definitions refuses a spec with it ([`ErrorKind::Unsupported`]).
+    /// cannot derive definitions should refuse a spec with it ([`ErrorKind::Unsupported`])
+    /// rather than run the base definition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<Box<ImageRequest>>,
 }
