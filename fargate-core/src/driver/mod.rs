@@ -130,6 +130,9 @@ pub struct TaskDefinitionChoice {
     pub task_definition: String,
     /// Fargate platform version; `None` for the launcher's default.
     pub platform_version: Option<String>,
+    /// The job's own image and services, once checked ([`crate::images`]); `None`: the
+    /// task definition as it is. [`resolve_task_definition`] leaves it `None`.
+    pub images: Option<Box<crate::images::ImageRequest>>,
 }
 
 /// The task definition and platform version for `job`, with job variables checked against
@@ -184,6 +187,7 @@ pub fn resolve_task_definition(
     Ok(TaskDefinitionChoice {
         task_definition: td,
         platform_version: pv,
+        images: None,
     })
 }
 

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::CancelBudget;
 use crate::error::{Error, ErrorKind, Failure, Result};
-use crate::images::ImageRequest;
 use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Endpoint, Launched, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
@@ -72,13 +71,14 @@ impl Driver {
         let key = identity.key();
         // A job variable asking for what the job may not have is a `NotAllowed` error: its
         // failure class makes it the job's own fault, not the system's.
-        let choice = resolve_task_definition(&self.options, &self.admin, job)?;
+        let mut choice = resolve_task_definition(&self.options, &self.admin, job)?;
         // The same for the task's shape (sizes, capacity, role, network).
         let shape = self.decide_shape(job, &identity).await?;
-        let images = self.job_images(job)?;
+        // And for its image and services (no backend call: the allowlist, the plan).
+        choice.images = self.job_images(job)?;
         self.locked(
             &key,
-            self.prepare_locked(start, identity, job, choice, shape, images, cancel),
+            self.prepare_locked(start, identity, job, choice, shape, cancel),
         )
         .await
     }
@@ -91,7 +91,6 @@ impl Driver {
         job: &JobContext,
         choice: TaskDefinitionChoice,
         shape: ShapeDecision,
-        images: Option<Box<ImageRequest>>,
         cancel: &CancellationToken,
     ) -> std::result::Result<PrepareReport, Failure> {
         let key = identity.key();
@@ -123,7 +122,7 @@ impl Driver {
             ),
         ]);
         spec.deadline = Some(deadline);
-        spec.images = images;
+        spec.images = choice.images;
         let mut record = JobRecord::new(identity, keys.private_key);
         record.spec = Some(spec.clone());
 

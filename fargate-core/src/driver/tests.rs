@@ -741,6 +741,7 @@ fn task_definition_precedence() {
     let choice = |td: &str, pv: &str| TaskDefinitionChoice {
         task_definition: td.into(),
         platform_version: Some(pv.into()),
+        images: None,
     };
     assert_eq!(
         resolve_task_definition(&c, &none, &j).unwrap(),
