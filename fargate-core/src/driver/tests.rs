@@ -1500,4 +1500,5 @@ async fn a_failed_prepare_reports_its_rollback_stop() {
         "{events:#?}"
     );
 }
+
 mod images;
