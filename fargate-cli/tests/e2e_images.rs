@@ -19,7 +19,13 @@ struct Rig {
 }
 
 async fn rig(extra: &str) -> Rig {
-    let fargate = LocalFargate::start(LocalFargateOptions::default()).await;
+    // No visibility lag: the job log's service lines come from a describe, and these tests
+    // check them (the lag has its own e2e tests).
+    let fargate = LocalFargate::start(LocalFargateOptions {
+        visibility_lag: std::time::Duration::ZERO,
+        ..LocalFargateOptions::default()
+    })
+    .await;
     let dir = tempfile::tempdir().expect("temp dir");
     let metadata = dir.path().join("metadata");
     let config = dir.path().join("fargate.toml");
