@@ -916,8 +916,12 @@ async fn gc_while_jobs_run_touches_none_of_their_tasks() {
     for (code, out) in &outputs {
         assert_eq!(*code, 0, "{out}");
         assert!(!out.contains("stopped task"), "{out}");
-        // The job that ran it was in its script: its task was listed and kept.
-        assert!(out.contains("kept task"), "{out}");
+        // The job that ran it was in its script: its task was kept, or (a job now reaches its
+        // script within ECS's visibility lag) not listed yet and its record kept for that.
+        assert!(
+            out.contains("kept task") || out.contains("its task may not be listed yet"),
+            "{out}"
+        );
     }
     for stop in rig.fargate.proxy().requests_of("StopTask") {
         let body = stop.json();
