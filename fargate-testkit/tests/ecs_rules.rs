@@ -1120,12 +1120,13 @@ async fn concurrent_revisions_of_a_family_are_refused_and_inactive_ones_not_used
     let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
     moto.set_register_hold(Duration::from_millis(400));
     let one = || register_containers(&client, "raced", vec![container("a", true).build()], &[]);
-    let (first, second) = tokio::join!(one(), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        one().await
-    });
-    first.unwrap();
-    let message = refused(second, "ClientException");
+    // Both are sent at once; the hold keeps the first one ECS takes in flight, so the other
+    // one (whichever it is) arrives while it registers.
+    let refusal = match tokio::join!(one(), one()) {
+        (Ok(_), refusal @ Err(_)) | (refusal @ Err(_), Ok(_)) => refusal,
+        other => panic!("expected one registration and one refusal: {other:?}"),
+    };
+    let message = refused(refusal, "ClientException");
     assert_eq!(
         message,
         "Too many concurrent attempts to create a new revision of the specified family."
