@@ -101,7 +101,11 @@ pub fn task_tags(
     let own = [
         (JOB_KEY, Some(job.key().as_str().to_owned())),
         (NAMESPACE, Some(job.namespace.as_str().to_owned())),
-        (JOB_ID, Some(job.job_id.to_string())),
+        // A warm pool slot is no job: its key names it, and no job id is made up.
+        (
+            JOB_ID,
+            (!job.is_pool_slot()).then(|| job.job_id.to_string()),
+        ),
         (PROJECT_ID, job.project_id.map(|id| id.to_string())),
         (PROJECT, job.project_path.clone()),
         (JOB_NAME, job.job_name.clone()),
@@ -196,6 +200,12 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, [JOB_KEY, NAMESPACE, JOB_ID]);
+        let slot = JobIdentity::pool_slot(Namespace::parse("ci").unwrap(), 7);
+        let tags: BTreeMap<_, _> = task_tags(&BTreeMap::new(), &slot, None)
+            .into_iter()
+            .collect();
+        assert_eq!(tags.keys().collect::<Vec<_>>(), [JOB_KEY, NAMESPACE]);
+        assert_eq!(tags[JOB_KEY], "ci_pool_0000000000000007");
     }
 
     #[test]

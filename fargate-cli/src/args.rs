@@ -96,6 +96,42 @@ pub enum Command {
                       prints its summary."
     )]
     Doctor(DoctorArgs),
+    /// Look after the warm pool of idle tasks ([Fargate.WarmPool]).
+    #[command(
+        long_about = "Look after the warm pool ([Fargate.WarmPool]): tasks started ahead of \
+                      jobs, each claimed by one job, whose key is swapped for the job's before \
+                      any script runs. `status` lists the pool's tasks as recorded; `fill` \
+                      stops expired ones and starts tasks until Size are idle (--wait: until \
+                      each answers SSH, so that claims do not wait); `drain` stops every idle \
+                      task. Idle tasks are billed. Exit code 0 when all went well."
+    )]
+    Pool(PoolArgs),
+}
+
+/// Options of `fargate pool`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PoolArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: PoolAction,
+    /// Print one JSON document instead of the human summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `fargate pool` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum PoolAction {
+    /// List the pool's tasks as recorded (no AWS call).
+    Status,
+    /// Stop expired tasks and start tasks until the pool is full.
+    Fill {
+        /// Also wait until every idle task answers SSH.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop every idle task of the pool.
+    Drain,
 }
 
 /// Options of the hidden `fargate keeper` (see `fargate_ssh::keeper`).
@@ -253,6 +289,33 @@ mod tests {
         assert_eq!(a.task_def.as_deref(), Some("td:3"));
         assert_eq!(a.platform_version.as_deref(), Some("1.4.0"));
         assert_eq!(a.config, PathBuf::from("config.toml"));
+    }
+
+    #[test]
+    fn pool_takes_its_actions() {
+        for (argv, want, json) in [
+            (
+                &["fargate", "pool", "status"][..],
+                PoolAction::Status,
+                false,
+            ),
+            (
+                &["fargate", "pool", "fill", "--wait", "--json"],
+                PoolAction::Fill { wait: true },
+                true,
+            ),
+            (
+                &["fargate", "pool", "--json", "drain"],
+                PoolAction::Drain,
+                true,
+            ),
+        ] {
+            match parse(argv).unwrap().command {
+                Command::Pool(p) => assert_eq!((p.action, p.json), (want, json), "{argv:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(parse(&["fargate", "pool"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod job_log;
 mod keeper;
 mod logging;
 mod metrics;
+mod pool;
 mod signals;
 mod stages;
 

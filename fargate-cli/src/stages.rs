@@ -85,6 +85,15 @@ async fn execute(args: Args) -> i32 {
             Err(_) => 2,
         };
     }
+    if let Command::Pool(pool) = &args.command {
+        return match setup(&args) {
+            Ok(config) => crate::pool::run(&args, pool, config).await,
+            Err(err) => {
+                print_plain(&err);
+                2
+            }
+        };
+    }
     if let Command::Gc(gc) = &args.command {
         return match setup(&args) {
             Ok(config) => crate::gc::run(gc, config).await,

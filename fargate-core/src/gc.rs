@@ -13,6 +13,12 @@
 //! | has a record older than [`GcOptions::max_age`] | stopped |
 //! | any, when the task is past its deadline ([`ListedTask::deadline`]) | stopped |
 //! | has a record younger than that (its run stages are going on) | kept |
+//! | is a warm pool slot ([`crate::driver::pool`]) idle past its maximum idle time, or claimed by a job that never recorded the task | stopped |
+//! | is a warm pool slot otherwise | kept |
+//!
+//! A task belongs to the job whose record names it; only a task no record names belongs to
+//! the job its tags name (a warm pool task's tags name its pool slot, not the job that
+//! claimed it).
 //!
 //! Since it takes each job's lock (trying once, never waiting) before deciding, it is safe
 //! to run while jobs run, and two runs at once never act on the same job together. When it
@@ -178,9 +184,23 @@ pub async fn collect(
     options: &GcOptions,
 ) -> Result<GcReport> {
     let listed = launcher.list(namespace).await?;
+    // A task belongs to the job whose record names it, whatever its tags say: a warm pool
+    // task's tags name its pool slot, and the job that claimed it records it.
+    let mut owners: BTreeMap<String, JobKey> = BTreeMap::new();
+    for key in store.list().await? {
+        if key.is_pool_slot() {
+            continue;
+        }
+        if let Ok(Some(record)) = store.get(&key).await {
+            for task in record.known_tasks() {
+                owners.insert(task.id, key.clone());
+            }
+        }
+    }
     let mut by_job: BTreeMap<Option<JobKey>, Vec<ListedTask>> = BTreeMap::new();
     for task in listed {
-        by_job.entry(task.key.clone()).or_default().push(task);
+        let owner = owners.get(&task.task.id).cloned().or(task.key.clone());
+        by_job.entry(owner).or_default().push(task);
     }
     let mut report = GcReport {
         dry_run: options.dry_run,
@@ -280,6 +300,23 @@ fn judge(record: Option<&JobRecord>, options: &GcOptions, now: SystemTime) -> Ve
     };
     if record.phase == Phase::Stopping {
         return Verdict::Stop("its job's cleanup began and did not finish".into());
+    }
+    if let Some(pool) = &record.pool {
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match &pool.claimed_by {
+            Some(job) if record_is_dead(record, options, now) => {
+                return Verdict::Stop(format!(
+                    "the warm pool task was claimed by {job}, which never took it over"
+                ));
+            }
+            Some(_) => {}
+            None if now_secs >= pool.idle_until => {
+                return Verdict::Stop(
+                    "the warm pool task was idle longer than the pool's maximum idle time".into(),
+                );
+            }
+            None => return Verdict::Keep("an idle task of the warm pool".into()),
+        }
     }
     if let Some(age) = too_old(record, options, now) {
         return Verdict::Stop(age);

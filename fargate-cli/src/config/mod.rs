@@ -61,6 +61,10 @@
 //! | `[Fargate.Images] BundlePath` | path | `/opt/fargate-bundle` | where the task image holds the tool bundle |
 //! | `[Fargate.Images] DefaultBuildsDir` | path | `/builds` | the builds directory shared by helper and job containers when `BuildsDir` is not set |
 //! | `[Fargate.Images] UnusedAfter` | duration | `168h` (7 days) | `fargate gc` removes derived task definitions unused this long |
+//! | `[Fargate.WarmPool] Size` | integer | `0` (no pool) | idle tasks kept ready for jobs (at most 50); each is billed while it waits |
+//! | `[Fargate.WarmPool] MaxIdleTime` | duration | `30m` | an idle task older than this is stopped (and replaced) |
+//! | `[Fargate.WarmPool] CPU` / `Memory` | integer | the default job size | size of the pool's tasks; only jobs that get exactly this size use them |
+//! | `[Fargate.WarmPool] ClaimTimeout` | duration | `10s` | how long prepare waits for a claimed ready task to answer before it launches a task of the job's own |
 //! | `[Fargate.Images] MaxDerivedFamilies` | integer | `200` | `fargate gc` keeps at most this many derived families per base (least recently used go first) |
 //! | `[TaskMetadata] Directory` | path | `/var/lib/fargate-driver` (root) or `~/.local/state/fargate-driver` | job records; created 0700; a relative path is relative to the configuration file's directory |
 //! | `[SSH] Username` | string | `root` | |
@@ -86,6 +90,7 @@
 pub(crate) mod duration;
 mod images;
 mod observability;
+mod pool;
 mod reader;
 mod sections;
 mod shape;
@@ -249,6 +254,8 @@ fn file_key(field: &str) -> &str {
         "ssh.port" => "[SSH] Port",
         "ssh.probe_interval" => "[SSH] ProbeInterval",
         "retry.max_attempts" => "[Retry] MaxAttempts",
-        other => images::file_key(other).unwrap_or(other),
+        other => images::file_key(other)
+            .or_else(|| pool::file_key(other))
+            .unwrap_or(other),
     }
 }

@@ -191,6 +191,9 @@ fn read_fargate(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     if let Some(images) = r.subtable(&mut t, "Images") {
         super::images::read_images(r, images, &mut c.options.images);
     }
+    if let Some(pool) = r.subtable(&mut t, "WarmPool") {
+        super::pool::read_pool(r, pool, &mut c.options.pool);
+    }
     if let Some(list) = r.string_list(&mut t, "AllowedTaskDefinitions") {
         c.options.task.allowed_task_definitions = list;
     }

@@ -37,6 +37,7 @@
 //! stops every task.
 
 mod images;
+pub mod pool;
 mod prepare;
 mod run;
 mod shape;
@@ -213,6 +214,8 @@ pub struct PrepareReport {
     pub probes: u32,
     /// The shape the task got (after clamps and fallbacks).
     pub shape: crate::TaskShape,
+    /// Whether the task came from the warm pool ([`pool`]).
+    pub warm: bool,
     /// The job's summary: timeline, shape and cost so far.
     pub summary: JobSummary,
 }

@@ -15,7 +15,7 @@ use crate::launcher::{Endpoint, Launched, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
 use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint};
 use crate::retry::jittered;
-use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
+use crate::shell::{CapturedOutput, HostKey, KeyPair, RunOutcome, RunRequest};
 use crate::task_details::TaskDetails;
 
 use super::shape::ShapeDecision;
@@ -38,14 +38,14 @@ const FIRST_PROBE_RETRY: Duration = Duration::from_millis(25);
 /// entrypoint may install it a moment after sshd starts).
 const LOGIN_GRACE: Duration = Duration::from_secs(3);
 
-struct Ready {
-    endpoint: Endpoint,
-    host_key: HostKey,
-    address_known: Duration,
-    describe_calls: u32,
-    probes: u32,
+pub(super) struct Ready {
+    pub(super) endpoint: Endpoint,
+    pub(super) host_key: HostKey,
+    pub(super) address_known: Duration,
+    pub(super) describe_calls: u32,
+    pub(super) probes: u32,
     /// What the last describe reported.
-    details: TaskDetails,
+    pub(super) details: TaskDetails,
 }
 
 impl Driver {
@@ -101,6 +101,50 @@ impl Driver {
         }
 
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
+        // A job whose task would be exactly a pool task claims one (before the refill
+        // below counts the idle ones); the refill runs beside the rest of prepare.
+        let job_timeout = job.response.as_ref().and_then(|r| r.timeout);
+        let claim = match self.pool_template() {
+            Ok(Some(template)) if Self::fits_pool(&template, &choice, &shape.shape) => {
+                let needed_until =
+                    SystemTime::now() + self.options.timeouts.task_lifetime(job_timeout);
+                self.claim(&key, &template, needed_until).await
+            }
+            Ok(_) => None,
+            Err(err) => {
+                tracing::warn!(error = %err, "the warm pool's settings are unusable; launching a task for the job");
+                None
+            }
+        };
+        let work = async {
+            if let Some(claim) = claim {
+                let record = JobRecord::new(identity.clone(), keys.private_key.clone());
+                if let Some(report) = self
+                    .prepare_warm(start, claim, record, &keys.public_key, cancel)
+                    .await?
+                {
+                    return Ok(report);
+                }
+            }
+            self.prepare_cold(start, identity, job, choice, shape, keys, cancel)
+                .await
+        };
+        let (result, _) = tokio::join!(work, self.refill_pool());
+        result
+    }
+
+    /// Prepare with a task of the job's own.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_cold(
+        &self,
+        start: Instant,
+        identity: JobIdentity,
+        job: &JobContext,
+        choice: TaskDefinitionChoice,
+        shape: ShapeDecision,
+        keys: KeyPair,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<PrepareReport, Failure> {
         let ShapeDecision {
             shape,
             fallbacks,
@@ -245,6 +289,7 @@ impl Driver {
             describe_calls: ready.describe_calls,
             probes: ready.probes,
             shape: spec.shape,
+            warm: false,
         })
     }
 
@@ -374,7 +419,7 @@ impl Driver {
     ///
     /// A task the launcher does not know yet is "not visible yet" until
     /// `[Fargate] ConsistencyWindow` after `launched`; after that it is gone.
-    async fn wait_ready(
+    pub(super) async fn wait_ready(
         &self,
         launch: &Launched,
         launched: Instant,
@@ -574,7 +619,7 @@ impl Driver {
     }
 
     /// Stops whatever prepare may have launched, and returns `err` as the failure.
-    async fn roll_back(&self, record: JobRecord, err: Error) -> Failure {
+    pub(super) async fn roll_back(&self, record: JobRecord, err: Error) -> Failure {
         // The error itself is reported once, by the caller; the stops are events.
         tracing::debug!(error = %err, "prepare failed; stopping the task it started");
         let key = record.key.clone();

@@ -33,7 +33,7 @@ impl Driver {
         let identity = self.identity(job)?;
         let key = identity.key();
         self.locked(&key, async {
-            let report = match self.load_record_for_cleanup(&identity, job).await? {
+            let mut report = match self.load_record_for_cleanup(&identity, job).await? {
                 Some(record) => {
                     let summary = match &record.task {
                         Some(task) => self.describe_for_summary(task).await.map(|details| {
@@ -53,6 +53,8 @@ impl Driver {
                     summary: None,
                 },
             };
+            // A warm task the job claimed but had not recorded yet (prepare was killed).
+            report.stopped.extend(self.stop_claimed_slots(&key).await);
             self.observe_stops(&report.stopped, StopCause::Cleanup);
             Ok(report)
         })

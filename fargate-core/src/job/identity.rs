@@ -111,6 +111,9 @@ pub enum IdentitySource {
     /// The `CI_JOB_ID` job variable, which the pipeline can set: only for runners older
     /// than 14.1, with a warning.
     Variables,
+    /// Not a job: a task of the runner's warm pool ([`crate::driver::pool`]), waiting for a
+    /// job to claim it. `job_id` is the pool slot's random number.
+    Pool,
 }
 
 /// The job as the driver identifies it: its GitLab job id in the runner's namespace, and
@@ -164,22 +167,59 @@ impl JobIdentity {
         }
     }
 
-    /// The job's key: `<namespace>-<job id>`.
+    /// The identity of warm pool slot `slot` ([`IdentitySource::Pool`]): no job, no project.
+    pub fn pool_slot(namespace: Namespace, slot: u64) -> Self {
+        JobIdentity {
+            namespace,
+            job_id: slot,
+            source: IdentitySource::Pool,
+            project_id: None,
+            project_path: None,
+            job_name: None,
+        }
+    }
+
+    /// Whether this is a warm pool slot rather than a job.
+    pub fn is_pool_slot(&self) -> bool {
+        self.source == IdentitySource::Pool
+    }
+
+    /// The job's key: `<namespace>-<job id>`; for a warm pool slot
+    /// `<namespace>_pool_<16 hex digits>`, which no job's key can be (a namespace has no
+    /// `_`).
     pub fn key(&self) -> JobKey {
-        JobKey(format!("{}-{}", self.namespace, self.job_id))
+        match self.source {
+            IdentitySource::Pool => JobKey(format!(
+                "{}{POOL_KEY_INFIX}{:016x}",
+                self.namespace, self.job_id
+            )),
+            _ => JobKey(format!("{}-{}", self.namespace, self.job_id)),
+        }
     }
 
     /// Whether `other` is the same job (same namespace and job id).
     pub fn same_job(&self, other: &JobIdentity) -> bool {
-        self.namespace == other.namespace && self.job_id == other.job_id
+        self.namespace == other.namespace
+            && self.job_id == other.job_id
+            && self.is_pool_slot() == other.is_pool_slot()
     }
 }
 
 impl fmt::Display for JobIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "job {} of namespace {}", self.job_id, self.namespace)
+        match self.source {
+            IdentitySource::Pool => write!(
+                f,
+                "warm pool slot {:016x} of namespace {}",
+                self.job_id, self.namespace
+            ),
+            _ => write!(f, "job {} of namespace {}", self.job_id, self.namespace),
+        }
     }
 }
+
+/// What separates the namespace from the slot number in a warm pool slot's key.
+const POOL_KEY_INFIX: &str = "_pool_";
 
 /// Longest job key.
 pub const MAX_KEY_LEN: usize = 97;
@@ -210,6 +250,19 @@ impl JobKey {
     /// The key as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether this names a warm pool slot of `namespace` (see [`JobIdentity::pool_slot`]).
+    pub fn is_pool_slot_of(&self, namespace: &Namespace) -> bool {
+        self.0
+            .strip_prefix(namespace.as_str())
+            .and_then(|rest| rest.strip_prefix(POOL_KEY_INFIX))
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// Whether this names a warm pool slot of any namespace.
+    pub fn is_pool_slot(&self) -> bool {
+        self.0.contains(POOL_KEY_INFIX)
     }
 }
 
@@ -273,6 +326,23 @@ mod tests {
             JobIdentity::from_response(Namespace::parse("cd").unwrap(), &JobResponse::new(42));
         assert!(!id.same_job(&other));
         assert_ne!(id.key(), other.key());
+    }
+
+    #[test]
+    fn pool_slot_keys_are_no_job_keys() {
+        let ns = Namespace::parse("ci").unwrap();
+        let slot = JobIdentity::pool_slot(ns.clone(), 0xab);
+        assert_eq!(slot.key().as_str(), "ci_pool_00000000000000ab");
+        assert!(JobKey::parse(slot.key().as_str()).is_ok());
+        assert!(slot.key().is_pool_slot_of(&ns));
+        assert!(slot.key().is_pool_slot());
+        assert!(!slot.key().is_pool_slot_of(&Namespace::parse("c").unwrap()));
+        let job = JobIdentity::from_response(ns.clone(), &JobResponse::new(0xab));
+        assert!(!job.key().is_pool_slot_of(&ns) && !job.key().is_pool_slot());
+        assert!(!slot.same_job(&job));
+        // The longest namespace still gives a valid key.
+        let long = Namespace::parse(&"n".repeat(MAX_NAMESPACE_LEN)).unwrap();
+        assert!(JobKey::parse(JobIdentity::pool_slot(long, u64::MAX).key().as_str()).is_ok());
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub use file_store::{FileMetadataStore, permission_warnings};
 pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;
 pub(crate) use record::unix_now;
-pub use record::{AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, RECORD_FORMAT};
+pub use record::{
+    AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, PoolSlot, RECORD_FORMAT,
+};
 
 /// Stores job records between stage processes.
 ///

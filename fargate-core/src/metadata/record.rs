@@ -85,6 +85,29 @@ impl ContainerLogin {
     }
 }
 
+/// What the record of a warm pool slot ([`JobIdentity::pool_slot`]) holds besides its task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PoolSlot {
+    /// Seconds since the epoch after which the task, still unclaimed, is stopped (the
+    /// pool's maximum idle time).
+    pub idle_until: u64,
+    /// The job that claimed the task. Set under the slot's lock before that job's record
+    /// names the task; the slot's record is deleted once it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<JobKey>,
+}
+
+impl PoolSlot {
+    /// An unclaimed slot whose task may idle until `idle_until` (seconds since the epoch).
+    pub fn new(idle_until: u64) -> Self {
+        PoolSlot {
+            idle_until,
+            claimed_by: None,
+        }
+    }
+}
+
 /// The state of one job, as stored between stages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -120,6 +143,9 @@ pub struct JobRecord {
     /// its own image ([`crate::images`]); `None`: every stage runs at `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_container: Option<ContainerLogin>,
+    /// Set on the record of a warm pool slot ([`JobIdentity::pool_slot`]); `None` for jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolSlot>,
     /// The job's client private key.
     pub private_key: PrivateKey,
     /// Seconds since the epoch when the record was created.
@@ -145,6 +171,7 @@ impl JobRecord {
             endpoint: None,
             host_key: None,
             job_container: None,
+            pool: None,
             private_key,
             created_at: now,
             updated_at: now,

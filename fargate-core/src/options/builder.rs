@@ -61,6 +61,8 @@ impl DriverOptionsBuilder {
         cache_dir(dir: impl Into<String>) => cache_dir = Some(dir.into());
         /// Which job images and services run.
         images(policy: super::ImagePolicy) => images = policy;
+        /// The warm pool.
+        warm_pool(pool: super::WarmPoolOptions) => pool = pool;
     }
 
     /// Patterns (`*` wildcard) of the task definitions jobs may ask for.

@@ -24,6 +24,7 @@
 mod builder;
 mod glob;
 mod images;
+mod pool;
 mod problems;
 mod shape;
 mod task;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use builder::DriverOptionsBuilder;
 pub use images::ImagePolicy;
+pub use pool::{MAX_POOL_SIZE, WarmPoolOptions};
 pub use problems::{ConfigError, ConfigProblem};
 pub use shape::{CapacityProfile, OverMax, ProjectRule, ShapePolicy, SizeLimit};
 pub use task::TaskPolicy;
@@ -159,6 +161,8 @@ pub struct DriverOptions {
     pub cache_dir: Option<String>,
     /// Which job `image:` and `services:` run ([`crate::images`]); disabled by default.
     pub images: ImagePolicy,
+    /// The warm pool of idle tasks ([`crate::driver::pool`]); off by default.
+    pub pool: WarmPoolOptions,
 }
 
 impl DriverOptions {
@@ -207,6 +211,7 @@ impl DriverOptions {
         p.extend(self.retry.problems());
         p.extend(self.shape.problems());
         p.extend(self.images.problems(self.ssh.port));
+        p.extend(self.pool.problems());
         p
     }
 
