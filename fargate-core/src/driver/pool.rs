@@ -675,8 +675,11 @@ impl Driver {
         if now >= pool.idle_until {
             return Some("idle longer than the warm pool's maximum idle time".into());
         }
-        if slot.phase == Phase::LaunchRequested && quiet >= ABANDONED_AFTER.as_secs() {
-            return Some("its launch was never answered".into());
+        if slot.phase == Phase::LaunchRequested {
+            // Its launcher holds the slot's lock until the answer is recorded: when
+            // `stop_slot` gets the lock, that process died and the answer is lost (the
+            // replayed launch finds the task, which is stopped).
+            return Some("the process that launched it died before ECS answered".into());
         }
         if !template_matches(slot, template) {
             return Some("the warm pool's task settings changed".into());

@@ -364,15 +364,23 @@ impl Exec<'_> {
 fn should_kill(point: &KillPoint, started: Instant, metadata_dir: Option<&Path>) -> bool {
     match point {
         KillPoint::After(d) => started.elapsed() >= *d,
-        KillPoint::RecordPhase(phase) => metadata_dir
-            .and_then(|d| std::fs::read_dir(d).ok())
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .any(|s| s.contains(&format!("\"phase\": \"{phase}\""))),
+        KillPoint::RecordPhase(phase) => {
+            any_record(metadata_dir, &format!("\"phase\": \"{phase}\""))
+        }
+        KillPoint::RecordText(text) => any_record(metadata_dir, text),
     }
+}
+
+/// Whether a record in `metadata_dir` contains `text`.
+fn any_record(metadata_dir: Option<&Path>, text: &str) -> bool {
+    metadata_dir
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .any(|s| s.contains(text))
 }
 
 pub(super) struct Ctx {

@@ -39,6 +39,9 @@ impl std::fmt::Debug for OnOutput {
 pub enum KillPoint {
     /// As soon as the job record shows this phase (`launch_requested`, `launched`, `ready`).
     RecordPhase(String),
+    /// As soon as any record in the metadata directory contains this text (e.g.
+    /// `claimed_by`: a warm pool slot being claimed).
+    RecordText(String),
     /// This long after the prepare process started.
     After(Duration),
 }

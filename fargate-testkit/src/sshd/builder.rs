@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use fargate_core::{Endpoint, Result};
 
 use super::process::{ensure_privsep_dir, free_port, spawn_command};
-use super::user::current_user;
+use super::user::{current_user, ids_of};
 use super::{INSTALL_HINT, ServerState, Sshd, fixture_error, io_error, login_user, write_host_key};
 
 /// Settings of an [`Sshd`]; from [`Sshd::builder`].
@@ -94,8 +95,21 @@ impl SshdBuilder {
             .tempdir()
             .map_err(|e| io_error("creating the sshd fixture directory", e))?;
         let host_key = write_host_key(&dir.path().join("host_ed25519"))?;
-        let authorized_keys = dir.path().join("authorized_keys");
+        // The login user owns the directory of its authorized keys, as a user owns
+        // `~/.ssh` in a task image: it can replace them (a warm pool's key swap). sshd is
+        // told where they are through FARGATE_AUTHORIZED_KEYS (see `write_config`).
+        let keys_dir = dir.path().join("keys");
+        let authorized_keys = keys_dir.join("authorized_keys");
+        fs::create_dir(&keys_dir).map_err(|e| io_error("creating the keys directory", e))?;
         fs::write(&authorized_keys, b"").map_err(|e| io_error("writing authorized_keys", e))?;
+        if let Some((uid, gid)) = ids_of(&username) {
+            for path in [&keys_dir, &authorized_keys] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(|e| io_error("giving the login user its keys", e))?;
+            }
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711))
+                .map_err(|e| io_error("opening the fixture directory", e))?;
+        }
         let log = dir.path().join("sshd.log");
 
         let state = Arc::new(Mutex::new(ServerState::default()));

@@ -67,7 +67,9 @@ struct ServerState {
 /// A running (or soon running) OpenSSH server with throwaway keys, stopped on drop.
 ///
 /// Runs `/usr/sbin/sshd -D -e -f <config>` with its own ed25519 host key, its own
-/// `authorized_keys` ([`Sshd::authorize`]), `StrictModes no`, `UsePAM no` and no
+/// `authorized_keys` ([`Sshd::authorize`]; in a directory the login user owns, named to
+/// its sessions by `FARGATE_AUTHORIZED_KEYS`, so that it can replace them as a user can
+/// replace `~/.ssh/authorized_keys`), `StrictModes no`, `UsePAM no` and no
 /// password login. Must run as root (like a container's sshd).
 #[derive(Debug)]
 pub struct Sshd {
@@ -238,10 +240,22 @@ impl Sshd {
             keys = self.authorized_keys.display(),
         );
         let mut config = config;
+        // sshd takes the first SetEnv line only: every variable goes on one.
+        let mut setenv = vec![format!(
+            "{}={}",
+            fargate_core::driver::pool::AUTHORIZED_KEYS_ENV,
+            self.authorized_keys.display()
+        )];
         for line in &self.extra_config {
-            config.push_str(line);
-            config.push('\n');
+            match line.strip_prefix("SetEnv ") {
+                Some(vars) => setenv.push(vars.trim().to_owned()),
+                None => {
+                    config.push_str(line);
+                    config.push('\n');
+                }
+            }
         }
+        config.push_str(&format!("SetEnv {}\n", setenv.join(" ")));
         fs::write(self.config_path(), config).map_err(|e| io_error("writing sshd_config", e))
     }
 

@@ -49,6 +49,18 @@ pub fn login_user(shell: &Path) -> Result<String> {
     Ok(user)
 }
 
+/// The uid and gid of `user`, from `/etc/passwd`.
+pub(super) fn ids_of(user: &str) -> Option<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() != Some(&user) {
+            return None;
+        }
+        Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+    })
+}
+
 pub(super) fn login_shell_of(user: &str) -> Option<String> {
     let passwd = fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
