@@ -17,6 +17,10 @@
 //!    `FARGATE_BASELINE_BIN`'s prepare when
 //!    given, and against one `ssh user@task true` with the job's key (the floor: one
 //!    connection). Target ≤ 0.3 s.
+//! 1b. PREPARES prepares of a job that claims a warm task (`[Fargate.WarmPool] Size = 1`,
+//!    filled with `fargate pool fill --wait` before each, untimed): claim, key swap,
+//!    verification and the refill's launch, against a cold prepare of a task ready at once,
+//!    interleaved. Target ≤ 1.5 s.
 //! 2. JOBS (default 5) whole jobs of `true` (the runner's ~10 `run` stages): the sum of
 //!    the driver processes' wall times with the connection keeper (`[SSH]
 //!    ConnectionKeeper`, the default) against the same job with it off.
@@ -42,6 +46,7 @@ use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
 use fargate_testkit::runner::{Job, JobStatus, RunnerEmu, runner_script};
 
 const PREPARE_TARGET: Duration = Duration::from_millis(300);
+const WARM_TARGET: Duration = Duration::from_millis(1500);
 const STAGE_TARGET: Duration = Duration::from_millis(50);
 const STAGE_TARGET_RATIO: f64 = 0.2;
 
@@ -116,6 +121,8 @@ struct Bench {
     emu: RunnerEmu,
     /// The driver with `[SSH] ConnectionKeeper = false`.
     direct: RunnerEmu,
+    /// The driver with a warm pool of one task.
+    pooled: RunnerEmu,
     /// `FARGATE_BASELINE_BIN`, same configuration.
     baseline: Option<RunnerEmu>,
 }
@@ -159,8 +166,13 @@ async fn main() {
         emu.metadata_dir = Some(metadata.clone());
         emu
     };
+    let pool_cfg = write(
+        "pool.toml",
+        &format!("{toml}[Fargate.WarmPool]\n  Size = 1\n"),
+    );
     let emu = emu_for(&bin, &keeper_cfg);
     let direct = emu_for(&bin, &direct_cfg);
+    let pooled = emu_for(&bin, &pool_cfg);
     let baseline = std::env::var_os("FARGATE_BASELINE_BIN").map(|b| {
         // An older binary may not know the keeper's keys: the plain configuration.
         let plain = write("baseline.toml", &toml);
@@ -182,10 +194,12 @@ async fn main() {
         metadata,
         emu,
         direct,
+        pooled,
         baseline,
     };
     let (rows, bench) = tokio::task::spawn_blocking(move || {
         let mut rows = prepare_rows(&bench, prepares);
+        rows.extend(warm_rows(&bench, prepares));
         rows.extend(job_rows(&bench, jobs));
         rows.extend(stage_rows(&bench, rounds));
         (rows, bench)
@@ -232,9 +246,10 @@ fn prepare(bench: &Bench, emu: &RunnerEmu, job: &Job, dir: &Path) -> (Duration, 
         ms(wall),
         phases.join(" ")
     );
+    // The job's record (a warm pool's new slots have records too).
     let record = records(&bench.metadata)
         .into_iter()
-        .find(|p| !before.contains(p))
+        .find(|p| !before.contains(p) && !p.to_string_lossy().contains("_pool_"))
         .expect("prepare wrote a record");
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(record).expect("read record")).expect("JSON");
@@ -337,6 +352,54 @@ fn prepare_rows(bench: &Bench, n: usize) -> Vec<Row> {
         pass: Some(m <= PREPARE_TARGET),
     });
     rows
+}
+
+/// `fargate pool <action>` with the pool configuration; panics when it fails.
+fn pool(bench: &Bench, action: &[&str]) {
+    let mut cmd = Command::new(&bench.pooled.driver);
+    cmd.args(&bench.pooled.args)
+        .arg("pool")
+        .args(action)
+        .envs(bench.fargate.driver_env());
+    timed(cmd, "fargate pool");
+}
+
+/// Part 1b: prepare with a warm task (claim, key swap, verification; the refill's launch
+/// included) against prepare of a cold task that is ready at once, interleaved.
+fn warm_rows(bench: &Bench, n: usize) -> Vec<Row> {
+    let (mut warm, mut cold) = (Vec::new(), Vec::new());
+    for i in 0..=n {
+        let dir = tempfile::tempdir().expect("temp dir");
+        pool(bench, &["fill", "--wait"]);
+        let job = Job::new(17_000 + i as i64, &["true"]);
+        let (w, _) = prepare(bench, &bench.pooled, &job, dir.path());
+        cleanup(&bench.pooled, &job, dir.path());
+        let job = Job::new(18_000 + i as i64, &["true"]);
+        let (c, _) = prepare(bench, &bench.emu, &job, dir.path());
+        cleanup(&bench.emu, &job, dir.path());
+        if i > 0 {
+            warm.push(w);
+            cold.push(c);
+        }
+    }
+    pool(bench, &["drain"]);
+    let (w, c) = (median(&warm), median(&cold));
+    println!();
+    println!("== 1b. prepare with a warm task vs a cold task ready at once, median of {n}");
+    println!("warm (claim, key swap, verify) {:8.1} ms", ms(w));
+    println!(
+        "cold (launch, wait, log in)    {:8.1} ms   ratio {:.2}",
+        ms(c),
+        ms(w) / ms(c)
+    );
+    vec![Row {
+        metric: "prepare, warm task".into(),
+        value: w,
+        baseline: format!("{:.1} ms cold task ready at once", ms(c)),
+        ratio: ms(w) / ms(c),
+        target: "<= 1500 ms".into(),
+        pass: Some(w <= WARM_TARGET),
+    }]
 }
 
 /// Part 2: whole jobs with and without the keeper.

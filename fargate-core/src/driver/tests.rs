@@ -1502,3 +1502,4 @@ async fn a_failed_prepare_reports_its_rollback_stop() {
 }
 
 mod images;
+mod pool;

@@ -55,6 +55,8 @@ pub struct MemoryShell {
     keys: Mutex<Vec<String>>,
     runs: Mutex<Vec<RunRequest>>,
     handler: Mutex<Option<Handler>>,
+    revoked: Mutex<HashSet<String>>,
+    ignore_swaps: std::sync::atomic::AtomicBool,
     /// Faults to inject; also counts calls.
     pub faults: Faults,
 }
@@ -78,6 +80,8 @@ impl Default for MemoryShell {
             keys: Mutex::default(),
             runs: Mutex::default(),
             handler: Mutex::default(),
+            revoked: Mutex::default(),
+            ignore_swaps: std::sync::atomic::AtomicBool::new(false),
             faults: Faults::default(),
         }
     }
@@ -110,6 +114,23 @@ impl MemoryShell {
         handler: impl Fn(&RunRequest) -> ScriptResult + Send + Sync + 'static,
     ) {
         *self.handler.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(handler));
+    }
+
+    /// Makes every server refuse `key` from now on.
+    pub fn revoke(&self, key: &PrivateKey) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.expose().to_owned());
+    }
+
+    /// By default a warm pool's key swap (a script that renames a `.fargate-swap` file over
+    /// the authorized keys) revokes the key that ran it, as replacing `authorized_keys`
+    /// does; `true` makes swaps succeed without effect (an image whose sshd reads its keys
+    /// elsewhere).
+    pub fn ignore_key_swaps(&self, ignore: bool) {
+        self.ignore_swaps
+            .store(ignore, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every request `run` received.
@@ -245,6 +266,22 @@ impl RemoteShell for MemoryShell {
                     request.endpoint, self.host_key
                 ),
             ));
+        }
+        if self
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(request.private_key.expose())
+        {
+            return Err(Error::new(
+                ErrorKind::AuthenticationFailed,
+                format!("{} refused the key", request.endpoint),
+            ));
+        }
+        if String::from_utf8_lossy(&request.script).contains(".fargate-swap")
+            && !self.ignore_swaps.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.revoke(&request.private_key);
         }
         let result = {
             let handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());

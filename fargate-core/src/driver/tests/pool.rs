@@ -1,0 +1,240 @@
+//! The driver with a warm pool: claims, key swaps and their verification, fallbacks, and
+//! prepare dropped at every step of a claim.
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::options::WarmPoolOptions;
+
+fn pool_config(size: usize) -> DriverOptions {
+    let mut c = config();
+    c.pool = WarmPoolOptions {
+        size,
+        ..WarmPoolOptions::default()
+    };
+    c
+}
+
+fn pool_rig(size: usize) -> Rig {
+    rig_with(pool_config(size), BootPlan::default())
+}
+
+impl Rig {
+    /// The records of the pool's slots.
+    async fn slot_records(&self) -> Vec<JobRecord> {
+        let mut slots = Vec::new();
+        for key in self.store.list().await.unwrap() {
+            if key.is_pool_slot() {
+                slots.push(self.store.get(&key).await.unwrap().unwrap());
+            }
+        }
+        slots
+    }
+
+    /// What runs is exactly the tasks of unclaimed slots, and no job record is left.
+    async fn assert_only_idle_pool_tasks(&self, context: &str) {
+        let slots = self.slot_records().await;
+        assert!(
+            slots
+                .iter()
+                .all(|s| s.pool.as_ref().unwrap().claimed_by.is_none()),
+            "{context}: a slot is left claimed: {slots:?}"
+        );
+        let idle: HashSet<TaskRef> = slots.iter().filter_map(|s| s.task.clone()).collect();
+        let running: HashSet<TaskRef> = self.launcher.running().into_iter().collect();
+        assert_eq!(running, idle, "{context}: running tasks vs idle slots");
+        for key in self.store.list().await.unwrap() {
+            assert!(key.is_pool_slot(), "{context}: record {key} left behind");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_takes_a_filled_warm_task_after_its_key_replaced_the_pool_key() {
+    let r = pool_rig(1);
+    let filled = r.driver.pool_fill(true).await.unwrap();
+    assert_eq!(filled.started.len(), 1, "{filled}");
+    let warm = TaskRef::new(filled.started[0].clone());
+    let slot = r.slot_records().await.remove(0);
+    assert_eq!(
+        slot.phase,
+        Phase::Ready,
+        "fill --wait pins endpoint and host key"
+    );
+
+    let report = r.prepare().await.unwrap();
+    assert!(report.warm);
+    assert_eq!(report.task, warm);
+    // The key was swapped with the pool key, which no longer logs in; the job's key does.
+    let runs = r.shell.runs();
+    let swap = runs
+        .iter()
+        .find(|run| String::from_utf8_lossy(&run.script).contains(".fargate-swap"))
+        .expect("a key swap");
+    assert_eq!(swap.private_key, slot.private_key);
+    assert_eq!(swap.host_key, slot.host_key, "the slot's pinned host key");
+    // Keys in order: the pool task's, the job's, the replacement's.
+    let job_key = r.shell.generated_keys()[1].clone();
+    assert!(
+        String::from_utf8_lossy(&swap.script).contains(&job_key),
+        "the swap installs the job's key"
+    );
+    let job_record = r.store.peek(&r.key()).unwrap();
+    assert_eq!(job_record.task, Some(warm.clone()));
+    assert_ne!(job_record.private_key, slot.private_key);
+    let (result, _) = r.run("echo hi").await;
+    result.unwrap();
+    assert_eq!(
+        r.script_runs().last().unwrap().private_key,
+        job_record.private_key
+    );
+    // The pool refilled beside prepare; the claimed slot is gone.
+    let slots = r.slot_records().await;
+    assert_eq!(slots.len(), 1);
+    assert_ne!(slots[0].task, Some(warm.clone()));
+
+    let cleanup = r.driver.cleanup(&r.job).await.unwrap();
+    assert_eq!(cleanup.stopped, [warm]);
+    r.assert_only_idle_pool_tasks("after cleanup").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_warm_task_still_taking_the_pool_key_is_stopped_and_the_job_gets_its_own() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let warm = r.launcher.running().remove(0);
+    r.shell.ignore_key_swaps(true);
+    let report = r.prepare().await.unwrap();
+    assert!(!report.warm);
+    assert_ne!(report.task, warm);
+    assert!(
+        !r.launcher.running().contains(&warm),
+        "the unusable task is stopped"
+    );
+    r.driver.cleanup(&r.job).await.unwrap();
+    r.assert_only_idle_pool_tasks("after cleanup").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_warm_task_that_died_while_idle_is_given_up_within_the_claim_timeout() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let slot = r.slot_records().await.remove(0);
+    r.shell.set_down(slot.endpoint.unwrap().ip, true);
+    let report = r.prepare().await.unwrap();
+    assert!(!report.warm);
+    assert!(
+        report.ssh_ready < r.driver.options().pool.claim_timeout + Duration::from_secs(5),
+        "{report:?}"
+    );
+    assert!(!r.launcher.running().contains(&slot.task.clone().unwrap()));
+    r.driver.cleanup(&r.job).await.unwrap();
+    r.assert_only_idle_pool_tasks("after cleanup").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_asking_for_another_task_leaves_the_pool_alone() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let warm = r.launcher.running().remove(0);
+    let job = job(2).with_variable(TASK_DEFINITION_VARIABLE, "ci-other:1");
+    let report = r
+        .driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(!report.warm);
+    assert_ne!(report.task, warm);
+    r.driver.cleanup(&job).await.unwrap();
+    assert_eq!(r.launcher.running(), [warm]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_prepares_never_share_a_warm_task() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let jobs: Vec<JobContext> = (10..14).map(job).collect();
+    let cancel = CancellationToken::new();
+    let (a, b, c, d) = tokio::join!(
+        r.driver.prepare(&jobs[0], &cancel),
+        r.driver.prepare(&jobs[1], &cancel),
+        r.driver.prepare(&jobs[2], &cancel),
+        r.driver.prepare(&jobs[3], &cancel),
+    );
+    let reports = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
+    let tasks: HashSet<&TaskRef> = reports.iter().map(|r| &r.task).collect();
+    assert_eq!(tasks.len(), 4, "every job has its own task");
+    assert!(reports.iter().any(|r| r.warm), "one job took the warm task");
+    for job in &jobs {
+        r.driver.cleanup(job).await.unwrap();
+    }
+    r.assert_only_idle_pool_tasks("after the jobs").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_task_past_its_maximum_idle_time_is_replaced_by_the_next_fill() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(false).await.unwrap();
+    let mut slot = r.slot_records().await.remove(0);
+    slot.pool.as_mut().unwrap().idle_until = 0;
+    r.store.put(&slot).await.unwrap();
+    // It cannot be claimed any more.
+    let report = r.prepare().await.unwrap();
+    assert!(!report.warm);
+    r.driver.cleanup(&r.job).await.unwrap();
+    let running = r.launcher.running();
+    assert!(
+        !running.contains(&slot.task.clone().unwrap()),
+        "{running:?}"
+    );
+    r.assert_only_idle_pool_tasks("after the refill").await;
+    let drained = r.driver.pool_drain().await.unwrap();
+    assert_eq!(drained.stopped.len(), 1, "{drained}");
+    assert!(r.launcher.running().is_empty());
+    assert!(r.store.list().await.unwrap().is_empty());
+}
+
+/// Prepare dropped at any instant of a claim (an embedder's timeout, a killed process)
+/// loses no task: the job's cleanup and the next refill leave exactly the pool's idle
+/// tasks running.
+#[tokio::test(start_paused = true)]
+async fn dropping_prepare_at_any_step_of_a_claim_leaves_only_idle_pool_tasks() {
+    let slow = Fault::Delay(Duration::from_millis(100));
+    let mut dropped_while_claimed = 0;
+    for step in 0.. {
+        let r = pool_rig(1);
+        r.driver.pool_fill(true).await.unwrap();
+        for op in [Op::Put, Op::Get, Op::Delete] {
+            r.store.faults.inject_always(op, slow);
+        }
+        for op in [Op::GenerateKey, Op::Probe, Op::Run] {
+            r.shell.faults.inject_always(op, slow);
+        }
+        for op in [Op::Launch, Op::Describe] {
+            r.launcher.faults.inject_always(op, slow);
+        }
+        let budget = Duration::from_millis(50) * step;
+        let cancel = CancellationToken::new();
+        let prepare = r.driver.prepare(&r.job, &cancel);
+        let finished = tokio::time::timeout(budget, prepare).await.is_ok();
+        let claimed = r
+            .slot_records()
+            .await
+            .iter()
+            .any(|s| s.pool.as_ref().unwrap().claimed_by.is_some());
+        dropped_while_claimed += usize::from(!finished && claimed);
+        r.store.faults.clear();
+        r.shell.faults.clear();
+        r.launcher.faults.clear();
+        r.driver
+            .cleanup(&r.job)
+            .await
+            .unwrap_or_else(|f| panic!("step {step}: {f}"));
+        r.driver.pool_fill(false).await.unwrap();
+        r.assert_only_idle_pool_tasks(&format!("step {step}")).await;
+        if finished {
+            break;
+        }
+    }
+    assert!(dropped_while_claimed >= 2, "{dropped_while_claimed}");
+}
