@@ -616,6 +616,14 @@ impl Driver {
                 None => {}
             }
         }
+        // A smaller pool than before: the youngest idle tasks go.
+        idle.sort_by_key(|s| (s.phase != Phase::Ready, s.created_at));
+        while idle.len() > self.options.pool.size {
+            if let Some(extra) = idle.pop() {
+                self.stop_slot(extra, "the warm pool is smaller now", &mut report)
+                    .await;
+            }
+        }
         let missing = self.options.pool.size.saturating_sub(idle.len());
         let launches = (0..missing).map(|_| self.launch_slot(template));
         for result in join_all(launches).await {

@@ -238,3 +238,22 @@ async fn dropping_prepare_at_any_step_of_a_claim_leaves_only_idle_pool_tasks() {
     }
     assert!(dropped_while_claimed >= 2, "{dropped_while_claimed}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_smaller_pool_stops_its_youngest_idle_tasks_at_the_next_fill() {
+    let r = pool_rig(3);
+    r.driver.pool_fill(true).await.unwrap();
+    assert_eq!(r.launcher.running().len(), 3);
+    let smaller = Driver::new(
+        pool_config(1),
+        r.launcher.clone(),
+        r.shell.clone(),
+        r.store.clone(),
+    );
+    let report = smaller.pool_fill(false).await.unwrap();
+    assert_eq!(report.stopped.len(), 2, "{report}");
+    assert!(report.started.is_empty(), "{report}");
+    assert_eq!(report.idle(), 1, "{report}");
+    r.assert_only_idle_pool_tasks("after the smaller fill")
+        .await;
+}
