@@ -17,7 +17,7 @@
 //!    `FARGATE_BASELINE_BIN`'s prepare when
 //!    given, and against one `ssh user@task true` with the job's key (the floor: one
 //!    connection). Target ≤ 0.3 s.
-//! 1b. PREPARES prepares of a job that claims a warm task (`[Fargate.WarmPool] Size = 1`,
+//!    Then PREPARES prepares of a job that claims a warm task (`[Fargate.WarmPool] Size = 1`,
 //!    filled with `fargate pool fill --wait` before each, untimed): claim, key swap,
 //!    verification and the refill's launch, against a cold prepare of a task ready at once,
 //!    interleaved. Target ≤ 1.5 s.

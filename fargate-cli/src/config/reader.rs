@@ -293,12 +293,18 @@ pub(crate) fn find_key_span(doc: &DeTable<'_>, label: &str) -> Option<std::ops::
     {
         None => find(doc, label).map(|(k, _)| k.span()),
         Some((table, key)) => {
-            let (tk, tv) = find(doc, table)?;
-            tv.get_ref()
-                .as_table()
-                .and_then(|inner| find(inner, key))
-                .map(|(k, _)| k.span())
-                .or(Some(tk.span()))
+            // A sub-table (`[Fargate.WarmPool] CPU`) is found part by part.
+            let mut current = doc;
+            let mut span = None;
+            for part in table.split('.') {
+                let (tk, tv) = find(current, part)?;
+                span = Some(tk.span());
+                match tv.get_ref().as_table() {
+                    Some(inner) => current = inner,
+                    None => return span,
+                }
+            }
+            find(current, key).map(|(k, _)| k.span()).or(span)
         }
     }
 }

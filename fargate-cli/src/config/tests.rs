@@ -513,3 +513,28 @@ fn images_keys_are_read_and_checked_under_their_names() {
         "{shown}"
     );
 }
+
+#[test]
+fn the_warm_pool_is_read_and_checked_under_its_file_keys() {
+    let loaded = parse(&format!(
+        "{MINIMAL}[Fargate.WarmPool]\n  Size = 3\n  MaxIdleTime = \"5m\"\n  CPU = 1024\n  Memory = 2048\n  ClaimTimeout = 4\n"
+    ))
+    .unwrap();
+    let pool = &loaded.config.options.pool;
+    assert_eq!(
+        (pool.size, pool.cpu, pool.memory),
+        (3, Some(1024), Some(2048))
+    );
+    assert_eq!(pool.max_idle, Duration::from_secs(300));
+    assert_eq!(pool.claim_timeout, Duration::from_secs(4));
+    assert!(!parse(MINIMAL).unwrap().config.options.pool.enabled());
+    // A size Fargate does not offer, named by its key and line; a pool too large.
+    let err = parse(&format!(
+        "{MINIMAL}[Fargate.WarmPool]\n  Size = 1\n  CPU = 1024\n  Memory = 512\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.problems[0].key, "[Fargate.WarmPool] CPU", "{err}");
+    assert_eq!(err.problems[0].line, Some(9), "{err}");
+    let text = errors_of(&format!("{MINIMAL}[Fargate.WarmPool]\n  Size = 51\n"));
+    assert!(text.contains("Size"), "{text}");
+}

@@ -9,6 +9,8 @@
 //!             ProbeInterval) ─ log in once (key, bash)
 //!           ─ put(Ready, endpoint, host key)
 //!           any failure or cancel after the first put: stop what was launched (own deadline)
+//!           with a warm pool: a job whose task would be a pool task claims one instead
+//!           (see [`pool`]); a refill runs beside prepare
 //! run:      get(Ready) ─ run script, pinned host key ─ exit N: script failure N
 //!           beside it: watch the task (own short timeout), a stopped task ends the stage
 //! cleanup:  lock ─ get ─ put(Stopping) ─ stop the union of the recorded tasks, the replayed
