@@ -130,7 +130,10 @@ async fn a_job_runs_on_a_warm_task_with_its_own_key_and_the_pool_refills() {
     let filled = rig.pool(&["fill", "--wait"]);
     let warm = filled["started"][0].as_str().unwrap().to_owned();
     assert_eq!(rig.slots(), [(warm.clone(), "ready".to_owned())]);
-    assert_eq!(rig.fargate.running_tasks().await, [warm.clone()]);
+    assert_eq!(
+        rig.fargate.running_tasks().await,
+        std::slice::from_ref(&warm)
+    );
 
     let result = rig.run(Job::new(301, &["echo on-the-warm-task"])).await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);

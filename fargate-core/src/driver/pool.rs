@@ -306,7 +306,6 @@ impl Driver {
     /// Takes the claimed task over for the job of `record` (whose key is in it) and makes it
     /// ready for the job: see the [module docs](self). `Ok(None)`: the task could not serve
     /// the job and was stopped; launch one for it.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn prepare_warm(
         &self,
         start: Instant,
@@ -346,11 +345,15 @@ impl Driver {
         });
         let launch_accepted = start.elapsed();
 
-        let outcome = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Err(Ok(Error::cancelled("taking over a warm task"))),
-            r = self.take_over(start, &slot, &mut record, job_public_key) => r,
+        // ECS's timeline of the task, for the summary, beside the take-over.
+        let take_over = async {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(Ok(Error::cancelled("taking over a warm task"))),
+                r = self.take_over(start, &slot, &mut record, job_public_key) => r,
+            }
         };
+        let (outcome, details) = tokio::join!(take_over, self.describe_for_summary(&task));
         let (endpoint, host_key, address_known, probes, describe_calls) = match outcome {
             Ok(ready) => ready,
             Err(Ok(err)) => return Err(self.roll_back(record, err).await),
@@ -385,7 +388,7 @@ impl Driver {
             elapsed: ssh_ready,
         });
         tracing::info!("task shape: {}", spec.shape);
-        let details = self.describe_for_summary(&task).await.unwrap_or_default();
+        let details = details.unwrap_or_default();
         let summary = self.summarize(
             SummaryPoint::Prepared,
             &task,

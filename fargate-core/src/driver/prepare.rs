@@ -224,11 +224,22 @@ impl Driver {
         });
         record.endpoint = Some(ready.endpoint);
         record.host_key = Some(ready.host_key.clone());
-        let login = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Err(Error::cancelled("logging in to the task")),
-            r = self.check_login(&record, deadline) => r,
+        // The summary needs ECS's timeline of the task: when no describe answered yet (the
+        // address came with the launch answer), one runs beside the login.
+        let summary_describe = async {
+            match ready.details.started_at {
+                Some(_) => None,
+                None => self.describe_for_summary(&task).await,
+            }
         };
+        let login = async {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(Error::cancelled("logging in to the task")),
+                r = self.check_login(&record, deadline) => r,
+            }
+        };
+        let (login, described) = tokio::join!(login, summary_describe);
         if let Err(err) = login {
             return Err(self.roll_back(record, err).await);
         }
@@ -264,13 +275,7 @@ impl Driver {
             "task is ready"
         );
         tracing::info!("task shape: {}", spec.shape);
-        let details = match ready.details.started_at {
-            Some(_) => ready.details,
-            None => self
-                .describe_for_summary(&task)
-                .await
-                .unwrap_or(ready.details),
-        };
+        let details = described.unwrap_or(ready.details);
         let summary = self.summarize(
             SummaryPoint::Prepared,
             &task,
