@@ -92,6 +92,30 @@ async fn debug_rig() -> Rig {
     .await
 }
 
+impl Rig {
+    /// Waits until no keeper socket in the metadata directory accepts a connection.
+    fn wait_until_no_keeper_listens(&self) {
+        let metadata = self.dir.path().join("metadata");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let listening = std::fs::read_dir(&metadata)
+                .unwrap()
+                .filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .any(|p| std::os::unix::net::UnixStream::connect(p).is_ok());
+            if !listening {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a killed keeper still listens"
+            );
+            // Not a synchronisation sleep: the next connection attempt is the check.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// SIGKILL to `pid`.
 fn kill(pid: u32) {
     let status = std::process::Command::new("kill")
@@ -998,6 +1022,9 @@ async fn a_killed_keeper_leaves_the_stages_to_direct_connections() {
             let keepers = killer.keepers();
             assert_eq!(keepers.len(), 1, "{keepers:?}");
             kill(keepers[0]);
+            // SIGKILL is delivered at once, but the dying process closes its socket a
+            // moment later: the next stage must find nobody listening.
+            killer.wait_until_no_keeper_listens();
         })),
     )];
     let result = rig.run(job).await;
