@@ -140,6 +140,13 @@ async fn a_job_runs_on_a_warm_task_with_its_own_key_and_the_pool_refills() {
     assert!(result.log.contains(WARM), "{}", result.log);
     assert!(!result.log.contains(UNUSABLE), "{}", result.log);
     assert!(result.log.contains("on-the-warm-task"), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("summary: warm task from the pool (idle "),
+        "{}",
+        result.log
+    );
     assert_eq!(task_of(&result.log), warm, "{}", result.log);
     // The claimed task ran one job and was stopped at its cleanup; its replacement waits.
     let running = rig.fargate.running_tasks().await;

@@ -389,12 +389,13 @@ impl Driver {
         });
         tracing::info!("task shape: {}", spec.shape);
         let details = details.unwrap_or_default();
-        let summary = self.summarize(
+        let summary = self.summarize_with(
             SummaryPoint::Prepared,
             &task,
             details,
             Some(launch_accepted),
             Some(ready_at),
+            Some(ssh_ready),
         );
         Ok(Some(PrepareReport {
             summary,

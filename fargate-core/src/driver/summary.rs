@@ -36,9 +36,24 @@ impl Driver {
         accepted: Option<Duration>,
         ready_at: Option<SystemTime>,
     ) -> JobSummary {
+        self.summarize_with(point, task, details, accepted, ready_at, None)
+    }
+
+    /// [`Driver::summarize`] of a task from the warm pool, taken over `warm_claim` after
+    /// prepare began (see [`JobSummary::warm_claim`]).
+    pub(super) fn summarize_with(
+        &self,
+        point: SummaryPoint,
+        task: &TaskRef,
+        details: TaskDetails,
+        accepted: Option<Duration>,
+        ready_at: Option<SystemTime>,
+        warm_claim: Option<Duration>,
+    ) -> JobSummary {
         let mut summary = JobSummary::new(point, task.clone(), details);
         summary.accepted = accepted;
         summary.ready_at = ready_at;
+        summary.warm_claim = warm_claim;
         summary.cost = summary
             .run_time()
             .and_then(|run| self.prices.estimate(&summary.details, run));

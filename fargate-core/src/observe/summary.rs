@@ -38,6 +38,11 @@ pub struct JobSummary {
     pub at: SystemTime,
     /// The estimated cost so far, when the price table knows the task's region.
     pub cost: Option<CostEstimate>,
+    /// For a task from the warm pool (prepare only): prepare's start until the job's key
+    /// logged in. The backend's timeline is then the pool's, not the job's: the summary
+    /// says how long the task waited in the pool instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_claim: Option<Duration>,
 }
 
 /// The phases of a task's start and life, from [`JobSummary::phases`]; `None` where a
@@ -70,6 +75,7 @@ impl JobSummary {
             ready_at: None,
             at: SystemTime::now(),
             cost: None,
+            warm_claim: None,
         }
     }
 
@@ -123,6 +129,15 @@ impl fmt::Display for JobSummary {
         .filter_map(|(name, d)| Some(format!("{name} {}", human(d?))))
         .collect();
         match self.point {
+            SummaryPoint::Prepared if self.warm_claim.is_some() => {
+                let idle = TaskDetails::between(d.started_at, self.ready_at)
+                    .map_or(String::new(), |idle| format!(" (idle {})", human(idle)));
+                let claim = self.warm_claim.map_or(String::new(), human);
+                writeln!(
+                    f,
+                    "summary: warm task from the pool{idle}, taken over in {claim}"
+                )?
+            }
             SummaryPoint::Prepared if timeline.is_empty() => writeln!(f, "summary:")?,
             SummaryPoint::Prepared => writeln!(f, "summary: {}", timeline.join(", "))?,
             SummaryPoint::Cleanup => match p.running {
@@ -255,5 +270,19 @@ mod tests {
              shape: FARGATE_SPOT, 1 vCPU, 2 GiB memory, 20 GiB storage, X86_64, platform 1.4.0, us-east-1a\n  \
              run time 10.0 s, estimated cost $0.0002 with the Spot discount (list price, us-east-1 x86, billed 1 min 0 s)"
         );
+    }
+
+    #[test]
+    fn a_warm_task_says_how_long_it_idled_instead_of_the_pools_timeline() {
+        let mut s = summary();
+        s.warm_claim = Some(Duration::from_millis(270));
+        s.ready_at = at(21 + 125);
+        let text = s.to_string();
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "summary: warm task from the pool (idle 2 min 5 s), taken over in 0.3 s"
+        );
+        assert!(text.contains("  shape: "), "{text}");
     }
 }
