@@ -116,6 +116,42 @@ fn the_demo_runs_a_job_through_the_driver_and_stops_everything() {
         !stdout.contains("PRIVATE KEY"),
         "a private key reached the output"
     );
+    // The job's scripts run in the builds directory, which its login user may write.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("user ") && l.ends_with("/builds")),
+        "the scripts did not run in the builds directory:\n{stdout}"
+    );
+    assert!(!stdout.contains("Permission denied"), "{stdout}");
+    assert_all_stopped(&stdout);
+}
+
+#[test]
+fn the_demo_runs_a_job_on_a_warm_task_and_drains_the_pool() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let output = demo().arg("--warm").output().expect("running the demo");
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for expected in [
+        "$ fargate pool fill --wait",
+        "1 idle task(s)",
+        "using a warm task from the pool",
+        "summary: warm task from the pool (idle ",
+        "Job succeeded",
+        "$ fargate pool drain",
+        "Tasks still running in the local Fargate after cleanup: none",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+    assert!(!stdout.contains("cannot serve the job"), "{stdout}");
     assert_all_stopped(&stdout);
 }
 

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -35,7 +36,7 @@ const INTERRUPTED: u8 = 130;
 const SETUP_ERROR: u8 = 2;
 
 const USAGE: &str = "\
-usage: demo [--fargate PATH] [--fail] [--sleep SECS] [--image IMAGE]
+usage: demo [--fargate PATH] [--fail] [--sleep SECS] [--image IMAGE] [--warm]
 
 Runs a sample CI job through the real `fargate` binary, exactly as gitlab-runner would,
 against a local Fargate (moto's ECS emulator plus one real sshd per task, on loopback), prints
@@ -47,6 +48,8 @@ the job log, a per-stage summary and the job status, and stops everything it sta
   --image IMAGE   give the job `image: IMAGE` with job images enabled: get_sources runs in
                   the helper container, the scripts in the job container (the local
                   Fargate's second sshd)
+  --warm          with a warm pool of one task: `fargate pool fill --wait` before the
+                  job (which then takes that task and swaps its key), `pool drain` after
   -h, --help      this text
 
 Needs root (sshd logs the job in as root), /usr/sbin/sshd and moto 5.2.5
@@ -94,6 +97,7 @@ struct Options {
     fail: bool,
     sleep: Option<u32>,
     image: Option<String>,
+    warm: bool,
     help: bool,
 }
 
@@ -107,6 +111,7 @@ impl Options {
                     o.fargate = Some(PathBuf::from(path));
                 }
                 "--fail" => o.fail = true,
+                "--warm" => o.warm = true,
                 "--image" => {
                     o.image = Some(args.next().ok_or("--image needs an image name")?);
                 }
@@ -532,17 +537,68 @@ fn worker(options: &Options) -> Result<u8, String> {
             "[Fargate.Images]\n  AllowedImages = [{image:?}]\n  JobSSHPort = 2223\n"
         ));
     }
+    if options.warm {
+        toml.push_str("[Fargate.WarmPool]\n  Size = 1\n");
+    }
     std::fs::write(&config, toml).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    // `fargate pool <action>`, its output shown.
+    let pool = |action: &[&str]| -> Result<(), String> {
+        out(&format!("$ fargate pool {}", action.join(" ")));
+        let output = Command::new(&fargate)
+            .arg("--config")
+            .arg(&config)
+            .arg("pool")
+            .args(action)
+            .envs(local.driver_env())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run fargate pool: {e}"))?;
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            out(&format!("  {line}"));
+        }
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            err(&format!("  {line}"));
+        }
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("fargate pool {} failed", action.join(" ")))
+        }
+    };
     let mut emu = RunnerEmu::new(&fargate, &config, local.driver_env());
     emu.metadata_dir = Some(metadata);
-    // The "task" is an sshd on this machine: keep the job's files in our temporary directory.
-    emu.builds_dir = dir.path().join("builds").display().to_string();
+    // The "task" is an sshd on this machine: keep the job's files in our temporary directory,
+    // in a builds directory that the job's login user owns (the directory itself is 0700).
+    let builds = dir.path().join("builds");
+    std::fs::create_dir(&builds).map_err(|e| format!("cannot create {}: {e}", builds.display()))?;
+    let owned = Command::new("chown")
+        .arg(local.ssh_username())
+        .arg(&builds)
+        .status()
+        .map_err(|e| format!("cannot run chown: {e}"))?;
+    if !owned.success() {
+        return Err(format!(
+            "cannot give {} to the job's user",
+            builds.display()
+        ));
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).map_err(|e| {
+        format!(
+            "cannot open {} to the job's user: {e}",
+            dir.path().display()
+        )
+    })?;
+    emu.builds_dir = builds.display().to_string();
 
     let mut result: Option<JobResult> = None;
     let mut job_wall = Duration::ZERO;
     if SIGNALS.load(Ordering::SeqCst) == 0 {
         out(&format!("config:        {}", config.display()));
         out("");
+        if options.warm {
+            pool(&["fill", "--wait"])?;
+            out("");
+        }
         out("Running job 4242 as gitlab-runner would (one driver process per stage):");
         let job = sample_job(options);
         let job_started = Instant::now();
@@ -563,6 +619,10 @@ fn worker(options: &Options) -> Result<u8, String> {
 
     if let Some(result) = &result {
         report(result, job_wall, interrupted);
+        if options.warm && SIGNALS.load(Ordering::SeqCst) < 2 {
+            // The task the job's prepare started for the pool.
+            pool(&["drain"])?;
+        }
         if SIGNALS.load(Ordering::SeqCst) < 2 {
             let running = rt.block_on(local.running_tasks());
             if running.is_empty() {
