@@ -34,9 +34,11 @@ async fn rig(size: usize, extra: &str) -> Rig {
     let dir = tempfile::tempdir().expect("temp dir");
     let metadata = dir.path().join("metadata");
     let config = dir.path().join("fargate.toml");
+    let metrics = dir.path().join("metrics.prom");
     let toml = format!(
-        "{}[Fargate.WarmPool]\n  Size = {size}\n{extra}",
-        fargate.fargate_toml(&metadata)
+        "{}[Metrics]\n  File = {:?}\n[Fargate.WarmPool]\n  Size = {size}\n{extra}",
+        fargate.fargate_toml(&metadata),
+        metrics.display().to_string()
     );
     std::fs::write(&config, toml).expect("write fargate.toml");
     let mut emu = RunnerEmu::new(
@@ -54,6 +56,15 @@ impl Rig {
         tokio::task::spawn_blocking(move || emu.run(job))
             .await
             .expect("runner thread")
+    }
+
+    /// The value of metric line `series` (`name{labels}`) in the metrics file, 0 if absent.
+    fn metric(&self, series: &str) -> u64 {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("metrics.prom")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// `fargate <args>`: exit code, stdout and stderr.
@@ -154,8 +165,17 @@ async fn a_job_runs_on_a_warm_task_with_its_own_key_and_the_pool_refills() {
     assert_eq!(running.len(), 1, "{running:?}");
     rig.assert_only_idle_pool_tasks(&result.log).await;
 
+    assert_eq!(
+        rig.metric("fargate_warm_pool_prepares_total{outcome=\"taken\"}"),
+        1
+    );
+    assert_eq!(
+        rig.metric("fargate_warm_pool_prepares_total{outcome=\"empty\"}"),
+        0
+    );
     let drained = rig.pool(&["drain"]);
     assert_eq!(drained["stopped"].as_array().unwrap().len(), 1, "{drained}");
+    assert_eq!(rig.metric("fargate_tasks_stopped_total{cause=\"pool\"}"), 1);
     assert!(rig.fargate.running_tasks().await.is_empty());
     assert!(rig.slots().is_empty());
 }
@@ -167,6 +187,10 @@ async fn an_empty_pool_launches_for_the_job_and_refills() {
     let result = rig.run(Job::new(302, &["echo cold"])).await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
     assert!(!result.log.contains(WARM), "{}", result.log);
+    assert_eq!(
+        rig.metric("fargate_warm_pool_prepares_total{outcome=\"empty\"}"),
+        1
+    );
     // The job's own task is gone; the task its prepare started for the pool waits.
     let slots = rig.slots();
     assert_eq!(slots.len(), 1, "{slots:?}");
@@ -222,6 +246,10 @@ async fn a_warm_task_that_died_while_idle_is_replaced_and_the_job_gets_its_own()
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
     assert!(result.log.contains(UNUSABLE), "{}", result.log);
     assert!(result.log.contains("survived"), "{}", result.log);
+    assert_eq!(
+        rig.metric("fargate_warm_pool_prepares_total{outcome=\"unusable\"}"),
+        1
+    );
     assert_ne!(task_of(&result.log), dead);
     rig.assert_only_idle_pool_tasks(&result.log).await;
 }

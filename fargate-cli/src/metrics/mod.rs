@@ -68,9 +68,14 @@ impl Observer for Metrics {
             Event::Stopped { cause, .. } => {
                 *d.stops.entry(cause.as_str().into()).or_default() += 1;
             }
+            Event::WarmPool { outcome } => {
+                *d.warm.entry(outcome.as_str().into()).or_default() += 1;
+            }
             Event::Summary(s) => {
                 use fargate_core::observe::SummaryPoint;
                 match s.point {
+                    // A warm task's boot was the pool's, long before the job.
+                    SummaryPoint::Prepared if s.warm_claim.is_some() => {}
                     SummaryPoint::Prepared => {
                         let p = s.phases();
                         for (name, d2) in [

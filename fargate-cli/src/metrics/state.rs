@@ -63,6 +63,8 @@ pub(crate) struct State {
     pub(crate) retries: BTreeMap<String, u64>,
     /// cause → tasks stopped.
     pub(crate) stops: BTreeMap<String, u64>,
+    /// outcome → prepares, with a warm pool.
+    pub(crate) warm: BTreeMap<String, u64>,
     /// point (`accepted`, ..., `ready`) → time from prepare's start.
     pub(crate) prepare: BTreeMap<String, Histogram>,
     /// phase (`provisioning`, `image_pull`, ...) → its duration, from ECS's timestamps.
@@ -86,6 +88,7 @@ impl State {
             (&mut self.api_calls, &delta.api_calls),
             (&mut self.retries, &delta.retries),
             (&mut self.stops, &delta.stops),
+            (&mut self.warm, &delta.warm),
         ] {
             for (k, n) in theirs {
                 add(mine, k.clone(), *n);
@@ -168,9 +171,16 @@ impl State {
         counter(
             &mut out,
             "fargate_tasks_stopped_total",
-            "Tasks stopped, by who stopped them (cleanup, rollback, gc).",
+            "Tasks stopped, by who stopped them (cleanup, rollback, gc, pool).",
             &self.stops,
             &["cause"],
+        );
+        counter(
+            &mut out,
+            "fargate_warm_pool_prepares_total",
+            "Prepares with a warm pool, by what the pool did: taken, unusable (stopped, the job launched its own), empty, ineligible (the job's task differs from the pool's).",
+            &self.warm,
+            &["outcome"],
         );
         histogram(
             &mut out,

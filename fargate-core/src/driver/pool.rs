@@ -362,7 +362,7 @@ impl Driver {
                 let key = record.key.clone();
                 return match self.stop_job(&key, record).await {
                     Ok(stopped) => {
-                        self.observe_stops(&stopped, StopCause::Rollback);
+                        self.observe_stops(&stopped, StopCause::Pool);
                         Ok(None)
                     }
                     Err(err) => Err(Failure::from(err)),
@@ -715,7 +715,7 @@ impl Driver {
                 } else {
                     match self.stop_job(&key, current).await {
                         Ok(stopped) => {
-                            self.observe_stops(&stopped, StopCause::Rollback);
+                            self.observe_stops(&stopped, StopCause::Pool);
                             report
                                 .stopped
                                 .extend(stopped.into_iter().map(|t| (t.id, why.to_owned())));

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Endpoint, Launched, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
-use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint};
+use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint, WarmOutcome};
 use crate::retry::jittered;
 use crate::shell::{CapturedOutput, HostKey, KeyPair, RunOutcome, RunRequest};
 use crate::task_details::TaskDetails;
@@ -108,9 +108,21 @@ impl Driver {
             Ok(Some(template)) if Self::fits_pool(&template, &choice, &shape.shape) => {
                 let needed_until =
                     SystemTime::now() + self.options.timeouts.task_lifetime(job_timeout);
-                self.claim(&key, &template, needed_until).await
+                let claim = self.claim(&key, &template, needed_until).await;
+                if claim.is_none() {
+                    self.observe(Event::WarmPool {
+                        outcome: WarmOutcome::Empty,
+                    });
+                }
+                claim
             }
-            Ok(_) => None,
+            Ok(Some(_)) => {
+                self.observe(Event::WarmPool {
+                    outcome: WarmOutcome::Ineligible,
+                });
+                None
+            }
+            Ok(None) => None,
             Err(err) => {
                 tracing::warn!(error = %err, "the warm pool's settings are unusable; launching a task for the job");
                 None
@@ -119,10 +131,15 @@ impl Driver {
         let work = async {
             if let Some(claim) = claim {
                 let record = JobRecord::new(identity.clone(), keys.private_key.clone());
-                if let Some(report) = self
+                let warm = self
                     .prepare_warm(start, claim, record, &keys.public_key, cancel)
-                    .await?
-                {
+                    .await?;
+                let outcome = match &warm {
+                    Some(_) => WarmOutcome::Taken,
+                    None => WarmOutcome::Unusable,
+                };
+                self.observe(Event::WarmPool { outcome });
+                if let Some(report) = warm {
                     return Ok(report);
                 }
             }

@@ -1426,6 +1426,7 @@ impl crate::observe::Observer for Recorder {
                 operation, attempt, ..
             } => format!("retry {operation} after attempt {attempt}"),
             E::Summary(s) => format!("summary {:?} {}", s.point, s.details.cpu_units.unwrap_or(0)),
+            E::WarmPool { outcome } => format!("warm pool {}", outcome.as_str()),
         };
         self.0.lock().unwrap().push(line);
     }

@@ -156,15 +156,47 @@ pub enum StopCause {
     Rollback,
     /// The garbage collector (`fargate gc`).
     Gc,
+    /// The warm pool ([`crate::driver::pool`]): an idle task past its maximum idle time,
+    /// drained, beyond the pool's size, or unusable when a job claimed it.
+    Pool,
 }
 
 impl StopCause {
-    /// `cleanup`, `rollback` or `gc`, for labels.
+    /// `cleanup`, `rollback`, `gc` or `pool`, for labels.
     pub fn as_str(self) -> &'static str {
         match self {
             StopCause::Cleanup => "cleanup",
             StopCause::Rollback => "rollback",
             StopCause::Gc => "gc",
+            StopCause::Pool => "pool",
+        }
+    }
+}
+
+/// What the warm pool did for one prepare ([`Event::WarmPool`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WarmOutcome {
+    /// The job took a warm task.
+    Taken,
+    /// The job claimed a warm task that could not serve it (dead, another host key, the
+    /// key swap failed); it was stopped and the job got a task of its own.
+    Unusable,
+    /// No idle warm task fit the job: the pool was empty.
+    Empty,
+    /// The job's task differs from the pool's (its own task definition, size, capacity,
+    /// role, network or image): it never looks at the pool.
+    Ineligible,
+}
+
+impl WarmOutcome {
+    /// `taken`, `unusable`, `empty` or `ineligible`, for labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarmOutcome::Taken => "taken",
+            WarmOutcome::Unusable => "unusable",
+            WarmOutcome::Empty => "empty",
+            WarmOutcome::Ineligible => "ineligible",
         }
     }
 }
@@ -206,6 +238,11 @@ pub enum Event {
         task: TaskRef,
         /// Its state now.
         state: TaskState,
+    },
+    /// With a warm pool: what it did for this prepare.
+    WarmPool {
+        /// What happened.
+        outcome: WarmOutcome,
     },
     /// The driver asked the backend to stop `task`.
     Stopped {

@@ -104,8 +104,20 @@ async fn a_warm_task_still_taking_the_pool_key_is_stopped_and_the_job_gets_its_o
     r.driver.pool_fill(true).await.unwrap();
     let warm = r.launcher.running().remove(0);
     r.shell.ignore_key_swaps(true);
-    let report = r.prepare().await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let driver = r.driver.clone().with_observer(recorder.clone());
+    let report = driver
+        .prepare(&r.job, &CancellationToken::new())
+        .await
+        .unwrap();
     assert!(!report.warm);
+    let events = recorder.0.lock().unwrap().clone();
+    for expected in ["warm pool unusable", "stopped by pool"] {
+        assert!(
+            events.iter().any(|e| e == expected),
+            "{expected}: {events:?}"
+        );
+    }
     assert_ne!(report.task, warm);
     assert!(
         !r.launcher.running().contains(&warm),
