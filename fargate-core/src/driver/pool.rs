@@ -13,10 +13,10 @@
 //!   claim:  for each idle slot (ready ones first, oldest first): try its lock (never wait)
 //!           ─ re-read ─ put(slot, claimed by the job)          ← one winner across processes
 //!   take:   put(job record naming the task) ─ delete(slot) ─ unlock(slot)
-//!   ready:  probe SSH (host key must equal the slot's pinned one) within ClaimTimeout
-//!           (a slot never seen ready: the usual wait for address and SSH)
-//!   swap:   over SSH with the pool key, replace authorized_keys by the job's key
-//!   verify: the pool key is refused; the job's key logs in and runs `true`
+//!   swap:   over SSH with the pool key and the slot's pinned host key, within ClaimTimeout,
+//!           replace authorized_keys by the job's key (a slot never seen ready: first the
+//!           usual wait for address and SSH)
+//!   verify: at once, the pool key is refused and the job's key logs in and runs `true`
 //!   put(job record: Ready)
 //!   beside it: refill (sweep expired and abandoned slots, launch until `size` are idle)
 //! a claimed task that is dead, refuses the swap or still takes the pool key is stopped,
@@ -428,50 +428,32 @@ impl Driver {
         let Some(task) = slot.task.clone() else {
             return Err(unusable(Error::new(ErrorKind::Unexpected, "no task")));
         };
-        let (endpoint, host_key, address_known, probes, describe_calls) = match (
-            slot.endpoint,
-            slot.host_key.clone(),
-        ) {
-            (Some(endpoint), Some(pinned)) => {
-                let deadline = Instant::now() + self.options.pool.claim_timeout;
-                let probed = tokio::time::timeout_at(deadline, self.shell.probe(endpoint))
-                    .await
-                    .unwrap_or_else(|_| Err(Error::timeout("probing the warm task")));
-                match probed {
-                    Ok(seen) if seen == pinned => {}
-                    Ok(seen) => {
-                        return Err(unusable(Error::new(
-                            ErrorKind::HostKeyMismatch,
-                            format!(
-                                "{endpoint} answers with host key {seen}, not the warm task's {pinned}"
-                            ),
-                        )));
+        let (endpoint, host_key, address_known, probes, describe_calls) =
+            match (slot.endpoint, slot.host_key.clone()) {
+                // Seen ready by the pool: the swap's own connection checks that it still
+                // answers, with the pinned host key (else HostKeyMismatch: unusable).
+                (Some(endpoint), Some(pinned)) => (endpoint, pinned, Duration::ZERO, 0, 0),
+                _ => {
+                    // Never seen ready: wait for it as for a task of the job's own.
+                    let deadline = start + self.options.timeouts.ready;
+                    match self
+                        .wait_ready(&Launched::new(task), Instant::now(), deadline)
+                        .await
+                    {
+                        Ok(ready) => (
+                            ready.endpoint,
+                            ready.host_key,
+                            ready.address_known,
+                            ready.probes,
+                            ready.describe_calls,
+                        ),
+                        Err(err) if err.kind() == ErrorKind::TaskStopped => {
+                            return Err(unusable(err));
+                        }
+                        Err(err) => return Err(Ok(err)),
                     }
-                    Err(err) => return Err(unusable(err)),
                 }
-                (endpoint, pinned, Duration::ZERO, 1, 0)
-            }
-            _ => {
-                // Never seen ready: wait for it as for a task of the job's own.
-                let deadline = start + self.options.timeouts.ready;
-                match self
-                    .wait_ready(&Launched::new(task), Instant::now(), deadline)
-                    .await
-                {
-                    Ok(ready) => (
-                        ready.endpoint,
-                        ready.host_key,
-                        ready.address_known,
-                        ready.probes,
-                        ready.describe_calls,
-                    ),
-                    Err(err) if err.kind() == ErrorKind::TaskStopped => {
-                        return Err(unusable(err));
-                    }
-                    Err(err) => return Err(Ok(err)),
-                }
-            }
-        };
+            };
         let as_pool = RunRequest {
             endpoint,
             username: self.options.ssh.username.clone(),
@@ -490,12 +472,19 @@ impl Driver {
             }
             Err(err) => return Err(unusable(err)),
         }
-        // Only the job's key may work from now on.
+        // Only the job's key may work from now on: the pool key is refused, and the job's
+        // key logs in and runs `true` (both checked at once).
         let old_key = RunRequest {
             script: Arc::from(LOGIN_CHECK_SCRIPT),
             ..as_pool
         };
-        match run_captured(self, &old_key, deadline).await {
+        record.endpoint = Some(endpoint);
+        record.host_key = Some(host_key.clone());
+        let (refused, login) = tokio::join!(
+            run_captured(self, &old_key, deadline),
+            self.check_login(record, deadline)
+        );
+        match refused {
             Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {}
             Ok(_) => {
                 return Err(unusable(Error::new(
@@ -506,9 +495,7 @@ impl Driver {
             }
             Err(err) => return Err(unusable(err)),
         }
-        record.endpoint = Some(endpoint);
-        record.host_key = Some(host_key.clone());
-        if let Err(err) = self.check_login(record, deadline).await {
+        if let Err(err) = login {
             return Err(unusable(err));
         }
         Ok((endpoint, host_key, address_known, probes, describe_calls))
