@@ -299,6 +299,7 @@ impl Driver {
             details,
             Some(launch_accepted),
             Some(ready_at),
+            None,
         );
         Ok(PrepareReport {
             summary,

@@ -37,7 +37,7 @@ impl Driver {
                 Some(record) => {
                     let summary = match &record.task {
                         Some(task) => self.describe_for_summary(task).await.map(|details| {
-                            self.summarize(SummaryPoint::Cleanup, task, details, None, None)
+                            self.summarize(SummaryPoint::Cleanup, task, details, None, None, None)
                         }),
                         None => None,
                     };

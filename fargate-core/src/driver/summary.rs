@@ -27,21 +27,9 @@ impl Driver {
         }
     }
 
-    /// The summary of `task` with its cost estimate, told to the observer.
+    /// The summary of `task` with its cost estimate, told to the observer; `warm_claim` for
+    /// a task from the warm pool (see [`JobSummary::warm_claim`]).
     pub(super) fn summarize(
-        &self,
-        point: SummaryPoint,
-        task: &TaskRef,
-        details: TaskDetails,
-        accepted: Option<Duration>,
-        ready_at: Option<SystemTime>,
-    ) -> JobSummary {
-        self.summarize_with(point, task, details, accepted, ready_at, None)
-    }
-
-    /// [`Driver::summarize`] of a task from the warm pool, taken over `warm_claim` after
-    /// prepare began (see [`JobSummary::warm_claim`]).
-    pub(super) fn summarize_with(
         &self,
         point: SummaryPoint,
         task: &TaskRef,

@@ -1,0 +1,373 @@
+//! Claiming a warm task for a job, and taking it over (see the [module docs](super)).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Failure, Result};
+use crate::job::JobKey;
+use crate::launcher::{Endpoint, Launched, TaskRef};
+use crate::metadata::{JobLock, JobRecord, Phase, unix_now};
+use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint};
+use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
+
+use super::super::prepare::LOGIN_CHECK_SCRIPT;
+use super::super::{Driver, PrepareReport};
+use super::{AUTHORIZED_KEYS_ENV, PoolReport, PoolTemplate, template_matches};
+
+/// A slot this process claimed: its record (marked as claimed) and its lock.
+pub(in crate::driver) struct Claim {
+    slot: JobRecord,
+    lock: JobLock,
+}
+
+/// Why a claimed task cannot serve the job: it is stopped and the job launches its own.
+struct Unusable(Error);
+
+impl Driver {
+    /// Claims an idle slot for job `job` whose task runs `template` until at least
+    /// `needed_until`; `None` when there is none. Never waits for a lock: a slot another
+    /// process is claiming is skipped.
+    pub(in crate::driver) async fn claim(
+        &self,
+        job: &JobKey,
+        template: &PoolTemplate,
+        needed_until: SystemTime,
+    ) -> Option<Claim> {
+        let mut candidates = match self.slots().await {
+            Ok(slots) => slots,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the warm pool; launching a task for the job");
+                return None;
+            }
+        };
+        let now = unix_now();
+        candidates.retain(|s| claimable(s, template, now, needed_until));
+        // Ready ones first (no wait), then the oldest (closest to expiry, furthest booted).
+        candidates.sort_by_key(|s| (s.phase != Phase::Ready, s.created_at));
+        for candidate in candidates {
+            let lock = match self.store.lock(&candidate.key, Duration::ZERO).await {
+                Ok(lock) => lock,
+                Err(_) => continue, // another process holds it (claiming, refilling, gc)
+            };
+            let mut slot = match self.store.get(&candidate.key).await {
+                Ok(Some(slot)) if claimable(&slot, template, unix_now(), needed_until) => slot,
+                _ => {
+                    self.release(lock).await;
+                    continue;
+                }
+            };
+            if let Some(pool) = slot.pool.as_mut() {
+                pool.claimed_by = Some(job.clone());
+            }
+            slot.touch();
+            if let Err(err) = self.store.put(&slot).await {
+                tracing::warn!(slot = %slot.key, error = %err, "cannot claim a warm task");
+                self.release(lock).await;
+                continue;
+            }
+            return Some(Claim { slot, lock });
+        }
+        None
+    }
+
+    /// Takes the claimed task over for the job of `record` (whose key is in it) and makes it
+    /// ready for the job: see the [module docs](self). `Ok(None)`: the task could not serve
+    /// the job and was stopped; launch one for it.
+    pub(in crate::driver) async fn prepare_warm(
+        &self,
+        start: Instant,
+        claim: Claim,
+        mut record: JobRecord,
+        job_public_key: &str,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<Option<PrepareReport>, Failure> {
+        let Claim { slot, lock } = claim;
+        let task = slot.task.clone();
+        let (Some(task), Some(spec)) = (task, slot.spec.clone()) else {
+            self.release(lock).await;
+            return Ok(None);
+        };
+        // The job's record names the task before the slot goes.
+        record.task = Some(task.clone());
+        record.spec = Some(spec.clone());
+        record.phase = Phase::Launched;
+        record.touch();
+        let taken = self.store.put(&record).await;
+        if taken.is_ok()
+            && let Err(err) = self.store.delete(&slot.key).await
+        {
+            tracing::warn!(slot = %slot.key, error = %err, "could not remove the claimed slot's record; a sweep will");
+        }
+        self.release(lock).await;
+        if let Err(err) = taken {
+            // The slot still names the task (claimed): it is stopped by the job's cleanup.
+            return Err(Failure::from(err));
+        }
+        let idle = unix_now().saturating_sub(slot.created_at);
+        tracing::info!(task = %task, idle_s = idle, "using a warm task from the pool");
+        self.observe(Event::Launched { task: task.clone() });
+        self.observe(Event::Phase {
+            phase: PreparePhase::Accepted,
+            elapsed: start.elapsed(),
+        });
+        let launch_accepted = start.elapsed();
+
+        // ECS's timeline of the task, for the summary, beside the take-over.
+        let take_over = async {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(Ok(Error::cancelled("taking over a warm task"))),
+                r = self.take_over(start, &slot, &mut record, job_public_key) => r,
+            }
+        };
+        let (outcome, details) = tokio::join!(take_over, self.describe_for_summary(&task));
+        let (endpoint, host_key, address_known, probes, describe_calls) = match outcome {
+            Ok(ready) => ready,
+            Err(Ok(err)) => return Err(self.roll_back(record, err).await),
+            Err(Err(Unusable(why))) => {
+                tracing::warn!(task = %task, "the warm task cannot serve the job ({why}); stopping it and launching a task for the job");
+                let key = record.key.clone();
+                return match self.stop_job(&key, record).await {
+                    Ok(stopped) => {
+                        self.observe_stops(&stopped, StopCause::Pool);
+                        Ok(None)
+                    }
+                    Err(err) => Err(Failure::from(err)),
+                };
+            }
+        };
+        record.endpoint = Some(endpoint);
+        record.host_key = Some(host_key.clone());
+        record.phase = Phase::Ready;
+        record.touch();
+        if let Err(err) = self.store.put(&record).await {
+            return Err(self.roll_back(record, err).await);
+        }
+        let ssh_ready = start.elapsed();
+        let ready_at = SystemTime::now();
+        self.observe(Event::Phase {
+            phase: PreparePhase::SshUp,
+            elapsed: ssh_ready,
+        });
+        self.observe(Event::Ready {
+            task: task.clone(),
+            endpoint,
+            elapsed: ssh_ready,
+        });
+        tracing::info!("task shape: {}", spec.shape);
+        let details = details.unwrap_or_default();
+        let summary = self.summarize(
+            SummaryPoint::Prepared,
+            &task,
+            details,
+            Some(launch_accepted),
+            Some(ready_at),
+            Some(ssh_ready),
+        );
+        Ok(Some(PrepareReport {
+            summary,
+            task,
+            endpoint,
+            host_key,
+            launch_accepted,
+            address_known,
+            ssh_ready,
+            describe_calls,
+            probes,
+            shape: spec.shape,
+            warm: true,
+        }))
+    }
+
+    /// Finds the claimed task's SSH server, swaps its key and verifies the swap. `Err(Ok)`:
+    /// the job fails; `Err(Err)`: the task cannot serve the job.
+    async fn take_over(
+        &self,
+        start: Instant,
+        slot: &JobRecord,
+        record: &mut JobRecord,
+        job_public_key: &str,
+    ) -> std::result::Result<
+        (Endpoint, HostKey, Duration, u32, u32),
+        std::result::Result<Error, Unusable>,
+    > {
+        let unusable = |e: Error| Err(Unusable(e));
+        let Some(task) = slot.task.clone() else {
+            return Err(unusable(Error::new(ErrorKind::Unexpected, "no task")));
+        };
+        let (endpoint, host_key, address_known, probes, describe_calls) =
+            match (slot.endpoint, slot.host_key.clone()) {
+                // Seen ready by the pool: the swap's own connection checks that it still
+                // answers, with the pinned host key (else HostKeyMismatch: unusable).
+                (Some(endpoint), Some(pinned)) => (endpoint, pinned, Duration::ZERO, 0, 0),
+                _ => {
+                    // Never seen ready: wait for it as for a task of the job's own.
+                    let deadline = start + self.options.timeouts.ready;
+                    match self
+                        .wait_ready(&Launched::new(task), Instant::now(), deadline)
+                        .await
+                    {
+                        Ok(ready) => (
+                            ready.endpoint,
+                            ready.host_key,
+                            ready.address_known,
+                            ready.probes,
+                            ready.describe_calls,
+                        ),
+                        Err(err) if err.kind() == ErrorKind::TaskStopped => {
+                            return Err(unusable(err));
+                        }
+                        Err(err) => return Err(Ok(err)),
+                    }
+                }
+            };
+        let as_pool = RunRequest {
+            endpoint,
+            username: self.options.ssh.username.clone(),
+            private_key: slot.private_key.clone(),
+            host_key: Some(host_key.clone()),
+            script: Arc::from(key_swap_script(job_public_key).map_err(Ok)?.into_bytes()),
+        };
+        let deadline = Instant::now() + self.options.pool.claim_timeout;
+        match run_captured(self, &as_pool, deadline).await {
+            Ok((RunOutcome::Exited(0), _)) => {}
+            Ok((outcome, stderr)) => {
+                return Err(unusable(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("replacing its authorized key ended with {outcome:?}: {stderr}"),
+                )));
+            }
+            Err(err) => return Err(unusable(err)),
+        }
+        // Only the job's key may work from now on: the pool key is refused, and the job's
+        // key logs in and runs `true` (both checked at once).
+        let old_key = RunRequest {
+            script: Arc::from(LOGIN_CHECK_SCRIPT),
+            ..as_pool
+        };
+        record.endpoint = Some(endpoint);
+        record.host_key = Some(host_key.clone());
+        let (refused, login) = tokio::join!(
+            run_captured(self, &old_key, deadline),
+            self.check_login(record, deadline)
+        );
+        match refused {
+            Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {}
+            Ok(_) => {
+                return Err(unusable(Error::new(
+                    ErrorKind::NotAllowed,
+                    "the pool key still logs in after the swap",
+                )
+                .with_hint(format!("the task image's SSH server must read the login user's authorized keys from ~/.ssh/authorized_keys (or from ${AUTHORIZED_KEYS_ENV} in its sessions' environment)"))));
+            }
+            Err(err) => return Err(unusable(err)),
+        }
+        if let Err(err) = login {
+            return Err(unusable(err));
+        }
+        Ok((endpoint, host_key, address_known, probes, describe_calls))
+    }
+
+    /// Stops the slots claimed by `job` that its record does not name (a prepare killed
+    /// between its claim and its record): part of the job's cleanup.
+    pub(in crate::driver) async fn stop_claimed_slots(&self, job: &JobKey) -> Vec<TaskRef> {
+        if !self.options.pool.enabled() {
+            return Vec::new();
+        }
+        let mut report = PoolReport::default();
+        if let Ok(slots) = self.slots().await {
+            for slot in slots {
+                if slot.pool.as_ref().and_then(|p| p.claimed_by.as_ref()) == Some(job) {
+                    self.stop_slot(slot, "its claiming job ended", &mut report)
+                        .await;
+                }
+            }
+        }
+        report
+            .stopped
+            .into_iter()
+            .map(|(task, _)| TaskRef::new(task))
+            .collect()
+    }
+}
+
+/// Whether `slot` is an idle task of `template` that lives until `needed_until`.
+fn claimable(
+    slot: &JobRecord,
+    template: &PoolTemplate,
+    now: u64,
+    needed_until: SystemTime,
+) -> bool {
+    let Some(pool) = &slot.pool else {
+        return false;
+    };
+    pool.claimed_by.is_none()
+        && matches!(slot.phase, Phase::Launched | Phase::Ready)
+        && slot.task.is_some()
+        && now < pool.idle_until
+        && template_matches(slot, template)
+        && slot
+            .spec
+            .as_ref()
+            .and_then(|s| s.deadline)
+            .is_some_and(|d| d >= needed_until)
+}
+
+/// The script that makes `public_key` the login user's only authorized key, atomically
+/// (a new file renamed over the old one, 0600 in a 0700 directory).
+pub(super) fn key_swap_script(public_key: &str) -> Result<String> {
+    let line = public_key.trim();
+    let safe = !line.is_empty()
+        && line
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " +/=@._:-".contains(c));
+    if !safe {
+        return Err(Error::new(
+            ErrorKind::Unexpected,
+            "the job's public key has characters an authorized_keys line does not",
+        ));
+    }
+    Ok(format!(
+        "set -eu\n\
+         umask 077\n\
+         f=\"${{{AUTHORIZED_KEYS_ENV}:-$HOME/.ssh/authorized_keys}}\"\n\
+         mkdir -p \"$(dirname \"$f\")\"\n\
+         printf '%s\\n' '{line}' > \"$f.fargate-swap\"\n\
+         mv -f \"$f.fargate-swap\" \"$f\"\n"
+    ))
+}
+
+/// Runs `request` until `deadline`; its outcome and stderr.
+async fn run_captured(
+    driver: &Driver,
+    request: &RunRequest,
+    deadline: Instant,
+) -> Result<(RunOutcome, String)> {
+    let mut out = CapturedOutput::default();
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        driver
+            .shell
+            .run(request, &mut out, &CancellationToken::new()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(Error::timeout("running a script on the warm task")))?;
+    Ok((
+        outcome,
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    ))
+}
+
+/// The pool key never leaves the slot's record; this keeps it out of `Debug` output of
+/// claims.
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claim")
+            .field("slot", &self.slot.key)
+            .finish_non_exhaustive()
+    }
+}

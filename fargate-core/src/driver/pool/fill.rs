@@ -1,0 +1,301 @@
+//! Filling the warm pool, sweeping it, and reporting on it (see the [module docs](super)).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::job::JobIdentity;
+use crate::launcher::{Launched, TaskSpec};
+use crate::metadata::{JobRecord, Phase, PoolSlot, unix_now};
+use crate::observe::StopCause;
+
+use super::super::{Driver, SSH_PUBLIC_KEY_ENV, TASK_DEADLINE_ENV};
+use super::{
+    PoolReport, PoolTemplate, SlotInfo, SlotState, join_all, template_matches, unix_secs,
+    whole_seconds,
+};
+
+/// A slot claimed but not taken over by its job for this long was abandoned by a killed
+/// prepare: a sweep stops its task.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a refill waits for another process's refill to finish before it leaves the
+/// pool to that one.
+const REFILL_LOCK_WAIT: Duration = Duration::from_secs(3);
+
+impl Driver {
+    /// Refills the pool: sweeps its expired and abandoned slots, then launches tasks until
+    /// `size` are idle. Best effort: what fails is in the report, never an error of the
+    /// job. Skipped when another process is refilling.
+    pub(in crate::driver) async fn refill_pool(&self) -> Option<PoolReport> {
+        let template = match self.pool_template() {
+            Ok(Some(t)) => t,
+            _ => return None,
+        };
+        let fill_key = self.pool_fill_key();
+        let lock = match self.store.lock(&fill_key, REFILL_LOCK_WAIT).await {
+            Ok(lock) => lock,
+            Err(err) => {
+                tracing::debug!(error = %err, "another process is refilling the warm pool");
+                return None;
+            }
+        };
+        let report = self.fill(&template, false).await;
+        self.release(lock).await;
+        for failure in &report.failures {
+            tracing::warn!("warm pool: {failure}");
+        }
+        Some(report)
+    }
+
+    pub(super) async fn fill(&self, template: &PoolTemplate, wait: bool) -> PoolReport {
+        let mut report = PoolReport::default();
+        let slots = match self.slots().await {
+            Ok(slots) => slots,
+            Err(err) => {
+                report.failures.push(format!("reading the pool: {err}"));
+                return report;
+            }
+        };
+        let now = unix_now();
+        let mut idle = Vec::new();
+        for slot in slots {
+            match self.sweep_reason(&slot, template, now).await {
+                Some(why) => self.stop_slot(slot, &why, &mut report).await,
+                None if slot.pool.as_ref().is_some_and(|p| p.claimed_by.is_none()) => {
+                    idle.push(slot)
+                }
+                None => {}
+            }
+        }
+        // A smaller pool than before: the youngest idle tasks go.
+        idle.sort_by_key(|s| (s.phase != Phase::Ready, s.created_at));
+        while idle.len() > self.options.pool.size {
+            if let Some(extra) = idle.pop() {
+                self.stop_slot(extra, "the warm pool is smaller now", &mut report)
+                    .await;
+            }
+        }
+        let missing = self.options.pool.size.saturating_sub(idle.len());
+        let launches = (0..missing).map(|_| self.launch_slot(template));
+        for result in join_all(launches).await {
+            match result {
+                Ok(slot) => {
+                    if let Some(task) = &slot.task {
+                        report.started.push(task.id.clone());
+                    }
+                    idle.push(slot);
+                }
+                Err(err) => report.failures.push(format!("starting a warm task: {err}")),
+            }
+        }
+        if wait {
+            let readies = idle
+                .into_iter()
+                .filter(|s| s.phase != Phase::Ready)
+                .map(|s| self.ready_slot(s));
+            for result in join_all(readies).await {
+                if let Err(err) = result {
+                    report.failures.push(err);
+                }
+            }
+        }
+        match self.slot_infos().await {
+            Ok(slots) => report.slots = slots,
+            Err(err) => report.failures.push(format!("reading the pool: {err}")),
+        }
+        report
+    }
+
+    /// Why `slot` should go, if it should.
+    pub(super) async fn sweep_reason(
+        &self,
+        slot: &JobRecord,
+        template: &PoolTemplate,
+        now: u64,
+    ) -> Option<String> {
+        let pool = slot.pool.as_ref()?;
+        let quiet = now.saturating_sub(slot.updated_at);
+        if let Some(job) = &pool.claimed_by {
+            if quiet < ABANDONED_AFTER.as_secs() {
+                return None;
+            }
+            // The claiming prepare died; unless its job's record names the task now, the
+            // task is nobody's.
+            let named = match self.store.get(job).await {
+                Ok(Some(record)) => slot.task.is_some() && record.task == slot.task,
+                _ => false,
+            };
+            return Some(if named {
+                String::new() // only the slot's record goes; see stop_slot
+            } else {
+                format!("claimed by {job} {quiet} s ago, which never took it over")
+            });
+        }
+        if now >= pool.idle_until {
+            return Some("idle longer than the warm pool's maximum idle time".into());
+        }
+        if slot.phase == Phase::LaunchRequested {
+            // Its launcher holds the slot's lock until the answer is recorded: when
+            // `stop_slot` gets the lock, that process died and the answer is lost (the
+            // replayed launch finds the task, which is stopped).
+            return Some("the process that launched it died before ECS answered".into());
+        }
+        if !template_matches(slot, template) {
+            return Some("the warm pool's task settings changed".into());
+        }
+        None
+    }
+
+    /// Stops `slot`'s task and removes its record, under its lock (never waiting). An empty
+    /// `why` removes only the record (its task belongs to a job now).
+    pub(super) async fn stop_slot(&self, slot: JobRecord, why: &str, report: &mut PoolReport) {
+        let Ok(lock) = self.store.lock(&slot.key, Duration::ZERO).await else {
+            return; // another process is at it
+        };
+        let key = slot.key.clone();
+        match self.store.get(&key).await {
+            Ok(Some(current)) if current == slot => {
+                if why.is_empty() {
+                    if let Err(err) = self.store.delete(&key).await {
+                        report.failures.push(format!("removing slot {key}: {err}"));
+                    }
+                } else {
+                    match self.stop_job(&key, current).await {
+                        Ok(stopped) => {
+                            self.observe_stops(&stopped, StopCause::Pool);
+                            report
+                                .stopped
+                                .extend(stopped.into_iter().map(|t| (t.id, why.to_owned())));
+                        }
+                        Err(err) => report.failures.push(format!("stopping slot {key}: {err}")),
+                    }
+                }
+            }
+            _ => {} // it changed meanwhile: look again next time
+        }
+        self.release(lock).await;
+    }
+
+    /// Launches one pool task; its slot is recorded before the launch, under its lock.
+    pub(super) async fn launch_slot(&self, template: &PoolTemplate) -> Result<JobRecord> {
+        let mut n = [0u8; 8];
+        getrandom::fill(&mut n)
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("no randomness: {e}")))?;
+        let identity = JobIdentity::pool_slot(self.namespace.clone(), u64::from_be_bytes(n));
+        let key = identity.key();
+        let lock = self.store.lock(&key, Duration::ZERO).await?;
+        let result = self.launch_slot_locked(identity, template).await;
+        self.release(lock).await;
+        result
+    }
+
+    async fn launch_slot_locked(
+        &self,
+        identity: JobIdentity,
+        template: &PoolTemplate,
+    ) -> Result<JobRecord> {
+        let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
+        let now = SystemTime::now();
+        let max_idle = self.options.pool.max_idle;
+        let deadline = whole_seconds(now + max_idle + self.options.timeouts.task_lifetime(None));
+        let mut spec = TaskSpec::new(identity.clone(), template.task_definition.clone())
+            .with_shape(template.shape.clone())
+            .with_deadline(deadline);
+        spec.platform_version = template.platform_version.clone();
+        spec.container_name = self.options.task.container_name.clone();
+        spec.environment = BTreeMap::from([
+            (SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key),
+            (
+                TASK_DEADLINE_ENV.to_owned(),
+                unix_secs(deadline).to_string(),
+            ),
+        ]);
+        let mut record = JobRecord::new(identity, keys.private_key);
+        record.pool = Some(PoolSlot::new(unix_secs(now + max_idle)));
+        record.spec = Some(spec.clone());
+        match self
+            .launch(&mut record, &spec, false, &CancellationToken::new())
+            .await
+        {
+            Ok(_) => {
+                self.store.put(&record).await?;
+                tracing::debug!(slot = %record.key, task = ?record.task, "started a warm task");
+                Ok(record)
+            }
+            Err(err) => {
+                let key = record.key.clone();
+                if let Err(stop_err) = self.stop_job(&key, record).await {
+                    tracing::warn!(slot = %key, error = %stop_err, "could not clean up a failed warm task launch; a sweep will");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Waits until a slot's task answers SSH and takes its pool key; records its endpoint
+    /// and host key (phase Ready).
+    pub(super) async fn ready_slot(&self, slot: JobRecord) -> std::result::Result<(), String> {
+        let key = slot.key.clone();
+        let fail = |e: Error| format!("waiting for warm task of slot {key}: {e}");
+        let Some(task) = slot.task.clone() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.options.timeouts.ready;
+        let ready = self
+            .wait_ready(&Launched::new(task), Instant::now(), deadline)
+            .await
+            .map_err(fail)?;
+        let mut probe = slot.clone();
+        probe.endpoint = Some(ready.endpoint);
+        probe.host_key = Some(ready.host_key.clone());
+        self.check_login(&probe, deadline).await.map_err(fail)?;
+        // Record it unless the slot changed meanwhile (claimed, swept).
+        let lock = self
+            .store
+            .lock(&key, Duration::from_secs(5))
+            .await
+            .map_err(fail)?;
+        let result = match self.store.get(&key).await {
+            Ok(Some(current)) if current == slot => {
+                probe.phase = Phase::Ready;
+                probe.touch();
+                self.store.put(&probe).await.map_err(fail)
+            }
+            _ => Ok(()),
+        };
+        self.release(lock).await;
+        result
+    }
+
+    pub(super) async fn slot_infos(&self) -> Result<Vec<SlotInfo>> {
+        let now = unix_now();
+        let mut infos: Vec<SlotInfo> = self
+            .slots()
+            .await?
+            .into_iter()
+            .filter_map(|s| {
+                let pool = s.pool.as_ref()?;
+                let state = match (&pool.claimed_by, s.phase) {
+                    (Some(job), _) => SlotState::Claimed(job.to_string()),
+                    (None, Phase::LaunchRequested) => SlotState::Launching,
+                    (None, Phase::Launched) => SlotState::Booting,
+                    (None, Phase::Ready) => SlotState::Ready,
+                    (None, _) => SlotState::Stopping,
+                };
+                Some(SlotInfo {
+                    key: s.key.to_string(),
+                    task: s.task.as_ref().map(|t| t.id.clone()),
+                    state,
+                    age_secs: now.saturating_sub(s.created_at),
+                    idle_left_secs: pool.idle_until.saturating_sub(now),
+                })
+            })
+            .collect();
+        infos.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(infos)
+    }
+}
