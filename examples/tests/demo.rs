@@ -127,60 +127,60 @@ fn the_demo_runs_a_job_through_the_driver_and_stops_everything() {
     assert_all_stopped(&stdout);
 }
 
-#[test]
-fn the_demo_runs_a_job_on_a_warm_task_and_drains_the_pool() {
-    fargate_testkit::require_fixture!(LocalFargate);
-    let output = demo().arg("--warm").output().expect("running the demo");
+/// Runs the demo with `args`, which must succeed, print each of `expected` and stop
+/// everything it started; its stdout.
+#[allow(
+    clippy::expect_used,
+    reason = "a test helper: a demo that cannot start fails the test"
+)]
+fn successful_demo(args: &[&str], expected: &[&str]) -> String {
+    let output = demo().args(args).output().expect("running the demo");
     let (stdout, stderr) = text(&output);
     assert_eq!(
         output.status.code(),
         Some(0),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    for expected in [
-        "$ fargate pool fill --wait",
-        "1 idle task(s)",
-        "using a warm task from the pool",
-        "summary: warm task from the pool (idle ",
+    for expected in expected.iter().chain(&[
         "Job succeeded",
-        "$ fargate pool drain",
         "Tasks still running in the local Fargate after cleanup: none",
-    ] {
+    ]) {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in\n{stdout}\nstderr:\n{stderr}"
         );
     }
-    assert!(!stdout.contains("cannot serve the job"), "{stdout}");
     assert_all_stopped(&stdout);
+    stdout
+}
+
+#[test]
+fn the_demo_runs_a_job_on_a_warm_task_and_drains_the_pool() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let stdout = successful_demo(
+        &["--warm"],
+        &[
+            "$ fargate pool fill --wait",
+            "1 idle task(s)",
+            "using a warm task from the pool",
+            "summary: warm task from the pool (idle ",
+            "$ fargate pool drain",
+        ],
+    );
+    assert!(!stdout.contains("cannot serve the job"), "{stdout}");
 }
 
 #[test]
 fn the_demo_runs_a_job_with_an_image_in_two_containers() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let output = demo()
-        .args(["--image", "alpine:3.20"])
-        .output()
-        .expect("running the demo");
-    let (stdout, stderr) = text(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    successful_demo(
+        &["--image", "alpine:3.20"],
+        &[
+            "the job runs in image alpine:3.20",
+            "sources checked out in the helper container",
+            "this script runs in the job container",
+        ],
     );
-    for expected in [
-        "the job runs in image alpine:3.20",
-        "sources checked out in the helper container",
-        "this script runs in the job container",
-        "Job succeeded",
-        "Tasks still running in the local Fargate after cleanup: none",
-    ] {
-        assert!(
-            stdout.contains(expected),
-            "missing {expected:?} in\n{stdout}\nstderr:\n{stderr}"
-        );
-    }
-    assert_all_stopped(&stdout);
 }
 
 #[test]
