@@ -657,13 +657,13 @@ impl Driver {
 }
 
 /// `now + lifetime`, cut to whole seconds (as the tag and the container see it).
-fn whole_seconds_after(now: SystemTime, lifetime: Duration) -> SystemTime {
+pub(super) fn whole_seconds_after(now: SystemTime, lifetime: Duration) -> SystemTime {
     let secs = unix_seconds(now).saturating_add(lifetime.as_secs());
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// Seconds since the Unix epoch (0 before it).
-fn unix_seconds(t: SystemTime) -> u64 {
+pub(super) fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

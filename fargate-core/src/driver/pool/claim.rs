@@ -1,6 +1,5 @@
 //! Claiming a warm task for a job, and taking it over (see the [module docs](super)).
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -9,23 +8,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::JobKey;
-use crate::launcher::{Endpoint, Launched, TaskRef};
+use crate::launcher::{Launched, TaskRef, TaskSpec};
 use crate::metadata::{JobLock, JobRecord, Phase, unix_now};
 use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint};
-use crate::shell::{CapturedOutput, HostKey, RunOutcome, RunRequest};
+use crate::shell::{CapturedOutput, RunOutcome, RunRequest};
+use crate::task_details::TaskDetails;
 
-use super::super::prepare::LOGIN_CHECK_SCRIPT;
+use super::super::prepare::{LOGIN_CHECK_SCRIPT, Ready};
 use super::super::{Driver, PrepareReport};
 use super::{AUTHORIZED_KEYS_ENV, PoolReport, PoolTemplate, template_matches};
 
-/// A slot this process claimed: its record (marked as claimed) and its lock.
+/// A slot this process claimed: its record (marked as claimed), its task and launch, and
+/// its lock.
 pub(in crate::driver) struct Claim {
     slot: JobRecord,
+    task: TaskRef,
+    spec: TaskSpec,
     lock: JobLock,
 }
 
-/// Why a claimed task cannot serve the job: it is stopped and the job launches its own.
-struct Unusable(Error);
+/// Why a take-over failed.
+enum TakeOverError {
+    /// The job fails (a cancel, a task that never became ready).
+    Fails(Error),
+    /// The claimed task cannot serve the job: it is stopped and the job launches its own.
+    Unusable(Error),
+}
 
 impl Driver {
     /// Claims an idle slot for job `job` whose task runs `template` until at least
@@ -60,6 +68,11 @@ impl Driver {
                     continue;
                 }
             };
+            // A claimable slot has both (see `claimable`).
+            let (Some(task), Some(spec)) = (slot.task.clone(), slot.spec.clone()) else {
+                self.release(lock).await;
+                continue;
+            };
             if let Some(pool) = slot.pool.as_mut() {
                 pool.claimed_by = Some(job.clone());
             }
@@ -69,7 +82,12 @@ impl Driver {
                 self.release(lock).await;
                 continue;
             }
-            return Some(Claim { slot, lock });
+            return Some(Claim {
+                slot,
+                task,
+                spec,
+                lock,
+            });
         }
         None
     }
@@ -85,12 +103,12 @@ impl Driver {
         job_public_key: &str,
         cancel: &CancellationToken,
     ) -> std::result::Result<Option<PrepareReport>, Failure> {
-        let Claim { slot, lock } = claim;
-        let task = slot.task.clone();
-        let (Some(task), Some(spec)) = (task, slot.spec.clone()) else {
-            self.release(lock).await;
-            return Ok(None);
-        };
+        let Claim {
+            slot,
+            task,
+            spec,
+            lock,
+        } = claim;
         // The job's record names the task before the slot goes.
         record.task = Some(task.clone());
         record.spec = Some(spec.clone());
@@ -120,15 +138,15 @@ impl Driver {
         let take_over = async {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => Err(Ok(Error::cancelled("taking over a warm task"))),
-                r = self.take_over(start, &slot, &mut record, job_public_key) => r,
+                _ = cancel.cancelled() => Err(TakeOverError::Fails(Error::cancelled("taking over a warm task"))),
+                r = self.take_over(start, &slot, &task, &mut record, job_public_key) => r,
             }
         };
         let (outcome, details) = tokio::join!(take_over, self.describe_for_summary(&task));
-        let (endpoint, host_key, address_known, probes, describe_calls) = match outcome {
+        let ready = match outcome {
             Ok(ready) => ready,
-            Err(Ok(err)) => return Err(self.roll_back(record, err).await),
-            Err(Err(Unusable(why))) => {
+            Err(TakeOverError::Fails(err)) => return Err(self.roll_back(record, err).await),
+            Err(TakeOverError::Unusable(why)) => {
                 tracing::warn!(task = %task, "the warm task cannot serve the job ({why}); stopping it and launching a task for the job");
                 let key = record.key.clone();
                 return match self.stop_job(&key, record).await {
@@ -140,8 +158,7 @@ impl Driver {
                 };
             }
         };
-        record.endpoint = Some(endpoint);
-        record.host_key = Some(host_key.clone());
+        let endpoint = ready.endpoint;
         record.phase = Phase::Ready;
         record.touch();
         if let Err(err) = self.store.put(&record).await {
@@ -159,7 +176,7 @@ impl Driver {
             elapsed: ssh_ready,
         });
         tracing::info!("task shape: {}", spec.shape);
-        let details = details.unwrap_or_default();
+        let details = details.unwrap_or(ready.details);
         let summary = self.summarize(
             SummaryPoint::Prepared,
             &task,
@@ -172,76 +189,70 @@ impl Driver {
             summary,
             task,
             endpoint,
-            host_key,
+            host_key: ready.host_key,
             launch_accepted,
-            address_known,
+            address_known: ready.address_known,
             ssh_ready,
-            describe_calls,
-            probes,
+            describe_calls: ready.describe_calls,
+            probes: ready.probes,
             shape: spec.shape,
             warm: true,
         }))
     }
 
-    /// Finds the claimed task's SSH server, swaps its key and verifies the swap. `Err(Ok)`:
-    /// the job fails; `Err(Err)`: the task cannot serve the job.
+    /// Finds the claimed task's SSH server, swaps its key and verifies the swap; sets the
+    /// endpoint and host key in the job's `record`.
     async fn take_over(
         &self,
         start: Instant,
         slot: &JobRecord,
+        task: &TaskRef,
         record: &mut JobRecord,
         job_public_key: &str,
-    ) -> std::result::Result<
-        (Endpoint, HostKey, Duration, u32, u32),
-        std::result::Result<Error, Unusable>,
-    > {
-        let unusable = |e: Error| Err(Unusable(e));
-        let Some(task) = slot.task.clone() else {
-            return Err(unusable(Error::new(ErrorKind::Unexpected, "no task")));
-        };
-        let (endpoint, host_key, address_known, probes, describe_calls) =
-            match (slot.endpoint, slot.host_key.clone()) {
-                // Seen ready by the pool: the swap's own connection checks that it still
-                // answers, with the pinned host key (else HostKeyMismatch: unusable).
-                (Some(endpoint), Some(pinned)) => (endpoint, pinned, Duration::ZERO, 0, 0),
-                _ => {
-                    // Never seen ready: wait for it as for a task of the job's own.
-                    let deadline = start + self.options.timeouts.ready;
-                    match self
-                        .wait_ready(&Launched::new(task), Instant::now(), deadline)
-                        .await
-                    {
-                        Ok(ready) => (
-                            ready.endpoint,
-                            ready.host_key,
-                            ready.address_known,
-                            ready.probes,
-                            ready.describe_calls,
-                        ),
-                        Err(err) if err.kind() == ErrorKind::TaskStopped => {
-                            return Err(unusable(err));
-                        }
-                        Err(err) => return Err(Ok(err)),
-                    }
+    ) -> std::result::Result<Ready, TakeOverError> {
+        use TakeOverError::{Fails, Unusable};
+        let ready = match (slot.endpoint, slot.host_key.clone()) {
+            // Seen ready by the pool: the swap's own connection checks that it still
+            // answers, with the pinned host key (else HostKeyMismatch: unusable).
+            (Some(endpoint), Some(host_key)) => Ready {
+                endpoint,
+                host_key,
+                address_known: Duration::ZERO,
+                describe_calls: 0,
+                probes: 0,
+                details: TaskDetails::default(),
+            },
+            // Never seen ready: wait for it as for a task of the job's own.
+            _ => {
+                let deadline = start + self.options.timeouts.ready;
+                match self
+                    .wait_ready(&Launched::new(task.clone()), Instant::now(), deadline)
+                    .await
+                {
+                    Ok(ready) => ready,
+                    Err(err) if err.kind() == ErrorKind::TaskStopped => return Err(Unusable(err)),
+                    Err(err) => return Err(Fails(err)),
                 }
-            };
+            }
+        };
+        let (endpoint, host_key) = (ready.endpoint, ready.host_key.clone());
         let as_pool = RunRequest {
             endpoint,
             username: self.options.ssh.username.clone(),
             private_key: slot.private_key.clone(),
             host_key: Some(host_key.clone()),
-            script: Arc::from(key_swap_script(job_public_key).map_err(Ok)?.into_bytes()),
+            script: Arc::from(key_swap_script(job_public_key).map_err(Fails)?.into_bytes()),
         };
         let deadline = Instant::now() + self.options.pool.claim_timeout;
         match run_captured(self, &as_pool, deadline).await {
             Ok((RunOutcome::Exited(0), _)) => {}
             Ok((outcome, stderr)) => {
-                return Err(unusable(Error::new(
+                return Err(Unusable(Error::new(
                     ErrorKind::InvalidConfig,
                     format!("replacing its authorized key ended with {outcome:?}: {stderr}"),
                 )));
             }
-            Err(err) => return Err(unusable(err)),
+            Err(err) => return Err(Unusable(err)),
         }
         // Only the job's key may work from now on: the pool key is refused, and the job's
         // key logs in and runs `true` (both checked at once).
@@ -250,7 +261,7 @@ impl Driver {
             ..as_pool
         };
         record.endpoint = Some(endpoint);
-        record.host_key = Some(host_key.clone());
+        record.host_key = Some(host_key);
         let (refused, login) = tokio::join!(
             run_captured(self, &old_key, deadline),
             self.check_login(record, deadline)
@@ -258,18 +269,16 @@ impl Driver {
         match refused {
             Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {}
             Ok(_) => {
-                return Err(unusable(Error::new(
+                return Err(Unusable(Error::new(
                     ErrorKind::NotAllowed,
                     "the pool key still logs in after the swap",
                 )
                 .with_hint(format!("the task image's SSH server must read the login user's authorized keys from ~/.ssh/authorized_keys (or from ${AUTHORIZED_KEYS_ENV} in its sessions' environment)"))));
             }
-            Err(err) => return Err(unusable(err)),
+            Err(err) => return Err(Unusable(err)),
         }
-        if let Err(err) = login {
-            return Err(unusable(err));
-        }
-        Ok((endpoint, host_key, address_known, probes, describe_calls))
+        login.map_err(Unusable)?;
+        Ok(ready)
     }
 
     /// Stops the slots claimed by `job` that its record does not name (a prepare killed
@@ -360,14 +369,4 @@ async fn run_captured(
         outcome,
         String::from_utf8_lossy(&out.stderr).trim().to_owned(),
     ))
-}
-
-/// The pool key never leaves the slot's record; this keeps it out of `Debug` output of
-/// claims.
-impl fmt::Debug for Claim {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Claim")
-            .field("slot", &self.slot.key)
-            .finish_non_exhaustive()
-    }
 }

@@ -12,15 +12,21 @@ use crate::launcher::{Launched, TaskSpec};
 use crate::metadata::{JobRecord, Phase, PoolSlot, unix_now};
 use crate::observe::StopCause;
 
+use super::super::prepare::{unix_seconds, whole_seconds_after};
 use super::super::{Driver, SSH_PUBLIC_KEY_ENV, TASK_DEADLINE_ENV};
-use super::{
-    PoolReport, PoolTemplate, SlotInfo, SlotState, join_all, template_matches, unix_secs,
-    whole_seconds,
-};
+use super::{PoolReport, PoolTemplate, SlotInfo, SlotState, join_all, template_matches};
 
 /// A slot claimed but not taken over by its job for this long was abandoned by a killed
 /// prepare: a sweep stops its task.
 const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// What a sweep does with a slot.
+enum Sweep {
+    /// Stop its task (and remove its record), for this reason.
+    Stop(String),
+    /// Remove only its record: the job that claimed it recorded the task.
+    Forget,
+}
 
 /// How long a refill waits for another process's refill to finish before it leaves the
 /// pool to that one.
@@ -28,19 +34,21 @@ const REFILL_LOCK_WAIT: Duration = Duration::from_secs(3);
 
 impl Driver {
     /// Refills the pool: sweeps its expired and abandoned slots, then launches tasks until
-    /// `size` are idle. Best effort: what fails is in the report, never an error of the
-    /// job. Skipped when another process is refilling.
-    pub(in crate::driver) async fn refill_pool(&self) -> Option<PoolReport> {
-        let template = match self.pool_template() {
-            Ok(Some(t)) => t,
-            _ => return None,
+    /// `size` are idle. Best effort: what fails is logged, never an error of the job.
+    /// Skipped when another process is refilling.
+    pub(in crate::driver) async fn refill_pool(&self) {
+        let Ok(Some(template)) = self.pool_template() else {
+            return;
         };
-        let fill_key = self.pool_fill_key();
-        let lock = match self.store.lock(&fill_key, REFILL_LOCK_WAIT).await {
+        let lock = match self
+            .store
+            .lock(&self.pool_fill_key(), REFILL_LOCK_WAIT)
+            .await
+        {
             Ok(lock) => lock,
             Err(err) => {
                 tracing::debug!(error = %err, "another process is refilling the warm pool");
-                return None;
+                return;
             }
         };
         let report = self.fill(&template, false).await;
@@ -48,9 +56,10 @@ impl Driver {
         for failure in &report.failures {
             tracing::warn!("warm pool: {failure}");
         }
-        Some(report)
     }
 
+    /// Sweeps the pool and launches tasks until `size` are idle (with `wait`, until each
+    /// answers SSH); what it started, stopped and failed to do (not the slots).
     pub(super) async fn fill(&self, template: &PoolTemplate, wait: bool) -> PoolReport {
         let mut report = PoolReport::default();
         let slots = match self.slots().await {
@@ -63,8 +72,9 @@ impl Driver {
         let now = unix_now();
         let mut idle = Vec::new();
         for slot in slots {
-            match self.sweep_reason(&slot, template, now).await {
-                Some(why) => self.stop_slot(slot, &why, &mut report).await,
+            match self.sweep(&slot, template, now).await {
+                Some(Sweep::Forget) => self.forget_slot(slot, &mut report).await,
+                Some(Sweep::Stop(why)) => self.stop_slot(slot, &why, &mut report).await,
                 None if slot.pool.as_ref().is_some_and(|p| p.claimed_by.is_none()) => {
                     idle.push(slot)
                 }
@@ -103,20 +113,11 @@ impl Driver {
                 }
             }
         }
-        match self.slot_infos().await {
-            Ok(slots) => report.slots = slots,
-            Err(err) => report.failures.push(format!("reading the pool: {err}")),
-        }
         report
     }
 
-    /// Why `slot` should go, if it should.
-    pub(super) async fn sweep_reason(
-        &self,
-        slot: &JobRecord,
-        template: &PoolTemplate,
-        now: u64,
-    ) -> Option<String> {
+    /// Whether `slot` should go, and how.
+    async fn sweep(&self, slot: &JobRecord, template: &PoolTemplate, now: u64) -> Option<Sweep> {
         let pool = slot.pool.as_ref()?;
         let quiet = now.saturating_sub(slot.updated_at);
         if let Some(job) = &pool.claimed_by {
@@ -130,52 +131,66 @@ impl Driver {
                 _ => false,
             };
             return Some(if named {
-                String::new() // only the slot's record goes; see stop_slot
+                Sweep::Forget
             } else {
-                format!("claimed by {job} {quiet} s ago, which never took it over")
+                Sweep::Stop(format!(
+                    "claimed by {job} {quiet} s ago, which never took it over"
+                ))
             });
         }
         if now >= pool.idle_until {
-            return Some("idle longer than the warm pool's maximum idle time".into());
+            return Some(Sweep::Stop(
+                "idle longer than the warm pool's maximum idle time".into(),
+            ));
         }
         if slot.phase == Phase::LaunchRequested {
             // Its launcher holds the slot's lock until the answer is recorded: when
             // `stop_slot` gets the lock, that process died and the answer is lost (the
             // replayed launch finds the task, which is stopped).
-            return Some("the process that launched it died before ECS answered".into());
+            return Some(Sweep::Stop(
+                "the process that launched it died before ECS answered".into(),
+            ));
         }
         if !template_matches(slot, template) {
-            return Some("the warm pool's task settings changed".into());
+            return Some(Sweep::Stop("the warm pool's task settings changed".into()));
         }
         None
     }
 
-    /// Stops `slot`'s task and removes its record, under its lock (never waiting). An empty
-    /// `why` removes only the record (its task belongs to a job now).
+    /// Stops `slot`'s task and removes its record, under its lock (never waiting).
     pub(super) async fn stop_slot(&self, slot: JobRecord, why: &str, report: &mut PoolReport) {
+        self.end_slot(slot, Some(why), report).await;
+    }
+
+    /// Removes only `slot`'s record (its task belongs to a job now), under its lock.
+    async fn forget_slot(&self, slot: JobRecord, report: &mut PoolReport) {
+        self.end_slot(slot, None, report).await;
+    }
+
+    /// Removes `slot`'s record, first stopping its task when `stop` says why; nothing when
+    /// another process holds the slot or it changed since it was read.
+    async fn end_slot(&self, slot: JobRecord, stop: Option<&str>, report: &mut PoolReport) {
         let Ok(lock) = self.store.lock(&slot.key, Duration::ZERO).await else {
             return; // another process is at it
         };
         let key = slot.key.clone();
-        match self.store.get(&key).await {
-            Ok(Some(current)) if current == slot => {
-                if why.is_empty() {
-                    if let Err(err) = self.store.delete(&key).await {
-                        report.failures.push(format!("removing slot {key}: {err}"));
-                    }
-                } else {
-                    match self.stop_job(&key, current).await {
-                        Ok(stopped) => {
-                            self.observe_stops(&stopped, StopCause::Pool);
-                            report
-                                .stopped
-                                .extend(stopped.into_iter().map(|t| (t.id, why.to_owned())));
-                        }
-                        Err(err) => report.failures.push(format!("stopping slot {key}: {err}")),
-                    }
+        match (self.store.get(&key).await, stop) {
+            (Ok(Some(current)), _) if current != slot => {} // changed: look again next time
+            (Ok(Some(_)), None) => {
+                if let Err(err) = self.store.delete(&key).await {
+                    report.failures.push(format!("removing slot {key}: {err}"));
                 }
             }
-            _ => {} // it changed meanwhile: look again next time
+            (Ok(Some(current)), Some(why)) => match self.stop_job(&key, current).await {
+                Ok(stopped) => {
+                    self.observe_stops(&stopped, StopCause::Pool);
+                    report
+                        .stopped
+                        .extend(stopped.into_iter().map(|t| (t.id, why.to_owned())));
+                }
+                Err(err) => report.failures.push(format!("stopping slot {key}: {err}")),
+            },
+            _ => {} // gone, or unreadable: nothing to act on
         }
         self.release(lock).await;
     }
@@ -201,7 +216,8 @@ impl Driver {
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
         let now = SystemTime::now();
         let max_idle = self.options.pool.max_idle;
-        let deadline = whole_seconds(now + max_idle + self.options.timeouts.task_lifetime(None));
+        let deadline =
+            whole_seconds_after(now, max_idle + self.options.timeouts.task_lifetime(None));
         let mut spec = TaskSpec::new(identity.clone(), template.task_definition.clone())
             .with_shape(template.shape.clone())
             .with_deadline(deadline);
@@ -211,11 +227,11 @@ impl Driver {
             (SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key),
             (
                 TASK_DEADLINE_ENV.to_owned(),
-                unix_secs(deadline).to_string(),
+                unix_seconds(deadline).to_string(),
             ),
         ]);
         let mut record = JobRecord::new(identity, keys.private_key);
-        record.pool = Some(PoolSlot::new(unix_secs(now + max_idle)));
+        record.pool = Some(PoolSlot::new(unix_seconds(now + max_idle)));
         record.spec = Some(spec.clone());
         match self
             .launch(&mut record, &spec, false, &CancellationToken::new())

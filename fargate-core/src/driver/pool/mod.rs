@@ -47,7 +47,7 @@ mod claim;
 mod fill;
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -246,8 +246,9 @@ impl Driver {
             .store
             .lock(&self.pool_fill_key(), Duration::from_secs(30))
             .await?;
-        let report = self.fill(&template, wait).await;
+        let mut report = self.fill(&template, wait).await;
         self.release(lock).await;
+        report.slots = self.slot_infos().await?;
         Ok(report)
     }
 
@@ -319,12 +320,4 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
 fn pool_disabled() -> Error {
     Error::new(ErrorKind::InvalidConfig, "there is no warm pool")
         .with_hint("set [Fargate.WarmPool] Size in fargate.toml")
-}
-
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(unix_secs(t))
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
