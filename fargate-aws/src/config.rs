@@ -102,6 +102,33 @@ impl Default for EcsConfig {
 }
 
 impl EcsConfig {
+    /// The [`TaskLauncher::settings_fingerprint`](fargate_core::TaskLauncher::settings_fingerprint)
+    /// of a launcher with this configuration: 16 hex digits of a hash of everything here
+    /// that shapes a task (cluster, region, network, public IP, capacity, tags, ECS Exec, tag
+    /// propagation), not of how the SDK calls ECS. Stable for one version of this crate; a
+    /// new version may change it, which only renews a warm pool.
+    pub fn settings_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let text = format!(
+            "cluster={:?}\nregion={:?}\nsubnets={:?}\nsecurity_groups={:?}\nassign_public_ip={}\n\
+             use_public_ip={}\ncapacity={:?}\ntags={:?}\nexec={}\npropagate={}\nmanaged={}\n",
+            self.cluster,
+            self.region,
+            self.subnets,
+            self.security_groups,
+            self.assign_public_ip,
+            self.use_public_ip,
+            self.capacity,
+            self.tags,
+            self.enable_execute_command,
+            self.propagate_task_definition_tags,
+            self.enable_ecs_managed_tags,
+        );
+        hash.update(text.as_bytes());
+        hex::encode(&hash.finalize()[..8])
+    }
+
     /// A configuration for `cluster` with these subnets and security groups, launch type
     /// `FARGATE`, private IP, no extra tags, subnet failover, default transport.
     pub fn new(

@@ -611,6 +611,10 @@ impl TaskLauncher for EcsLauncher {
     async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
         self.list_paged(namespace, crate::MAX_LIST_TASKS).await
     }
+
+    fn settings_fingerprint(&self) -> String {
+        self.config.settings_fingerprint()
+    }
 }
 
 #[cfg(test)]

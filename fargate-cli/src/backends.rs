@@ -21,6 +21,8 @@ type MakeLauncher = Box<
 pub(crate) struct LazyLauncher {
     cell: OnceCell<Arc<dyn TaskLauncher>>,
     make: MakeLauncher,
+    /// The launcher's [`TaskLauncher::settings_fingerprint`], known without building it.
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for LazyLauncher {
@@ -36,6 +38,7 @@ impl LazyLauncher {
     pub(crate) fn ecs(config: EcsConfig) -> Self {
         LazyLauncher {
             cell: OnceCell::new(),
+            fingerprint: config.settings_fingerprint(),
             make: Box::new(move || {
                 let config = config.clone();
                 Box::pin(async move {
@@ -71,5 +74,11 @@ impl TaskLauncher for LazyLauncher {
     }
     async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
         self.get().await?.list(namespace).await
+    }
+    async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
+        self.get().await?.adopt(task, spec).await
+    }
+    fn settings_fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 }

@@ -533,12 +533,42 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
             format!("the {self:?} launcher cannot list tasks"),
         ))
     }
+
+    /// Hands `task`, launched for another key (a warm pool slot), to the job of `spec`:
+    /// from now on the backend's labels of the task name `spec.key`, its job and
+    /// `spec.deadline`, as a launch of `spec` would have labelled it, so that
+    /// [`list`](TaskLauncher::list) reports the task under the job and with the job's
+    /// deadline. Labels a backend can only set at launch may keep naming the old key; then
+    /// [`find`](TaskLauncher::find) of `spec.key` may not return the task (the job's
+    /// record names it). Backends that cannot relabel return [`ErrorKind::Unsupported`],
+    /// the default; the driver then uses no warm task.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: the labels are the old or the new ones; asking again is harmless.
+    async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
+        let _ = (task, spec);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the {self:?} launcher cannot hand a task to another job"),
+        ))
+    }
+
+    /// What the backend's own settings (those not in a [`TaskSpec`]: where tasks run, their
+    /// network, the labels every task gets) make of every task, as an opaque fingerprint:
+    /// two tasks launched from equal specs under equal fingerprints are interchangeable.
+    /// The warm pool keys its tasks by it, so that a changed setting is never served by a
+    /// task started under the old one. The default, an empty string, says the backend has
+    /// no such settings.
+    fn settings_fingerprint(&self) -> String {
+        String::new()
+    }
 }
 
 /// A shared, dynamically chosen launcher.
 pub type DynTaskLauncher = Arc<dyn TaskLauncher>;
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
         (**self).launch(spec).await
@@ -557,6 +587,12 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
         (**self).list(namespace).await
+    }
+    async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
+        (**self).adopt(task, spec).await
+    }
+    fn settings_fingerprint(&self) -> String {
+        (**self).settings_fingerprint()
     }
 }
 

@@ -37,6 +37,7 @@ impl ObservedLauncher {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl TaskLauncher for ObservedLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
         let r = self.inner.launch(spec).await;
@@ -63,6 +64,13 @@ impl TaskLauncher for ObservedLauncher {
     async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
         let r = self.inner.list(namespace).await;
         self.report(ApiOperation::List, r)
+    }
+    async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
+        let r = self.inner.adopt(task, spec).await;
+        self.report(ApiOperation::Adopt, r)
+    }
+    fn settings_fingerprint(&self) -> String {
+        self.inner.settings_fingerprint()
     }
 }
 

@@ -108,6 +108,8 @@ pub enum ApiOperation {
     Find,
     /// [`TaskLauncher::list`](crate::TaskLauncher::list).
     List,
+    /// [`TaskLauncher::adopt`](crate::TaskLauncher::adopt).
+    Adopt,
 }
 
 impl ApiOperation {
@@ -119,6 +121,7 @@ impl ApiOperation {
             ApiOperation::Stop => "stop",
             ApiOperation::Find => "find",
             ApiOperation::List => "list",
+            ApiOperation::Adopt => "adopt",
         }
     }
 }

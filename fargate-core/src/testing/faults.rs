@@ -15,6 +15,8 @@ pub enum Op {
     Stop,
     /// `TaskLauncher::find`.
     Find,
+    /// `TaskLauncher::adopt`.
+    Adopt,
     /// `RemoteShell::generate_key`.
     GenerateKey,
     /// `RemoteShell::probe`.

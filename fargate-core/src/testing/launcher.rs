@@ -289,6 +289,30 @@ impl TaskLauncher for MemoryLauncher {
         }
     }
 
+    async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
+        let fault = self.fault(Op::Adopt).await?;
+        {
+            let mut s = self.lock();
+            let plan = self.plan;
+            let Some(t) = s.tasks.get_mut(&task.id).filter(|t| t.visible(&plan)) else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no task {task} to hand to job {}", spec.key),
+                )
+                .with_backend("fake"));
+            };
+            // The labels a launch of `spec` would have set; the rest of the task stays.
+            t.spec.job = spec.job.clone();
+            t.spec.key = spec.key.clone();
+            t.spec.deadline = spec.deadline;
+            t.deadline = spec.deadline;
+        }
+        match fault {
+            Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Adopt)),
+            _ => Ok(()),
+        }
+    }
+
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
         self.fault(Op::Find).await?;
         Ok(self
