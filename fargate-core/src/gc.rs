@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use crate::error::{ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
-use crate::launcher::{ListedTask, StopOutcome, TaskLauncher, TaskRef};
+use crate::launcher::{ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskState};
 use crate::metadata::{JobLock, JobRecord, MetadataStore, Phase};
 
 /// How [`collect`] decides and acts.
@@ -184,22 +184,15 @@ pub async fn collect(
     options: &GcOptions,
 ) -> Result<GcReport> {
     let listed = launcher.list(namespace).await?;
-    // A task belongs to the job whose record names it, whatever its tags say: a warm pool
-    // task's tags name its pool slot, and the job that claimed it records it.
-    let mut owners: BTreeMap<String, JobKey> = BTreeMap::new();
-    for key in store.list().await? {
-        if key.is_pool_slot() {
-            continue;
-        }
-        if let Ok(Some(record)) = store.get(&key).await {
-            for task in record.known_tasks() {
-                owners.insert(task.id, key.clone());
-            }
-        }
-    }
+    // A first guess at who owns each task, read without locks: only for grouping. Every
+    // destructive decision below is checked again under the owner's lock.
+    let owners = owners(store, namespace).await?;
     let mut by_job: BTreeMap<Option<JobKey>, Vec<ListedTask>> = BTreeMap::new();
     for task in listed {
-        let owner = owners.get(&task.task.id).cloned().or(task.key.clone());
+        let owner = owners
+            .get(&task.task.id)
+            .cloned()
+            .or(task.key.clone().filter(|k| k.belongs_to(namespace)));
         by_job.entry(owner).or_default().push(task);
     }
     let mut report = GcReport {
@@ -212,7 +205,7 @@ pub async fn collect(
             for t in tasks {
                 let verdict = match past_deadline(t, now) {
                     Some(why) => Verdict::Stop(why),
-                    None => Verdict::Keep("it has no job-key tag".into()),
+                    None => Verdict::Keep("it has no job-key tag of this namespace".into()),
                 };
                 report
                     .tasks
@@ -220,64 +213,150 @@ pub async fn collect(
             }
             continue;
         };
-        let lock = match store.lock(key, Duration::ZERO).await {
-            Ok(lock) => Some(lock),
-            Err(e) if e.kind() == ErrorKind::Timeout => None,
-            Err(e) => {
-                for t in tasks {
-                    let verdict = Verdict::Fail(format!("cannot lock its job: {e}"));
-                    report
-                        .tasks
-                        .push(act(launcher, t, Some(key), verdict, options).await.0);
-                }
-                continue;
-            }
-        };
-        let record = store.get(key).await;
-        let mut all_stopped = true;
-        for t in tasks {
-            let verdict = if let Some(why) = past_deadline(t, now) {
-                Verdict::Stop(why)
-            } else {
-                match (&record, &lock) {
-                    (Err(e), _) => Verdict::Fail(format!("cannot read its job's record: {e}")),
-                    (Ok(record), Some(_)) => judge(record.as_ref(), options, now),
-                    (Ok(record), None) => {
-                        match record.as_ref().and_then(|r| too_old(r, options, now)) {
-                            Some(why) => Verdict::Stop(why),
-                            None => Verdict::Keep("its job holds its lock".into()),
-                        }
-                    }
-                }
-            };
-            let (decision, gone) = act(launcher, t, Some(key), verdict, options).await;
-            all_stopped &= gone;
-            report.tasks.push(decision);
-        }
-        if let (Some(lock), Ok(Some(_))) = (lock, &record) {
-            // gc stopped every listed task of the job: its record (and lock) go too.
-            if all_stopped
-                && !options.dry_run
-                && let Err(e) = store.delete(key).await
-            {
-                report.records.push(RecordDecision {
-                    job: key.to_string(),
-                    action: Action::Failed,
-                    reason: e.to_string(),
-                });
-            }
-            release(store, lock).await;
-        }
+        collect_job(
+            launcher,
+            store,
+            namespace,
+            key,
+            tasks,
+            options,
+            now,
+            &mut report,
+        )
+        .await;
     }
     for key in store.list().await? {
-        if by_job.contains_key(&Some(key.clone())) {
+        if !key.belongs_to(namespace) || by_job.contains_key(&Some(key.clone())) {
             continue;
         }
         report
             .records
-            .push(sweep_record(store, &key, options, now).await);
+            .push(sweep_record(launcher, store, &key, options, now).await);
     }
     Ok(report)
+}
+
+/// Task id -> key of the record of `namespace` that names it.
+async fn owners(
+    store: &dyn MetadataStore,
+    namespace: &Namespace,
+) -> Result<BTreeMap<String, JobKey>> {
+    let mut owners = BTreeMap::new();
+    for key in store.list().await? {
+        if !key.belongs_to(namespace) {
+            continue;
+        }
+        if let Ok(Some(record)) = store.get(&key).await {
+            for task in record.known_tasks() {
+                owners.insert(task.id, key.clone());
+            }
+        }
+    }
+    Ok(owners)
+}
+
+/// Judges and acts on the listed `tasks` of job (or slot) `key`, holding its lock.
+#[allow(clippy::too_many_arguments)]
+async fn collect_job(
+    launcher: &dyn TaskLauncher,
+    store: &dyn MetadataStore,
+    namespace: &Namespace,
+    key: &JobKey,
+    tasks: &[ListedTask],
+    options: &GcOptions,
+    now: SystemTime,
+    report: &mut GcReport,
+) {
+    let lock = match store.lock(key, Duration::ZERO).await {
+        Ok(lock) => Some(lock),
+        Err(e) if e.kind() == ErrorKind::Timeout => None,
+        Err(e) => {
+            for t in tasks {
+                let verdict = Verdict::Fail(format!("cannot lock its job: {e}"));
+                report
+                    .tasks
+                    .push(act(launcher, t, Some(key), verdict, options).await.0);
+            }
+            return;
+        }
+    };
+    // Read after taking the lock: what the decisions rest on.
+    let record = store.get(key).await;
+    let mut all_stopped = true;
+    for t in tasks {
+        let mut verdict = if let Some(why) = past_deadline(t, now) {
+            Verdict::Stop(why)
+        } else {
+            match (&record, &lock) {
+                (Err(e), _) => Verdict::Fail(format!("cannot read its job's record: {e}")),
+                (Ok(record), Some(_)) => judge(record.as_ref(), options, now),
+                (Ok(record), None) => {
+                    match record.as_ref().and_then(|r| too_old(r, options, now)) {
+                        Some(why) => Verdict::Stop(why),
+                        None => Verdict::Keep("its job holds its lock".into()),
+                    }
+                }
+            }
+        };
+        // A task that `key`'s record (read under its lock) does not name may have been
+        // handed to another job since the first look (a warm pool claim ends by deleting
+        // the slot's record): it is stopped only when no record of the namespace names it
+        // now. A task past its deadline is stopped whoever owns it.
+        if let Verdict::Stop(why) = &verdict
+            && past_deadline(t, now).is_none()
+            && !record
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.known_tasks().contains(&t.task))
+        {
+            match owner_of(store, namespace, &t.task).await {
+                Ok(Some(other)) if &other != key => {
+                    verdict = Verdict::Keep(format!(
+                        "job {other} owns it now (was: {why}); the next run judges it by that job"
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => verdict = Verdict::Fail(format!("cannot tell who owns it: {e}")),
+            }
+        }
+        let (decision, gone) = act(launcher, t, Some(key), verdict, options).await;
+        all_stopped &= gone;
+        report.tasks.push(decision);
+    }
+    if let (Some(lock), Ok(Some(_))) = (lock, &record) {
+        // gc stopped every listed task of the job: its record (and lock) go too.
+        if all_stopped
+            && !options.dry_run
+            && let Err(e) = store.delete(key).await
+        {
+            report.records.push(RecordDecision {
+                job: key.to_string(),
+                action: Action::Failed,
+                reason: e.to_string(),
+            });
+        }
+        release(store, lock).await;
+    }
+}
+
+/// The record of `namespace` that names `task` now, if any.
+async fn owner_of(
+    store: &dyn MetadataStore,
+    namespace: &Namespace,
+    task: &TaskRef,
+) -> Result<Option<JobKey>> {
+    for key in store.list().await? {
+        if !key.belongs_to(namespace) {
+            continue;
+        }
+        if let Some(record) = store.get(&key).await?
+            && record.known_tasks().contains(task)
+        {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
 }
 
 enum Verdict {
@@ -389,8 +468,11 @@ async fn stop(launcher: &dyn TaskLauncher, task: &TaskRef, why: &str) -> Result<
     }
 }
 
-/// Removes the record of `key` (no task of it is listed) when its job is not alive.
+/// Removes the record of `key` (no task of it is listed) when its job is not alive: it
+/// has not changed for the consistency window and the backend says none of the tasks it
+/// names runs (a listing can miss a task; a describe of it is the truth).
 async fn sweep_record(
+    launcher: &dyn TaskLauncher,
     store: &dyn MetadataStore,
     key: &JobKey,
     options: &GcOptions,
@@ -416,14 +498,35 @@ async fn sweep_record(
             Action::Kept,
             "it changed recently; its task may not be listed yet",
         ),
-        Ok(Some(_)) if options.dry_run => decide(Action::WouldRemove, "none of its tasks runs"),
-        Ok(Some(_)) => match store.delete(key).await {
-            Ok(()) => decide(Action::Removed, "none of its tasks runs"),
-            Err(e) => decide(Action::Failed, &format!("deleting it: {e}")),
+        Ok(Some(record)) => match still_running(launcher, &record).await {
+            Err(e) => decide(
+                Action::Kept,
+                &format!("cannot tell whether its task runs: {e}"),
+            ),
+            Ok(Some(task)) => decide(
+                Action::Kept,
+                &format!("its task {task} still runs, though not listed"),
+            ),
+            Ok(None) if options.dry_run => decide(Action::WouldRemove, "none of its tasks runs"),
+            Ok(None) => match store.delete(key).await {
+                Ok(()) => decide(Action::Removed, "none of its tasks runs"),
+                Err(e) => decide(Action::Failed, &format!("deleting it: {e}")),
+            },
         },
     };
     release(store, lock).await;
     decision
+}
+
+/// A task `record` names that the backend says is not stopped, if any.
+async fn still_running(launcher: &dyn TaskLauncher, record: &JobRecord) -> Result<Option<TaskRef>> {
+    for task in record.known_tasks() {
+        let status = launcher.describe(&task).await?;
+        if !status.state.is_terminal() && status.state != TaskState::Missing {
+            return Ok(Some(task));
+        }
+    }
+    Ok(None)
 }
 
 async fn release(store: &dyn MetadataStore, lock: JobLock) {
@@ -440,7 +543,7 @@ fn at(unix_seconds: u64) -> SystemTime {
 mod tests {
     use super::*;
     use crate::job::{JobIdentity, JobResponse};
-    use crate::launcher::{TaskSpec, TaskState};
+    use crate::launcher::TaskSpec;
     use crate::shell::PrivateKey;
     use crate::testing::{MemoryLauncher, MemoryStore};
 
@@ -582,6 +685,133 @@ mod tests {
         // Its lock is free again: gc released it.
         store.unlock(lock).await.unwrap();
         store.lock(&stale, Duration::ZERO).await.unwrap();
+    }
+
+    /// A store that hands `task` from slot record `slot` to job record `job` (as a warm
+    /// pool claim ends) right before gc's first lock of the slot: after gc's first look at
+    /// the records, before its decision.
+    #[derive(Debug)]
+    struct ClaimDuringGc {
+        inner: MemoryStore,
+        slot: JobKey,
+        job: JobRecord,
+        done: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    #[deny(clippy::missing_trait_methods)]
+    impl MetadataStore for ClaimDuringGc {
+        async fn put(&self, record: &JobRecord) -> Result<()> {
+            self.inner.put(record).await
+        }
+        async fn get(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+            self.inner.get(key).await
+        }
+        async fn delete(&self, key: &JobKey) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self) -> Result<Vec<JobKey>> {
+            self.inner.list().await
+        }
+        async fn lock(&self, key: &JobKey, wait: Duration) -> Result<JobLock> {
+            if key == &self.slot && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let claim = self.inner.lock(&self.slot, Duration::ZERO).await?;
+                self.inner.put(&self.job).await?;
+                self.inner.delete(&self.slot).await?;
+                self.inner.unlock(claim).await?;
+            }
+            self.inner.lock(key, wait).await
+        }
+        async fn unlock(&self, lock: JobLock) -> Result<()> {
+            self.inner.unlock(lock).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_warm_task_claimed_while_gc_looks_is_not_stopped() {
+        let launcher = MemoryLauncher::new();
+        let slot_identity = JobIdentity::pool_slot(ns(), 7);
+        let spec = TaskSpec::new(slot_identity.clone(), "td").with_client_token("slot");
+        let task = launcher.launch(&spec).await.unwrap();
+        // An idle slot whose maximum idle time has passed: gc would stop it...
+        let mut slot = JobRecord::new(slot_identity, PrivateKey::new("k".into()));
+        slot.task = Some(task.clone());
+        slot.phase = Phase::Ready;
+        slot.pool = Some(crate::metadata::PoolSlot::new(0));
+        let inner = MemoryStore::new();
+        inner.put(&slot).await.unwrap();
+        // ...but job 1 claims it in between: its record names the task, the slot goes.
+        let mut job = JobRecord::new(identity("ci", 1), PrivateKey::new("j".into()));
+        job.task = Some(task.clone());
+        job.phase = Phase::Launched;
+        let store = ClaimDuringGc {
+            inner,
+            slot: slot.key.clone(),
+            job: job.clone(),
+            done: Default::default(),
+        };
+        let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+        assert_eq!(action_of(&report, &task), Action::Kept, "{report}");
+        assert!(report.to_string().contains("owns it now"), "{report}");
+        assert_eq!(launcher.running(), [task.clone()]);
+        assert!(store.inner.peek(&job.key).is_some());
+        // The next run judges it by the job that owns it: kept while the job lives.
+        let again = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+        assert_eq!(action_of(&again, &task), Action::Kept, "{again}");
+        assert_eq!(launcher.running(), [task]);
+    }
+
+    #[tokio::test]
+    async fn another_namespaces_records_and_slots_are_never_touched() {
+        let (launcher, store) = (MemoryLauncher::new(), MemoryStore::new());
+        // Runner "ci-1" shares the store: a stale record (its task not listed for "ci"),
+        // and a slot past its idle time.
+        let other = Namespace::parse("ci-1").unwrap();
+        let mut stale = JobRecord::new(
+            JobIdentity::from_response(other.clone(), &JobResponse::new(5)),
+            PrivateKey::new("k".into()),
+        );
+        stale.created_at -= 7200;
+        stale.updated_at -= 7200;
+        store.put(&stale).await.unwrap();
+        let other_task = launch(&launcher, "ci-1", 6).await;
+        let mut slot = JobRecord::new(
+            JobIdentity::pool_slot(other, 1),
+            PrivateKey::new("k".into()),
+        );
+        slot.pool = Some(crate::metadata::PoolSlot::new(0));
+        slot.updated_at -= 7200;
+        store.put(&slot).await.unwrap();
+        let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+        assert!(
+            report.records.is_empty() && report.tasks.is_empty(),
+            "{report}"
+        );
+        assert!(store.peek(&stale.key).is_some() && store.peek(&slot.key).is_some());
+        assert_eq!(launcher.running(), [other_task]);
+        assert_eq!(store.faults.calls(crate::testing::Op::Delete), 0);
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_task_runs_unlisted_is_kept() {
+        let (launcher, store) = (MemoryLauncher::new(), MemoryStore::new());
+        // The record's task runs, but the listing does not show it (another cluster's
+        // listing, a lagging index): the describe says it runs.
+        let task = launch(&launcher, "elsewhere", 1).await;
+        let key = record(&store, 1, Duration::from_secs(600), Phase::Ready).await;
+        let mut r = store.peek(&key).unwrap();
+        r.task = Some(task.clone());
+        store.put(&r).await.unwrap();
+        let mut r = store.peek(&key).unwrap();
+        r.updated_at -= 600;
+        store.put(&r).await.unwrap();
+        let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+        assert_eq!(report.records[0].action, Action::Kept, "{report}");
+        assert!(report.records[0].reason.contains("still runs"), "{report}");
+        assert!(store.peek(&key).is_some());
+        launcher.kill(&task, "done");
+        let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+        assert_eq!(report.records[0].action, Action::Removed, "{report}");
     }
 
     #[tokio::test]

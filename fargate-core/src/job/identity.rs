@@ -220,6 +220,8 @@ impl fmt::Display for JobIdentity {
 
 /// What separates the namespace from the slot number in a warm pool slot's key.
 const POOL_KEY_INFIX: &str = "_pool_";
+/// What follows the namespace in the key of the warm pool's fill lock.
+const POOL_FILL_SUFFIX: &str = "_pool_fill";
 
 /// Longest job key.
 pub const MAX_KEY_LEN: usize = 97;
@@ -258,6 +260,25 @@ impl JobKey {
             .strip_prefix(namespace.as_str())
             .and_then(|rest| rest.strip_prefix(POOL_KEY_INFIX))
             .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// Whether this key is one of `namespace`'s: a job's (`<namespace>-<job id>`), a warm
+    /// pool slot's, or the pool's fill lock (`<namespace>_pool_fill`). Keys of a namespace
+    /// that merely starts with `namespace` (`ci-1-5` is job 5 of `ci-1`, not of `ci`) are
+    /// not; nor are the Go driver's record names, which carry no namespace.
+    pub fn belongs_to(&self, namespace: &Namespace) -> bool {
+        let Some(rest) = self.0.strip_prefix(namespace.as_str()) else {
+            return false;
+        };
+        match rest.strip_prefix('-') {
+            Some(id) => !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+            None => self.is_pool_slot_of(namespace) || rest == POOL_FILL_SUFFIX,
+        }
+    }
+
+    /// The key of `namespace`'s warm pool fill lock (no record has it).
+    pub fn pool_fill(namespace: &Namespace) -> JobKey {
+        JobKey(format!("{namespace}{POOL_FILL_SUFFIX}"))
     }
 
     /// Whether this names a warm pool slot of any namespace.
@@ -329,12 +350,33 @@ mod tests {
     }
 
     #[test]
+    fn keys_belong_to_their_namespace_only() {
+        let ci = Namespace::parse("ci").unwrap();
+        let ci1 = Namespace::parse("ci-1").unwrap();
+        let job = |ns: &Namespace, id| {
+            JobIdentity::from_response(ns.clone(), &JobResponse::new(id)).key()
+        };
+        assert!(job(&ci, 15).belongs_to(&ci));
+        assert!(!job(&ci, 15).belongs_to(&ci1));
+        // `ci-1-5` is job 5 of `ci-1`, never a key of `ci`.
+        assert!(job(&ci1, 5).belongs_to(&ci1));
+        assert!(!job(&ci1, 5).belongs_to(&ci));
+        assert!(JobKey::pool_fill(&ci).belongs_to(&ci));
+        assert!(!JobKey::pool_fill(&ci1).belongs_to(&ci));
+        assert!(!JobIdentity::pool_slot(ci1.clone(), 1).key().belongs_to(&ci));
+        for other in ["ci", "ci-", "ci-x", "cix-1", "runner_abc"] {
+            assert!(!JobKey::parse(other).unwrap().belongs_to(&ci), "{other}");
+        }
+    }
+
+    #[test]
     fn pool_slot_keys_are_no_job_keys() {
         let ns = Namespace::parse("ci").unwrap();
         let slot = JobIdentity::pool_slot(ns.clone(), 0xab);
         assert_eq!(slot.key().as_str(), "ci_pool_00000000000000ab");
         assert!(JobKey::parse(slot.key().as_str()).is_ok());
         assert!(slot.key().is_pool_slot_of(&ns));
+        assert!(slot.key().belongs_to(&ns));
         assert!(slot.key().is_pool_slot());
         assert!(!slot.key().is_pool_slot_of(&Namespace::parse("c").unwrap()));
         let job = JobIdentity::from_response(ns.clone(), &JobResponse::new(0xab));

@@ -277,7 +277,7 @@ impl Driver {
 
     /// The lock that makes refills of one namespace one at a time (no record has this key).
     pub(super) fn pool_fill_key(&self) -> JobKey {
-        JobKey(format!("{}_pool_fill", self.namespace))
+        JobKey::pool_fill(&self.namespace)
     }
 
     pub(super) async fn release(&self, lock: JobLock) {
