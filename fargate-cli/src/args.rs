@@ -129,6 +129,10 @@ pub enum PoolAction {
         /// Also wait until every idle task answers SSH.
         #[arg(long)]
         wait: bool,
+        /// Refill as prepare does after each job (it starts this detached): skip when
+        /// another refill is running, stop at SIGTERM, never wait for tasks to boot.
+        #[arg(long, conflicts_with = "wait")]
+        background: bool,
     },
     /// Stop every idle task of the pool.
     Drain,
@@ -301,7 +305,10 @@ mod tests {
             ),
             (
                 &["fargate", "pool", "fill", "--wait", "--json"],
-                PoolAction::Fill { wait: true },
+                PoolAction::Fill {
+                    wait: true,
+                    background: false,
+                },
                 true,
             ),
             (

@@ -2,6 +2,7 @@
 //! prepare starts it as a detached `fargate keeper` process, each `run` stage goes through
 //! it, cleanup ends it.
 
+use std::ffi::OsStr;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,11 +40,51 @@ const LISTEN_WAIT: Duration = Duration::from_secs(2);
 /// this stage's configuration and logging flags, and waits until it listens, so that the
 /// first `run` stage finds its socket (and waits there while it connects).
 pub(crate) async fn start(args: &Args, socket: &Path, key: &JobKey) {
+    let keeper: [&OsStr; 5] = [
+        OsStr::new("keeper"),
+        OsStr::new("--socket"),
+        socket.as_os_str(),
+        OsStr::new("--job"),
+        OsStr::new(key.as_str()),
+    ];
+    let Some(mut child) = spawn_detached(args, &keeper, Stdio::piped()) else {
+        return;
+    };
+    let pid = child.id();
+    let Some(mut out) = child.stdout.take() else {
+        return;
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(LISTEN_WAIT, out.read(&mut byte)).await {
+        Ok(Ok(1)) => {
+            tracing::debug!(pid, socket = %socket.display(), "connection keeper listening");
+        }
+        _ => tracing::debug!(pid, "the connection keeper did not start listening"),
+    }
+}
+
+/// Starts `fargate pool fill --background` detached, as the keeper: the warm pool's refill
+/// after a prepare, off the job's path (prepare does not wait for it).
+pub(crate) fn start_refill(args: &Args) {
+    let refill = [
+        OsStr::new("pool"),
+        OsStr::new("fill"),
+        OsStr::new("--background"),
+    ];
+    if let Some(child) = spawn_detached(args, &refill, Stdio::null()) {
+        tracing::debug!(pid = child.id(), "warm pool refill started");
+    }
+}
+
+/// This binary with this stage's configuration and logging flags and `command`, in a
+/// process group of its own, stdin and stderr closed: what the runner neither waits for
+/// nor signals.
+fn spawn_detached(args: &Args, command: &[&OsStr], stdout: Stdio) -> Option<tokio::process::Child> {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            tracing::debug!("no connection keeper: cannot find this program: {e}");
-            return;
+            tracing::debug!("cannot start {command:?}: cannot find this program: {e}");
+            return None;
         }
     };
     let mut cmd = tokio::process::Command::new(exe);
@@ -57,32 +98,19 @@ pub(crate) async fn start(args: &Args, socket: &Path, key: &JobKey) {
     if args.debug {
         cmd.arg("--debug");
     }
-    cmd.arg("keeper")
-        .arg("--socket")
-        .arg(socket)
-        .arg("--job")
-        .arg(key.as_str())
+    cmd.args(command)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::null())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
+        .process_group(0)
+        // The child outlives this stage: tokio must not kill it when the handle drops.
+        .kill_on_drop(false);
+    match cmd.spawn() {
+        Ok(child) => Some(child),
         Err(e) => {
-            tracing::debug!("no connection keeper: {e}");
-            return;
+            tracing::debug!("cannot start {command:?}: {e}");
+            None
         }
-    };
-    let pid = child.id();
-    let Some(mut out) = child.stdout.take() else {
-        return;
-    };
-    let mut byte = [0u8; 1];
-    match tokio::time::timeout(LISTEN_WAIT, out.read(&mut byte)).await {
-        Ok(Ok(1)) => {
-            tracing::debug!(pid, socket = %socket.display(), "connection keeper listening");
-        }
-        _ => tracing::debug!(pid, "the connection keeper did not start listening"),
     }
 }
 

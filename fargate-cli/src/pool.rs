@@ -18,7 +18,16 @@ pub(crate) async fn run(args: &Args, pool: &PoolArgs, config: FileConfig) -> i32
     let driver = driver(args, config, Arc::new(metrics.clone()), None);
     let (name, result) = match pool.action {
         PoolAction::Status => ("pool_status", driver.pool_status().await),
-        PoolAction::Fill { wait } => ("pool_fill", driver.pool_fill(wait).await),
+        PoolAction::Fill {
+            background: true, ..
+        } => {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            if let Err(e) = crate::signals::cancel_on_signals(cancel.clone()) {
+                tracing::warn!("cannot listen for signals: {e}");
+            }
+            ("pool_refill", Ok(driver.pool_refill(&cancel).await))
+        }
+        PoolAction::Fill { wait, .. } => ("pool_fill", driver.pool_fill(wait).await),
         PoolAction::Drain => ("pool_drain", driver.pool_drain().await),
     };
     let code = match &result {

@@ -175,7 +175,10 @@ fn setup(args: &Args) -> fargate_core::Result<FileConfig> {
     }
     config.metadata_dir = metadata_dir(&args.config, &config.metadata_dir);
     if config.options.namespace.is_none() {
-        config.options.namespace = Some(Namespace::default_for(&config.metadata_dir));
+        config.options.namespace = Some(Namespace::default_for_runner(
+            &config.metadata_dir,
+            &std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone()),
+        ));
     }
     Ok(config)
 }
@@ -208,6 +211,7 @@ async fn run_stage(
         tracing::warn!("cannot listen for signals: {e}");
     }
     let keeper = crate::keeper::socket(&config, job);
+    let pool = config.options.pool.enabled();
     let observer = Arc::new(Observers(vec![Arc::new(JobLog), Arc::new(metrics.clone())]));
     let driver = driver(
         args,
@@ -219,7 +223,12 @@ async fn run_stage(
         Stage::Config => Ok(()),
         Stage::Prepare => {
             // The job log's lines come from the driver's events (`JobLog`).
-            driver.prepare(job, &cancel).await?;
+            let prepared = driver.prepare(job, &cancel).await;
+            // The pool's refill runs in a process of its own, whatever became of the job.
+            if pool {
+                crate::keeper::start_refill(args);
+            }
+            prepared?;
             if let Some(socket) = &keeper {
                 crate::keeper::start(args, socket, &driver.identity(job)?.key()).await;
             }

@@ -753,7 +753,7 @@ mod tests {
         let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
         assert_eq!(action_of(&report, &task), Action::Kept, "{report}");
         assert!(report.to_string().contains("owns it now"), "{report}");
-        assert_eq!(launcher.running(), [task.clone()]);
+        assert_eq!(launcher.running(), std::slice::from_ref(&task));
         assert!(store.inner.peek(&job.key).is_some());
         // The next run judges it by the job that owns it: kept while the job lives.
         let again = collect(&launcher, &store, &ns(), &opts()).await.unwrap();

@@ -101,8 +101,7 @@ impl Driver {
         }
 
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
-        // A job whose task would be exactly a pool task claims one (before the refill
-        // below counts the idle ones); the refill runs beside the rest of prepare.
+        // A job whose task would be exactly a pool task claims one.
         let job_timeout = job.response.as_ref().and_then(|r| r.timeout);
         let claim = match self.pool_template() {
             Ok(Some(template)) if Self::fits_pool(&template, &choice, &shape.shape) => {
@@ -146,8 +145,9 @@ impl Driver {
             self.prepare_cold(start, identity, job, choice, shape, keys, cancel)
                 .await
         };
-        let (result, _) = tokio::join!(work, self.refill_pool());
-        result
+        // The pool's refill is not the job's business: the embedder runs
+        // [`Driver::pool_refill`] beside (the CLI: a detached process), never in its way.
+        work.await
     }
 
     /// Prepare with a task of the job's own.

@@ -60,6 +60,19 @@ impl Namespace {
         Self::derived(&host, metadata_dir)
     }
 
+    /// The default namespace of the runner entry configured by `config_file` whose records
+    /// live in `metadata_dir`: `<host name>-<6 hex digits of a hash of both paths>`.
+    ///
+    /// Runner entries that share a metadata directory (the default one, say) but have
+    /// their own configuration files get their own namespaces, and so never judge each
+    /// other's records, slots or tasks.
+    pub fn default_for_runner(metadata_dir: &Path, config_file: &Path) -> Self {
+        let mut both = metadata_dir.as_os_str().to_owned();
+        both.push("\0");
+        both.push(config_file.as_os_str());
+        Self::default_for(Path::new(&both))
+    }
+
     /// `<sanitized host>-<6 hex digits of the directory's hash>`.
     pub fn derived(host: &str, metadata_dir: &Path) -> Self {
         let mut name: String = host
@@ -333,6 +346,16 @@ mod tests {
             assert!(Namespace::parse(n.as_str()).is_ok(), "{host:?} -> {n}");
         }
         assert!(Namespace::parse(Namespace::default_for(Path::new("/x")).as_str()).is_ok());
+        let dir = Path::new("/var/lib/fargate-driver");
+        let (a, b) = (
+            Namespace::default_for_runner(dir, Path::new("/etc/gitlab-runner/a.toml")),
+            Namespace::default_for_runner(dir, Path::new("/etc/gitlab-runner/b.toml")),
+        );
+        assert_ne!(a, b, "two runner entries sharing a directory");
+        assert_eq!(
+            a,
+            Namespace::default_for_runner(dir, Path::new("/etc/gitlab-runner/a.toml"))
+        );
     }
 
     #[test]

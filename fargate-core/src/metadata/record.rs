@@ -96,6 +96,12 @@ pub struct PoolSlot {
     /// names the task; the slot's record is deleted once it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<JobKey>,
+    /// The fingerprint of everything that shaped the slot's task (its definition,
+    /// platform, size, container and the launcher's settings) when it was launched; a slot
+    /// whose fingerprint is not the pool's current one is never claimed, and is swept.
+    /// Empty in slots of earlier versions (swept as changed).
+    #[serde(default)]
+    pub template: String,
 }
 
 impl PoolSlot {
@@ -104,7 +110,14 @@ impl PoolSlot {
         PoolSlot {
             idle_until,
             claimed_by: None,
+            template: String::new(),
         }
+    }
+
+    /// The same slot, launched under the template with `fingerprint`.
+    pub fn with_template(mut self, fingerprint: impl Into<String>) -> Self {
+        self.template = fingerprint.into();
+        self
     }
 }
 

@@ -82,6 +82,7 @@ impl FakeTask {
 pub struct MemoryLauncher {
     state: Mutex<LauncherState>,
     plan: BootPlan,
+    settings: Mutex<String>,
     /// Faults to inject; also counts calls.
     pub faults: Faults,
 }
@@ -147,6 +148,12 @@ impl MemoryLauncher {
         if let Some(t) = self.lock().tasks.get_mut(&task.id) {
             t.deadline = Some(deadline);
         }
+    }
+
+    /// Sets what [`TaskLauncher::settings_fingerprint`] says (as when the administrator
+    /// changes the cluster or the network).
+    pub fn set_settings_fingerprint(&self, fingerprint: &str) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint.to_owned();
     }
 
     /// Sets the containers `describe` reports for `task` (e.g. a service that stopped).
@@ -287,6 +294,13 @@ impl TaskLauncher for MemoryLauncher {
             Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Stop)),
             _ => Ok(outcome),
         }
+    }
+
+    fn settings_fingerprint(&self) -> String {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {

@@ -14,9 +14,10 @@ use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint};
 use crate::shell::{CapturedOutput, RunOutcome, RunRequest};
 use crate::task_details::TaskDetails;
 
-use super::super::prepare::{LOGIN_CHECK_SCRIPT, Ready};
-use super::super::{Driver, PrepareReport};
-use super::{AUTHORIZED_KEYS_ENV, PoolReport, PoolTemplate, template_matches};
+use super::super::prepare::{LOGIN_CHECK_SCRIPT, Ready, unix_seconds, whole_seconds_after};
+use super::super::{Driver, PrepareReport, SSH_PUBLIC_KEY_ENV, TASK_DEADLINE_ENV};
+use super::{AUTHORIZED_KEYS_ENV, DEADLINE_FILE_ENV, PoolReport, PoolTemplate, template_matches};
+use crate::retry::with_retries;
 
 /// A slot this process claimed: its record (marked as claimed), its task and launch, and
 /// its lock.
@@ -25,6 +26,8 @@ pub(in crate::driver) struct Claim {
     task: TaskRef,
     spec: TaskSpec,
     lock: JobLock,
+    /// The job's deadline: what the task's labels and self-stop say once it is the job's.
+    deadline: SystemTime,
 }
 
 /// Why a take-over failed.
@@ -87,6 +90,7 @@ impl Driver {
                 task,
                 spec,
                 lock,
+                deadline: whole_seconds_after(needed_until, Duration::ZERO),
             });
         }
         None
@@ -108,6 +112,7 @@ impl Driver {
             task,
             spec,
             lock,
+            deadline,
         } = claim;
         // The job's record names the task before the slot goes.
         record.task = Some(task.clone());
@@ -139,7 +144,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => Err(TakeOverError::Fails(Error::cancelled("taking over a warm task"))),
-                r = self.take_over(start, &slot, &task, &mut record, job_public_key) => r,
+                r = self.take_over(start, &slot, &task, &mut record, job_public_key, deadline) => r,
             }
         };
         let (outcome, details) = tokio::join!(take_over, self.describe_for_summary(&task));
@@ -200,8 +205,10 @@ impl Driver {
         }))
     }
 
-    /// Finds the claimed task's SSH server, swaps its key and verifies the swap; sets the
-    /// endpoint and host key in the job's `record`.
+    /// Finds the claimed task's SSH server, swaps its key (and tells the task its new
+    /// `deadline`), verifies the swap, and hands the task to the job
+    /// ([`TaskLauncher::adopt`](crate::TaskLauncher::adopt): its labels name the job and its
+    /// deadline from now on); sets the endpoint, host key and the job's spec in `record`.
     async fn take_over(
         &self,
         start: Instant,
@@ -209,6 +216,7 @@ impl Driver {
         task: &TaskRef,
         record: &mut JobRecord,
         job_public_key: &str,
+        job_deadline: SystemTime,
     ) -> std::result::Result<Ready, TakeOverError> {
         use TakeOverError::{Fails, Unusable};
         let ready = match (slot.endpoint, slot.host_key.clone()) {
@@ -241,7 +249,11 @@ impl Driver {
             username: self.options.ssh.username.clone(),
             private_key: slot.private_key.clone(),
             host_key: Some(host_key.clone()),
-            script: Arc::from(key_swap_script(job_public_key).map_err(Fails)?.into_bytes()),
+            script: Arc::from(
+                key_swap_script(job_public_key, unix_seconds(job_deadline))
+                    .map_err(Fails)?
+                    .into_bytes(),
+            ),
         };
         let deadline = Instant::now() + self.options.pool.claim_timeout;
         match run_captured(self, &as_pool, deadline).await {
@@ -278,6 +290,18 @@ impl Driver {
             Err(err) => return Err(Unusable(err)),
         }
         login.map_err(Unusable)?;
+        // The task is the job's now: its labels say so (gc and a search by the job find it
+        // with the job's deadline), and so does the job's record.
+        let job_spec = job_spec(slot, record, job_public_key, job_deadline).map_err(Fails)?;
+        with_retries(
+            &self.options.retry,
+            "handing the warm task to the job",
+            &*self.observer,
+            || self.launcher.adopt(task, &job_spec),
+        )
+        .await
+        .map_err(Unusable)?;
+        record.spec = Some(job_spec);
         Ok(ready)
     }
 
@@ -326,9 +350,40 @@ fn claimable(
             .is_some_and(|d| d >= needed_until)
 }
 
+/// The launch of the job's task as if the job had launched it: the slot's, with the job's
+/// identity, key, deadline and public key.
+fn job_spec(
+    slot: &JobRecord,
+    record: &JobRecord,
+    job_public_key: &str,
+    deadline: SystemTime,
+) -> Result<TaskSpec> {
+    let (Some(spec), Some(identity)) = (&slot.spec, &record.identity) else {
+        return Err(Error::new(
+            ErrorKind::Unexpected,
+            "the warm pool slot has no launch, or the job no identity",
+        ));
+    };
+    let mut spec = spec.clone();
+    spec.job = identity.clone();
+    spec.key = record.key.clone();
+    spec.deadline = Some(deadline);
+    spec.environment.insert(
+        SSH_PUBLIC_KEY_ENV.to_owned(),
+        job_public_key.trim().to_owned(),
+    );
+    spec.environment.insert(
+        TASK_DEADLINE_ENV.to_owned(),
+        unix_seconds(deadline).to_string(),
+    );
+    Ok(spec)
+}
+
 /// The script that makes `public_key` the login user's only authorized key, atomically
-/// (a new file renamed over the old one, 0600 in a 0700 directory).
-pub(super) fn key_swap_script(public_key: &str) -> Result<String> {
+/// (a new file renamed over the old one, 0600 in a 0700 directory), and writes the job's
+/// `deadline` (Unix seconds) where the task's self-stop reads it
+/// (`$FARGATE_DEADLINE_FILE`, default `~/.fargate-deadline`).
+pub(super) fn key_swap_script(public_key: &str, deadline: u64) -> Result<String> {
     let line = public_key.trim();
     let safe = !line.is_empty()
         && line
@@ -346,7 +401,10 @@ pub(super) fn key_swap_script(public_key: &str) -> Result<String> {
          f=\"${{{AUTHORIZED_KEYS_ENV}:-$HOME/.ssh/authorized_keys}}\"\n\
          mkdir -p \"$(dirname \"$f\")\"\n\
          printf '%s\\n' '{line}' > \"$f.fargate-swap\"\n\
-         mv -f \"$f.fargate-swap\" \"$f\"\n"
+         mv -f \"$f.fargate-swap\" \"$f\"\n\
+         d=\"${{{DEADLINE_FILE_ENV}:-$HOME/.fargate-deadline}}\"\n\
+         printf '%s\\n' {deadline} > \"$d.fargate-swap\"\n\
+         mv -f \"$d.fargate-swap\" \"$d\"\n"
     ))
 }
 

@@ -33,12 +33,20 @@ enum Sweep {
 const REFILL_LOCK_WAIT: Duration = Duration::from_secs(3);
 
 impl Driver {
-    /// Refills the pool: sweeps its expired and abandoned slots, then launches tasks until
-    /// `size` are idle. Best effort: what fails is logged, never an error of the job.
-    /// Skipped when another process is refilling.
-    pub(in crate::driver) async fn refill_pool(&self) {
+    /// Refills the pool: sweeps its expired, abandoned and outdated slots, then launches
+    /// tasks until `size` are idle, without waiting for them to boot. What a prepare's
+    /// embedder runs after (or beside) each prepare, off the job's path: the CLI starts it
+    /// as a detached `fargate pool fill --background` process. Skipped (an empty report)
+    /// when another process is refilling; what fails is in the report, never an error.
+    ///
+    /// # Cancel safety
+    /// Cancelling through `cancel` (or dropping the future) stops it between steps and
+    /// loses nothing: every slot is recorded, with its launch's client token, before its
+    /// launch, so a launch whose answer never came is resolved (replayed and stopped) by
+    /// the next refill or `gc`.
+    pub async fn pool_refill(&self, cancel: &CancellationToken) -> PoolReport {
         let Ok(Some(template)) = self.pool_template() else {
-            return;
+            return PoolReport::default();
         };
         let lock = match self
             .store
@@ -48,14 +56,23 @@ impl Driver {
             Ok(lock) => lock,
             Err(err) => {
                 tracing::debug!(error = %err, "another process is refilling the warm pool");
-                return;
+                return PoolReport::default();
             }
         };
-        let report = self.fill(&template, false).await;
+        let report = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                let mut report = PoolReport::default();
+                report.failures.push("the refill was cancelled".into());
+                report
+            }
+            report = self.fill(&template, false) => report,
+        };
         self.release(lock).await;
         for failure in &report.failures {
             tracing::warn!("warm pool: {failure}");
         }
+        report
     }
 
     /// Sweeps the pool and launches tasks until `size` are idle (with `wait`, until each
@@ -137,6 +154,10 @@ impl Driver {
                     "claimed by {job} {quiet} s ago, which never took it over"
                 ))
             });
+        }
+        if slot.phase == Phase::Stopping {
+            // A stop began (a failed launch's cleanup, a drain, a sweep) and did not finish.
+            return Some(Sweep::Stop("a stop of it began and did not finish".into()));
         }
         if now >= pool.idle_until {
             return Some(Sweep::Stop(
@@ -222,7 +243,7 @@ impl Driver {
             .with_shape(template.shape.clone())
             .with_deadline(deadline);
         spec.platform_version = template.platform_version.clone();
-        spec.container_name = self.options.task.container_name.clone();
+        spec.container_name = template.container_name.clone();
         spec.environment = BTreeMap::from([
             (SSH_PUBLIC_KEY_ENV.to_owned(), keys.public_key),
             (
@@ -231,7 +252,8 @@ impl Driver {
             ),
         ]);
         let mut record = JobRecord::new(identity, keys.private_key);
-        record.pool = Some(PoolSlot::new(unix_seconds(now + max_idle)));
+        record.pool =
+            Some(PoolSlot::new(unix_seconds(now + max_idle)).with_template(template.fingerprint()));
         record.spec = Some(spec.clone());
         match self
             .launch(&mut record, &spec, false, &CancellationToken::new())
@@ -242,10 +264,22 @@ impl Driver {
                 tracing::debug!(slot = %record.key, task = ?record.task, "started a warm task");
                 Ok(record)
             }
+            Err(err) if record.pending_attempts().next().is_some() => {
+                // Unanswered (a timeout, a lost answer): the task may exist. The slot stays
+                // recorded with the launch's client token; the next refill, `pool drain`
+                // or `gc` replays it and stops what it started. Never forgotten.
+                if let Err(put_err) = self.store.put(&record).await {
+                    tracing::warn!(slot = %record.key, error = %put_err, "could not record an unanswered warm task launch");
+                }
+                Err(err.with_hint(
+                    "the launch was not answered; the next refill stops the task it may have started",
+                ))
+            }
             Err(err) => {
+                // Refused: no task; the record goes.
                 let key = record.key.clone();
                 if let Err(stop_err) = self.stop_job(&key, record).await {
-                    tracing::warn!(slot = %key, error = %stop_err, "could not clean up a failed warm task launch; a sweep will");
+                    tracing::warn!(slot = %key, error = %stop_err, "could not remove the record of a refused warm task launch");
                 }
                 Err(err)
             }

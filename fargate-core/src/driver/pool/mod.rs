@@ -64,12 +64,37 @@ use super::{Driver, TaskDefinitionChoice};
 /// `~/.ssh/authorized_keys`.
 pub const AUTHORIZED_KEYS_ENV: &str = "FARGATE_AUTHORIZED_KEYS";
 
+/// Environment variable a task image may set (for SSH sessions) to say where the task's
+/// self-stop reads its deadline when a job takes the task over from the pool (Unix
+/// seconds, one line); default `~/.fargate-deadline`. The example image's
+/// `until-deadline.sh` reads it.
+pub const DEADLINE_FILE_ENV: &str = "FARGATE_DEADLINE_FILE";
+
 /// What a pool task is: the launch that every slot of the pool repeats.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct PoolTemplate {
     task_definition: String,
     platform_version: Option<String>,
     shape: TaskShape,
+    container_name: String,
+    /// The launcher's [`settings_fingerprint`](crate::TaskLauncher::settings_fingerprint).
+    settings: String,
+}
+
+impl PoolTemplate {
+    /// 16 hex digits of a hash of everything that shapes a pool task: the slot's key
+    /// ([`PoolSlot::template`](crate::metadata::PoolSlot)). A slot launched under another
+    /// template (another definition, platform, shape, container, or launcher settings such
+    /// as the cluster, network or tags) is never claimed and is swept.
+    pub(super) fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let shape = serde_json::to_string(&self.shape).unwrap_or_default();
+        let text = format!(
+            "definition={:?}\nplatform={:?}\nshape={shape}\ncontainer={:?}\nsettings={:?}\n",
+            self.task_definition, self.platform_version, self.container_name, self.settings
+        );
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
 }
 
 /// Where a slot is.
@@ -201,6 +226,8 @@ impl Driver {
                 .clone()
                 .or_else(|| self.options.task.platform_version.clone()),
             shape,
+            container_name: self.options.task.container_name.clone(),
+            settings: self.launcher.settings_fingerprint(),
         }))
     }
 
@@ -288,12 +315,10 @@ impl Driver {
 }
 
 fn template_matches(slot: &JobRecord, template: &PoolTemplate) -> bool {
-    slot.spec.as_ref().is_some_and(|s| {
-        s.task_definition == template.task_definition
-            && s.platform_version == template.platform_version
-            && s.shape == template.shape
-            && s.images.is_none()
-    })
+    slot.pool
+        .as_ref()
+        .is_some_and(|p| p.template == template.fingerprint())
+        && slot.spec.as_ref().is_some_and(|s| s.images.is_none())
 }
 
 /// Runs `futures` together; their outputs in order.

@@ -88,7 +88,11 @@ async fn a_job_takes_a_filled_warm_task_after_its_key_replaced_the_pool_key() {
         r.script_runs().last().unwrap().private_key,
         job_record.private_key
     );
-    // The pool refilled beside prepare; the claimed slot is gone.
+    // Prepare does not refill (that is off the job's path); the claimed slot is gone,
+    // and the refill its embedder runs next starts a new task.
+    assert!(r.slot_records().await.is_empty());
+    let refill = r.driver.pool_refill(&CancellationToken::new()).await;
+    assert_eq!(refill.started.len(), 1, "{refill}");
     let slots = r.slot_records().await;
     assert_eq!(slots.len(), 1);
     assert_ne!(slots[0].task, Some(warm.clone()));
@@ -96,6 +100,141 @@ async fn a_job_takes_a_filled_warm_task_after_its_key_replaced_the_pool_key() {
     let cleanup = r.driver.cleanup(&r.job).await.unwrap();
     assert_eq!(cleanup.stopped, [warm]);
     r.assert_only_idle_pool_tasks("after cleanup").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claimed_task_becomes_the_jobs_labels_deadline_and_all() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let warm = r.launcher.running().remove(0);
+    let slot_deadline = r.slot_records().await[0].spec.as_ref().unwrap().deadline;
+    let report = r.prepare().await.unwrap();
+    assert!(report.warm);
+    let record = r.store.peek(&r.key()).unwrap();
+    let spec = record.spec.clone().unwrap();
+    assert_eq!(spec.key, r.key(), "the job's record holds the job's launch");
+    assert!(
+        spec.deadline < slot_deadline,
+        "the job's deadline, not the pool's"
+    );
+    let (_, task) = r
+        .launcher
+        .tasks()
+        .into_iter()
+        .find(|(t, _)| *t == warm)
+        .unwrap();
+    // The backend's labels name the job and its deadline: gc lists it under the job.
+    assert_eq!(task.spec.key, r.key());
+    assert_eq!(task.deadline, spec.deadline);
+    let listed = r.launcher.list(r.driver.namespace()).await.unwrap();
+    let listed = listed.iter().find(|t| t.task == warm).unwrap();
+    assert_eq!(listed.key, Some(r.key()));
+    // The swap told the task's self-stop the job's deadline.
+    let swap = r
+        .shell
+        .runs()
+        .into_iter()
+        .find(|run| String::from_utf8_lossy(&run.script).contains(".fargate-swap"))
+        .unwrap();
+    let deadline_secs = spec
+        .deadline
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let script = String::from_utf8_lossy(&swap.script).into_owned();
+    assert!(
+        script.contains(&format!("printf '%s\\n' {deadline_secs}")),
+        "{script}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_the_launcher_cannot_hand_over_is_stopped_and_the_job_gets_its_own() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let warm = r.launcher.running().remove(0);
+    r.launcher
+        .faults
+        .inject_always(Op::Adopt, Fault::Fail(ErrorKind::Unsupported));
+    let report = r.prepare().await.unwrap();
+    assert!(!report.warm);
+    assert_ne!(report.task, warm);
+    assert!(
+        !r.launcher.running().contains(&warm),
+        "the unusable warm task is stopped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_of_other_launcher_settings_are_never_claimed_and_are_swept() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let old = r.launcher.running().remove(0);
+    // The administrator moves the runner to another cluster or network.
+    r.launcher.set_settings_fingerprint("another-cluster");
+    let report = r.prepare().await.unwrap();
+    assert!(!report.warm, "a task of the old settings is never claimed");
+    assert_ne!(report.task, old);
+    let filled = r.driver.pool_fill(false).await.unwrap();
+    assert!(
+        filled
+            .stopped
+            .iter()
+            .any(|(t, why)| *t == old.id && why.contains("settings")),
+        "{filled}"
+    );
+    assert!(!r.launcher.running().contains(&old));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_launch_never_answered_is_kept_and_stopped_by_the_next_refill() {
+    let r = pool_rig(1);
+    // ECS starts the task but its answer never arrives, for every attempt.
+    r.launcher
+        .faults
+        .inject_always(Op::Launch, Fault::LoseResponse(ErrorKind::Timeout));
+    let first = r.driver.pool_refill(&CancellationToken::new()).await;
+    assert_eq!(first.failures.len(), 1, "{first}");
+    let leaked = r.launcher.running();
+    assert_eq!(leaked.len(), 1, "ECS started it: {leaked:?}");
+    // The slot is kept with its launch's token, not forgotten.
+    let slot = r.slot_records().await.remove(0);
+    assert_eq!(slot.phase, Phase::LaunchRequested);
+    assert!(slot.pending_attempts().next().is_some());
+    // ECS answers again: the next refill replays the launch by its token, stops its task
+    // and starts a new one.
+    r.launcher.faults.clear();
+    let next = r.driver.pool_refill(&CancellationToken::new()).await;
+    assert!(next.failures.is_empty(), "{next}");
+    assert!(
+        next.stopped.iter().any(|(t, _)| *t == leaked[0].id),
+        "{next}"
+    );
+    assert!(!r.launcher.running().contains(&leaked[0]));
+    r.assert_only_idle_pool_tasks("after the second refill")
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_whose_stop_did_not_finish_is_stopped_by_the_next_refill_and_not_counted_idle() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(false).await.unwrap();
+    let mut slot = r.slot_records().await.remove(0);
+    let task = slot.task.clone().unwrap();
+    slot.phase = Phase::Stopping;
+    r.store.put(&slot).await.unwrap();
+    let report = r.driver.pool_refill(&CancellationToken::new()).await;
+    assert!(
+        report.stopped.iter().any(|(t, _)| *t == task.id),
+        "{report}"
+    );
+    assert_eq!(
+        report.started.len(),
+        1,
+        "a stopping slot is no idle task: {report}"
+    );
+    r.assert_only_idle_pool_tasks("after the refill").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -194,6 +333,7 @@ async fn an_idle_task_past_its_maximum_idle_time_is_replaced_by_the_next_fill() 
     let report = r.prepare().await.unwrap();
     assert!(!report.warm);
     r.driver.cleanup(&r.job).await.unwrap();
+    r.driver.pool_refill(&CancellationToken::new()).await;
     let running = r.launcher.running();
     assert!(
         !running.contains(&slot.task.clone().unwrap()),
