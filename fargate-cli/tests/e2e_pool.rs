@@ -109,9 +109,16 @@ impl Rig {
             .collect()
     }
 
+    /// Waits for the detached refill a prepare started: a `pool fill` of our own takes
+    /// the fill lock after it (and tops the pool up if it has not started yet).
+    fn settle_refills(&self) {
+        self.pool(&["fill"]);
+    }
+
     /// What runs is exactly the pool's idle tasks: no job's task is left, no slot is left
     /// claimed, no idle task is unrecorded.
     async fn assert_only_idle_pool_tasks(&self, log: &str) {
+        self.settle_refills();
         let slots = self.slots();
         assert!(
             slots.iter().all(|(_, state)| state != "claimed"),
@@ -160,6 +167,7 @@ async fn a_job_runs_on_a_warm_task_with_its_own_key_and_the_pool_refills() {
     );
     assert_eq!(task_of(&result.log), warm, "{}", result.log);
     // The claimed task ran one job and was stopped at its cleanup; its replacement waits.
+    rig.settle_refills();
     let running = rig.fargate.running_tasks().await;
     assert!(!running.contains(&warm), "{running:?}");
     assert_eq!(running.len(), 1, "{running:?}");
@@ -191,7 +199,8 @@ async fn an_empty_pool_launches_for_the_job_and_refills() {
         rig.metric("fargate_warm_pool_prepares_total{outcome=\"empty\"}"),
         1
     );
-    // The job's own task is gone; the task its prepare started for the pool waits.
+    // The job's own task is gone; the task its prepare's refill started waits.
+    rig.settle_refills();
     let slots = rig.slots();
     assert_eq!(slots.len(), 1, "{slots:?}");
     assert_ne!(slots[0].0, task_of(&result.log));
@@ -320,6 +329,7 @@ async fn gc_keeps_a_warm_jobs_task_and_stops_idle_tasks_past_their_maximum_idle_
         "{out}"
     );
     // The replacement prepare started idles past its 2 s (whole seconds, hence 3 s).
+    rig.settle_refills();
     let replacement = rig.slots()[0].0.clone();
     std::thread::sleep(Duration::from_secs(3));
     let (code, out, err) = rig.fargate(&["gc"]);
