@@ -199,7 +199,7 @@ pub async fn collect(
         dry_run: options.dry_run,
         ..GcReport::default()
     };
-    let now = SystemTime::now();
+    let now = crate::world::now();
     for (key, tasks) in &by_job {
         let Some(key) = key else {
             for t in tasks {

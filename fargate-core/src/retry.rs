@@ -135,7 +135,7 @@ where
 /// A delay between half of `d` and `d` ("equal jitter"), so that concurrent drivers spread out.
 pub(crate) fn jittered(d: Duration) -> Duration {
     let mut b = [0u8; 4];
-    let r = match getrandom::fill(&mut b) {
+    let r = match crate::world::fill_random(&mut b) {
         Ok(()) => u32::from_ne_bytes(b) as f64 / u32::MAX as f64,
         Err(_) => 0.5,
     };

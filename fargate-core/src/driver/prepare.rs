@@ -106,7 +106,7 @@ impl Driver {
         let claim = match self.pool_template() {
             Ok(Some(template)) if Self::fits_pool(&template, &choice, &shape.shape) => {
                 let needed_until =
-                    SystemTime::now() + self.options.timeouts.task_lifetime(job_timeout);
+                    crate::world::now() + self.options.timeouts.task_lifetime(job_timeout);
                 let claim = self.claim(&key, &template, needed_until).await;
                 if claim.is_none() {
                     self.observe(Event::WarmPool {
@@ -172,7 +172,7 @@ impl Driver {
         spec.container_name = self.options.task.container_name.clone();
         let job_timeout = job.response.as_ref().and_then(|r| r.timeout);
         let deadline = whole_seconds_after(
-            SystemTime::now(),
+            crate::world::now(),
             self.options.timeouts.task_lifetime(job_timeout),
         );
         spec.environment = BTreeMap::from([
@@ -274,7 +274,7 @@ impl Driver {
             return Err(self.roll_back(record, err).await);
         }
         let ssh_ready = start.elapsed();
-        let ready_at = SystemTime::now();
+        let ready_at = crate::world::now();
         self.observe(Event::Ready {
             task: task.clone(),
             endpoint: ready.endpoint,
@@ -670,7 +670,7 @@ pub(super) fn unix_seconds(t: SystemTime) -> u64 {
 /// A fresh idempotency token: 32 hex characters.
 fn new_client_token() -> String {
     let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
+    if crate::world::fill_random(&mut b).is_err() {
         // No OS randomness: fall back to time and pid, still unique per attempt.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -73,7 +73,7 @@ impl JobSummary {
             details,
             accepted: None,
             ready_at: None,
-            at: SystemTime::now(),
+            at: crate::world::now(),
             cost: None,
             warm_claim: None,
         }

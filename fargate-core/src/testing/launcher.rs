@@ -253,7 +253,7 @@ impl TaskLauncher for MemoryLauncher {
         }
         let known = t.describes > self.plan.describes_until_address;
         if t.state == TaskState::Running && t.started_at.is_none() {
-            t.started_at = Some(std::time::SystemTime::now());
+            t.started_at = Some(crate::world::now());
         }
         let details = TaskDetails {
             capacity_provider: Some("FARGATE".into()),
@@ -352,7 +352,7 @@ impl TaskLauncher for MemoryLauncher {
             .map(|(id, t)| {
                 ListedTask::new(TaskRef::new(id.clone()), Some(t.spec.key.clone()), t.state)
                     .with_deadline(t.deadline)
-                    .with_started_at(SystemTime::now().checked_sub(t.launched_at.elapsed()))
+                    .with_started_at(crate::world::now().checked_sub(t.launched_at.elapsed()))
             })
             .collect())
     }

@@ -19,11 +19,13 @@
 //! real backend refuses may then fail: that is a bug the update found.
 
 pub mod conformance;
+pub(crate) mod determinism;
 mod faults;
 mod launcher;
 mod shell;
 mod store;
 
+pub use determinism::Determinism;
 pub use faults::{Fault, Faults, Op};
 pub use launcher::{BootPlan, FakeTask, MemoryLauncher};
 pub use shell::{MemoryShell, ScriptResult, Step, interpret};

@@ -170,7 +170,7 @@ impl Driver {
             return Err(self.roll_back(record, err).await);
         }
         let ssh_ready = start.elapsed();
-        let ready_at = SystemTime::now();
+        let ready_at = crate::world::now();
         self.observe(Event::Phase {
             phase: PreparePhase::SshUp,
             elapsed: ssh_ready,

@@ -1,7 +1,7 @@
 //! Filling the warm pool, sweeping it, and reporting on it (see the [module docs](super)).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -219,7 +219,7 @@ impl Driver {
     /// Launches one pool task; its slot is recorded before the launch, under its lock.
     pub(super) async fn launch_slot(&self, template: &PoolTemplate) -> Result<JobRecord> {
         let mut n = [0u8; 8];
-        getrandom::fill(&mut n)
+        crate::world::fill_random(&mut n)
             .map_err(|e| Error::new(ErrorKind::Unexpected, format!("no randomness: {e}")))?;
         let identity = JobIdentity::pool_slot(self.namespace.clone(), u64::from_be_bytes(n));
         let key = identity.key();
@@ -235,7 +235,7 @@ impl Driver {
         template: &PoolTemplate,
     ) -> Result<JobRecord> {
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
-        let now = SystemTime::now();
+        let now = crate::world::now();
         let max_idle = self.options.pool.max_idle;
         let deadline =
             whole_seconds_after(now, max_idle + self.options.timeouts.task_lifetime(None));
