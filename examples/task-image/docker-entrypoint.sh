@@ -106,4 +106,8 @@ fi
 # 4. sshd in the foreground, logging to stderr (CloudWatch Logs via the task's log
 #    configuration), until FARGATE_TASK_DEADLINE; until-deadline.sh passes on the signals
 #    ECS sends when the task stops (without a deadline it simply execs sshd).
+#    A job that takes this task over from the warm pool writes its own deadline to the
+#    login user's ~/.fargate-deadline (the driver's key swap), which until-deadline.sh
+#    reads from then on.
+export FARGATE_DEADLINE_FILE="$home/.fargate-deadline"
 exec "$(dirname "$0")/until-deadline.sh" /usr/sbin/sshd -D -e

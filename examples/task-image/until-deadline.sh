@@ -8,6 +8,10 @@
 # Environment:
 #   FARGATE_TASK_DEADLINE  (set by the driver) Unix seconds after which the task must be
 #                          gone. Unset or empty: COMMAND simply runs (exec), as before.
+#   FARGATE_DEADLINE_FILE  (optional) a file holding a later deadline (Unix seconds, one
+#                          line), read every 10 s: a job that takes the task over from the
+#                          warm pool writes its own deadline there. A missing file or one
+#                          that is not a number is ignored.
 #
 # With a deadline, COMMAND runs in the background and this script waits for whichever
 # comes first:
@@ -53,7 +57,13 @@ command_pid=$!
 # (USR1; `$$` in a subshell is this shell's pid). It is ended with SIGKILL, which no race
 # can lose: a sleep it leaves behind ends within 10 s, tells nobody and holds no output.
 (
-  while now=$(date +%s) && [ "$now" -lt "$deadline" ]; do
+  while now=$(date +%s) && {
+    if [ -n "${FARGATE_DEADLINE_FILE:-}" ] && [ -f "$FARGATE_DEADLINE_FILE" ]; then
+      d=$(head -c 20 "$FARGATE_DEADLINE_FILE" 2>/dev/null | tr -d ' \n') || d=''
+      case "$d" in ''|*[!0-9]*) ;; *) deadline=$d ;; esac
+    fi
+    [ "$now" -lt "$deadline" ]
+  }; do
     sleep $(( deadline - now < 10 ? deadline - now : 10 ))
   done
   kill -USR1 $$ 2>/dev/null || true

@@ -60,6 +60,24 @@ fn the_command_is_stopped_at_the_deadline_and_not_before() {
 }
 
 #[test]
+fn a_later_deadline_in_the_deadline_file_extends_the_tasks_life() {
+    // A job that took the task over from the warm pool wrote its own deadline.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deadline");
+    let first = now() + 1;
+    let later = first + 2;
+    std::fs::write(&file, format!("{later}\n")).unwrap();
+    let out = until(Some(&first.to_string()), "exec sleep 600", &[])
+        .env("FARGATE_DEADLINE_FILE", &file)
+        .output()
+        .unwrap();
+    let ended = now();
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(ended >= later, "ended at {ended}, before the file's {later}");
+    assert!(ended <= later + 3, "ended at {ended}, long after {later}");
+}
+
+#[test]
 fn a_command_that_ends_first_ends_the_script_with_its_status() {
     let started = Instant::now();
     let out = until(Some(&(now() + 600).to_string()), "exit 3", &[])
