@@ -73,7 +73,10 @@ fn a_later_deadline_in_the_deadline_file_extends_the_tasks_life() {
         .unwrap();
     let ended = now();
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
-    assert!(ended >= later, "ended at {ended}, before the file's {later}");
+    assert!(
+        ended >= later,
+        "ended at {ended}, before the file's {later}"
+    );
     assert!(ended <= later + 3, "ended at {ended}, long after {later}");
 }
 

@@ -13,7 +13,7 @@ use fargate_core::metadata::permission_warnings;
 use fargate_core::observe::{DynObserver, Observers};
 use fargate_core::{
     Driver, DriverOptions, Error, ErrorKind, Failure, FileMetadataStore, JobContext, Namespace,
-    StdioSink,
+    NamespaceClaim, StdioSink,
 };
 use fargate_ssh::Ssh2Shell;
 use tokio_util::sync::CancellationToken;
@@ -174,13 +174,35 @@ fn setup(args: &Args) -> fargate_core::Result<FileConfig> {
         tracing::warn!("{w}");
     }
     config.metadata_dir = metadata_dir(&args.config, &config.metadata_dir);
-    if config.options.namespace.is_none() {
-        config.options.namespace = Some(Namespace::default_for_runner(
-            &config.metadata_dir,
-            &std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone()),
-        ));
+    let config_file = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
+    let namespace = config
+        .options
+        .namespace
+        .get_or_insert_with(|| Namespace::default_for_runner(&config.metadata_dir, &config_file))
+        .clone();
+    // The keeper is started by a prepare that checked this already.
+    if !matches!(args.command, Command::Keeper(_)) {
+        FileMetadataStore::new(config.metadata_dir.clone()).claim_namespace(
+            &namespace,
+            &NamespaceClaim::new(config_file, launch_settings(args, &config)),
+        )?;
     }
     Ok(config)
+}
+
+/// What the tasks of this runner entry are made of, for its namespace's claim: the ECS
+/// settings, the default task definition and platform version (the file's, or
+/// `--task-def`/`--platform-version`), and the warm pool's.
+fn launch_settings(args: &Args, config: &FileConfig) -> String {
+    let task = &config.options.task;
+    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    format!(
+        "ecs={}\ntask_definition={:?}\nplatform_version={:?}\npool={:?}",
+        config.ecs.settings_fingerprint(),
+        nonempty(&args.task_def).unwrap_or_else(|| task.task_definition.clone()),
+        nonempty(&args.platform_version).or_else(|| task.platform_version.clone()),
+        config.options.pool
+    )
 }
 
 /// The outcome label of a stage's result: `success`, `script_failure`, `system_failure` or

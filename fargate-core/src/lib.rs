@@ -26,7 +26,9 @@ pub use launcher::{
     ContainerStatus, ContainerStop, DynTaskLauncher, Endpoint, Launched, ListedTask, StopDetails,
     StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
-pub use metadata::{DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, Phase};
+pub use metadata::{
+    DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, NamespaceClaim, Phase,
+};
 pub use observe::{DynObserver, Event, JobSummary, Observer, PriceTable};
 pub use options::{ConfigError, ConfigProblem, DriverOptions};
 pub use retry::RetryPolicy;

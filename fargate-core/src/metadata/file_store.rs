@@ -353,6 +353,28 @@ impl FileMetadataStore {
     }
 }
 
+impl FileMetadataStore {
+    /// Takes the lock of `key`, waiting at most `wait` (retrying every 50 ms), on this
+    /// thread; released when the guard is dropped.
+    pub(super) fn lock_blocking(&self, key: &JobKey, wait: Duration) -> Result<LockGuard> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(guard) = self.try_lock_blocking(key)? {
+                return Ok(guard);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{key} is locked by another driver process"),
+                )
+                .with_backend(BACKEND));
+            }
+            // Bounded by the deadline above: flock has no timed wait.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Which temporary files of a key [`FileMetadataStore::remove_temp_files`] removes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TempFiles {
@@ -551,7 +573,7 @@ fn take_lock(file: File, path: &Path) -> Result<Take> {
 /// A held job lock: the open, `flock`ed lock file. Dropping it unlinks the lock file and
 /// then closes it, which releases the `flock`.
 #[derive(Debug)]
-struct LockGuard {
+pub(super) struct LockGuard {
     file: File,
     path: PathBuf,
 }

@@ -8,6 +8,7 @@ mod file_store;
 mod interruptions;
 mod legacy;
 mod lock;
+mod namespaces;
 mod record;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use crate::job::JobKey;
 pub use file_store::{FileMetadataStore, permission_warnings};
 pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;
+pub use namespaces::NamespaceClaim;
 pub(crate) use record::unix_now;
 pub use record::{
     AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, PoolSlot, RECORD_FORMAT,
