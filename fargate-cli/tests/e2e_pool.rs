@@ -341,3 +341,98 @@ async fn gc_keeps_a_warm_jobs_task_and_stops_idle_tasks_past_their_maximum_idle_
     assert!(out.contains("maximum idle time"), "{out}");
     assert!(out.contains(&format!("kept task {warm}")), "{out}");
 }
+
+/// Two runner entries (namespaces `alpha` and `beta`, each with a pool of 1) share one
+/// metadata directory and one cluster: neither's pool, gc nor jobs touch the other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runner_entries_share_one_directory_without_touching_each_other() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let fargate = Arc::new(
+        LocalFargate::start(LocalFargateOptions {
+            visibility_lag: Duration::ZERO,
+            ..LocalFargateOptions::default()
+        })
+        .await,
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metadata = dir.path().join("metadata");
+    let config = |ns: &str| {
+        let path = dir.path().join(format!("{ns}.toml"));
+        let toml = fargate.fargate_toml(&metadata).replace(
+            &format!("Namespace = \"{}\"", fargate_testkit::local_fargate::NAMESPACE),
+            &format!("Namespace = \"{ns}\""),
+        );
+        std::fs::write(&path, format!("{toml}[Fargate.WarmPool]\n  Size = 1\n")).unwrap();
+        path
+    };
+    let (alpha, beta) = (config("alpha"), config("beta"));
+    let fargate_cmd = |config: &PathBuf, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .envs(fargate.driver_env())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running fargate");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    fargate_cmd(&alpha, &["pool", "fill", "--wait"]);
+    fargate_cmd(&beta, &["pool", "fill", "--wait"]);
+    assert_eq!(fargate.running_tasks().await.len(), 2);
+
+    // Beta's job takes beta's warm task and is between its stages (prepare done).
+    let emu = RunnerEmu::new(
+        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
+        &beta,
+        fargate.driver_env(),
+    );
+    let job = Job::new(350, &["echo beta"]);
+    let job_dir = dir.path().join("job-350");
+    std::fs::create_dir_all(&job_dir).unwrap();
+    let prepared = emu
+        .stage_command(&job, &job_dir, &["custom", "prepare"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&prepared.stderr).into_owned();
+    assert!(prepared.status.success() && log.contains(WARM), "{log}");
+    let beta_task = task_of(&log);
+
+    // Alpha's gc, refill and drain never look at beta's records, slots or tasks.
+    let gc = fargate_cmd(&alpha, &["gc"]);
+    assert!(!gc.contains("beta"), "{gc}");
+    fargate_cmd(&alpha, &["pool", "fill"]);
+    let drained = fargate_cmd(&alpha, &["pool", "drain"]);
+    assert!(!drained.contains("beta"), "{drained}");
+    assert!(metadata.join("beta-350.json").exists(), "beta's job record");
+    let running = fargate.running_tasks().await;
+    assert!(running.contains(&beta_task), "beta's job's task: {running:?}");
+
+    // Beta's cleanup, then beta's drain, leave nothing of either runner running.
+    let cleaned = emu
+        .stage_command(&job, &job_dir, &["custom", "cleanup"])
+        .output()
+        .unwrap();
+    assert!(
+        cleaned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cleaned.stderr)
+    );
+    fargate_cmd(&beta, &["pool", "fill"]); // after prepare's detached refill
+    fargate_cmd(&beta, &["pool", "drain"]);
+    fargate_cmd(&alpha, &["pool", "drain"]);
+    assert!(fargate.running_tasks().await.is_empty());
+    let mut left: Vec<String> = std::fs::read_dir(&metadata)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".namespace"))
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "left in the directory: {left:?}");
+}
