@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
@@ -458,7 +459,11 @@ impl TaskLauncher for EcsLauncher {
         let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
         // Both refusals come before any call: an oversized override, a base without helper.
         let overrides = crate::overrides::task_overrides(spec)?;
-        let task_definition = self.task_definition_for(spec).await?;
+        let mut task_definition = self.task_definition_for(spec).await?;
+        // A derived definition was checked usable just now; gc deregisters only what it
+        // marked DEREGISTER_GRACE ago, so a RunTask sent within RECHECK_AFTER of the check
+        // is safe (crate::derived_gc). A later subnet attempt checks again.
+        let mut checked = Instant::now();
         // A project rule's subnets replace the configured ones.
         let subnets = if spec.shape.subnets.is_empty() {
             &self.config.subnets
@@ -468,6 +473,10 @@ impl TaskLauncher for EcsLauncher {
         let attempts = subnet_attempts(subnets, self.config.subnet_failover);
         let mut failures = Vec::new();
         for (i, subnets) in attempts.iter().enumerate() {
+            if spec.images.is_some() && checked.elapsed() >= crate::derived::RECHECK_AFTER {
+                task_definition = self.task_definition_for(spec).await?;
+                checked = Instant::now();
+            }
             let token = attempt_token(&spec.client_token, i);
             debug!(job = %spec.key, attempt = i, ?subnets, "RunTask");
             match self
