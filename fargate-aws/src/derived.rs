@@ -6,15 +6,40 @@
 //! 1. describes the base definition (`DescribeTaskDefinition`), whose exact revision
 //!    (ARN) and the plan make the content hash ([`TaskPlan::content_hash`]);
 //! 2. describes the family [`derived_family`]`(base family, hash)` with its tags: its
-//!    latest active revision, tagged [`DERIVED_HASH`] = the hash, is reused (its
-//!    [`LAST_USED`] tag is refreshed at most every [`TOUCH_INTERVAL`]);
+//!    latest active revision, tagged [`DERIVED_HASH`] = the hash and **not** marked by gc
+//!    ([`GC_MARK`], see [`crate::derived_gc`]), is reused (its [`LAST_USED`] tag is
+//!    refreshed at most every [`TOUCH_INTERVAL`], and the base's tags are copied onto it
+//!    when they changed since, in the same `TagResource`);
 //! 3. otherwise registers it (`RegisterTaskDefinition`): the base's task-level settings
 //!    (roles, network mode, CPU, memory, storage, runtime platform, volumes) and
 //!    containers, the helper with the builds volume mounted, plus the plan's containers,
-//!    tagged with the hash, the base and the time. Two prepares registering the same new
-//!    content at once both succeed: ECS refuses concurrent revisions of one family
-//!    ("Too many concurrent attempts..."), and the loser describes again and reuses the
-//!    winner's, or registers once more after a short pause.
+//!    tagged as [`derived_tags`] says (the base's tags, so that `propagateTags =
+//!    TASK_DEFINITION` gives image jobs the base's cost tags, and the driver's markers).
+//!    A marked revision is never reused: a new revision of the family is registered
+//!    instead. Two prepares registering the same new content at once both succeed: ECS
+//!    refuses concurrent revisions of one family ("Too many concurrent attempts..."), and
+//!    the loser describes again and reuses the winner's, or registers once more after a
+//!    short pause.
+//!
+//! A launch sends its `RunTask` within [`RECHECK_AFTER`] of the check of step 2 (it checks
+//! again before a later subnet attempt), plus one call's
+//! [`SdkTransport::operation_timeout`](crate::SdkTransport::operation_timeout): far less
+//! than gc's [`DEREGISTER_GRACE`](crate::derived_gc::DEREGISTER_GRACE), which is what
+//! makes gc safe (see [`crate::derived_gc`]).
+//!
+//! # Tags of a derived definition
+//!
+//! The base definition's tags (read with `DescribeTaskDefinition` include `TAGS`) but
+//! those with the reserved `aws:` prefix (ECS sets them, e.g. CloudFormation's) and the
+//! driver's marker keys ([`MARKER_TAGS`]); then the administrator's tags
+//! ([`EcsConfig::tags`](crate::EcsConfig::tags)) the base does not have; then the
+//! markers [`DERIVED_HASH`], [`DERIVED_FROM`] and [`LAST_USED`]. ECS allows
+//! [`MAX_TAGS`](crate::tags::MAX_TAGS) per resource and gc may add [`GC_MARK`], so the
+//! base may carry at most [`MAX_BASE_TAGS`] tags: a base with more is refused with a
+//! configuration error (its cost tags would otherwise be lost silently); the
+//! administrator's tags are dropped first when there is no room (tasks get them from
+//! `RunTask` anyway). A tag removed from the base stays on derived definitions registered
+//! before; a changed or added one is copied at the next reuse.
 //!
 //! The plan holds no secret; service variables go in `RunTask`'s container overrides,
 //! within ECS's 8192 characters.
@@ -40,8 +65,20 @@ pub const DERIVED_FROM: &str = "fargate:derived-from";
 /// Tag of a derived definition: when a launch last used it (Unix seconds); `gc` removes
 /// definitions unused for longer than `[Fargate.Images] UnusedAfter`.
 pub const LAST_USED: &str = "fargate:last-used";
+/// Tag of a derived revision that gc chose to remove: when (Unix seconds). A launch never
+/// reuses a marked revision; gc deregisters it once the mark is
+/// [`DEREGISTER_GRACE`](crate::derived_gc::DEREGISTER_GRACE) old.
+pub const GC_MARK: &str = "fargate:gc-marked";
+/// The driver's own tags on a derived definition.
+pub const MARKER_TAGS: [&str; 4] = [DERIVED_HASH, DERIVED_FROM, LAST_USED, GC_MARK];
+/// Most tags of the base a derived definition can carry: ECS's
+/// [`MAX_TAGS`](crate::tags::MAX_TAGS) less the driver's [`MARKER_TAGS`].
+pub const MAX_BASE_TAGS: usize = crate::tags::MAX_TAGS - MARKER_TAGS.len();
 /// How often a reused definition's [`LAST_USED`] tag is refreshed at most.
 pub const TOUCH_INTERVAL: Duration = Duration::from_secs(3600);
+/// How old a launch's check that its derived definition is usable (active, not marked by
+/// gc) may be when it sends a `RunTask`; older, it checks again first.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Most containers ECS accepts in one task definition.
 pub const MAX_CONTAINERS: usize = 10;
 /// How often a registration that lost a race for a family is tried again.
@@ -54,7 +91,7 @@ impl EcsLauncher {
         let Some(request) = spec.images.as_deref() else {
             return Ok(spec.task_definition.clone());
         };
-        let (base, _) = self
+        let (base, base_tags) = self
             .describe_definition(&spec.task_definition)
             .await?
             .ok_or_else(|| {
@@ -70,12 +107,20 @@ impl EcsLauncher {
         let base_arn = base.task_definition_arn.clone().unwrap_or_default();
         let hash = request.plan.content_hash(&base_arn);
         let family = derived_family(base.family.as_deref().unwrap_or_default(), &hash);
+        // Refused before any registration: a base with too many tags.
+        let tags = derived_tags(
+            &base_tags,
+            &self.config().tags,
+            &hash,
+            &base_arn,
+            unix_now(),
+        )?;
         for attempt in 1..=REGISTER_ATTEMPTS {
-            if let Some(arn) = self.reusable(&family, &hash).await? {
+            if let Some(arn) = self.reusable(&family, &hash, &tags).await? {
                 debug!(task_definition = %arn, "reusing the derived task definition");
                 return Ok(arn);
             }
-            match self.register(&family, &base, request, &hash).await {
+            match self.register(&family, &base, request, &tags).await {
                 Ok(arn) => {
                     info!(task_definition = %arn, "registered a derived task definition for the job's image");
                     return Ok(arn);
@@ -127,8 +172,15 @@ impl EcsLauncher {
         }
     }
 
-    /// The ARN of `family`'s latest active revision when it carries `hash`.
-    async fn reusable(&self, family: &str, hash: &str) -> Result<Option<String>> {
+    /// The ARN of `family`'s latest active revision when it carries `hash` and no gc mark;
+    /// refreshes its [`LAST_USED`] tag when it is older than [`TOUCH_INTERVAL`] and copies
+    /// the `wanted` tags it lacks (the base's, changed since), in one `TagResource`.
+    async fn reusable(
+        &self,
+        family: &str,
+        hash: &str,
+        wanted: &[(String, String)],
+    ) -> Result<Option<String>> {
         let Some((td, tags)) = self.describe_definition(family).await? else {
             return Ok(None);
         };
@@ -139,20 +191,32 @@ impl EcsLauncher {
         let Some(arn) = td.task_definition_arn else {
             return Ok(None);
         };
+        if tag(&tags, GC_MARK).is_some() {
+            debug!(task_definition = %arn, "gc marked the derived task definition for removal; registering a new revision");
+            return Ok(None);
+        }
         let now = unix_now();
         let last = tag(&tags, LAST_USED)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        if now.saturating_sub(last) >= TOUCH_INTERVAL.as_secs()
+        let mut update: Vec<Tag> = wanted
+            .iter()
+            .filter(|(k, v)| !MARKER_TAGS.contains(&k.as_str()) && tag(&tags, k) != Some(v))
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        if now.saturating_sub(last) >= TOUCH_INTERVAL.as_secs() {
+            update.push(Tag::builder().key(LAST_USED).value(now.to_string()).build());
+        }
+        if !update.is_empty()
             && let Err(e) = self
                 .ecs_client()
                 .tag_resource()
                 .resource_arn(&arn)
-                .tags(Tag::builder().key(LAST_USED).value(now.to_string()).build())
+                .set_tags(Some(update))
                 .send()
                 .await
         {
-            warn!(task_definition = %arn, error = %errors::sdk(e, "TagResource").error, "could not mark the derived task definition as used; gc may remove it early");
+            warn!(task_definition = %arn, error = %errors::sdk(e, "TagResource").error, "could not update the derived task definition's tags (last use, the base's tags)");
         }
         Ok(Some(arn))
     }
@@ -162,23 +226,9 @@ impl EcsLauncher {
         family: &str,
         base: &TaskDefinition,
         request: &ImageRequest,
-        hash: &str,
+        tags: &[(String, String)],
     ) -> Result<String> {
         let (containers, volumes) = derived_containers(base, &request.plan)?;
-        let mut tags = vec![
-            (DERIVED_HASH.to_owned(), hash.to_owned()),
-            (
-                DERIVED_FROM.to_owned(),
-                base.task_definition_arn.clone().unwrap_or_default(),
-            ),
-            (LAST_USED.to_owned(), unix_now().to_string()),
-        ];
-        tags.extend(
-            self.config()
-                .tags
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
         let out = self
             .ecs_client()
             .register_task_definition()
@@ -195,11 +245,7 @@ impl EcsLauncher {
             .set_ephemeral_storage(base.ephemeral_storage.clone())
             .set_pid_mode(base.pid_mode.clone())
             .set_proxy_configuration(base.proxy_configuration.clone())
-            .set_tags(Some(
-                tags.into_iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
+            .set_tags(Some(crate::launcher::ecs_tags(tags)))
             .send()
             .await
             .map_err(|e| Error::from(errors::sdk(e, "RegisterTaskDefinition")))?;
@@ -213,6 +259,65 @@ impl EcsLauncher {
                 .with_backend("ecs")
             })
     }
+}
+
+/// The tags of a definition derived from a base tagged `base` with content `hash`, at
+/// Unix time `now` (see the module docs): the base's tags but `aws:` and marker keys,
+/// the administrator's `admin` tags the base lacks (while there is room), then the
+/// markers [`DERIVED_HASH`], [`DERIVED_FROM`] (`base_arn`) and [`LAST_USED`] (`now`).
+///
+/// Fails with [`ErrorKind::InvalidConfig`] when the base has more than
+/// [`MAX_BASE_TAGS`] tags of its own.
+pub fn derived_tags(
+    base: &[Tag],
+    admin: &std::collections::BTreeMap<String, String>,
+    hash: &str,
+    base_arn: &str,
+    now: u64,
+) -> Result<Vec<(String, String)>> {
+    let mut tags: Vec<(String, String)> = base
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .filter(|(k, _)| {
+            !k.to_ascii_lowercase().starts_with("aws:") && !MARKER_TAGS.contains(&k.as_str())
+        })
+        .collect();
+    if tags.len() > MAX_BASE_TAGS {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!(
+                "the base task definition {base_arn} has {} tags; a definition derived from it for a job's image can carry at most {MAX_BASE_TAGS} of them",
+                tags.len()
+            ),
+        )
+        .with_backend("ecs")
+        .with_hint(format!(
+            "ECS allows {} tags per task definition and the driver needs {} for its own marks: remove at least {} tags from the base (tags with the aws: prefix do not count)",
+            crate::tags::MAX_TAGS,
+            MARKER_TAGS.len(),
+            tags.len() - MAX_BASE_TAGS
+        )));
+    }
+    let room = MAX_BASE_TAGS - tags.len();
+    let extra: Vec<(String, String)> = admin
+        .iter()
+        .filter(|(k, _)| !tags.iter().any(|(key, _)| key == *k))
+        .filter(|(k, _)| !MARKER_TAGS.contains(&k.as_str()))
+        .take(room)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    tags.extend(extra);
+    tags.extend([
+        (DERIVED_HASH.to_owned(), hash.to_owned()),
+        (DERIVED_FROM.to_owned(), base_arn.to_owned()),
+        (LAST_USED.to_owned(), now.to_string()),
+    ]);
+    Ok(tags)
 }
 
 /// Whether ECS refused a registration because another one of the same family was under
@@ -229,7 +334,7 @@ fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
         .and_then(|t| t.value())
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -341,4 +446,71 @@ fn container(
         );
     }
     Ok(b.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> Vec<Tag> {
+        pairs
+            .iter()
+            .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+            .collect()
+    }
+
+    #[test]
+    fn derived_tags_carry_the_bases_then_the_admins_then_the_markers() {
+        let base = tags(&[
+            ("cost-center", "ci-42"),
+            ("aws:cloudformation:stack-name", "runner"),
+            (LAST_USED, "1"),
+            ("team", "platform"),
+        ]);
+        let admin = BTreeMap::from([
+            ("team".to_owned(), "ci".to_owned()),
+            ("owner".to_owned(), "ops".to_owned()),
+        ]);
+        let got = derived_tags(&base, &admin, "h", "arn:base:3", 77).unwrap();
+        let want: Vec<(String, String)> = [
+            ("cost-center", "ci-42"),
+            ("team", "platform"),
+            ("owner", "ops"),
+            (DERIVED_HASH, "h"),
+            (DERIVED_FROM, "arn:base:3"),
+            (LAST_USED, "77"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        assert_eq!(got, want, "aws: and marker keys of the base are left out");
+    }
+
+    #[test]
+    fn derived_tags_stay_within_ecs_limit_with_room_for_the_gc_mark() {
+        let full: Vec<Tag> = (0..MAX_BASE_TAGS)
+            .map(|i| Tag::builder().key(format!("k{i}")).value("v").build())
+            .collect();
+        let admin: BTreeMap<String, String> = (0..10)
+            .map(|i| (format!("admin{i}"), "v".to_owned()))
+            .collect();
+        let got = derived_tags(&full, &admin, "h", "b", 1).unwrap();
+        assert_eq!(
+            got.len(),
+            crate::tags::MAX_TAGS - 1,
+            "one left for {GC_MARK}"
+        );
+        assert!(got.iter().all(|(k, _)| !k.starts_with("admin")));
+        let mut over = full.clone();
+        over.push(Tag::builder().key("one-too-many").value("v").build());
+        let err = derived_tags(&over, &admin, "h", "b", 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains("remove at least 1 tags"), "{err}");
+        // Reserved tags do not count.
+        over.pop();
+        over.push(Tag::builder().key("aws:x").value("v").build());
+        assert!(derived_tags(&over, &admin, "h", "b", 1).is_ok());
+    }
 }

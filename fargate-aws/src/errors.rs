@@ -78,7 +78,8 @@ pub(crate) fn classify(code: &str, message: &str, what: &str) -> Classified {
             ErrorKind::PermissionDenied,
             Some(
                 "the driver's IAM role needs ecs:RunTask, ecs:DescribeTasks, ecs:StopTask, \
-                  ecs:ListTasks, ecs:TagResource and iam:PassRole for the task's roles",
+                  ecs:ListTasks, ecs:TagResource (ecs:UntagResource for warm tasks) and \
+                  iam:PassRole for the task's roles",
             ),
         )
     } else if matches!(
@@ -92,6 +93,11 @@ pub(crate) fn classify(code: &str, message: &str, what: &str) -> Classified {
         (
             ErrorKind::AuthenticationFailed,
             Some("check the AWS credentials the driver runs with"),
+        )
+    } else if code == "ResourceNotFoundException" {
+        (
+            ErrorKind::NotFound,
+            Some("the task or task definition no longer exists (or is in another region)"),
         )
     } else if code == "ClusterNotFoundException" {
         (
@@ -311,6 +317,12 @@ mod tests {
                 "InvalidParameterException",
                 "Override for container named foo is not a container in the TaskDefinition.",
                 ErrorKind::InvalidConfig,
+                false,
+            ),
+            (
+                "ResourceNotFoundException",
+                "The specified resource wasn't found.",
+                ErrorKind::NotFound,
                 false,
             ),
             ("MISSING", "", ErrorKind::Unexpected, false),

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
@@ -188,11 +189,7 @@ impl EcsLauncher {
             .overrides(overrides)
             .client_token(token)
             .started_by(tags::started_by(&spec.key))
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ));
+            .set_tags(Some(ecs_tags(tags)));
         if let Some(version) = spec.platform_version.as_deref().filter(|v| !v.is_empty()) {
             req = req.platform_version(version);
         }
@@ -409,6 +406,13 @@ fn stop_details(task: &Task) -> StopDetails {
     .with_reclaimed(reclaimed)
 }
 
+/// `(key, value)` pairs as ECS tags.
+pub(crate) fn ecs_tags(tags: &[(String, String)]) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
 pub(crate) fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
     task.tags()
         .iter()
@@ -455,7 +459,11 @@ impl TaskLauncher for EcsLauncher {
         let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
         // Both refusals come before any call: an oversized override, a base without helper.
         let overrides = crate::overrides::task_overrides(spec)?;
-        let task_definition = self.task_definition_for(spec).await?;
+        let mut task_definition = self.task_definition_for(spec).await?;
+        // A derived definition was checked usable just now; gc deregisters only what it
+        // marked DEREGISTER_GRACE ago, so a RunTask sent within RECHECK_AFTER of the check
+        // is safe (crate::derived_gc). A later subnet attempt checks again.
+        let mut checked = Instant::now();
         // A project rule's subnets replace the configured ones.
         let subnets = if spec.shape.subnets.is_empty() {
             &self.config.subnets
@@ -465,6 +473,10 @@ impl TaskLauncher for EcsLauncher {
         let attempts = subnet_attempts(subnets, self.config.subnet_failover);
         let mut failures = Vec::new();
         for (i, subnets) in attempts.iter().enumerate() {
+            if spec.images.is_some() && checked.elapsed() >= crate::derived::RECHECK_AFTER {
+                task_definition = self.task_definition_for(spec).await?;
+                checked = Instant::now();
+            }
             let token = attempt_token(&spec.client_token, i);
             debug!(job = %spec.key, attempt = i, ?subnets, "RunTask");
             match self
@@ -610,6 +622,72 @@ impl TaskLauncher for EcsLauncher {
 
     async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
         self.list_paged(namespace, crate::MAX_LIST_TASKS).await
+    }
+
+    /// Relabels `task` (a warm pool slot's) as a launch of `spec` would have labelled it:
+    /// one `TagResource` on the task's ARN with exactly the tags `RunTask` would have sent
+    /// for `spec` ([`tags::task_tags`]: the administrator's tags, the job key, the
+    /// namespace, the `gitlab:*` tags and the deadline), overwriting the slot's values;
+    /// then one `UntagResource` of the driver's own tags ([`tags::OWN_TAGS`]) that `spec`
+    /// does not set (a slot's deadline when the job has none), so that no slot value
+    /// survives. Needs `ecs:TagResource` and `ecs:UntagResource` on the cluster's tasks
+    /// (`examples/iam-policy.json`).
+    ///
+    /// `startedBy` cannot change after `RunTask`: it keeps naming the slot. So
+    /// [`find`](TaskLauncher::find)`(spec.key)`, which lists by `startedBy`, does **not**
+    /// return an adopted task (the job's record names it), while
+    /// [`list`](TaskLauncher::list)`(namespace)`, which reads the job-key tag, reports it
+    /// under the job's key and deadline, as gc needs.
+    ///
+    /// `task.id` must be the task's ARN (what [`launch`](TaskLauncher::launch) returns):
+    /// ECS tags resources by ARN only.
+    async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
+        let with_context = |e: Error| {
+            let e = if e.kind() == ErrorKind::PermissionDenied {
+                e.with_hint(
+                    "handing a warm task to a job needs ecs:TagResource and ecs:UntagResource \
+                     on the cluster's tasks, without the ecs:CreateAction condition of the \
+                     statement that tags at RunTask (see examples/iam-policy.json)",
+                )
+            } else {
+                e
+            };
+            e.with_context("task", &task.id)
+                .with_context("job", &spec.key)
+        };
+        if !task.id.starts_with("arn:") {
+            return Err(with_context(
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "adopting a task needs its ARN (ECS tags resources by ARN only)",
+                )
+                .with_backend("ecs"),
+            ));
+        }
+        let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
+        self.ecs
+            .tag_resource()
+            .resource_arn(&task.id)
+            .set_tags(Some(ecs_tags(&tags)))
+            .send()
+            .await
+            .map_err(|e| with_context(errors::sdk(e, "TagResource").error))?;
+        let stale: Vec<String> = tags::OWN_TAGS
+            .iter()
+            .filter(|k| !tags.iter().any(|(key, _)| key == *k))
+            .map(|k| (*k).to_owned())
+            .collect();
+        if !stale.is_empty() {
+            self.ecs
+                .untag_resource()
+                .resource_arn(&task.id)
+                .set_tag_keys(Some(stale))
+                .send()
+                .await
+                .map_err(|e| with_context(errors::sdk(e, "UntagResource").error))?;
+        }
+        debug!(job = %spec.key, task = %task, "task adopted: relabelled for the job");
+        Ok(())
     }
 
     fn settings_fingerprint(&self) -> String {

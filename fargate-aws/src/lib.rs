@@ -18,6 +18,10 @@
 //!   `DescribeTasks` with tags (the job-key tag) and status: tasks not stopping or stopped.
 //!   A task whose desired status is `STOPPED` is already being stopped by ECS, so it is
 //!   left out, as the trait's contract (and its conformance test) want.
+//! * **adopt** (a job takes a warm pool task over): one `TagResource` on the task's ARN with
+//!   the tags `RunTask` would have sent for the job, and one `UntagResource` of the driver's
+//!   own tags the job does not set. `startedBy` cannot change, so **find** of the job does
+//!   not return an adopted task, while **list** reports it under the job.
 //! * **list** (for `fargate gc`, [`fargate_core::gc`]): `ListTasks` on the cluster (no
 //!   filter, desired status `RUNNING`), pages of 100 one after the other, each described by
 //!   one `DescribeTasks` with tags; the tasks tagged with the namespace, with their job key
@@ -48,7 +52,8 @@
 //! | Action | Why |
 //! |---|---|
 //! | `ecs:RunTask` | launch (on the task definitions it may run) |
-//! | `ecs:TagResource` | `RunTask` with tags needs it (on `arn:aws:ecs:*:*:task/*`) |
+//! | `ecs:TagResource` | `RunTask` with tags needs it (on `arn:aws:ecs:*:*:task/*`); adopting a warm task (without the `ecs:CreateAction` condition); with job images, registering, marking and refreshing derived task definitions |
+//! | `ecs:UntagResource` | adopting a warm task (only with a warm pool) |
 //! | `ecs:DescribeTasks` | describe, stop, find, list (gc) |
 //! | `ecs:StopTask` | stop (cleanup, gc) |
 //! | `ecs:ListTasks` | find (cleanup after a crash), list (gc) |

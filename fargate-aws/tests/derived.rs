@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ecs::types::{ContainerCondition, TaskDefinition, TaskDefinitionField};
-use fargate_aws::derived::{DERIVED_FROM, DERIVED_HASH, LAST_USED};
+use fargate_aws::derived::{DERIVED_FROM, DERIVED_HASH, GC_MARK, LAST_USED, MAX_BASE_TAGS};
+use fargate_aws::derived_gc::DEREGISTER_GRACE;
 use fargate_aws::{EcsLauncher, MAX_OVERRIDES_CHARS};
 use fargate_core::images::{ImageDecision, ImageRequest, decide};
 use fargate_core::job::JobImage;
@@ -16,6 +18,7 @@ use fargate_core::testing::{MemoryShell, MemoryStore};
 use fargate_core::{
     Driver, DriverOptions, ErrorKind, JobContext, JobResponse, Namespace, TaskLauncher, TaskSpec,
 };
+use fargate_testkit::fault_proxy::FaultProxy;
 use fargate_testkit::moto::{CONTAINER, Moto, MotoEcs};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -438,47 +441,72 @@ async fn gc_removes_unused_derived_families_and_keeps_the_bound() {
         ));
     }
     // The first was last used 8 days ago, the second 2 hours ago, the third just now.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     for (i, ago) in [(0, 8 * 24 * 3600), (1, 2 * 3600)] {
-        moto.ecs_client()
-            .tag_resource()
-            .resource_arn(&families[i].1)
-            .tags(
-                aws_sdk_ecs::types::Tag::builder()
-                    .key(LAST_USED)
-                    .value((now - ago).to_string())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        set_tag(&moto, &families[i].1, LAST_USED, now - ago).await;
     }
     let week = Duration::from_secs(7 * 24 * 3600);
     let dry = launcher
         .prune_derived(&ecs.task_definition, week, 10, true)
         .await
         .unwrap();
-    assert_eq!(dry.removed, [families[0].0.clone()]);
+    assert_eq!(dry.pending, [families[0].0.clone()], "{dry}");
+    assert!(
+        dry.removed.is_empty() && dry.deregistered.is_empty(),
+        "{dry}"
+    );
     assert_eq!(dry.kept.len(), 2);
     assert!(
-        definition_exists(&moto, &families[0].1).await,
+        mark_of(&moto, &families[0].1).await.is_none(),
         "a dry run changes nothing"
     );
 
+    // The first run only marks the unused family.
+    let report = launcher
+        .prune_derived(&ecs.task_definition, week, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(report.pending, [families[0].0.clone()], "{report}");
+    assert!(
+        report.removed.is_empty() && report.failed.is_empty(),
+        "{report}"
+    );
+    assert!(mark_of(&moto, &families[0].1).await.is_some());
+    assert!(definition_exists(&moto, &families[0].1).await);
+    // Within the grace, a run changes nothing.
+    let report = launcher
+        .prune_derived(&ecs.task_definition, week, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(report.pending, [families[0].0.clone()], "{report}");
+    assert!(definition_exists(&moto, &families[0].1).await);
+    // A grace later (the mark backdated): deregistered and deleted.
+    age_mark(&moto, &families[0].1).await;
+    let dry = launcher
+        .prune_derived(&ecs.task_definition, week, 10, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.removed, [families[0].0.clone()], "{dry}");
+    assert!(definition_exists(&moto, &families[0].1).await);
     let report = launcher
         .prune_derived(&ecs.task_definition, week, 10, false)
         .await
         .unwrap();
     assert_eq!(report.removed, [families[0].0.clone()], "{report}");
+    assert_eq!(report.deregistered, [families[0].1.clone()], "{report}");
     assert!(report.failed.is_empty(), "{report}");
     assert!(
         !definition_exists(&moto, &families[0].1).await,
         "deregistered and deleted"
     );
-    // At most one derived family: the least recently used of the others goes.
+    // At most one derived family: the least recently used of the others goes, a grace
+    // after it was marked.
+    let report = launcher
+        .prune_derived(&ecs.task_definition, week, 1, false)
+        .await
+        .unwrap();
+    assert_eq!(report.pending, [families[1].0.clone()], "{report}");
+    age_mark(&moto, &families[1].1).await;
     let report = launcher
         .prune_derived(&ecs.task_definition, week, 1, false)
         .await
@@ -492,6 +520,169 @@ async fn gc_removes_unused_derived_families_and_keeps_the_bound() {
         .launch(&spec_with(&ecs, 4, request(&ecs, &r)))
         .await
         .unwrap();
+}
+
+/// Issue 21: "gc can deregister a derived task definition between a prepare's reuse check
+/// and its RunTask". The prepare's RunTask is held at a proxy right after its check while
+/// gc runs with `UnusedAfter` 30 min on a definition last used 45 min ago (too recent for
+/// the prepare to refresh its mark of use, which it does hourly). Before the fix gc
+/// deregistered the definition there and the RunTask was refused ("TaskDefinition is
+/// inactive"); now gc only marks it, the prepare launches, later launches use a new
+/// revision, and the marked one goes a grace after its mark.
+#[tokio::test]
+async fn gc_never_deregisters_a_definition_between_a_prepares_check_and_its_run_task() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let r = response(1, "rust:1.85", vec![]);
+    let first = launcher
+        .launch(&spec_with(&ecs, 1, request(&ecs, &r)))
+        .await
+        .unwrap();
+    let rev1 = task_definition_of(&moto, &first.id);
+    let family = definition(&moto, &rev1)
+        .await
+        .0
+        .family()
+        .unwrap()
+        .to_owned();
+    set_tag(&moto, &rev1, LAST_USED, unix_now() - 45 * 60).await;
+
+    let proxy = FaultProxy::start(&moto.endpoint_url());
+    let via_proxy = EcsLauncher::new(ecs.config(), &proxy.sdk_config()).unwrap();
+    let mut held = proxy.hold("RunTask");
+    let spec = spec_with(&ecs, 2, request(&ecs, &r));
+    let prepare = tokio::spawn(async move { via_proxy.launch(&spec).await });
+    held.arrived().await; // the prepare found rev1 usable and sent its RunTask
+
+    let unused_after = Duration::from_secs(30 * 60);
+    let report = launcher
+        .prune_derived(&ecs.task_definition, unused_after, 10, false)
+        .await
+        .unwrap();
+    held.release();
+    let second = prepare.await.unwrap();
+    let second = second.unwrap_or_else(|e| panic!("gc broke the prepare: {e}; gc: {report}"));
+    assert_eq!(task_definition_of(&moto, &second.id), rev1);
+    assert_eq!(report.pending, std::slice::from_ref(&family), "{report}");
+    assert!(report.deregistered.is_empty(), "{report}");
+
+    // A launch after the mark does not use the marked revision: a new one of the family.
+    let third = launcher
+        .launch(&spec_with(&ecs, 3, request(&ecs, &r)))
+        .await
+        .unwrap();
+    let rev2 = task_definition_of(&moto, &third.id);
+    assert_ne!(rev2, rev1);
+    assert_eq!(
+        definition(&moto, &rev2).await.0.family(),
+        Some(family.as_str())
+    );
+    assert!(mark_of(&moto, &rev2).await.is_none());
+
+    // A grace after the mark, the marked revision goes; the family, used now, stays.
+    age_mark(&moto, &rev1).await;
+    let report = launcher
+        .prune_derived(&ecs.task_definition, unused_after, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(report.deregistered, std::slice::from_ref(&rev1), "{report}");
+    assert_eq!(report.kept, [family], "{report}");
+    assert!(
+        !definition_exists(&moto, &rev1).await,
+        "deregistered and deleted"
+    );
+    assert!(definition_exists(&moto, &rev2).await);
+    // The job launched from rev1 runs on.
+    let task = moto.describe_task(&ecs.cluster, &second.id).await;
+    assert_eq!(task.last_status(), Some("RUNNING"));
+}
+
+/// Issue 21: derived definitions carry the base definition's tags (so that
+/// `propagateTags = TASK_DEFINITION` keeps cost tags for image jobs), updated at the next
+/// reuse when the base's change; a base with more tags than fit is refused before any
+/// registration.
+#[tokio::test]
+async fn derived_definitions_carry_the_base_definitions_tags() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, _) = setup().await;
+    let mut config = ecs.config();
+    config.tags = [("owner".to_owned(), "ops".to_owned())].into();
+    let launcher = EcsLauncher::new(config, &moto.sdk_config()).unwrap();
+    set_tag(&moto, &ecs.task_definition, "cost-center", "ci-42").await;
+    set_tag(&moto, &ecs.task_definition, "team", "platform").await;
+    let r = response(1, "rust:1.85", vec![postgres()]);
+    let task = launcher
+        .launch(&spec_with(&ecs, 1, request(&ecs, &r)))
+        .await
+        .unwrap();
+    let arn = task_definition_of(&moto, &task.id);
+    let tags = tags_of(&moto, &arn).await;
+    assert_eq!(tags["cost-center"], "ci-42", "{tags:?}");
+    assert_eq!(tags["team"], "platform");
+    assert_eq!(tags["owner"], "ops");
+    assert!(tags.contains_key(DERIVED_HASH) && tags.contains_key(LAST_USED));
+    assert!(!tags.contains_key(GC_MARK));
+
+    // The base's cost tag changes: the next job reusing the definition copies it over.
+    set_tag(&moto, &ecs.task_definition, "cost-center", "ci-43").await;
+    let again = launcher
+        .launch(&spec_with(&ecs, 2, request(&ecs, &r)))
+        .await
+        .unwrap();
+    assert_eq!(task_definition_of(&moto, &again.id), arn, "reused");
+    assert_eq!(launcher.api_calls().get("RegisterTaskDefinition"), 1);
+    assert_eq!(tags_of(&moto, &arn).await["cost-center"], "ci-43");
+
+    // A base with more tags than a derived definition can carry: a clear error, nothing
+    // registered.
+    for i in 0..MAX_BASE_TAGS {
+        set_tag(&moto, &ecs.task_definition, &format!("k{i}"), "v").await;
+    }
+    let other = response(3, "alpine:3.20", vec![]);
+    let err = launcher
+        .launch(&spec_with(&ecs, 3, request(&ecs, &other)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("remove at least 2 tags"), "{err}");
+    assert_eq!(launcher.api_calls().get("RegisterTaskDefinition"), 1);
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn set_tag(moto: &Moto, arn: &str, key: &str, value: impl ToString) {
+    moto.ecs_client()
+        .tag_resource()
+        .resource_arn(arn)
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key(key)
+                .value(value.to_string())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn tags_of(moto: &Moto, arn: &str) -> BTreeMap<String, String> {
+    definition(moto, arn).await.1.into_iter().collect()
+}
+
+async fn mark_of(moto: &Moto, arn: &str) -> Option<String> {
+    tags_of(moto, arn).await.remove(GC_MARK)
+}
+
+/// Backdates `arn`'s gc mark by the grace (and a minute): as if it was set a grace ago.
+async fn age_mark(moto: &Moto, arn: &str) {
+    let mark: u64 = mark_of(moto, arn).await.expect("marked").parse().unwrap();
+    let aged = mark - DEREGISTER_GRACE.as_secs() - 60;
+    set_tag(moto, arn, GC_MARK, aged).await;
 }
 
 /// Whether ECS still has task definition `arn` (active or inactive, not deleted).

@@ -839,3 +839,88 @@ async fn prepare_and_cleanup_summaries_carry_ecs_figures_and_a_cost() {
     assert_eq!(at_cleanup.details.started_at, s.details.started_at);
     assert!(at_cleanup.run_time() >= s.run_time());
 }
+
+/// Issue 21 (a claim makes the task the job's): `adopt` relabels a warm pool slot's task
+/// with one `TagResource` (and an `UntagResource` of what the job does not set): exactly the
+/// tags `RunTask` would have sent for the job, so `list` reports the task under the job's
+/// key and deadline. `startedBy` cannot change: `find` of the job does not return it.
+#[tokio::test]
+async fn adopt_relabels_a_slot_task_as_the_jobs() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs) = moto().await;
+    let mut config = ecs.config();
+    config.tags = BTreeMap::from([("team".to_owned(), "ci".to_owned())]);
+    let l = launcher(config.clone(), &moto.sdk_config());
+    let ns = Namespace::parse("fixture").unwrap();
+    let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    let slot_spec = |slot: u64| {
+        let mut spec = ecs.spec(0);
+        spec.job = fargate_core::JobIdentity::pool_slot(ns.clone(), slot);
+        spec.key = spec.job.key();
+        spec.client_token = format!("fgt-slot-{slot}");
+        spec.deadline = Some(at(1_900_000_000));
+        spec
+    };
+    let tags_of = |t: &aws_sdk_ecs::types::Task| -> BTreeMap<String, String> {
+        t.tags()
+            .iter()
+            .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+            .collect()
+    };
+
+    let slot = slot_spec(3);
+    let task = l.launch(&slot).await.unwrap();
+    let listed = l.list(&ns).await.unwrap();
+    assert_eq!(
+        listed[0].key.as_ref(),
+        Some(&slot.key),
+        "a slot's task at first"
+    );
+    let mut job = ecs.spec(42);
+    job.deadline = Some(at(1_800_000_000));
+    l.adopt(&task, &job).await.unwrap();
+
+    let listed = l.list(&ns).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].task.id, task.id);
+    assert_eq!(listed[0].key.as_ref(), Some(&job.key));
+    assert_eq!(listed[0].deadline, Some(at(1_800_000_000)));
+    let described = moto.describe_task("ci", &task.id).await;
+    let want: BTreeMap<String, String> = tags::task_tags(&config.tags, &job.job, job.deadline)
+        .into_iter()
+        .collect();
+    assert_eq!(tags_of(&described), want, "exactly the job's RunTask tags");
+    assert_eq!(want[tags::JOB_ID], "42");
+    assert_eq!(want[tags::PROJECT], "group/project");
+    assert_eq!(
+        described.started_by(),
+        Some(tags::started_by(&slot.key).as_str()),
+        "startedBy stays the slot's"
+    );
+    assert!(l.find(&job.key).await.unwrap().is_empty());
+    assert!(
+        l.find(&slot.key).await.unwrap().is_empty(),
+        "no longer the slot's"
+    );
+
+    // A job without a deadline: the slot's deadline does not survive.
+    let other = l.launch(&slot_spec(4)).await.unwrap();
+    let mut undated = ecs.spec(43);
+    undated.deadline = None;
+    l.adopt(&other, &undated).await.unwrap();
+    let described = moto.describe_task("ci", &other.id).await;
+    assert!(!tags_of(&described).contains_key(tags::DEADLINE));
+    let listed = l.list(&ns).await.unwrap();
+    let entry = listed.iter().find(|t| t.task.id == other.id).unwrap();
+    assert_eq!(entry.key.as_ref(), Some(&undated.key));
+    assert_eq!(entry.deadline, None);
+    assert_eq!(l.api_calls().get("TagResource"), 2);
+    assert_eq!(l.api_calls().get("UntagResource"), 1);
+
+    // An unknown task: NotFound, naming the task and the job.
+    let err = l.adopt(&TaskRef::new(MISSING), &job).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(err.context_value("task"), Some(MISSING));
+    assert_eq!(err.context_value("job"), Some(job.key.as_str()));
+    assert!(err.to_string().contains("TagResource"), "{err}");
+}

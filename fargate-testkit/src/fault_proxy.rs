@@ -1,7 +1,7 @@
 //! [`FaultProxy`]: an HTTP proxy in front of moto that answers chosen operations with
 //! injected errors, for the failures moto cannot produce (throttling, `failures[]`,
 //! capacity, access denied), or holds them for a while before forwarding them (a hanging
-//! ECS call, [`Fault::delay`]).
+//! ECS call, [`Fault::delay`]), or until the test releases them ([`FaultProxy::hold`]).
 //!
 //! Each connection is served by its own thread, so a held request does not hold up others.
 
@@ -158,7 +158,48 @@ impl ProxiedRequest {
 #[derive(Default)]
 struct State {
     faults: VecDeque<Injection>,
+    holds: VecDeque<HoldSlot>,
     seen: Vec<ProxiedRequest>,
+}
+
+/// The proxy's side of a [`Held`].
+struct HoldSlot {
+    operation: String,
+    arrived: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The next request of one operation, held by the proxy until the test releases it: for
+/// tests that interleave two actors at a chosen point without sleeping. Made by
+/// [`FaultProxy::hold`]. Dropped without [`Held::release`], the held request's connection is
+/// closed unanswered.
+#[derive(Debug)]
+pub struct Held {
+    operation: String,
+    arrived: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Held {
+    /// Waits until the request has reached the proxy (and is held there).
+    ///
+    /// # Panics
+    /// When the proxy is gone before a request arrived.
+    pub async fn arrived(&mut self) {
+        if let Some(rx) = self.arrived.take() {
+            rx.await.unwrap_or_else(|_| {
+                panic!("the proxy went away before a {} request", self.operation)
+            });
+        }
+    }
+
+    /// Forwards the held request to moto (or lets the next one through unheld, when none
+    /// arrived yet).
+    pub fn release(mut self) {
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// A loopback HTTP proxy that forwards to an upstream (moto) except where a [`Fault`] is
@@ -238,6 +279,23 @@ impl FaultProxy {
     /// apply in the order they were queued.
     pub fn inject(&self, fault: impl Into<Injection>) {
         lock(&self.state).faults.push_back(fault.into());
+    }
+
+    /// Holds the next request of `operation` (after any queued fault or delay of it) until
+    /// the returned [`Held`] is released.
+    pub fn hold(&self, operation: &str) -> Held {
+        let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+        lock(&self.state).holds.push_back(HoldSlot {
+            operation: operation.to_owned(),
+            arrived: arrived_tx,
+            release: release_rx,
+        });
+        Held {
+            operation: operation.to_owned(),
+            arrived: Some(arrived_rx),
+            release: Some(release_tx),
+        }
     }
 
     /// Every request seen so far, in order.
@@ -357,9 +415,14 @@ fn serve(
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let body = String::from_utf8_lossy(&raw[end..]).into_owned();
     let op = operation(&head, &body);
-    let injection = {
+    let (injection, held) = {
         let mut s = lock(state);
         let injection = take_injection(&mut s, &op);
+        let held = s
+            .holds
+            .iter()
+            .position(|h| h.operation == op)
+            .and_then(|i| s.holds.remove(i));
         s.seen.push(ProxiedRequest {
             operation: op,
             body: body.clone(),
@@ -369,8 +432,15 @@ fn serve(
                 _ => None,
             },
         });
-        injection
+        (injection, held)
     };
+    if let Some(h) = held {
+        let _ = h.arrived.send(());
+        // This is a plain thread (no runtime): blocking on the release is fine.
+        if h.release.blocking_recv().is_err() || stop.load(Ordering::SeqCst) {
+            return Ok(()); // released never, or the proxy is gone: drop the connection
+        }
+    }
     let fault = match injection {
         Some(Injection::Answer(f)) => Some(f),
         Some(Injection::Delay(d)) => {

@@ -34,10 +34,13 @@
 #    rules, and the task reports them as its cpu and memory.
 # 12. Task definitions of job images: RegisterTaskDefinition's family, container names,
 #    1-10 containers, an essential one, dependsOn targets and conditions, mount volumes and
-#    awsvpc ports; a second registration of a family while one is under way is refused
+#    awsvpc ports, the tag rules of RunTask; a second registration of a family while one is under way is refused
 #    (hold each registration $FGT_MOTO_DIR/register_hold seconds to provoke it);
 #    DescribeTaskDefinition of a family names its latest ACTIVE revision; RunTask refuses an
 #    INACTIVE revision.
+# 13. TagResource and UntagResource: the tag rules of RunTask (TagResource), at most 50 tags
+#    per resource after the merge (keys with the `aws:` prefix do not count), and an unknown
+#    task or task definition ARN is ResourceNotFoundException (moto: HTTP 500).
 # See docs/ecs-api-rules.md for every rule and its source.
 import base64
 import ipaddress
@@ -671,6 +674,7 @@ def _check_task_definition(request):
 def _register_checked(self):
     request = json.loads(self.body or "{}")
     _check_task_definition(request)
+    _check_tags(request.get("tags"))
     family = request.get("family")
     with _lock:
         if family in _registering:
@@ -741,6 +745,58 @@ def _check_task_definition_active(response, request):
     td = response.ecs_backend.describe_task_definition(str(request.get("taskDefinition") or ""))
     if td.status != "ACTIVE":
         raise _client_error("TaskDefinition is inactive")
+
+
+# --- TagResource / UntagResource: tag rules, 50 per resource, unknown resources -------------
+
+
+def _tagged_resource(response, arn):
+    backend = response.ecs_backend
+    try:
+        return backend._get_resource(arn, backend._parse_resource_arn(arn))
+    except Exception:  # noqa: BLE001 - moto raises NotImplementedError, KeyError...
+        raise ECSException(
+            "ResourceNotFoundException", "The specified resource wasn't found."
+        ) from None
+
+
+def _counted(tags):
+    return [t for t in tags or [] if not str(t.get("key", "")).lower().startswith("aws:")]
+
+
+def _tag_resource_response(self):
+    request = json.loads(self.body or "{}")
+    arn = request.get("resourceArn") or ""
+    tags = request.get("tags")
+    if not tags:
+        raise _invalid("Tags must not be empty.")
+    _check_tags(tags)
+    with _lock:
+        resource = _tagged_resource(self, arn)
+        new_keys = {t["key"] for t in tags}
+        kept = [t for t in _counted(resource.tags) if t["key"] not in new_keys]
+        total = len(kept) + len(_counted(tags))
+        if total > 50:
+            raise _invalid(
+                f"Too many tags: the resource would have {total}; a resource can have at "
+                "most 50 tags."
+            )
+        return _tag_resource(self)
+
+
+def _untag_resource_response(self):
+    request = json.loads(self.body or "{}")
+    if not request.get("tagKeys"):
+        raise _invalid("TagKeys must not be empty.")
+    with _lock:
+        _tagged_resource(self, request.get("resourceArn") or "")
+        return _untag_resource(self)
+
+
+_tag_resource = _Response.tag_resource
+_untag_resource = _Response.untag_resource
+_Response.tag_resource = _tag_resource_response
+_Response.untag_resource = _untag_resource_response
 
 from moto.server import main  # noqa: E402
 
