@@ -1175,3 +1175,114 @@ async fn concurrent_revisions_of_a_family_are_refused_and_inactive_ones_not_used
     );
     assert_eq!(message, "Unable to describe task definition.");
 }
+
+/// TagResource follows RunTask's tag rules, and a resource keeps at most 50 tags after the
+/// merge (`aws:` keys not counted); UntagResource and TagResource of an unknown resource
+/// are ResourceNotFoundException; RegisterTaskDefinition's tags follow the same rules.
+#[tokio::test]
+async fn tag_resource_follows_the_tag_rules_and_50_per_resource_after_the_merge() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, client, _oracle) = fixture(Moto::builder()).await;
+    let forty_nine: Vec<Tag> = (0..49).map(|i| tag(format!("k{i}"), "v")).collect();
+    let arn = start(run(&client, &ecs).set_tags(Some(forty_nine))).await;
+    let tag_task = |t: Tag| client.tag_resource().resource_arn(&arn).tags(t).send();
+    // Overwriting a key does not count twice; the 50th key fits, the 51st does not.
+    tag_task(tag("k0", "changed")).await.unwrap();
+    tag_task(tag("k49", "v")).await.unwrap();
+    let message = invalid(tag_task(tag("k50", "v")).await);
+    assert!(message.contains("50"), "{message}");
+    for bad in [
+        tag("aws:reserved", "v"),
+        tag("a,b", "v"),
+        tag("k", "v".repeat(257)),
+    ] {
+        invalid(tag_task(bad).await);
+    }
+    let tags = moto.describe_task("ci", &arn).await.tags().to_vec();
+    assert_eq!(tags.len(), 50);
+    assert!(tags.contains(&tag("k0", "changed")));
+    // Untagging makes room again.
+    client
+        .untag_resource()
+        .resource_arn(&arn)
+        .tag_keys("k49")
+        .send()
+        .await
+        .unwrap();
+    tag_task(tag("k50", "v")).await.unwrap();
+    let unknown = client
+        .tag_resource()
+        .resource_arn(UNKNOWN)
+        .tags(tag("k", "v"))
+        .send()
+        .await;
+    refused(unknown, "ResourceNotFoundException");
+    let unknown = client
+        .untag_resource()
+        .resource_arn(UNKNOWN)
+        .tag_keys("k")
+        .send()
+        .await;
+    refused(unknown, "ResourceNotFoundException");
+    // Task definitions: the same rules.
+    tag_definition(&client, &ecs.task_definition, tag("cost-center", "ci"))
+        .await
+        .unwrap();
+    invalid(tag_definition(&client, &ecs.task_definition, tag("aws:x", "v")).await);
+    let registered = client
+        .register_task_definition()
+        .family("tagged")
+        .requires_compatibilities(Compatibility::Fargate)
+        .network_mode(NetworkMode::Awsvpc)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("c")
+                .image("i")
+                .memory(512)
+                .build(),
+        )
+        .tags(tag("aws:cloudformation:stack-name", "s"))
+        .send()
+        .await;
+    invalid(registered);
+}
+
+async fn tag_definition(
+    client: &Client,
+    arn: &str,
+    t: Tag,
+) -> Result<
+    aws_sdk_ecs::operation::tag_resource::TagResourceOutput,
+    SdkError<aws_sdk_ecs::operation::tag_resource::TagResourceError, HttpResponse>,
+> {
+    client.tag_resource().resource_arn(arn).tags(t).send().await
+}
+
+/// `FaultProxy::hold` holds the next request of one operation until it is released, while
+/// other operations go through: interleaving without sleeps.
+#[tokio::test]
+async fn a_held_request_waits_for_its_release_only() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, _client, _oracle) = fixture(Moto::builder()).await;
+    let proxy = FaultProxy::start(&moto.endpoint_url());
+    let client = Client::new(&proxy.sdk_config());
+    let mut held = proxy.hold("RunTask");
+    let launching = {
+        let request = run(&client, &ecs);
+        tokio::spawn(async move { start(request).await })
+    };
+    held.arrived().await;
+    assert!(moto.run_task_requests().is_empty(), "moto has not seen it");
+    assert!(
+        listed(&client).await.is_empty(),
+        "other operations go through"
+    );
+    assert!(!launching.is_finished());
+    held.release();
+    let arn = launching.await.unwrap();
+    assert_eq!(listed(&client).await, BTreeSet::from([arn]));
+    // Used up: the next RunTask is not held.
+    start(run(&client, &ecs)).await;
+}
