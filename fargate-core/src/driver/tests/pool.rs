@@ -150,6 +150,36 @@ async fn a_claimed_task_becomes_the_jobs_labels_deadline_and_all() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn prepare_never_waits_for_a_refill() {
+    // A pool of 2 with one idle task: before, prepare refilled beside its own work and
+    // returned only when the refill's launches (here: hanging) ended.
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let r = Rig {
+        driver: Driver::new(
+            pool_config(2),
+            r.launcher.clone(),
+            r.shell.clone(),
+            r.store.clone(),
+        ),
+        ..r
+    };
+    r.launcher.faults.inject_always(Op::Launch, Fault::Hang);
+    let launches = r.launcher.faults.calls(Op::Launch);
+    // Virtual time (paused): an hour passes at once if prepare waits on the hung launches.
+    let report = tokio::time::timeout(Duration::from_secs(3600), r.prepare())
+        .await
+        .expect("prepare waited for the pool's refill")
+        .unwrap();
+    assert!(report.warm);
+    assert_eq!(
+        r.launcher.faults.calls(Op::Launch),
+        launches,
+        "prepare launched nothing for the pool"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_task_the_launcher_cannot_hand_over_is_stopped_and_the_job_gets_its_own() {
     let r = pool_rig(1);
     r.driver.pool_fill(true).await.unwrap();
