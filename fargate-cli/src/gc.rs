@@ -3,7 +3,9 @@
 //! `[Fargate.Images] UnusedAfter` or beyond `MaxDerivedFamilies`
 //! ([`fargate_aws::derived_gc`]), then prints what it did.
 
+use std::fmt;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fargate_aws::EcsLauncher;
@@ -12,6 +14,8 @@ use std::sync::Arc;
 use fargate_core::gc::{Action, GcOptions, collect};
 use fargate_core::observe::{DynObserver, Event, ObservedLauncher, Observer, StopCause};
 use fargate_core::{Error, ErrorKind, FileMetadataStore, Namespace, TaskRef};
+use fargate_ssh::keeper;
+use serde::Serialize;
 
 use crate::args::GcArgs;
 use crate::config::FileConfig;
@@ -64,6 +68,8 @@ async fn collect_with(
     let launcher = ObservedLauncher::new(ecs.clone(), observer.clone());
     let store = FileMetadataStore::new(config.metadata_dir);
     let report = collect(&launcher, &store, &namespace, &options).await?;
+    // After the records gc removed: their locks and sockets have no owner left either.
+    let leftovers = Leftovers::collect(store, args.dry_run).await;
     for task in report.tasks_with(Action::Removed) {
         observer.observe(&Event::Stopped {
             task: TaskRef::new(task.task.clone()),
@@ -90,9 +96,11 @@ async fn collect_with(
         if let Some(derived) = &derived {
             eprint!("{derived}");
         }
-        serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)
+        json_report(&report, &leftovers)
+            .and_then(|json| serde_json::to_writer_pretty(&mut out, &json))
+            .map_err(std::io::Error::from)
     } else {
-        write!(out, "{report}").and_then(|()| match &derived {
+        write!(out, "{report}\n{leftovers}").and_then(|()| match &derived {
             Some(derived) => write!(out, "\n{derived}"),
             None => Ok(()),
         })
@@ -101,5 +109,96 @@ async fn collect_with(
         .and_then(|()| writeln!(out))
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("writing the gc report", e))?;
-    Ok(report.has_failures() || derived.is_some_and(|d| !d.failed.is_empty()))
+    Ok(report.has_failures()
+        || leftovers.failed.is_some()
+        || derived.is_some_and(|d| !d.failed.is_empty()))
+}
+
+/// The JSON report: gc's report with a `leftovers` member added.
+fn json_report(
+    report: &fargate_core::gc::GcReport,
+    leftovers: &Leftovers,
+) -> serde_json::Result<serde_json::Value> {
+    let mut json = serde_json::to_value(report)?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert("leftovers".into(), serde_json::to_value(leftovers)?);
+    }
+    Ok(json)
+}
+
+/// What gc removed (or, in a dry run, would remove) from the metadata directory because no
+/// live process owns it: keeper sockets nobody listens on
+/// ([`fargate_ssh::keeper::remove_dead_sockets`]), lock files nobody holds whose job has no
+/// record and temporary files of writers that are gone
+/// ([`FileMetadataStore::remove_leftovers`]).
+#[derive(Debug, Serialize)]
+struct Leftovers {
+    /// Whether nothing was removed on purpose.
+    dry_run: bool,
+    /// The files removed, or that would be.
+    removed: Vec<PathBuf>,
+    /// Why some could not be removed (or looked for), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
+}
+
+impl Leftovers {
+    async fn collect(store: FileMetadataStore, dry_run: bool) -> Self {
+        let found = tokio::task::spawn_blocking(move || {
+            // The store checks the directory (owner, mode, not a link) before anything.
+            let mut removed = if dry_run {
+                store.leftovers()?
+            } else {
+                store.remove_leftovers()?
+            };
+            let sockets = if dry_run {
+                keeper::dead_sockets(store.dir())?
+            } else {
+                keeper::remove_dead_sockets(store.dir())?
+            };
+            removed.extend(sockets);
+            removed.sort();
+            Ok::<_, Error>(removed)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("the leftover sweep failed: {e}"),
+            ))
+        });
+        match found {
+            Ok(removed) => Leftovers {
+                dry_run,
+                removed,
+                failed: None,
+            },
+            Err(err) => Leftovers {
+                dry_run,
+                removed: Vec::new(),
+                failed: Some(err.to_string()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Leftovers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for path in &self.removed {
+            writeln!(f, "{verb} leftover {}", path.display())?;
+        }
+        if let Some(why) = &self.failed {
+            writeln!(f, "FAILED to remove leftovers: {why}")?;
+        }
+        write!(
+            f,
+            "metadata directory: {verb} {} leftovers (dead keeper sockets, unheld locks of jobs without a record, temporary files of dead writers)",
+            self.removed.len()
+        )
+    }
 }

@@ -118,10 +118,22 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// Ends the keeper at `socket`, if there is one, and waits (briefly) until it is gone.
+/// Ends the keeper at `socket`, if there is one, and waits (briefly) until it is gone; a
+/// socket that no keeper listens on any more (its keeper was killed) is removed, a live
+/// keeper's never.
 pub(crate) fn stop(socket: &Path) {
     if keeper::quit(socket, QUIT_WAIT) {
         tracing::debug!("connection keeper ended");
+    }
+    match keeper::remove_if_dead(socket) {
+        Ok(true) => tracing::debug!(
+            socket = %socket.display(),
+            "removed the socket of a connection keeper that had died"
+        ),
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(error = %err, "could not remove a dead keeper's socket; `fargate gc` will")
+        }
     }
 }
 

@@ -93,6 +93,16 @@ async fn debug_rig() -> Rig {
 }
 
 impl Rig {
+    /// The names in the metadata directory, sorted.
+    fn metadata_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path().join("metadata"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Waits until no keeper socket in the metadata directory accepts a connection.
     fn wait_until_no_keeper_listens(&self) {
         let metadata = self.dir.path().join("metadata");
@@ -1033,6 +1043,8 @@ async fn a_killed_keeper_leaves_the_stages_to_direct_connections() {
     assert!(result.log.contains(DIRECT), "{}", result.log);
     assert!(!result.log.contains(THROUGH_KEEPER), "{}", result.log);
     rig.assert_no_task_running(&result).await;
+    // Issue 21: cleanup removed the dead keeper's socket; nothing of the job is left.
+    assert_eq!(rig.metadata_names(), Vec::<String>::new(), "{}", result.log);
 }
 
 /// SIGKILL the keeper while a script runs through it: the stage fails at once as a lost
@@ -1071,6 +1083,81 @@ async fn a_keeper_killed_while_a_script_runs_fails_that_stage_promptly() {
         build[0].wall
     );
     rig.assert_no_task_running(&result).await;
+    assert_eq!(rig.metadata_names(), Vec::<String>::new(), "{}", result.log);
+}
+
+/// Issue 21: `fargate gc` removes from the metadata directory what has no live owner (a
+/// killed keeper's socket, a killed holder's lock file of a job without record, a dead
+/// writer's temporary file) and keeps what has one; `--dry-run` only names them.
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_removes_leftovers_without_a_live_owner() {
+    use std::os::unix::fs::DirBuilderExt as _;
+    use std::os::unix::net::UnixListener;
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig().await;
+    let meta = rig.dir.path().join("metadata");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&meta)
+        .unwrap();
+    let dead_socket = meta.join("keeper-00000000000000aa.sock");
+    drop(UnixListener::bind(&dead_socket).unwrap());
+    let live_socket = meta.join("keeper-00000000000000bb.sock");
+    let _live = UnixListener::bind(&live_socket).unwrap();
+    std::fs::write(meta.join("gone-1.lock"), "").unwrap();
+    // The pid of a process that has exited: a writer that died mid-write.
+    let dead_pid = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let dead_temp = format!(".gone-2.tmp-{dead_pid}-abc");
+    std::fs::write(meta.join(&dead_temp), "").unwrap();
+    let live_temp = format!(".gone-3.tmp-{}-abc", std::process::id());
+    std::fs::write(meta.join(&live_temp), "").unwrap();
+    std::fs::write(meta.join("unrelated.txt"), "").unwrap();
+    let before = rig.metadata_names();
+    let removed = {
+        let mut r = vec![
+            dead_socket.display().to_string(),
+            meta.join("gone-1.lock").display().to_string(),
+            meta.join(&dead_temp).display().to_string(),
+        ];
+        r.sort();
+        r
+    };
+
+    let (code, out) = rig.gc(&["--dry-run", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(out.split("\n--- stderr:").next().unwrap()).expect(&out);
+    let listed: Vec<String> = json["leftovers"]["removed"]
+        .as_array()
+        .expect(&out)
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, removed, "{out}");
+    assert_eq!(json["leftovers"]["dry_run"], true, "{out}");
+    assert_eq!(rig.metadata_names(), before, "a dry run removed something");
+
+    let (code, out) = rig.gc(&[]);
+    assert_eq!(code, 0, "{out}");
+    for path in &removed {
+        assert!(out.contains(&format!("removed leftover {path}\n")), "{out}");
+    }
+    assert!(
+        out.contains("metadata directory: removed 3 leftovers"),
+        "{out}"
+    );
+    let mut left = vec![
+        "keeper-00000000000000bb.sock".to_owned(),
+        live_temp,
+        "unrelated.txt".to_owned(),
+    ];
+    left.sort();
+    assert_eq!(rig.metadata_names(), left);
 }
 
 /// A cancel reaches the script through the keeper: the stage ends within 2 s of SIGTERM.

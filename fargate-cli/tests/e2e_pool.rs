@@ -359,7 +359,10 @@ async fn two_runner_entries_share_one_directory_without_touching_each_other() {
     let config = |ns: &str| {
         let path = dir.path().join(format!("{ns}.toml"));
         let toml = fargate.fargate_toml(&metadata).replace(
-            &format!("Namespace = \"{}\"", fargate_testkit::local_fargate::NAMESPACE),
+            &format!(
+                "Namespace = \"{}\"",
+                fargate_testkit::local_fargate::NAMESPACE
+            ),
             &format!("Namespace = \"{ns}\""),
         );
         std::fs::write(&path, format!("{toml}[Fargate.WarmPool]\n  Size = 1\n")).unwrap();
@@ -412,7 +415,10 @@ async fn two_runner_entries_share_one_directory_without_touching_each_other() {
     assert!(!drained.contains("beta"), "{drained}");
     assert!(metadata.join("beta-350.json").exists(), "beta's job record");
     let running = fargate.running_tasks().await;
-    assert!(running.contains(&beta_task), "beta's job's task: {running:?}");
+    assert!(
+        running.contains(&beta_task),
+        "beta's job's task: {running:?}"
+    );
 
     // Beta's cleanup, then beta's drain, leave nothing of either runner running.
     let cleaned = emu

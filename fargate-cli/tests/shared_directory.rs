@@ -54,9 +54,17 @@ fn entries_with_the_default_namespace_each_get_their_own() {
     let b = config_file(dir.path(), "b.toml", None, "other");
     for config in [&a, &b, &a] {
         let out = config_stage(config);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    assert_eq!(namespace_files(dir.path()).len(), 2, "one namespace per entry");
+    assert_eq!(
+        namespace_files(dir.path()).len(),
+        2,
+        "one namespace per entry"
+    );
 }
 
 #[test]
@@ -67,7 +75,11 @@ fn a_second_entry_with_the_same_namespace_and_other_settings_is_refused_at_its_f
     let b = config_file(dir.path(), "b.toml", Some("shared"), "other");
     for config in [&a, &twin] {
         let out = config_stage(config);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = config_stage(&b);
     let stderr = String::from_utf8_lossy(&out.stderr);

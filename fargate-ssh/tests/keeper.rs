@@ -172,3 +172,33 @@ async fn an_idle_keeper_ends_and_a_cancel_through_it_stops_the_script() {
     assert!(waited.elapsed() < Duration::from_secs(10));
     assert!(!kept.socket.exists());
 }
+
+/// Issue 21: `fargate gc` probes keeper sockets (connect, close) to find dead ones. A live
+/// keeper never looks dead, and the probes do not keep it alive: it still ends after its
+/// idle time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_see_a_live_keeper_and_do_not_reset_its_idle_time() {
+    fargate_testkit::require_fixture!(Sshd);
+    let (sshd, direct, key) = setup().await;
+    let mut login = sshd.request(&key, "");
+    login.host_key = Some(direct.probe(sshd.endpoint()).await.unwrap());
+    let idle = Duration::from_secs(2);
+    let kept = start_keeper(login, idle);
+    let started = Instant::now();
+    let mut probes = 0;
+    while !kept.ended.is_finished() {
+        assert!(
+            started.elapsed() < idle + Duration::from_secs(5),
+            "the keeper outlived its idle time while probed ({probes} probes)"
+        );
+        // A keeper that removed its socket on the way out is not dead either: nothing to do.
+        assert!(!keeper::is_dead_socket(&kept.socket));
+        probes += 1;
+        // The probing rate of this test, not a synchronisation: each probe is the check.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kept.ended.join().unwrap().unwrap();
+    assert!(probes > 10, "{probes}");
+    assert!(!kept.socket.exists());
+    assert!(!keeper::remove_if_dead(&kept.socket).unwrap());
+}

@@ -37,6 +37,14 @@ use super::{JobLock, JobRecord, MetadataStore};
 ///   the name) is no longer running, i.e. has no `/proc/<pid>` (nothing is removed when
 ///   `/proc` is not mounted). Only names of exactly these patterns are ever removed. Lock
 ///   files are removed when the lock is released.
+/// - **What a killed process left is removable.** [`remove_leftovers`] (run by `fargate gc`)
+///   removes, in the directory only, the lock files `<key>.lock` that nobody holds and
+///   whose key has no record (it takes each lock without waiting, checks for the record
+///   while holding it, and releases it as `unlock` does: unlink, then close, so that it
+///   never lets two holders in), and the temporary files of writers that are no longer
+///   running, of any key. A held lock, the lock of a key with a record, a temporary file of
+///   a running writer, a link or a directory of such a name, and any other name stay.
+///   [`leftovers`] says what it would remove, removing nothing.
 /// - **Locks hold across processes** and vanish with a killed holder: a lock is an `flock`
 ///   on `<dir>/<key>.lock`, with the unlink-while-holding protocol so that removing the file
 ///   never lets two holders in. To lock: open (create, 0600, `O_NOFOLLOW`) the lock file,
@@ -49,6 +57,9 @@ use super::{JobLock, JobRecord, MetadataStore};
 ///   file finds it stale. No lease: a lock lasts as long as its holder's open file.
 ///
 /// Records of GitLab's Go driver in the same directory are read too.
+///
+/// [`remove_leftovers`]: FileMetadataStore::remove_leftovers
+/// [`leftovers`]: FileMetadataStore::leftovers
 ///
 /// The checks use `/proc`, so the store works on Linux only; on other systems every
 /// operation fails with a clear error.
@@ -373,6 +384,121 @@ impl FileMetadataStore {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    /// Removes what no live process owns (see the Guarantees: lock files nobody holds whose
+    /// key has no record, temporary files of writers that are no longer running) and returns
+    /// the paths it removed, sorted. A missing directory has none.
+    ///
+    /// Blocking (file system calls): from async code, call it in `spawn_blocking`.
+    pub fn remove_leftovers(&self) -> Result<Vec<PathBuf>> {
+        self.leftovers_blocking(true)
+    }
+
+    /// What [`remove_leftovers`](Self::remove_leftovers) would remove now, removing nothing
+    /// (it takes and releases each unheld lock without unlinking its file).
+    ///
+    /// Blocking, like [`remove_leftovers`](Self::remove_leftovers).
+    pub fn leftovers(&self) -> Result<Vec<PathBuf>> {
+        self.leftovers_blocking(false)
+    }
+
+    fn leftovers_blocking(&self, remove: bool) -> Result<Vec<PathBuf>> {
+        if !self.check_dir(false)? {
+            return Ok(Vec::new());
+        }
+        let listing_error = |e| {
+            Error::io(
+                format!("listing metadata directory {}", self.dir.display()),
+                e,
+            )
+            .with_backend(BACKEND)
+        };
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(listing_error)? {
+            let entry = entry.map_err(listing_error)?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // `file_type` does not follow links: only regular files are ever removed.
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let path = entry.path();
+            let leftover = if let Some(key) = lock_file_key(&name) {
+                self.unheld_lock_without_record(&key, &path, remove)?
+            } else if let Some(pid) = any_temp_file_pid(&name) {
+                !process_may_be_running(pid) && (!remove || remove_file_if_there(&path)?)
+            } else {
+                false
+            };
+            if leftover {
+                found.push(path);
+            }
+        }
+        if remove && !found.is_empty() {
+            let _ = self.sync_dir();
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Whether the lock file `path` of `key` is held by nobody and `key` has no record;
+    /// with `remove`, such a file is removed (released as [`LockGuard`] does).
+    fn unheld_lock_without_record(&self, key: &JobKey, path: &Path, remove: bool) -> Result<bool> {
+        if self.record_may_exist(key) {
+            return Ok(false);
+        }
+        // Never created here: a file that is gone meanwhile was released by its holder.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == IoKind::NotFound => return Ok(false),
+            Err(e) => return Err(open_error("lock file", path, e)),
+        };
+        let Take::Held(file) = take_lock(file, path)? else {
+            return Ok(false);
+        };
+        // Checked again under the lock: whoever writes the record holds it while doing so.
+        if self.record_may_exist(key) {
+            return Ok(false); // dropping `file` releases the flock and keeps the file
+        }
+        if remove {
+            drop(LockGuard {
+                file,
+                path: path.to_owned(),
+            });
+        }
+        Ok(true)
+    }
+
+    /// Whether `key` may have a record: anything under its record's name but "not found".
+    fn record_may_exist(&self, key: &JobKey) -> bool {
+        !matches!(fs::symlink_metadata(self.record_path(key)), Err(e) if e.kind() == IoKind::NotFound)
+    }
+}
+
+/// Removes `path`: `Ok(false)` when it is already gone.
+fn remove_file_if_there(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == IoKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e).with_backend(BACKEND)),
+    }
+}
+
+/// The key of a lock file name, exactly `<key>.lock`.
+fn lock_file_key(name: &str) -> Option<JobKey> {
+    JobKey::parse(name.strip_suffix(".lock")?).ok()
+}
+
+/// The writer's pid if `name` is the name of a temporary file of any key (see
+/// [`temp_file_pid`]).
+fn any_temp_file_pid(name: &str) -> Option<u32> {
+    let (key, _) = name.strip_prefix('.')?.split_once('.')?;
+    temp_file_pid(name, &JobKey::parse(key).ok()?)
 }
 
 /// Which temporary files of a key [`FileMetadataStore::remove_temp_files`] removes.
@@ -1339,6 +1465,103 @@ mod tests {
         fs::write(tmp.path().join(&again), "secret").unwrap();
         store.delete(&key("t-1")).await.unwrap();
         assert!(!tmp.path().join(&again).exists());
+    }
+
+    /// A lock file left by a killed holder (its flock went with it, the file stayed: made
+    /// here by creating it), and a temporary file of a dead writer, are removed; a held
+    /// lock, the lock of a key with a record, a running writer's temporary file, links,
+    /// directories and other names stay.
+    #[tokio::test]
+    async fn remove_leftovers_takes_only_what_has_no_live_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("meta");
+        let store = FileMetadataStore::new(&dir);
+        store.put(&record("t-3")).await.unwrap();
+        // Held by "another process": a store of its own, its own open file description.
+        let held = FileMetadataStore::new(&dir)
+            .try_lock_blocking(&key("t-2"))
+            .unwrap()
+            .unwrap();
+        let (dead, me) = (dead_pid(), std::process::id());
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, "keep").unwrap();
+        let dead_temp = format!(".t-4.tmp-{dead}-{:x}", random_u64());
+        let dead_temp_of_record = format!(".t-3.tmp-{dead}-{:x}", random_u64());
+        let live_temp = format!(".t-5.tmp-{me}-{:x}", random_u64());
+        for name in [
+            "t-1.lock",
+            "t-3.lock",
+            &dead_temp,
+            &dead_temp_of_record,
+            &live_temp,
+            "keeper-0123456789abcdef.sock",
+            "t-8.lock.old",
+            "not a key.lock",
+        ]
+        .into_iter()
+        .chain(NOT_TEMP_FILES)
+        {
+            fs::write(dir.join(name), "").unwrap();
+        }
+        symlink(&outside, dir.join("t-6.lock")).unwrap();
+        symlink(&outside, dir.join(format!(".t-6.tmp-{dead}-abc"))).unwrap();
+        fs::create_dir(dir.join("t-7.lock")).unwrap();
+        let before = names(&dir);
+        let expect: Vec<PathBuf> = {
+            let mut e: Vec<PathBuf> = ["t-1.lock", &dead_temp, &dead_temp_of_record]
+                .into_iter()
+                .map(|n| dir.join(n))
+                .collect();
+            e.sort();
+            e
+        };
+        // A dry run names them and changes nothing.
+        assert_eq!(store.leftovers().unwrap(), expect);
+        assert_eq!(names(&dir), before);
+        assert_eq!(store.remove_leftovers().unwrap(), expect);
+        let mut left: Vec<String> = before
+            .into_iter()
+            .filter(|n| !expect.contains(&dir.join(n)))
+            .collect();
+        left.sort();
+        assert_eq!(names(&dir), left);
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        // Nothing more to remove; the held lock is still held, and released as usual.
+        assert_eq!(store.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
+        assert!(store.try_lock_blocking(&key("t-2")).unwrap().is_none());
+        drop(held);
+        assert!(!dir.join("t-2.lock").exists());
+        // The removed lock is free to take.
+        drop(store.try_lock_blocking(&key("t-1")).unwrap().unwrap());
+        // Once its record is gone, the record's leftover lock goes too.
+        store.delete(&key("t-3")).await.unwrap();
+        assert_eq!(
+            store.remove_leftovers().unwrap(),
+            vec![dir.join("t-3.lock")]
+        );
+        // A missing directory has none and is not created.
+        let missing = FileMetadataStore::new(tmp.path().join("missing"));
+        assert_eq!(missing.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
+        assert!(!tmp.path().join("missing").exists());
+    }
+
+    /// Removing an unheld lock file follows the release protocol: whoever opened it before
+    /// the removal finds it stale and starts over, so two holders never overlap.
+    #[test]
+    fn a_removed_leftover_lock_is_stale_for_whoever_opened_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileMetadataStore::new(tmp.path());
+        let k = key("t-1");
+        let path = store.lock_path(&k);
+        fs::write(&path, "").unwrap();
+        let opened = open_lock_file(&path).unwrap();
+        assert_eq!(store.remove_leftovers().unwrap(), vec![path.clone()]);
+        assert!(matches!(take_lock(opened, &path).unwrap(), Take::Stale));
+        let guard = store.try_lock_blocking(&k).unwrap().unwrap();
+        // A held lock file is not a leftover, even without a record.
+        assert_eq!(store.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
+        drop(guard);
+        assert_eq!(names(tmp.path()), Vec::<String>::new());
     }
 
     /// 1,000 jobs as prepare and cleanup run them, 20 at a time (fsyncs dominate the

@@ -27,6 +27,9 @@ const IDLE_SLICE: Duration = Duration::from_millis(500);
 /// Whether the keeper goes on after a client.
 enum Flow {
     Continue,
+    /// The client closed without a request (a probe such as `fargate gc`'s, which checks
+    /// that the keeper is alive): the keeper's idle time goes on.
+    NoRequest,
     Quit,
 }
 
@@ -86,10 +89,10 @@ pub fn serve(
             tracing::warn!("connection keeper: refused a client of another user");
             continue;
         }
-        let flow = serve_client(&conn, config, login, stream);
-        idle_since = Instant::now();
-        if let Flow::Quit = flow {
-            break "asked to quit";
+        match serve_client(&conn, config, login, stream) {
+            Flow::Continue => idle_since = Instant::now(),
+            Flow::NoRequest => {}
+            Flow::Quit => break "asked to quit",
         }
     };
     let _ = std::fs::remove_file(&options.socket);
@@ -162,7 +165,7 @@ fn serve_client(
     let mut reader = Reader::default();
     let request = match reader.next(&mut stream) {
         Ok(Next::Frame(f)) => f,
-        _ => return Flow::Continue,
+        _ => return Flow::NoRequest,
     };
     match request.tag {
         frame::QUIT => {
