@@ -180,8 +180,9 @@ fn setup(args: &Args) -> fargate_core::Result<FileConfig> {
         .namespace
         .get_or_insert_with(|| Namespace::default_for_runner(&config.metadata_dir, &config_file))
         .clone();
-    // The keeper is started by a prepare that checked this already.
-    if !matches!(args.command, Command::Keeper(_)) {
+    // The keeper is started by a prepare that checked this already; `doctor` must report
+    // on a directory it could not write.
+    if !matches!(args.command, Command::Keeper(_) | Command::Doctor(_)) {
         FileMetadataStore::new(config.metadata_dir.clone()).claim_namespace(
             &namespace,
             &NamespaceClaim::new(config_file, launch_settings(args, &config)),
