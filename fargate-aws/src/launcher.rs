@@ -690,14 +690,64 @@ impl TaskLauncher for EcsLauncher {
         Ok(())
     }
 
+    /// A family (`ci-task`) resolves to the ARN of its latest `ACTIVE` revision
+    /// (`DescribeTaskDefinition`); a name with its revision (`ci-task:7`, or an ARN ending
+    /// in `:7`) always means the same revision and is returned as it is, without a call.
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        if has_revision(task_definition) {
+            return Ok(task_definition.to_owned());
+        }
+        let out = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::from(errors::sdk(e, "DescribeTaskDefinition"))
+                    .with_context("task_definition", task_definition)
+            })?;
+        out.task_definition()
+            .and_then(|td| td.task_definition_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unexpected,
+                    "DescribeTaskDefinition answered without the definition's ARN",
+                )
+                .with_backend("ecs")
+                .with_context("task_definition", task_definition)
+            })
+    }
+
     fn settings_fingerprint(&self) -> String {
         self.config.settings_fingerprint()
     }
 }
 
+/// Whether `task_definition` names one revision: `family:N` or an ARN ending in `:N`.
+fn has_revision(task_definition: &str) -> bool {
+    task_definition
+        .rsplit_once(':')
+        .is_some_and(|(_, rev)| !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_a_revision_need_no_resolution() {
+        assert!(has_revision("ci-task:7"));
+        assert!(has_revision(
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/ci-task:12"
+        ));
+        assert!(!has_revision("ci-task"));
+        assert!(!has_revision(
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/ci-task"
+        ));
+        assert!(!has_revision("ci-task:"));
+    }
 
     #[test]
     fn ecs_statuses_map_to_states() {

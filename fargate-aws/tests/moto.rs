@@ -924,3 +924,33 @@ async fn adopt_relabels_a_slot_task_as_the_jobs() {
     assert_eq!(err.context_value("job"), Some(job.key.as_str()));
     assert!(err.to_string().contains("TagResource"), "{err}");
 }
+
+/// `resolve_task_definition`: a family means its latest revision now; a name with its
+/// revision is itself (no call); an unknown family is `NotFound`.
+#[tokio::test]
+async fn a_family_resolves_to_its_latest_revision() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs) = moto().await;
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let first = moto.register_task_definition("resolve-me").await;
+    assert_eq!(
+        l.resolve_task_definition("resolve-me").await.unwrap(),
+        first
+    );
+    let second = moto.register_task_definition("resolve-me").await;
+    assert_ne!(first, second);
+    assert_eq!(
+        l.resolve_task_definition("resolve-me").await.unwrap(),
+        second
+    );
+    assert_eq!(
+        l.resolve_task_definition("resolve-me:1").await.unwrap(),
+        "resolve-me:1"
+    );
+    assert_eq!(l.resolve_task_definition(&first).await.unwrap(), first);
+    let err = l
+        .resolve_task_definition("no-such-family")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
+}

@@ -78,6 +78,12 @@ impl TaskLauncher for LazyLauncher {
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
         self.get().await?.adopt(task, spec).await
     }
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        self.get()
+            .await?
+            .resolve_task_definition(task_definition)
+            .await
+    }
     fn settings_fingerprint(&self) -> String {
         self.fingerprint.clone()
     }

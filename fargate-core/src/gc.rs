@@ -17,15 +17,21 @@
 //! | is a warm pool slot otherwise | kept |
 //!
 //! A task belongs to the job whose record names it; only a task no record names belongs to
-//! the job its tags name (a warm pool task's tags name its pool slot, not the job that
-//! claimed it).
+//! the job its tags name. Only records, slots and tasks of `namespace` are ever looked at
+//! ([`JobKey::belongs_to`]): runners sharing a store never judge each other's.
 //!
-//! Since it takes each job's lock (trying once, never waiting) before deciding, it is safe
-//! to run while jobs run, and two runs at once never act on the same job together. When it
-//! stopped every listed task of a job, the job's record goes too (with its lock and
-//! temporary files). A record none of whose tasks is listed is removed once it has not
-//! changed for [`GcOptions::consistency_window`]: an eventually consistent backend may not
-//! list a task launched moments ago.
+//! Since it takes each job's lock (trying once, never waiting) before deciding, and decides
+//! on the record read after taking it, it is safe to run while jobs run, and two runs at
+//! once never act on the same job together. The first look at who owns each task is read
+//! without locks; so before stopping a task that the locked record does not name, gc reads
+//! the namespace's records again: a task another record names by then (a warm pool claim
+//! completed meanwhile) is kept, and judged by that record at the next run. When it stopped
+//! every listed task of a job, the job's record goes too (with its lock and temporary
+//! files). A record none of whose tasks is listed is removed once it has not changed for
+//! [`GcOptions::consistency_window`] (an eventually consistent backend may not list a task
+//! launched moments ago) and [`TaskLauncher::describe`] says none of its tasks runs (a
+//! listing may miss one). The rules are those of the ownership model (`docs/ownership.md`
+//! in the repository).
 
 use std::collections::BTreeMap;
 use std::fmt;

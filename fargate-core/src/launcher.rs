@@ -553,6 +553,19 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// The task definition a launch of `task_definition` runs now, as the backend names it
+    /// exactly: a name that can mean different definitions over time (for ECS a family
+    /// without revision, which means its latest active revision) resolved to the one it
+    /// means now. The warm pool keys its tasks by it, so that a new definition is never
+    /// served by a task of the old one. The default returns `task_definition` unchanged (a
+    /// backend whose names always mean the same definition).
+    ///
+    /// # Cancel safety
+    /// Safe to drop: it changes nothing.
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        Ok(task_definition.to_owned())
+    }
+
     /// What the backend's own settings (those not in a [`TaskSpec`]: where tasks run, their
     /// network, the labels every task gets) make of every task, as an opaque fingerprint:
     /// two tasks launched from equal specs under equal fingerprints are interchangeable.
@@ -590,6 +603,9 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
         (**self).adopt(task, spec).await
+    }
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        (**self).resolve_task_definition(task_definition).await
     }
     fn settings_fingerprint(&self) -> String {
         (**self).settings_fingerprint()

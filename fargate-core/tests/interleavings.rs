@@ -421,6 +421,14 @@ impl TaskLauncher for SimLauncher {
         r
     }
 
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        yield_once().await;
+        let r = self.inner.resolve_task_definition(task_definition).await;
+        self.log(format!("resolve {task_definition}: {}", outcome(&r)));
+        yield_once().await;
+        r
+    }
+
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
     }

@@ -103,7 +103,14 @@ impl Driver {
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
         // A job whose task would be exactly a pool task claims one.
         let job_timeout = job.response.as_ref().and_then(|r| r.timeout);
-        let claim = match self.pool_template() {
+        let template = match self.pool_template() {
+            // Resolved only for a job that would take a pool task (one backend call).
+            Ok(Some(template)) if Self::fits_pool(&template, &choice, &shape.shape) => {
+                self.resolve_template(template).await.map(Some)
+            }
+            other => other,
+        };
+        let claim = match template {
             Ok(Some(template)) if Self::fits_pool(&template, &choice, &shape.shape) => {
                 let needed_until =
                     crate::world::now() + self.options.timeouts.task_lifetime(job_timeout);

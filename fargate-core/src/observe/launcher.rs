@@ -69,6 +69,10 @@ impl TaskLauncher for ObservedLauncher {
         let r = self.inner.adopt(task, spec).await;
         self.report(ApiOperation::Adopt, r)
     }
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        let r = self.inner.resolve_task_definition(task_definition).await;
+        self.report(ApiOperation::ResolveDefinition, r)
+    }
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
     }

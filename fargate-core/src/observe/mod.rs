@@ -110,6 +110,8 @@ pub enum ApiOperation {
     List,
     /// [`TaskLauncher::adopt`](crate::TaskLauncher::adopt).
     Adopt,
+    /// [`TaskLauncher::resolve_task_definition`](crate::TaskLauncher::resolve_task_definition).
+    ResolveDefinition,
 }
 
 impl ApiOperation {
@@ -122,6 +124,7 @@ impl ApiOperation {
             ApiOperation::Find => "find",
             ApiOperation::List => "list",
             ApiOperation::Adopt => "adopt",
+            ApiOperation::ResolveDefinition => "resolve_definition",
         }
     }
 }

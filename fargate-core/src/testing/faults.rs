@@ -17,6 +17,8 @@ pub enum Op {
     Find,
     /// `TaskLauncher::adopt`.
     Adopt,
+    /// `TaskLauncher::resolve_task_definition`.
+    ResolveDefinition,
     /// `RemoteShell::generate_key`.
     GenerateKey,
     /// `RemoteShell::probe`.

@@ -83,6 +83,7 @@ pub struct MemoryLauncher {
     state: Mutex<LauncherState>,
     plan: BootPlan,
     settings: Mutex<String>,
+    definitions: Mutex<HashMap<String, String>>,
     /// Faults to inject; also counts calls.
     pub faults: Faults,
 }
@@ -154,6 +155,15 @@ impl MemoryLauncher {
     /// changes the cluster or the network).
     pub fn set_settings_fingerprint(&self, fingerprint: &str) {
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint.to_owned();
+    }
+
+    /// Makes [`TaskLauncher::resolve_task_definition`] of `name` answer `resolved` (as when
+    /// a new revision of a family is registered); other names resolve to themselves.
+    pub fn set_definition(&self, name: &str, resolved: &str) {
+        self.definitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), resolved.to_owned());
     }
 
     /// Sets the containers `describe` reports for `task` (e.g. a service that stopped).
@@ -294,6 +304,17 @@ impl TaskLauncher for MemoryLauncher {
             Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Stop)),
             _ => Ok(outcome),
         }
+    }
+
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        self.fault(Op::ResolveDefinition).await?;
+        Ok(self
+            .definitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(task_definition)
+            .cloned()
+            .unwrap_or_else(|| task_definition.to_owned()))
     }
 
     fn settings_fingerprint(&self) -> String {

@@ -45,8 +45,14 @@ impl Driver {
     /// launch, so a launch whose answer never came is resolved (replayed and stopped) by
     /// the next refill or `gc`.
     pub async fn pool_refill(&self, cancel: &CancellationToken) -> PoolReport {
-        let Ok(Some(template)) = self.pool_template() else {
-            return PoolReport::default();
+        let template = match self.resolved_pool_template().await {
+            Ok(Some(template)) => template,
+            Ok(None) => return PoolReport::default(),
+            Err(err) => {
+                let mut report = PoolReport::default();
+                report.failures.push(format!("the pool's settings: {err}"));
+                return report;
+            }
         };
         let lock = match self
             .store
@@ -239,7 +245,7 @@ impl Driver {
         let max_idle = self.options.pool.max_idle;
         let deadline =
             whole_seconds_after(now, max_idle + self.options.timeouts.task_lifetime(None));
-        let mut spec = TaskSpec::new(identity.clone(), template.task_definition.clone())
+        let mut spec = TaskSpec::new(identity.clone(), template.definition())
             .with_shape(template.shape.clone())
             .with_deadline(deadline);
         spec.platform_version = template.platform_version.clone();

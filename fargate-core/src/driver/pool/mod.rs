@@ -58,6 +58,7 @@ use crate::shape::TaskShape;
 
 use super::shape::{ShapeRequest, TrustedProject, resolve_shape};
 use super::{Driver, TaskDefinitionChoice};
+use crate::retry::with_retries;
 
 /// Environment variable a task image may set (for SSH sessions, e.g. with sshd's
 /// `SetEnv`) to say where the login user's authorized keys are; default
@@ -79,6 +80,10 @@ pub(super) struct PoolTemplate {
     container_name: String,
     /// The launcher's [`settings_fingerprint`](crate::TaskLauncher::settings_fingerprint).
     settings: String,
+    /// `task_definition` as the launcher resolves it now
+    /// ([`resolve_task_definition`](crate::TaskLauncher::resolve_task_definition)); `None`
+    /// until [`Driver::resolve_template`] did.
+    resolved: Option<String>,
 }
 
 impl PoolTemplate {
@@ -91,9 +96,17 @@ impl PoolTemplate {
         let shape = serde_json::to_string(&self.shape).unwrap_or_default();
         let text = format!(
             "definition={:?}\nplatform={:?}\nshape={shape}\ncontainer={:?}\nsettings={:?}\n",
-            self.task_definition, self.platform_version, self.container_name, self.settings
+            self.definition(),
+            self.platform_version,
+            self.container_name,
+            self.settings
         );
         hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+
+    /// The definition pool tasks run: the resolved one, once resolved.
+    pub(super) fn definition(&self) -> &str {
+        self.resolved.as_deref().unwrap_or(&self.task_definition)
     }
 }
 
@@ -228,7 +241,37 @@ impl Driver {
             shape,
             container_name: self.options.task.container_name.clone(),
             settings: self.launcher.settings_fingerprint(),
+            resolved: None,
         }))
+    }
+
+    /// `template` with its task definition resolved as the launcher resolves it now: what
+    /// pool tasks are launched with and keyed by, so that a new revision of a family is
+    /// never served by a task of the old one.
+    pub(in crate::driver) async fn resolve_template(
+        &self,
+        mut template: PoolTemplate,
+    ) -> Result<PoolTemplate> {
+        let resolved = with_retries(
+            &self.options.retry,
+            "resolving the warm pool's task definition",
+            &*self.observer,
+            || {
+                self.launcher
+                    .resolve_task_definition(&template.task_definition)
+            },
+        )
+        .await?;
+        template.resolved = Some(resolved);
+        Ok(template)
+    }
+
+    /// The pool's template with its task definition resolved, when there is a pool.
+    pub(in crate::driver) async fn resolved_pool_template(&self) -> Result<Option<PoolTemplate>> {
+        match self.pool_template()? {
+            Some(template) => self.resolve_template(template).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Whether a job with `choice` and `shape` would get exactly a pool task.
@@ -266,7 +309,7 @@ impl Driver {
     /// also waits until every idle task answers SSH with its pool key and pins its host
     /// key, so that claims of it do not wait.
     pub async fn pool_fill(&self, wait: bool) -> Result<PoolReport> {
-        let Some(template) = self.pool_template()? else {
+        let Some(template) = self.resolved_pool_template().await? else {
             return Err(pool_disabled());
         };
         let lock = self

@@ -150,6 +150,70 @@ async fn a_claimed_task_becomes_the_jobs_labels_deadline_and_all() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_new_revision_of_the_family_is_never_served_by_a_task_of_the_old_one() {
+    let mut c = pool_config(1);
+    c.task.task_definition = "ci-coordinator".into();
+    let r = rig_with(c, BootPlan::default());
+    r.launcher.set_definition(
+        "ci-coordinator",
+        "arn:fake:task-definition/ci-coordinator:1",
+    );
+    r.driver.pool_fill(true).await.unwrap();
+    let old = r.launcher.running().remove(0);
+    // Slots launch the revision they are keyed by.
+    let slot = r.slot_records().await.remove(0);
+    assert_eq!(
+        slot.spec.unwrap().task_definition,
+        "arn:fake:task-definition/ci-coordinator:1"
+    );
+    // The administrator registers revision 2.
+    r.launcher.set_definition(
+        "ci-coordinator",
+        "arn:fake:task-definition/ci-coordinator:2",
+    );
+    let report = r.prepare().await.unwrap();
+    assert!(!report.warm, "a task of revision 1 is never claimed");
+    let refill = r.driver.pool_refill(&CancellationToken::new()).await;
+    assert!(
+        refill
+            .stopped
+            .iter()
+            .any(|(t, why)| *t == old.id && why.contains("settings")),
+        "{refill}"
+    );
+    let slot = r.slot_records().await.remove(0);
+    assert_eq!(
+        slot.spec.unwrap().task_definition,
+        "arn:fake:task-definition/ci-coordinator:2"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_definition_that_cannot_be_resolved_means_no_claim_and_no_refill() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    let idle = r.launcher.running();
+    r.launcher.faults.inject_always(
+        Op::ResolveDefinition,
+        Fault::Fail(ErrorKind::PermissionDenied),
+    );
+    let report = r.prepare().await.unwrap();
+    assert!(!report.warm, "no claim without knowing the definition");
+    let refill = r.driver.pool_refill(&CancellationToken::new()).await;
+    assert_eq!(refill.failures.len(), 1, "{refill}");
+    assert!(
+        refill.stopped.is_empty() && refill.started.is_empty(),
+        "{refill}"
+    );
+    for task in idle {
+        assert!(
+            r.launcher.running().contains(&task),
+            "the idle task is kept"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn prepare_never_waits_for_a_refill() {
     // A pool of 2 with one idle task: before, prepare refilled beside its own work and
     // returned only when the refill's launches (here: hanging) ended.
