@@ -20,19 +20,23 @@ use serde::Serialize;
 use crate::args::GcArgs;
 use crate::config::FileConfig;
 use crate::config::duration::parse_duration;
+use crate::context::Context;
+use crate::errors::print_plain;
+use crate::exit_codes;
 use crate::metrics::Metrics;
-use crate::stages::print_plain;
 
-/// Runs `fargate gc` with the resolved configuration; returns the exit code: 0 when all is
-/// clean or cleaned, 2 when something could not be stopped or removed, or gc could not run.
-pub(crate) async fn run(args: &GcArgs, config: FileConfig) -> i32 {
+/// Runs `fargate gc`; returns the exit code: [`exit_codes::SUCCESS`] when all is clean or
+/// cleaned, [`exit_codes::COMMAND_FAILED`] when something could not be stopped or removed,
+/// or gc could not run.
+pub(super) async fn run(args: &GcArgs, context: Context) -> i32 {
+    let config = context.config;
     let metrics = Metrics::new(config.metrics_file.clone().filter(|_| !args.dry_run));
     let (code, outcome) = match collect_with(args, config, &metrics).await {
-        Ok(false) => (0, "success"),
-        Ok(true) => (2, "system_failure"),
+        Ok(false) => (exit_codes::SUCCESS, "success"),
+        Ok(true) => (exit_codes::COMMAND_FAILED, "system_failure"),
         Err(err) => {
             print_plain(&err);
-            (2, "system_failure")
+            (exit_codes::COMMAND_FAILED, "system_failure")
         }
     };
     metrics.finish("gc", None, outcome, None);

@@ -6,23 +6,29 @@ use std::sync::Arc;
 
 use fargate_aws::EcsLauncher;
 use fargate_aws::doctor::{Check, CheckStatus, TaskExpectations, doctor};
+use fargate_core::driver::AdminOverrides;
 use fargate_core::metadata::permission_warnings;
 use fargate_core::shell::CapturedOutput;
 use fargate_core::{JobContext, JobResponse};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Args, DoctorArgs};
+use crate::args::DoctorArgs;
 use crate::config::FileConfig;
+use crate::context::Context;
+use crate::driver;
+use crate::exit_codes;
 use crate::job_log::JobLog;
 
-/// Runs the checks (and the smoke test), prints the checklist; 0 when everything passed,
-/// 1 otherwise.
-pub(crate) async fn run(args: &Args, doctor_args: &DoctorArgs, config: FileConfig) -> i32 {
-    let task_definition = args
-        .task_def
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| config.options.task.task_definition.clone());
+/// Runs the checks (and the smoke test), prints the checklist; returns
+/// [`exit_codes::SUCCESS`] when everything passed, [`exit_codes::CHECKS_FAILED`] otherwise.
+pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
+    let task_definition = context.task_definition();
+    let Context {
+        config_path,
+        config,
+        overrides,
+        ..
+    } = context;
     let expect = TaskExpectations::new(
         task_definition,
         config.options.task.container_name.clone(),
@@ -33,9 +39,9 @@ pub(crate) async fn run(args: &Args, doctor_args: &DoctorArgs, config: FileConfi
     checks.push(metadata_check(&config.metadata_dir));
     let passed = checks.iter().all(|c| c.status != CheckStatus::Fail);
     if doctor_args.job && passed {
-        checks.push(smoke_test(args, config).await);
+        checks.push(smoke_test(config, overrides).await);
     }
-    println!("fargate doctor: {}", args.config.display());
+    println!("fargate doctor: {}", config_path.display());
     for check in &checks {
         println!("  {}", check.to_string().replace('\n', "\n  "));
     }
@@ -45,10 +51,10 @@ pub(crate) async fn run(args: &Args, doctor_args: &DoctorArgs, config: FileConfi
         .count();
     if failed == 0 {
         println!("all {} checks passed", checks.len());
-        0
+        exit_codes::SUCCESS
     } else {
         println!("{failed} of {} checks failed", checks.len());
-        1
+        exit_codes::CHECKS_FAILED
     }
 }
 
@@ -98,13 +104,13 @@ fn metadata_check(dir: &Path) -> Check {
 }
 
 /// A real job: launch, log in, run `true`, stop; its lines go to the log as a job's do.
-async fn smoke_test(args: &Args, config: FileConfig) -> Check {
+async fn smoke_test(config: FileConfig, overrides: AdminOverrides) -> Check {
     let name = "smoke test (launch, SSH, `true`, stop)";
     let id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs());
     let job = JobContext::new(JobResponse::new(id));
-    let driver = crate::stages::driver(args, config, Arc::new(JobLog), None);
+    let driver = driver::build(config, overrides, Arc::new(JobLog), None);
     let cancel = CancellationToken::new();
     let prepared = driver.prepare(&job, &cancel).await;
     let ran = match &prepared {

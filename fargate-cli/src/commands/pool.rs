@@ -6,16 +6,22 @@ use std::sync::Arc;
 
 use fargate_core::driver::pool::PoolReport;
 
-use crate::args::{Args, PoolAction, PoolArgs};
-use crate::config::FileConfig;
+use crate::args::{PoolAction, PoolArgs};
+use crate::context::Context;
+use crate::errors::print_plain;
 use crate::metrics::Metrics;
-use crate::stages::{driver, print_plain};
+use crate::{driver, exit_codes};
 
-/// Runs `fargate pool` with the resolved configuration; returns the exit code: 0 when all
-/// went well, 2 when something failed.
-pub(crate) async fn run(args: &Args, pool: &PoolArgs, config: FileConfig) -> i32 {
-    let metrics = Metrics::new(config.metrics_file.clone());
-    let driver = driver(args, config, Arc::new(metrics.clone()), None);
+/// Runs `fargate pool`; returns the exit code: [`exit_codes::SUCCESS`] when all went well,
+/// [`exit_codes::COMMAND_FAILED`] when something failed.
+pub(super) async fn run(pool: &PoolArgs, context: Context) -> i32 {
+    let metrics = Metrics::new(context.config.metrics_file.clone());
+    let driver = driver::build(
+        context.config,
+        context.overrides,
+        Arc::new(metrics.clone()),
+        None,
+    );
     let (name, result) = match pool.action {
         PoolAction::Status => ("pool_status", driver.pool_status().await),
         PoolAction::Fill {
@@ -33,17 +39,21 @@ pub(crate) async fn run(args: &Args, pool: &PoolArgs, config: FileConfig) -> i32
     let code = match &result {
         Ok(report) => {
             print(report, pool.json);
-            if report.failures.is_empty() { 0 } else { 2 }
+            if report.failures.is_empty() {
+                exit_codes::SUCCESS
+            } else {
+                exit_codes::COMMAND_FAILED
+            }
         }
         Err(err) => {
             print_plain(err);
-            2
+            exit_codes::COMMAND_FAILED
         }
     };
     metrics.finish(
         name,
         None,
-        if code == 0 {
+        if code == exit_codes::SUCCESS {
             "success"
         } else {
             "system_failure"
