@@ -1,4 +1,5 @@
-//! The command line, compatible with GitLab's Go driver (`PROTOCOL.md` §2.1).
+//! The command line, compatible with GitLab's Go driver: the same flags, subcommands and
+//! aliases (the migration guide, `docs/migrating.md`, lists them).
 
 use std::ffi::OsString;
 use std::path::PathBuf;

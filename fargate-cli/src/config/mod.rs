@@ -13,80 +13,13 @@
 //! everything: each problem names the key, the value and the line. An unknown key is a
 //! warning that names the closest known key, never silently dropped.
 //!
-//! | Key | Type | Default | Notes |
-//! |---|---|---|---|
-//! | `LogLevel` | string | `info` | `error`, `warn`, `info`, `debug`, `trace` (also `panic`, `fatal`, `warning`) |
-//! | `LogFormat` | string | `text` | `text`, `json` (`text-simple` = `text`) |
-//! | `LogFile` | path | stderr | appended, created 0600 |
-//! | `AwsSdkLogLevel` | string | `warn` | level of the AWS SDK's own logs (requests, signing, connections); never raised by `LogLevel` or `--debug` |
-//! | `Namespace` | string | `<host name>-<hash of the metadata directory>` | separates this runner's jobs, records and tasks from other runners' (1-40 of `a-z0-9-`) |
-//! | `BuildsDir` | string | runner's `builds_dir` | returned by the config stage as `builds_dir` (path inside the task) |
-//! | `CacheDir` | string | runner's `cache_dir` | returned by the config stage as `cache_dir` (path inside the task) |
-//! | `[Fargate] Cluster` | string | required | name or ARN |
-//! | `[Fargate] Region` | string | SDK default chain | |
-//! | `[Fargate] Subnet` / `Subnets` | string / list | required (one of them) | several subnets spread tasks and survive IP exhaustion |
-//! | `[Fargate] SecurityGroup` / `SecurityGroups` | string / list | required (one of them) | must let this host reach the task's SSH port |
-//! | `[Fargate] TaskDefinition` | string | required | `family`, `family:revision` or ARN |
-//! | `[Fargate] EnablePublicIP` | bool | `false` | assign a public IP to the task |
-//! | `[Fargate] UsePublicIP` | bool | `EnablePublicIP` | connect through the public IP |
-//! | `[Fargate] PlatformVersion` | string | ECS default | |
-//! | `[Fargate] LaunchType` | string | `FARGATE` | only `FARGATE`; excludes a strategy |
-//! | `[[Fargate.CapacityProviderStrategy]]` | `Provider`, `Weight`, `Base` | none | e.g. `FARGATE_SPOT` then `FARGATE`; excludes `LaunchType` |
-//! | `[Fargate] ContainerName` | string | `ci-coordinator` | container that gets `SSH_PUBLIC_KEY` |
-//! | `[Fargate] Tags` | table | none | added to every task |
-//! | `[Fargate] AllowedTaskDefinitions` | list of patterns | none | which `FARGATE_TASK_DEFINITION` job values are allowed (`*` wildcard) |
-//! | `[Fargate] AllowPlatformVersionOverride` | bool | `true` | honour `FARGATE_PLATFORM_VERSION` from jobs |
-//! | `[Fargate] EnableExecuteCommand` | bool | `false` | ECS Exec into job tasks, for debugging |
-//! | `[Fargate] PropagateTags` | string | `NONE` | `TASK_DEFINITION` copies the task definition's tags to every task (`SERVICE` is refused: no service runs these tasks) |
-//! | `[Fargate] EnableECSManagedTags` | bool | `false` | ECS adds `aws:ecs:clusterName` to every task |
-//! | `[Fargate.TaskShape] DefaultCPU` / `MaxCPU` | integer (CPU units, 256-16384) | none | what jobs get without `FARGATE_CPU`, and the most they may ask for (no maximum: jobs may not ask) |
-//! | `[Fargate.TaskShape] DefaultMemory` / `MaxMemory` | integer (MiB, 512-122880) | none | the same for `FARGATE_MEMORY` |
-//! | `[Fargate.TaskShape] DefaultEphemeralStorage` / `MaxEphemeralStorage` | integer (GiB, 21-200) | none | the same for `FARGATE_EPHEMERAL_STORAGE` |
-//! | `[Fargate.TaskShape] CPUOverMax` / `MemoryOverMax` / `EphemeralStorageOverMax` | string | `clamp` | above the maximum: `clamp` (with a warning in the job log) or `refuse` (a build failure) |
-//! | `[Fargate.TaskShape] DefaultCapacity` | string | none (the runner's capacity) | capacity profile of jobs without `FARGATE_CAPACITY` |
-//! | `[Fargate.TaskShape] InterruptionMemory` | duration | `6h` | how long a Spot interruption sends the job's retries to the fallback |
-//! | `[[Fargate.CapacityProfile]]` | `Name`, `Providers`, `Fallback` | none | profiles jobs may ask for with `FARGATE_CAPACITY`, e.g. `spot` (`FARGATE_SPOT`, fallback `on-demand`) |
-//! | `[[Fargate.ProjectRule]]` | `Name`, `Projects`, `ProjectIds`, `TaskRoles`, `Subnets`, `SecurityGroups` | none | per project (from `JOB_RESPONSE_FILE`): task roles its jobs may ask for (`FARGATE_TASK_ROLE`), subnets instead of the runner's, security groups added |
-//! | `[Fargate] ReadyTimeout` | duration | `10m` | from RunTask to SSH answering |
-//! | `[Fargate] PollInitialInterval` | duration | `2s` | delay after the first DescribeTasks (sent at once); grows by half each poll |
-//! | `[Fargate] PollMaxInterval` | duration | `10s` | |
-//! | `[Fargate] StopTimeout` | duration | `60s` | deadline of stopping the task (cleanup, rollback) |
-//! | `[Fargate] MaxTaskLifetime` | duration | `24h` | cap of a task's deadline (job timeout + `ReadyTimeout` + `StopTimeout` + 10 min), and the deadline of a job without a timeout |
-//! | `[Fargate] WatchInterval` | duration | `30s` | while a script runs, how often to check the task still runs (`0` disables) |
-//! | `[Fargate] ConsistencyWindow` | duration | `60s` | how long after a launch ECS may still answer "unknown task" (eventual consistency) |
-//! | `[Fargate.Images] AllowedImages` | list of patterns | none (images disabled) | job `image:` values that run (`*` wildcard); without it every job runs in the task image and its `image:` is ignored with a job-log line |
-//! | `[Fargate.Images] AllowedServices` | list of patterns | none | job `services:` images that run; a job with any other fails |
-//! | `[Fargate.Images] MaxServices` | integer | `4` | 0-7 services per job (ECS: 10 containers per task definition) |
-//! | `[Fargate.Images] JobSSHPort` | integer | `2222` | the bundle's SSH server in the job container; must differ from `[SSH] Port` |
-//! | `[Fargate.Images] BundlePath` | path | `/opt/fargate-bundle` | where the task image holds the tool bundle |
-//! | `[Fargate.Images] DefaultBuildsDir` | path | `/builds` | the builds directory shared by helper and job containers when `BuildsDir` is not set |
-//! | `[Fargate.Images] UnusedAfter` | duration | `168h` (7 days) | `fargate gc` removes derived task definitions unused this long |
-//! | `[Fargate.WarmPool] Size` | integer | `0` (no pool) | idle tasks kept ready for jobs (at most 50); each is billed while it waits |
-//! | `[Fargate.WarmPool] MaxIdleTime` | duration | `30m` | an idle task older than this is stopped (and replaced) |
-//! | `[Fargate.WarmPool] CPU` / `Memory` | integer | the default job size | size of the pool's tasks; only jobs that get exactly this size use them |
-//! | `[Fargate.WarmPool] ClaimTimeout` | duration | `10s` | how long prepare waits for a claimed ready task to answer before it launches a task of the job's own |
-//! | `[Fargate.Images] MaxDerivedFamilies` | integer | `200` | `fargate gc` keeps at most this many derived families per base (least recently used go first) |
-//! | `[TaskMetadata] Directory` | path | `/var/lib/fargate-driver` (root) or `~/.local/state/fargate-driver` | job records; created 0700; a relative path is relative to the configuration file's directory |
-//! | `[SSH] Username` | string | `root` | |
-//! | `[SSH] Port` | integer | `22` | 1-65535 |
-//! | `[SSH] KeyType` | string | `ed25519` | or `rsa-3072`, `rsa-4096` |
-//! | `[SSH] ConnectTimeout` | duration | `10s` | TCP connect + handshake |
-//! | `[SSH] KeepaliveInterval` | duration | `30s` | `0` disables |
-//! | `[SSH] ProbeInterval` | duration | `250ms` | SSH readiness probing once the IP is known (refused probes are retried after 25 ms, doubling up to it) |
-//! | `[SSH] ConnectionKeeper` | bool | `true` | one SSH connection per job, held by a keeper process, for all `run` stages |
-//! | `[SSH] KeeperIdleTimeout` | duration | `10m` | the keeper ends after this long without a stage |
-//! | `[Retry] MaxAttempts` | integer | `5` | for throttling and capacity errors |
-//! | `[Retry] InitialBackoff` | duration | `1s` | |
-//! | `[Retry] MaxBackoff` | duration | `20s` | |
-//! | `[Retry] MaxElapsed` | duration | `2m` | |
-//!
-//! Durations are an integer number of seconds or a string such as `"500ms"`, `"90s"`, `"2m"`,
-//! `"1h"`.
-//!
-//! The driver retries (`[Retry]`); the ECS backend's SDK keeps its default of one quick
-//! transport retry per call ([`fargate_aws::SdkTransport`]), so the two do not multiply
-//! beyond `MaxAttempts` × 2.
+//! Every key, with its type, default and meaning, is in the key table of the configuration
+//! reference (`docs/configuration.md` in the repository); `examples/fargate.toml` is the
+//! commented sample. A test checks that the reader, that table and the sample name the same
+//! keys.
 
+#[cfg(test)]
+mod documented_keys;
 pub(crate) mod duration;
 mod images;
 mod observability;

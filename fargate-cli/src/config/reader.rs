@@ -60,6 +60,10 @@ pub(crate) struct Reader<'t> {
     pub(crate) problems: Vec<ConfigProblem>,
     /// Unknown keys, one line each (`<origin>:<line>: unknown key ...`).
     pub(crate) warnings: Vec<String>,
+    /// Every key looked for, as `[Table] Key` (`Key` at the top level): what the reader
+    /// knows, for the test that the documented key table agrees.
+    #[cfg(test)]
+    pub(crate) asked: std::collections::BTreeSet<String>,
 }
 
 impl<'t> Reader<'t> {
@@ -70,6 +74,8 @@ impl<'t> Reader<'t> {
             origin,
             problems: Vec::new(),
             warnings: Vec::new(),
+            #[cfg(test)]
+            asked: Default::default(),
         }
     }
 
@@ -92,6 +98,8 @@ impl<'t> Reader<'t> {
         key: &'static str,
     ) -> Option<&'a Spanned<DeValue<'i>>> {
         t.known.push(key);
+        #[cfg(test)]
+        self.asked.insert(t.label(key));
         let mut found: Option<&'a Spanned<DeValue<'i>>> = None;
         let mut first_name = String::new();
         let mut dup = None;

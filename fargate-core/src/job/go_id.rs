@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::identity::JobKey;
 
-/// The inputs of the Go driver's job id (`PROTOCOL.md` §2.4).
+/// The inputs of the Go driver's job id.
 ///
 /// The token, project URL and pipeline come from job variables, which a pipeline can set;
 /// [`JobContext::go_job_id`](super::JobContext::go_job_id) puts the trusted job id in, so

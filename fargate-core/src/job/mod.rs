@@ -1,6 +1,7 @@
 //! The job as the runner describes it, and who it is.
 //!
-//! The runner starts every stage with the same environment and files (`PROTOCOL.md` §1.2).
+//! The runner starts every stage with the same environment and files (GitLab's custom
+//! executor documentation: <https://docs.gitlab.com/runner/executors/custom/>).
 //! Two sources, two levels of trust:
 //!
 //! * `JOB_RESPONSE_FILE` ([`JobResponse`]) is written by the runner from what GitLab sent: the

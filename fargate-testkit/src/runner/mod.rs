@@ -1,9 +1,9 @@
 //! A gitlab-runner custom executor emulator: drives a driver binary through one job the way
-//! gitlab-runner 17.9+ does (`PROTOCOL.md` §1): a new process per stage, a temporary
-//! directory as working directory, the runner's variables, `CUSTOM_ENV_*` job variables,
-//! stdin from `/dev/null`, its own process group, bash stage scripts written like the
-//! runner's, prepare retried up to three times with a cleanup after each failed attempt,
-//! SIGTERM then SIGKILL on cancel, and cleanup at the end.
+//! gitlab-runner 17.9+ does (<https://docs.gitlab.com/runner/executors/custom/>): a new
+//! process per stage, a temporary directory as working directory, the runner's variables,
+//! `CUSTOM_ENV_*` job variables, stdin from `/dev/null`, its own process group, bash stage
+//! scripts written like the runner's, prepare retried up to three times with a cleanup after
+//! each failed attempt, SIGTERM then SIGKILL on cancel, and cleanup at the end.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
