@@ -318,7 +318,7 @@ impl EcsLauncher {
         let cpu = td.cpu().and_then(|c| c.parse::<u32>().ok());
         let memory = td.memory().and_then(|m| m.parse::<u32>().ok());
         match (cpu, memory) {
-            (Some(cpu), Some(memory)) if fargate_size_valid(cpu, memory) => Check::pass(
+            (Some(cpu), Some(memory)) if crate::fargate_sizes().offers(cpu, memory) => Check::pass(
                 name,
                 format!(
                     "awsvpc, container {} (port {}), {cpu} CPU units, {memory} MiB",
@@ -460,36 +460,5 @@ impl EcsLauncher {
                 "not checked (built without EC2: the public-ip feature)",
             ),
         ]
-    }
-}
-
-/// Whether `cpu` units and `memory` MiB are a Fargate task size.
-pub fn fargate_size_valid(cpu: u32, memory: u32) -> bool {
-    let gib = |g: u32| g * 1024;
-    match cpu {
-        256 => [512, 1024, 2048].contains(&memory),
-        512 => (1..=4).map(gib).any(|m| m == memory),
-        1024 => (2..=8).map(gib).any(|m| m == memory),
-        2048 => (4..=16).map(gib).any(|m| m == memory),
-        4096 => (8..=30).map(gib).any(|m| m == memory),
-        8192 => (16..=60).step_by(4).map(gib).any(|m| m == memory),
-        16384 => (32..=120).step_by(8).map(gib).any(|m| m == memory),
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fargate_sizes() {
-        assert!(fargate_size_valid(256, 512));
-        assert!(!fargate_size_valid(256, 4096));
-        assert!(fargate_size_valid(1024, 8192));
-        assert!(fargate_size_valid(8192, 20480));
-        assert!(!fargate_size_valid(8192, 18432));
-        assert!(fargate_size_valid(16384, 122880));
-        assert!(!fargate_size_valid(300, 512));
     }
 }

@@ -72,6 +72,7 @@
 //! only with `FARGATE_TEST_FIXTURES=1` (they say that they skipped otherwise). This crate
 //! ships no test infrastructure.
 
+mod catalog;
 mod config;
 pub mod derived;
 pub mod derived_gc;
@@ -86,6 +87,7 @@ mod overrides;
 pub mod tags;
 mod transport;
 
+pub use catalog::{fargate_prices, fargate_sizes};
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
 pub use launcher::{
     EcsLauncher, MAX_DESCRIBE_TASKS, MAX_OVERRIDES_CHARS, MAX_STOP_REASON, SPOT_INTERRUPTED_REASON,

@@ -101,7 +101,7 @@ fn prepare_lines(task_definition: &str) -> Vec<String> {
         format!("starting a Fargate task from task definition {task_definition}"),
         "task <task> is ready at <address> after N s".into(),
         // What the job asked for and got (task shape policy), then what ECS reports.
-        "task shape: CPU task definition's, memory task definition's, disk Fargate's default, \
+        "task shape: CPU task definition's, memory task definition's, disk default, \
          capacity runner default, task role task definition's"
             .into(),
         "summary: accepted N s, provisioning N s, image pull N s, container start N s, SSH ready N s".into(),

@@ -32,7 +32,7 @@ pub use metadata::{
 pub use observe::{DynObserver, Event, JobSummary, Observer, PriceTable};
 pub use options::{ConfigError, ConfigProblem, DriverOptions};
 pub use retry::RetryPolicy;
-pub use shape::{CapacityChoice, CapacityProvider, TaskShape};
+pub use shape::{CapacityChoice, CapacityProvider, SizeCatalog, TaskShape};
 pub use shell::{
     CapturedOutput, ChannelSink, DynRemoteShell, HostKey, KeyPair, KeyType, MAX_OUTPUT_CHUNK,
     OutputChunk, OutputSink, PrivateKey, RemoteShell, RunOutcome, RunRequest, StdioSink,

@@ -7,53 +7,103 @@
 //! empty shape ([`TaskShape::is_empty`]) means "as the task definition and the backend's
 //! configuration say", and a launcher then sends nothing for it.
 //!
-//! [`FARGATE_SIZES`] is the table of the CPU and memory combinations Fargate offers.
+//! [`SizeCatalog`] is what a backend offers: its CPU and memory combinations and its
+//! range of ephemeral storage. The backend's crate provides it (the ECS launcher's:
+//! `fargate_aws::fargate_sizes`); the driver rounds requests up to an offered size with it
+//! and checks the administrator's limits against it.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The task-level CPU and memory combinations Fargate offers: for each CPU value (in CPU
-/// units, 1024 = 1 vCPU), the smallest and largest memory (MiB) and the step between
-/// memory sizes. 256 units also take 512 MiB (below its step's start); see
-/// [`fargate_memory_sizes`].
-///
-/// Source: the ECS API reference, `RegisterTaskDefinition` `cpu` and `memory`
-/// (also in `docs/ecs-api-rules.md`, rule 16).
-pub const FARGATE_SIZES: [(u32, u32, u32, u32); 7] = [
-    // (cpu, smallest memory, largest memory, step)
-    (256, 512, 2048, 1024),
-    (512, 1024, 4096, 1024),
-    (1024, 2048, 8192, 1024),
-    (2048, 4096, 16384, 1024),
-    (4096, 8192, 30720, 1024),
-    (8192, 16384, 61440, 4096),
-    (16384, 32768, 122880, 8192),
-];
-
-/// Smallest ephemeral storage (GiB) a task may be given; below it, tasks get Fargate's
-/// default of 20 GiB.
-pub const MIN_EPHEMERAL_STORAGE_GIB: u32 = 21;
-/// Largest ephemeral storage (GiB) Fargate offers.
-pub const MAX_EPHEMERAL_STORAGE_GIB: u32 = 200;
-
-/// The memory sizes (MiB) Fargate offers with `cpu` units, smallest first; empty when
-/// Fargate offers no such CPU value.
-pub fn fargate_memory_sizes(cpu: u32) -> Vec<u32> {
-    let Some(&(_, low, high, step)) = FARGATE_SIZES.iter().find(|s| s.0 == cpu) else {
-        return Vec::new();
-    };
-    let mut sizes: Vec<u32> = (low..=high).step_by(step as usize).collect();
-    if cpu == 256 {
-        // 256 units: 512 MiB, 1 GB and 2 GB.
-        sizes = vec![512, 1024, 2048];
-    }
-    sizes
+/// The task sizes a backend offers: for each CPU value (in CPU units, 1024 = 1 vCPU) the
+/// memory sizes (MiB) it may have, and the ephemeral storage (GiB) a task may be given.
+/// Provided by the backend's crate; the core only reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SizeCatalog {
+    /// The backend's name, for messages ("Fargate has no task size of ...").
+    pub backend: String,
+    /// CPU units and their memory sizes, both ascending.
+    sizes: Vec<(u32, Vec<u32>)>,
+    /// The smallest and largest ephemeral storage (GiB) a task may be given; `None`: the
+    /// backend offers no choice.
+    pub storage: Option<(u32, u32)>,
+    /// The storage a task has when given none (GiB), for messages.
+    pub default_storage: Option<u32>,
 }
 
-/// Whether Fargate offers `cpu` units with `memory` MiB.
-pub fn is_fargate_size(cpu: u32, memory: u32) -> bool {
-    fargate_memory_sizes(cpu).contains(&memory)
+impl SizeCatalog {
+    /// The catalog of `backend` offering `sizes`: CPU units with their memory sizes (MiB),
+    /// in any order (kept sorted); no storage choice.
+    pub fn new(
+        backend: impl Into<String>,
+        sizes: impl IntoIterator<Item = (u32, Vec<u32>)>,
+    ) -> Self {
+        let mut sizes: Vec<(u32, Vec<u32>)> = sizes
+            .into_iter()
+            .map(|(cpu, mut memory)| {
+                memory.sort_unstable();
+                memory.dedup();
+                (cpu, memory)
+            })
+            .filter(|(_, memory)| !memory.is_empty())
+            .collect();
+        sizes.sort_by_key(|(cpu, _)| *cpu);
+        sizes.dedup_by_key(|(cpu, _)| *cpu);
+        SizeCatalog {
+            backend: backend.into(),
+            sizes,
+            storage: None,
+            default_storage: None,
+        }
+    }
+
+    /// The same catalog, offering `min..=max` GiB of ephemeral storage, `default` GiB when
+    /// a task is given none.
+    pub fn with_storage(mut self, min: u32, max: u32, default: u32) -> Self {
+        self.storage = Some((min, max));
+        self.default_storage = Some(default);
+        self
+    }
+
+    /// The memory sizes (MiB) offered with `cpu` units, smallest first; empty when `cpu`
+    /// is not offered.
+    pub fn memory_sizes(&self, cpu: u32) -> &[u32] {
+        self.sizes
+            .iter()
+            .find(|(c, _)| *c == cpu)
+            .map_or(&[], |(_, m)| m.as_slice())
+    }
+
+    /// Whether `cpu` units with `memory` MiB are offered.
+    pub fn offers(&self, cpu: u32, memory: u32) -> bool {
+        self.memory_sizes(cpu).contains(&memory)
+    }
+
+    /// Every offered (CPU units, memory MiB), by CPU, then memory, ascending.
+    pub fn sizes(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.sizes
+            .iter()
+            .flat_map(|(c, ms)| ms.iter().map(move |m| (*c, *m)))
+    }
+
+    /// The CPU units offered, ascending.
+    pub fn cpus(&self) -> impl Iterator<Item = u32> + '_ {
+        self.sizes.iter().map(|(c, _)| *c)
+    }
+
+    /// The smallest and largest CPU units offered; `None` for an empty catalog.
+    pub fn cpu_range(&self) -> Option<(u32, u32)> {
+        Some((self.sizes.first()?.0, self.sizes.last()?.0))
+    }
+
+    /// The smallest and largest memory (MiB) offered; `None` for an empty catalog.
+    pub fn memory_range(&self) -> Option<(u32, u32)> {
+        let low = self.sizes().map(|(_, m)| m).min()?;
+        let high = self.sizes().map(|(_, m)| m).max()?;
+        Some((low, high))
+    }
 }
 
 /// One provider of a capacity provider strategy (for ECS: `FARGATE`, `FARGATE_SPOT`).
@@ -121,21 +171,21 @@ impl fmt::Display for CapacityChoice {
 #[serde(default)]
 #[non_exhaustive]
 pub struct TaskShape {
-    /// Task CPU in CPU units (1024 = 1 vCPU). Set together with `memory` (a valid Fargate
-    /// combination, see [`FARGATE_SIZES`]).
+    /// Task CPU in CPU units (1024 = 1 vCPU). Set together with `memory` (a combination
+    /// the backend offers, see [`SizeCatalog`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<u32>,
     /// Task memory in MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<u32>,
-    /// Ephemeral storage in GiB (21-200).
+    /// Ephemeral storage in GiB (within the backend's [`SizeCatalog::storage`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ephemeral_storage: Option<u32>,
     /// The capacity to launch on, instead of the backend's configured one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityChoice>,
-    /// The task role (for ECS an IAM role ARN: `taskRoleArn`), instead of the task
-    /// definition's.
+    /// The task role (a backend-specific name or identifier of the permissions the task's
+    /// code gets), instead of the task definition's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_role: Option<String>,
     /// Subnets to use instead of the backend's configured ones.
@@ -196,7 +246,7 @@ impl fmt::Display for TaskShape {
             or_td(self.cpu.map(|c| format!("{c} units"))),
             or_td(self.memory.map(|m| format!("{m} MiB"))),
             self.ephemeral_storage
-                .map_or("Fargate's default".to_owned(), |g| format!("{g} GiB")),
+                .map_or("default".to_owned(), |g| format!("{g} GiB")),
             self.capacity
                 .as_ref()
                 .map_or("runner default".to_owned(), ToString::to_string),
@@ -221,17 +271,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fargate_sizes_match_the_api_reference() {
-        assert_eq!(fargate_memory_sizes(256), [512, 1024, 2048]);
-        assert_eq!(fargate_memory_sizes(512), [1024, 2048, 3072, 4096]);
-        assert_eq!(fargate_memory_sizes(1024).len(), 7);
-        assert_eq!(fargate_memory_sizes(2048).first(), Some(&4096));
-        assert_eq!(fargate_memory_sizes(2048).last(), Some(&16384));
-        assert_eq!(fargate_memory_sizes(4096).last(), Some(&30720));
-        assert_eq!(fargate_memory_sizes(8192)[..2], [16384, 20480]);
-        assert_eq!(fargate_memory_sizes(16384).last(), Some(&122880));
-        assert!(fargate_memory_sizes(3000).is_empty());
-        assert!(is_fargate_size(256, 512) && !is_fargate_size(256, 4096));
+    fn a_catalog_is_sorted_and_answers_what_it_offers() {
+        let c = SizeCatalog::new(
+            "Test",
+            [(2048, vec![8192, 4096]), (1024, vec![2048]), (512, vec![])],
+        )
+        .with_storage(21, 200, 20);
+        assert_eq!(
+            c.sizes().collect::<Vec<_>>(),
+            [(1024, 2048), (2048, 4096), (2048, 8192)]
+        );
+        assert!(c.offers(2048, 4096) && !c.offers(2048, 2048) && !c.offers(512, 1024));
+        assert_eq!(c.memory_sizes(2048), [4096, 8192]);
+        assert!(c.memory_sizes(3000).is_empty());
+        assert_eq!(c.cpu_range(), Some((1024, 2048)));
+        assert_eq!(c.memory_range(), Some((2048, 8192)));
+        assert_eq!(c.storage, Some((21, 200)));
+        assert_eq!(SizeCatalog::new("Empty", []).cpu_range(), None);
     }
 
     #[test]
@@ -247,7 +303,7 @@ mod tests {
         };
         assert_eq!(
             shape.to_string(),
-            "CPU 1024 units, memory 2048 MiB, disk Fargate's default, capacity spot (FARGATE_SPOT), task role task definition's"
+            "CPU 1024 units, memory 2048 MiB, disk default, capacity spot (FARGATE_SPOT), task role task definition's"
         );
         assert!(TaskShape::default().is_empty() && !shape.is_empty());
         assert_eq!(serde_json::to_string(&TaskShape::default()).unwrap(), "{}");

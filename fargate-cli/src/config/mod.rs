@@ -55,7 +55,7 @@ pub(crate) struct LogSettings {
 }
 
 /// Everything `fargate.toml` says, split by owner.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct FileConfig {
     /// What the driver itself needs (`Namespace`, `BuildsDir`, `CacheDir`, the task
     /// policy and timeouts of `[Fargate]`, `[SSH]` login, `[Retry]`).
@@ -74,6 +74,25 @@ pub(crate) struct FileConfig {
     pub(crate) metrics_file: Option<PathBuf>,
     /// `[SSH] ConnectionKeeper`, `KeeperIdleTimeout`.
     pub(crate) keeper: KeeperSettings,
+}
+
+impl Default for FileConfig {
+    /// What an empty file says: the driver's defaults with Fargate's task sizes
+    /// ([`fargate_aws::fargate_sizes`]) and list prices ([`fargate_aws::fargate_prices`]).
+    fn default() -> Self {
+        let mut options = DriverOptions::default();
+        options.shape.sizes = Some(fargate_aws::fargate_sizes());
+        FileConfig {
+            options,
+            ecs: EcsConfig::default(),
+            ssh: Ssh2Config::default(),
+            log: LogSettings::default(),
+            metadata_dir: PathBuf::new(),
+            prices: fargate_aws::fargate_prices(),
+            metrics_file: None,
+            keeper: KeeperSettings::default(),
+        }
+    }
 }
 
 /// The per-job SSH connection keeper ([`fargate_ssh::keeper`]).

@@ -15,9 +15,7 @@ use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Launched, StopDetails, TaskSpec};
 use crate::metadata::{InterruptionNote, JobRecord, interruption_key};
 use crate::options::{OverMax, ShapePolicy, SizeLimit};
-use crate::shape::{
-    CapacityChoice, FARGATE_SIZES, MIN_EPHEMERAL_STORAGE_GIB, TaskShape, fargate_memory_sizes,
-};
+use crate::shape::{CapacityChoice, TaskShape};
 
 /// Job variable asking for task CPU: CPU units (`1024`) or vCPUs (`2 vCPU`, `0.5vcpu`).
 pub const CPU_VARIABLE: &str = "FARGATE_CPU";
@@ -146,10 +144,15 @@ pub fn resolve_shape(
     let [cpu, memory, storage] = keys.map(|key| size(key, &mut notes));
     let (cpu, memory) = (cpu?, memory?);
     let mut shape = TaskShape::default();
-    if let Some((c, m)) = fit(policy, cpu, memory)? {
+    if policy.sizes.is_none() {
+        // No catalog: each size as asked (within the maxima); the backend judges them.
+        shape.cpu = cpu;
+        shape.memory = memory;
+    } else if let Some((c, m)) = fit(policy, cpu, memory)? {
         if cpu.is_some_and(|x| x != c) || memory.is_some_and(|x| x != m) {
             notes.push(format!(
-                "Fargate has no task size of {} and {}: the task gets the nearest larger one, {c} CPU units and {m} MiB",
+                "{} has no task size of {} and {}: the task gets the nearest larger one, {c} CPU units and {m} MiB",
+                backend(policy),
                 cpu.map_or("any CPU".to_owned(), |c| format!("{c} CPU units")),
                 memory.map_or("any memory".to_owned(), |m| format!("{m} MiB")),
             ));
@@ -157,16 +160,19 @@ pub fn resolve_shape(
         shape.cpu = Some(c);
         shape.memory = Some(m);
     }
-    shape.ephemeral_storage = storage?
-    .and_then(|g| {
-        if g < MIN_EPHEMERAL_STORAGE_GIB {
+    let catalog = policy.sizes.as_ref();
+    shape.ephemeral_storage = storage?.and_then(|g| match catalog.and_then(|c| c.storage) {
+        Some((min, _)) if g < min => {
             notes.push(format!(
-                "{g} GiB of ephemeral storage is within Fargate's default of 20 GiB: the task keeps the default"
+                "{g} GiB of ephemeral storage is within {}'s default{}: the task keeps the default",
+                backend(policy),
+                catalog
+                    .and_then(|c| c.default_storage)
+                    .map_or(String::new(), |d| format!(" of {d} GiB")),
             ));
             None
-        } else {
-            Some(g)
         }
+        _ => Some(g),
     });
 
     let mut fallbacks = Vec::new();
@@ -433,11 +439,22 @@ fn example(variable: &str) -> &'static str {
     }
 }
 
-/// The smallest Fargate size with at least `cpu` and `memory` (each when given) within the
-/// policy's maxima (a maximum of one that the job did not ask for is the other's limit: a
-/// job asking for 8 GB may get the CPU that size needs, up to `MaxCPU`). `None` when both
-/// are unset.
+/// The backend's name for messages: its catalog's, or "the backend".
+fn backend(policy: &ShapePolicy) -> &str {
+    policy
+        .sizes
+        .as_ref()
+        .map_or("the backend", |c| c.backend.as_str())
+}
+
+/// The smallest size the backend offers ([`ShapePolicy::sizes`]) with at least `cpu` and
+/// `memory` (each when given) within the policy's maxima (a maximum of one that the job
+/// did not ask for is the other's limit: a job asking for 8 GB may get the CPU that size
+/// needs, up to `MaxCPU`). `None` when both are unset, or without a catalog.
 fn fit(policy: &ShapePolicy, cpu: Option<u32>, memory: Option<u32>) -> Result<Option<(u32, u32)>> {
+    let Some(catalog) = policy.sizes.as_ref() else {
+        return Ok(None);
+    };
     if cpu.is_none() && memory.is_none() {
         return Ok(None);
     }
@@ -446,21 +463,18 @@ fn fit(policy: &ShapePolicy, cpu: Option<u32>, memory: Option<u32>) -> Result<Op
         cap(&policy.cpu).max(cpu.unwrap_or(0)),
         cap(&policy.memory).max(memory.unwrap_or(0)),
     );
-    let sizes = || {
-        FARGATE_SIZES
-            .iter()
-            .flat_map(|&(c, ..)| fargate_memory_sizes(c).into_iter().map(move |m| (c, m)))
-    };
-    let found = sizes().find(|&(c, m)| {
+    let found = catalog.sizes().find(|&(c, m)| {
         c >= cpu.unwrap_or(0) && m >= memory.unwrap_or(0) && c <= cpu_cap && m <= memory_cap
     });
     if let Some(found) = found {
         return Ok(Some(found));
     }
     let mut valid = String::new();
-    for &(c, ..) in FARGATE_SIZES.iter().filter(|s| s.0 <= cpu_cap) {
-        let ms: Vec<u32> = fargate_memory_sizes(c)
-            .into_iter()
+    for c in catalog.cpus().filter(|c| *c <= cpu_cap) {
+        let ms: Vec<u32> = catalog
+            .memory_sizes(c)
+            .iter()
+            .copied()
             .filter(|m| *m <= memory_cap)
             .collect();
         if let (Some(lo), Some(hi)) = (ms.first(), ms.last()) {
@@ -473,7 +487,8 @@ fn fit(policy: &ShapePolicy, cpu: Option<u32>, memory: Option<u32>) -> Result<Op
     }
     Err(refusal(
         format!(
-            "Fargate has no task size with {} and {} within this runner's maxima",
+            "{} has no task size with {} and {} within this runner's maxima",
+            catalog.backend,
             cpu.map_or("any CPU".to_owned(), |c| format!("{c} CPU units")),
             memory.map_or("any memory".to_owned(), |m| format!("{m} MiB")),
         ),

@@ -1,10 +1,11 @@
-//! [`PriceTable`]: an estimate of what a task cost, from Fargate's per-second prices.
+//! [`PriceTable`]: an estimate of what a task cost, from per-second prices.
 //!
-//! Fargate bills vCPU, memory and ephemeral storage above 20 GiB per second, from the
-//! start of the image pull until the task stops, with a one-minute minimum; Spot capacity
-//! is billed at a discount. The defaults are the public on-demand list prices (USD, Linux)
-//! of a few regions; prices change and differ by account (savings plans), so every figure
-//! is an estimate, and administrators can replace the table (`[Cost]` in `fargate.toml`).
+//! A table holds hourly prices of CPU, memory and extra ephemeral storage per region and
+//! architecture, the share a Spot-like capacity saves, how much storage the price includes
+//! and the shortest time billed. The backend's crate provides its public list prices (the
+//! ECS launcher's: `fargate_aws::fargate_prices`); prices change and differ by account, so
+//! every figure is an estimate, and administrators can replace the table. The default
+//! table is empty: no estimates.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,11 +13,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::task_details::TaskDetails;
-
-/// Ephemeral storage Fargate includes in the price.
-const FREE_STORAGE_GIB: u32 = 20;
-/// Fargate's minimum billed time.
-const MINIMUM_BILLED: Duration = Duration::from_secs(60);
 
 /// Hourly prices of one region and architecture (USD).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,7 +22,8 @@ pub struct Price {
     pub vcpu_hour: f64,
     /// Per GB of memory and hour.
     pub gb_hour: f64,
-    /// Per GB of ephemeral storage above 20 GB and hour.
+    /// Per GB of ephemeral storage above what the price includes
+    /// ([`PriceTable::included_storage_gib`]) and hour.
     pub storage_gb_hour: f64,
 }
 
@@ -75,45 +72,33 @@ pub struct CostEstimate {
     pub key: PriceKey,
 }
 
-/// Prices by region and architecture, and the Spot discount.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Prices by region and architecture, the Spot discount and the billing rules.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PriceTable {
     /// Prices by region and architecture.
     pub prices: BTreeMap<PriceKey, Price>,
-    /// The share Spot saves (0.7: Spot costs 30 % of on-demand).
+    /// The share Spot capacity saves (0.7: Spot costs 30 % of on-demand).
     pub spot_discount: f64,
-}
-
-impl Default for PriceTable {
-    /// Public Linux on-demand list prices of a few regions, and a 70 % Spot discount.
-    fn default() -> Self {
-        let storage = 0.000111;
-        let x86_low = Price::new(0.04048, 0.004445, storage);
-        let arm_low = Price::new(0.03238, 0.00356, storage);
-        let x86_fra = Price::new(0.04656, 0.00511, 0.000122);
-        let arm_fra = Price::new(0.03725, 0.00409, 0.000122);
-        let mut prices = BTreeMap::new();
-        for region in ["us-east-1", "us-east-2", "us-west-2", "eu-west-1"] {
-            prices.insert(PriceKey::new(region, false), x86_low);
-            prices.insert(PriceKey::new(region, true), arm_low);
-        }
-        prices.insert(PriceKey::new("eu-central-1", false), x86_fra);
-        prices.insert(PriceKey::new("eu-central-1", true), arm_fra);
-        PriceTable {
-            prices,
-            spot_discount: 0.7,
-        }
-    }
+    /// Ephemeral storage (GiB) the price includes: only storage above it is billed.
+    pub included_storage_gib: u32,
+    /// The shortest time billed for a task.
+    pub minimum_billed: Duration,
 }
 
 impl PriceTable {
-    /// A table without prices (no estimates) and no Spot discount.
+    /// A table without prices (no estimates), no Spot discount, no included storage and no
+    /// minimum (the default).
     pub fn empty() -> Self {
-        PriceTable {
-            prices: BTreeMap::new(),
-            spot_discount: 0.0,
-        }
+        PriceTable::default()
+    }
+
+    /// Sets the billing rules: `included_storage_gib` of ephemeral storage in the price,
+    /// and at least `minimum_billed` billed per task.
+    pub fn with_billing(mut self, included_storage_gib: u32, minimum_billed: Duration) -> Self {
+        self.included_storage_gib = included_storage_gib;
+        self.minimum_billed = minimum_billed;
+        self
     }
 
     /// Sets the price of `key`.
@@ -139,11 +124,11 @@ impl PriceTable {
         let extra_storage = f64::from(
             details
                 .ephemeral_storage_gib
-                .unwrap_or(FREE_STORAGE_GIB)
-                .saturating_sub(FREE_STORAGE_GIB),
+                .unwrap_or(self.included_storage_gib)
+                .saturating_sub(self.included_storage_gib),
         );
         let secs = run_time.as_secs() + u64::from(run_time.subsec_nanos() > 0);
-        let billed = Duration::from_secs(secs).max(MINIMUM_BILLED);
+        let billed = Duration::from_secs(secs).max(self.minimum_billed);
         let hours = billed.as_secs_f64() / 3600.0;
         let hourly =
             vcpu * price.vcpu_hour + gb * price.gb_hour + extra_storage * price.storage_gb_hour;
@@ -177,12 +162,24 @@ mod tests {
     }
 
     #[test]
-    fn an_hour_of_one_vcpu_and_two_gb_costs_the_list_price() {
-        let t = PriceTable::default();
+    fn the_default_table_estimates_nothing() {
+        let d = details(1024, 2048, None);
+        assert_eq!(
+            PriceTable::default().estimate(&d, Duration::from_secs(3600)),
+            None
+        );
+    }
+
+    #[test]
+    fn an_hour_costs_the_hourly_prices() {
+        let t = PriceTable::empty().with_price(
+            PriceKey::new("us-east-1", false),
+            Price::new(0.04, 0.005, 0.0),
+        );
         let e = t
             .estimate(&details(1024, 2048, None), Duration::from_secs(3600))
             .unwrap();
-        assert!(close(e.amount, 0.04048 + 2.0 * 0.004445), "{e:?}");
+        assert!(close(e.amount, 0.04 + 2.0 * 0.005), "{e:?}");
         assert_eq!(e.billed, Duration::from_secs(3600));
         assert!(!e.spot);
     }
@@ -190,7 +187,8 @@ mod tests {
     #[test]
     fn short_tasks_pay_a_minute_and_partial_seconds_round_up() {
         let t = PriceTable::empty()
-            .with_price(PriceKey::new("us-east-1", false), Price::new(3.6, 0.0, 0.0));
+            .with_price(PriceKey::new("us-east-1", false), Price::new(3.6, 0.0, 0.0))
+            .with_billing(0, Duration::from_secs(60));
         let d = details(1024, 2048, None);
         let e = t.estimate(&d, Duration::from_secs(5)).unwrap();
         assert_eq!(e.billed, Duration::from_secs(60));
@@ -201,10 +199,11 @@ mod tests {
     }
 
     #[test]
-    fn storage_above_twenty_gib_and_spot_discount() {
+    fn storage_above_the_included_and_spot_discount() {
         let t = PriceTable::empty()
             .with_price(PriceKey::new("us-east-1", false), Price::new(0.0, 0.0, 1.0))
-            .with_spot_discount(0.7);
+            .with_spot_discount(0.7)
+            .with_billing(20, Duration::ZERO);
         let mut d = details(256, 512, Some(50));
         let e = t.estimate(&d, Duration::from_secs(3600)).unwrap();
         assert!(close(e.amount, 30.0), "{e:?}");
@@ -216,11 +215,13 @@ mod tests {
 
     #[test]
     fn arm_has_its_own_prices_and_unknown_regions_no_estimate() {
-        let t = PriceTable::default();
+        let t = PriceTable::empty()
+            .with_price(PriceKey::new("us-east-1", false), Price::new(1.0, 0.0, 0.0))
+            .with_price(PriceKey::new("us-east-1", true), Price::new(0.5, 0.0, 0.0));
         let mut d = details(1024, 2048, None);
         d.cpu_architecture = Some("ARM64".into());
         let e = t.estimate(&d, Duration::from_secs(3600)).unwrap();
-        assert!(close(e.amount, 0.03238 + 2.0 * 0.00356), "{e:?}");
+        assert!(close(e.amount, 0.5), "{e:?}");
         assert!(e.key.arm);
         d.region = Some("xx-nowhere-1".into());
         assert_eq!(t.estimate(&d, Duration::from_secs(3600)), None);

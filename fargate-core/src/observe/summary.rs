@@ -263,7 +263,14 @@ mod tests {
     #[test]
     fn reads_as_a_few_lines() {
         let mut s = summary();
-        s.cost = PriceTable::default().estimate(&s.details, s.run_time().unwrap());
+        let prices = PriceTable::empty()
+            .with_price(
+                crate::observe::PriceKey::new("us-east-1", false),
+                crate::observe::Price::new(0.04048, 0.004445, 0.000111),
+            )
+            .with_spot_discount(0.7)
+            .with_billing(20, std::time::Duration::from_secs(60));
+        s.cost = prices.estimate(&s.details, s.run_time().unwrap());
         assert_eq!(
             s.to_string(),
             "summary: accepted 0.3 s, provisioning 12.0 s, image pull 8.0 s, container start 1.0 s, SSH ready 1.0 s\n  \

@@ -211,7 +211,7 @@ impl DriverOptions {
         p.extend(self.retry.problems());
         p.extend(self.shape.problems());
         p.extend(self.images.problems(self.ssh.port));
-        p.extend(self.pool.problems());
+        p.extend(self.pool.problems(self.shape.sizes.as_ref()));
         p
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::problems::ConfigProblem;
-use crate::shape::is_fargate_size;
+use crate::shape::SizeCatalog;
 
 /// Most idle tasks a pool may hold.
 pub const MAX_POOL_SIZE: usize = 50;
@@ -53,7 +53,9 @@ impl WarmPoolOptions {
         self.size > 0
     }
 
-    pub(crate) fn problems(&self) -> Vec<ConfigProblem> {
+    /// Every problem; the pool's size is checked against `sizes` when the backend's
+    /// catalog is known.
+    pub(crate) fn problems(&self, sizes: Option<&SizeCatalog>) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if self.size > MAX_POOL_SIZE {
             p.push(
@@ -71,14 +73,35 @@ impl WarmPoolOptions {
         }
         match (self.cpu, self.memory) {
             (None, None) => {}
-            (Some(cpu), Some(memory)) if is_fargate_size(cpu, memory) => {}
-            (Some(cpu), Some(memory)) => p.push(
-                ConfigProblem::new(
-                    "pool.cpu",
-                    format!("{cpu} CPU units with {memory} MiB is not a Fargate size"),
-                )
-                .with_hint("see the Fargate task sizes: e.g. 1024 CPU units with 2048-8192 MiB"),
-            ),
+            (Some(cpu), Some(memory)) => match sizes {
+                Some(catalog) if !catalog.offers(cpu, memory) => p.push(
+                    ConfigProblem::new(
+                        "pool.cpu",
+                        format!(
+                            "{cpu} CPU units with {memory} MiB is not a {} size",
+                            catalog.backend
+                        ),
+                    )
+                    .with_hint(match catalog.memory_sizes(cpu) {
+                        [] => format!(
+                            "CPU units {} offers: {}",
+                            catalog.backend,
+                            catalog
+                                .cpus()
+                                .map(|c| c.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        ms => format!(
+                            "with {cpu} CPU units, {} offers {}-{} MiB",
+                            catalog.backend,
+                            ms[0],
+                            ms[ms.len() - 1]
+                        ),
+                    }),
+                ),
+                _ => {}
+            },
             _ => p.push(ConfigProblem::new(
                 "pool.cpu",
                 "CPU and memory must be set together",
@@ -95,7 +118,7 @@ mod tests {
     #[test]
     fn off_by_default_and_problems_name_their_keys() {
         let o = WarmPoolOptions::default();
-        assert!(!o.enabled() && o.problems().is_empty());
+        assert!(!o.enabled() && o.problems(None).is_empty());
         let bad = WarmPoolOptions {
             size: MAX_POOL_SIZE + 1,
             max_idle: Duration::ZERO,
@@ -103,19 +126,31 @@ mod tests {
             memory: Some(512),
             ..WarmPoolOptions::default()
         };
-        let keys: Vec<String> = bad.problems().into_iter().map(|p| p.key).collect();
+        let catalog = SizeCatalog::new("Test", [(1024, vec![2048, 4096])]);
+        let keys: Vec<String> = bad
+            .problems(Some(&catalog))
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
         assert_eq!(keys, ["pool.size", "pool.max_idle", "pool.cpu"]);
+        let hint = bad.problems(Some(&catalog)).pop().unwrap().hint;
+        assert_eq!(
+            hint.as_deref(),
+            Some("with 1024 CPU units, Test offers 2048-4096 MiB")
+        );
+        // Without the backend's catalog, the size is passed on as it is.
+        assert_eq!(bad.problems(None).len(), 2);
         let half = WarmPoolOptions {
             cpu: Some(1024),
             ..WarmPoolOptions::default()
         };
-        assert_eq!(half.problems().len(), 1);
+        assert_eq!(half.problems(Some(&catalog)).len(), 1);
         let sized = WarmPoolOptions {
             size: 2,
             cpu: Some(1024),
             memory: Some(2048),
             ..WarmPoolOptions::default()
         };
-        assert!(sized.enabled() && sized.problems().is_empty());
+        assert!(sized.enabled() && sized.problems(Some(&catalog)).is_empty());
     }
 }

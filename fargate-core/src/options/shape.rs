@@ -12,10 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigProblem;
 use super::glob::glob_match;
-use crate::shape::{
-    CapacityChoice, CapacityProvider, FARGATE_SIZES, MAX_EPHEMERAL_STORAGE_GIB,
-    MIN_EPHEMERAL_STORAGE_GIB,
-};
+use crate::shape::{CapacityChoice, CapacityProvider, SizeCatalog};
 
 /// What happens when a job asks for more than a maximum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -146,6 +143,11 @@ pub struct ShapePolicy {
     pub interruption_memory: Duration,
     /// Rules per project, all of those matching a job apply.
     pub project_rules: Vec<ProjectRule>,
+    /// The sizes the backend offers, from its crate (for ECS `fargate_aws::fargate_sizes`):
+    /// a job's request is rounded up to the nearest offered size, and the limits above are
+    /// checked against it. `None`: sizes are passed on as asked (the backend may refuse
+    /// them at launch) and only checked against the limits.
+    pub sizes: Option<SizeCatalog>,
 }
 
 impl Default for ShapePolicy {
@@ -158,6 +160,7 @@ impl Default for ShapePolicy {
             default_capacity: None,
             interruption_memory: Duration::from_secs(6 * 3600),
             project_rules: Vec::new(),
+            sizes: None,
         }
     }
 }
@@ -179,30 +182,32 @@ impl ShapePolicy {
     /// Every problem of the policy; keys are field paths (`shape.cpu.max`).
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
-        let largest_cpu = FARGATE_SIZES[FARGATE_SIZES.len() - 1].0;
-        let largest_memory = FARGATE_SIZES[FARGATE_SIZES.len() - 1].2;
-        for (key, limit, low, high) in [
-            ("shape.cpu", &self.cpu, FARGATE_SIZES[0].0, largest_cpu),
+        let catalog = self.sizes.as_ref();
+        let backend = catalog.map_or("the backend", |c| c.backend.as_str());
+        for (key, limit, range) in [
+            (
+                "shape.cpu",
+                &self.cpu,
+                catalog.and_then(SizeCatalog::cpu_range),
+            ),
             (
                 "shape.memory",
                 &self.memory,
-                FARGATE_SIZES[0].1,
-                largest_memory,
+                catalog.and_then(SizeCatalog::memory_range),
             ),
             (
                 "shape.ephemeral_storage",
                 &self.ephemeral_storage,
-                MIN_EPHEMERAL_STORAGE_GIB,
-                MAX_EPHEMERAL_STORAGE_GIB,
+                catalog.and_then(|c| c.storage),
             ),
         ] {
             for (which, value) in [("default", limit.default), ("max", limit.max)] {
-                if let Some(v) = value
+                if let (Some(v), Some((low, high))) = (value, range)
                     && !(low..=high).contains(&v)
                 {
                     p.push(ConfigProblem::new(
                         format!("{key}.{which}"),
-                        format!("= {v} is outside Fargate's range {low}-{high}"),
+                        format!("= {v} is outside {backend}'s range {low}-{high}"),
                     ));
                 }
             }
@@ -343,9 +348,13 @@ mod tests {
     }
 
     #[test]
-    fn sizes_must_be_within_fargate_and_defaults_within_maxima() {
+    fn sizes_must_be_within_the_backends_and_defaults_within_maxima() {
         let mut p = ShapePolicy {
             cpu: SizeLimit::new(Some(4096), Some(2048), OverMax::Clamp),
+            sizes: Some(
+                SizeCatalog::new("Fargate", [(256, vec![512]), (16384, vec![122_880])])
+                    .with_storage(21, 200, 20),
+            ),
             ..ShapePolicy::default()
         };
         p.memory.max = Some(200_000);
@@ -367,6 +376,9 @@ mod tests {
             msgs[2],
             "shape.ephemeral_storage.default = 20 is outside Fargate's range 21-200"
         );
+        // Without the backend's catalog, only the limits among themselves are checked.
+        p.sizes = None;
+        assert_eq!(keys(&p), ["shape.cpu.default"]);
     }
 
     #[test]

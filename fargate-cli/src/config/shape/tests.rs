@@ -84,7 +84,9 @@ fn every_shape_key_is_read() {
 #[test]
 fn without_shape_keys_jobs_may_change_nothing() {
     let p = parse("").unwrap().config.options.shape;
-    assert_eq!(p, fargate_core::options::ShapePolicy::default());
+    let mut expected = fargate_core::options::ShapePolicy::default();
+    expected.sizes = Some(fargate_aws::fargate_sizes());
+    assert_eq!(p, expected, "Fargate's sizes, no grant");
 }
 
 #[test]

@@ -1,8 +1,25 @@
 use super::*;
 use crate::options::{CapacityProfile, ProjectRule};
-use crate::shape::CapacityProvider;
+use crate::shape::{CapacityProvider, SizeCatalog};
 
 const DEPLOY_ROLE: &str = "arn:aws:iam::123456789012:role/ci/deploy";
+
+/// A backend's catalog, as a launcher crate provides one (these are some of Fargate's sizes,
+/// as test data: the core knows none).
+fn catalog() -> SizeCatalog {
+    let steps = |low: u32, high: u32| (low..=high).step_by(1024).collect::<Vec<_>>();
+    SizeCatalog::new(
+        "Fargate",
+        [
+            (256, vec![512, 1024, 2048]),
+            (512, steps(1024, 4096)),
+            (1024, steps(2048, 8192)),
+            (2048, steps(4096, 16384)),
+            (4096, steps(8192, 30720)),
+        ],
+    )
+    .with_storage(21, 200, 20)
+}
 
 fn policy() -> ShapePolicy {
     let mut deploy = ProjectRule::new("deploy");
@@ -20,6 +37,7 @@ fn policy() -> ShapePolicy {
             CapacityProfile::new("on-demand", vec![CapacityProvider::new("FARGATE")]),
         ],
         project_rules: vec![deploy],
+        sizes: Some(catalog()),
         ..ShapePolicy::default()
     }
 }
@@ -47,6 +65,28 @@ fn resolve(p: &ShapePolicy, r: &ShapeRequest) -> Result<ShapeDecision> {
 fn nothing_asked_and_no_defaults_changes_nothing() {
     let d = resolve(&ShapePolicy::default(), &ShapeRequest::default()).unwrap();
     assert!(d.shape.is_empty() && d.fallbacks.is_empty() && d.notes.is_empty());
+}
+
+#[test]
+fn without_the_backends_catalog_sizes_pass_as_asked_within_the_maxima() {
+    let p = ShapePolicy {
+        sizes: None,
+        ..policy()
+    };
+    let d = resolve(&p, &request(Some("1024"), Some("3000"))).unwrap();
+    assert_eq!((d.shape.cpu, d.shape.memory), (Some(1024), Some(3000)));
+    assert!(d.notes.is_empty(), "{:?}", d.notes);
+    let d = resolve(&p, &request(None, Some("3000"))).unwrap();
+    assert_eq!((d.shape.cpu, d.shape.memory), (Some(512), Some(3000)));
+    let d = resolve(
+        &p,
+        &ShapeRequest {
+            ephemeral_storage: Some("10".into()),
+            ..ShapeRequest::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(d.shape.ephemeral_storage, Some(10), "the backend judges it");
 }
 
 #[test]
