@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub struct TaskDetails {
     /// When the backend created the task (ECS `createdAt`).
     pub created_at: Option<SystemTime>,
-    /// When the image pull began (ECS `pullStartedAt`); Fargate bills from here.
+    /// When the image pull began (ECS `pullStartedAt`); billing may start here.
     pub pull_started_at: Option<SystemTime>,
     /// When the image pull ended (ECS `pullStoppedAt`).
     pub pull_stopped_at: Option<SystemTime>,
@@ -21,7 +21,7 @@ pub struct TaskDetails {
     pub started_at: Option<SystemTime>,
     /// When the task began to stop (ECS `stoppingAt`).
     pub stopping_at: Option<SystemTime>,
-    /// When the task stopped (ECS `stoppedAt`); Fargate bills until here.
+    /// When the task stopped (ECS `stoppedAt`); billing may end here.
     pub stopped_at: Option<SystemTime>,
     /// The capacity provider that runs it (`FARGATE`, `FARGATE_SPOT`), if any.
     pub capacity_provider: Option<String>,
@@ -29,11 +29,11 @@ pub struct TaskDetails {
     pub cpu_units: Option<u32>,
     /// Task memory in MiB.
     pub memory_mib: Option<u32>,
-    /// Ephemeral storage in GiB (Fargate: 20 GiB unless the task asks for more).
+    /// Ephemeral storage in GiB.
     pub ephemeral_storage_gib: Option<u32>,
     /// CPU architecture (`X86_64`, `ARM64`).
     pub cpu_architecture: Option<String>,
-    /// Fargate platform version (`1.4.0`).
+    /// The backend's platform version (e.g. `1.4.0`).
     pub platform_version: Option<String>,
     /// Availability zone (`eu-west-1a`).
     pub availability_zone: Option<String>,

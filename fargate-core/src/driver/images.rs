@@ -107,7 +107,7 @@ impl Driver {
         }
     }
 
-    /// Probes `endpoint` every `[SSH] ProbeInterval` until it answers with its host key.
+    /// Probes `endpoint` at the SSH probe interval until it answers with its host key.
     async fn probe_until(&self, endpoint: Endpoint, deadline: Instant) -> Result<HostKey> {
         loop {
             let started = Instant::now();

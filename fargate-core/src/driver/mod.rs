@@ -131,7 +131,8 @@ pub struct AdminOverrides {
 pub struct TaskDefinitionChoice {
     /// Family, `family:revision` or ARN.
     pub task_definition: String,
-    /// Fargate platform version; `None` for the launcher's default.
+    /// Platform version (a backend's runtime version, e.g. Fargate's `1.4.0`); `None` for the
+    /// launcher's default.
     pub platform_version: Option<String>,
     /// The job's own image and services, once checked ([`crate::images`]); `None`: the
     /// task definition as it is. [`resolve_task_definition`] leaves it `None`.
@@ -210,7 +211,7 @@ pub struct PrepareReport {
     pub address_known: Duration,
     /// Time until SSH answered.
     pub ssh_ready: Duration,
-    /// DescribeTasks calls made while waiting.
+    /// [`TaskLauncher::describe`](crate::TaskLauncher::describe) calls made while waiting.
     pub describe_calls: u32,
     /// SSH probes made while waiting.
     pub probes: u32,

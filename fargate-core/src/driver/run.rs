@@ -110,10 +110,10 @@ impl Driver {
         }
     }
 
-    /// Runs the script while, beside it, checking every `[Fargate] WatchInterval` that the
+    /// Runs the script while, beside it, checking at the watch interval that the
     /// task still runs; a stopped task cancels the script.
     ///
-    /// The check is its own future, polled next to the script's: a slow or unreachable ECS
+    /// The check is its own future, polled next to the script's: a slow or unreachable backend
     /// API never stalls the output or delays a cancel. Each check has a short timeout and no
     /// retries (the next check comes anyway).
     async fn run_watched(

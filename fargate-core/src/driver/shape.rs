@@ -98,7 +98,8 @@ pub struct ShapeDecision {
     pub shape: TaskShape,
     /// Capacities to try, in order, when the shape's has no capacity.
     pub fallbacks: Vec<CapacityChoice>,
-    /// One line each: a clamp, a rounding to a Fargate size, a fallback, a project rule.
+    /// One line each: a clamp, a rounding to a size the backend offers, a fallback, a project
+    /// rule.
     pub notes: Vec<String>,
 }
 

@@ -27,7 +27,8 @@ impl Driver {
     /// and the error says why.
     ///
     /// # Cancel safety
-    /// Safe to drop and to call again. It runs under `[Fargate] StopTimeout` and takes no
+    /// Safe to drop and to call again. It runs under the stop timeout
+    /// ([`Timeouts::stop`](crate::options::Timeouts)) and takes no
     /// cancellation token: gitlab-runner never cancels cleanup.
     pub async fn cleanup(&self, job: &JobContext) -> std::result::Result<CleanupReport, Failure> {
         let identity = self.identity(job)?;
@@ -253,7 +254,7 @@ impl Driver {
                     launched_at.is_some_and(|at| unix_now().saturating_sub(at) < window.as_secs());
                 match outcome {
                     StopOutcome::NotFound if young => {
-                        tracing::debug!(task = %task, "ECS does not know the task yet; trying again");
+                        tracing::debug!(task = %task, "the backend does not know the task yet; trying again");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(SEARCH_MAX_DELAY);
                     }
@@ -264,7 +265,7 @@ impl Driver {
         Ok(())
     }
 
-    /// Runs `work` under `[Fargate] StopTimeout`.
+    /// Runs `work` under the stop timeout ([`Timeouts::stop`](crate::options::Timeouts)).
     async fn under_stop_deadline<T>(
         &self,
         key: &JobKey,

@@ -18,7 +18,7 @@ pub const MAX_NAMESPACE_LEN: usize = 40;
 /// metadata directory) from those of other runners sharing a cluster or an account.
 ///
 /// 1 to 40 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`. Set by the
-/// administrator (`Namespace` in `fargate.toml`); by default derived from the host name and
+/// administrator (the options' `namespace`); by default derived from the host name and
 /// the metadata directory ([`Namespace::default_for`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -1,4 +1,4 @@
-//! [`InterruptionMemory`]: which jobs lost their task to a capacity reclaim (a Fargate Spot
+//! [`InterruptionMemory`]: which jobs lost their task to a capacity reclaim (a Spot-like
 //! interruption), remembered for a while so that their retry runs on capacity that is not
 //! reclaimed.
 //!

@@ -94,7 +94,7 @@ pub enum PreparePhase {
 }
 
 /// The backend call an [`Event::ApiCall`] reports (the [`TaskLauncher`](crate::TaskLauncher)
-/// method; for ECS: RunTask, DescribeTasks, StopTask, ListTasks (+ DescribeTasks)).
+/// method; a backend may make several calls for one, e.g. a listing and a describe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ApiOperation {

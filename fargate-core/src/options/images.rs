@@ -23,8 +23,9 @@ pub struct ImagePolicy {
     pub allowed_images: Vec<String>,
     /// Patterns of service images. Default none: a job with `services:` fails.
     pub allowed_services: Vec<String>,
-    /// Most services one job may have. Default 4 (an ECS task definition holds at most 10
-    /// containers: the base's, the bundle's, the job's and the services').
+    /// Most services one job may have. Default 4; at most 7 (a backend may limit the
+    /// containers of a task: ECS to 10, the base's, the bundle's, the job's and the
+    /// services').
     pub max_services: usize,
     /// The port the bundle's SSH server listens on in the job container (the task image's
     /// server keeps [`SshLogin::port`](super::SshLogin::port)). Default 2222.

@@ -4,7 +4,7 @@
 //! Build them in code with [`DriverOptions::builder`]; they are also plain data
 //! (`serde`), with a default for everything except the task definition. Backends have
 //! their own configuration (`fargate_aws::EcsConfig`, `fargate_ssh::Ssh2Config`), and the
-//! `fargate` command reads all of them from the Go driver's `fargate.toml`.
+//! `fargate` command reads all of them from its configuration file.
 //!
 //! ```
 //! use std::time::Duration;
@@ -62,8 +62,8 @@ pub struct Timeouts {
     /// disables). A stopped task then fails the stage at once, with the launcher's reason,
     /// instead of when the connection times out. Default 30 s.
     pub watch: Duration,
-    /// How long after a launch the launcher may still not know the task (ECS is eventually
-    /// consistent): within it, "unknown task" means "not visible yet", never "stopped".
+    /// How long after a launch the launcher may still not know the task (a backend may be
+    /// eventually consistent, as ECS is): within it, "unknown task" means "not visible yet", never "stopped".
     /// Default 60 s.
     pub consistency_window: Duration,
     /// Longest a task may live: the cap of its deadline (see

@@ -25,7 +25,7 @@ pub struct WarmPoolOptions {
     /// prepare, `pool fill` or `gc`). Default 30 minutes.
     pub max_idle: Duration,
     /// Task CPU units of the pool's tasks; `None`: the size a job gets when it asks for none
-    /// (`[Fargate.TaskShape] DefaultCPU`, else the task definition's).
+    /// ([`ShapePolicy`](crate::options::ShapePolicy)'s default CPU, else the task definition's).
     pub cpu: Option<u32>,
     /// Task memory (MiB) of the pool's tasks; `None` as for `cpu`.
     pub memory: Option<u32>,

@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorKind};
 #[non_exhaustive]
 pub struct ConfigProblem {
     /// The setting, as its source names it (a field such as `task.task_definition`, or a
-    /// file key such as `[Fargate] Cluster`); empty for a problem of the whole source
+    /// file key such as `cluster` of a section); empty for a problem of the whole source
     /// (unreadable syntax).
     pub key: String,
     /// What is wrong, to be read after the key (`is required (...)`).

@@ -29,7 +29,7 @@ pub struct BootPlan {
     /// consistent API: `describe` says [`TaskState::Missing`], `find` leaves it out and
     /// `stop` answers [`StopOutcome::NotFound`] without stopping it.
     pub invisible_for: Duration,
-    /// Whether the launch answer carries the address (as moto's RunTask answer does), so
+    /// Whether the launch answer carries the address (as some backends' answers do), so
     /// that [`TaskLauncher::launch_observed`] reports it.
     pub address_in_launch_answer: bool,
 }
@@ -135,7 +135,7 @@ impl MemoryLauncher {
         }
     }
 
-    /// Stops a task as a Fargate Spot interruption would: with `reason`, and its
+    /// Stops a task as a Spot-like capacity reclaim would: with `reason`, and its
     /// [`StopDetails::reclaimed`] set.
     pub fn reclaim(&self, task: &TaskRef, reason: &str) {
         self.kill(task, reason);

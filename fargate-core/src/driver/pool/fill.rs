@@ -175,7 +175,7 @@ impl Driver {
             // `stop_slot` gets the lock, that process died and the answer is lost (the
             // replayed launch finds the task, which is stopped).
             return Some(Sweep::Stop(
-                "the process that launched it died before ECS answered".into(),
+                "the process that launched it died before the launcher answered".into(),
             ));
         }
         if !template_matches(slot, template) {
