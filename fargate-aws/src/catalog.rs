@@ -14,7 +14,7 @@ use fargate_core::observe::{Price, PriceKey, PriceTable};
 /// `docs/ecs-api-rules.md`).
 const SIZES: [(u32, u32, u32, u32); 7] = [
     // (cpu, smallest memory, largest memory, step)
-    (256, 512, 2048, 1024), // 512, 1024, 2048: 512 is below the step's start
+    (256, 1024, 2048, 1024), // and 512, below the step's start
     (512, 1024, 4096, 1024),
     (1024, 2048, 8192, 1024),
     (2048, 4096, 16384, 1024),

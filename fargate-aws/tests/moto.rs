@@ -812,7 +812,8 @@ async fn prepare_and_cleanup_summaries_carry_ecs_figures_and_a_cost() {
         launcher,
         Arc::new(MemoryShell::new()),
         Arc::new(MemoryStore::new()),
-    );
+    )
+    .with_price_table(fargate_aws::fargate_prices());
     let job = JobContext::new(JobResponse::new(5));
     let report = driver
         .prepare(&job, &CancellationToken::new())
@@ -826,7 +827,7 @@ async fn prepare_and_cleanup_summaries_carry_ecs_figures_and_a_cost() {
         phases.accepted.is_some() && phases.image_pull.is_some(),
         "{phases:?}"
     );
-    let cost = s.cost.as_ref().expect("us-east-1 has a default price");
+    let cost = s.cost.as_ref().expect("us-east-1 has a list price");
     assert!(!cost.spot);
     assert_eq!(cost.billed, Duration::from_secs(60));
     // A quarter vCPU and half a GB for the one-minute minimum, at the us-east-1 list price.

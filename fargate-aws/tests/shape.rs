@@ -191,6 +191,7 @@ fn driver(moto: &Moto, ecs: &MotoEcs, dir: &std::path::Path) -> (Driver, Arc<Ecs
     ];
     policy.default_capacity = Some("spot".into());
     policy.project_rules = vec![deploy];
+    policy.sizes = Some(fargate_aws::fargate_sizes());
     let options = DriverOptions::builder()
         .namespace(Namespace::parse("shape").unwrap())
         .task_definition(ecs.task_definition.clone())
