@@ -9,11 +9,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, LaunchType,
-    NetworkConfiguration, PropagateTags, Tag, Task, TaskField, TaskOverride,
+    NetworkConfiguration, PropagateTags, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    ContainerStatus, ContainerStop, Error, ErrorKind, JobKey, Launched, ListedTask, Namespace,
-    Result, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher,
+    TaskRef, TaskSpec, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -22,13 +22,10 @@ use crate::errors::{self, Classified};
 use crate::failover::{attempt_token, subnet_attempts};
 use crate::metrics::ApiCalls;
 use crate::tags;
-
-/// Longest `StopTask` reason ECS accepts.
-pub const MAX_STOP_REASON: usize = 255;
-/// Longest `RunTask` `overrides`, as JSON, that ECS accepts.
-pub const MAX_OVERRIDES_CHARS: usize = 8192;
-/// Most tasks one `DescribeTasks` call may name.
-pub const MAX_DESCRIBE_TASKS: usize = 100;
+use crate::task::{
+    MAX_DESCRIBE_TASKS, MAX_STOP_REASON, ecs_tags, eni_detail, status_with_private_address,
+    tag_value, task_state,
+};
 
 /// Starts CI job tasks on ECS (Fargate), watches, stops and finds them.
 ///
@@ -40,7 +37,7 @@ pub struct EcsLauncher {
     #[cfg(feature = "public-ip")]
     pub(crate) ec2: aws_sdk_ec2::Client,
     /// Public IPs found so far, by task id (EC2 is asked only until one is found).
-    public_ips: Arc<Mutex<HashMap<String, IpAddr>>>,
+    pub(crate) public_ips: Arc<Mutex<HashMap<String, IpAddr>>>,
     calls: ApiCalls,
 }
 
@@ -284,169 +281,6 @@ impl EcsLauncher {
             _ => Ok(None),
         }
     }
-
-    #[cfg(feature = "public-ip")]
-    async fn public_ip(&self, task_id: &str, eni: &str) -> Result<Option<IpAddr>> {
-        if let Some(ip) = self.cached_public_ip(task_id) {
-            return Ok(Some(ip));
-        }
-        let out = match self
-            .ec2
-            .describe_network_interfaces()
-            .network_interface_ids(eni)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                use aws_sdk_ec2::error::ProvideErrorMetadata;
-                if e.code() == Some("InvalidNetworkInterfaceID.NotFound") {
-                    return Ok(None);
-                }
-                let code = e.code().unwrap_or_default().to_owned();
-                let msg = e.message().unwrap_or_default().to_owned();
-                let mut err = errors::classify(&code, &msg, "DescribeNetworkInterfaces")
-                    .error
-                    .with_backend("ec2")
-                    .with_source(e);
-                if err.kind() == ErrorKind::PermissionDenied {
-                    err = err.with_hint(
-                        "connecting through the public IP needs ec2:DescribeNetworkInterfaces",
-                    );
-                }
-                return Err(err);
-            }
-        };
-        let ip = out
-            .network_interfaces()
-            .iter()
-            .filter_map(|n| n.association()?.public_ip()?.parse::<IpAddr>().ok())
-            .next();
-        if let Some(ip) = ip
-            && let Ok(mut cache) = self.public_ips.lock()
-        {
-            cache.insert(task_id.to_owned(), ip);
-        }
-        Ok(ip)
-    }
-
-    #[cfg(not(feature = "public-ip"))]
-    async fn public_ip(&self, task_id: &str, _eni: &str) -> Result<Option<IpAddr>> {
-        // `EcsConfig::validate` refuses `use_public_ip` without the feature.
-        Ok(self.cached_public_ip(task_id))
-    }
-
-    fn cached_public_ip(&self, task_id: &str) -> Option<IpAddr> {
-        self.public_ips
-            .lock()
-            .ok()
-            .and_then(|c| c.get(task_id).copied())
-    }
-}
-
-/// ECS's `lastStatus` and `desiredStatus` as a [`TaskState`].
-pub fn task_state(last_status: &str, desired_status: &str) -> TaskState {
-    let state = match last_status {
-        "PROVISIONING" => TaskState::Provisioning,
-        "PENDING" | "ACTIVATING" => TaskState::Pending,
-        "RUNNING" => TaskState::Running,
-        "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" => TaskState::Stopping,
-        "STOPPED" | "DELETED" => TaskState::Stopped,
-        _ => TaskState::Provisioning,
-    };
-    if desired_status == "STOPPED" && !state.is_terminal() {
-        TaskState::Stopping
-    } else {
-        state
-    }
-}
-
-/// A detail of the task's ENI attachment (`privateIPv4Address`, `networkInterfaceId`...).
-fn eni_detail<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
-    task.attachments()
-        .iter()
-        .filter(|a| a.r#type().is_none_or(|t| t == "ElasticNetworkInterface"))
-        .flat_map(|a| a.details())
-        .find(|d| d.name() == Some(name))
-        .and_then(|d| d.value())
-        .filter(|v| !v.is_empty())
-}
-
-/// `stoppedReason` of a task Fargate Spot interrupted (the developer guide's "Handling
-/// Fargate Spot termination notices").
-pub const SPOT_INTERRUPTED_REASON: &str = "Your Spot Task was interrupted.";
-
-/// Whether a stopped task's code and reason say Fargate Spot took it back: stop code
-/// `SpotInterruption` (or `TerminationNotice`, sent with the two-minute warning), or the
-/// reason [`SPOT_INTERRUPTED_REASON`].
-pub fn is_spot_interruption(stop_code: Option<&str>, reason: Option<&str>) -> bool {
-    matches!(stop_code, Some("SpotInterruption" | "TerminationNotice"))
-        || reason.is_some_and(|r| r.starts_with(SPOT_INTERRUPTED_REASON.trim_end_matches('.')))
-}
-
-fn stop_details(task: &Task) -> StopDetails {
-    let reclaimed =
-        is_spot_interruption(task.stop_code().map(|c| c.as_str()), task.stopped_reason());
-    StopDetails::new(
-        task.stop_code().map(|c| c.as_str().to_owned()),
-        task.stopped_reason()
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned),
-        task.containers()
-            .iter()
-            .filter_map(|c| {
-                Some(ContainerStop::new(
-                    c.name()?,
-                    c.reason().filter(|r| !r.is_empty()).map(str::to_owned),
-                    c.exit_code(),
-                ))
-            })
-            .collect(),
-    )
-    .with_reclaimed(reclaimed)
-}
-
-/// `(key, value)` pairs as ECS tags.
-pub(crate) fn ecs_tags(tags: &[(String, String)]) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-pub(crate) fn tag_value<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
-    task.tags()
-        .iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
-}
-
-/// The state, private address and stop details of `task`.
-fn status_with_private_address(task: &Task) -> TaskStatus {
-    let state = task_state(
-        task.last_status().unwrap_or_default(),
-        task.desired_status().unwrap_or_default(),
-    );
-    let stop = state.is_terminal().then(|| stop_details(task));
-    TaskStatus::new(state)
-        .with_address(eni_detail(task, "privateIPv4Address").and_then(|ip| ip.parse().ok()))
-        .with_stop(stop)
-        .with_details(crate::details::task_details(task))
-        .with_containers(container_statuses(task))
-}
-
-/// The task's containers as ECS reports them.
-fn container_statuses(task: &Task) -> Vec<ContainerStatus> {
-    task.containers()
-        .iter()
-        .filter_map(|c| {
-            Some(
-                ContainerStatus::new(c.name()?, c.last_status().map(str::to_owned)).with_exit(
-                    c.reason().filter(|r| !r.is_empty()).map(str::to_owned),
-                    c.exit_code(),
-                ),
-            )
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -747,69 +581,5 @@ mod tests {
             "arn:aws:ecs:us-east-1:123456789012:task-definition/ci-task"
         ));
         assert!(!has_revision("ci-task:"));
-    }
-
-    #[test]
-    fn ecs_statuses_map_to_states() {
-        let cases = [
-            ("PROVISIONING", "RUNNING", TaskState::Provisioning),
-            ("PENDING", "RUNNING", TaskState::Pending),
-            ("ACTIVATING", "RUNNING", TaskState::Pending),
-            ("RUNNING", "RUNNING", TaskState::Running),
-            ("DEACTIVATING", "RUNNING", TaskState::Stopping),
-            ("STOPPING", "RUNNING", TaskState::Stopping),
-            ("DEPROVISIONING", "STOPPED", TaskState::Stopping),
-            ("STOPPED", "STOPPED", TaskState::Stopped),
-            ("RUNNING", "STOPPED", TaskState::Stopping),
-            ("PENDING", "STOPPED", TaskState::Stopping),
-        ];
-        for (last, desired, state) in cases {
-            assert_eq!(task_state(last, desired), state, "{last}/{desired}");
-        }
-    }
-
-    #[test]
-    fn address_comes_from_the_eni_attachment() {
-        use aws_sdk_ecs::types::{Attachment, Container, KeyValuePair};
-        let task = Task::builder()
-            .containers(Container::builder().name("ci-coordinator").build())
-            .attachments(
-                Attachment::builder()
-                    .r#type("ElasticNetworkInterface")
-                    .details(
-                        KeyValuePair::builder()
-                            .name("networkInterfaceId")
-                            .value("eni-1")
-                            .build(),
-                    )
-                    .details(
-                        KeyValuePair::builder()
-                            .name("privateIPv4Address")
-                            .value("10.0.0.7")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .stopped_reason("Essential container in task exited")
-            .containers(
-                Container::builder()
-                    .name("sidecar")
-                    .exit_code(137)
-                    .reason("OutOfMemoryError")
-                    .build(),
-            )
-            .build();
-        assert_eq!(eni_detail(&task, "privateIPv4Address"), Some("10.0.0.7"));
-        assert_eq!(eni_detail(&task, "networkInterfaceId"), Some("eni-1"));
-        assert_eq!(eni_detail(&task, "macAddress"), None);
-        let d = stop_details(&task);
-        assert_eq!(
-            d.reason.as_deref(),
-            Some("Essential container in task exited")
-        );
-        assert_eq!(
-            d.containers[1],
-            ContainerStop::new("sidecar", Some("OutOfMemoryError".to_owned()), Some(137))
-        );
     }
 }
