@@ -4,6 +4,7 @@
 //! it *before* each side effect (write-ahead), so that a driver killed at any instant leaves
 //! enough behind for cleanup to find and stop the task.
 
+mod decode;
 mod file_store;
 mod interruptions;
 mod legacy;
