@@ -10,6 +10,7 @@ pub mod launcher;
 pub mod metadata;
 pub mod observe;
 pub mod options;
+mod problem;
 pub mod retry;
 pub mod shape;
 pub mod shell;

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::error::Result;
 use crate::observe::{Event, Observer};
-use crate::options::ConfigProblem;
+use crate::problem::ConfigProblem;
 
 /// How the driver retries temporary failures of the launcher.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
