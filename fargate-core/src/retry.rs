@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::observe::{Event, Observer};
 use crate::problem::ConfigProblem;
 
@@ -83,7 +84,108 @@ impl RetryPolicy {
     }
 }
 
-/// Runs `op` until it succeeds, fails permanently, or `policy` is exhausted.
+/// How one attempt of a [`Retry`] failed, and so what the engine does next.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// The failure may pass: retried if the policy allows, else returned (with the
+    /// operation and the attempts when there were several).
+    Retry(Error),
+    /// The failure will not pass: returned at once (with the operation and the attempts
+    /// when there were several).
+    GiveUp(Error),
+    /// Returned at once and as it is (a cancel, a failure outside the operation itself).
+    Return(Error),
+}
+
+/// The one retry engine: runs attempts until one succeeds, one fails for good, or the
+/// policy is exhausted, waiting a jittered, doubling backoff between them. Each retry is
+/// an [`Event::Retry`] for the observer and a warning; a cancel token, when given, ends a
+/// wait at once with [`Error::cancelled`].
+///
+/// The attempt itself is the per-attempt hook: it gets the attempt's number (1-based) and
+/// keeps whatever it needs between attempts (the launch: which client token to send, the
+/// same after an unknown outcome, a new one, recorded before the call, after a refusal),
+/// and tells the engine with [`Failed`] what its failure calls for.
+pub(crate) struct Retry<'a> {
+    policy: &'a RetryPolicy,
+    what: &'a str,
+    observer: &'a dyn Observer,
+    cancel: Option<&'a CancellationToken>,
+}
+
+impl<'a> Retry<'a> {
+    /// Retries of the operation `what` under `policy`, reported to `observer`.
+    pub(crate) fn new(policy: &'a RetryPolicy, what: &'a str, observer: &'a dyn Observer) -> Self {
+        Retry {
+            policy,
+            what,
+            observer,
+            cancel: None,
+        }
+    }
+
+    /// Ends a wait between attempts when `cancel` fires.
+    pub(crate) fn cancelled_by(mut self, cancel: &'a CancellationToken) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// Runs `attempt(1)`, `attempt(2)`... as described on [`Retry`]; `on_retry(error,
+    /// attempt, delay)` runs when a retry is decided, after the observer heard of it and
+    /// before the wait.
+    pub(crate) async fn run<T>(
+        &self,
+        mut attempt: impl AsyncFnMut(u32) -> std::result::Result<T, Failed>,
+        mut on_retry: impl FnMut(&Error, u32, Duration),
+    ) -> Result<T> {
+        let policy = self.policy;
+        let what = self.what;
+        let start = Instant::now();
+        let mut backoff = policy.initial_backoff;
+        let mut n = 1u32;
+        loop {
+            let err = match attempt(n).await {
+                Ok(v) => return Ok(v),
+                Err(Failed::Return(err)) => return Err(err),
+                Err(Failed::GiveUp(err)) => return Err(annotated(err, what, n)),
+                Err(Failed::Retry(err)) => err,
+            };
+            if n >= policy.max_attempts || start.elapsed() + backoff > policy.max_elapsed {
+                return Err(annotated(err, what, n));
+            }
+            let delay = jittered(backoff);
+            self.observer.observe(&Event::Retry {
+                operation: what.to_owned(),
+                attempt: n,
+                delay,
+                error: err.to_string(),
+            });
+            on_retry(&err, n, delay);
+            match self.cancel {
+                Some(cancel) => tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(Error::cancelled(what)),
+                    _ = tokio::time::sleep(delay) => {}
+                },
+                None => tokio::time::sleep(delay).await,
+            }
+            backoff = (backoff * 2).min(policy.max_backoff);
+            n += 1;
+        }
+    }
+}
+
+/// `err` of the operation `what` after `attempts` attempts: as it is after one.
+fn annotated(err: Error, what: &str, attempts: u32) -> Error {
+    if attempts > 1 {
+        err.with_operation(what).with_context("attempts", attempts)
+    } else {
+        err
+    }
+}
+
+/// Runs `op` until it succeeds, fails permanently (not [`Error::is_temporary`]), or
+/// `policy` is exhausted: [`Retry`] with the plain rule.
 pub(crate) async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
@@ -94,46 +196,27 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let start = Instant::now();
-    let mut backoff = policy.initial_backoff;
-    let mut attempt = 1u32;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(err) => {
-                let elapsed = start.elapsed();
-                if !err.is_temporary()
-                    || attempt >= policy.max_attempts
-                    || elapsed + backoff > policy.max_elapsed
-                {
-                    if attempt > 1 {
-                        return Err(err.with_operation(what).with_context("attempts", attempt));
-                    }
-                    return Err(err);
-                }
-                let delay = jittered(backoff);
-                observer.observe(&Event::Retry {
-                    operation: what.to_owned(),
-                    attempt,
-                    delay,
-                    error: err.to_string(),
-                });
+    Retry::new(policy, what, observer)
+        .run(
+            async |_| match op().await {
+                Ok(v) => Ok(v),
+                Err(err) if err.is_temporary() => Err(Failed::Retry(err)),
+                Err(err) => Err(Failed::GiveUp(err)),
+            },
+            |err, attempt, delay| {
                 tracing::warn!(
                     attempt,
                     delay_ms = delay.as_millis() as u64,
                     error = %err,
                     "{what} failed, retrying"
                 );
-                tokio::time::sleep(delay).await;
-                backoff = (backoff * 2).min(policy.max_backoff);
-                attempt += 1;
-            }
-        }
-    }
+            },
+        )
+        .await
 }
 
 /// A delay between half of `d` and `d` ("equal jitter"), so that concurrent drivers spread out.
-pub(crate) fn jittered(d: Duration) -> Duration {
+fn jittered(d: Duration) -> Duration {
     let mut b = [0u8; 4];
     let r = match crate::world::fill_random(&mut b) {
         Ok(()) => u32::from_ne_bytes(b) as f64 / u32::MAX as f64,
@@ -145,7 +228,7 @@ pub(crate) fn jittered(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Error, ErrorKind};
+    use crate::error::ErrorKind;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn policy() -> RetryPolicy {

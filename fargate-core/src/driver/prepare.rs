@@ -14,7 +14,7 @@ use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Endpoint, Launched, TaskSpec, TaskState};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
 use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint, WarmOutcome};
-use crate::retry::jittered;
+use crate::retry::{Failed, Retry};
 use crate::shell::{CapturedOutput, HostKey, KeyPair, RunOutcome, RunRequest};
 use crate::task_details::TaskDetails;
 
@@ -337,20 +337,16 @@ impl Driver {
         fail_fast_on_capacity: bool,
         cancel: &CancellationToken,
     ) -> Result<Launched> {
-        let policy = &self.options.retry;
-        let started = Instant::now();
-        let mut backoff = policy.initial_backoff;
-        let mut attempt = 0u32;
+        // The token to send again: that of an attempt whose outcome is unknown.
         let mut replay: Option<String> = None;
-        loop {
-            attempt += 1;
+        let attempt = async |_| {
             let token = match replay.take() {
                 Some(token) => token,
                 None => {
-                    let token = new_client_token();
+                    let token = crate::world::client_token();
                     record.attempts.push(LaunchAttempt::pending(token.clone()));
                     record.touch();
-                    self.store.put(record).await?;
+                    self.store.put(record).await.map_err(Failed::Return)?;
                     token
                 }
             };
@@ -365,9 +361,9 @@ impl Driver {
                     record.phase = Phase::Launched;
                     record.touch();
                     if cancel.is_cancelled() {
-                        return Err(Error::cancelled("starting the task"));
+                        return Err(Failed::Return(Error::cancelled("starting the task")));
                     }
-                    return Ok(launched);
+                    Ok(launched)
                 }
                 Err(err) => {
                     let unknown = err.outcome_unknown();
@@ -375,47 +371,31 @@ impl Driver {
                         record.settle(&token, AttemptOutcome::Refused);
                     }
                     if cancel.is_cancelled() || err.kind() == ErrorKind::Cancelled {
-                        return Err(Error::cancelled("starting the task"));
+                        return Err(Failed::Return(Error::cancelled("starting the task")));
                     }
                     let retryable = (unknown || err.is_temporary())
                         && !(fail_fast_on_capacity && err.kind() == ErrorKind::CapacityUnavailable);
-                    if !retryable
-                        || attempt >= policy.max_attempts
-                        || started.elapsed() + backoff > policy.max_elapsed
-                    {
-                        return Err(if attempt > 1 {
-                            err.with_operation("starting the task")
-                                .with_context("attempts", attempt)
-                        } else {
-                            err
-                        });
+                    if !retryable {
+                        return Err(Failed::GiveUp(err));
                     }
-                    let delay = jittered(backoff);
-                    self.observe(Event::Retry {
-                        operation: "starting the task".into(),
-                        attempt,
-                        delay,
-                        error: err.to_string(),
-                    });
-                    tracing::warn!(
-                        attempt,
-                        delay_ms = delay.as_millis() as u64,
-                        same_token = unknown,
-                        error = %err,
-                        "starting the task failed, retrying"
-                    );
-                    if unknown {
-                        replay = Some(token);
-                    }
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => return Err(Error::cancelled("starting the task")),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    backoff = (backoff * 2).min(policy.max_backoff);
+                    // Sent again only if the engine retries.
+                    replay = unknown.then_some(token);
+                    Err(Failed::Retry(err))
                 }
             }
-        }
+        };
+        Retry::new(&self.options.retry, "starting the task", &*self.observer)
+            .cancelled_by(cancel)
+            .run(attempt, |err, attempt, delay| {
+                tracing::warn!(
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    same_token = err.outcome_unknown(),
+                    error = %err,
+                    "starting the task failed, retrying"
+                );
+            })
+            .await
     }
 
     /// One launch call. When `cancel` fires while it is in flight, the call is not dropped:
@@ -672,18 +652,4 @@ pub(super) fn whole_seconds_after(now: SystemTime, lifetime: Duration) -> System
 /// Seconds since the Unix epoch (0 before it).
 pub(super) fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// A fresh idempotency token: 32 hex characters.
-fn new_client_token() -> String {
-    let mut b = [0u8; 16];
-    if crate::world::fill_random(&mut b).is_err() {
-        // No OS randomness: fall back to time and pid, still unique per attempt.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b = (t ^ (u128::from(std::process::id()) << 64)).to_be_bytes();
-    }
-    hex::encode(b)
 }
