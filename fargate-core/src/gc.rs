@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -387,7 +387,7 @@ fn judge(record: Option<&JobRecord>, options: &GcOptions, now: SystemTime) -> Ve
         return Verdict::Stop("its job's cleanup began and did not finish".into());
     }
     if let Some(pool) = &record.pool {
-        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now_secs = crate::world::unix_seconds(now);
         match &pool.claimed_by {
             Some(job) if record_is_dead(record, options, now) => {
                 return Verdict::Stop(format!(
@@ -542,7 +542,7 @@ async fn release(store: &dyn MetadataStore, lock: JobLock) {
 }
 
 fn at(unix_seconds: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(unix_seconds)
+    crate::world::from_unix_seconds(unix_seconds)
 }
 
 #[cfg(test)]

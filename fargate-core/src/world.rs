@@ -1,9 +1,9 @@
 //! What the driver reads from the world besides its backends: the wall clock and
-//! randomness. Normally the system's; a deterministic test (feature `testing`, see
-//! [`crate::testing::Determinism`]) replaces both on its thread, so that a run depends on
-//! its seed alone.
+//! randomness, and the one place that turns them into times and tokens. Normally the
+//! system's; a deterministic test (feature `testing`, see [`crate::testing::Determinism`])
+//! replaces both on its thread, so that a run depends on its seed alone.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The wall clock: [`SystemTime::now`], or the test's virtual clock.
 pub(crate) fn now() -> SystemTime {
@@ -14,6 +14,26 @@ pub(crate) fn now() -> SystemTime {
     SystemTime::now()
 }
 
+/// Seconds since the Unix epoch of `t` (0 before it).
+pub(crate) fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn unix_now() -> u64 {
+    unix_seconds(now())
+}
+
+/// The time `unix_seconds` seconds after the Unix epoch.
+pub(crate) fn from_unix_seconds(unix_seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(unix_seconds)
+}
+
+/// `now + lifetime`, cut to whole seconds (as a tag and a container see it).
+pub(crate) fn whole_seconds_after(now: SystemTime, lifetime: Duration) -> SystemTime {
+    from_unix_seconds(unix_seconds(now).saturating_add(lifetime.as_secs()))
+}
+
 /// Fills `buf` with random bytes: the operating system's, or the test's seeded ones.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), getrandom::Error> {
     #[cfg(any(test, feature = "testing"))]
@@ -21,6 +41,13 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), getrandom::Error> {
         return Ok(());
     }
     getrandom::fill(buf)
+}
+
+/// A random number (from [`fill_random`]).
+pub(crate) fn random_u64() -> Result<u64, getrandom::Error> {
+    let mut b = [0u8; 8];
+    fill_random(&mut b)?;
+    Ok(u64::from_be_bytes(b))
 }
 
 /// A fresh idempotency token: 32 lowercase hex characters.

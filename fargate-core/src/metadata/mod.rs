@@ -25,7 +25,6 @@ pub use file_store::{FileMetadataStore, permission_warnings};
 pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;
 pub use namespaces::NamespaceClaim;
-pub(crate) use record::unix_now;
 pub use record::{
     AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, PoolSlot, RECORD_FORMAT,
 };

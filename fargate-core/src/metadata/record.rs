@@ -1,12 +1,11 @@
 //! [`JobRecord`]: what one job keeps between its stage processes.
 
-use std::time::UNIX_EPOCH;
-
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobIdentity, JobKey};
 use crate::launcher::{Endpoint, TaskRef, TaskSpec};
 use crate::shell::{HostKey, PrivateKey};
+use crate::world::unix_now;
 
 /// Version of the record format written by this crate.
 pub const RECORD_FORMAT: u32 = 2;
@@ -234,12 +233,4 @@ impl JobRecord {
     pub fn touch(&mut self) {
         self.updated_at = unix_now();
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    crate::world::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -1,7 +1,6 @@
 //! The prepare stage: launch the job's task and wait until it can run scripts.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +11,7 @@ use crate::launcher::TaskSpec;
 use crate::metadata::{JobRecord, Phase};
 use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint, WarmOutcome};
 use crate::shell::KeyPair;
+use crate::world::{unix_seconds, whole_seconds_after};
 
 use super::shape::ShapeDecision;
 use super::{
@@ -314,15 +314,4 @@ impl Driver {
         }
         Failure::from(err)
     }
-}
-
-/// `now + lifetime`, cut to whole seconds (as the tag and the container see it).
-pub(super) fn whole_seconds_after(now: SystemTime, lifetime: Duration) -> SystemTime {
-    let secs = unix_seconds(now).saturating_add(lifetime.as_secs());
-    UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-/// Seconds since the Unix epoch (0 before it).
-pub(super) fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

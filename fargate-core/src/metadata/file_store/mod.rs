@@ -260,10 +260,9 @@ impl FileMetadataStore {
     }
 }
 
+/// A random number for a file's name or a lock's holder (0 without randomness).
 fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    u64::from_ne_bytes(b)
+    crate::world::random_u64().unwrap_or(0)
 }
 
 pub(super) async fn blocking<T: Send + 'static>(
