@@ -12,7 +12,9 @@ use fargate_aws::EcsLauncher;
 use std::sync::Arc;
 
 use fargate_core::gc::{Action, GcOptions, collect};
-use fargate_core::observe::{DynObserver, Event, ObservedLauncher, Observer, StopCause};
+use fargate_core::observe::{
+    DynObserver, Event, ObservedLauncher, Observer, StageOutcome, StopCause,
+};
 use fargate_core::{Error, ErrorKind, FileMetadataStore, Namespace, TaskRef};
 use fargate_ssh::keeper;
 use serde::Serialize;
@@ -28,14 +30,14 @@ use crate::stages::print_plain;
 pub(crate) async fn run(args: &GcArgs, config: FileConfig) -> i32 {
     let metrics = Metrics::new(config.metrics_file.clone().filter(|_| !args.dry_run));
     let (code, outcome) = match collect_with(args, config, &metrics).await {
-        Ok(false) => (0, "success"),
-        Ok(true) => (2, "system_failure"),
+        Ok(false) => (0, StageOutcome::Success),
+        Ok(true) => (2, StageOutcome::SystemFailure),
         Err(err) => {
             print_plain(&err);
-            (2, "system_failure")
+            (2, StageOutcome::SystemFailure)
         }
     };
-    metrics.finish("gc", None, outcome, None);
+    metrics.finish("gc", None, outcome.as_str(), None);
     code
 }
 

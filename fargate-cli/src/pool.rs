@@ -5,6 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use fargate_core::driver::pool::PoolReport;
+use fargate_core::observe::StageOutcome;
 
 use crate::args::{Args, PoolAction, PoolArgs};
 use crate::config::FileConfig;
@@ -44,10 +45,11 @@ pub(crate) async fn run(args: &Args, pool: &PoolArgs, config: FileConfig) -> i32
         name,
         None,
         if code == 0 {
-            "success"
+            StageOutcome::Success
         } else {
-            "system_failure"
-        },
+            StageOutcome::SystemFailure
+        }
+        .as_str(),
         None,
     );
     code

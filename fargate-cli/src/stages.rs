@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Parser;
 use fargate_core::driver::{AdminOverrides, config_output};
 use fargate_core::metadata::permission_warnings;
-use fargate_core::observe::{DynObserver, Observers};
+use fargate_core::observe::{DynObserver, Observers, StageOutcome};
 use fargate_core::{
     Driver, DriverOptions, Error, ErrorKind, Failure, FileMetadataStore, JobContext, Namespace,
     NamespaceClaim, StdioSink,
@@ -209,14 +209,7 @@ fn launch_settings(args: &Args, config: &FileConfig) -> String {
 /// The outcome label of a stage's result: `success`, `script_failure`, `system_failure` or
 /// `cancelled`.
 fn outcome(result: &Result<(), Failure>) -> &'static str {
-    match result {
-        Ok(()) => "success",
-        Err(f) => match f.as_system() {
-            None => "script_failure",
-            Some(e) if e.kind() == ErrorKind::Cancelled => "cancelled",
-            Some(_) => "system_failure",
-        },
-    }
+    StageOutcome::of(result).as_str()
 }
 
 async fn run_stage(

@@ -32,10 +32,12 @@
 
 mod cost;
 mod launcher;
+mod outcome;
 mod summary;
 
 pub use cost::{CostEstimate, Price, PriceKey, PriceTable};
 pub use launcher::ObservedLauncher;
+pub use outcome::StageOutcome;
 pub use summary::{JobSummary, Phases, SummaryPoint};
 
 use std::fmt;
