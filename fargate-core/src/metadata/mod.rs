@@ -98,6 +98,7 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
 pub type DynMetadataStore = Arc<dyn MetadataStore>;
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     async fn put(&self, record: &JobRecord) -> Result<()> {
         (**self).put(record).await
