@@ -16,6 +16,8 @@ use crate::shape::TaskShape;
 
 mod status;
 
+pub use crate::endpoint::Endpoint;
+
 pub use status::{ContainerStatus, ContainerStop, StopDetails, StopOutcome, TaskState, TaskStatus};
 
 /// What to start for one job. Backend-wide settings (cluster, subnets, capacity) belong to
@@ -139,21 +141,6 @@ impl TaskRef {
 impl fmt::Display for TaskRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.id)
-    }
-}
-
-/// Where the task can be reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Endpoint {
-    /// IP address to connect to.
-    pub ip: IpAddr,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        std::net::SocketAddr::new(self.ip, self.port).fmt(f)
     }
 }
 

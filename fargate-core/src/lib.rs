@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod driver;
+mod endpoint;
 pub mod error;
 pub mod gc;
 pub mod images;

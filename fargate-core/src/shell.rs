@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use crate::endpoint::Endpoint;
 use crate::error::Result;
-use crate::launcher::Endpoint;
 
 /// Type of the per-job client key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
