@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::super::retry::{Failed, Retry};
 use crate::cancel::CancelBudget;
 use crate::error::{Error, ErrorKind, Result};
 use crate::launcher::{Launched, TaskSpec};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
-use crate::retry::{Failed, Retry};
 
 use super::super::Driver;
 
