@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The wall clock: [`SystemTime::now`], or the test's virtual clock.
 pub(crate) fn now() -> SystemTime {
     #[cfg(any(test, feature = "testing"))]
-    if let Some(now) = crate::testing::determinism::now() {
+    if let Some(now) = seeded::now() {
         return now;
     }
     SystemTime::now()
@@ -37,7 +37,7 @@ pub(crate) fn whole_seconds_after(now: SystemTime, lifetime: Duration) -> System
 /// Fills `buf` with random bytes: the operating system's, or the test's seeded ones.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), getrandom::Error> {
     #[cfg(any(test, feature = "testing"))]
-    if crate::testing::determinism::fill(buf) {
+    if seeded::fill(buf) {
         return Ok(());
     }
     getrandom::fill(buf)
@@ -62,4 +62,75 @@ pub(crate) fn client_token() -> String {
         b = (t ^ (u128::from(std::process::id()) << 64)).to_be_bytes();
     }
     hex::encode(b)
+}
+
+/// The seeded random source and virtual wall clock of a deterministic test, on one thread
+/// ([`crate::testing::Determinism`] installs and removes them).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod seeded {
+    use std::cell::RefCell;
+    use std::time::SystemTime;
+
+    use tokio::time::Instant;
+
+    struct State {
+        rng: u64,
+        /// The virtual wall clock's time at `start`.
+        base: SystemTime,
+        start: Instant,
+    }
+
+    thread_local! {
+        static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+    }
+
+    /// Installs the generator seeded with `seed` and a wall clock at `base` now, on this
+    /// thread.
+    pub(crate) fn install(seed: u64, base: SystemTime) {
+        STATE.with(|s| {
+            *s.borrow_mut() = Some(State {
+                rng: seed,
+                base,
+                start: Instant::now(),
+            })
+        });
+    }
+
+    /// Restores the system's clock and randomness on this thread.
+    pub(crate) fn uninstall() {
+        STATE.with(|s| *s.borrow_mut() = None);
+    }
+
+    /// The virtual wall clock, when installed.
+    pub(crate) fn now() -> Option<SystemTime> {
+        STATE.with(|s| {
+            s.borrow()
+                .as_ref()
+                .map(|st| st.base + Instant::now().duration_since(st.start))
+        })
+    }
+
+    /// Fills `buf` from the seeded generator, when installed; `false` otherwise.
+    pub(crate) fn fill(buf: &mut [u8]) -> bool {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let Some(st) = s.as_mut() else {
+                return false;
+            };
+            for chunk in buf.chunks_mut(8) {
+                let n = splitmix64(&mut st.rng).to_le_bytes();
+                chunk.copy_from_slice(&n[..chunk.len()]);
+            }
+            true
+        })
+    }
+
+    /// One step of splitmix64.
+    pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
