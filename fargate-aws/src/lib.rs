@@ -86,6 +86,7 @@ mod overrides;
 mod public_ip;
 pub mod tags;
 mod task;
+mod task_launcher;
 mod transport;
 
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
