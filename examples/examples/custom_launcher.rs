@@ -24,8 +24,8 @@ use fargate_core::testing::conformance;
 use fargate_core::testing::{MemoryShell, MemoryStore};
 use fargate_core::{
     CapturedOutput, Driver, DriverOptions, Error, ErrorKind, JobContext, JobIdentity, JobKey,
-    JobResponse, MetadataStore, Namespace, Result, RetryPolicy, StopDetails, StopOutcome,
-    TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    JobResponse, Launched, ListedTask, MetadataStore, Namespace, Result, RetryPolicy, StopDetails,
+    StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -192,6 +192,7 @@ impl<L> Logged<L> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<L: TaskLauncher> TaskLauncher for Logged<L> {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
         let r = self.inner.launch(spec).await;
@@ -221,6 +222,40 @@ impl<L: TaskLauncher> TaskLauncher for Logged<L> {
             &r.as_ref().map(Vec::len).map_err(clone_err),
         );
         r
+    }
+    // The driver launches through `launch_observed`: forwarding it keeps what the inner
+    // launcher's answer carries (the task's address), which the default would drop.
+    async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
+        let r = self.inner.launch_observed(spec).await;
+        self.log(
+            format!("launch({})", spec.key),
+            &r.as_ref()
+                .map(|l| (l.task.clone(), l.address()))
+                .map_err(clone_err),
+        );
+        r
+    }
+    async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
+        let r = self.inner.list(namespace).await;
+        self.log(
+            format!("list({namespace})"),
+            &r.as_ref().map(Vec::len).map_err(clone_err),
+        );
+        r
+    }
+    async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
+        let r = self.inner.adopt(task, spec).await;
+        self.log(
+            format!("adopt({task}, {})", spec.key),
+            &r.as_ref().map(|_| ()).map_err(clone_err),
+        );
+        r
+    }
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        self.inner.resolve_task_definition(task_definition).await
+    }
+    fn settings_fingerprint(&self) -> String {
+        self.inner.settings_fingerprint()
     }
 }
 

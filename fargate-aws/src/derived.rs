@@ -245,7 +245,7 @@ impl EcsLauncher {
             .set_ephemeral_storage(base.ephemeral_storage.clone())
             .set_pid_mode(base.pid_mode.clone())
             .set_proxy_configuration(base.proxy_configuration.clone())
-            .set_tags(Some(crate::launcher::ecs_tags(tags)))
+            .set_tags(Some(crate::task::ecs_tags(tags)))
             .send()
             .await
             .map_err(|e| Error::from(errors::sdk(e, "RegisterTaskDefinition")))?;

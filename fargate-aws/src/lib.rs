@@ -84,15 +84,19 @@ mod launcher;
 mod listing;
 pub mod metrics;
 mod overrides;
+mod public_ip;
 pub mod tags;
+mod task;
+mod task_launcher;
 mod transport;
 
 pub use catalog::{fargate_prices, fargate_sizes};
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
-pub use launcher::{
-    EcsLauncher, MAX_DESCRIBE_TASKS, MAX_OVERRIDES_CHARS, MAX_STOP_REASON, SPOT_INTERRUPTED_REASON,
-    is_spot_interruption, task_state,
-};
+pub use launcher::EcsLauncher;
 pub use listing::MAX_LIST_TASKS;
 pub use metrics::ApiCalls;
+pub use task::{
+    MAX_DESCRIBE_TASKS, MAX_OVERRIDES_CHARS, MAX_STOP_REASON, SPOT_INTERRUPTED_REASON,
+    is_spot_interruption, task_state,
+};
 pub use transport::SdkTransport;

@@ -15,8 +15,8 @@ use aws_sdk_ecs::types::TaskField;
 use fargate_core::{Error, JobKey, ListedTask, Namespace, Result, TaskRef};
 
 use crate::errors;
-use crate::launcher::{MAX_DESCRIBE_TASKS, tag_value, task_state};
 use crate::tags;
+use crate::task::{MAX_DESCRIBE_TASKS, tag_value, task_state};
 
 /// Most tasks one `ListTasks` page may hold (`maxResults` 1-100).
 pub const MAX_LIST_TASKS: usize = 100;

@@ -7,7 +7,7 @@ use aws_sdk_ecs::types::{ContainerOverride, EphemeralStorage, KeyValuePair, Task
 use fargate_core::images::JOB_CONTAINER;
 use fargate_core::{Error, ErrorKind, Result, TaskSpec};
 
-use crate::launcher::MAX_OVERRIDES_CHARS;
+use crate::task::MAX_OVERRIDES_CHARS;
 
 fn vars(m: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
     m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()

@@ -56,6 +56,7 @@ impl LazyLauncher {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl TaskLauncher for LazyLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
         self.get().await?.launch(spec).await

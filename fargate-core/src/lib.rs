@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod driver;
+mod endpoint;
 pub mod error;
 pub mod gc;
 pub mod images;
@@ -10,6 +11,7 @@ pub mod launcher;
 pub mod metadata;
 pub mod observe;
 pub mod options;
+mod problem;
 pub mod retry;
 pub mod shape;
 pub mod shell;

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use crate::endpoint::Endpoint;
 use crate::error::Result;
-use crate::launcher::Endpoint;
 
 /// Type of the per-job client key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -291,6 +291,7 @@ pub trait RemoteShell: Send + Sync + fmt::Debug {
 pub type DynRemoteShell = Arc<dyn RemoteShell>;
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<T: RemoteShell + ?Sized> RemoteShell for Arc<T> {
     async fn generate_key(&self, key_type: KeyType) -> Result<KeyPair> {
         (**self).generate_key(key_type).await

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use fargate_core::driver::config_output;
-use fargate_core::observe::Observers;
+use fargate_core::observe::{Observers, StageOutcome};
 use fargate_core::{DriverOptions, Error, ErrorKind, Failure, JobContext, StdioSink};
 use tokio_util::sync::CancellationToken;
 
@@ -69,14 +69,7 @@ pub(super) async fn run(
 /// The outcome label of a stage's result: `success`, `script_failure`, `system_failure` or
 /// `cancelled`.
 fn outcome(result: &Result<(), Failure>) -> &'static str {
-    match result {
-        Ok(()) => "success",
-        Err(f) => match f.as_system() {
-            None => "script_failure",
-            Some(e) if e.kind() == ErrorKind::Cancelled => "cancelled",
-            Some(_) => "system_failure",
-        },
-    }
+    StageOutcome::of(result).as_str()
 }
 
 async fn run_stage(

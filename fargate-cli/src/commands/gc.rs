@@ -12,7 +12,9 @@ use fargate_aws::EcsLauncher;
 use std::sync::Arc;
 
 use fargate_core::gc::{Action, GcOptions, collect};
-use fargate_core::observe::{DynObserver, Event, ObservedLauncher, Observer, StopCause};
+use fargate_core::observe::{
+    DynObserver, Event, ObservedLauncher, Observer, StageOutcome, StopCause,
+};
 use fargate_core::{Error, ErrorKind, FileMetadataStore, Namespace, TaskRef};
 use fargate_ssh::keeper;
 use serde::Serialize;
@@ -32,14 +34,14 @@ pub(super) async fn run(args: &GcArgs, context: Context) -> i32 {
     let config = context.config;
     let metrics = Metrics::new(config.metrics_file.clone().filter(|_| !args.dry_run));
     let (code, outcome) = match collect_with(args, config, &metrics).await {
-        Ok(false) => (exit_codes::SUCCESS, "success"),
-        Ok(true) => (exit_codes::COMMAND_FAILED, "system_failure"),
+        Ok(false) => (exit_codes::SUCCESS, StageOutcome::Success),
+        Ok(true) => (exit_codes::COMMAND_FAILED, StageOutcome::SystemFailure),
         Err(err) => {
             print_plain(&err);
-            (exit_codes::COMMAND_FAILED, "system_failure")
+            (exit_codes::COMMAND_FAILED, StageOutcome::SystemFailure)
         }
     };
-    metrics.finish("gc", None, outcome, None);
+    metrics.finish("gc", None, outcome.as_str(), None);
     code
 }
 

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use fargate_core::driver::pool::PoolReport;
+use fargate_core::observe::StageOutcome;
 
 use crate::args::{PoolAction, PoolArgs};
 use crate::context::Context;
@@ -54,10 +55,11 @@ pub(super) async fn run(pool: &PoolArgs, context: Context) -> i32 {
         name,
         None,
         if code == exit_codes::SUCCESS {
-            "success"
+            StageOutcome::Success
         } else {
-            "system_failure"
-        },
+            StageOutcome::SystemFailure
+        }
+        .as_str(),
         None,
     );
     code

@@ -3,12 +3,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use fargate_core::observe::StageOutcome;
 use serde::{Deserialize, Serialize};
 
 /// Upper bounds (seconds) of the duration histograms' buckets.
 pub(crate) const BUCKETS: [f64; 12] = [
     0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
+
+/// The label of a job without a failure.
+const SUCCESS: &str = StageOutcome::Success.as_str();
 
 /// How long a job's failure waits for its cleanup before it is forgotten.
 const PENDING_TTL_SECS: u64 = 2 * 24 * 3600;
@@ -124,10 +128,10 @@ impl State {
                 let outcome = self
                     .pending
                     .remove(job)
-                    .map_or_else(|| "success".to_owned(), |p| p.outcome);
+                    .map_or_else(|| SUCCESS.to_owned(), |p| p.outcome);
                 add(&mut self.jobs, outcome, 1);
             }
-            "prepare" | "run" if outcome != "success" && step != Some("after_script") => {
+            "prepare" | "run" if outcome != SUCCESS && step != Some("after_script") => {
                 self.pending.entry(job.to_owned()).or_insert(Pending {
                     outcome: outcome.to_owned(),
                     since: now,

@@ -41,6 +41,7 @@
 mod images;
 pub mod pool;
 mod prepare;
+mod retry;
 mod run;
 mod shape;
 mod stop;

@@ -8,8 +8,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::JobContext;
 use crate::launcher::{StopDetails, TaskRef, TaskState, TaskStatus};
-use crate::metadata::{JobRecord, Phase, unix_now};
+use crate::metadata::{JobRecord, Phase};
 use crate::shell::{OutputSink, RunOutcome, RunRequest};
+use crate::world::unix_now;
 
 use super::Driver;
 

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::retry::with_retries;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity, JobKey};
 use crate::launcher::{StopOutcome, TaskRef};
-use crate::metadata::{AttemptOutcome, JobRecord, Phase, unix_now};
+use crate::metadata::{AttemptOutcome, JobRecord, Phase};
 use crate::observe::{StopCause, SummaryPoint};
-use crate::retry::with_retries;
+use crate::world::unix_now;
 
 use super::{CleanupReport, Driver};
 

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::file_store::{FileMetadataStore, blocking};
-use super::unix_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobIdentity, JobKey, JobResponse};
+use crate::world::unix_now;
 
 /// Why and until when a job's retries avoid the capacity that was reclaimed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! it *before* each side effect (write-ahead), so that a driver killed at any instant leaves
 //! enough behind for cleanup to find and stop the task.
 
+mod decode;
 mod file_store;
 mod interruptions;
 mod legacy;
@@ -24,7 +25,6 @@ pub use file_store::{FileMetadataStore, permission_warnings};
 pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;
 pub use namespaces::NamespaceClaim;
-pub(crate) use record::unix_now;
 pub use record::{
     AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, PoolSlot, RECORD_FORMAT,
 };
@@ -98,6 +98,7 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
 pub type DynMetadataStore = Arc<dyn MetadataStore>;
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     async fn put(&self, record: &JobRecord) -> Result<()> {
         (**self).put(record).await

@@ -1,14 +1,11 @@
 //! [`JobRecord`]: what one job keeps between its stage processes.
 
-use std::time::UNIX_EPOCH;
-
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobIdentity, JobKey};
 use crate::launcher::{Endpoint, TaskRef, TaskSpec};
 use crate::shell::{HostKey, PrivateKey};
-
-use super::legacy;
+use crate::world::unix_now;
 
 /// Version of the record format written by this crate.
 pub const RECORD_FORMAT: u32 = 2;
@@ -236,41 +233,4 @@ impl JobRecord {
     pub fn touch(&mut self) {
         self.updated_at = unix_now();
     }
-
-    /// Parses a record named `key`: this crate's format, its format 1, or the Go driver's
-    /// (`{"TaskARN":..,"ContainerIP":..,"PrivateKey":<base64 PEM>}`).
-    pub fn from_json(key: &JobKey, bytes: &[u8]) -> std::result::Result<Self, String> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-        let obj = value.as_object().ok_or("not a JSON object")?;
-        let record = match obj.get("format").and_then(serde_json::Value::as_u64) {
-            Some(f) if f == u64::from(RECORD_FORMAT) => serde_json::from_value::<JobRecord>(value)
-                .map_err(|e| format!("invalid record: {e}"))?,
-            Some(1) => legacy::format_1(value)?,
-            Some(f) => {
-                return Err(format!(
-                    "record format {f} is not supported (this driver writes format {RECORD_FORMAT})"
-                ));
-            }
-            None if obj.contains_key("format") => return Err("invalid record: bad format".into()),
-            None => legacy::go_record(key, obj)?,
-        };
-        if &record.key != key {
-            return Err(format!("record is for job {}, not {key}", record.key));
-        }
-        if let Some(identity) = &record.identity
-            && &identity.key() != key
-        {
-            return Err(format!("record names {identity}, not job {key}"));
-        }
-        Ok(record)
-    }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    crate::world::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -32,10 +32,12 @@
 
 mod cost;
 mod launcher;
+mod outcome;
 mod summary;
 
 pub use cost::{CostEstimate, Price, PriceKey, PriceTable};
 pub use launcher::ObservedLauncher;
+pub use outcome::StageOutcome;
 pub use summary::{JobSummary, Phases, SummaryPoint};
 
 use std::fmt;
@@ -65,6 +67,7 @@ impl Observer for NoopObserver {
 #[derive(Clone, Debug, Default)]
 pub struct Observers(pub Vec<DynObserver>);
 
+#[deny(clippy::missing_trait_methods)]
 impl Observer for Observers {
     fn observe(&self, event: &Event) {
         for o in &self.0 {
@@ -73,6 +76,7 @@ impl Observer for Observers {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 impl<T: Observer + ?Sized> Observer for Arc<T> {
     fn observe(&self, event: &Event) {
         (**self).observe(event);

@@ -80,11 +80,7 @@ impl KeeperOptions {
 /// (Unix socket paths are limited to about 100 bytes), derived from the key.
 pub fn socket_path(dir: &Path, job_key: &str) -> PathBuf {
     let digest = Sha256::digest(job_key.as_bytes());
-    dir.join(format!("keeper-{}.sock", hex16(&digest)))
-}
-
-fn hex16(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    dir.join(format!("keeper-{}.sock", hex::encode(&digest[..8])))
 }
 
 /// Whether `name` is exactly the name of a keeper socket, `keeper-<16 lowercase hex>.sock`

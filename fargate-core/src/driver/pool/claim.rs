@@ -9,15 +9,16 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::JobKey;
 use crate::launcher::{Launched, TaskRef, TaskSpec};
-use crate::metadata::{JobLock, JobRecord, Phase, unix_now};
+use crate::metadata::{JobLock, JobRecord, Phase};
 use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint};
 use crate::shell::{CapturedOutput, RunOutcome, RunRequest};
 use crate::task_details::TaskDetails;
+use crate::world::{unix_now, unix_seconds, whole_seconds_after};
 
-use super::super::prepare::{LOGIN_CHECK_SCRIPT, Ready, unix_seconds, whole_seconds_after};
+use super::super::prepare::{LOGIN_CHECK_SCRIPT, Ready};
+use super::super::retry::with_retries;
 use super::super::{Driver, PrepareReport, SSH_PUBLIC_KEY_ENV, TASK_DEADLINE_ENV};
 use super::{AUTHORIZED_KEYS_ENV, DEADLINE_FILE_ENV, PoolReport, PoolTemplate, template_matches};
-use crate::retry::with_retries;
 
 /// A slot this process claimed: its record (marked as claimed), its task and launch, and
 /// its lock.

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobIdentity;
 use crate::launcher::{Launched, TaskSpec};
-use crate::metadata::{JobRecord, Phase, PoolSlot, unix_now};
+use crate::metadata::{JobRecord, Phase, PoolSlot};
 use crate::observe::StopCause;
+use crate::world::{unix_now, unix_seconds, whole_seconds_after};
 
-use super::super::prepare::{unix_seconds, whole_seconds_after};
 use super::super::{Driver, SSH_PUBLIC_KEY_ENV, TASK_DEADLINE_ENV};
 use super::{PoolReport, PoolTemplate, SlotInfo, SlotState, join_all, template_matches};
 
@@ -224,10 +224,9 @@ impl Driver {
 
     /// Launches one pool task; its slot is recorded before the launch, under its lock.
     pub(super) async fn launch_slot(&self, template: &PoolTemplate) -> Result<JobRecord> {
-        let mut n = [0u8; 8];
-        crate::world::fill_random(&mut n)
+        let n = crate::world::random_u64()
             .map_err(|e| Error::new(ErrorKind::Unexpected, format!("no randomness: {e}")))?;
-        let identity = JobIdentity::pool_slot(self.namespace.clone(), u64::from_be_bytes(n));
+        let identity = JobIdentity::pool_slot(self.namespace.clone(), n);
         let key = identity.key();
         let lock = self.store.lock(&key, Duration::ZERO).await?;
         let result = self.launch_slot_locked(identity, template).await;

@@ -56,9 +56,9 @@ use crate::job::JobKey;
 use crate::metadata::{JobLock, JobRecord};
 use crate::shape::TaskShape;
 
+use super::retry::with_retries;
 use super::shape::{ShapeRequest, TrustedProject, resolve_shape};
 use super::{Driver, TaskDefinitionChoice};
-use crate::retry::with_retries;
 
 /// Environment variable a task image may set (for SSH sessions, e.g. with sshd's
 /// `SetEnv`) to say where the login user's authorized keys are; default

@@ -36,125 +36,28 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fargate_testkit::fault_proxy::FaultProxy;
 use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{
-    Job, JobResult, JobStatus, RunnerEmu, StageRun, Usage, runner_script, wait_usage,
-};
+use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu, StageRun, runner_script};
 
 use fargate_benches::CIPHER;
+
+mod measure;
+
+use measure::{
+    STAGE_TYPES, Sample, fargate_binary, gnu_time_lines, json_files, log_field, mb, measure,
+    median, ms, stage_type, verdict,
+};
 const GNU_TIME: &str = "/usr/bin/time";
 const CONFIG_TARGET_MS: f64 = 5.0;
 const RUN_TARGET_RATIO: f64 = 1.25;
 const RSS_TARGET_KB: u64 = 20 * 1024;
-
-/// One measured process.
-#[derive(Clone, Copy, Debug)]
-struct Sample {
-    wall: Duration,
-    usage: Usage,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-fn median<T: Ord + Copy>(v: &[T]) -> T {
-    let mut v = v.to_vec();
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
-}
-
-/// The release `fargate` binary next to this executable.
-fn fargate_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the path of this executable");
-    let dir = exe.parent().expect("this executable's directory");
-    let bin = dir.join("fargate");
-    if !bin.is_file() {
-        eprintln!(
-            "job_bench: {} is missing.\n  Build it first, with the same CARGO_TARGET_DIR and profile:\n    cargo build --release -p fargate-cli",
-            bin.display()
-        );
-        std::process::exit(2);
-    }
-    if !dir.ends_with("release") {
-        eprintln!(
-            "job_bench: warning: {} is not a release build; run with --release",
-            bin.display()
-        );
-    }
-    bin
-}
-
-/// Spawns `cmd`, drains its stdout and stderr (as the runner does), and reaps it with
-/// `wait4`. Panics when it fails.
-#[allow(
-    clippy::zombie_processes,
-    reason = "the child is reaped by wait_usage (wait4), not by Child::wait"
-)]
-fn measure(mut cmd: Command, what: &str) -> Sample {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let mut err = child.stderr.take().expect("piped stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut out = String::new();
-    let _ = child
-        .stdout
-        .take()
-        .expect("piped stdout")
-        .read_to_string(&mut out);
-    let (status, usage) = wait_usage(child.id()).expect("wait4");
-    let wall = started.elapsed();
-    let err = err_reader.join().unwrap_or_default();
-    assert!(
-        status.success(),
-        "{what} failed: {status}\nstdout: {out}\nstderr: {err}"
-    );
-    Sample { wall, usage }
-}
-
-/// The stage type of a driver process: `config`, `prepare`, `run` or `cleanup`.
-fn stage_type(name: &str) -> &'static str {
-    match name {
-        "config" => "config",
-        "prepare" => "prepare",
-        "cleanup" => "cleanup",
-        _ => "run",
-    }
-}
-
-const STAGE_TYPES: [&str; 4] = ["config", "prepare", "run", "cleanup"];
-
-/// `key=<number>` in a log.
-fn log_field(log: &str, key: &str) -> Option<u64> {
-    let at = log.find(&format!("{key}="))? + key.len() + 1;
-    let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
 
 fn run_job(emu: &RunnerEmu, id: i64, script: &[&str]) -> JobResult {
     let result = emu.run(Job::new(id, script));
@@ -167,28 +70,8 @@ fn run_job(emu: &RunnerEmu, id: i64, script: &[&str]) -> JobResult {
     result
 }
 
-/// GNU time lines `<maxrss KiB> <user s> <sys s>`, one per stage, in order.
-fn gnu_time_lines(path: &Path) -> Vec<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
 fn ssh_command(key: &Path, user: &str, ip: &str, port: u16, extra: &[&str]) -> Command {
     fargate_benches::openssh(key, user, ip, port, extra, "true")
-}
-
-fn json_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 struct Row {
