@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fargate_core::driver::config_output;
 use fargate_core::observe::{Observers, StageOutcome};
-use fargate_core::{DriverOptions, Error, ErrorKind, Failure, JobContext, StdioSink};
+use fargate_core::{DriverOptions, Error, Failure, JobContext, StdioSink};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::Stage;
