@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::retry::with_retries;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity, JobKey};
 use crate::launcher::{StopOutcome, TaskRef};
@@ -12,6 +11,7 @@ use crate::metadata::{AttemptOutcome, JobRecord, Phase};
 use crate::observe::{StopCause, SummaryPoint};
 use crate::world::unix_now;
 
+use super::retry::with_retries;
 use super::{CleanupReport, Driver};
 
 /// Longest delay between two searches for a job's tasks while waiting out the consistency

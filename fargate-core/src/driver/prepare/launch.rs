@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::super::retry::{Failed, Retry};
 use crate::cancel::CancelBudget;
 use crate::error::{Error, ErrorKind, Result};
 use crate::launcher::{Launched, TaskSpec};
 use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
 
 use super::super::Driver;
+use super::super::retry::{Failed, Retry};
 
 /// How long a cancelled prepare still waits for a launch call in flight, so that the task
 /// it may start is known and stopped rather than left behind.
