@@ -44,7 +44,7 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The driver configuration (`fargate.toml`, flags) is invalid.
+    /// The driver configuration (a configuration file, flags, options) is invalid.
     InvalidConfig,
     /// Input from the runner (environment, arguments, script file) is invalid.
     InvalidInput,
@@ -58,7 +58,8 @@ pub enum ErrorKind {
     AuthenticationFailed,
     /// The API refused the call because of its rate limits. Retrying later helps.
     Throttled,
-    /// There was no capacity to start the task (Fargate capacity, ENIs, IP addresses).
+    /// There was no capacity to start the task (the backend's capacity, network interfaces,
+    /// IP addresses).
     CapacityUnavailable,
     /// A deadline passed before the operation completed.
     Timeout,

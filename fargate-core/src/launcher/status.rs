@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::task_details::TaskDetails;
 
-/// The task's lifecycle, simplified from ECS's statuses.
+/// The task's lifecycle, simplified from the backend's statuses (for ECS its `lastStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum TaskState {
@@ -57,7 +57,7 @@ pub struct StopDetails {
     pub reason: Option<String>,
     /// Per-container reasons and exit codes.
     pub containers: Vec<ContainerStop>,
-    /// Whether the backend took the task's capacity back (a Fargate Spot interruption):
+    /// Whether the backend took the task's capacity back (a Spot-like interruption, e.g. of Fargate Spot):
     /// not the job's fault, and the driver remembers it so that the job's retry runs on
     /// capacity that is not reclaimed ([`TaskShape::capacity`]'s fallback).
     ///

@@ -18,7 +18,7 @@ use super::super::retry::{Failed, Retry};
 pub(in crate::driver) const LAUNCH_SETTLE: Duration = CancelBudget::DEFAULT.launch_settle;
 
 impl Driver {
-    /// Launches `spec`, retrying under `[Retry]`: a failure whose outcome is unknown (no
+    /// Launches `spec`, retrying under the options' [`RetryPolicy`](crate::retry::RetryPolicy): a failure whose outcome is unknown (no
     /// answer) is retried with the same client token, so it can start at most one task; a
     /// definite refusal that may pass (throttling, capacity) is retried with a new token.
     /// Each token is recorded (and the record written) before it is sent.

@@ -32,7 +32,7 @@ impl Driver {
     ///
     /// Every launch attempt's client token is recorded before the call. On any failure or
     /// cancellation after the first launch attempt, the job's tasks are stopped under
-    /// `[Fargate] StopTimeout` (never under the cancelled token) and the record removed once
+    /// the stop timeout (never under the cancelled token) and the record removed once
     /// they are; if that fails, the record stays for cleanup.
     ///
     /// # Cancel safety

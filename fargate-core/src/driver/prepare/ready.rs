@@ -14,7 +14,7 @@ use crate::task_details::TaskDetails;
 
 use super::super::Driver;
 
-/// The first retry of a refused SSH probe (then doubling up to `[SSH] ProbeInterval`).
+/// The first retry of a refused SSH probe (then doubling up to the SSH probe interval).
 const FIRST_PROBE_RETRY: Duration = Duration::from_millis(25);
 
 pub(in crate::driver) struct Ready {
@@ -32,11 +32,11 @@ impl Driver {
     ///
     /// No idle wait: an address the launch answer carried is probed at once; otherwise the
     /// first describe is sent at once, and the later ones follow the sparse schedule
-    /// (`[Fargate] PollInitialInterval`, growing 1.5x up to `PollMaxInterval`) that a long
+    /// (the options' first poll interval, growing 1.5x up to their longest) that a long
     /// boot needs. SSH is probed as soon as any answer carried the address.
     ///
     /// A task the launcher does not know yet is "not visible yet" until
-    /// `[Fargate] ConsistencyWindow` after `launched`; after that it is gone.
+    /// the consistency window ([`Timeouts`](crate::options::Timeouts)) after `launched`; after that it is gone.
     pub(in crate::driver) async fn wait_ready(
         &self,
         launch: &Launched,
