@@ -80,6 +80,7 @@ impl Context {
                 log_file: args.log_file.as_deref().map(absolute),
                 log_level: args.log_level.clone(),
                 debug: args.debug,
+                overrides: overrides.clone(),
             },
         })
     }

@@ -2,11 +2,12 @@
 //! SSH connection keeper ([`fargate_ssh::keeper`]; prepare starts it, each `run` stage goes
 //! through it, cleanup ends it) and the warm pool's refill (started by prepare).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use fargate_core::driver::AdminOverrides;
 use fargate_core::{JobContext, JobKey};
 use fargate_ssh::keeper;
 use tokio::io::AsyncReadExt as _;
@@ -31,6 +32,34 @@ pub(crate) struct Relaunch {
     pub(crate) log_level: Option<String>,
     /// `--debug`.
     pub(crate) debug: bool,
+    /// `--task-def` and `--platform-version`: a refill must launch what this stage's
+    /// claims take.
+    pub(crate) overrides: AdminOverrides,
+}
+
+impl Relaunch {
+    /// The arguments of this binary for `command` with this stage's configuration, command
+    /// line overrides and logging flags.
+    fn args(&self, command: &[&OsStr]) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--config".into(), self.config_file.clone().into()];
+        if let Some(file) = &self.log_file {
+            args.extend(["--log-file".into(), file.clone().into()]);
+        }
+        if let Some(level) = &self.log_level {
+            args.extend(["--log-level".into(), level.into()]);
+        }
+        if self.debug {
+            args.push("--debug".into());
+        }
+        if let Some(td) = &self.overrides.task_definition {
+            args.extend(["--task-def".into(), td.into()]);
+        }
+        if let Some(pv) = &self.overrides.platform_version {
+            args.extend(["--platform-version".into(), pv.into()]);
+        }
+        args.extend(command.iter().map(|c| c.to_os_string()));
+        args
+    }
 }
 
 /// The keeper socket of `job`, when the keeper is enabled and the job has an identity.
@@ -115,17 +144,7 @@ fn spawn(relaunch: &Relaunch, command: &[&OsStr], stdout: Stdio) -> Option<tokio
         }
     };
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("--config").arg(&relaunch.config_file);
-    if let Some(file) = &relaunch.log_file {
-        cmd.arg("--log-file").arg(file);
-    }
-    if let Some(level) = &relaunch.log_level {
-        cmd.arg("--log-level").arg(level);
-    }
-    if relaunch.debug {
-        cmd.arg("--debug");
-    }
-    cmd.args(command)
+    cmd.args(relaunch.args(command))
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::null())
@@ -138,5 +157,41 @@ fn spawn(relaunch: &Relaunch, command: &[&OsStr], stdout: Stdio) -> Option<tokio
             tracing::debug!("cannot start {command:?}: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_refill_launches_what_the_stage_would() {
+        let relaunch = Relaunch {
+            config_file: PathBuf::from("/etc/gitlab-runner/fargate.toml"),
+            log_file: None,
+            log_level: Some("debug".into()),
+            debug: false,
+            overrides: AdminOverrides {
+                task_definition: Some("ci:7".into()),
+                platform_version: Some("1.4.0".into()),
+            },
+        };
+        let args = relaunch.args(&[OsStr::new("pool"), OsStr::new("fill")]);
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "--config",
+                "/etc/gitlab-runner/fargate.toml",
+                "--log-level",
+                "debug",
+                "--task-def",
+                "ci:7",
+                "--platform-version",
+                "1.4.0",
+                "pool",
+                "fill"
+            ]
+        );
     }
 }
