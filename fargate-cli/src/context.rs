@@ -74,13 +74,13 @@ impl Context {
         Ok(Context {
             config_path: args.config.clone(),
             config,
-            overrides,
+            overrides: overrides.clone(),
             relaunch: Relaunch {
                 config_file,
                 log_file: args.log_file.as_deref().map(absolute),
                 log_level: args.log_level.clone(),
                 debug: args.debug,
-                overrides: overrides.clone(),
+                overrides,
             },
         })
     }
