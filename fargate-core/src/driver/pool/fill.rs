@@ -148,12 +148,8 @@ impl Driver {
                 return None;
             }
             // The claiming prepare died; unless its job's record names the task now, the
-            // task is nobody's.
-            let named = match self.store.get(job).await {
-                Ok(Some(record)) => slot.task.is_some() && record.task == slot.task,
-                _ => false,
-            };
-            return Some(if named {
+            // task is nobody's (a first look: `end_slot` reads it again under the lock).
+            return Some(if self.named_by_claimer(slot).await {
                 Sweep::Forget
             } else {
                 Sweep::Stop(format!(
@@ -208,6 +204,12 @@ impl Driver {
                     report.failures.push(format!("removing slot {key}: {err}"));
                 }
             }
+            // Read under the slot's lock: the job that claimed it took its task after all.
+            (Ok(Some(_)), Some(_)) if self.named_by_claimer(&slot).await => {
+                if let Err(err) = self.store.delete(&key).await {
+                    report.failures.push(format!("removing slot {key}: {err}"));
+                }
+            }
             (Ok(Some(current)), Some(why)) => match self.stop_job(&key, current).await {
                 Ok(stopped) => {
                     self.observe_stops(&stopped, StopCause::Pool);
@@ -220,6 +222,17 @@ impl Driver {
             _ => {} // gone, or unreadable: nothing to act on
         }
         self.release(lock).await;
+    }
+
+    /// Whether the job that claimed `slot` names its task in its record (read now).
+    async fn named_by_claimer(&self, slot: &JobRecord) -> bool {
+        let Some(job) = slot.pool.as_ref().and_then(|p| p.claimed_by.as_ref()) else {
+            return false;
+        };
+        match self.store.get(job).await {
+            Ok(Some(record)) => slot.task.is_some() && record.task == slot.task,
+            _ => false,
+        }
     }
 
     /// Launches one pool task; its slot is recorded before the launch, under its lock.

@@ -503,3 +503,74 @@ async fn a_smaller_pool_stops_its_youngest_idle_tasks_at_the_next_fill() {
     r.assert_only_idle_pool_tasks("after the smaller fill")
         .await;
 }
+
+/// A store on which the job that claimed `slot` records the slot's task right before the
+/// first lock of the slot: between a sweep's first look and its decision.
+#[derive(Debug)]
+struct TakesOverBeforeTheSweepLocks {
+    inner: Arc<MemoryStore>,
+    slot: JobKey,
+    job: JobRecord,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl MetadataStore for TakesOverBeforeTheSweepLocks {
+    async fn put(&self, record: &JobRecord) -> crate::Result<()> {
+        self.inner.put(record).await
+    }
+    async fn get(&self, key: &JobKey) -> crate::Result<Option<JobRecord>> {
+        self.inner.get(key).await
+    }
+    async fn delete(&self, key: &JobKey) -> crate::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self) -> crate::Result<Vec<JobKey>> {
+        self.inner.list().await
+    }
+    async fn lock(&self, key: &JobKey, wait: Duration) -> crate::Result<crate::JobLock> {
+        if key == &self.slot && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.inner.put(&self.job).await?;
+        }
+        self.inner.lock(key, wait).await
+    }
+    async fn unlock(&self, lock: crate::JobLock) -> crate::Result<()> {
+        self.inner.unlock(lock).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_decides_on_the_claimers_record_read_under_the_slots_lock() {
+    let r = pool_rig(1);
+    r.driver.pool_fill(true).await.unwrap();
+    // A slot claimed by job 1 a while ago, whose record did not name the task at the
+    // sweep's first look...
+    let mut slot = r.slot_records().await.remove(0);
+    let task = slot.task.clone().unwrap();
+    slot.pool.as_mut().unwrap().claimed_by = Some(r.key());
+    slot.updated_at -= 600;
+    r.store.put(&slot).await.unwrap();
+    // ...and names it by the time the sweep holds the slot's lock.
+    let mut job = JobRecord::new(
+        r.driver.identity(&r.job).unwrap(),
+        crate::shell::PrivateKey::new("job".into()),
+    );
+    job.task = Some(task.clone());
+    job.phase = Phase::Launched;
+    let store = Arc::new(TakesOverBeforeTheSweepLocks {
+        inner: r.store.clone(),
+        slot: slot.key.clone(),
+        job,
+        done: Default::default(),
+    });
+    let driver = Driver::new(pool_config(1), r.launcher.clone(), r.shell.clone(), store);
+    let refill = driver.pool_refill(&CancellationToken::new()).await;
+    assert!(
+        refill.stopped.is_empty(),
+        "the job's task was stopped: {refill}"
+    );
+    assert!(r.launcher.running().contains(&task));
+    assert!(r.store.peek(&slot.key).is_none(), "the slot is forgotten");
+    assert_eq!(r.store.peek(&r.key()).unwrap().task, Some(task));
+}
