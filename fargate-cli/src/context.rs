@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use fargate_core::driver::AdminOverrides;
 use fargate_core::{FileMetadataStore, Namespace, NamespaceClaim, Result};
 
-use crate::args::{Args, Command};
+use crate::args::{Args, Command, Stage};
 use crate::config::{self, FileConfig, LoadedConfig};
 use crate::detached::Relaunch;
 use crate::logging;
@@ -29,9 +29,8 @@ pub(crate) struct Context {
 
 impl Context {
     /// Loads the configuration and sets up logging (before it exists, the caller prints the
-    /// error); claims the configuration's namespace, except for `keeper` (started by a
-    /// prepare that claimed it already) and `doctor` (which reports on a metadata
-    /// directory it could not write).
+    /// error); claims the configuration's namespace for the commands that start or judge
+    /// work ([`claims_namespace`]).
     ///
     /// The metadata directory and namespace are resolved here, once: a missing directory is
     /// [`FileMetadataStore::default_dir`], a relative one is relative to the configuration
@@ -65,7 +64,7 @@ impl Context {
             task_definition: nonempty(&args.task_def),
             platform_version: nonempty(&args.platform_version),
         };
-        if !matches!(args.command, Command::Keeper(_) | Command::Doctor(_)) {
+        if claims_namespace(&args.command) {
             FileMetadataStore::new(config.metadata_dir.clone()).claim_namespace(
                 &namespace,
                 &NamespaceClaim::new(config_file.clone(), launch_settings(&config, &overrides)),
@@ -91,6 +90,19 @@ impl Context {
             .task_definition
             .clone()
             .unwrap_or_else(|| self.config.options.task.task_definition.clone())
+    }
+}
+
+/// Whether `command` claims the namespace: the config and prepare stages (the first
+/// stages of a job: a refused runner entry starts nothing), `gc` and `pool`. Not the run
+/// stages (about ten per job, all after a prepare that claimed it), not cleanup (which
+/// must stop what a job started, whatever), not the keeper (started by a prepare), not
+/// `doctor` (which reports on a metadata directory it could not write).
+fn claims_namespace(command: &Command) -> bool {
+    match command {
+        Command::Custom { stage } => matches!(stage, Stage::Config | Stage::Prepare),
+        Command::Gc(_) | Command::Pool(_) => true,
+        _ => false,
     }
 }
 
@@ -146,6 +158,27 @@ fn absolute(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_stages_that_start_or_judge_work_claim_the_namespace() {
+        use clap::Parser;
+        let claims = |argv: &[&str]| {
+            let args =
+                Args::try_parse_from(["fargate", "--config", "f.toml"].iter().chain(argv)).unwrap();
+            claims_namespace(&args.command)
+        };
+        assert!(claims(&["custom", "config"]));
+        assert!(claims(&["custom", "prepare"]));
+        assert!(claims(&["gc"]));
+        assert!(claims(&["pool", "status"]));
+        assert!(!claims(&["custom", "run", "script", "build_script"]));
+        assert!(
+            !claims(&["custom", "cleanup"]),
+            "a cleanup is never refused"
+        );
+        assert!(!claims(&["doctor"]));
+        assert!(!claims(&["keeper", "--socket", "s", "--job", "ci-1"]));
+    }
 
     #[test]
     fn metadata_directories_never_depend_on_the_working_directory() {
