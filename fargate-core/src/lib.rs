@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod budget;
 pub mod cancel;
 pub mod driver;
 mod endpoint;

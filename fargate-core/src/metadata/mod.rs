@@ -4,6 +4,7 @@
 //! it *before* each side effect (write-ahead), so that a driver killed at any instant leaves
 //! enough behind for cleanup to find and stop the task.
 
+mod call_budget;
 mod decode;
 mod file_store;
 mod interruptions;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::job::JobKey;
 
+pub use call_budget::FileCallBudget;
 pub use file_store::{FileMetadataStore, permission_warnings};
 pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;

@@ -1,0 +1,176 @@
+//! [`BudgetedLauncher`]: a launcher wrapper that takes each changing call from a
+//! [`CallBudget`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{CallBudget, CallClass};
+use crate::error::{ErrorKind, Result};
+use crate::job::{JobKey, Namespace};
+use crate::launcher::{
+    DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+};
+
+/// Waits this long or more are said in the log (the job log, for a stage).
+const VISIBLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Wraps a launcher: launches, stops and relabellings first take a token of `budget` (and
+/// wait for it), and a call the backend throttled anyway is reported to it
+/// ([`CallBudget::throttled`]), so that every process sharing the budget slows down.
+/// Reads (describe, find, list) are not budgeted.
+#[derive(Clone, Debug)]
+pub struct BudgetedLauncher {
+    inner: DynTaskLauncher,
+    budget: Arc<dyn CallBudget>,
+}
+
+impl BudgetedLauncher {
+    /// `inner`, its changing calls taken from `budget`.
+    pub fn new(inner: DynTaskLauncher, budget: Arc<dyn CallBudget>) -> Self {
+        BudgetedLauncher { inner, budget }
+    }
+
+    /// Waits for a token of `class`. A budget that fails (its file unreadable) does not
+    /// stop the call: the backend's own limits still hold, and its error is logged.
+    async fn take(&self, class: CallClass, what: &str) {
+        match self.budget.reserve(class).await {
+            Ok(wait) if wait.is_zero() => {}
+            Ok(wait) => {
+                if wait >= VISIBLE_WAIT {
+                    tracing::info!(
+                        "waiting {:.1} s for this runner's API budget before {what} (many jobs are starting at once)",
+                        wait.as_secs_f64()
+                    );
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => tracing::warn!("the API budget could not be read, calling without it: {e}"),
+        }
+    }
+
+    async fn after<T>(&self, class: CallClass, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result
+            && e.kind() == ErrorKind::Throttled
+            && let Err(report) = self.budget.throttled(class).await
+        {
+            tracing::warn!("could not slow the API budget down after a throttled call: {report}");
+        }
+        result
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl TaskLauncher for BudgetedLauncher {
+    async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
+        self.take(CallClass::Launch, "starting the task").await;
+        let r = self.inner.launch(spec).await;
+        self.after(CallClass::Launch, r).await
+    }
+    async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
+        self.take(CallClass::Launch, "starting the task").await;
+        let r = self.inner.launch_observed(spec).await;
+        self.after(CallClass::Launch, r).await
+    }
+    async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
+        self.inner.describe(task).await
+    }
+    async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
+        self.take(CallClass::Change, "stopping the task").await;
+        let r = self.inner.stop(task, reason).await;
+        self.after(CallClass::Change, r).await
+    }
+    async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
+        self.inner.find(key).await
+    }
+    async fn list(&self, namespace: &Namespace) -> Result<Vec<ListedTask>> {
+        self.inner.list(namespace).await
+    }
+    async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
+        self.take(CallClass::Change, "taking over the warm task")
+            .await;
+        let r = self.inner.adopt(task, spec).await;
+        self.after(CallClass::Change, r).await
+    }
+    async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
+        self.inner.resolve_task_definition(task_definition).await
+    }
+    fn settings_fingerprint(&self) -> String {
+        self.inner.settings_fingerprint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::budget::{CallRates, MemoryCallBudget, Rate};
+    use crate::error::Error;
+
+    /// Throttles its first `throttles` launches, then launches.
+    #[derive(Debug)]
+    struct Throttling {
+        throttles: AtomicU32,
+        launches: AtomicU32,
+    }
+
+    #[async_trait]
+    impl TaskLauncher for Throttling {
+        async fn launch(&self, _: &TaskSpec) -> Result<TaskRef> {
+            if self
+                .throttles
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(Error::new(ErrorKind::Throttled, "Rate exceeded"));
+            }
+            let n = self.launches.fetch_add(1, Ordering::SeqCst);
+            Ok(TaskRef::new(format!("t-{n}")))
+        }
+        async fn describe(&self, _: &TaskRef) -> Result<TaskStatus> {
+            Ok(TaskStatus::missing())
+        }
+        async fn stop(&self, _: &TaskRef, _: &str) -> Result<StopOutcome> {
+            Ok(StopOutcome::NotFound)
+        }
+        async fn find(&self, _: &JobKey) -> Result<Vec<TaskRef>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn spec() -> TaskSpec {
+        let job = crate::job::JobContext::new(crate::job::JobResponse::new(1))
+            .with_variable("CI_JOB_ID", "1")
+            .with_variable("CI_PIPELINE_ID", "7");
+        let identity = job.identity(&Namespace::parse("ci").unwrap()).unwrap();
+        TaskSpec::new(identity, "td").with_client_token("t")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn launches_beyond_the_burst_wait_for_the_rate_and_a_throttle_slows_them() {
+        let inner = Arc::new(Throttling {
+            throttles: AtomicU32::new(1),
+            launches: AtomicU32::new(0),
+        });
+        let rates = CallRates::new(Rate::new(10.0, 2.0), Rate::new(10.0, 2.0));
+        let budget = Arc::new(MemoryCallBudget::new(rates));
+        let l = BudgetedLauncher::new(inner.clone(), budget.clone());
+        let start = tokio::time::Instant::now();
+        // The first call is throttled: the rate halves and the bucket empties.
+        let err = l.launch(&spec()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Throttled);
+        for _ in 0..4 {
+            l.launch(&spec()).await.unwrap();
+        }
+        assert_eq!(inner.launches.load(Ordering::SeqCst), 4);
+        // Four tokens at about 5 per second (the halved rate, recovering): at least 0.7 s.
+        assert!(
+            start.elapsed() >= Duration::from_millis(700),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}

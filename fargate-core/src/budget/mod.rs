@@ -1,0 +1,139 @@
+//! Call budgets: token buckets that every process of a runner takes its API calls from, so
+//! that a burst of jobs (a matrix of 200 jobs whose prepares all start within a second)
+//! is spread at the rate the backend accepts instead of turning into a retry storm.
+//!
+//! A [`CallBudget`] hands out *reservations*: [`CallBudget::reserve`] takes a token at
+//! once (the bucket may go below zero, which queues the caller) and says how long the
+//! caller must wait before its call. Nothing is held while waiting, so a process killed
+//! at any point leaks nothing: its reserved token is simply spent, and the bucket keeps
+//! refilling at its rate. When the backend throttles anyway (another tool in the account
+//! used the same limit), [`CallBudget::throttled`] halves the shared rate (at most once
+//! per second, never below a tenth) and empties the bucket; the rate then recovers
+//! linearly, to the full rate within [`RECOVERY`]. Every process sharing the budget slows
+//! down together, instead of each retrying on its own.
+//!
+//! Budgets: [`MemoryCallBudget`] (one process), the file store's
+//! [`FileCallBudget`](crate::metadata::FileCallBudget) (the processes of one host, under a
+//! file lock in the metadata directory). [`BudgetedLauncher`] applies one to a
+//! [`TaskLauncher`](crate::TaskLauncher).
+
+mod bucket;
+mod launcher;
+mod memory;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+pub use bucket::Bucket;
+pub use launcher::BudgetedLauncher;
+pub use memory::MemoryCallBudget;
+
+/// How long a halved rate takes to recover to the full rate without further throttling.
+pub const RECOVERY: Duration = Duration::from_secs(20);
+
+/// What a call is, as far as budgets go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CallClass {
+    /// A launch (for ECS: `RunTask`, which has a bucket of its own).
+    Launch,
+    /// Another call that changes something: a stop, a relabelling.
+    Change,
+}
+
+impl CallClass {
+    /// Every class.
+    pub const ALL: [CallClass; 2] = [CallClass::Launch, CallClass::Change];
+
+    /// The class's name in messages (`"launch"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallClass::Launch => "launch",
+            CallClass::Change => "change",
+        }
+    }
+}
+
+impl fmt::Display for CallClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A token bucket's rate: tokens added per second, and how many it holds at most.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Tokens added per second (more than 0).
+    pub per_second: f64,
+    /// The bucket's size: the most calls that may go at once after a quiet time (at
+    /// least 1).
+    pub burst: f64,
+}
+
+impl Rate {
+    /// `per_second` tokens a second, `burst` at most.
+    pub fn new(per_second: f64, burst: f64) -> Self {
+        Rate { per_second, burst }
+    }
+
+    /// Whether the rate can hand out tokens at all (finite, `per_second > 0`, `burst >= 1`).
+    pub fn is_valid(self) -> bool {
+        self.per_second.is_finite()
+            && self.per_second > 0.0
+            && self.burst.is_finite()
+            && self.burst >= 1.0
+    }
+}
+
+/// The rates of a budget, one per [`CallClass`]. The backend's crate knows its API's limits
+/// and offers defaults below them (for ECS: `fargate_aws::default_call_rates`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CallRates {
+    /// Launches.
+    pub launch: Rate,
+    /// Other calls that change something.
+    pub change: Rate,
+}
+
+impl CallRates {
+    /// `launch` and `change` rates.
+    pub fn new(launch: Rate, change: Rate) -> Self {
+        CallRates { launch, change }
+    }
+
+    /// The rate of `class`.
+    pub fn of(&self, class: CallClass) -> Rate {
+        match class {
+            CallClass::Launch => self.launch,
+            CallClass::Change => self.change,
+        }
+    }
+}
+
+/// A budget of API calls, shared by whoever holds it (see the module documentation).
+///
+/// Object safe; implementations are cheap to share behind an `Arc`.
+#[async_trait]
+pub trait CallBudget: fmt::Debug + Send + Sync {
+    /// Takes a token of `class` and returns how long the caller must wait before its call
+    /// (zero when the bucket had one).
+    ///
+    /// # Cancel safety
+    /// Safe to drop: a dropped reservation is a spent token, which the bucket's refill
+    /// makes up for.
+    async fn reserve(&self, class: CallClass) -> Result<Duration>;
+
+    /// Tells the budget that the backend throttled a call of `class`: its rate halves (at
+    /// most once a second, never below a tenth of the full rate) and the bucket empties.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: the report may or may not have been recorded.
+    async fn throttled(&self, class: CallClass) -> Result<()>;
+}
