@@ -216,6 +216,28 @@ impl ListedTask {
     }
 }
 
+/// How a person enters a running task and stops it, outside the driver: commands of the
+/// backend's own tools, for a job log ([`TaskLauncher::debug_commands`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DebugCommands {
+    /// Opens an interactive shell in the task's container (for ECS: `aws ecs
+    /// execute-command ... --interactive --command /bin/sh`).
+    pub enter: String,
+    /// Stops the task (for ECS: `aws ecs stop-task ...`).
+    pub stop: String,
+}
+
+impl DebugCommands {
+    /// The commands `enter` and `stop`.
+    pub fn new(enter: impl Into<String>, stop: impl Into<String>) -> Self {
+        DebugCommands {
+            enter: enter.into(),
+            stop: stop.into(),
+        }
+    }
+}
+
 /// Starts, watches, stops and finds tasks.
 ///
 /// Implementations must be cheap to call concurrently and must not retry internally in
@@ -338,6 +360,16 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     fn settings_fingerprint(&self) -> String {
         String::new()
     }
+
+    /// The commands a person runs to open a shell in `container` of `task` and to stop the
+    /// task, with the backend's own tools, for a task launched with
+    /// [`TaskShape::debug_access`](crate::TaskShape::debug_access). No backend call: the
+    /// launcher's settings and `task` are enough. The default, `None`: the backend offers
+    /// no such access (the driver then names only its own `release`).
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        let _ = (task, container);
+        None
+    }
 }
 
 /// A shared, dynamically chosen launcher.
@@ -372,6 +404,9 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     fn settings_fingerprint(&self) -> String {
         (**self).settings_fingerprint()
+    }
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        (**self).debug_commands(task, container)
     }
 }
 
