@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, PropagateTags, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher,
-    TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome,
+    TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -109,7 +109,9 @@ impl EcsLauncher {
                     .map_err(unexpected)?,
             );
         }
-        if self.config.enable_execute_command {
+        // ECS Exec: for every task, or for the tasks of projects that keep failed jobs'
+        // tasks for debugging.
+        if self.config.enable_execute_command || spec.shape.debug_access {
             req = req.enable_execute_command(true);
         }
         if self.config.propagate_task_definition_tags {
@@ -448,6 +450,12 @@ impl TaskLauncher for EcsLauncher {
 
     fn settings_fingerprint(&self) -> String {
         self.config.settings_fingerprint()
+    }
+
+    /// `aws ecs execute-command` into `container` and `aws ecs stop-task` of `task`
+    /// ([`crate::exec`]).
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        Some(crate::exec::debug_commands(&self.config, task, container))
     }
 }
 
