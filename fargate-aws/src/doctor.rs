@@ -392,7 +392,7 @@ impl EcsLauncher {
             Some(role) => Check::pass(
                 name,
                 format!(
-                    "task role {role}: it must allow {actions} (not checked here; see examples/iam-policy.json); whoever enters needs ecs:ExecuteCommand and the AWS CLI's Session Manager plugin"
+                    "task role {role}: it must allow {actions} (not checked here; see examples/iam-policy-ecs-exec-task-role.json); whoever enters needs ecs:ExecuteCommand and the AWS CLI's Session Manager plugin"
                 ),
             ),
             None => Check::fail(

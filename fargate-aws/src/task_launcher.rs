@@ -352,7 +352,8 @@ impl TaskLauncher for EcsLauncher {
         self.list_paged(namespace, crate::MAX_LIST_TASKS).await
     }
 
-    /// Relabels `task` (a warm pool slot's) as a launch of `spec` would have labelled it:
+    /// Relabels `task` (a warm pool slot's, or a failed job's kept for debugging with a
+    /// later deadline) as a launch of `spec` would have labelled it:
     /// one `TagResource` on the task's ARN with exactly the tags `RunTask` would have sent
     /// for `spec` ([`tags::task_tags`]: the administrator's tags, the job key, the
     /// namespace, the `gitlab:*` tags and the deadline), overwriting the slot's values;
@@ -373,9 +374,10 @@ impl TaskLauncher for EcsLauncher {
         let with_context = |e: Error| {
             let e = if e.kind() == ErrorKind::PermissionDenied {
                 e.with_hint(
-                    "handing a warm task to a job needs ecs:TagResource and ecs:UntagResource \
-                     on the cluster's tasks, without the ecs:CreateAction condition of the \
-                     statement that tags at RunTask (see examples/iam-policy.json)",
+                    "relabelling a task (a warm task a job takes over, a failed job's task kept \
+                     for debugging) needs ecs:TagResource and ecs:UntagResource on the \
+                     cluster's tasks, without the ecs:CreateAction condition of the statement \
+                     that tags at RunTask (see examples/iam-policy.json)",
                 )
             } else {
                 e

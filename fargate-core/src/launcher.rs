@@ -328,6 +328,11 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     /// record names it). Backends that cannot relabel return [`ErrorKind::Unsupported`],
     /// the default; the driver then uses no warm task.
     ///
+    /// The driver also calls it with the task's own job and a later deadline, to keep a
+    /// failed job's task for debugging (the project rule's
+    /// [`keep_failed_for`](crate::options::ProjectRule::keep_failed_for)); a launcher that
+    /// cannot relabel then has the task stopped as usual.
+    ///
     /// # Cancel safety
     /// Safe to drop: the labels are the old or the new ones; asking again is harmless.
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
