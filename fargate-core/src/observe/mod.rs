@@ -170,7 +170,7 @@ pub enum StopCause {
     /// drained, beyond the pool's size, or unusable when a job claimed it.
     Pool,
     /// Someone released a failed job's task kept for debugging
-    /// ([`Driver::release`](crate::Driver::release)) before its time was up.
+    /// ([`Driver::release_kept`](crate::Driver::release_kept)) before its time was up.
     Release,
 }
 

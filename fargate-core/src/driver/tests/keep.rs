@@ -257,3 +257,22 @@ async fn release_stops_only_a_kept_task() {
     r.assert_clean();
     assert!(r.driver.kept_tasks().await.unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_may_be_kept_never_takes_a_warm_task() {
+    let mut config = keep_config();
+    config.pool = crate::options::WarmPoolOptions {
+        size: 1,
+        ..crate::options::WarmPoolOptions::default()
+    };
+    let mut r = rig_with(config, BootPlan::default());
+    r.job = job_of(48, "infra/site");
+    let filled = r.driver.pool_fill(true).await.unwrap();
+    let warm = TaskRef::new(filled.started[0].clone());
+    r.prepare().await.unwrap();
+    // The job launched its own task, with shell access; the warm one still idles.
+    let record = r.store.peek(&r.key()).unwrap();
+    assert_ne!(record.task.as_ref(), Some(&warm));
+    assert!(record.spec.unwrap().shape.debug_access);
+    assert!(r.launcher.running().contains(&warm));
+}
