@@ -308,7 +308,7 @@ impl Driver {
             username: self.options.ssh.username.clone(),
             private_key: record.private_key.clone(),
             host_key: record.host_key.clone(),
-            script: Arc::from(deadline_script(until_secs).into_bytes()),
+            script: Arc::from(format!("set -eu\n{}", deadline_script(until_secs)).into_bytes()),
         };
         let mut out = CapturedOutput::default();
         let outcome = tokio::time::timeout(
