@@ -59,7 +59,7 @@ pub struct EcsConfig {
     /// `assignPublicIp = ENABLED` (needed in public subnets without a NAT gateway).
     pub assign_public_ip: bool,
     /// Connect to the task's public IP instead of its private one (needs
-    /// `assign_public_ip`, the `public-ip` feature and `ec2:DescribeNetworkInterfaces`).
+    /// `assign_public_ip` and `ec2:DescribeNetworkInterfaces`).
     pub use_public_ip: bool,
     /// Launch type or capacity provider strategy.
     pub capacity: Capacity,
@@ -173,17 +173,6 @@ impl EcsConfig {
                 "use_public_ip",
                 "needs assign_public_ip (a task only gets a public IP when one is assigned)",
             ));
-        }
-        if self.use_public_ip && !cfg!(feature = "public-ip") {
-            p.push(
-                ConfigProblem::new(
-                    "use_public_ip",
-                    "is set but this build has no public-IP support",
-                )
-                .with_hint(
-                    "rebuild with the `public-ip` feature of fargate-aws, or connect privately",
-                ),
-            );
         }
         if let Capacity::Strategy(items) = &self.capacity {
             if items.is_empty() {

@@ -51,7 +51,7 @@ use aws_sdk_ecs::types::{
     PortMapping, Tag, TaskDefinition, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
     Volume,
 };
-use fargate_core::images::{Condition, ContainerPlan, ImageRequest, TaskPlan, derived_family};
+use fargate_core::images::{Condition, ContainerPlan, ImageRequest, TaskPlan};
 use fargate_core::{Error, ErrorKind, Result, TaskSpec};
 use tracing::{debug, info, warn};
 
@@ -81,6 +81,20 @@ pub const TOUCH_INTERVAL: Duration = Duration::from_secs(3600);
 pub const RECHECK_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Most containers ECS accepts in one task definition.
 pub const MAX_CONTAINERS: usize = 10;
+/// Longest task-definition family ECS accepts.
+pub const MAX_FAMILY_LEN: usize = 255;
+/// Hex digits of the content hash in a derived family's name.
+pub const FAMILY_HASH_LEN: usize = 16;
+
+/// The family of a derived definition: `<base family>-<first 16 hex digits of hash>`,
+/// the base family cut so that the whole fits ECS's 255 characters.
+pub fn derived_family(base_family: &str, hash: &str) -> String {
+    let prefix = &hash[..hash.len().min(FAMILY_HASH_LEN)];
+    let keep = MAX_FAMILY_LEN - 1 - prefix.len();
+    let base: String = base_family.chars().take(keep).collect();
+    format!("{base}-{prefix}")
+}
+
 /// How often a registration that lost a race for a family is tried again.
 const REGISTER_ATTEMPTS: u32 = 5;
 
@@ -512,5 +526,15 @@ mod tests {
         over.pop();
         over.push(Tag::builder().key("aws:x").value("v").build());
         assert!(derived_tags(&over, &admin, "h", "b", 1).is_ok());
+    }
+
+    #[test]
+    fn derived_families_fit_ecs() {
+        let hash = "0123456789abcdef0123";
+        assert_eq!(derived_family("ci", hash), "ci-0123456789abcdef");
+        let long = "f".repeat(300);
+        let family = derived_family(&long, hash);
+        assert_eq!(family.len(), MAX_FAMILY_LEN);
+        assert!(family.ends_with("-0123456789abcdef"));
     }
 }

@@ -42,11 +42,11 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ecs::types::{Tag, TaskDefinitionFamilyStatus, TaskDefinitionStatus};
-use fargate_core::images::{DerivedFamily, FAMILY_HASH_LEN, families_to_remove};
+use fargate_core::images::{DerivedFamily, families_to_remove};
 use fargate_core::{Error, Result};
 use tracing::{debug, info};
 
-use crate::derived::{DERIVED_HASH, GC_MARK, LAST_USED, unix_now};
+use crate::derived::{DERIVED_HASH, FAMILY_HASH_LEN, GC_MARK, LAST_USED, unix_now};
 use crate::errors;
 use crate::launcher::EcsLauncher;
 

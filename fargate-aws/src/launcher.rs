@@ -10,6 +10,7 @@ use fargate_core::{Error, ListedTask, Namespace, Result};
 #[cfg(doc)]
 use fargate_core::{ErrorKind, TaskLauncher};
 
+use crate::aws_api::AwsApi;
 use crate::config::EcsConfig;
 use crate::metrics::ApiCalls;
 
@@ -20,8 +21,8 @@ use crate::metrics::ApiCalls;
 pub struct EcsLauncher {
     pub(crate) config: Arc<EcsConfig>,
     pub(crate) ecs: aws_sdk_ecs::Client,
-    #[cfg(feature = "public-ip")]
-    pub(crate) ec2: aws_sdk_ec2::Client,
+    /// Calls to other services (EC2), with the ECS client's settings.
+    pub(crate) api: AwsApi,
     /// Public IPs found so far, by task id (EC2 is asked only until one is found).
     pub(crate) public_ips: Arc<Mutex<HashMap<String, IpAddr>>>,
     pub(crate) calls: ApiCalls,
@@ -57,22 +58,17 @@ impl EcsLauncher {
         if let Some(region) = &config.region {
             ecs = ecs.region(aws_config::Region::new(region.clone()));
         }
-        #[cfg(feature = "public-ip")]
-        let ec2 = {
-            let mut ec2 = aws_sdk_ec2::config::Builder::from(sdk)
-                .retry_config(config.transport.sdk_retry_config())
-                .timeout_config(config.transport.sdk_timeout_config())
-                .interceptor(calls.clone());
-            if let Some(region) = &config.region {
-                ec2 = ec2.region(aws_config::Region::new(region.clone()));
-            }
-            aws_sdk_ec2::Client::from_conf(ec2.build())
-        };
+        let api = AwsApi::new(
+            sdk,
+            config.region.as_deref(),
+            config.transport.sdk_retry_config(),
+            config.transport.sdk_timeout_config(),
+            calls.clone(),
+        );
         Ok(EcsLauncher {
             config: Arc::new(config),
             ecs: aws_sdk_ecs::Client::from_conf(ecs.build()),
-            #[cfg(feature = "public-ip")]
-            ec2,
+            api,
             public_ips: Arc::default(),
             calls,
         })

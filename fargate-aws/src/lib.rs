@@ -65,8 +65,10 @@
 //!
 //! # Features
 //!
-//! * `public-ip`: connecting through the task's public IP. It needs `aws-sdk-ec2`, by far the
-//!   largest crate of the build (≈ 6 minutes and 8 GB of RAM for one debug `rustc`).
+//! * `public-ip`: no effect, kept so that builds that name it keep working. Connecting
+//!   through the task's public IP is always built in: the few EC2 calls (the task's public
+//!   IP, `doctor`'s network checks) go through the AWS SDK's runtime with a hand-written
+//!   request and answer, not through `aws-sdk-ec2`, which took most of a cold build.
 //!
 //! # Testing
 //!
@@ -75,6 +77,7 @@
 //! only with `FARGATE_TEST_FIXTURES=1` (they say that they skipped otherwise). This crate
 //! ships no test infrastructure.
 
+mod aws_api;
 mod catalog;
 mod config;
 pub mod derived;
@@ -93,6 +96,7 @@ pub mod tags;
 mod task;
 mod task_launcher;
 mod transport;
+mod xml;
 
 pub use catalog::{fargate_prices, fargate_sizes};
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};

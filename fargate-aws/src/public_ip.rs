@@ -1,41 +1,32 @@
 //! The task's public IP address, for a launcher with `use_public_ip`: ECS reports only the
-//! ENI, so EC2's `DescribeNetworkInterfaces` (feature `public-ip`) answers, once per task.
+//! ENI, so EC2's `DescribeNetworkInterfaces` answers, once per task.
 
 use std::net::IpAddr;
 
-#[cfg(feature = "public-ip")]
-use fargate_core::ErrorKind;
-use fargate_core::Result;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use fargate_core::{ErrorKind, Result};
 
-#[cfg(feature = "public-ip")]
+use crate::aws_api::EC2;
 use crate::errors;
 use crate::launcher::EcsLauncher;
 
 impl EcsLauncher {
-    #[cfg(feature = "public-ip")]
     pub(crate) async fn public_ip(&self, task_id: &str, eni: &str) -> Result<Option<IpAddr>> {
         if let Some(ip) = self.cached_public_ip(task_id) {
             return Ok(Some(ip));
         }
-        let out = match self
-            .ec2
-            .describe_network_interfaces()
-            .network_interface_ids(eni)
-            .send()
+        let params = [("NetworkInterfaceId.1".to_owned(), eni.to_owned())];
+        let answer = match self
+            .api
+            .query(EC2, "DescribeNetworkInterfaces", &params)
             .await
         {
-            Ok(out) => out,
+            Ok(answer) => answer,
+            Err(e) if e.code() == Some("InvalidNetworkInterfaceID.NotFound") => return Ok(None),
             Err(e) => {
-                use aws_sdk_ec2::error::ProvideErrorMetadata;
-                if e.code() == Some("InvalidNetworkInterfaceID.NotFound") {
-                    return Ok(None);
-                }
-                let code = e.code().unwrap_or_default().to_owned();
-                let msg = e.message().unwrap_or_default().to_owned();
-                let mut err = errors::classify(&code, &msg, "DescribeNetworkInterfaces")
+                let mut err = errors::sdk(e, "DescribeNetworkInterfaces")
                     .error
-                    .with_backend("ec2")
-                    .with_source(e);
+                    .with_backend("ec2");
                 if err.kind() == ErrorKind::PermissionDenied {
                     err = err.with_hint(
                         "connecting through the public IP needs ec2:DescribeNetworkInterfaces",
@@ -44,10 +35,9 @@ impl EcsLauncher {
                 return Err(err);
             }
         };
-        let ip = out
-            .network_interfaces()
-            .iter()
-            .filter_map(|n| n.association()?.public_ip()?.parse::<IpAddr>().ok())
+        let ip = answer
+            .items(&["networkInterfaceSet"])
+            .filter_map(|n| n.text_at(&["association", "publicIp"])?.parse().ok())
             .next();
         if let Some(ip) = ip
             && let Ok(mut cache) = self.public_ips.lock()
@@ -55,12 +45,6 @@ impl EcsLauncher {
             cache.insert(task_id.to_owned(), ip);
         }
         Ok(ip)
-    }
-
-    #[cfg(not(feature = "public-ip"))]
-    pub(crate) async fn public_ip(&self, task_id: &str, _eni: &str) -> Result<Option<IpAddr>> {
-        // `EcsConfig::validate` refuses `use_public_ip` without the feature.
-        Ok(self.cached_public_ip(task_id))
     }
 
     pub(crate) fn cached_public_ip(&self, task_id: &str) -> Option<IpAddr> {

@@ -678,7 +678,6 @@ async fn describe_tasks_missing_failure_is_missing() {
     assert_eq!(s.state, TaskState::Missing);
 }
 
-#[cfg(feature = "public-ip")]
 #[tokio::test]
 async fn public_ip_appears_once_associated_and_ec2_is_asked_only_until_then() {
     fargate_testkit::require_fixture!(Moto);
@@ -700,17 +699,6 @@ async fn public_ip_appears_once_associated_and_ec2_is_asked_only_until_then() {
         assert_eq!(s.address, Some(IpAddr::V4(public)));
     }
     assert_eq!(l.api_calls().get("DescribeNetworkInterfaces"), 2);
-}
-
-#[cfg(not(feature = "public-ip"))]
-#[tokio::test]
-async fn use_public_ip_needs_the_feature() {
-    let mut config = EcsConfig::new("ci", ["subnet-1"], ["sg-1"]);
-    config.use_public_ip = true;
-    let sdk = fargate_testkit::moto::sdk_config_for("http://127.0.0.1:9");
-    let err = EcsLauncher::new(config, &sdk).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-    assert!(err.hint().unwrap().contains("public-ip"));
 }
 
 #[tokio::test]

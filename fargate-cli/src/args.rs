@@ -90,8 +90,8 @@ pub enum Command {
         long_about = "Check fargate.toml against the AWS account before the first job: \
                       credentials and region, the cluster and its capacity providers, the task \
                       definition (awsvpc, the container, the SSH port, a Fargate size), the \
-                      subnets and the security group rule for the SSH port (builds with the \
-                      public-ip feature), and the metadata directory. Prints a checklist with a \
+                      subnets and the security group rule for the SSH port, and the metadata \
+                      directory. Prints a checklist with a \
                       fix for each failure; exit code 0 only when everything passes. With \
                       --job, also runs a one-job smoke test (launch, SSH, `true`, stop) and \
                       prints its summary."

@@ -3,10 +3,17 @@
 
 use fargate_core::{Error, ErrorKind, Failure};
 
+use crate::config::hint_with_keys;
+
+/// `err`'s hint with the `fargate.toml` keys of the settings it names.
+fn hint_of(err: &Error) -> Option<String> {
+    err.hint().map(|h| hint_with_keys(h, err.settings()))
+}
+
 /// Prints `err` on stderr: `ERROR: fargate: <chain>`, then its hint on a `hint:` line.
 pub(crate) fn print_plain(err: &Error) {
     eprintln!("ERROR: fargate: {}", err.chain());
-    if let Some(hint) = err.hint() {
+    if let Some(hint) = hint_of(err) {
         eprintln!("hint: {hint}");
     }
 }
@@ -17,7 +24,7 @@ pub(crate) fn log_failure(failure: &Failure) {
         None => tracing::error!("{failure}"),
         Some(err) => {
             // The job log shows the hint on its own `hint:` line.
-            match err.hint() {
+            match hint_of(err) {
                 Some(hint) => tracing::error!(hint, "{}", err.chain()),
                 None => tracing::error!("{}", err.chain()),
             }

@@ -89,7 +89,11 @@ fn a_second_entry_with_the_same_namespace_and_other_settings_is_refused_at_its_f
             && stderr.contains("a.toml"),
         "{stderr}"
     );
-    assert!(stderr.contains("own Namespace"), "the hint: {stderr}");
+    assert!(
+        stderr.contains("own namespace")
+            && stderr.contains("(fargate.toml: Namespace, [TaskMetadata] Directory)"),
+        "the hint names the keys to change: {stderr}"
+    );
     assert_eq!(namespace_files(dir.path()), ["shared.namespace"]);
     // The first entry is not disturbed.
     assert!(config_stage(&a).status.success());

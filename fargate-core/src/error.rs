@@ -40,6 +40,8 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::setting::Setting;
+
 /// What kind of failure an [`Error`] is. Callers branch on this, never on messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -154,6 +156,7 @@ struct Inner {
     operation: Option<String>,
     context: Vec<(&'static str, String)>,
     hint: Option<String>,
+    settings: Vec<Setting>,
     temporary: bool,
     outcome_unknown: bool,
     backend: Option<&'static str>,
@@ -169,6 +172,7 @@ impl Error {
             operation: None,
             context: Vec::new(),
             hint: None,
+            settings: Vec::new(),
             temporary: kind.is_temporary_by_default(),
             outcome_unknown: matches!(
                 kind,
@@ -189,6 +193,21 @@ impl Error {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.0.hint = Some(hint.into());
         self
+    }
+
+    /// Names a setting the hint refers to (in the core's neutral words), so that an
+    /// embedder can show it in its own configuration's words ([`Error::settings`]). Calling
+    /// it again adds another.
+    pub fn with_setting(mut self, setting: Setting) -> Self {
+        if !self.0.settings.contains(&setting) {
+            self.0.settings.push(setting);
+        }
+        self
+    }
+
+    /// The settings the hint refers to ([`Error::with_setting`]), in order.
+    pub fn settings(&self) -> &[Setting] {
+        &self.0.settings
     }
 
     /// Marks the error as worth (or not worth) retrying.
@@ -348,6 +367,7 @@ impl fmt::Debug for Error {
             .field("operation", &self.0.operation)
             .field("context", &self.0.context)
             .field("hint", &self.0.hint)
+            .field("settings", &self.0.settings)
             .field("temporary", &self.0.temporary)
             .field("outcome_unknown", &self.0.outcome_unknown)
             .field("backend", &self.0.backend)

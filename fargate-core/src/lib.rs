@@ -13,6 +13,7 @@ pub mod observe;
 pub mod options;
 mod problem;
 pub mod retry;
+pub mod setting;
 pub mod shape;
 pub mod shell;
 pub mod task_details;
@@ -34,6 +35,7 @@ pub use metadata::{
 pub use observe::{DynObserver, Event, JobSummary, Observer, PriceTable};
 pub use options::{ConfigError, ConfigProblem, DriverOptions};
 pub use retry::RetryPolicy;
+pub use setting::Setting;
 pub use shape::{CapacityChoice, CapacityProvider, SizeCatalog, TaskShape};
 pub use shell::{
     CapturedOutput, ChannelSink, DynRemoteShell, HostKey, KeyPair, KeyType, MAX_OUTPUT_CHUNK,

@@ -246,3 +246,16 @@ fn the_readme_configuration_loads_without_problems_or_warnings() {
     let loaded = super::parse(block, "README.md").unwrap_or_else(|e| panic!("{e}"));
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
+
+#[test]
+fn every_setting_a_hint_names_is_a_documented_key() {
+    let rows: BTreeSet<Key> = documented().into_iter().map(|(_, k)| k).collect();
+    for setting in fargate_core::Setting::ALL {
+        let key = super::setting_keys::file_key(setting);
+        let parsed = parse_label(key).unwrap_or_else(|| panic!("{setting:?}: {key:?} is no key"));
+        assert!(
+            rows.contains(&parsed),
+            "{setting:?} is shown as {key}, which docs/configuration.md does not list"
+        );
+    }
+}

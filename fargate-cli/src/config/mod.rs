@@ -26,9 +26,12 @@ mod observability;
 mod pool;
 mod reader;
 mod sections;
+mod setting_keys;
 mod shape;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use setting_keys::hint_with_keys;
 
 use std::path::{Path, PathBuf};
 

@@ -67,6 +67,7 @@ use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef};
 use crate::metadata::{DynMetadataStore, InterruptionMemory, JobRecord};
 use crate::observe::{DynObserver, JobSummary, NoopObserver, ObservedLauncher, PriceTable};
 use crate::options::DriverOptions;
+use crate::setting::Setting;
 use crate::shell::{DynRemoteShell, HostKey};
 
 /// Environment variable that carries the job's public key into the task.
@@ -171,10 +172,11 @@ pub fn resolve_task_definition(
                 ),
             )
             .with_hint(if f.allowed_task_definitions.is_empty() {
-                "remove the variable, or ask the runner's administrator to list allowed task definitions in [Fargate] AllowedTaskDefinitions".to_owned()
+                "remove the variable, or ask the runner's administrator to list the allowed task definitions".to_owned()
             } else {
                 format!("allowed: {}", f.allowed_task_definitions.join(", "))
-            }));
+            })
+            .with_setting(Setting::AllowedTaskDefinitions));
         }
     };
     let default_pv = admin
@@ -188,7 +190,8 @@ pub fn resolve_task_definition(
                 ErrorKind::NotAllowed,
                 format!("the job asks for platform version {asked:?} ({PLATFORM_VERSION_VARIABLE}), which this runner does not allow"),
             )
-            .with_hint("remove the variable, or ask the runner's administrator to set [Fargate] AllowPlatformVersionOverride = true"));
+            .with_hint("remove the variable, or ask the runner's administrator to allow the platform version override")
+            .with_setting(Setting::AllowPlatformVersionOverride));
         }
         _ => default_pv,
     };

@@ -9,6 +9,7 @@ use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::JobContext;
 use crate::launcher::{StopDetails, TaskRef, TaskState, TaskStatus};
 use crate::metadata::{JobRecord, Phase};
+use crate::setting::Setting;
 use crate::shell::{OutputSink, RunOutcome, RunRequest};
 use crate::world::unix_now;
 
@@ -46,7 +47,9 @@ impl Driver {
             )
             .with_operation(format!("the {stage} stage"))
             .with_context("job", &key)
-            .with_hint("check the prepare stage's log above; [TaskMetadata] Directory and Namespace must be the same for all stages")
+            .with_hint("check the prepare stage's log above; the metadata directory and the namespace must be the same for all stages")
+            .with_setting(Setting::MetadataDirectory)
+            .with_setting(Setting::Namespace)
         })?;
         let (Phase::Ready, Some(task), Some(mut endpoint)) =
             (record.phase, record.task.clone(), record.endpoint)
@@ -83,7 +86,7 @@ impl Driver {
                     format!("the task stopped while the {stage} script was running: {details}"),
                 )
                 .with_context("task", &task)
-                .with_hint("the reason above comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)")
+                .with_hint("the reason above comes from the launcher (e.g. the container ran out of memory, or spot capacity was reclaimed)")
                 .into());
             }
         };
@@ -195,7 +198,7 @@ impl Driver {
                     format!("the task stopped: {details} ({})", err.message()),
                 )
                 .with_context("task", task)
-                .with_hint("the reason comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)")
+                .with_hint("the reason comes from the launcher (e.g. the container ran out of memory, or spot capacity was reclaimed)")
                 .with_source(err);
                 (err, Some(details))
             }

@@ -15,6 +15,7 @@ use crate::job::{JobContext, JobIdentity};
 use crate::launcher::{Launched, StopDetails, TaskSpec};
 use crate::metadata::{InterruptionNote, JobRecord, interruption_key};
 use crate::options::{OverMax, ShapePolicy, SizeLimit};
+use crate::setting::Setting;
 use crate::shape::{CapacityChoice, TaskShape};
 
 /// Job variable asking for task CPU: CPU units (`1024`) or vCPUs (`2 vCPU`, `0.5vcpu`).
@@ -120,7 +121,7 @@ pub fn resolve_shape(
         (
             CPU_VARIABLE,
             "CPU units",
-            "MaxCPU",
+            Setting::MaxCpu,
             &policy.cpu,
             &request.cpu,
             parse_cpu,
@@ -128,7 +129,7 @@ pub fn resolve_shape(
         (
             MEMORY_VARIABLE,
             "MiB",
-            "MaxMemory",
+            Setting::MaxMemory,
             &policy.memory,
             &request.memory,
             parse_memory,
@@ -136,7 +137,7 @@ pub fn resolve_shape(
         (
             EPHEMERAL_STORAGE_VARIABLE,
             "GiB",
-            "MaxEphemeralStorage",
+            Setting::MaxEphemeralStorage,
             &policy.ephemeral_storage,
             &request.ephemeral_storage,
             parse_storage,
@@ -186,11 +187,12 @@ pub fn resolve_shape(
                         "the job asks for capacity {asked:?} ({CAPACITY_VARIABLE}), which this runner does not offer"
                     ),
                     if policy.capacity_profiles.is_empty() {
-                        "remove the variable, or ask the runner's administrator to define capacity profiles ([[Fargate.CapacityProfile]])".to_owned()
+                        "remove the variable, or ask the runner's administrator to define capacity profiles".to_owned()
                     } else {
                         format!("allowed: {}", policy.profile_names().join(", "))
                     },
-                ));
+                )
+                .with_setting(Setting::CapacityProfiles));
             }
         },
         None => policy.default_capacity.as_deref(),
@@ -237,11 +239,12 @@ pub fn resolve_shape(
                         project.describe()
                     ),
                     if allowed.is_empty() {
-                        "remove the variable, or ask the runner's administrator for a project rule ([[Fargate.ProjectRule]] TaskRoles) for this project".to_owned()
+                        "remove the variable, or ask the runner's administrator for a project rule with task roles for this project".to_owned()
                     } else {
                         format!("this project may use: {}", allowed.join(", "))
                     },
-                ));
+                )
+                .with_setting(Setting::ProjectTaskRoles));
             }
         }
     }
@@ -388,12 +391,12 @@ fn refusal(message: String, hint: String) -> Error {
     Error::new(ErrorKind::NotAllowed, message).with_hint(hint)
 }
 
-/// One size key: its variable, unit, maximum's file key, limit, the job's request and
+/// One size key: its variable, unit, maximum's setting, limit, the job's request and
 /// the request's parser.
 type SizeKey<'a> = (
     &'static str,
     &'static str,
-    &'static str,
+    Setting,
     &'a SizeLimit,
     &'a Option<String>,
     fn(&str) -> Option<u32>,
@@ -401,7 +404,7 @@ type SizeKey<'a> = (
 
 /// One size: the job's request checked against `limit`, or the default.
 fn size(
-    (variable, unit, max_key, limit, asked, parse): SizeKey<'_>,
+    (variable, unit, max_setting, limit, asked, parse): SizeKey<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Option<u32>> {
     let Some(text) = asked.as_deref() else {
@@ -418,10 +421,9 @@ fn size(
             format!(
                 "the job asks for {variable}={text:?}, but this runner does not let jobs choose it"
             ),
-            format!(
-                "remove the variable, or ask the runner's administrator to set [Fargate.TaskShape] {max_key}"
-            ),
-        ));
+            format!("remove the variable, or ask the runner's administrator to set {max_setting}"),
+        )
+        .with_setting(max_setting));
     };
     if value <= max {
         return Ok(Some(value));
@@ -435,8 +437,9 @@ fn size(
         }
         _ => Err(refusal(
             format!("{variable}={text} is above this runner's maximum of {max} {unit}"),
-            format!("ask for at most {max} {unit} ([Fargate.TaskShape] {max_key})"),
-        )),
+            format!("ask for at most {max} {unit} ({max_setting})"),
+        )
+        .with_setting(max_setting)),
     }
 }
 

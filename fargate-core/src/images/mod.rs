@@ -15,8 +15,8 @@
 //! volumes         fargate-builds (helper + job at the builds dir), fargate-bundle
 //! ```
 //!
-//! The launcher registers the plan as a task definition named
-//! [`derived_family`]`(base family, `[`TaskPlan::content_hash`]`)` (or reuses it), and
+//! The launcher registers the plan as a task definition named after the base and
+//! [`TaskPlan::content_hash`] (or reuses it), and
 //! sends the [`ImageRequest::secrets`] (service variables) as overrides only. The driver
 //! pins both SSH servers' host keys at prepare and runs each stage where
 //! [`stage_container`] says.
@@ -28,8 +28,8 @@ mod route;
 
 pub use plan::{
     BUILDS_VOLUME, BUNDLE_CONTAINER, BUNDLE_ENTRY_POINT, BUNDLE_MOUNT, BUNDLE_VOLUME, Condition,
-    ContainerPlan, ContainerRole, FAMILY_HASH_LEN, JOB_CONTAINER, MAX_FAMILY_LEN, Mount,
-    SERVICE_CONTAINER_PREFIX, SERVICE_HOSTS_ENV, SSH_PORT_ENV, TaskPlan, derived_family,
+    ContainerPlan, ContainerRole, JOB_CONTAINER, Mount, SERVICE_CONTAINER_PREFIX,
+    SERVICE_HOSTS_ENV, SSH_PORT_ENV, TaskPlan,
 };
 pub use prune::{DerivedFamily, families_to_remove};
 pub use request::{ImageDecision, ImageRequest, decide};

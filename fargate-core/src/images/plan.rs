@@ -25,10 +25,6 @@ pub const SSH_PORT_ENV: &str = "FARGATE_SSH_PORT";
 /// Environment of the job container: the service host names, separated by spaces, that
 /// the entry point writes into `/etc/hosts` as `127.0.0.1`.
 pub const SERVICE_HOSTS_ENV: &str = "FARGATE_SERVICE_HOSTS";
-/// Longest task-definition family ECS accepts.
-pub const MAX_FAMILY_LEN: usize = 255;
-/// Hex digits of the content hash in a derived family's name.
-pub const FAMILY_HASH_LEN: usize = 16;
 
 /// What a container is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -254,15 +250,6 @@ impl TaskPlan {
     }
 }
 
-/// The family of a derived definition: `<base family>-<first 16 hex digits of hash>`,
-/// the base family cut so that the whole fits ECS's 255 characters.
-pub fn derived_family(base_family: &str, hash: &str) -> String {
-    let prefix = &hash[..hash.len().min(FAMILY_HASH_LEN)];
-    let keep = MAX_FAMILY_LEN - 1 - prefix.len();
-    let base: String = base_family.chars().take(keep).collect();
-    format!("{base}-{prefix}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,15 +338,5 @@ mod tests {
         let hash = a.content_hash("td:1");
         assert_eq!(hash.len(), 64);
         assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
-    }
-
-    #[test]
-    fn derived_families_fit_ecs() {
-        let hash = "0123456789abcdef0123";
-        assert_eq!(derived_family("ci", hash), "ci-0123456789abcdef");
-        let long = "f".repeat(300);
-        let family = derived_family(&long, hash);
-        assert_eq!(family.len(), MAX_FAMILY_LEN);
-        assert!(family.ends_with("-0123456789abcdef"));
     }
 }

@@ -9,6 +9,7 @@ use super::plan::{JOB_CONTAINER, PlanInput, ServiceInput, TaskPlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobImage, JobResponse, is_host_name};
 use crate::options::DriverOptions;
+use crate::setting::Setting;
 
 /// What the launcher needs to run a job in its own image: the derived definition's content
 /// and the secrets that go in the launch's overrides only.
@@ -76,7 +77,7 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
             .collect();
         asked.extend(services.iter().map(|s| format!("service {:?}", s.name)));
         return Ok(ImageDecision::Ignored(format!(
-            "the job's {} ignored: this runner runs every job in its task image (job images are not enabled: [Fargate.Images] AllowedImages)",
+            "the job's {} ignored: this runner runs every job in its task image (job images are not enabled on this runner)",
             match asked.len() {
                 1 => format!("{} is", asked[0]),
                 _ => format!("{} are", asked.join(", ")),
@@ -90,7 +91,7 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
             "image",
             &image.name,
             &policy.allowed_images,
-            "AllowedImages",
+            Setting::AllowedImages,
         ));
     }
     if services.len() > policy.max_services {
@@ -102,7 +103,10 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
                 policy.max_services
             ),
         )
-        .with_hint("remove services, or ask the runner's administrator to raise [Fargate.Images] MaxServices"));
+        .with_hint(
+            "remove services, or ask the runner's administrator to allow more services per job",
+        )
+        .with_setting(Setting::MaxServices));
     }
     for service in services {
         if !policy.allows_service(&service.name) {
@@ -110,7 +114,7 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
                 "service",
                 &service.name,
                 &policy.allowed_services,
-                "AllowedServices",
+                Setting::AllowedServices,
             ));
         }
         if let Some(bad) = service.aliases.iter().find(|a| !is_host_name(a)) {
@@ -165,7 +169,7 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
     })))
 }
 
-fn refused(what: &str, name: &str, patterns: &[String], key: &str) -> Error {
+fn refused(what: &str, name: &str, patterns: &[String], setting: Setting) -> Error {
     Error::new(
         ErrorKind::NotAllowed,
         format!(
@@ -178,8 +182,9 @@ fn refused(what: &str, name: &str, patterns: &[String], key: &str) -> Error {
         ),
     )
     .with_hint(format!(
-        "use an allowed {what}, or ask the runner's administrator to add a pattern to [Fargate.Images] {key}"
+        "use an allowed {what}, or ask the runner's administrator to add a pattern to {setting}"
     ))
+    .with_setting(setting)
 }
 
 #[cfg(test)]
@@ -229,7 +234,7 @@ mod tests {
         };
         assert_eq!(
             line,
-            "the job's image \"rust:1.85\", service \"redis:7\" are ignored: this runner runs every job in its task image (job images are not enabled: [Fargate.Images] AllowedImages)"
+            "the job's image \"rust:1.85\", service \"redis:7\" are ignored: this runner runs every job in its task image (job images are not enabled on this runner)"
         );
         let ImageDecision::Ignored(line) =
             decide(&o, Some(&job(Some(JobImage::new("alpine")), vec![]))).unwrap()

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::file_store::FileMetadataStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
+use crate::setting::Setting;
 
 /// The runner entry that serves a namespace: its configuration file and a fingerprint of
 /// what it launches (for ECS the launcher's
@@ -92,11 +93,13 @@ fn conflict(namespace: &Namespace, path: &Path, theirs: &Path, ours: &Path) -> E
     )
     .with_context("configuration", ours.display())
     .with_hint(format!(
-        "give this runner entry its own Namespace in {} (or remove Namespace: the default one differs per configuration file) or its own [TaskMetadata] Directory; if {} no longer exists, delete {}",
+        "give this runner entry its own namespace in {} (or leave it unset: the default one differs per configuration file) or its own metadata directory; if {} no longer exists, delete {}",
         ours.display(),
         theirs.display(),
         path.display()
     ))
+    .with_setting(Setting::Namespace)
+    .with_setting(Setting::MetadataDirectory)
 }
 
 #[cfg(test)]
@@ -123,7 +126,11 @@ mod tests {
             text.contains("a.toml") && text.contains("namespace ci"),
             "{text}"
         );
-        assert!(err.hint().unwrap().contains("own Namespace"), "{err:?}");
+        assert!(err.hint().unwrap().contains("own namespace"), "{err:?}");
+        assert_eq!(
+            err.settings(),
+            [crate::Setting::Namespace, crate::Setting::MetadataDirectory]
+        );
         // Another namespace in the same directory: its own claim.
         store
             .claim_namespace(&Namespace::parse("cd").unwrap(), &b)

@@ -54,6 +54,7 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobKey;
 use crate::metadata::{JobLock, JobRecord};
+use crate::setting::Setting;
 use crate::shape::TaskShape;
 
 use super::retry::with_retries;
@@ -387,5 +388,6 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
 
 fn pool_disabled() -> Error {
     Error::new(ErrorKind::InvalidConfig, "there is no warm pool")
-        .with_hint("set [Fargate.WarmPool] Size in fargate.toml")
+        .with_hint("give the warm pool a size")
+        .with_setting(Setting::PoolSize)
 }

@@ -106,7 +106,7 @@ impl Driver {
             biased;
             r = &mut call => r,
             _ = cancel.cancelled() => {
-                tracing::warn!("cancelled while starting the task; waiting for ECS's answer so that the task can be stopped");
+                tracing::warn!("cancelled while starting the task; waiting for the launcher's answer so that the task can be stopped");
                 match tokio::time::timeout(LAUNCH_SETTLE, &mut call).await {
                     Ok(r) => r,
                     Err(_) => Err(Error::timeout("starting the task after a cancel")),

@@ -172,7 +172,7 @@ impl Driver {
         let mut record = JobRecord::new(identity, keys.private_key);
         record.spec = Some(spec.clone());
 
-        tracing::debug!(task_definition = %spec.task_definition, "starting a Fargate task");
+        tracing::debug!(task_definition = %spec.task_definition, "starting a task");
         self.observe(Event::Launching {
             task_definition: spec.task_definition.clone(),
         });

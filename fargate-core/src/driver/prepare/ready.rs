@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use crate::error::{Error, ErrorKind, Result};
 use crate::launcher::{Endpoint, Launched, TaskState};
 use crate::observe::Event;
+use crate::setting::Setting;
 use crate::shell::HostKey;
 use crate::task_details::TaskDetails;
 
@@ -84,7 +85,7 @@ impl Driver {
                 )
                 .with_context("task", task);
                 err = match (&address, &last_probe_error) {
-                    (None, _) => err.with_hint("ECS never reported the task's IP address; check the cluster's capacity and the task's events in the ECS console, or raise [Fargate] ReadyTimeout"),
+                    (None, _) => err.with_hint("the launcher never reported the task's address; check the capacity and the task's events on the backend, or raise the ready timeout").with_setting(Setting::ReadyTimeout),
                     (Some((ip, _)), Some(probe)) => err.with_hint(format!(
                         "the task got IP {ip} but SSH on port {port} never answered ({}); check that the container runs sshd on that port and that the security group allows it from this host",
                         probe.message()
@@ -108,21 +109,22 @@ impl Driver {
                             format!("the task stopped before it was ready: {details}"),
                         )
                         .with_context("task", task)
-                        .with_hint("the reason above comes from ECS; check the image, the task definition and the container's logs"));
+                        .with_hint("the reason above comes from the launcher; check the image, the task definition and the container's logs"));
                     }
                     Ok(status) if status.state == TaskState::Missing => {
                         if launched.elapsed() >= t.consistency_window {
                             return Err(Error::new(
                                 ErrorKind::TaskStopped,
                                 format!(
-                                    "ECS still does not know the task {} s after accepting it",
+                                    "the launcher still does not know the task {} s after accepting it",
                                     launched.elapsed().as_secs()
                                 ),
                             )
                             .with_context("task", task)
-                            .with_hint("the task may have been deleted; check the cluster's events, or raise [Fargate] ConsistencyWindow if ECS is slow to show new tasks in this region"));
+                            .with_hint("the task may have been deleted; check the backend's events, or raise the consistency window if new tasks are slow to show")
+                            .with_setting(Setting::ConsistencyWindow));
                         }
-                        tracing::debug!(task = %task, "ECS does not show the task yet (eventual consistency)");
+                        tracing::debug!(task = %task, "the launcher does not show the task yet (eventual consistency)");
                     }
                     Ok(status) => {
                         if last_state != Some(status.state) {

@@ -146,8 +146,9 @@ fn a_size_above_its_maximum_is_clamped_with_a_note_or_refused() {
     );
     assert_eq!(
         err.hint(),
-        Some("ask for at most 16384 MiB ([Fargate.TaskShape] MaxMemory)")
+        Some("ask for at most 16384 MiB (the most memory per job)")
     );
+    assert_eq!(err.settings(), [crate::Setting::MaxMemory]);
     let d = resolve(
         &p,
         &ShapeRequest {
@@ -168,7 +169,7 @@ fn a_key_without_a_maximum_may_not_be_asked_for() {
         err.message().contains("does not let jobs choose it"),
         "{err}"
     );
-    assert!(err.hint().unwrap().contains("MaxCPU"));
+    assert_eq!(err.settings(), [crate::Setting::MaxCpu]);
     assert_eq!(err.kind().failure_class(), crate::FailureClass::Script);
 }
 
@@ -241,7 +242,8 @@ fn capacity_profiles_with_their_fallbacks() {
     assert_eq!(err.kind(), ErrorKind::NotAllowed);
     assert_eq!(err.hint(), Some("allowed: spot, on-demand"));
     let err = resolve(&ShapePolicy::default(), &ask("spot")).unwrap_err();
-    assert!(err.hint().unwrap().contains("CapacityProfile"), "{err:?}");
+    assert!(err.hint().unwrap().contains("capacity profiles"), "{err:?}");
+    assert_eq!(err.settings(), [crate::Setting::CapacityProfiles]);
     // The default profile applies to jobs that ask for none.
     let mut p = policy();
     p.default_capacity = Some("spot".into());
@@ -307,7 +309,8 @@ fn task_roles_only_for_the_trusted_project_of_a_rule() {
         err.message(),
         "the job asks for task role \"deploy\" (FARGATE_TASK_ROLE), which no project rule of this runner grants to project app/web (id 8)"
     );
-    assert!(err.hint().unwrap().contains("ProjectRule"));
+    assert!(err.hint().unwrap().contains("project rule"));
+    assert_eq!(err.settings(), [crate::Setting::ProjectTaskRoles]);
     // Without JOB_RESPONSE_FILE there is no trusted project: nothing matches.
     let err = resolve_shape(&p, &r, &TrustedProject::default(), None).unwrap_err();
     assert!(

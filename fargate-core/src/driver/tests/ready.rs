@@ -152,7 +152,11 @@ async fn a_task_still_unknown_after_the_consistency_window_fails_prepare() {
     let r = lagging_rig(Duration::from_secs(3600));
     let err = system_error(r.prepare().await.unwrap_err());
     assert_eq!(err.kind(), ErrorKind::TaskStopped, "{err}");
-    assert!(err.hint().unwrap().contains("ConsistencyWindow"), "{err:?}");
+    assert!(
+        err.hint().unwrap().contains("consistency window"),
+        "{err:?}"
+    );
+    assert_eq!(err.settings(), [crate::Setting::ConsistencyWindow]);
     // The record is kept: the task may still show up, and cleanup (or gc) must stop it.
     assert!(r.store.peek(&r.key()).is_some());
 }

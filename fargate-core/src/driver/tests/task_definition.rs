@@ -74,10 +74,13 @@ fn task_definition_precedence() {
     let err =
         resolve_task_definition(&c, &none, &asks(TASK_DEFINITION_VARIABLE, "other")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotAllowed);
-    assert!(err.hint().unwrap().contains("AllowedTaskDefinitions"));
+    assert_eq!(err.settings(), [crate::Setting::AllowedTaskDefinitions]);
     let err =
         resolve_task_definition(&c, &none, &asks(PLATFORM_VERSION_VARIABLE, "LATEST")).unwrap_err();
-    assert!(err.hint().unwrap().contains("AllowPlatformVersionOverride"));
+    assert_eq!(
+        err.settings(),
+        [crate::Setting::AllowPlatformVersionOverride]
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::setting::Setting;
 
 use super::{BACKEND, FileMetadataStore};
 
@@ -53,7 +54,8 @@ impl FileMetadataStore {
                 ),
             )
             .with_backend(BACKEND)
-            .with_hint(problem.hint(&self.dir, euid))),
+            .with_hint(problem.hint(&self.dir, euid))
+            .with_setting(Setting::MetadataDirectory)),
         }
     }
 
@@ -89,13 +91,13 @@ impl DirProblem {
         let d = dir.display();
         match self {
             DirProblem::Symlink => format!(
-                "point [TaskMetadata] Directory at the real directory instead of the link {d}, or replace the link with a private directory (`mkdir -m 700 {d}`)"
+                "point the metadata directory at the real directory instead of the link {d}, or replace the link with a private directory (`mkdir -m 700 {d}`)"
             ),
             DirProblem::NotADirectory => {
-                format!("point [TaskMetadata] Directory at a private directory, not at {d}")
+                format!("point the metadata directory at a private directory, not at {d}")
             }
             DirProblem::NotOwned | DirProblem::Writable => format!(
-                "run `chown {euid} {d} && chmod 700 {d}`, or point [TaskMetadata] Directory at a private directory"
+                "run `chown {euid} {d} && chmod 700 {d}`, or point the metadata directory at a private directory"
             ),
         }
     }

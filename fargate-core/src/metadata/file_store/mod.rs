@@ -206,7 +206,7 @@ impl FileMetadataStore {
             )
             .with_backend(BACKEND)
             .with_hint(format!(
-                "check in the ECS console that no task of job {key} is still running, then delete the file"
+                "check that no task of job {key} is still running (`fargate gc --dry-run` lists them), then delete the file"
             ))
         })
     }
