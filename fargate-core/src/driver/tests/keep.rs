@@ -105,6 +105,8 @@ async fn a_failed_job_of_an_opted_in_project_keeps_its_task_until_its_time() {
     let report = r.driver.cleanup(&r.job).await.unwrap();
     let kept = report.kept.clone().expect("the task is kept");
     assert!(report.stopped.is_empty(), "{report:?}");
+    // Its summary (and so its cost estimate) counts the time it is kept.
+    assert_eq!(report.summary.as_ref().unwrap().kept_for, Some(KEEP));
     let until = crate::world::whole_seconds_after(now, KEEP);
     assert_eq!(kept.until, crate::world::unix_seconds(until));
     assert_eq!(kept.task, task);
