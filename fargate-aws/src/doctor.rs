@@ -101,6 +101,11 @@ pub struct TaskExpectations {
     pub container: String,
     /// The SSH port (`[SSH] Port`).
     pub port: u16,
+    /// Whether some tasks are started with ECS Exec (a project rule keeps failed jobs'
+    /// tasks for debugging): what it needs is checked too.
+    pub ecs_exec: bool,
+    /// The platform version tasks run on (`[Fargate] PlatformVersion`), when configured.
+    pub platform_version: Option<String>,
 }
 
 impl TaskExpectations {
@@ -114,7 +119,17 @@ impl TaskExpectations {
             task_definition: task_definition.into(),
             container: container.into(),
             port,
+            ecs_exec: false,
+            platform_version: None,
         }
+    }
+
+    /// The same expectations, for tasks started with ECS Exec (`ecs_exec`) on
+    /// `platform_version` (`None`: ECS's default).
+    pub fn with_ecs_exec(mut self, ecs_exec: bool, platform_version: Option<String>) -> Self {
+        self.ecs_exec = ecs_exec;
+        self.platform_version = platform_version;
+        self
     }
 }
 
@@ -143,6 +158,9 @@ pub async fn doctor(
     let mut checks = vec![credentials];
     checks.extend(launcher.check_cluster().await);
     checks.push(launcher.check_task_definition(task).await);
+    if task.ecs_exec || launcher.config().enable_execute_command {
+        checks.push(launcher.check_ecs_exec(task).await);
+    }
     checks.extend(launcher.check_network(task.port).await);
     checks
 }
@@ -340,6 +358,56 @@ impl EcsLauncher {
         }
     }
 
+    /// What ECS Exec needs of the task: a task role (with the `ssmmessages` permissions,
+    /// which only IAM could confirm: named in the result) and platform version 1.4.0 or
+    /// later.
+    async fn check_ecs_exec(&self, want: &TaskExpectations) -> Check {
+        let name = "ECS Exec (shell into kept tasks)";
+        let actions = crate::exec::TASK_ROLE_ACTIONS.join(", ");
+        if let Some(v) = want.platform_version.as_deref()
+            && v != "LATEST"
+            && version_below(v, (1, 4, 0))
+        {
+            return Check::fail(
+                name,
+                format!("platform version {v} has no ECS Exec"),
+                "set [Fargate] PlatformVersion to 1.4.0 or LATEST",
+            );
+        }
+        let out = match self
+            .ecs_client()
+            .describe_task_definition()
+            .task_definition(&want.task_definition)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let err = errors::sdk(e, "DescribeTaskDefinition").error;
+                return Check::fail(
+                    name,
+                    err.message().to_owned(),
+                    "allow ecs:DescribeTaskDefinition, or fix [Fargate] TaskDefinition",
+                );
+            }
+        };
+        match out.task_definition().and_then(|td| td.task_role_arn()) {
+            Some(role) => Check::pass(
+                name,
+                format!(
+                    "task role {role}: it must allow {actions} (not checked here; see examples/iam-policy-ecs-exec-task-role.json); whoever enters needs ecs:ExecuteCommand and the AWS CLI's Session Manager plugin"
+                ),
+            ),
+            None => Check::fail(
+                name,
+                format!("task definition {} has no task role", want.task_definition),
+                format!(
+                    "give the task definition a task role (taskRoleArn) that allows {actions}; see examples/cloudformation/fargate-runner.yaml"
+                ),
+            ),
+        }
+    }
+
     async fn check_network(&self, port: u16) -> Vec<Check> {
         vec![
             self.check_subnets().await,
@@ -489,4 +557,27 @@ fn numbered(name: &str, values: &[String]) -> Vec<(String, String)> {
 /// What a failed call says: the service's message, else the error itself.
 fn error_text(e: &CallError) -> String {
     e.message().map_or_else(|| e.to_string(), str::to_owned)
+}
+
+/// Whether platform version `v` (`1.3.0`) is below `min`; a version that does not parse is
+/// not (ECS judges it).
+fn version_below(v: &str, min: (u32, u32, u32)) -> bool {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Some(a)), Some(Some(b)), Some(Some(c))) => (a, b, c) < min,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_versions_before_1_4_0_have_no_ecs_exec() {
+        assert!(version_below("1.3.0", (1, 4, 0)));
+        assert!(!version_below("1.4.0", (1, 4, 0)));
+        assert!(!version_below("LATEST", (1, 4, 0)));
+        assert!(!version_below("1.10.2", (1, 4, 0)));
+    }
 }

@@ -22,6 +22,9 @@
 //!   the tags `RunTask` would have sent for the job, and one `UntagResource` of the driver's
 //!   own tags the job does not set. `startedBy` cannot change, so **find** of the job does
 //!   not return an adopted task, while **list** reports it under the job.
+//! * **debug commands** ([`exec`]): no call; the `aws ecs execute-command` and `aws ecs
+//!   stop-task` lines for a task launched with `enableExecuteCommand` (a task of a project
+//!   that keeps failed jobs' tasks, [`TaskShape::debug_access`](fargate_core::TaskShape)).
 //! * **list** (for `fargate gc`, [`fargate_core::gc`]): `ListTasks` on the cluster (no
 //!   filter, desired status `RUNNING`), pages of 100 one after the other, each described by
 //!   one `DescribeTasks` with tags; the tasks tagged with the namespace, with their job key
@@ -52,8 +55,8 @@
 //! | Action | Why |
 //! |---|---|
 //! | `ecs:RunTask` | launch (on the task definitions it may run) |
-//! | `ecs:TagResource` | `RunTask` with tags needs it (on `arn:aws:ecs:*:*:task/*`); adopting a warm task (without the `ecs:CreateAction` condition); with job images, registering, marking and refreshing derived task definitions |
-//! | `ecs:UntagResource` | adopting a warm task (only with a warm pool) |
+//! | `ecs:TagResource` | `RunTask` with tags needs it (on `arn:aws:ecs:*:*:task/*`); adopting a warm task and relabelling a failed job's kept task (without the `ecs:CreateAction` condition); with job images, registering, marking and refreshing derived task definitions |
+//! | `ecs:UntagResource` | adopting a warm task (only with a warm pool) and relabelling a kept task |
 //! | `ecs:DescribeTasks` | describe, stop, find, list (gc) |
 //! | `ecs:StopTask` | stop (cleanup, gc) |
 //! | `ecs:ListTasks` | find (cleanup after a crash), list (gc) |
@@ -82,6 +85,7 @@ pub mod derived_gc;
 mod details;
 pub mod doctor;
 mod errors;
+pub mod exec;
 pub mod failover;
 mod launcher;
 mod listing;

@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, PropagateTags, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher,
-    TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome,
+    TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -109,7 +109,9 @@ impl EcsLauncher {
                     .map_err(unexpected)?,
             );
         }
-        if self.config.enable_execute_command {
+        // ECS Exec: for every task, or for the tasks of projects that keep failed jobs'
+        // tasks for debugging.
+        if self.config.enable_execute_command || spec.shape.debug_access {
             req = req.enable_execute_command(true);
         }
         if self.config.propagate_task_definition_tags {
@@ -350,7 +352,8 @@ impl TaskLauncher for EcsLauncher {
         self.list_paged(namespace, crate::MAX_LIST_TASKS).await
     }
 
-    /// Relabels `task` (a warm pool slot's) as a launch of `spec` would have labelled it:
+    /// Relabels `task` (a warm pool slot's, or a failed job's kept for debugging with a
+    /// later deadline) as a launch of `spec` would have labelled it:
     /// one `TagResource` on the task's ARN with exactly the tags `RunTask` would have sent
     /// for `spec` ([`tags::task_tags`]: the administrator's tags, the job key, the
     /// namespace, the `gitlab:*` tags and the deadline), overwriting the slot's values;
@@ -371,9 +374,10 @@ impl TaskLauncher for EcsLauncher {
         let with_context = |e: Error| {
             let e = if e.kind() == ErrorKind::PermissionDenied {
                 e.with_hint(
-                    "handing a warm task to a job needs ecs:TagResource and ecs:UntagResource \
-                     on the cluster's tasks, without the ecs:CreateAction condition of the \
-                     statement that tags at RunTask (see examples/iam-policy.json)",
+                    "relabelling a task (a warm task a job takes over, a failed job's task kept \
+                     for debugging) needs ecs:TagResource and ecs:UntagResource on the \
+                     cluster's tasks, without the ecs:CreateAction condition of the statement \
+                     that tags at RunTask (see examples/iam-policy.json)",
                 )
             } else {
                 e
@@ -448,6 +452,12 @@ impl TaskLauncher for EcsLauncher {
 
     fn settings_fingerprint(&self) -> String {
         self.config.settings_fingerprint()
+    }
+
+    /// `aws ecs execute-command` into `container` and `aws ecs stop-task` of `task`
+    /// ([`crate::exec`]).
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        Some(crate::exec::debug_commands(&self.config, task, container))
     }
 }
 

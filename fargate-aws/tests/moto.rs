@@ -222,6 +222,49 @@ async fn run_task_request_with_launch_type() {
     assert_eq!(env.environment()[0].name(), Some("SSH_PUBLIC_KEY"));
 }
 
+/// Issue 27: only a task whose shape asks for shell access (a project that keeps failed
+/// jobs' tasks) gets ECS Exec when the runner does not give it to every task; relabelling
+/// it with a later deadline (as its cleanup does) keeps the job's tags.
+#[tokio::test]
+async fn debug_access_enables_ecs_exec_for_that_task_only() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs) = moto().await;
+    let l = launcher(ecs.config(), &moto.sdk_config());
+    let plain = l.launch(&ecs.spec(5)).await.unwrap();
+    let mut spec = ecs.spec(6);
+    spec.shape = spec.shape.with_debug_access();
+    let kept = l.launch(&spec).await.unwrap();
+    let req = moto.run_task_request(&plain.id).unwrap();
+    assert!(req.get("enableExecuteCommand").is_none(), "{req}");
+    let req = moto.run_task_request(&kept.id).unwrap();
+    assert_eq!(req["enableExecuteCommand"], true, "{req}");
+
+    let later = std::time::UNIX_EPOCH + Duration::from_secs(1_796_101_200);
+    l.adopt(&kept, &spec.clone().with_deadline(later))
+        .await
+        .unwrap();
+    let stored = moto.describe_task("ci", &kept.id).await;
+    let t: BTreeMap<&str, &str> = stored
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?, t.value()?)))
+        .collect();
+    assert_eq!(t[tags::DEADLINE], "2026-12-01T05:00:00Z");
+    assert_eq!(t[tags::JOB_KEY], spec.key.as_str());
+    assert_eq!(t[tags::PROJECT], "group/project");
+
+    let c = l.debug_commands(&kept, "ci-coordinator").unwrap();
+    assert!(
+        c.enter.contains(&format!(
+            "--cluster ci --task {} --container ci-coordinator --interactive --command /bin/sh",
+            kept.id
+        )),
+        "{}",
+        c.enter
+    );
+    assert!(c.stop.starts_with("aws ecs stop-task "), "{}", c.stop);
+}
+
 #[tokio::test]
 async fn run_task_request_with_capacity_strategy_and_private_ip() {
     fargate_testkit::require_fixture!(Moto);

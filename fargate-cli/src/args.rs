@@ -107,6 +107,32 @@ pub enum Command {
                       task. Idle tasks are billed. Exit code 0 when all went well."
     )]
     Pool(PoolArgs),
+    /// List the failed jobs' tasks kept for debugging ([[Fargate.ProjectRule]] KeepFailedFor).
+    #[command(
+        long_about = "List the tasks of failed jobs that this runner keeps for debugging                       ([[Fargate.ProjectRule]] KeepFailedFor), as their records say (no AWS                       call): job, project, task, the time left, and the commands to enter                       and stop each. `fargate gc` stops them once their time is up."
+    )]
+    Kept(KeptArgs),
+    /// Stop a failed job's task kept for debugging, before its time is up.
+    #[command(
+        long_about = "Stop the task of failed job JOB_ID that this runner keeps for debugging                       ([[Fargate.ProjectRule]] KeepFailedFor), and forget the job. A job that                       still runs is refused: its own cleanup stops its task. Exit code 0 when                       the task was stopped."
+    )]
+    Release(ReleaseArgs),
+}
+
+/// Options of `fargate kept`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeptArgs {
+    /// Print one JSON document instead of the human list.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `fargate release`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReleaseArgs {
+    /// GitLab's id of the failed job (the job log's `fargate release` line names it).
+    #[arg(value_name = "JOB_ID")]
+    pub job_id: u64,
 }
 
 /// Options of `fargate pool`.
@@ -339,6 +365,20 @@ mod tests {
             a.command,
             Command::Gc(GcArgs { dry_run: false, .. })
         ));
+    }
+
+    #[test]
+    fn kept_and_release_take_their_arguments() {
+        match parse(&["fargate", "release", "4242"]).unwrap().command {
+            Command::Release(r) => assert_eq!(r.job_id, 4242),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["fargate", "release"]).is_err());
+        assert!(parse(&["fargate", "release", "not-a-job"]).is_err());
+        match parse(&["fargate", "kept", "--json"]).unwrap().command {
+            Command::Kept(k) => assert!(k.json),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fargate_aws::{EcsConfig, EcsLauncher};
 use fargate_core::{
-    JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
-    TaskStatus,
+    DebugCommands, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher,
+    TaskRef, TaskSpec, TaskStatus,
 };
 use tokio::sync::OnceCell;
 
@@ -23,6 +23,8 @@ pub(crate) struct LazyLauncher {
     make: MakeLauncher,
     /// The launcher's [`TaskLauncher::settings_fingerprint`], known without building it.
     fingerprint: String,
+    /// Its configuration, for [`TaskLauncher::debug_commands`] (no AWS call either).
+    config: EcsConfig,
 }
 
 impl std::fmt::Debug for LazyLauncher {
@@ -39,6 +41,7 @@ impl LazyLauncher {
         LazyLauncher {
             cell: OnceCell::new(),
             fingerprint: config.settings_fingerprint(),
+            config: config.clone(),
             make: Box::new(move || {
                 let config = config.clone();
                 Box::pin(async move {
@@ -87,5 +90,12 @@ impl TaskLauncher for LazyLauncher {
     }
     fn settings_fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        Some(fargate_aws::exec::debug_commands(
+            &self.config,
+            task,
+            container,
+        ))
     }
 }

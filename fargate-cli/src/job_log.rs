@@ -43,6 +43,13 @@ impl Observer for JobLog {
                     tracing::info!("{line}");
                 }
             }
+            Event::Kept { task, until } => tracing::info!(
+                %task,
+                until = until
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                "kept task {task} for debugging its failed job (fargate kept lists it)"
+            ),
             Event::Stopped { task, cause } => tracing::info!(
                 %task,
                 cause = cause.as_str(),

@@ -289,3 +289,108 @@ async fn the_job_mode_runs_a_real_job_and_prints_its_summary() {
     }
     assert!(fargate.running_tasks().await.is_empty(), "{stderr}");
 }
+
+/// Issue 27: a project rule that keeps failed jobs' tasks starts them with ECS Exec; doctor
+/// checks what that needs (a task role, a platform version that has it) and names the
+/// permissions it cannot check.
+#[tokio::test(flavor = "multi_thread")]
+async fn ecs_exec_for_kept_tasks_needs_a_task_role_and_platform_1_4() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    let ecs = moto.setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata");
+    std::fs::create_dir(&metadata).unwrap();
+    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let ssh_group = moto.create_security_group("ci-ssh");
+    moto.allow_tcp_in(&ssh_group, 22);
+    let setup = |task_definition: &str| Setup {
+        cluster: ecs.cluster.clone(),
+        task_definition: task_definition.to_owned(),
+        container: CONTAINER.into(),
+        security_group: ssh_group.clone(),
+    };
+    let rule = "[[Fargate.ProjectRule]]\n  Name = \"debug\"\n  Projects = [\"app/*\"]\n  KeepFailedFor = \"30m\"\n";
+    let name = "ECS Exec (shell into kept tasks)";
+
+    // Without a rule that keeps tasks (nor EnableExecuteCommand), no such check.
+    let (code, out) = doctor(
+        &moto,
+        dir.path(),
+        &toml(&ecs, &setup(&ecs.task_definition), &metadata),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(name), "{out}");
+
+    // The fixture's task definition has no task role.
+    let config = format!(
+        "{}{rule}",
+        toml(&ecs, &setup(&ecs.task_definition), &metadata)
+    );
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    assert!(
+        out.contains(&format!("FAIL  {name}: task definition")),
+        "{out}"
+    );
+    assert!(out.contains("has no task role"), "{out}");
+    assert!(out.contains("ssmmessages:CreateControlChannel"), "{out}");
+
+    // One with a task role passes, naming what the role must allow.
+    let role = "arn:aws:iam::123456789012:role/fargate-ci-task";
+    let with_role = moto
+        .ecs_client()
+        .register_task_definition()
+        .family("with-role")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .task_role_arn(role)
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name(CONTAINER)
+                .image("registry.example/ci:latest")
+                .memory(512)
+                .port_mappings(
+                    aws_sdk_ecs::types::PortMapping::builder()
+                        .container_port(22)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let with_role = with_role
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_owned();
+    let config = format!("{}{rule}", toml(&ecs, &setup(&with_role), &metadata));
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok    {name}: task role {role}: it must allow ssmmessages:"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("ecs:ExecuteCommand"), "{out}");
+
+    // A platform version without ECS Exec.
+    let config = config.replace("[Fargate]\n", "[Fargate]\n  PlatformVersion = \"1.3.0\"\n");
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  {name}: platform version 1.3.0 has no ECS Exec"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: set [Fargate] PlatformVersion to 1.4.0"),
+        "{out}"
+    );
+}

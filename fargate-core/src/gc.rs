@@ -11,6 +11,8 @@
 //! | has no record | stopped |
 //! | has a record in phase [`Phase::Stopping`] (a cleanup began and died) | stopped |
 //! | has a record older than [`GcOptions::max_age`] | stopped |
+//! | failed, and its task is kept for debugging ([`Phase::Kept`]) until a time now past | stopped |
+//! | failed, and its task is kept for debugging until a time still to come | kept, whatever its age |
 //! | any, when the task is past its deadline ([`ListedTask::deadline`]) | stopped |
 //! | has a record younger than that (its run stages are going on) | kept |
 //! | is a warm pool slot ([`crate::driver::pool`]) idle past its maximum idle time, or claimed by a job that never recorded the task | stopped |
@@ -386,6 +388,20 @@ fn judge(record: Option<&JobRecord>, options: &GcOptions, now: SystemTime) -> Ve
     if record.phase == Phase::Stopping {
         return Verdict::Stop("its job's cleanup began and did not finish".into());
     }
+    if record.phase == Phase::Kept {
+        // A failed job's task kept for debugging: its own deadline, not the maximum age.
+        let until = at(record.kept_until.unwrap_or(0));
+        return match until.duration_since(now) {
+            Ok(left) if !left.is_zero() => Verdict::Keep(format!(
+                "kept for debugging its failed job, {} left",
+                crate::world::human_duration(left)
+            )),
+            _ => Verdict::Stop(format!(
+                "it was kept for debugging its failed job until {} s ago",
+                now.duration_since(until).map_or(0, |d| d.as_secs())
+            )),
+        };
+    }
     if let Some(pool) = &record.pool {
         let now_secs = crate::world::unix_seconds(now);
         match &pool.claimed_by {
@@ -409,8 +425,12 @@ fn judge(record: Option<&JobRecord>, options: &GcOptions, now: SystemTime) -> Ve
     Verdict::Keep("its job is within its lifetime".into())
 }
 
-/// Why a record is older than its job could run, if it is.
+/// Why a record is older than its job could run, if it is. A failed job's task kept for
+/// debugging ([`Phase::Kept`]) is judged by its own deadline instead.
 fn too_old(record: &JobRecord, options: &GcOptions, now: SystemTime) -> Option<String> {
+    if record.phase == Phase::Kept {
+        return None;
+    }
     let max = options.max_age?;
     let age = now.duration_since(at(record.created_at)).ok()?;
     (age > max).then(|| {

@@ -216,6 +216,28 @@ impl ListedTask {
     }
 }
 
+/// How a person enters a running task and stops it, outside the driver: commands of the
+/// backend's own tools, for a job log ([`TaskLauncher::debug_commands`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DebugCommands {
+    /// Opens an interactive shell in the task's container (for ECS: `aws ecs
+    /// execute-command ... --interactive --command /bin/sh`).
+    pub enter: String,
+    /// Stops the task (for ECS: `aws ecs stop-task ...`).
+    pub stop: String,
+}
+
+impl DebugCommands {
+    /// The commands `enter` and `stop`.
+    pub fn new(enter: impl Into<String>, stop: impl Into<String>) -> Self {
+        DebugCommands {
+            enter: enter.into(),
+            stop: stop.into(),
+        }
+    }
+}
+
 /// Starts, watches, stops and finds tasks.
 ///
 /// Implementations must be cheap to call concurrently and must not retry internally in
@@ -306,6 +328,11 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     /// record names it). Backends that cannot relabel return [`ErrorKind::Unsupported`],
     /// the default; the driver then uses no warm task.
     ///
+    /// The driver also calls it with the task's own job and a later deadline, to keep a
+    /// failed job's task for debugging (the project rule's
+    /// [`keep_failed_for`](crate::options::ProjectRule::keep_failed_for)); a launcher that
+    /// cannot relabel then has the task stopped as usual.
+    ///
     /// # Cancel safety
     /// Safe to drop: the labels are the old or the new ones; asking again is harmless.
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
@@ -337,6 +364,16 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     /// no such settings.
     fn settings_fingerprint(&self) -> String {
         String::new()
+    }
+
+    /// The commands a person runs to open a shell in `container` of `task` and to stop the
+    /// task, with the backend's own tools, for a task launched with
+    /// [`TaskShape::debug_access`](crate::TaskShape::debug_access). No backend call: the
+    /// launcher's settings and `task` are enough. The default, `None`: the backend offers
+    /// no such access (the driver then names only its own `release`).
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        let _ = (task, container);
+        None
     }
 }
 
@@ -372,6 +409,9 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     fn settings_fingerprint(&self) -> String {
         (**self).settings_fingerprint()
+    }
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        (**self).debug_commands(task, container)
     }
 }
 

@@ -194,6 +194,12 @@ pub struct TaskShape {
     /// Security groups added to the backend's configured ones.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<String>,
+    /// Whether someone the backend authorizes may open a shell in the running task,
+    /// without SSH, to debug it (for ECS: ECS Exec, `enableExecuteCommand`). Granted to the
+    /// projects whose failed jobs' tasks are kept
+    /// ([`ProjectRule::keep_failed_for`](crate::options::ProjectRule::keep_failed_for)).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub debug_access: bool,
 }
 
 impl TaskShape {
@@ -224,6 +230,12 @@ impl TaskShape {
     /// The same shape with task role `role`.
     pub fn with_task_role(mut self, role: impl Into<String>) -> Self {
         self.task_role = Some(role.into());
+        self
+    }
+
+    /// The same shape with shell access for debugging (see [`TaskShape::debug_access`]).
+    pub fn with_debug_access(mut self) -> Self {
+        self.debug_access = true;
         self
     }
 
@@ -261,6 +273,9 @@ impl fmt::Display for TaskShape {
                 ", extra security groups {}",
                 self.security_groups.join(" ")
             )?;
+        }
+        if self.debug_access {
+            write!(f, ", shell access for debugging")?;
         }
         Ok(())
     }

@@ -34,6 +34,22 @@ pub(crate) fn whole_seconds_after(now: SystemTime, lifetime: Duration) -> System
     from_unix_seconds(unix_seconds(now).saturating_add(lifetime.as_secs()))
 }
 
+/// `d` for people, in whole units: `45 s`, `30 min`, `2 h`, `1 h 30 min`.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let parts: Vec<String> = [(h, "h"), (m, "min"), (s, "s")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0 s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// Fills `buf` with random bytes: the operating system's, or the test's seeded ones.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), getrandom::Error> {
     #[cfg(any(test, feature = "testing"))]

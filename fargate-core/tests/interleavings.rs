@@ -432,6 +432,13 @@ impl TaskLauncher for SimLauncher {
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
     }
+    fn debug_commands(
+        &self,
+        task: &TaskRef,
+        container: &str,
+    ) -> Option<fargate_core::DebugCommands> {
+        self.inner.debug_commands(task, container)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

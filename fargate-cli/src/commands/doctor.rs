@@ -29,11 +29,23 @@ pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
         overrides,
         ..
     } = context;
+    // Projects that keep failed jobs' tasks get ECS Exec: check what it needs too.
+    let ecs_exec = config
+        .options
+        .shape
+        .project_rules
+        .iter()
+        .any(|r| r.keep_failed_for.is_some());
+    let platform_version = overrides
+        .platform_version
+        .clone()
+        .or_else(|| config.options.task.platform_version.clone());
     let expect = TaskExpectations::new(
         task_definition,
         config.options.task.container_name.clone(),
         config.options.ssh.port,
-    );
+    )
+    .with_ecs_exec(ecs_exec, platform_version);
     let sdk = EcsLauncher::sdk_config(&config.ecs).await;
     let mut checks = doctor(config.ecs.clone(), &sdk, &expect).await;
     checks.push(metadata_check(&config.metadata_dir));

@@ -8,7 +8,9 @@ mod custom;
 mod doctor;
 mod gc;
 mod keeper;
+mod kept;
 mod pool;
+mod release;
 
 use fargate_core::JobContext;
 
@@ -42,6 +44,8 @@ pub(crate) async fn execute(args: Args) -> i32 {
         Command::Gc(gc) => gc::run(&gc, context).await,
         Command::Pool(pool) => pool::run(&pool, context).await,
         Command::Keeper(keeper) => keeper::run(&keeper, context).await,
+        Command::Kept(kept) => kept::run(&kept, context).await,
+        Command::Release(release) => release::run(&release, context).await,
         Command::Custom { .. } => unreachable!("the stages are run above"),
     }
 }

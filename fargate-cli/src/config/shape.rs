@@ -1,5 +1,5 @@
-//! The task-shape keys of `fargate.toml`: `[Fargate.TaskShape]`, `[[Fargate.CapacityProfile]]`
-//! and `[[Fargate.ProjectRule]]`, read into [`ShapePolicy`].
+//! The task-shape keys of `fargate.toml`: `[Fargate.TaskShape]`, `[[Fargate.CapacityProfile]]`,
+//! `[[Fargate.ProjectRule]]` and `[Fargate] MaxKeepFailedFor`, read into [`ShapePolicy`].
 //!
 //! The policy's own rules ([`ShapePolicy::problems`]) are reported here, on the line of the
 //! key or table they concern, so that every problem has its line.
@@ -98,6 +98,7 @@ pub(crate) fn read_shape(r: &mut Reader<'_>, t: &mut Table<'_, '_>, policy: &mut
             rule.task_roles = r.string_list(&mut p, "TaskRoles").unwrap_or_default();
             rule.subnets = r.string_list(&mut p, "Subnets").unwrap_or_default();
             rule.security_groups = r.string_list(&mut p, "SecurityGroups").unwrap_or_default();
+            rule.keep_failed_for = r.duration(&mut p, "KeepFailedFor", false);
             r.finish(&p);
             if rule.name.is_empty() {
                 r.error(
@@ -110,9 +111,22 @@ pub(crate) fn read_shape(r: &mut Reader<'_>, t: &mut Table<'_, '_>, policy: &mut
             let label = format!("[[Fargate.ProjectRule]] {:?}", rule.name);
             let key = format!("shape.project_rules.{}", rule.name);
             places.insert(format!("{key}.task_roles"), (label.clone(), span.clone()));
+            places.insert(
+                format!("{key}.keep_failed_for"),
+                (label.clone(), span.clone()),
+            );
             places.insert(key, (label, span));
             policy.project_rules.push(rule);
         }
+    }
+    if let Some(v) = r.take(t, "MaxKeepFailedFor") {
+        places.insert(
+            "shape.max_keep_failed_for".into(),
+            (t.label("MaxKeepFailedFor"), v.span()),
+        );
+    }
+    if let Some(d) = r.duration(t, "MaxKeepFailedFor", false) {
+        policy.max_keep_failed_for = d;
     }
     for problem in policy.problems() {
         let (label, span) = places

@@ -68,6 +68,7 @@ impl Observer for Metrics {
             Event::Stopped { cause, .. } => {
                 *d.stops.entry(cause.as_str().into()).or_default() += 1;
             }
+            Event::Kept { .. } => d.kept += 1,
             Event::WarmPool { outcome } => {
                 *d.warm.entry(outcome.as_str().into()).or_default() += 1;
             }

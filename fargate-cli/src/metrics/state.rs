@@ -69,6 +69,8 @@ pub(crate) struct State {
     pub(crate) stops: BTreeMap<String, u64>,
     /// outcome → prepares, with a warm pool.
     pub(crate) warm: BTreeMap<String, u64>,
+    /// Failed jobs' tasks kept for debugging (their cleanup did not stop them).
+    pub(crate) kept: u64,
     /// point (`accepted`, ..., `ready`) → time from prepare's start.
     pub(crate) prepare: BTreeMap<String, Histogram>,
     /// phase (`provisioning`, `image_pull`, ...) → its duration, from ECS's timestamps.
@@ -107,6 +109,7 @@ impl State {
             }
         }
         self.cost += delta.cost;
+        self.kept += delta.kept;
     }
 
     /// Counts a stage's `outcome`, and a job's once its cleanup runs: the job's first
@@ -175,7 +178,7 @@ impl State {
         counter(
             &mut out,
             "fargate_tasks_stopped_total",
-            "Tasks stopped, by who stopped them (cleanup, rollback, gc, pool).",
+            "Tasks stopped, by who stopped them (cleanup, rollback, gc, pool, release).",
             &self.stops,
             &["cause"],
         );
@@ -202,7 +205,14 @@ impl State {
         );
         let _ = writeln!(
             out,
-            "# HELP fargate_estimated_cost_dollars_total Estimated cost of the tasks at their cleanup (list prices; an estimate).\n\
+            "# HELP fargate_tasks_kept_total Failed jobs' tasks kept running for debugging at their cleanup ([[Fargate.ProjectRule]] KeepFailedFor); fargate_tasks_stopped_total counts their stop (gc, release).\n\
+             # TYPE fargate_tasks_kept_total counter\n\
+             fargate_tasks_kept_total {}",
+            self.kept
+        );
+        let _ = writeln!(
+            out,
+            "# HELP fargate_estimated_cost_dollars_total Estimated cost of the tasks at their cleanup, a kept task's with its time kept (list prices; an estimate).\n\
              # TYPE fargate_estimated_cost_dollars_total counter\n\
              fargate_estimated_cost_dollars_total {}",
             self.cost
@@ -297,6 +307,22 @@ mod tests {
         assert_eq!(s.jobs.get("success"), Some(&1));
         assert!(s.pending.is_empty());
         assert_eq!(s.stages.get("run script_failure"), Some(&2));
+    }
+
+    #[test]
+    fn kept_tasks_are_counted_across_processes() {
+        let mut s = State::default();
+        let delta = State {
+            kept: 1,
+            ..State::default()
+        };
+        s.merge(&delta);
+        s.merge(&delta);
+        assert!(
+            s.render().contains("\nfargate_tasks_kept_total 2\n"),
+            "{}",
+            s.render()
+        );
     }
 
     #[test]

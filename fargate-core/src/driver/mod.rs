@@ -13,7 +13,8 @@
 //!           (see [`pool`]); a refill runs beside prepare
 //! run:      get(Ready) ─ run script, pinned host key ─ exit N: script failure N
 //!           beside it: watch the task (own short timeout), a stopped task ends the stage
-//! cleanup:  lock ─ get ─ put(Stopping) ─ stop the union of the recorded tasks, the replayed
+//! cleanup:  lock ─ get ─ (a failed job whose project keeps failed tasks: keep the task,
+//!           see [`keep`]) ─ put(Stopping) ─ stop the union of the recorded tasks, the replayed
 //!           pending launches and what a search by the job's key finds ─ delete the record
 //!           (only once every task is known to be stopping)
 //! ```
@@ -39,6 +40,7 @@
 //! stops every task.
 
 mod images;
+mod keep;
 pub mod pool;
 mod prepare;
 mod retry;
@@ -47,6 +49,7 @@ mod shape;
 mod stop;
 mod summary;
 
+pub use keep::{KeptTask, LAST_RUN_STAGE, is_user_step};
 pub use prepare::LOGIN_CHECK_SCRIPT;
 pub use shape::{
     CAPACITY_VARIABLE, CPU_VARIABLE, EPHEMERAL_STORAGE_VARIABLE, MEMORY_VARIABLE, ShapeDecision,
@@ -238,6 +241,9 @@ pub struct CleanupReport {
     /// The summary of the recorded task, taken before it was stopped (when the record named
     /// a task and the backend still knew it).
     pub summary: Option<JobSummary>,
+    /// The task, when the job failed and its project keeps failed jobs' tasks for
+    /// debugging: it was not stopped ([`KeptTask`]).
+    pub kept: Option<KeptTask>,
 }
 
 /// Runs the stages of jobs against a launcher, a shell and a store.

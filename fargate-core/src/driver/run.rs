@@ -90,7 +90,10 @@ impl Driver {
                 .into());
             }
         };
-        match outcome {
+        // The script ran and failed: not a cancel, nor a lost task or connection.
+        let script_failed = matches!(outcome, Ok(RunOutcome::Signaled { .. }))
+            || matches!(outcome, Ok(RunOutcome::Exited(code)) if code != 0);
+        let result = match outcome {
             Ok(RunOutcome::Exited(0)) => Ok(()),
             Ok(RunOutcome::Exited(code)) => Err(Failure::script(
                 code,
@@ -111,7 +114,11 @@ impl Driver {
                 }
                 Err(err.into())
             }
-        }
+        };
+        // A failed job whose project keeps failed tasks: the job log says so (see `keep`).
+        self.after_run_stage(&identity, &record, stage, script_failed, output)
+            .await;
+        result
     }
 
     /// Runs the script while, beside it, checking at the watch interval that the

@@ -267,6 +267,14 @@ pub fn resolve_shape(
             ));
         }
     }
+    if let Some((keep, rule)) = policy.keep_failed_for(project.path.as_deref(), project.id) {
+        shape.debug_access = true;
+        notes.push(format!(
+            "project rule {rule:?} applies to project {}: if the job fails, its task is kept for {} to debug it, with shell access",
+            project.describe(),
+            crate::world::human_duration(keep)
+        ));
+    }
     Ok(ShapeDecision {
         shape,
         fallbacks,

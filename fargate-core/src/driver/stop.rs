@@ -20,6 +20,8 @@ const SEARCH_MAX_DELAY: Duration = Duration::from_secs(5);
 
 impl Driver {
     /// Stops every task of the job and deletes its record. Idempotent; needs no record.
+    /// The exception: a job whose user step failed, of a project that keeps failed jobs'
+    /// tasks for debugging, keeps its task ([`CleanupReport::kept`]; see the `keep` module).
     ///
     /// What it stops is the union of the tasks the record names, of those that replaying the
     /// record's unanswered launch attempts returns (same client token, same spec), and of
@@ -36,6 +38,7 @@ impl Driver {
         let key = identity.key();
         self.locked(&key, async {
             let mut report = match self.load_record_for_cleanup(&identity, job).await? {
+                Some(record) if let Some(kept) = self.keep_failed(&identity, &record).await => kept,
                 Some(record) => {
                     let summary = match &record.task {
                         Some(task) => self.describe_for_summary(task).await.map(|details| {
@@ -47,12 +50,14 @@ impl Driver {
                         stopped: self.stop_job(&key, record).await?,
                         had_record: true,
                         summary,
+                        kept: None,
                     }
                 }
                 None => CleanupReport {
                     stopped: self.stop_unrecorded(&key, None).await?,
                     had_record: false,
                     summary: None,
+                    kept: None,
                 },
             };
             // A warm task the job claimed but had not recorded yet (prepare was killed).

@@ -331,3 +331,114 @@ async fn a_launcher_that_cannot_list_is_an_unsupported_error() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported);
 }
+
+/// A failed job's task kept for debugging: a record in `Phase::Kept` naming `task`, created
+/// `age` ago and kept for `left` more, with `tag` as the task's deadline label.
+async fn kept(
+    launcher: &MemoryLauncher,
+    store: &MemoryStore,
+    id: u64,
+    age: Duration,
+    left: Duration,
+    tag: Option<Duration>,
+) -> (JobKey, TaskRef, SystemTime) {
+    let task = launch(launcher, "ci", id).await;
+    let mut r = JobRecord::new(identity("ci", id), PrivateKey::new("k".into()));
+    r.phase = Phase::Kept;
+    r.task = Some(task.clone());
+    r.created_at -= age.as_secs();
+    r.failed_step = Some("build_script".into());
+    let until = crate::world::whole_seconds_after(crate::world::now(), left);
+    r.kept_until = Some(crate::world::unix_seconds(until));
+    store.put(&r).await.unwrap();
+    if let Some(tag) = tag {
+        launcher.set_deadline(
+            &task,
+            crate::world::whole_seconds_after(crate::world::now(), tag),
+        );
+    }
+    (r.key, task, until)
+}
+
+fn reason_of(report: &GcReport, task: &TaskRef) -> String {
+    report
+        .tasks
+        .iter()
+        .find(|t| t.task == task.id)
+        .unwrap_or_else(|| panic!("{task} not in {report:?}"))
+        .reason
+        .clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_task_is_kept_until_its_time_whatever_its_age_and_stopped_after_it() {
+    let _clock = crate::testing::Determinism::install(27);
+    let (launcher, store) = (MemoryLauncher::new(), MemoryStore::new());
+    // Its job started two hours ago (past the maximum age of one hour); its task is kept
+    // ten more minutes. No deadline label: the record alone decides.
+    let (key, task, _) = kept(
+        &launcher,
+        &store,
+        1,
+        Duration::from_secs(7200),
+        Duration::from_secs(600),
+        None,
+    )
+    .await;
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &task), Action::Kept, "{report}");
+    assert_eq!(
+        reason_of(&report, &task),
+        "kept for debugging its failed job, 10 min left"
+    );
+    // One second before its time, still kept (the virtual clock moves, nothing sleeps).
+    tokio::time::advance(Duration::from_secs(599)).await;
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &task), Action::Kept, "{report}");
+    assert!(reason_of(&report, &task).ends_with("1 s left"), "{report}");
+    assert_eq!(launcher.running(), std::slice::from_ref(&task));
+    // At its time: a dry run says it would stop it, and stops nothing.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let dry = GcOptions {
+        dry_run: true,
+        ..opts()
+    };
+    let report = collect(&launcher, &store, &ns(), &dry).await.unwrap();
+    assert_eq!(action_of(&report, &task), Action::WouldRemove, "{report}");
+    assert_eq!(launcher.running(), std::slice::from_ref(&task));
+    // Then gc stops it and the record goes with it.
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &task), Action::Removed, "{report}");
+    assert!(
+        reason_of(&report, &task).contains("kept for debugging its failed job until"),
+        "{report}"
+    );
+    assert!(launcher.running().is_empty());
+    assert!(store.peek(&key).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_task_whose_job_holds_its_lock_is_kept_until_its_deadline_label() {
+    let _clock = crate::testing::Determinism::install(28);
+    let (launcher, store) = (MemoryLauncher::new(), MemoryStore::new());
+    let (key, task, _) = kept(
+        &launcher,
+        &store,
+        2,
+        Duration::from_secs(7200),
+        Duration::from_secs(600),
+        Some(Duration::from_secs(600)),
+    )
+    .await;
+    // A release (or the job's cleanup) holds the lock: kept, though older than the
+    // maximum age.
+    let lock = store.lock(&key, Duration::ZERO).await.unwrap();
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &task), Action::Kept, "{report}");
+    // Past the label's deadline its time is up, whoever holds the lock.
+    tokio::time::advance(Duration::from_secs(601)).await;
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &task), Action::Removed, "{report}");
+    assert!(reason_of(&report, &task).contains("past its deadline"));
+    store.unlock(lock).await.unwrap();
+}

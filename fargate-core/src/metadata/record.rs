@@ -24,6 +24,10 @@ pub enum Phase {
     /// Cleanup (or a failed prepare) is stopping the job's tasks; the record stays until
     /// they are known to be stopping.
     Stopping,
+    /// The job failed and its project keeps failed jobs' tasks for debugging: its cleanup
+    /// left the task running until [`JobRecord::kept_until`]; `gc` (or `release`) stops
+    /// it then (or earlier), and the task ends itself then too.
+    Kept,
 }
 
 /// What became of one launch attempt.
@@ -156,6 +160,13 @@ pub struct JobRecord {
     /// Set on the record of a warm pool slot ([`JobIdentity::pool_slot`]); `None` for jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolSlot>,
+    /// The job's first user step (`build_script`, `step_*`) whose script failed, when the
+    /// job's task may be kept for debugging ([`Phase::Kept`]); set by that run stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// In [`Phase::Kept`]: seconds since the epoch until which the task is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_until: Option<u64>,
     /// The job's client private key.
     pub private_key: PrivateKey,
     /// Seconds since the epoch when the record was created.
@@ -182,6 +193,8 @@ impl JobRecord {
             host_key: None,
             job_container: None,
             pool: None,
+            failed_step: None,
+            kept_until: None,
             private_key,
             created_at: now,
             updated_at: now,

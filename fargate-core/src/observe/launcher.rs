@@ -7,7 +7,8 @@ use super::{ApiOperation, CallOutcome, DynObserver, Event};
 use crate::error::{ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef,
+    TaskSpec, TaskStatus,
 };
 
 /// Wraps a launcher and tells `observer` how each call ended.
@@ -75,6 +76,9 @@ impl TaskLauncher for ObservedLauncher {
     }
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
+    }
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        self.inner.debug_commands(task, container)
     }
 }
 

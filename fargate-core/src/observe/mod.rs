@@ -42,7 +42,7 @@ pub use summary::{JobSummary, Phases, SummaryPoint};
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::launcher::{Endpoint, TaskRef, TaskState};
 
@@ -169,16 +169,20 @@ pub enum StopCause {
     /// The warm pool ([`crate::driver::pool`]): an idle task past its maximum idle time,
     /// drained, beyond the pool's size, or unusable when a job claimed it.
     Pool,
+    /// Someone released a failed job's task kept for debugging
+    /// ([`Driver::release_kept`](crate::Driver::release_kept)) before its time was up.
+    Release,
 }
 
 impl StopCause {
-    /// `cleanup`, `rollback`, `gc` or `pool`, for labels.
+    /// `cleanup`, `rollback`, `gc`, `pool` or `release`, for labels.
     pub fn as_str(self) -> &'static str {
         match self {
             StopCause::Cleanup => "cleanup",
             StopCause::Rollback => "rollback",
             StopCause::Gc => "gc",
             StopCause::Pool => "pool",
+            StopCause::Release => "release",
         }
     }
 }
@@ -260,6 +264,14 @@ pub enum Event {
         task: TaskRef,
         /// Who stopped it.
         cause: StopCause,
+    },
+    /// A failed job's cleanup left its task running for debugging, until `until`
+    /// ([`ProjectRule::keep_failed_for`](crate::options::ProjectRule::keep_failed_for)).
+    Kept {
+        /// The task.
+        task: TaskRef,
+        /// When it is stopped at the latest.
+        until: SystemTime,
     },
     /// A backend call ended (one per [`TaskLauncher`](crate::TaskLauncher) call).
     ApiCall {

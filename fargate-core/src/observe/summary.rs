@@ -43,6 +43,10 @@ pub struct JobSummary {
     /// says how long the task waited in the pool instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_claim: Option<Duration>,
+    /// At cleanup of a failed job whose task is kept for debugging: for how long at most
+    /// (the task may be released earlier). [`JobSummary::cost`] includes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_for: Option<Duration>,
 }
 
 /// The phases of a task's start and life, from [`JobSummary::phases`]; `None` where a
@@ -76,6 +80,7 @@ impl JobSummary {
             at: crate::world::now(),
             cost: None,
             warm_claim: None,
+            kept_for: None,
         }
     }
 
@@ -170,10 +175,13 @@ impl fmt::Display for JobSummary {
         if !shape.is_empty() {
             writeln!(f, "  shape: {}", shape.join(", "))?;
         }
+        let kept = self.kept_for.map_or(String::new(), |k| {
+            format!(" + up to {} kept for debugging", human(k))
+        });
         match (self.run_time(), &self.cost) {
             (Some(run), Some(c)) => write!(
                 f,
-                "  run time {}, estimated cost ${:.4}{} (list price, {} {}, billed {})",
+                "  run time {}{kept}, estimated cost ${:.4}{} (list price, {} {}, billed {})",
                 human(run),
                 c.amount,
                 if c.spot {
@@ -185,7 +193,7 @@ impl fmt::Display for JobSummary {
                 if c.key.arm { "ARM" } else { "x86" },
                 human(c.billed),
             ),
-            (Some(run), None) => write!(f, "  run time {}, no cost estimate", human(run)),
+            (Some(run), None) => write!(f, "  run time {}{kept}, no cost estimate", human(run)),
             (None, _) => write!(f, "  run time unknown"),
         }
     }
@@ -276,6 +284,28 @@ mod tests {
             "summary: accepted 0.3 s, provisioning 12.0 s, image pull 8.0 s, container start 1.0 s, SSH ready 1.0 s\n  \
              shape: FARGATE_SPOT, 1 vCPU, 2 GiB memory, 20 GiB storage, X86_64, platform 1.4.0, us-east-1a\n  \
              run time 10.0 s, estimated cost $0.0002 with the Spot discount (list price, us-east-1 x86, billed 1 min 0 s)"
+        );
+    }
+
+    #[test]
+    fn a_kept_task_is_estimated_with_its_kept_time() {
+        let mut s = summary();
+        s.point = SummaryPoint::Cleanup;
+        s.kept_for = Some(Duration::from_secs(1800));
+        let prices = PriceTable::empty().with_price(
+            crate::observe::PriceKey::new("us-east-1", false),
+            crate::observe::Price::new(0.04048, 0.004445, 0.000111),
+        );
+        let run = s.run_time().unwrap() + s.kept_for.unwrap();
+        s.cost = prices.estimate(&s.details, run);
+        let cost = s.cost.as_ref().unwrap();
+        assert_eq!(cost.billed, Duration::from_secs(1810));
+        let text = s.to_string();
+        assert!(
+            text.contains(
+                "run time 10.0 s + up to 30 min 0 s kept for debugging, estimated cost $"
+            ),
+            "{text}"
         );
     }
 

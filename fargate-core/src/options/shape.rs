@@ -87,7 +87,8 @@ impl CapacityProfile {
 }
 
 /// What the jobs of some projects get: task roles they may pick, subnets and security
-/// groups. Matched on the project as `JOB_RESPONSE_FILE` names it, never on job variables.
+/// groups, and whether a failed job's task is kept for debugging. Matched on the project
+/// as `JOB_RESPONSE_FILE` names it, never on job variables.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -104,6 +105,12 @@ pub struct ProjectRule {
     pub subnets: Vec<String>,
     /// Security groups added to the project's tasks.
     pub security_groups: Vec<String>,
+    /// How long the task of a failed job is kept running after the job, for someone to
+    /// enter it and look around (capped at [`ShapePolicy::max_keep_failed_for`]); the
+    /// project's tasks are started with shell access for debugging
+    /// ([`TaskShape::debug_access`](crate::TaskShape::debug_access)). `None`: stopped at
+    /// cleanup, as every task.
+    pub keep_failed_for: Option<Duration>,
 }
 
 impl ProjectRule {
@@ -143,6 +150,9 @@ pub struct ShapePolicy {
     pub interruption_memory: Duration,
     /// Rules per project, all of those matching a job apply.
     pub project_rules: Vec<ProjectRule>,
+    /// The longest any project rule keeps a failed job's task
+    /// ([`ProjectRule::keep_failed_for`] above it is cut to it). Default 2 hours.
+    pub max_keep_failed_for: Duration,
     /// The sizes the backend offers, from its crate (for ECS `fargate_aws::fargate_sizes`):
     /// a job's request is rounded up to the nearest offered size, and the limits above are
     /// checked against it. `None`: sizes are passed on as asked (the backend may refuse
@@ -160,6 +170,7 @@ impl Default for ShapePolicy {
             default_capacity: None,
             interruption_memory: Duration::from_secs(6 * 3600),
             project_rules: Vec::new(),
+            max_keep_failed_for: Duration::from_secs(2 * 3600),
             sizes: None,
         }
     }
@@ -177,6 +188,20 @@ impl ShapePolicy {
             .iter()
             .map(|p| p.name.as_str())
             .collect()
+    }
+
+    /// How long a failed job of the project with `path` and `id` (both from
+    /// `JOB_RESPONSE_FILE`) keeps its task: the longest [`ProjectRule::keep_failed_for`] of
+    /// the rules that match it, at most [`ShapePolicy::max_keep_failed_for`], with the
+    /// name of the rule that says so. `None`: no matching rule keeps tasks.
+    pub fn keep_failed_for(&self, path: Option<&str>, id: Option<u64>) -> Option<(Duration, &str)> {
+        self.project_rules
+            .iter()
+            .filter(|r| r.matches(path, id))
+            .filter_map(|r| Some((r.keep_failed_for?, r.name.as_str())))
+            .filter(|(d, _)| !d.is_zero())
+            .max_by_key(|(d, _)| *d)
+            .map(|(d, name)| (d.min(self.max_keep_failed_for), name))
     }
 
     /// Every problem of the policy; keys are field paths (`shape.cpu.max`).
@@ -265,6 +290,12 @@ impl ShapePolicy {
                 }
             }
         }
+        if self.max_keep_failed_for.is_zero() {
+            p.push(ConfigProblem::new(
+                "shape.max_keep_failed_for",
+                "is 0 (leave KeepFailedFor out of the project rules instead)",
+            ));
+        }
         if let Some(d) = &self.default_capacity
             && self.profile(d).is_none()
         {
@@ -284,10 +315,17 @@ impl ShapePolicy {
             if rule.task_roles.is_empty()
                 && rule.subnets.is_empty()
                 && rule.security_groups.is_empty()
+                && rule.keep_failed_for.is_none()
             {
                 p.push(ConfigProblem::new(
                     key.clone(),
-                    "grants nothing (give TaskRoles, Subnets or SecurityGroups)",
+                    "grants nothing (give TaskRoles, Subnets, SecurityGroups or KeepFailedFor)",
+                ));
+            }
+            if rule.keep_failed_for.is_some_and(|d| d.is_zero()) {
+                p.push(ConfigProblem::new(
+                    format!("{key}.keep_failed_for"),
+                    "is 0 (leave it out to stop failed jobs' tasks at cleanup)",
                 ));
             }
             for role in &rule.task_roles {
@@ -445,5 +483,54 @@ mod tests {
             ..ShapePolicy::default()
         };
         assert_eq!(keys(&p), ["shape.project_rules.deploy.task_roles"]);
+    }
+
+    #[test]
+    fn the_longest_keep_of_the_matching_rules_applies_up_to_the_maximum() {
+        let rule = |name: &str, projects: &[&str], keep: Option<u64>| {
+            let mut r = ProjectRule::new(name);
+            r.projects = projects.iter().map(|p| (*p).to_owned()).collect();
+            r.keep_failed_for = keep.map(Duration::from_secs);
+            r
+        };
+        let mut p = ShapePolicy {
+            project_rules: vec![
+                rule("short", &["app/*"], Some(600)),
+                rule("long", &["app/site"], Some(1800)),
+                rule("network", &["app/*"], None),
+            ],
+            ..ShapePolicy::default()
+        };
+        p.project_rules[2].subnets = vec!["s".into()];
+        assert!(p.problems().is_empty(), "{:?}", p.problems());
+        assert_eq!(
+            p.keep_failed_for(Some("app/site"), None),
+            Some((Duration::from_secs(1800), "long"))
+        );
+        assert_eq!(
+            p.keep_failed_for(Some("app/other"), Some(3)),
+            Some((Duration::from_secs(600), "short"))
+        );
+        assert_eq!(p.keep_failed_for(Some("infra/x"), None), None);
+        assert_eq!(
+            p.keep_failed_for(None, None),
+            None,
+            "no trusted project: no keep"
+        );
+        p.max_keep_failed_for = Duration::from_secs(900);
+        assert_eq!(
+            p.keep_failed_for(Some("app/site"), None),
+            Some((Duration::from_secs(900), "long"))
+        );
+        // A rule that only keeps grants something; a zero keep or maximum is a mistake.
+        p.project_rules[0].keep_failed_for = Some(Duration::ZERO);
+        p.max_keep_failed_for = Duration::ZERO;
+        assert_eq!(
+            keys(&p),
+            [
+                "shape.max_keep_failed_for",
+                "shape.project_rules.short.keep_failed_for"
+            ]
+        );
     }
 }

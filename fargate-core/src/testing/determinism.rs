@@ -1,7 +1,7 @@
 //! [`Determinism`]: a seeded random source and a virtual wall clock for the driver, on one
 //! thread.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// While it lives, the driver's randomness (client tokens, pool slot ids, retry jitter) on
 /// this thread comes from a generator seeded with `seed`, and its wall clock
@@ -11,7 +11,6 @@ use std::time::{Duration, UNIX_EPOCH};
 ///
 /// Only code of this crate follows it; key generation of a real shell does not.
 ///
-/// [`SystemTime`]: std::time::SystemTime
 #[derive(Debug)]
 #[must_use = "dropping it restores the system's clock and randomness"]
 pub struct Determinism {
@@ -25,7 +24,14 @@ impl Determinism {
     /// Installs a seeded random source and the virtual wall clock on this thread (call it
     /// inside the tokio runtime, after pausing time).
     pub fn install(seed: u64) -> Self {
-        crate::world::seeded::install(seed, UNIX_EPOCH + Self::EPOCH);
+        Self::install_at(seed, UNIX_EPOCH + Self::EPOCH)
+    }
+
+    /// [`install`](Self::install)s with the virtual wall clock at `start` now: with
+    /// `SystemTime::now() + 1 h`, the driver on this thread decides as it would an hour
+    /// from now (e.g. `gc` against real backends, whose own clocks it does not read).
+    pub fn install_at(seed: u64, start: SystemTime) -> Self {
+        crate::world::seeded::install(seed, start);
         Determinism {
             _not_send: std::marker::PhantomData,
         }

@@ -10,8 +10,8 @@ use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    ContainerStatus, Launched, ListedTask, StopDetails, StopOutcome, TaskLauncher, TaskRef,
-    TaskSpec, TaskState, TaskStatus,
+    ContainerStatus, DebugCommands, Launched, ListedTask, StopDetails, StopOutcome, TaskLauncher,
+    TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use crate::task_details::TaskDetails;
 
@@ -322,6 +322,13 @@ impl TaskLauncher for MemoryLauncher {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        Some(DebugCommands::new(
+            format!("fake-exec --task {task} --container {container} /bin/sh"),
+            format!("fake-stop --task {task}"),
+        ))
     }
 
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {

@@ -25,7 +25,8 @@ fn errors_of(extra: &str) -> String {
     err.message().to_owned()
 }
 
-const FULL: &str = r#"[Fargate.TaskShape]
+const FULL: &str = r#"  MaxKeepFailedFor = "1h"
+[Fargate.TaskShape]
   DefaultCPU = 512
   MaxCPU = 4096
   CPUOverMax = "refuse"
@@ -49,6 +50,7 @@ const FULL: &str = r#"[Fargate.TaskShape]
   TaskRoles = ["arn:aws:iam::123456789012:role/ci-deploy"]
   Subnets = ["subnet-private"]
   SecurityGroups = ["sg-deploy"]
+  KeepFailedFor = "45m"
 "#;
 
 #[test]
@@ -79,6 +81,19 @@ fn every_shape_key_is_read() {
     );
     assert_eq!(rule.subnets, ["subnet-private"]);
     assert_eq!(rule.security_groups, ["sg-deploy"]);
+    assert_eq!(rule.keep_failed_for, Some(Duration::from_secs(2700)));
+    assert_eq!(p.max_keep_failed_for, Duration::from_secs(3600));
+    // A rule may grant nothing but keeping failed jobs' tasks.
+    let only_keep = parse(
+        "[[Fargate.ProjectRule]]\n  Name = \"debug\"\n  ProjectIds = [7]\n  KeepFailedFor = 1800\n",
+    )
+    .unwrap();
+    let p = &only_keep.config.options.shape;
+    assert_eq!(
+        p.keep_failed_for(None, Some(7)),
+        Some((Duration::from_secs(1800), "debug"))
+    );
+    assert_eq!(p.max_keep_failed_for, Duration::from_secs(7200), "default");
 }
 
 #[test]
@@ -187,6 +202,14 @@ fn each_bad_value_names_key_and_line() {
         (
             "[[Fargate.ProjectRule]]\n  Name = \"r\"\n  Projects = [\"g/p\"]\n  SecurityGroups = \"sg-1\"\n",
             "fargate.toml:9: [Fargate.ProjectRule] SecurityGroups = \"sg-1\" must be a list of non-empty strings",
+        ),
+        (
+            "[[Fargate.ProjectRule]]\n  Name = \"r\"\n  Projects = [\"g/p\"]\n  KeepFailedFor = \"0s\"\n",
+            "fargate.toml:9: [Fargate.ProjectRule] KeepFailedFor = \"0s\" must be a positive duration",
+        ),
+        (
+            "  MaxKeepFailedFor = \"soon\"\n",
+            "fargate.toml:6: [Fargate] MaxKeepFailedFor = \"soon\" must be a positive duration",
         ),
     ] {
         let msg = errors_of(extra);

@@ -18,7 +18,7 @@ use crate::world::{unix_now, unix_seconds, whole_seconds_after};
 use super::super::prepare::{LOGIN_CHECK_SCRIPT, Ready};
 use super::super::retry::with_retries;
 use super::super::{Driver, PrepareReport, SSH_PUBLIC_KEY_ENV, TASK_DEADLINE_ENV};
-use super::{AUTHORIZED_KEYS_ENV, DEADLINE_FILE_ENV, PoolReport, PoolTemplate, template_matches};
+use super::{AUTHORIZED_KEYS_ENV, PoolReport, PoolTemplate, template_matches};
 
 /// A slot this process claimed: its record (marked as claimed), its task and launch, and
 /// its lock.
@@ -383,7 +383,7 @@ fn job_spec(
 /// The script that makes `public_key` the login user's only authorized key, atomically
 /// (a new file renamed over the old one, 0600 in a 0700 directory), and writes the job's
 /// `deadline` (Unix seconds) where the task's self-stop reads it
-/// (`$FARGATE_DEADLINE_FILE`, default `~/.fargate-deadline`).
+/// (`$FARGATE_DEADLINE_FILE`, default `~/.fargate-deadline`; `keep::deadline_script`).
 pub(super) fn key_swap_script(public_key: &str, deadline: u64) -> Result<String> {
     let line = public_key.trim();
     let safe = !line.is_empty()
@@ -403,9 +403,8 @@ pub(super) fn key_swap_script(public_key: &str, deadline: u64) -> Result<String>
          mkdir -p \"$(dirname \"$f\")\"\n\
          printf '%s\\n' '{line}' > \"$f.fargate-swap\"\n\
          mv -f \"$f.fargate-swap\" \"$f\"\n\
-         d=\"${{{DEADLINE_FILE_ENV}:-$HOME/.fargate-deadline}}\"\n\
-         printf '%s\\n' {deadline} > \"$d.fargate-swap\"\n\
-         mv -f \"$d.fargate-swap\" \"$d\"\n"
+         {}",
+        super::super::keep::deadline_script(deadline)
     ))
 }
 

@@ -348,3 +348,34 @@ fn requests_come_from_the_jobs_variables() {
     assert_eq!(r.capacity.as_deref(), Some("spot"));
     assert_eq!(r.task_role.as_deref(), Some("deploy"));
 }
+
+#[test]
+fn only_projects_that_keep_failed_tasks_get_shell_access() {
+    let mut p = policy();
+    let mut debug = ProjectRule::new("debug");
+    debug.projects = vec!["infra/site".into()];
+    debug.keep_failed_for = Some(std::time::Duration::from_secs(1800));
+    p.project_rules.push(debug);
+    let d = resolve_shape(&p, &ShapeRequest::default(), &infra(), None).unwrap();
+    assert!(d.shape.debug_access);
+    assert!(
+        d.notes.iter().any(|n| n
+            == "project rule \"debug\" applies to project infra/site (id 7): if the job fails, its task is kept for 30 min to debug it, with shell access"),
+        "{:?}",
+        d.notes
+    );
+    assert!(
+        d.shape
+            .to_string()
+            .ends_with(", shell access for debugging")
+    );
+    // Another project, or none known (job variables never name it), gets none.
+    let other = TrustedProject {
+        path: Some("infra/other".into()),
+        id: Some(9),
+    };
+    for project in [other, TrustedProject::default()] {
+        let d = resolve_shape(&p, &ShapeRequest::default(), &project, None).unwrap();
+        assert!(!d.shape.debug_access, "{project:?}");
+    }
+}

@@ -176,6 +176,7 @@ impl crate::observe::Observer for Recorder {
             } => format!("retry {operation} after attempt {attempt}"),
             E::Summary(s) => format!("summary {:?} {}", s.point, s.details.cpu_units.unwrap_or(0)),
             E::WarmPool { outcome } => format!("warm pool {}", outcome.as_str()),
+            E::Kept { .. } => "kept".into(),
         };
         self.0.lock().unwrap().push(line);
     }
@@ -186,6 +187,7 @@ mod cleanup;
 mod conformance;
 mod images;
 mod isolation;
+mod keep;
 mod launch;
 mod lifecycle;
 mod pool;
