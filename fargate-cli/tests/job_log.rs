@@ -221,7 +221,7 @@ async fn a_task_stopped_mid_step() {
             "ERROR: the task stopped: Essential container in task exited; stop code UserInitiated; \
              container ci-coordinator exited with 0 (the connection to the SSH server at <address> \
              was lost while the script was running: transport read) (task: <task>)",
-            "hint: the reason comes from ECS (e.g. the container ran out of memory, or Fargate Spot reclaimed the task)",
+            "hint: the reason comes from the launcher (e.g. the container ran out of memory, or spot capacity was reclaimed)",
         ],
     );
 }
