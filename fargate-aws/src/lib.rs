@@ -98,7 +98,7 @@ mod task_launcher;
 mod transport;
 mod xml;
 
-pub use catalog::{fargate_prices, fargate_sizes};
+pub use catalog::{default_call_rates, fargate_prices, fargate_sizes};
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
 pub use launcher::EcsLauncher;
 pub use listing::MAX_LIST_TASKS;

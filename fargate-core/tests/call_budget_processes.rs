@@ -49,8 +49,8 @@ async fn worker(dir: &str, rate: &str) {
     let rates = rates(per_second.parse().unwrap(), burst.parse().unwrap());
     let budget = FileMetadataStore::new(dir).call_budget(&namespace(), rates);
     for _ in 0..CALLS {
-        let wait = budget.reserve(CallClass::Launch).await.unwrap();
-        println!("{MARK}go {:.3}", now_ms() + wait.as_secs_f64() * 1000.0);
+        let r = budget.reserve(CallClass::Launch).await.unwrap();
+        println!("{MARK}go {:.3}", now_ms() + r.wait.as_secs_f64() * 1000.0);
     }
 }
 

@@ -77,6 +77,8 @@ pub(crate) struct FileConfig {
     pub(crate) metrics_file: Option<PathBuf>,
     /// `[SSH] ConnectionKeeper`, `KeeperIdleTimeout`.
     pub(crate) keeper: KeeperSettings,
+    /// `[RateLimit]`: this runner's share of the ECS API's rate limits.
+    pub(crate) call_rates: fargate_core::budget::CallRates,
 }
 
 impl Default for FileConfig {
@@ -94,6 +96,7 @@ impl Default for FileConfig {
             prices: fargate_aws::fargate_prices(),
             metrics_file: None,
             keeper: KeeperSettings::default(),
+            call_rates: fargate_aws::default_call_rates(),
         }
     }
 }

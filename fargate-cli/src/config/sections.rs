@@ -109,6 +109,21 @@ pub(crate) fn read_document(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FileConfig
         }
         r.finish(&t);
     }
+    if let Some(t) = r.subtable(&mut top, "RateLimit") {
+        let mut t = Table::new("RateLimit", t);
+        let rates = &mut c.call_rates;
+        for (key, field) in [
+            ("LaunchesPerSecond", &mut rates.launch.per_second),
+            ("LaunchBurst", &mut rates.launch.burst),
+            ("ChangesPerSecond", &mut rates.change.per_second),
+            ("ChangeBurst", &mut rates.change.burst),
+        ] {
+            if let Some(n) = r.integer(&mut t, key, 1..=1000) {
+                *field = n as f64;
+            }
+        }
+        r.finish(&t);
+    }
     if let Some(t) = r.subtable(&mut top, "Cost") {
         super::observability::read_cost(r, t, &mut c);
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RECOVERY, Rate};
+use super::{RECOVERY, Rate, Reservation};
 
 /// The lowest share of its rate a throttled bucket slows down to.
 const MIN_FACTOR: f64 = 0.1;
@@ -23,6 +23,10 @@ pub struct Bucket {
     pub factor: f64,
     /// When the rate was last halved (milliseconds since the Unix epoch), if ever.
     pub throttled_at_ms: Option<u64>,
+    /// How many times the rate was halved: a reservation made before the last halving is
+    /// void (its caller reserves again, at the slower rate).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl Bucket {
@@ -33,6 +37,7 @@ impl Bucket {
             at_ms: now_ms,
             factor: 1.0,
             throttled_at_ms: None,
+            epoch: 0,
         }
     }
 
@@ -64,18 +69,38 @@ impl Bucket {
         Duration::from_secs_f64((-self.tokens / refill).min(3600.0))
     }
 
+    /// [`reserve`](Bucket::reserve), as a [`Reservation`] of the current epoch.
+    pub fn take(&mut self, rate: Rate, now_ms: u64) -> Reservation {
+        let wait = self.reserve(rate, now_ms);
+        Reservation {
+            wait,
+            epoch: self.epoch,
+        }
+    }
+
+    /// `None` when `r` still holds (no throttle since it was taken), else a new
+    /// reservation at `now_ms`.
+    pub fn confirm(&mut self, rate: Rate, now_ms: u64, r: Reservation) -> Option<Reservation> {
+        (r.epoch != self.epoch).then(|| self.take(rate, now_ms))
+    }
+
     /// Records a throttled call at `now_ms`: the share halves (once per second at most,
-    /// not below its floor) and the bucket empties.
-    pub fn throttled(&mut self, rate: Rate, now_ms: u64) {
+    /// not below its floor), the bucket empties and its queue is void (a new
+    /// [`epoch`](Bucket::epoch): the callers waiting for their turn reserve again).
+    /// Whether it halved.
+    pub fn throttled(&mut self, rate: Rate, now_ms: u64) -> bool {
         self.advance(rate, now_ms);
         if self
             .throttled_at_ms
-            .is_none_or(|at| now_ms.saturating_sub(at) >= THROTTLE_WINDOW_MS)
+            .is_some_and(|at| now_ms.saturating_sub(at) < THROTTLE_WINDOW_MS)
         {
-            self.factor = (self.factor / 2.0).max(MIN_FACTOR);
-            self.throttled_at_ms = Some(now_ms);
+            return false;
         }
-        self.tokens = self.tokens.min(0.0);
+        self.factor = (self.factor / 2.0).max(MIN_FACTOR);
+        self.throttled_at_ms = Some(now_ms);
+        self.tokens = 0.0;
+        self.epoch += 1;
+        true
     }
 }
 
@@ -112,8 +137,10 @@ mod tests {
         b.throttled(R, 0);
         assert_eq!(b.factor, 0.5);
         assert_eq!(b.tokens, 0.0);
+        assert_eq!(b.epoch, 1);
         // Reports within the same second (other processes seeing the same storm): once.
-        b.throttled(R, 500);
+        assert!(!b.throttled(R, 500));
+        assert_eq!(b.epoch, 1);
         assert!((b.factor - (0.5 + 0.9 * 0.5 / 20.0)).abs() < 1e-9, "{b:?}");
         b.throttled(R, 1000);
         assert!(b.factor < 0.3, "{b:?}");

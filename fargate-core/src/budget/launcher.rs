@@ -10,7 +10,8 @@ use super::{CallBudget, CallClass};
 use crate::error::{ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef,
+    TaskSpec, TaskStatus,
 };
 
 /// Waits this long or more are said in the log (the job log, for a stage).
@@ -35,18 +36,32 @@ impl BudgetedLauncher {
     /// Waits for a token of `class`. A budget that fails (its file unreadable) does not
     /// stop the call: the backend's own limits still hold, and its error is logged.
     async fn take(&self, class: CallClass, what: &str) {
-        match self.budget.reserve(class).await {
-            Ok(wait) if wait.is_zero() => {}
-            Ok(wait) => {
-                if wait >= VISIBLE_WAIT {
-                    tracing::info!(
-                        "waiting {:.1} s for this runner's API budget before {what} (many jobs are starting at once)",
-                        wait.as_secs_f64()
-                    );
-                }
-                tokio::time::sleep(wait).await;
+        let mut reservation = match self.budget.reserve(class).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("the API budget could not be read, calling without it: {e}");
+                return;
             }
-            Err(e) => tracing::warn!("the API budget could not be read, calling without it: {e}"),
+        };
+        let mut said = false;
+        // A reservation voided by a throttle meanwhile is taken again, at the slower rate.
+        while !reservation.wait.is_zero() {
+            if reservation.wait >= VISIBLE_WAIT && !said {
+                tracing::info!(
+                    "waiting {:.1} s for this runner's API budget before {what} (many jobs are starting at once)",
+                    reservation.wait.as_secs_f64()
+                );
+                said = true;
+            }
+            tokio::time::sleep(reservation.wait).await;
+            match self.budget.confirm(class, reservation).await {
+                Ok(Some(again)) => reservation = again,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("the API budget could not be read, calling without it: {e}");
+                    break;
+                }
+            }
         }
     }
 
@@ -99,6 +114,9 @@ impl TaskLauncher for BudgetedLauncher {
     }
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
+    }
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        self.inner.debug_commands(task, container)
     }
 }
 

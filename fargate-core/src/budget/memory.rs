@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Bucket, CallBudget, CallClass, CallRates};
+use super::{Bucket, CallBudget, CallClass, CallRates, Reservation};
 use crate::error::Result;
 
 /// A [`CallBudget`] in memory: shared by the clones of an `Arc` in one process. Its clock
@@ -44,9 +43,14 @@ impl MemoryCallBudget {
 
 #[async_trait]
 impl CallBudget for MemoryCallBudget {
-    async fn reserve(&self, class: CallClass) -> Result<Duration> {
+    async fn reserve(&self, class: CallClass) -> Result<Reservation> {
         let rate = self.rates.of(class);
-        Ok(self.with_bucket(class, |b, now| b.reserve(rate, now)))
+        Ok(self.with_bucket(class, |b, now| b.take(rate, now)))
+    }
+
+    async fn confirm(&self, class: CallClass, r: Reservation) -> Result<Option<Reservation>> {
+        let rate = self.rates.of(class);
+        Ok(self.with_bucket(class, |b, now| b.confirm(rate, now, r)))
     }
 
     async fn throttled(&self, class: CallClass) -> Result<()> {

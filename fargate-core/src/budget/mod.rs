@@ -8,9 +8,11 @@
 //! at any point leaks nothing: its reserved token is simply spent, and the bucket keeps
 //! refilling at its rate. When the backend throttles anyway (another tool in the account
 //! used the same limit), [`CallBudget::throttled`] halves the shared rate (at most once
-//! per second, never below a tenth) and empties the bucket; the rate then recovers
-//! linearly, to the full rate within [`RECOVERY`]. Every process sharing the budget slows
-//! down together, instead of each retrying on its own.
+//! per second, never below a tenth), empties the bucket and voids the queue: every caller
+//! still waiting for its turn finds out when it wakes ([`CallBudget::confirm`]) and queues
+//! again at the slower rate, so only the calls already under way meet the throttle. The
+//! rate then recovers linearly, to the full rate within [`RECOVERY`]. Every process
+//! sharing the budget slows down together, instead of each retrying on its own.
 //!
 //! Budgets: [`MemoryCallBudget`] (one process), the file store's
 //! [`FileCallBudget`](crate::metadata::FileCallBudget) (the processes of one host, under a
@@ -117,21 +119,44 @@ impl CallRates {
     }
 }
 
+/// A token taken ahead: when its call may go, and the bucket's
+/// [`epoch`](Bucket::epoch) it was taken in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// How long the caller waits before its call (zero: at once).
+    pub wait: Duration,
+    /// The bucket's epoch when it was taken.
+    pub epoch: u64,
+}
+
 /// A budget of API calls, shared by whoever holds it (see the module documentation).
 ///
 /// Object safe; implementations are cheap to share behind an `Arc`.
 #[async_trait]
 pub trait CallBudget: fmt::Debug + Send + Sync {
-    /// Takes a token of `class` and returns how long the caller must wait before its call
-    /// (zero when the bucket had one).
+    /// Takes a token of `class`: how long the caller must wait before its call (zero when
+    /// the bucket had one).
     ///
     /// # Cancel safety
     /// Safe to drop: a dropped reservation is a spent token, which the bucket's refill
     /// makes up for.
-    async fn reserve(&self, class: CallClass) -> Result<Duration>;
+    async fn reserve(&self, class: CallClass) -> Result<Reservation>;
+
+    /// After waiting for `reservation`: `None` when the call may go, or a new reservation
+    /// when the backend throttled a call since it was taken (the queue it was in is void:
+    /// wait again, at the slower rate).
+    ///
+    /// # Cancel safety
+    /// Safe to drop, as [`reserve`](CallBudget::reserve).
+    async fn confirm(
+        &self,
+        class: CallClass,
+        reservation: Reservation,
+    ) -> Result<Option<Reservation>>;
 
     /// Tells the budget that the backend throttled a call of `class`: its rate halves (at
-    /// most once a second, never below a tenth of the full rate) and the bucket empties.
+    /// most once a second, never below a tenth of the full rate), the bucket empties and
+    /// the reservations taken so far are void ([`confirm`](CallBudget::confirm)).
     ///
     /// # Cancel safety
     /// Safe to drop: the report may or may not have been recorded.

@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use super::file_store::FileMetadataStore;
-use crate::budget::{Bucket, CallBudget, CallClass, CallRates, Rate};
+use crate::budget::{Bucket, CallBudget, CallClass, CallRates, Rate, Reservation};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 
@@ -47,11 +47,12 @@ impl FileMetadataStore {
 }
 
 impl FileCallBudget {
-    /// Updates the bucket of `class` with `f`, under the lock; blocking.
+    /// Updates the bucket of `class` with `f`, under the lock; blocking. `f` also says
+    /// whether it changed anything worth writing.
     fn update<T>(
         &self,
         class: CallClass,
-        f: impl FnOnce(&mut Bucket, Rate, u64) -> T,
+        f: impl FnOnce(&mut Bucket, Rate, u64) -> (T, bool),
     ) -> Result<T> {
         let key = JobKey(format!("{}_budget", self.namespace));
         let _lock = self.store.lock_blocking(&key, LOCK_WAIT)?;
@@ -66,7 +67,10 @@ impl FileCallBudget {
         let bucket = buckets
             .entry(class)
             .or_insert_with(|| Bucket::full(rate, now));
-        let out = f(bucket, rate, now);
+        let (out, changed) = f(bucket, rate, now);
+        if !changed {
+            return Ok(out);
+        }
         let bytes = serde_json::to_vec(&buckets).map_err(|e| {
             Error::new(
                 ErrorKind::Unexpected,
@@ -80,7 +84,7 @@ impl FileCallBudget {
     async fn update_async<T: Send + 'static>(
         &self,
         class: CallClass,
-        f: impl FnOnce(&mut Bucket, Rate, u64) -> T + Send + 'static,
+        f: impl FnOnce(&mut Bucket, Rate, u64) -> (T, bool) + Send + 'static,
     ) -> Result<T> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.update(class, f))
@@ -103,13 +107,22 @@ fn wall_clock_ms() -> u64 {
 
 #[async_trait]
 impl CallBudget for FileCallBudget {
-    async fn reserve(&self, class: CallClass) -> Result<Duration> {
-        self.update_async(class, |b, rate, now| b.reserve(rate, now))
+    async fn reserve(&self, class: CallClass) -> Result<Reservation> {
+        self.update_async(class, |b, rate, now| (b.take(rate, now), true))
             .await
     }
 
+    async fn confirm(&self, class: CallClass, r: Reservation) -> Result<Option<Reservation>> {
+        self.update_async(class, move |b, rate, now| {
+            let again = b.confirm(rate, now, r);
+            let changed = again.is_some();
+            (again, changed)
+        })
+        .await
+    }
+
     async fn throttled(&self, class: CallClass) -> Result<()> {
-        self.update_async(class, |b, rate, now| b.throttled(rate, now))
+        self.update_async(class, |b, rate, now| ((), b.throttled(rate, now)))
             .await
     }
 }

@@ -340,6 +340,39 @@ impl Moto {
         .expect("writing the moto control file");
     }
 
+    /// Throttles like ECS: token buckets by action name (`RunTask`, `StopTask`, ...), each
+    /// `(refill per second, bucket size)`, and `FargateTasks` for the tasks `RunTask`
+    /// starts. A call over its bucket fails with `ThrottlingException` "Rate exceeded"
+    /// (HTTP 400) and changes nothing. Empty turns it off. [`Moto::ECS_THROTTLING`] holds
+    /// ECS's published figures.
+    pub fn set_throttling(&self, buckets: &[(&str, f64, f64)]) {
+        let config: serde_json::Map<String, serde_json::Value> = buckets
+            .iter()
+            .map(|(name, rate, burst)| ((*name).to_owned(), serde_json::json!([rate, burst])))
+            .collect();
+        std::fs::write(
+            self.dir.path().join("throttle"),
+            serde_json::Value::Object(config).to_string(),
+        )
+        .expect("writing the moto control file");
+    }
+
+    /// ECS's throttling of the calls a launch makes, per account and region: `RunTask` 20
+    /// calls per second with a bucket of 20 ("Request throttling for the Amazon ECS API"),
+    /// Fargate task launches 20 per second with a bucket of 100 ("AWS Fargate throttling
+    /// quotas"). For [`Moto::set_throttling`].
+    pub const ECS_THROTTLING: [(&'static str, f64, f64); 2] =
+        [("RunTask", 20.0, 20.0), ("FargateTasks", 20.0, 100.0)];
+
+    /// The calls throttled so far (`{"action", "bucket", "at"}` each).
+    pub fn throttled_calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("throttled.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Fault injection: `RunTask` calls that land on one of `providers` (the first provider
     /// of their strategy with a weight or base; `FARGATE` for launch type `FARGATE`) answer
     /// a `failures[]` entry with ECS's reason "Capacity is unavailable at this time. Please

@@ -41,6 +41,13 @@
 # 13. TagResource and UntagResource: the tag rules of RunTask (TagResource), at most 50 tags
 #    per resource after the merge (keys with the `aws:` prefix do not count), and an unknown
 #    task or task definition ARN is ResourceNotFoundException (moto: HTTP 500).
+# 14. Throttling like ECS's token buckets, when $FGT_MOTO_DIR/throttle holds a JSON object of
+#    buckets, each [refill per second, bucket size]: an action name ("RunTask", "StopTask",
+#    "TagResource"...) counts its calls, "FargateTasks" counts the tasks RunTask starts
+#    (its `count`). ECS's published figures: {"RunTask": [20, 20], "FargateTasks": [20, 100]}.
+#    A call over a bucket fails with ThrottlingException "Rate exceeded" (HTTP 400) and
+#    changes nothing; each is appended to $FGT_MOTO_DIR/throttled.jsonl. Oracle requests are
+#    never throttled.
 # See docs/ecs-api-rules.md for every rule and its source.
 import base64
 import ipaddress
@@ -797,6 +804,66 @@ _tag_resource = _Response.tag_resource
 _untag_resource = _Response.untag_resource
 _Response.tag_resource = _tag_resource_response
 _Response.untag_resource = _untag_resource_response
+
+
+# 14. Throttling.
+_buckets = {}
+
+
+def _throttle_config():
+    return _control("throttle", json.loads, {})
+
+
+def _refilled(name, rate, burst, now):
+    """The tokens of bucket `name` at `now` (refilled at `rate`, at most `burst`)."""
+    tokens, at = _buckets.get(name, (float(burst), now))
+    return min(float(burst), tokens + (now - at) * float(rate))
+
+
+def _throttled(self, action, tasks=0):
+    """Raises ThrottlingException when `action` (starting `tasks` Fargate tasks) is over a bucket."""
+    config = _throttle_config()
+    if not config or _is_oracle(self):
+        return
+    wanted = []
+    if action in config:
+        wanted.append((action, 1))
+    if tasks and "FargateTasks" in config:
+        wanted.append(("FargateTasks", tasks))
+    with _lock:
+        now = time.monotonic()
+        tokens = {name: _refilled(name, *config[name], now) for name, _ in wanted}
+        short = [name for name, n in wanted if tokens[name] < n]
+        # All or nothing: a refused call takes no token of any bucket.
+        for name, n in wanted:
+            _buckets[name] = (tokens[name] - (0 if short else n), now)
+        if short:
+            with open(os.path.join(_dir, "throttled.jsonl"), "a") as f:
+                f.write(json.dumps({"action": action, "bucket": short[0], "at": time.time()}) + "\n")
+            raise ECSException("ThrottlingException", "Rate exceeded")
+
+
+def _throttling(action, handler, count_tasks=False):
+    def wrapped(self):
+        tasks = 0
+        if count_tasks:
+            try:
+                tasks = int(json.loads(self.body or "{}").get("count") or 1)
+            except (ValueError, AttributeError):
+                tasks = 1
+        _throttled(self, action, tasks)
+        return handler(self)
+
+    return wrapped
+
+
+_Response.run_task = _throttling("RunTask", _Response.run_task, count_tasks=True)
+_Response.stop_task = _throttling("StopTask", _Response.stop_task)
+_Response.tag_resource = _throttling("TagResource", _Response.tag_resource)
+_Response.untag_resource = _throttling("UntagResource", _Response.untag_resource)
+_Response.describe_tasks = _throttling("DescribeTasks", _Response.describe_tasks)
+_Response.list_tasks = _throttling("ListTasks", _Response.list_tasks)
+
 
 from moto.server import main  # noqa: E402
 
