@@ -334,7 +334,7 @@ async fn collect_job(
         // gc stopped every listed task of the job: its record (and lock) go too.
         if all_stopped
             && !options.dry_run
-            && let Err(e) = store.delete(key).await
+            && let Err(e) = store.delete_locked(&lock).await
         {
             report.records.push(RecordDecision {
                 job: key.to_string(),
@@ -514,7 +514,7 @@ async fn sweep_record(
                 &format!("its task {task} still runs, though not listed"),
             ),
             Ok(None) if options.dry_run => decide(Action::WouldRemove, "none of its tasks runs"),
-            Ok(None) => match store.delete(key).await {
+            Ok(None) => match store.delete_locked(&lock).await {
                 Ok(()) => decide(Action::Removed, "none of its tasks runs"),
                 Err(e) => decide(Action::Failed, &format!("deleting it: {e}")),
             },

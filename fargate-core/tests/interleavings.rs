@@ -287,6 +287,33 @@ impl MetadataStore for SimStore {
         yield_once().await;
         r
     }
+
+    async fn put_locked(&self, job_lock: &JobLock, record: &JobRecord) -> Result<()> {
+        yield_once().await;
+        self.writes("put", &record.key);
+        let r = self.inner.put_locked(job_lock, record).await;
+        self.log(format!(
+            "put {} {:?} (locked): {}",
+            record.key,
+            record.phase,
+            outcome(&r)
+        ));
+        yield_once().await;
+        r
+    }
+
+    async fn delete_locked(&self, job_lock: &JobLock) -> Result<()> {
+        yield_once().await;
+        self.writes("delete", job_lock.key());
+        let r = self.inner.delete_locked(job_lock).await;
+        self.log(format!(
+            "delete {} (locked): {}",
+            job_lock.key(),
+            outcome(&r)
+        ));
+        yield_once().await;
+        r
+    }
 }
 
 /// One namespace's view of the shared launcher.

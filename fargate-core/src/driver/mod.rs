@@ -61,7 +61,7 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{IdentitySource, JobContext, JobIdentity, JobKey, Namespace};
 use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef};
-use crate::metadata::{DynMetadataStore, InterruptionMemory, JobRecord};
+use crate::metadata::{DynMetadataStore, InterruptionMemory, JobLock, JobRecord};
 use crate::observe::{DynObserver, JobSummary, NoopObserver, ObservedLauncher, PriceTable};
 use crate::options::DriverOptions;
 use crate::shell::{DynRemoteShell, HostKey};
@@ -340,19 +340,41 @@ impl Driver {
         Ok(identity)
     }
 
-    /// Runs `stage` holding the job's lock, and releases the lock when it ends (see the
+    /// Runs `stage` holding the job's lock, which it writes the job's record under, and
+    /// releases the lock when it ends (see the
     /// [locking protocol](crate::MetadataStore#locking-protocol)).
     async fn locked<T>(
         &self,
         key: &JobKey,
-        stage: impl Future<Output = std::result::Result<T, Failure>>,
+        stage: impl AsyncFnOnce(&JobLock) -> std::result::Result<T, Failure>,
     ) -> std::result::Result<T, Failure> {
         let lock = self.store.lock(key, LOCK_WAIT).await?;
-        let result = stage.await;
+        let result = stage(&lock).await;
         if let Err(err) = self.store.unlock(lock).await {
             tracing::warn!(job = %key, error = %err, "could not release the job's lock");
         }
         result
+    }
+
+    /// Writes `record` as the holder of `lock`: fenced when `lock` is the record's own (a
+    /// store with leases refuses the write once another holder took the lock over); a
+    /// plain write for the record an earlier driver wrote for the same job under another
+    /// name (found from the trusted job id, see [`Driver::load_record`]).
+    pub(crate) async fn save(&self, lock: &JobLock, record: &JobRecord) -> Result<()> {
+        if lock.key() == &record.key {
+            self.store.put_locked(lock, record).await
+        } else {
+            self.store.put(record).await
+        }
+    }
+
+    /// Deletes the record of `key` as the holder of `lock`, fenced as [`Driver::save`].
+    pub(crate) async fn remove(&self, lock: &JobLock, key: &JobKey) -> Result<()> {
+        if lock.key() == key {
+            self.store.delete_locked(lock).await
+        } else {
+            self.store.delete(key).await
+        }
     }
 
     /// The record of `identity`'s job: this driver's, or one of the Go driver (or of this

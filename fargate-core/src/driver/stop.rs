@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity, JobKey};
 use crate::launcher::{StopOutcome, TaskRef};
-use crate::metadata::{AttemptOutcome, JobRecord, Phase};
+use crate::metadata::{AttemptOutcome, JobLock, JobRecord, Phase};
 use crate::observe::{StopCause, SummaryPoint};
 use crate::world::unix_now;
 
@@ -34,8 +34,8 @@ impl Driver {
     pub async fn cleanup(&self, job: &JobContext) -> std::result::Result<CleanupReport, Failure> {
         let identity = self.identity(job)?;
         let key = identity.key();
-        self.locked(&key, async {
-            let mut report = match self.load_record_for_cleanup(&identity, job).await? {
+        self.locked(&key, async |lock| {
+            let mut report = match self.load_record_for_cleanup(lock, &identity, job).await? {
                 Some(record) => {
                     let summary = match &record.task {
                         Some(task) => self.describe_for_summary(task).await.map(|details| {
@@ -44,7 +44,7 @@ impl Driver {
                         None => None,
                     };
                     CleanupReport {
-                        stopped: self.stop_job(&key, record).await?,
+                        stopped: self.stop_job(lock, record).await?,
                         had_record: true,
                         summary,
                     }
@@ -63,11 +63,12 @@ impl Driver {
         .await
     }
 
-    /// Reads the job's record. An unreadable one is reported, its tasks are searched for by
-    /// the job's key (through the whole consistency window, since it may hide a launch of a
-    /// moment ago), and it is deleted once they are stopped.
+    /// Reads the job's record (the job's lock is `lock`). An unreadable one is reported, its
+    /// tasks are searched for by the job's key (through the whole consistency window, since
+    /// it may hide a launch of a moment ago), and it is deleted once they are stopped.
     pub(super) async fn load_record_for_cleanup(
         &self,
+        lock: &JobLock,
         identity: &JobIdentity,
         job: &JobContext,
     ) -> Result<Option<JobRecord>> {
@@ -78,7 +79,7 @@ impl Driver {
                 tracing::warn!(error = %err, "the job record is unreadable; looking for the job's tasks by its key");
                 let window_end = Instant::now() + self.options.timeouts.consistency_window;
                 self.stop_unrecorded(&key, Some(window_end)).await?;
-                self.store.delete(&key).await?;
+                self.remove(lock, &key).await?;
                 Ok(None)
             }
             Err(err) => Err(err),
@@ -100,22 +101,23 @@ impl Driver {
         .await
     }
 
-    /// Stops everything `record`'s job owns, then deletes the record; see
-    /// [`Driver::cleanup`].
-    pub(super) async fn stop_job(&self, key: &JobKey, record: JobRecord) -> Result<Vec<TaskRef>> {
+    /// Stops everything `record`'s job (or slot) owns, then deletes the record, as the
+    /// holder of `lock`, the job's lock; see [`Driver::cleanup`].
+    pub(super) async fn stop_job(&self, lock: &JobLock, record: JobRecord) -> Result<Vec<TaskRef>> {
         let mut record = record;
+        let key = lock.key();
         let result = self
-            .under_stop_deadline(key, self.stop_recorded(key, &mut record))
+            .under_stop_deadline(key, self.stop_recorded(lock, &mut record))
             .await;
         match result {
             Ok(tasks) => {
-                self.store.delete(&record.key).await?;
+                self.remove(lock, &record.key).await?;
                 Ok(tasks)
             }
             Err(err) => {
                 record.phase = Phase::Stopping;
                 record.touch();
-                if let Err(put_err) = self.store.put(&record).await {
+                if let Err(put_err) = self.save(lock, &record).await {
                     tracing::warn!(error = %put_err, "could not update the job record");
                 }
                 Err(err)
@@ -123,11 +125,16 @@ impl Driver {
         }
     }
 
-    async fn stop_recorded(&self, key: &JobKey, record: &mut JobRecord) -> Result<Vec<TaskRef>> {
+    async fn stop_recorded(&self, lock: &JobLock, record: &mut JobRecord) -> Result<Vec<TaskRef>> {
+        let key = lock.key();
         if record.phase != Phase::Stopping {
             record.phase = Phase::Stopping;
             record.touch();
-            if let Err(err) = self.store.put(record).await {
+            if let Err(err) = self.save(lock, record).await {
+                // Another holder owns the job now: it decides what to stop.
+                if err.kind() == ErrorKind::LockLost {
+                    return Err(err);
+                }
                 tracing::warn!(error = %err, "could not mark the record as stopping");
             }
         }

@@ -184,6 +184,12 @@ impl MetadataStore for ClaimDuringGc {
     async fn unlock(&self, lock: JobLock) -> Result<()> {
         self.inner.unlock(lock).await
     }
+    async fn put_locked(&self, lock: &JobLock, record: &JobRecord) -> Result<()> {
+        self.inner.put_locked(lock, record).await
+    }
+    async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
+        self.inner.delete_locked(lock).await
+    }
 }
 
 #[tokio::test]

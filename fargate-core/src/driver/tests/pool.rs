@@ -538,6 +538,12 @@ impl MetadataStore for TakesOverBeforeTheSweepLocks {
     async fn unlock(&self, lock: crate::JobLock) -> crate::Result<()> {
         self.inner.unlock(lock).await
     }
+    async fn put_locked(&self, lock: &crate::JobLock, record: &JobRecord) -> crate::Result<()> {
+        self.inner.put_locked(lock, record).await
+    }
+    async fn delete_locked(&self, lock: &crate::JobLock) -> crate::Result<()> {
+        self.inner.delete_locked(lock).await
+    }
 }
 
 #[tokio::test(start_paused = true)]
