@@ -72,6 +72,13 @@ pub(crate) fn random_u64() -> Result<u64, getrandom::Error> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// 16 random lowercase hex digits (from [`fill_random`]; time and pid without randomness):
+/// for names that must differ per process and call, such as a lock holder's.
+pub fn random_hex() -> String {
+    let token = client_token();
+    token[..16].to_owned()
+}
+
 /// A fresh idempotency token: 32 lowercase hex characters.
 pub(crate) fn client_token() -> String {
     let mut b = [0u8; 16];

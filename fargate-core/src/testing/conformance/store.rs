@@ -155,6 +155,16 @@ impl LockCaps {
         }
     }
 
+    /// A store whose locks expire after `lease` and are not released when dropped (a
+    /// database row: a dropped lock's row stays until its lease ends, or until a release
+    /// in the background, which the suite does not count on).
+    pub fn leased(lease: Duration) -> Self {
+        LockCaps {
+            released_on_drop: false,
+            lease: Some(lease),
+        }
+    }
+
     /// The same store, whose locks also expire after `lease`.
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = Some(lease);
