@@ -108,6 +108,9 @@ enum Take {
 struct Held {
     renewal: Option<AbortHandle>,
     release: Option<(DynamoStore, JobKey, String, u64)>,
+    /// The runtime the lock was taken on (whose I/O the store's client uses): a release
+    /// after a drop runs there, wherever the lock is dropped.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Held {
@@ -128,7 +131,7 @@ impl Drop for Held {
         // A dropped future's lock: released in the background while the runtime lives;
         // otherwise its lease ends.
         if let Some((store, key, holder, fence)) = self.release.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(runtime) = self.runtime.take()
         {
             runtime.spawn(async move {
                 let _ = store.release(&key, &holder, fence).await;
@@ -285,6 +288,7 @@ impl DynamoStore {
         let guard = Held {
             renewal,
             release: Some((self.clone(), key.clone(), holder.clone(), fence)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         };
         JobLock::new(key.clone(), holder)
             .with_lease(self.inner.lease.duration)
