@@ -72,7 +72,8 @@ pub(crate) fn random_u64() -> Result<u64, getrandom::Error> {
     Ok(u64::from_be_bytes(b))
 }
 
-/// 16 random lowercase hex digits (from [`fill_random`]; time and pid without randomness):
+/// 16 random lowercase hex digits (the operating system's randomness, or a deterministic
+/// test's; time and pid without randomness):
 /// for names that must differ per process and call, such as a lock holder's.
 pub fn random_hex() -> String {
     let token = client_token();

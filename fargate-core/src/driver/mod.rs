@@ -33,7 +33,7 @@
 //! no task: [`Driver::cleanup`] of the same job replays the recorded launch, searches by
 //! the job's key, and stops what it finds. So always call `cleanup` after `prepare`,
 //! whatever happened, as gitlab-runner does. The job's lock is released when the dropped
-//! future drops its [`JobLock`](crate::JobLock) (or, for a store with leases, when the
+//! future drops its [`JobLock`] (or, for a store with leases, when the
 //! lease expires; see the [locking protocol](crate::MetadataStore#locking-protocol)).
 //! A test drops `prepare` at every step of a slow launch and checks that `cleanup` then
 //! stops every task.
