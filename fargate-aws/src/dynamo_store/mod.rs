@@ -289,13 +289,17 @@ impl DynamoStore {
     }
 }
 
-/// A table name as DynamoDB allows: 3-255 characters of `a-z A-Z 0-9 _ - .`.
-fn check_table_name(table: &str) -> Result<()> {
-    let ok = (3..=255).contains(&table.len())
+/// Whether `table` is a table name DynamoDB allows: 3-255 characters of
+/// `a-z A-Z 0-9 _ - .`.
+pub fn valid_table_name(table: &str) -> bool {
+    (3..=255).contains(&table.len())
         && table
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+fn check_table_name(table: &str) -> Result<()> {
+    if valid_table_name(table) {
         return Ok(());
     }
     Err(Error::new(

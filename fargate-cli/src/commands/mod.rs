@@ -9,6 +9,7 @@ mod doctor;
 mod gc;
 mod keeper;
 mod pool;
+mod store;
 
 use fargate_core::JobContext;
 
@@ -41,6 +42,7 @@ pub(crate) async fn execute(args: Args) -> i32 {
         Command::Doctor(doctor) => doctor::run(&doctor, context).await,
         Command::Gc(gc) => gc::run(&gc, context).await,
         Command::Pool(pool) => pool::run(&pool, context).await,
+        Command::Store(store) => store::run(&store, context).await,
         Command::Keeper(keeper) => keeper::run(&keeper, context).await,
         Command::Custom { .. } => unreachable!("the stages are run above"),
     }
