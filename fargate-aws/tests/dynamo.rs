@@ -309,3 +309,62 @@ async fn init_creates_a_table_and_check_says_what_is_wrong() {
         "{check:?}"
     );
 }
+
+/// What a job costs in DynamoDB requests, with the driver's own stages (in-memory launcher
+/// and shell): prepare, two run stages, cleanup. The figures are the docs' (docs/fleet.md).
+#[tokio::test]
+async fn a_jobs_dynamodb_requests() {
+    use fargate_core::testing::{MemoryLauncher, MemoryShell};
+    use fargate_core::{Driver, DriverOptions, JobContext};
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    table(&moto, "fleet").await;
+    let store = store(&moto, "fleet", "host-a");
+    let options = DriverOptions::builder()
+        .namespace(Namespace::parse("ci").unwrap())
+        .task_definition("td:1")
+        .build()
+        .unwrap();
+    let driver = Driver::new(
+        options,
+        Arc::new(MemoryLauncher::new()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(store.clone()),
+    );
+    let job = JobContext::new(JobResponse::new(77));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let calls = store.api_calls();
+    calls.reset();
+    driver.prepare(&job, &cancel).await.unwrap();
+    let prepare = calls.total();
+    calls.reset();
+    for _ in 0..2 {
+        let mut out = fargate_core::CapturedOutput::default();
+        driver
+            .run(
+                &job,
+                "build_script",
+                Arc::from(&b"true"[..]),
+                &mut out,
+                &cancel,
+            )
+            .await
+            .unwrap();
+    }
+    let runs = calls.total();
+    calls.reset();
+    driver.cleanup(&job).await.unwrap();
+    let cleanup = calls.total();
+    println!(
+        "DynamoDB requests: prepare {prepare}, 2 run stages {runs}, cleanup {cleanup}: {:?}",
+        calls.snapshot()
+    );
+    assert!(prepare <= 7, "prepare: {prepare}");
+    assert_eq!(runs, 2, "one read per run stage");
+    assert!(cleanup <= 7, "cleanup: {cleanup}");
+    assert_eq!(
+        store.list().await.unwrap(),
+        Vec::<JobKey>::new(),
+        "nothing is left"
+    );
+}
