@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::{Error, ErrorKind, Failure, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::job::{IdentitySource, JobContext, JobIdentity, JobKey, Namespace};
 use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef};
 use crate::metadata::{DynMetadataStore, InterruptionMemory, JobLock, JobRecord};
@@ -340,20 +340,20 @@ impl Driver {
         Ok(identity)
     }
 
-    /// Runs `stage` holding the job's lock, which it writes the job's record under, and
-    /// releases the lock when it ends (see the
-    /// [locking protocol](crate::MetadataStore#locking-protocol)).
-    async fn locked<T>(
-        &self,
-        key: &JobKey,
-        stage: impl AsyncFnOnce(&JobLock) -> std::result::Result<T, Failure>,
-    ) -> std::result::Result<T, Failure> {
-        let lock = self.store.lock(key, LOCK_WAIT).await?;
-        let result = stage(&lock).await;
+    /// Takes the job's lock, which the stage writes the job's record under, waiting for
+    /// another stage of the job at most [`LOCK_WAIT`] (see the
+    /// [locking protocol](crate::MetadataStore#locking-protocol)). The stage gives it back
+    /// with [`Driver::unlock_job`] when it ends, successful or not.
+    async fn lock_job(&self, key: &JobKey) -> Result<JobLock> {
+        self.store.lock(key, LOCK_WAIT).await
+    }
+
+    /// Releases the job's lock at the end of a stage.
+    async fn unlock_job(&self, lock: JobLock) {
+        let key = lock.key().clone();
         if let Err(err) = self.store.unlock(lock).await {
             tracing::warn!(job = %key, error = %err, "could not release the job's lock");
         }
-        result
     }
 
     /// Writes `record` as the holder of `lock`: fenced when `lock` is the record's own (a

@@ -34,33 +34,44 @@ impl Driver {
     pub async fn cleanup(&self, job: &JobContext) -> std::result::Result<CleanupReport, Failure> {
         let identity = self.identity(job)?;
         let key = identity.key();
-        self.locked(&key, async |lock| {
-            let mut report = match self.load_record_for_cleanup(lock, &identity, job).await? {
-                Some(record) => {
-                    let summary = match &record.task {
-                        Some(task) => self.describe_for_summary(task).await.map(|details| {
-                            self.summarize(SummaryPoint::Cleanup, task, details, None, None, None)
-                        }),
-                        None => None,
-                    };
-                    CleanupReport {
-                        stopped: self.stop_job(lock, record).await?,
-                        had_record: true,
-                        summary,
-                    }
+        let lock = self.lock_job(&key).await?;
+        let result = self.cleanup_locked(&lock, &identity, job).await;
+        self.unlock_job(lock).await;
+        result
+    }
+
+    /// The part of cleanup that runs under the job's lock, `lock`.
+    async fn cleanup_locked(
+        &self,
+        lock: &JobLock,
+        identity: &JobIdentity,
+        job: &JobContext,
+    ) -> std::result::Result<CleanupReport, Failure> {
+        let key = identity.key();
+        let mut report = match self.load_record_for_cleanup(lock, identity, job).await? {
+            Some(record) => {
+                let summary = match &record.task {
+                    Some(task) => self.describe_for_summary(task).await.map(|details| {
+                        self.summarize(SummaryPoint::Cleanup, task, details, None, None, None)
+                    }),
+                    None => None,
+                };
+                CleanupReport {
+                    stopped: self.stop_job(lock, record).await?,
+                    had_record: true,
+                    summary,
                 }
-                None => CleanupReport {
-                    stopped: self.stop_unrecorded(&key, None).await?,
-                    had_record: false,
-                    summary: None,
-                },
-            };
-            // A warm task the job claimed but had not recorded yet (prepare was killed).
-            report.stopped.extend(self.stop_claimed_slots(&key).await);
-            self.observe_stops(&report.stopped, StopCause::Cleanup);
-            Ok(report)
-        })
-        .await
+            }
+            None => CleanupReport {
+                stopped: self.stop_unrecorded(&key, None).await?,
+                had_record: false,
+                summary: None,
+            },
+        };
+        // A warm task the job claimed but had not recorded yet (prepare was killed).
+        report.stopped.extend(self.stop_claimed_slots(&key).await);
+        self.observe_stops(&report.stopped, StopCause::Cleanup);
+        Ok(report)
     }
 
     /// Reads the job's record (the job's lock is `lock`). An unreadable one is reported, its

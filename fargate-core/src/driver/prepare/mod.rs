@@ -54,11 +54,12 @@ impl Driver {
         let shape = self.decide_shape(job, &identity).await?;
         // And for its image and services (no backend call: the allowlist, the plan).
         choice.images = self.job_images(job)?;
-        self.locked(&key, async |lock| {
-            self.prepare_locked(lock, start, identity, job, choice, shape, cancel)
-                .await
-        })
-        .await
+        let lock = self.lock_job(&key).await?;
+        let result = self
+            .prepare_locked(&lock, start, identity, job, choice, shape, cancel)
+            .await;
+        self.unlock_job(lock).await;
+        result
     }
 
     /// The part of prepare that runs under the job's lock, `lock`.
