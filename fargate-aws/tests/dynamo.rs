@@ -359,8 +359,8 @@ async fn a_jobs_dynamodb_requests() {
         "DynamoDB requests: prepare {prepare}, 2 run stages {runs}, cleanup {cleanup}: {:?}",
         calls.snapshot()
     );
-    assert!(prepare <= 7, "prepare: {prepare}");
-    assert_eq!(runs, 2, "one read per run stage");
+    assert!(prepare <= 8, "prepare: {prepare}");
+    assert_eq!(runs, 4, "one read and one heartbeat per (short) run stage");
     assert!(cleanup <= 7, "cleanup: {cleanup}");
     assert_eq!(
         store.list().await.unwrap(),

@@ -54,6 +54,11 @@ impl Fleet {
 
     /// Host `name`'s driver, with a warm pool of `pool`.
     fn host(&self, name: &str, pool: usize) -> Driver {
+        self.host_on(self.store(name), pool)
+    }
+
+    /// A host's driver on `store`, with a warm pool of `pool`.
+    fn host_on(&self, store: DynamoStore, pool: usize) -> Driver {
         let mut options = DriverOptions::builder()
             .namespace(Namespace::parse("fleet").unwrap())
             .task_definition("ci-coordinator:1")
@@ -66,7 +71,7 @@ impl Fleet {
             options,
             self.launcher.clone(),
             self.shell.clone(),
-            Arc::new(self.store(name)),
+            Arc::new(store),
         )
     }
 }
@@ -164,4 +169,58 @@ async fn hosts_claiming_at_once_never_share_a_warm_task() {
             .list(&Namespace::parse("fleet").unwrap())
             .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_hosts_job_is_stopped_by_another_hosts_gc() {
+    use fargate_core::gc::{self, Action, GcOptions};
+    fargate_testkit::require_fixture!(Moto);
+    let fleet = Fleet::start().await;
+    // Host a's clock says an hour ago: what it writes now is what a host that died an
+    // hour ago wrote last (its heartbeats, and below its record's last change).
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let clock = fargate_core::testing::ManualClock::at(an_hour_ago);
+    let a = fleet.host_on(fleet.store("host-a").with_clock(Arc::new(clock)), 0);
+    let b = fleet.host("host-b", 0);
+    let cancel = CancellationToken::new();
+    let dead = a.prepare(&job(1), &cancel).await.unwrap();
+    let store_a = fleet.store("host-a");
+    let key = a.identity(&job(1)).unwrap().key();
+    let mut record = store_a.get(&key).await.unwrap().unwrap();
+    record.updated_at -= 3600;
+    store_a.put(&record).await.unwrap();
+    // Host b's job is alive: its prepare noted a heartbeat now.
+    let alive = b.prepare(&job(2), &cancel).await.unwrap();
+    let b_store = fleet.store("host-b");
+    let beat = b_store.last_heartbeat(&key).await.unwrap().unwrap();
+    assert!(
+        beat <= an_hour_ago + std::time::Duration::from_secs(5),
+        "host a's heartbeat is old"
+    );
+    // Host b's gc: host a's job gave no sign of life for an hour; b's own job did.
+    let report = gc::collect(
+        &*fleet.launcher,
+        &b_store,
+        &Namespace::parse("fleet").unwrap(),
+        &GcOptions::default(),
+    )
+    .await
+    .unwrap();
+    let action = |task: &fargate_core::TaskRef| {
+        report
+            .tasks
+            .iter()
+            .find(|t| t.task == task.id)
+            .map(|t| t.action)
+    };
+    assert_eq!(action(&dead.task), Some(Action::Removed), "{report}");
+    assert!(report.to_string().contains("no sign of life"), "{report}");
+    assert_eq!(action(&alive.task), Some(Action::Kept), "{report}");
+    assert_eq!(fleet.launcher.running(), std::slice::from_ref(&alive.task));
+    assert_eq!(
+        b_store.get(&key).await.unwrap(),
+        None,
+        "the dead job's record goes too"
+    );
+    b.cleanup(&job(2)).await.unwrap();
 }

@@ -164,6 +164,12 @@ impl MetadataStore for LazyDynamo {
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
         self.get().await?.delete_locked(lock).await
     }
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        self.get().await?.heartbeat(key).await
+    }
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        self.get().await?.last_heartbeat(key).await
+    }
 }
 
 #[async_trait]

@@ -320,6 +320,23 @@ impl MetadataStore for SimStore {
         yield_once().await;
         r
     }
+
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        yield_once().await;
+        self.writes("heartbeat", key);
+        let r = self.inner.heartbeat(key).await;
+        self.log(format!("heartbeat {key}: {}", outcome(&r)));
+        yield_once().await;
+        r
+    }
+
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        yield_once().await;
+        let r = self.inner.last_heartbeat(key).await;
+        self.log(format!("last heartbeat {key}: {}", outcome(&r)));
+        yield_once().await;
+        r
+    }
 }
 
 /// One namespace's view of the shared launcher.
@@ -1525,6 +1542,16 @@ impl MetadataStore for Bridge {
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
         let lock = Self::token(lock);
         self.run(move |s| async move { s.delete_locked(&lock).await })
+            .await
+    }
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        let key = key.clone();
+        self.run(move |s| async move { s.heartbeat(&key).await })
+            .await
+    }
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        let key = key.clone();
+        self.run(move |s| async move { s.last_heartbeat(&key).await })
             .await
     }
 }

@@ -449,6 +449,46 @@ impl MetadataStore for DynamoStore {
             Err(Failed::Error(e)) => Err(e),
         }
     }
+
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        self.beat(key).await
+    }
+
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        self.last_beat(key).await
+    }
+}
+
+impl DynamoStore {
+    /// `MetadataStore::heartbeat`: the record's item gets `beat` (now, Unix seconds by the
+    /// store's clock) and `beat_host`; nothing when the key has no record.
+    async fn beat(&self, key: &JobKey) -> Result<()> {
+        let input = self.request(
+            key,
+            Some("SET #beat = :b, #bh = :host"),
+            Some("attribute_exists(#rec)"),
+            &[
+                (":b", n(self.now_ms() / 1000)),
+                (":host", s(self.inner.host.clone())),
+            ],
+        );
+        match self.call("UpdateItem", input).await {
+            Ok(_) | Err(Failed::Condition(_)) => Ok(()),
+            Err(Failed::Error(e)) => Err(e),
+        }
+    }
+
+    /// `MetadataStore::last_heartbeat`.
+    async fn last_beat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        let Some(item) = self.item(key, "#rec, #beat").await? else {
+            return Ok(None);
+        };
+        if item.get(RECORD).is_none() {
+            return Ok(None);
+        }
+        Ok(item::get_n(&item, item::BEAT)
+            .map(|secs| std::time::UNIX_EPOCH + Duration::from_secs(secs)))
+    }
 }
 
 /// Interruption notes as items of their own key, which DynamoDB's TTL removes after the

@@ -79,6 +79,15 @@ pub const PLATFORM_VERSION_VARIABLE: &str = "FARGATE_PLATFORM_VERSION";
 /// How long a stage waits for another stage of the same job to release the job's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
+/// How often a run stage notes that its job is alive while its script runs
+/// ([`MetadataStore::heartbeat`](crate::MetadataStore::heartbeat)); prepare notes it once
+/// when it succeeds, and each run stage when it starts.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+
+/// The bound on one heartbeat call (a heartbeat that does not go through is not retried:
+/// the next one comes).
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the config stage prints: `{"driver":{..},"hostname":..}` plus the optional keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConfigOutput {
@@ -346,6 +355,18 @@ impl Driver {
     /// with [`Driver::unlock_job`] when it ends, successful or not.
     async fn lock_job(&self, key: &JobKey) -> Result<JobLock> {
         self.store.lock(key, LOCK_WAIT).await
+    }
+
+    /// Notes that the job of `key` is alive (see [`HEARTBEAT_EVERY`]); a failure is only
+    /// logged.
+    pub(crate) async fn beat(&self, key: &JobKey) {
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, self.store.heartbeat(key)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(job = %key, error = %err, "could not note the job's heartbeat")
+            }
+            Err(_) => tracing::debug!(job = %key, "noting the job's heartbeat timed out"),
+        }
     }
 
     /// Releases the job's lock at the end of a stage.

@@ -127,6 +127,30 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
         self.delete(lock.key()).await
     }
+
+    /// Notes a sign of life of the job of `key`, which has a record: its stages call it
+    /// (prepare when it ends, a run stage when it starts and every
+    /// [`HEARTBEAT_EVERY`](crate::driver::HEARTBEAT_EVERY) while its script runs). A store
+    /// shared by several hosts keeps it, so that `gc` on any host can tell a job whose host
+    /// died ([`MetadataStore::last_heartbeat`]). The default keeps nothing; it never
+    /// changes the record, and needs no lock.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+
+    /// When the job of `key` last gave a sign of life ([`MetadataStore::heartbeat`]), if
+    /// the store keeps them and it gave one. The default: `None`.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        let _ = key;
+        Ok(None)
+    }
 }
 
 /// Refuses a write of `key` under the lock of another key (a caller's mistake).
@@ -187,5 +211,11 @@ impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     }
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
         (**self).delete_locked(lock).await
+    }
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        (**self).heartbeat(key).await
+    }
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        (**self).last_heartbeat(key).await
     }
 }

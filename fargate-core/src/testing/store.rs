@@ -26,6 +26,7 @@ use crate::metadata::{InterruptionMemory, InterruptionNote, JobLock, JobRecord, 
 pub struct MemoryStore {
     records: Mutex<BTreeMap<JobKey, JobRecord>>,
     notes: Mutex<BTreeMap<JobKey, InterruptionNote>>,
+    beats: Mutex<BTreeMap<JobKey, std::time::SystemTime>>,
     locks: Arc<LockTable>,
     lease: Option<Duration>,
     /// Faults to inject; also counts calls.
@@ -226,6 +227,28 @@ impl MetadataStore for MemoryStore {
             records.insert(record.key.clone(), record.clone());
         }
         lost(fault, Op::Put)
+    }
+
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        if self.records().contains_key(key) {
+            self.beats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), crate::world::now());
+        }
+        Ok(())
+    }
+
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        if !self.records().contains_key(key) {
+            return Ok(None);
+        }
+        Ok(self
+            .beats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied())
     }
 
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {

@@ -59,6 +59,9 @@ impl Driver {
             .prepare_locked(&lock, start, identity, job, choice, shape, cancel)
             .await;
         self.unlock_job(lock).await;
+        if result.is_ok() {
+            self.beat(&key).await;
+        }
         result
     }
 

@@ -544,6 +544,12 @@ impl MetadataStore for TakesOverBeforeTheSweepLocks {
     async fn delete_locked(&self, lock: &crate::JobLock) -> crate::Result<()> {
         self.inner.delete_locked(lock).await
     }
+    async fn heartbeat(&self, key: &JobKey) -> crate::Result<()> {
+        self.inner.heartbeat(key).await
+    }
+    async fn last_heartbeat(&self, key: &JobKey) -> crate::Result<Option<std::time::SystemTime>> {
+        self.inner.last_heartbeat(key).await
+    }
 }
 
 #[tokio::test(start_paused = true)]
