@@ -64,10 +64,6 @@ pub(crate) enum Protocol {
         version: &'static str,
     },
     /// JSON, with `X-Amz-Target: <target_prefix>.<Operation>`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "its first callers arrive with the DynamoDB store")
-    )]
     Json {
         /// `1.0` or `1.1`.
         version: &'static str,
@@ -85,13 +81,33 @@ pub(crate) const EC2: Service = Service {
     },
 };
 
-/// An AWS service's error answer (or a transport failure, inside [`SdkError`]).
+/// Amazon DynamoDB.
+pub(crate) const DYNAMODB: Service = Service {
+    prefix: "dynamodb",
+    id: "DynamoDB",
+    protocol: Protocol::Json {
+        version: "1.0",
+        target_prefix: "DynamoDB_20120810",
+    },
+};
+
+/// An AWS service's error answer (or a transport failure, inside [`SdkError`]): its code
+/// and message, and for a JSON answer the whole answer (DynamoDB puts the item a failed
+/// condition saw there).
 #[derive(Debug)]
-pub(crate) struct ServiceError(ErrorMetadata);
+pub(crate) struct ServiceError(ErrorMetadata, Option<Box<serde_json::Value>>);
 
 impl ServiceError {
     fn new(code: &str, message: &str) -> Self {
-        ServiceError(ErrorMetadata::builder().code(code).message(message).build())
+        ServiceError(
+            ErrorMetadata::builder().code(code).message(message).build(),
+            None,
+        )
+    }
+
+    /// The JSON error answer, when the service answered in JSON.
+    pub(crate) fn body(&self) -> Option<&serde_json::Value> {
+        self.1.as_deref()
     }
 }
 
@@ -187,10 +203,6 @@ impl AwsApi {
     }
 
     /// Calls `operation` of a JSON-protocol service with `input`; the answer.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "its first callers arrive with the DynamoDB store")
-    )]
     pub(crate) async fn json(
         &self,
         service: Service,
@@ -424,9 +436,12 @@ fn error_of(response: &HttpResponse, body: &str) -> ServiceError {
         let message = ["message", "Message"]
             .iter()
             .find_map(|k| map.get(*k).and_then(|v| v.as_str()))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_owned();
         if !code.is_empty() {
-            return ServiceError::new(code, message);
+            let mut error = ServiceError::new(code, &message);
+            error.1 = Some(Box::new(serde_json::Value::Object(map)));
+            return error;
         }
     }
     let code = match status {

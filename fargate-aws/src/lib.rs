@@ -84,6 +84,7 @@ pub mod derived;
 pub mod derived_gc;
 mod details;
 pub mod doctor;
+pub mod dynamo_store;
 mod errors;
 pub mod exec;
 pub mod failover;
@@ -100,6 +101,7 @@ mod xml;
 
 pub use catalog::{default_call_rates, fargate_prices, fargate_sizes};
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
+pub use dynamo_store::DynamoStore;
 pub use launcher::EcsLauncher;
 pub use listing::MAX_LIST_TASKS;
 pub use metrics::ApiCalls;

@@ -117,6 +117,15 @@ pub enum Command {
         long_about = "Stop the task of failed job JOB_ID that this runner keeps for debugging                       ([[Fargate.ProjectRule]] KeepFailedFor), and forget the job. A job that                       still runs is refused: its own cleanup stops its task. Exit code 0 when                       the task was stopped."
     )]
     Release(ReleaseArgs),
+    /// Set up or check the fleet's DynamoDB table ([TaskMetadata] DynamoDBTable).
+    #[command(
+        long_about = "Set up or check the DynamoDB table that runner hosts of a fleet share \
+                      ([TaskMetadata] DynamoDBTable, in the region of [Fargate] Region). `init` \
+                      creates it when missing (on-demand capacity, encrypted with a KMS key, \
+                      TTL on expires_at) and turns TTL on; `check` says what is wrong with it. \
+                      Exit code 0 when the table is usable."
+    )]
+    Store(StoreArgs),
 }
 
 /// Options of `fargate kept`.
@@ -133,6 +142,28 @@ pub struct ReleaseArgs {
     /// GitLab's id of the failed job (the job log's `fargate release` line names it).
     #[arg(value_name = "JOB_ID")]
     pub job_id: u64,
+}
+
+/// Options of `fargate store`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: StoreAction,
+}
+
+/// `fargate store` actions.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum StoreAction {
+    /// Create the table if it is missing, turn its TTL on, then check it.
+    Init {
+        /// The KMS key that encrypts a new table (id, ARN or alias/...); default: the AWS
+        /// managed key aws/dynamodb.
+        #[arg(long, value_name = "KEY")]
+        kms_key: Option<String>,
+    },
+    /// Say what is wrong with the table, if anything.
+    Check,
 }
 
 /// Options of `fargate pool`.

@@ -1,14 +1,17 @@
-//! The ECS launcher, built on first use.
+//! The ECS launcher and the fleet's DynamoDB store, built on first use.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use fargate_aws::{EcsConfig, EcsLauncher};
+use fargate_aws::{DynamoStore, EcsConfig, EcsLauncher, SdkTransport};
+use fargate_core::metadata::{InterruptionMemory, InterruptionNote};
 use fargate_core::{
-    DebugCommands, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher,
-    TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, JobKey, JobLock, JobRecord, Launched, ListedTask, MetadataStore, Namespace,
+    Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tokio::sync::OnceCell;
 
@@ -97,5 +100,94 @@ impl TaskLauncher for LazyLauncher {
             task,
             container,
         ))
+    }
+}
+
+/// The fleet's DynamoDB store, built on first use (loading the AWS configuration as the ECS
+/// launcher does, in the same region).
+pub(crate) struct LazyDynamo {
+    cell: OnceCell<DynamoStore>,
+    table: String,
+    region: Option<String>,
+    transport: SdkTransport,
+}
+
+impl std::fmt::Debug for LazyDynamo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyDynamo")
+            .field("table", &self.table)
+            .field("built", &self.cell.initialized())
+            .finish()
+    }
+}
+
+impl LazyDynamo {
+    /// The store on `table`, with the ECS settings' region and transport.
+    pub(crate) fn new(table: String, ecs: &EcsConfig) -> Self {
+        LazyDynamo {
+            cell: OnceCell::new(),
+            table,
+            region: ecs.region.clone(),
+            transport: ecs.transport.clone(),
+        }
+    }
+
+    /// The table's name.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The store, built now if it was not.
+    pub(crate) async fn get(&self) -> Result<&DynamoStore> {
+        self.cell
+            .get_or_try_init(|| {
+                DynamoStore::from_env(self.table.clone(), self.region.as_deref(), &self.transport)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl MetadataStore for LazyDynamo {
+    async fn put(&self, record: &JobRecord) -> Result<()> {
+        self.get().await?.put(record).await
+    }
+    async fn get(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        MetadataStore::get(self.get().await?, key).await
+    }
+    async fn delete(&self, key: &JobKey) -> Result<()> {
+        self.get().await?.delete(key).await
+    }
+    async fn list(&self) -> Result<Vec<JobKey>> {
+        self.get().await?.list().await
+    }
+    async fn lock(&self, key: &JobKey, wait: Duration) -> Result<JobLock> {
+        self.get().await?.lock(key, wait).await
+    }
+    async fn unlock(&self, lock: JobLock) -> Result<()> {
+        self.get().await?.unlock(lock).await
+    }
+    async fn put_locked(&self, lock: &JobLock, record: &JobRecord) -> Result<()> {
+        self.get().await?.put_locked(lock, record).await
+    }
+    async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
+        self.get().await?.delete_locked(lock).await
+    }
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        self.get().await?.heartbeat(key).await
+    }
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        self.get().await?.last_heartbeat(key).await
+    }
+}
+
+#[async_trait]
+impl InterruptionMemory for LazyDynamo {
+    async fn remember(&self, key: &JobKey, note: &InterruptionNote) -> Result<()> {
+        self.get().await?.remember(key, note).await
+    }
+    async fn recall(&self, key: &JobKey) -> Result<Option<InterruptionNote>> {
+        self.get().await?.recall(key).await
     }
 }

@@ -1,19 +1,53 @@
 //! The [`Driver`] of a command, from the configuration: the ECS launcher (built on first
-//! use, [`LazyLauncher`]) within the namespace's API budget, the SSH shell, the metadata directory as store and interruption
-//! memory, the administrator's overrides, the price table and an observer.
+//! use, [`LazyLauncher`]) within the namespace's API budget, the SSH shell, the store and
+//! interruption memory ([`stores`]: the metadata directory, or the fleet's DynamoDB table),
+//! the administrator's overrides, the price table and an observer.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use fargate_core::budget::BudgetedLauncher;
 use fargate_core::driver::AdminOverrides;
-use fargate_core::metadata::permission_warnings;
+use fargate_core::metadata::{DynMetadataStore, InterruptionMemory, permission_warnings};
 use fargate_core::observe::DynObserver;
 use fargate_core::{Driver, FileMetadataStore, TaskLauncher};
 use fargate_ssh::Ssh2Shell;
 
-use crate::backends::LazyLauncher;
+use crate::backends::{LazyDynamo, LazyLauncher};
 use crate::config::FileConfig;
+
+/// Where a configuration keeps its records.
+pub(crate) struct Stores {
+    /// The job records, slots and locks: the table's, else the directory's.
+    pub(crate) store: DynMetadataStore,
+    /// The interruption notes, in the same place.
+    pub(crate) memory: Arc<dyn InterruptionMemory>,
+    /// The fleet's table, when the configuration names one.
+    pub(crate) table: Option<Arc<LazyDynamo>>,
+}
+
+/// The store of `config`: `[TaskMetadata] DynamoDBTable` when set (fleet mode), else the
+/// metadata directory.
+pub(crate) fn stores(config: &FileConfig) -> Stores {
+    match &config.dynamodb_table {
+        Some(table) => {
+            let dynamo = Arc::new(LazyDynamo::new(table.clone(), &config.ecs));
+            Stores {
+                store: dynamo.clone(),
+                memory: dynamo.clone(),
+                table: Some(dynamo),
+            }
+        }
+        None => {
+            let file = Arc::new(FileMetadataStore::new(config.metadata_dir.clone()));
+            Stores {
+                store: file.clone(),
+                memory: file,
+                table: None,
+            }
+        }
+    }
+}
 
 /// The driver for `config` and `overrides`, reporting to `observer`; `keeper`: the job's
 /// keeper socket, for a `run` stage.
@@ -23,6 +57,7 @@ pub(crate) fn build(
     observer: DynObserver,
     keeper: Option<&Path>,
 ) -> Driver {
+    let Stores { store, memory, .. } = stores(&config);
     let FileConfig {
         options,
         ecs,
@@ -36,13 +71,13 @@ pub(crate) fn build(
         tracing::warn!("{w}");
     }
     // The driver retries ([Retry]); the ECS backend only retries transport hiccups.
-    let store = Arc::new(FileMetadataStore::new(metadata_dir));
     // Launches, stops and relabellings take their turn from the namespace's budget, shared
-    // by every process of this runner entry on the host ([RateLimit]).
+    // by every process of this runner entry on this host ([RateLimit]); kept in the metadata
+    // directory, also in fleet mode (each host keeps to its own share).
     let mut launcher: Arc<dyn TaskLauncher> = Arc::new(LazyLauncher::ecs(ecs));
     if let Some(namespace) = &options.namespace {
-        let budget = Arc::new(store.call_budget(namespace, call_rates));
-        launcher = Arc::new(BudgetedLauncher::new(launcher, budget));
+        let budget = FileMetadataStore::new(metadata_dir).call_budget(namespace, call_rates);
+        launcher = Arc::new(BudgetedLauncher::new(launcher, Arc::new(budget)));
     }
     Driver::new(
         options,
@@ -51,9 +86,9 @@ pub(crate) fn build(
             Some(socket) => Ssh2Shell::with_config(ssh).with_keeper(socket),
             None => Ssh2Shell::with_config(ssh),
         }),
-        store.clone(),
+        store,
     )
-    .with_interruption_memory(store)
+    .with_interruption_memory(memory)
     .with_admin_overrides(overrides)
     .with_price_table(prices)
     .with_observer(observer)

@@ -1,17 +1,17 @@
 //! Every exit code of `fargate`, in one table.
 //!
 //! The stages (`fargate custom ...`) exit with the codes gitlab-runner asks for in their
-//! environment; the administrator's commands (`doctor`, `gc`, `pool`) and the hidden
+//! environment; the administrator's commands (`doctor`, `gc`, `pool`, `store`) and the hidden
 //! `keeper` with fixed ones.
 //!
 //! | Code | Who | When |
 //! |---|---|---|
-//! | [`SUCCESS`] (0) | every command | a stage succeeded; `doctor`: every check passed; `gc`, `pool`: all went well; `--help`, `--version` |
+//! | [`SUCCESS`] (0) | every command | a stage succeeded; `doctor`: every check passed; `gc`, `pool`: all went well; `store`: the table is usable; `--help`, `--version` |
 //! | `$BUILD_FAILURE_EXIT_CODE` (unset: [`DEFAULT_BUILD_FAILURE`], 1) | a stage | the job's script failed (its own code written to `$BUILD_EXIT_CODE_FILE` when the runner sets it), or the job asked for something it may not use (a task definition, a platform version, ...) |
 //! | `$SYSTEM_FAILURE_EXIT_CODE` (unset: [`DEFAULT_SYSTEM_FAILURE`], 2) | a stage | anything else: the configuration, AWS, SSH, the task, a cancellation |
 //! | [`COMMAND_FAILED`] (2) | a stage | the runner's variables cannot be read (e.g. an exit-code variable that is not a number in 1..=255) |
-//! | [`CHECKS_FAILED`] (1) | `doctor` | a check failed (the checklist says which, with a fix) |
-//! | [`COMMAND_FAILED`] (2) | `doctor`, `gc`, `pool`, `keeper` | the command could not start (configuration, logging, metadata directory) or, for `gc`, `pool` and `keeper`, failed or did not do all of its work |
+//! | [`CHECKS_FAILED`] (1) | `doctor`, `store` | a check failed (the checklist says which, with a fix); `store`: the table is missing or unusable |
+//! | [`COMMAND_FAILED`] (2) | `doctor`, `gc`, `pool`, `store`, `keeper` | the command could not start (configuration, logging, metadata directory; `store`: no table configured, AWS unreachable) or, for `gc`, `pool` and `keeper`, failed or did not do all of its work |
 //! | [`usage_failure`] (`$SYSTEM_FAILURE_EXIT_CODE`, else 2) | every command | the command line is wrong, or the process cannot start its async runtime |
 //!
 //! The stage codes are the runner's ([`fargate_core::ExitCodes`], read by
@@ -31,7 +31,7 @@ pub const DEFAULT_BUILD_FAILURE: i32 = 1;
 /// `SYSTEM_FAILURE_EXIT_CODE` ([`fargate_core::ExitCodes::default`]).
 pub const DEFAULT_SYSTEM_FAILURE: i32 = 2;
 
-/// `fargate doctor`: at least one check failed.
+/// `fargate doctor`: at least one check failed; `fargate store`: the table is not usable.
 pub const CHECKS_FAILED: i32 = 1;
 
 /// A command that failed: `doctor`, `gc`, `pool` or `keeper` could not start (a setup

@@ -35,11 +35,16 @@ fn toml(ecs: &MotoEcs, s: &Setup, metadata: &Path) -> String {
 
 /// Runs `fargate doctor`: its exit code and stdout.
 fn doctor(moto: &Moto, dir: &Path, config: &str) -> (i32, String) {
+    fargate(moto, dir, config, &["doctor"])
+}
+
+/// Runs `fargate <args>` with `config`: its exit code and stdout.
+fn fargate(moto: &Moto, dir: &Path, config: &str, args: &[&str]) -> (i32, String) {
     let path = dir.join("fargate.toml");
     std::fs::write(&path, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_fargate"))
         .args(["--config".as_ref(), path.as_os_str()])
-        .arg("doctor")
+        .args(args)
         .env("AWS_ENDPOINT_URL", moto.endpoint_url())
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -48,7 +53,7 @@ fn doctor(moto: &Moto, dir: &Path, config: &str) -> (i32, String) {
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .output()
-        .expect("run fargate doctor");
+        .expect("run fargate");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     (
@@ -393,4 +398,60 @@ async fn ecs_exec_for_kept_tasks_needs_a_task_role_and_platform_1_4() {
         out.contains("fix: set [Fargate] PlatformVersion to 1.4.0"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_init_creates_the_fleet_table_and_doctor_checks_it() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    let ecs = moto.setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata");
+    let ssh_group = moto.create_security_group("ci-ssh");
+    moto.allow_tcp_in(&ssh_group, 22);
+    let setup = Setup {
+        cluster: ecs.cluster.clone(),
+        task_definition: ecs.task_definition.clone(),
+        container: CONTAINER.into(),
+        security_group: ssh_group,
+    };
+    let config = toml(&ecs, &setup, &metadata).replace(
+        "[TaskMetadata]\n",
+        "[TaskMetadata]\n  DynamoDBTable = \"fleet-table\"\n",
+    );
+    // No table yet: check and doctor say so, with the way out.
+    let (code, out) = fargate(&moto, dir.path(), &config, &["store", "check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("does not exist") && out.contains("fargate store init"),
+        "{out}"
+    );
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("DynamoDB table fleet-table") && out.contains("fargate store init"),
+        "{out}"
+    );
+    // Created (on demand, TTL on); then usable, and doctor passes with it.
+    let (code, out) = fargate(&moto, dir.path(), &config, &["store", "init"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("created table fleet-table") && out.contains("turned TTL on"),
+        "{out}"
+    );
+    let (code, out) = fargate(&moto, dir.path(), &config, &["store", "check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("table fleet-table is usable"), "{out}");
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("lock, read, list, unlock"), "{out}");
+    // Without a table in the configuration, `store` says there is none to set up.
+    let (code, out) = fargate(
+        &moto,
+        dir.path(),
+        &toml(&ecs, &setup, &metadata),
+        &["store", "check"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("names no DynamoDB table"), "{out}");
 }

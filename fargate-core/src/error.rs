@@ -78,6 +78,11 @@ pub enum ErrorKind {
     /// Stored state belongs to something else than what asked for it (a job record that
     /// names another job).
     Conflict,
+    /// A write under a lock was refused because the lock is no longer the writer's: its
+    /// lease expired and another holder took the lock over (a store with leases fences
+    /// writes, see [`MetadataStore::put_locked`](crate::MetadataStore::put_locked)). Nothing
+    /// was written; the new holder decides.
+    LockLost,
     /// A local I/O error (metadata directory, script file, log file).
     Io,
     /// The backend does not support this operation.
@@ -105,6 +110,7 @@ impl ErrorKind {
             ErrorKind::TaskStopped => "task stopped",
             ErrorKind::CorruptRecord => "corrupt job record",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::LockLost => "lock lost",
             ErrorKind::Io => "i/o error",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Unexpected => "unexpected error",

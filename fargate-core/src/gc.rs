@@ -13,6 +13,7 @@
 //! | has a record older than [`GcOptions::max_age`] | stopped |
 //! | failed, and its task is kept for debugging ([`Phase::Kept`]) until a time now past | stopped |
 //! | failed, and its task is kept for debugging until a time still to come | kept, whatever its age |
+//! | has a record whose last heartbeat ([`MetadataStore::last_heartbeat`], kept by a store shared by several hosts) is older than [`GcOptions::dead_after`]: its host died | stopped |
 //! | any, when the task is past its deadline ([`ListedTask::deadline`]) | stopped |
 //! | has a record younger than that (its run stages are going on) | kept |
 //! | is a warm pool slot ([`crate::driver::pool`]) idle past its maximum idle time, or claimed by a job that never recorded the task | stopped |
@@ -58,15 +59,22 @@ pub struct GcOptions {
     /// How long after its last change a record without listed tasks is kept, because the
     /// backend may not list a task launched moments ago.
     pub consistency_window: Duration,
+    /// A job whose stages gave no sign of life ([`MetadataStore::heartbeat`]) for this long,
+    /// and that holds no lock, is dead (its host died or is cut off): its task is stopped.
+    /// Only for stores that keep heartbeats (the DynamoDB store of a fleet), and only for
+    /// jobs that sent one. `None`: never.
+    pub dead_after: Option<Duration>,
 }
 
 impl Default for GcOptions {
-    /// Not a dry run; a maximum age of 24 hours; a consistency window of 5 minutes.
+    /// Not a dry run; a maximum age of 24 hours; a consistency window of 5 minutes; dead
+    /// after 10 minutes without a heartbeat (20 missed ones).
     fn default() -> Self {
         GcOptions {
             dry_run: false,
             max_age: Some(Duration::from_secs(24 * 3600)),
             consistency_window: Duration::from_secs(300),
+            dead_after: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -290,6 +298,12 @@ async fn collect_job(
     };
     // Read after taking the lock: what the decisions rest on.
     let record = store.get(key).await;
+    let heartbeat = match (&record, &lock) {
+        (Ok(Some(r)), Some(_)) if r.pool.is_none() => {
+            store.last_heartbeat(key).await.ok().flatten()
+        }
+        _ => None,
+    };
     let mut all_stopped = true;
     for t in tasks {
         let mut verdict = if let Some(why) = past_deadline(t, now) {
@@ -297,7 +311,13 @@ async fn collect_job(
         } else {
             match (&record, &lock) {
                 (Err(e), _) => Verdict::Fail(format!("cannot read its job's record: {e}")),
-                (Ok(record), Some(_)) => judge(record.as_ref(), options, now),
+                (Ok(record), Some(_)) => match record
+                    .as_ref()
+                    .and_then(|r| dead(r, heartbeat, options, now))
+                {
+                    Some(why) => Verdict::Stop(why),
+                    None => judge(record.as_ref(), options, now),
+                },
                 (Ok(record), None) => {
                     match record.as_ref().and_then(|r| too_old(r, options, now)) {
                         Some(why) => Verdict::Stop(why),
@@ -336,7 +356,7 @@ async fn collect_job(
         // gc stopped every listed task of the job: its record (and lock) go too.
         if all_stopped
             && !options.dry_run
-            && let Err(e) = store.delete(key).await
+            && let Err(e) = store.delete_locked(&lock).await
         {
             report.records.push(RecordDecision {
                 job: key.to_string(),
@@ -423,6 +443,25 @@ fn judge(record: Option<&JobRecord>, options: &GcOptions, now: SystemTime) -> Ve
         return Verdict::Stop(age);
     }
     Verdict::Keep("its job is within its lifetime".into())
+}
+
+/// Why the job of `record`, whose last heartbeat was `heartbeat`, is dead, if it is: no sign
+/// of life (heartbeat or change of its record) for [`GcOptions::dead_after`].
+fn dead(
+    record: &JobRecord,
+    heartbeat: Option<SystemTime>,
+    options: &GcOptions,
+    now: SystemTime,
+) -> Option<String> {
+    let limit = options.dead_after?;
+    let last = heartbeat?.max(at(record.updated_at));
+    let silent = now.duration_since(last).ok()?;
+    (silent > limit).then(|| {
+        format!(
+            "its job gave no sign of life for {} s (its host died or is cut off)",
+            silent.as_secs()
+        )
+    })
 }
 
 /// Why a record is older than its job could run, if it is. A failed job's task kept for
@@ -534,7 +573,7 @@ async fn sweep_record(
                 &format!("its task {task} still runs, though not listed"),
             ),
             Ok(None) if options.dry_run => decide(Action::WouldRemove, "none of its tasks runs"),
-            Ok(None) => match store.delete(key).await {
+            Ok(None) => match store.delete_locked(&lock).await {
                 Ok(()) => decide(Action::Removed, "none of its tasks runs"),
                 Err(e) => decide(Action::Failed, &format!("deleting it: {e}")),
             },

@@ -20,7 +20,7 @@ pub mod shell;
 pub mod task_details;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-mod world;
+pub mod world;
 
 pub use cancel::CancelBudget;
 pub use driver::{AdminOverrides, Driver, TaskDefinitionChoice};

@@ -1,9 +1,31 @@
 //! What the driver reads from the world besides its backends: the wall clock and
 //! randomness, and the one place that turns them into times and tokens. Normally the
-//! system's; a deterministic test (feature `testing`, see [`crate::testing::Determinism`])
-//! replaces both on its thread, so that a run depends on its seed alone.
+//! system's; a deterministic test (feature `testing`, see `testing::Determinism`) replaces
+//! both on its thread, so that a run depends on its seed alone.
+//!
+//! Backends that compare times across processes or hosts (a store's lock leases) take a
+//! [`Clock`], so that a test can move time without waiting: [`SystemClock`] reads the
+//! driver's wall clock, and the `testing` feature has a manual one
+//! (`testing::ManualClock`).
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A wall clock a backend reads (for leases and their expiry).
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The time now.
+    fn now(&self) -> SystemTime;
+}
+
+/// The driver's wall clock: the system's (or a deterministic test's virtual one).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        now()
+    }
+}
 
 /// The wall clock: [`SystemTime::now`], or the test's virtual clock.
 pub(crate) fn now() -> SystemTime {
@@ -64,6 +86,14 @@ pub(crate) fn random_u64() -> Result<u64, getrandom::Error> {
     let mut b = [0u8; 8];
     fill_random(&mut b)?;
     Ok(u64::from_be_bytes(b))
+}
+
+/// 16 random lowercase hex digits (the operating system's randomness, or a deterministic
+/// test's; time and pid without randomness):
+/// for names that must differ per process and call, such as a lock holder's.
+pub fn random_hex() -> String {
+    let token = client_token();
+    token[..16].to_owned()
 }
 
 /// A fresh idempotency token: 32 lowercase hex characters.

@@ -10,7 +10,8 @@
 //! - [`local_fargate`]: a local Fargate, moto plus one real `sshd` per task on the task's
 //!   loopback IP;
 //! - [`runner`]: a gitlab-runner custom executor emulator that drives the `fargate` binary
-//!   exactly as the runner does.
+//!   exactly as the runner does;
+//! - [`interleavings`]: the seeded interleaving harness of the ownership model, on any store.
 //!
 //! The in-memory backends and the trait conformance suites are not here: they are
 //! `fargate_core::testing` (feature `testing`), for backends outside this workspace too.
@@ -23,6 +24,7 @@
 pub mod fault_proxy;
 pub mod gate;
 mod http;
+pub mod interleavings;
 pub mod local_fargate;
 pub mod moto;
 pub mod runner;

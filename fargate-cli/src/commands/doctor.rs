@@ -49,6 +49,9 @@ pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
     let sdk = EcsLauncher::sdk_config(&config.ecs).await;
     let mut checks = doctor(config.ecs.clone(), &sdk, &expect).await;
     checks.push(metadata_check(&config.metadata_dir));
+    if let Some(table) = driver::stores(&config).table {
+        checks.extend(table_checks(&table).await);
+    }
     let passed = checks.iter().all(|c| c.status != CheckStatus::Fail);
     if doctor_args.job && passed {
         checks.push(smoke_test(config, overrides).await);
@@ -113,6 +116,72 @@ fn metadata_check(dir: &Path) -> Check {
             format!("chown <runner user> {shown} && chmod 700 {shown}"),
         ),
     }
+}
+
+/// The fleet's DynamoDB table: usable (exists, keyed right, active), and this host may
+/// read, write and lock in it (a probe item, removed again).
+async fn table_checks(table: &crate::backends::LazyDynamo) -> Vec<Check> {
+    use fargate_core::{JobKey, MetadataStore};
+    let name = format!("DynamoDB table {}", table.table());
+    let store = match table.get().await {
+        Ok(store) => store,
+        Err(err) => {
+            return vec![Check::fail(
+                name,
+                err.to_string(),
+                "check the AWS credentials and region",
+            )];
+        }
+    };
+    let check = match store.check_table().await {
+        Ok(check) => check,
+        Err(err) => {
+            let fix = err
+                .hint()
+                .unwrap_or(
+                    "check the IAM policy (dynamodb:DescribeTable, dynamodb:DescribeTimeToLive)",
+                )
+                .to_owned();
+            return vec![Check::fail(name, err.to_string(), fix)];
+        }
+    };
+    if !check.usable() {
+        return vec![Check::fail(
+            name,
+            check.errors.join("; "),
+            "run `fargate store init` (or point [TaskMetadata] DynamoDBTable at the fleet's table)",
+        )];
+    }
+    let detail = match check.warnings.is_empty() {
+        true => "on-demand, KMS-encrypted, TTL on".to_owned(),
+        false => format!("usable; but {}", check.warnings.join("; ")),
+    };
+    let mut checks = vec![Check::pass(name, detail)];
+    // Read, write, lock and list, as a job's stages do, on a key no job has.
+    let probe = format!("doctor-probe-{}", std::process::id());
+    let name = format!("DynamoDB table {}: lock, read, list, unlock", table.table());
+    let round_trip = async {
+        let key = JobKey::parse(&probe)?;
+        let lock = store.lock(&key, std::time::Duration::from_secs(5)).await?;
+        let read = async {
+            MetadataStore::get(store, &key).await?;
+            store.list().await.map(|keys| keys.len())
+        };
+        let listed = read.await;
+        store.unlock(lock).await?;
+        listed
+    };
+    checks.push(match round_trip.await {
+        Ok(records) => Check::pass(name, format!("{records} records in the table")),
+        Err(err) => Check::fail(
+            name,
+            err.to_string(),
+            err.hint()
+                .unwrap_or("the runner's role needs dynamodb:GetItem, UpdateItem, DeleteItem and Scan on the table (examples/iam-policy.json)")
+                .to_owned(),
+        ),
+    });
+    checks
 }
 
 /// A real job: launch, log in, run `true`, stop; its lines go to the log as a job's do.

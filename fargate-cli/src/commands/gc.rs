@@ -70,12 +70,14 @@ async fn collect_with(
     let images = config.options.images.clone();
     let base = config.options.task.task_definition.clone();
     let observer: DynObserver = Arc::new(metrics.clone());
+    let store = crate::driver::stores(&config).store;
     let ecs = Arc::new(EcsLauncher::from_env(config.ecs).await?);
     let launcher = ObservedLauncher::new(ecs.clone(), observer.clone());
-    let store = FileMetadataStore::new(config.metadata_dir);
-    let report = collect(&launcher, &store, &namespace, &options).await?;
-    // After the records gc removed: their locks and sockets have no owner left either.
-    let leftovers = Leftovers::collect(store, args.dry_run).await;
+    let report = collect(&launcher, &*store, &namespace, &options).await?;
+    // After the records gc removed: their locks and sockets have no owner left either (with
+    // a DynamoDB table, the directory holds only the keepers' sockets).
+    let directory = FileMetadataStore::new(config.metadata_dir);
+    let leftovers = Leftovers::collect(directory, args.dry_run).await;
     for task in report.tasks_with(Action::Removed) {
         observer.observe(&Event::Stopped {
             task: TaskRef::new(task.task.clone()),

@@ -31,8 +31,9 @@ pub(super) async fn run(command: &KeeperArgs, context: Context) -> i32 {
 /// idle time or the task's deadline (see [`fargate_ssh::keeper`]).
 async fn serve(command: &KeeperArgs, config: FileConfig) -> Result<()> {
     let key = JobKey::parse(&command.job)?;
-    let store = FileMetadataStore::new(config.metadata_dir.clone());
-    let record = store
+    let stores = crate::driver::stores(&config);
+    let record = stores
+        .store
         .get(&key)
         .await?
         .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no record of job {key}")))?;
@@ -49,9 +50,13 @@ async fn serve(command: &KeeperArgs, config: FileConfig) -> Result<()> {
         host_key: record.host_key.clone(),
         script: Arc::from(&b""[..]),
     };
-    let options = KeeperOptions::new(command.socket.clone(), config.keeper.idle_timeout)
-        .with_until(record.spec.as_ref().and_then(|s| s.deadline))
-        .while_exists(store.record_path(&key));
+    let mut options = KeeperOptions::new(command.socket.clone(), config.keeper.idle_timeout)
+        .with_until(record.spec.as_ref().and_then(|s| s.deadline));
+    if stores.table.is_none() {
+        // A record file: the keeper ends when it goes (cleanup ends it anyway).
+        let file = FileMetadataStore::new(config.metadata_dir.clone());
+        options = options.while_exists(file.record_path(&key));
+    }
     let ssh = config.ssh.clone();
     // Tells `start_keeper` that the socket is there: one byte on stdout, its only output.
     let listening = || {

@@ -11,6 +11,7 @@ mod keeper;
 mod kept;
 mod pool;
 mod release;
+mod store;
 
 use fargate_core::JobContext;
 
@@ -43,6 +44,7 @@ pub(crate) async fn execute(args: Args) -> i32 {
         Command::Doctor(doctor) => doctor::run(&doctor, context).await,
         Command::Gc(gc) => gc::run(&gc, context).await,
         Command::Pool(pool) => pool::run(&pool, context).await,
+        Command::Store(store) => store::run(&store, context).await,
         Command::Keeper(keeper) => keeper::run(&keeper, context).await,
         Command::Kept(kept) => kept::run(&kept, context).await,
         Command::Release(release) => release::run(&release, context).await,

@@ -71,6 +71,9 @@ pub(crate) struct FileConfig {
     pub(crate) log: LogSettings,
     /// `[TaskMetadata] Directory`, as written (empty when unset).
     pub(crate) metadata_dir: PathBuf,
+    /// `[TaskMetadata] DynamoDBTable`: the fleet's table, which holds the records instead
+    /// of the directory (which keeps only the keepers' sockets).
+    pub(crate) dynamodb_table: Option<String>,
     /// `[Cost]`: the prices of the job summary's estimate.
     pub(crate) prices: fargate_core::PriceTable,
     /// `[Metrics] File`: the Prometheus text file, if any.
@@ -93,6 +96,7 @@ impl Default for FileConfig {
             ssh: Ssh2Config::default(),
             log: LogSettings::default(),
             metadata_dir: PathBuf::new(),
+            dynamodb_table: None,
             prices: fargate_aws::fargate_prices(),
             metrics_file: None,
             keeper: KeeperSettings::default(),

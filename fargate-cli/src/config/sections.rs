@@ -87,6 +87,19 @@ pub(crate) fn read_document(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FileConfig
         if let Some(dir) = r.string(&mut t, "Directory") {
             c.metadata_dir = PathBuf::from(dir);
         }
+        if let Some(v) = r.take(&mut t, "DynamoDBTable") {
+            match v.get_ref().as_str() {
+                Some(name) if fargate_aws::dynamo_store::valid_table_name(name) => {
+                    c.dynamodb_table = Some(name.to_owned());
+                }
+                _ => r.type_error(
+                    &t,
+                    "DynamoDBTable",
+                    v,
+                    "a DynamoDB table name (3-255 characters of a-z, A-Z, 0-9, '_', '-' and '.')",
+                ),
+            }
+        }
         r.finish(&t);
     }
     if let Some(t) = r.subtable(&mut top, "SSH") {

@@ -228,6 +228,18 @@ CacheDir = "/cache"
 }
 
 #[test]
+fn a_dynamodb_table_switches_to_fleet_mode() {
+    let c = parse("[Fargate]\nCluster = \"c\"\nSubnet = \"s\"\nSecurityGroup = \"g\"\nTaskDefinition = \"td\"\n[TaskMetadata]\nDynamoDBTable = \"fargate-fleet\"\n")
+        .unwrap()
+        .config;
+    assert_eq!(c.dynamodb_table.as_deref(), Some("fargate-fleet"));
+    let c = parse("[Fargate]\nCluster = \"c\"\nSubnet = \"s\"\nSecurityGroup = \"g\"\nTaskDefinition = \"td\"\n")
+        .unwrap()
+        .config;
+    assert_eq!(c.dynamodb_table, None, "the file store stays the default");
+}
+
+#[test]
 fn missing_required_keys_are_named() {
     let msg = errors_of("[SSH]\nUsername = \"root\"\n");
     assert!(msg.contains("[Fargate] Cluster is required"), "{msg}");
@@ -290,6 +302,10 @@ fn each_bad_value_names_key_value_and_line() {
         (
             "[TaskMetadata]\nDirectory = 5",
             "[TaskMetadata] Directory = 5 must be a string",
+        ),
+        (
+            "[TaskMetadata]\nDynamoDBTable = \"no spaces\"",
+            "[TaskMetadata] DynamoDBTable = \"no spaces\" must be a DynamoDB table name",
         ),
         (
             "[Other]\nx = 1\n[Fargate.Tags]\nteam = 1",

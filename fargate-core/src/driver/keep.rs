@@ -31,14 +31,14 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{IdentitySource, JobIdentity, JobKey, JobResponse};
 use crate::launcher::{DebugCommands, TaskRef, TaskSpec};
-use crate::metadata::{JobRecord, Phase};
+use crate::metadata::{JobLock, JobRecord, Phase};
 use crate::observe::{Event, JobSummary, StopCause, SummaryPoint};
 use crate::shell::{CapturedOutput, OutputSink, RunOutcome, RunRequest};
 use crate::world::{from_unix_seconds, human_duration, unix_seconds, whole_seconds_after};
 
 use super::pool::DEADLINE_FILE_ENV;
 use super::retry::with_retries;
-use super::{CleanupReport, Driver, LOCK_WAIT};
+use super::{CleanupReport, Driver};
 
 /// The run stage gitlab-runner runs last, whatever became of the job: the keep message is
 /// repeated at its end, so that it is the job log's last lines.
@@ -211,7 +211,7 @@ impl Driver {
     /// after taking it; `false` when the record no longer names the stage's task in
     /// [`Phase::Ready`].
     async fn mark_failed_step(&self, key: &JobKey, seen: &JobRecord, stage: &str) -> Result<bool> {
-        let lock = self.store.lock(key, LOCK_WAIT).await?;
+        let lock = self.lock_job(key).await?;
         let result = async {
             let Some(mut record) = self.store.get(key).await? else {
                 return Ok(false);
@@ -222,14 +222,12 @@ impl Driver {
             if record.failed_step.is_none() {
                 record.failed_step = Some(stage.to_owned());
                 record.touch();
-                self.store.put(&record).await?;
+                self.save(&lock, &record).await?;
             }
             Ok(true)
         }
         .await;
-        if let Err(err) = self.store.unlock(lock).await {
-            tracing::warn!(job = %key, error = %err, "could not release the job's lock");
-        }
+        self.unlock_job(lock).await;
         result
     }
 
@@ -239,6 +237,7 @@ impl Driver {
     /// then `record` is still to be stopped).
     pub(super) async fn keep_failed(
         &self,
+        lock: &JobLock,
         identity: &JobIdentity,
         record: &JobRecord,
     ) -> Option<CleanupReport> {
@@ -254,7 +253,7 @@ impl Driver {
             return None;
         }
         let details = self.describe_for_summary(&task).await;
-        match self.keep_task(record.clone(), &task, keep).await {
+        match self.keep_task(lock, record.clone(), &task, keep).await {
             Ok(kept) => {
                 tracing::info!(task = %task, until = kept.until, "the failed job's task is kept for debugging for {}", human_duration(keep));
                 let summary = details.map(|d| self.summarize_kept(&task, d, keep));
@@ -280,6 +279,7 @@ impl Driver {
     /// task until then, and stops it after), then the task's self-stop and its labels.
     async fn keep_task(
         &self,
+        lock: &JobLock,
         mut record: JobRecord,
         task: &TaskRef,
         keep: Duration,
@@ -297,7 +297,7 @@ impl Driver {
         let spec = spec.with_deadline(until);
         record.spec = Some(spec.clone());
         record.touch();
-        self.store.put(&record).await?;
+        self.save(lock, &record).await?;
 
         // The task's self-stop: the same file a warm pool claim writes.
         if endpoint.port == 0 {
@@ -371,12 +371,12 @@ impl Driver {
         let identity =
             JobIdentity::from_response(self.namespace.clone(), &JobResponse::new(job_id));
         let key = identity.key();
-        let lock = self.store.lock(&key, LOCK_WAIT).await?;
+        let lock = self.lock_job(&key).await?;
         let result = async {
             let record = self.store.get(&key).await?;
             match record {
                 Some(record) if record.phase == Phase::Kept => {
-                    let stopped = self.stop_job(&key, record).await?;
+                    let stopped = self.stop_job(&lock, record).await?;
                     self.observe_stops(&stopped, StopCause::Release);
                     Ok(stopped)
                 }
@@ -403,9 +403,7 @@ impl Driver {
             }
         }
         .await;
-        if let Err(err) = self.store.unlock(lock).await {
-            tracing::warn!(job = %key, error = %err, "could not release the job's lock");
-        }
+        self.unlock_job(lock).await;
         result
     }
 

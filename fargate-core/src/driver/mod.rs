@@ -34,7 +34,7 @@
 //! no task: [`Driver::cleanup`] of the same job replays the recorded launch, searches by
 //! the job's key, and stops what it finds. So always call `cleanup` after `prepare`,
 //! whatever happened, as gitlab-runner does. The job's lock is released when the dropped
-//! future drops its [`JobLock`](crate::JobLock) (or, for a store with leases, when the
+//! future drops its [`JobLock`] (or, for a store with leases, when the
 //! lease expires; see the [locking protocol](crate::MetadataStore#locking-protocol)).
 //! A test drops `prepare` at every step of a slow launch and checks that `cleanup` then
 //! stops every task.
@@ -61,10 +61,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::{Error, ErrorKind, Failure, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::job::{IdentitySource, JobContext, JobIdentity, JobKey, Namespace};
 use crate::launcher::{DynTaskLauncher, Endpoint, TaskRef};
-use crate::metadata::{DynMetadataStore, InterruptionMemory, JobRecord};
+use crate::metadata::{DynMetadataStore, InterruptionMemory, JobLock, JobRecord};
 use crate::observe::{DynObserver, JobSummary, NoopObserver, ObservedLauncher, PriceTable};
 use crate::options::DriverOptions;
 use crate::setting::Setting;
@@ -82,6 +82,15 @@ pub const PLATFORM_VERSION_VARIABLE: &str = "FARGATE_PLATFORM_VERSION";
 
 /// How long a stage waits for another stage of the same job to release the job's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a run stage notes that its job is alive while its script runs
+/// ([`MetadataStore::heartbeat`](crate::MetadataStore::heartbeat)); prepare notes it once
+/// when it succeeds, and each run stage when it starts.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+
+/// The bound on one heartbeat call (a heartbeat that does not go through is not retried:
+/// the next one comes).
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the config stage prints: `{"driver":{..},"hostname":..}` plus the optional keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -349,19 +358,53 @@ impl Driver {
         Ok(identity)
     }
 
-    /// Runs `stage` holding the job's lock, and releases the lock when it ends (see the
-    /// [locking protocol](crate::MetadataStore#locking-protocol)).
-    async fn locked<T>(
-        &self,
-        key: &JobKey,
-        stage: impl Future<Output = std::result::Result<T, Failure>>,
-    ) -> std::result::Result<T, Failure> {
-        let lock = self.store.lock(key, LOCK_WAIT).await?;
-        let result = stage.await;
+    /// Takes the job's lock, which the stage writes the job's record under, waiting for
+    /// another stage of the job at most [`LOCK_WAIT`] (see the
+    /// [locking protocol](crate::MetadataStore#locking-protocol)). The stage gives it back
+    /// with [`Driver::unlock_job`] when it ends, successful or not.
+    async fn lock_job(&self, key: &JobKey) -> Result<JobLock> {
+        self.store.lock(key, LOCK_WAIT).await
+    }
+
+    /// Notes that the job of `key` is alive (see [`HEARTBEAT_EVERY`]); a failure is only
+    /// logged.
+    pub(crate) async fn beat(&self, key: &JobKey) {
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, self.store.heartbeat(key)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(job = %key, error = %err, "could not note the job's heartbeat")
+            }
+            Err(_) => tracing::debug!(job = %key, "noting the job's heartbeat timed out"),
+        }
+    }
+
+    /// Releases the job's lock at the end of a stage.
+    async fn unlock_job(&self, lock: JobLock) {
+        let key = lock.key().clone();
         if let Err(err) = self.store.unlock(lock).await {
             tracing::warn!(job = %key, error = %err, "could not release the job's lock");
         }
-        result
+    }
+
+    /// Writes `record` as the holder of `lock`: fenced when `lock` is the record's own (a
+    /// store with leases refuses the write once another holder took the lock over); a
+    /// plain write for the record an earlier driver wrote for the same job under another
+    /// name (found from the trusted job id, see [`Driver::load_record`]).
+    pub(crate) async fn save(&self, lock: &JobLock, record: &JobRecord) -> Result<()> {
+        if lock.key() == &record.key {
+            self.store.put_locked(lock, record).await
+        } else {
+            self.store.put(record).await
+        }
+    }
+
+    /// Deletes the record of `key` as the holder of `lock`, fenced as [`Driver::save`].
+    pub(crate) async fn remove(&self, lock: &JobLock, key: &JobKey) -> Result<()> {
+        if lock.key() == key {
+            self.store.delete_locked(lock).await
+        } else {
+            self.store.delete(key).await
+        }
     }
 
     /// The record of `identity`'s job: this driver's, or one of the Go driver (or of this

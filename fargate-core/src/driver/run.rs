@@ -138,7 +138,7 @@ impl Driver {
         let interval = self.options.timeouts.watch;
         let script_cancel = cancel.child_token();
         let run = self.shell.run(request, output, &script_cancel);
-        let watch = async {
+        let check = async {
             if interval.is_zero() {
                 return std::future::pending().await;
             }
@@ -149,8 +149,25 @@ impl Driver {
                 }
             }
         };
+        // The job's heartbeat, now and while the script runs: for `gc` on other hosts.
+        let beat = async {
+            loop {
+                self.beat(&record.key).await;
+                tokio::time::sleep(super::HEARTBEAT_EVERY).await;
+            }
+        };
+        let watch = async {
+            tokio::pin!(check, beat);
+            tokio::select! {
+                biased;
+                details = &mut check => details,
+                never = &mut beat => never,
+            }
+        };
         tokio::pin!(run, watch);
+        // Biased: the same order every time (a deterministic test replays a seed exactly).
         tokio::select! {
+            biased;
             r = &mut run => Watched::Finished(r),
             details = &mut watch => {
                 tracing::debug!(task = %task, "the task stopped while the script was running");

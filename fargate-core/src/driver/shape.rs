@@ -316,6 +316,7 @@ impl Driver {
     /// retried on the same capacity.
     pub(super) async fn launch_with_fallback(
         &self,
+        lock: &crate::metadata::JobLock,
         record: &mut JobRecord,
         spec: &mut TaskSpec,
         fallbacks: &[CapacityChoice],
@@ -325,7 +326,7 @@ impl Driver {
         let mut rest = fallbacks.iter();
         loop {
             let can_fall_back = rest.len() > 0;
-            match self.launch(record, spec, can_fall_back, cancel).await {
+            match self.launch(lock, record, spec, can_fall_back, cancel).await {
                 Err(err) if err.kind() == ErrorKind::CapacityUnavailable && can_fall_back => {
                     let Some(next) = rest.next() else {
                         return Err(err);

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use crate::error::{Error, ErrorKind, Failure, Result};
 use crate::job::{JobContext, JobIdentity, JobKey};
 use crate::launcher::{StopOutcome, TaskRef};
-use crate::metadata::{AttemptOutcome, JobRecord, Phase};
+use crate::metadata::{AttemptOutcome, JobLock, JobRecord, Phase};
 use crate::observe::{StopCause, SummaryPoint};
 use crate::world::unix_now;
 
@@ -36,43 +36,57 @@ impl Driver {
     pub async fn cleanup(&self, job: &JobContext) -> std::result::Result<CleanupReport, Failure> {
         let identity = self.identity(job)?;
         let key = identity.key();
-        self.locked(&key, async {
-            let mut report = match self.load_record_for_cleanup(&identity, job).await? {
-                Some(record) if let Some(kept) = self.keep_failed(&identity, &record).await => kept,
-                Some(record) => {
-                    let summary = match &record.task {
-                        Some(task) => self.describe_for_summary(task).await.map(|details| {
-                            self.summarize(SummaryPoint::Cleanup, task, details, None, None, None)
-                        }),
-                        None => None,
-                    };
-                    CleanupReport {
-                        stopped: self.stop_job(&key, record).await?,
-                        had_record: true,
-                        summary,
-                        kept: None,
-                    }
-                }
-                None => CleanupReport {
-                    stopped: self.stop_unrecorded(&key, None).await?,
-                    had_record: false,
-                    summary: None,
-                    kept: None,
-                },
-            };
-            // A warm task the job claimed but had not recorded yet (prepare was killed).
-            report.stopped.extend(self.stop_claimed_slots(&key).await);
-            self.observe_stops(&report.stopped, StopCause::Cleanup);
-            Ok(report)
-        })
-        .await
+        let lock = self.lock_job(&key).await?;
+        let result = self.cleanup_locked(&lock, &identity, job).await;
+        self.unlock_job(lock).await;
+        result
     }
 
-    /// Reads the job's record. An unreadable one is reported, its tasks are searched for by
-    /// the job's key (through the whole consistency window, since it may hide a launch of a
-    /// moment ago), and it is deleted once they are stopped.
+    /// The part of cleanup that runs under the job's lock, `lock`.
+    async fn cleanup_locked(
+        &self,
+        lock: &JobLock,
+        identity: &JobIdentity,
+        job: &JobContext,
+    ) -> std::result::Result<CleanupReport, Failure> {
+        let key = identity.key();
+        let mut report = match self.load_record_for_cleanup(lock, identity, job).await? {
+            Some(record) if let Some(kept) = self.keep_failed(lock, identity, &record).await => {
+                kept
+            }
+            Some(record) => {
+                let summary = match &record.task {
+                    Some(task) => self.describe_for_summary(task).await.map(|details| {
+                        self.summarize(SummaryPoint::Cleanup, task, details, None, None, None)
+                    }),
+                    None => None,
+                };
+                CleanupReport {
+                    stopped: self.stop_job(lock, record).await?,
+                    had_record: true,
+                    summary,
+                    kept: None,
+                }
+            }
+            None => CleanupReport {
+                stopped: self.stop_unrecorded(&key, None).await?,
+                had_record: false,
+                summary: None,
+                kept: None,
+            },
+        };
+        // A warm task the job claimed but had not recorded yet (prepare was killed).
+        report.stopped.extend(self.stop_claimed_slots(&key).await);
+        self.observe_stops(&report.stopped, StopCause::Cleanup);
+        Ok(report)
+    }
+
+    /// Reads the job's record (the job's lock is `lock`). An unreadable one is reported, its
+    /// tasks are searched for by the job's key (through the whole consistency window, since
+    /// it may hide a launch of a moment ago), and it is deleted once they are stopped.
     pub(super) async fn load_record_for_cleanup(
         &self,
+        lock: &JobLock,
         identity: &JobIdentity,
         job: &JobContext,
     ) -> Result<Option<JobRecord>> {
@@ -83,7 +97,7 @@ impl Driver {
                 tracing::warn!(error = %err, "the job record is unreadable; looking for the job's tasks by its key");
                 let window_end = Instant::now() + self.options.timeouts.consistency_window;
                 self.stop_unrecorded(&key, Some(window_end)).await?;
-                self.store.delete(&key).await?;
+                self.remove(lock, &key).await?;
                 Ok(None)
             }
             Err(err) => Err(err),
@@ -105,22 +119,23 @@ impl Driver {
         .await
     }
 
-    /// Stops everything `record`'s job owns, then deletes the record; see
-    /// [`Driver::cleanup`].
-    pub(super) async fn stop_job(&self, key: &JobKey, record: JobRecord) -> Result<Vec<TaskRef>> {
+    /// Stops everything `record`'s job (or slot) owns, then deletes the record, as the
+    /// holder of `lock`, the job's lock; see [`Driver::cleanup`].
+    pub(super) async fn stop_job(&self, lock: &JobLock, record: JobRecord) -> Result<Vec<TaskRef>> {
         let mut record = record;
+        let key = lock.key();
         let result = self
-            .under_stop_deadline(key, self.stop_recorded(key, &mut record))
+            .under_stop_deadline(key, self.stop_recorded(lock, &mut record))
             .await;
         match result {
             Ok(tasks) => {
-                self.store.delete(&record.key).await?;
+                self.remove(lock, &record.key).await?;
                 Ok(tasks)
             }
             Err(err) => {
                 record.phase = Phase::Stopping;
                 record.touch();
-                if let Err(put_err) = self.store.put(&record).await {
+                if let Err(put_err) = self.save(lock, &record).await {
                     tracing::warn!(error = %put_err, "could not update the job record");
                 }
                 Err(err)
@@ -128,11 +143,16 @@ impl Driver {
         }
     }
 
-    async fn stop_recorded(&self, key: &JobKey, record: &mut JobRecord) -> Result<Vec<TaskRef>> {
+    async fn stop_recorded(&self, lock: &JobLock, record: &mut JobRecord) -> Result<Vec<TaskRef>> {
+        let key = lock.key();
         if record.phase != Phase::Stopping {
             record.phase = Phase::Stopping;
             record.touch();
-            if let Err(err) = self.store.put(record).await {
+            if let Err(err) = self.save(lock, record).await {
+                // Another holder owns the job now: it decides what to stop.
+                if err.kind() == ErrorKind::LockLost {
+                    return Err(err);
+                }
                 tracing::warn!(error = %err, "could not mark the record as stopping");
             }
         }

@@ -28,6 +28,7 @@ fn every_system_failure_maps_to_system_code() {
         ErrorKind::TaskStopped,
         ErrorKind::HostKeyMismatch,
         ErrorKind::Conflict,
+        ErrorKind::LockLost,
     ] {
         let failure = Failure::from(Error::new(kind, "x"));
         assert_eq!(failure.class(), FailureClass::System, "{kind}");

@@ -184,6 +184,18 @@ impl MetadataStore for ClaimDuringGc {
     async fn unlock(&self, lock: JobLock) -> Result<()> {
         self.inner.unlock(lock).await
     }
+    async fn put_locked(&self, lock: &JobLock, record: &JobRecord) -> Result<()> {
+        self.inner.put_locked(lock, record).await
+    }
+    async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
+        self.inner.delete_locked(lock).await
+    }
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        self.inner.heartbeat(key).await
+    }
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        self.inner.last_heartbeat(key).await
+    }
 }
 
 #[tokio::test]
@@ -441,4 +453,53 @@ async fn a_kept_task_whose_job_holds_its_lock_is_kept_until_its_deadline_label()
     assert_eq!(action_of(&report, &task), Action::Removed, "{report}");
     assert!(reason_of(&report, &task).contains("past its deadline"));
     store.unlock(lock).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_without_heartbeats_for_dead_after_is_stopped_a_live_one_kept() {
+    let _determinism = crate::testing::Determinism::install(7);
+    let (launcher, store) = (MemoryLauncher::new(), MemoryStore::new());
+    let (silent, alive, never) = (
+        launch(&launcher, "ci", 1).await,
+        launch(&launcher, "ci", 2).await,
+        launch(&launcher, "ci", 3).await,
+    );
+    for (id, task) in [(1, &silent), (2, &alive), (3, &never)] {
+        let key = record(&store, id, Duration::ZERO, Phase::Ready).await;
+        let mut r = store.peek(&key).unwrap();
+        r.task = Some(task.clone());
+        store.put(&r).await.unwrap();
+    }
+    let key = |id| identity("ci", id).key();
+    store.heartbeat(&key(1)).await.unwrap();
+    store.heartbeat(&key(2)).await.unwrap();
+    // Eleven minutes later only job 2's stages still beat; job 3 never did (a store or
+    // driver without heartbeats: the other rules judge it).
+    tokio::time::advance(Duration::from_secs(11 * 60)).await;
+    store.heartbeat(&key(2)).await.unwrap();
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &silent), Action::Removed, "{report}");
+    assert!(
+        report.to_string().contains("no sign of life for 660 s"),
+        "{report}"
+    );
+    assert_eq!(action_of(&report, &alive), Action::Kept, "{report}");
+    assert_eq!(action_of(&report, &never), Action::Kept, "{report}");
+    assert!(
+        store.peek(&key(1)).is_none(),
+        "the dead job's record goes with its task"
+    );
+    // A job whose lock is held (a stage runs) is never judged by its heartbeat.
+    let held = store.lock(&key(2), Duration::ZERO).await.unwrap();
+    tokio::time::advance(Duration::from_secs(11 * 60)).await;
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &alive), Action::Kept, "{report}");
+    store.unlock(held).await.unwrap();
+    // Without the rule (`dead_after: None`) a silent job is kept.
+    let mut keep = opts();
+    keep.dead_after = None;
+    let report = collect(&launcher, &store, &ns(), &keep).await.unwrap();
+    assert_eq!(action_of(&report, &alive), Action::Kept, "{report}");
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &alive), Action::Removed, "{report}");
 }

@@ -11,13 +11,16 @@ use crate::job::JobKey;
 ///
 /// A store builds it from what identifies the hold: the job's key, a holder id unique per
 /// acquisition (what a database row would store, so that only this holder can release it),
-/// the lease when the lock expires on its own, and optionally a guard: a process-local
-/// value whose `Drop` releases the lock, for when the `JobLock` is dropped without `unlock`
-/// (a dropped future). Stores that cannot release synchronously rely on the lease instead.
+/// the lease when the lock expires on its own, a fencing token when the store fences writes
+/// (see [`MetadataStore::put_locked`](super::MetadataStore::put_locked)), and optionally a
+/// guard: a process-local value whose `Drop` releases the lock, for when the `JobLock` is
+/// dropped without `unlock` (a dropped future). Stores that cannot release synchronously
+/// rely on the lease instead.
 pub struct JobLock {
     key: JobKey,
     holder: String,
     lease: Option<Duration>,
+    fence: Option<u64>,
     guard: Option<Box<dyn Any + Send + Sync>>,
 }
 
@@ -28,8 +31,17 @@ impl JobLock {
             key,
             holder: holder.into(),
             lease: None,
+            fence: None,
             guard: None,
         }
+    }
+
+    /// Gives the lock a fencing token: a number that differs for every acquisition of the
+    /// key's lock (a version the store keeps per key), which the store's writes under the
+    /// lock check.
+    pub fn with_fence(mut self, fence: u64) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Says that the lock expires `lease` after it was taken, unless released before.
@@ -59,6 +71,11 @@ impl JobLock {
         self.lease
     }
 
+    /// The fencing token, when the store fences writes under its locks.
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
     /// Takes the guard out if it is a `T` (for the store's `unlock`), leaving none behind.
     pub fn take_guard<T: Any>(&mut self) -> Option<Box<T>> {
         let guard = self.guard.take()?;
@@ -78,6 +95,7 @@ impl fmt::Debug for JobLock {
             .field("key", &self.key)
             .field("holder", &self.holder)
             .field("lease", &self.lease)
+            .field("fence", &self.fence)
             .field("guard", &self.guard.is_some())
             .finish()
     }

@@ -49,14 +49,26 @@ pub use record::{
 ///   them a lease ([`JobLock::lease`]): once it has expired, `lock` takes the lock over. A
 ///   store whose locks vanish with their holder (an `flock`, a process-local mutex) needs no
 ///   lease, and releases a [`JobLock`] that is dropped without `unlock`.
+/// - **Writes under a lock are fenced** when locks have leases: `put_locked` and
+///   `delete_locked` carry the holder's [`JobLock`], and once another holder took the lock
+///   over (the lease expired while its holder was paused, partitioned or slow) they fail with
+///   [`ErrorKind::LockLost`](crate::ErrorKind::LockLost) and change nothing, so a holder
+///   that lost its lock can never overwrite the new holder's state. Such a store gives each
+///   acquisition a fencing token ([`JobLock::fence`]) that its writes check in the same
+///   atomic step as the write. A store whose locks cannot be lost while their holder lives
+///   (an `flock`) needs no token: `put_locked` is `put`.
 ///
 /// # Locking protocol
-/// The driver takes the job's lock at the start of prepare and cleanup, and releases it with
+/// The driver takes the job's lock at the start of prepare and cleanup, writes the job's
+/// record only with `put_locked`/`delete_locked` while it holds it, and releases it with
 /// [`MetadataStore::unlock`] when the stage ends, successful or not. When the stage's future
 /// is dropped (an embedder's timeout, a panic) `unlock` never runs: the lock is then released
-/// by dropping the [`JobLock`] (stores that can) or when its lease expires. A lease should
-/// therefore be longer than the longest stage (the options' `timeouts.ready` plus
-/// `timeouts.stop`, see [`Timeouts`](crate::options::Timeouts)), and short enough that a
+/// by dropping the [`JobLock`] (stores that can) or when its lease expires. A store that
+/// renews a held lock's lease while its `JobLock` lives (a database store, in the
+/// background) bounds only how long a killed or paused holder keeps the lock, and its lease
+/// can be short; a store that does not renew needs a lease longer than the longest stage
+/// (the options' `timeouts.ready` plus `timeouts.stop`, see
+/// [`Timeouts`](crate::options::Timeouts)). Either way it should be short enough that a
 /// lock left by a killed driver does not hold the next stage long (the driver waits 30 s
 /// for a lock).
 #[async_trait]
@@ -94,6 +106,82 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// Dropping the future leaves the lock released or held; a held one is released as
     /// when a [`JobLock`] is dropped (see the trait's docs).
     async fn unlock(&self, lock: JobLock) -> Result<()>;
+
+    /// Writes `record` as the holder of `lock`, the lock of `record.key`: fails with
+    /// [`ErrorKind::LockLost`](crate::ErrorKind::LockLost), writing nothing, when another
+    /// holder has taken the lock over since (see the trait's docs). The default, for stores
+    /// whose locks cannot be lost while their holder lives, checks the key and calls `put`.
+    ///
+    /// # Cancel safety
+    /// As `put`.
+    async fn put_locked(&self, lock: &JobLock, record: &JobRecord) -> Result<()> {
+        same_key(lock, &record.key)?;
+        self.put(record).await
+    }
+
+    /// Deletes the record of `lock`'s key as the holder of `lock` (the lock stays held until
+    /// `unlock`): fails with [`ErrorKind::LockLost`](crate::ErrorKind::LockLost), deleting
+    /// nothing, when another holder has taken the lock over since. The default calls
+    /// `delete`.
+    ///
+    /// # Cancel safety
+    /// As `delete`.
+    async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
+        self.delete(lock.key()).await
+    }
+
+    /// Notes a sign of life of the job of `key`, which has a record: its stages call it
+    /// (prepare when it ends, a run stage when it starts and every
+    /// [`HEARTBEAT_EVERY`](crate::driver::HEARTBEAT_EVERY) while its script runs). A store
+    /// shared by several hosts keeps it, so that `gc` on any host can tell a job whose host
+    /// died ([`MetadataStore::last_heartbeat`]). The default keeps nothing; it never
+    /// changes the record, and needs no lock.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+
+    /// When the job of `key` last gave a sign of life ([`MetadataStore::heartbeat`]), if
+    /// the store keeps them and it gave one. The default: `None`.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        let _ = key;
+        Ok(None)
+    }
+}
+
+/// Refuses a write of `key` under the lock of another key (a caller's mistake).
+pub(crate) fn same_key(lock: &JobLock, key: &JobKey) -> Result<()> {
+    if lock.key() == key {
+        return Ok(());
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::InvalidInput,
+        format!(
+            "a write of {key} under the lock of {}: a record is written under its own lock",
+            lock.key()
+        ),
+    ))
+}
+
+/// The error of a write under `lock` that another holder took over: what a fencing store
+/// answers.
+pub fn lock_lost(lock: &JobLock, what: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::LockLost,
+        format!(
+            "{what} of {} refused: its lock (held by {}, fence {}) was taken over by another holder after its lease expired",
+            lock.key(),
+            lock.holder(),
+            lock.fence().map_or("none".to_owned(), |f| f.to_string()),
+        ),
+    )
+    .with_hint("this process was paused or cut off longer than the lock's lease; the new holder decides, nothing was written")
 }
 
 /// A shared, dynamically chosen store.
@@ -119,5 +207,17 @@ impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     }
     async fn unlock(&self, lock: JobLock) -> Result<()> {
         (**self).unlock(lock).await
+    }
+    async fn put_locked(&self, lock: &JobLock, record: &JobRecord) -> Result<()> {
+        (**self).put_locked(lock, record).await
+    }
+    async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
+        (**self).delete_locked(lock).await
+    }
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        (**self).heartbeat(key).await
+    }
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        (**self).last_heartbeat(key).await
     }
 }

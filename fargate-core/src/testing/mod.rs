@@ -18,6 +18,7 @@
 //! [`conformance`]'s own stability note). Tests that rely on a fake accepting something a
 //! real backend refuses may then fail: that is a bug the update found.
 
+mod clock;
 pub mod conformance;
 pub(crate) mod determinism;
 mod faults;
@@ -25,6 +26,7 @@ mod launcher;
 mod shell;
 mod store;
 
+pub use clock::ManualClock;
 pub use determinism::Determinism;
 pub use faults::{Fault, Faults, Op};
 pub use launcher::{BootPlan, FakeTask, MemoryLauncher};

@@ -17,12 +17,16 @@ use crate::metadata::{InterruptionMemory, InterruptionNote, JobLock, JobRecord, 
 ///
 /// Its locks work as a database-backed store's would: a table of holders, one row per
 /// job, with an optional lease ([`MemoryStore::with_lock_lease`]) after which another
-/// `lock` takes the row over. A dropped [`JobLock`] also releases its row (the table is in
-/// this process, so that can happen synchronously).
+/// `lock` takes the row over. Each acquisition gets a fencing token ([`JobLock::fence`]),
+/// and `put_locked`/`delete_locked` fail with [`ErrorKind::LockLost`] once the row is not
+/// the writer's any more. A dropped [`JobLock`] also releases its row (the table is in
+/// this process, so that can happen synchronously). Leases are not renewed: a lock
+/// expires `lease` after it was taken, held or not.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<BTreeMap<JobKey, JobRecord>>,
     notes: Mutex<BTreeMap<JobKey, InterruptionNote>>,
+    beats: Mutex<BTreeMap<JobKey, std::time::SystemTime>>,
     locks: Arc<LockTable>,
     lease: Option<Duration>,
     /// Faults to inject; also counts calls.
@@ -66,6 +70,13 @@ impl LockTable {
             },
         );
         Ok(holder)
+    }
+
+    /// Whether `holder` holds the row of `key` (expired or not, as long as nobody took it
+    /// over).
+    fn holds(&self, key: &JobKey, holder: Option<u64>) -> bool {
+        let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        holder.is_some_and(|h| rows.get(key).is_some_and(|row| row.holder == h))
     }
 
     /// Deletes the row of `key` if `holder` still holds it.
@@ -169,7 +180,9 @@ impl MetadataStore for MemoryStore {
                         key: key.clone(),
                         holder,
                     };
-                    let lock = JobLock::new(key.clone(), holder.to_string()).with_guard(guard);
+                    let lock = JobLock::new(key.clone(), holder.to_string())
+                        .with_fence(holder)
+                        .with_guard(guard);
                     return Ok(match self.lease {
                         Some(lease) => lock.with_lease(lease),
                         None => lock,
@@ -200,6 +213,54 @@ impl MetadataStore for MemoryStore {
                 format!("the lock of job {} was not given by this store", lock.key()),
             )),
         }
+    }
+
+    async fn put_locked(&self, lock: &JobLock, record: &JobRecord) -> Result<()> {
+        crate::metadata::same_key(lock, &record.key)?;
+        let fault = self.fault(Op::Put).await?;
+        {
+            // Checked and written under the records' mutex: one atomic step.
+            let mut records = self.records();
+            if !self.locks.holds(&record.key, lock.fence()) {
+                return Err(crate::metadata::lock_lost(lock, "a write"));
+            }
+            records.insert(record.key.clone(), record.clone());
+        }
+        lost(fault, Op::Put)
+    }
+
+    async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        if self.records().contains_key(key) {
+            self.beats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), crate::world::now());
+        }
+        Ok(())
+    }
+
+    async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
+        if !self.records().contains_key(key) {
+            return Ok(None);
+        }
+        Ok(self
+            .beats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied())
+    }
+
+    async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
+        let fault = self.fault(Op::Delete).await?;
+        {
+            let mut records = self.records();
+            if !self.locks.holds(lock.key(), lock.fence()) {
+                return Err(crate::metadata::lock_lost(lock, "a delete"));
+            }
+            records.remove(lock.key());
+        }
+        lost(fault, Op::Delete)
     }
 }
 

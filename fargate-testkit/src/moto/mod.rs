@@ -406,6 +406,26 @@ impl Moto {
         .expect("writing the moto control file");
     }
 
+    /// One raw DynamoDB call (JSON 1.0, `X-Amz-Target: DynamoDB_20120810.<operation>`), for
+    /// test code that looks at or shapes a table behind the code under test's back: the
+    /// HTTP status and the JSON answer.
+    pub fn dynamodb(&self, operation: &str, input: &serde_json::Value) -> (u16, serde_json::Value) {
+        let target = format!("DynamoDB_20120810.{operation}");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", target.as_str()),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=fgt-oracle/20250101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0",
+            ),
+        ];
+        let r = self
+            .http("POST", "/", &headers, input.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("moto DynamoDB {operation}: {e}"));
+        let answer = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+        (r.status, answer)
+    }
+
     /// Every `RunTask` request the server received, in order, as
     /// `{"request": <body>, "taskArns": [...], "replay": <same client token as before>}`.
     pub fn run_task_requests(&self) -> Vec<serde_json::Value> {

@@ -81,7 +81,7 @@ impl Driver {
                 pool.claimed_by = Some(job.clone());
             }
             slot.touch();
-            if let Err(err) = self.store.put(&slot).await {
+            if let Err(err) = self.store.put_locked(&lock, &slot).await {
                 tracing::warn!(slot = %slot.key, error = %err, "cannot claim a warm task");
                 self.release(lock).await;
                 continue;
@@ -97,11 +97,12 @@ impl Driver {
         None
     }
 
-    /// Takes the claimed task over for the job of `record` (whose key is in it) and makes it
-    /// ready for the job: see the [module docs](self). `Ok(None)`: the task could not serve
-    /// the job and was stopped; launch one for it.
+    /// Takes the claimed task over for the job of `record` (whose key is in it, and whose
+    /// lock is `job_lock`) and makes it ready for the job: see the [module docs](self).
+    /// `Ok(None)`: the task could not serve the job and was stopped; launch one for it.
     pub(in crate::driver) async fn prepare_warm(
         &self,
+        job_lock: &JobLock,
         start: Instant,
         claim: Claim,
         mut record: JobRecord,
@@ -120,9 +121,9 @@ impl Driver {
         record.spec = Some(spec.clone());
         record.phase = Phase::Launched;
         record.touch();
-        let taken = self.store.put(&record).await;
+        let taken = self.save(job_lock, &record).await;
         if taken.is_ok()
-            && let Err(err) = self.store.delete(&slot.key).await
+            && let Err(err) = self.store.delete_locked(&lock).await
         {
             tracing::warn!(slot = %slot.key, error = %err, "could not remove the claimed slot's record; a sweep will");
         }
@@ -151,11 +152,12 @@ impl Driver {
         let (outcome, details) = tokio::join!(take_over, self.describe_for_summary(&task));
         let ready = match outcome {
             Ok(ready) => ready,
-            Err(TakeOverError::Fails(err)) => return Err(self.roll_back(record, err).await),
+            Err(TakeOverError::Fails(err)) => {
+                return Err(self.roll_back(job_lock, record, err).await);
+            }
             Err(TakeOverError::Unusable(why)) => {
                 tracing::warn!(task = %task, "the warm task cannot serve the job ({why}); stopping it and launching a task for the job");
-                let key = record.key.clone();
-                return match self.stop_job(&key, record).await {
+                return match self.stop_job(job_lock, record).await {
                     Ok(stopped) => {
                         self.observe_stops(&stopped, StopCause::Pool);
                         Ok(None)
@@ -167,8 +169,8 @@ impl Driver {
         let endpoint = ready.endpoint;
         record.phase = Phase::Ready;
         record.touch();
-        if let Err(err) = self.store.put(&record).await {
-            return Err(self.roll_back(record, err).await);
+        if let Err(err) = self.save(job_lock, &record).await {
+            return Err(self.roll_back(job_lock, record, err).await);
         }
         let ssh_ready = start.elapsed();
         let ready_at = crate::world::now();

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobIdentity;
 use crate::launcher::{Launched, TaskSpec};
-use crate::metadata::{JobRecord, Phase, PoolSlot};
+use crate::metadata::{JobLock, JobRecord, Phase, PoolSlot};
 use crate::observe::StopCause;
 use crate::world::{unix_now, unix_seconds, whole_seconds_after};
 
@@ -200,17 +200,17 @@ impl Driver {
         match (self.store.get(&key).await, stop) {
             (Ok(Some(current)), _) if current != slot => {} // changed: look again next time
             (Ok(Some(_)), None) => {
-                if let Err(err) = self.store.delete(&key).await {
+                if let Err(err) = self.store.delete_locked(&lock).await {
                     report.failures.push(format!("removing slot {key}: {err}"));
                 }
             }
             // Read under the slot's lock: the job that claimed it took its task after all.
             (Ok(Some(_)), Some(_)) if self.named_by_claimer(&slot).await => {
-                if let Err(err) = self.store.delete(&key).await {
+                if let Err(err) = self.store.delete_locked(&lock).await {
                     report.failures.push(format!("removing slot {key}: {err}"));
                 }
             }
-            (Ok(Some(current)), Some(why)) => match self.stop_job(&key, current).await {
+            (Ok(Some(current)), Some(why)) => match self.stop_job(&lock, current).await {
                 Ok(stopped) => {
                     self.observe_stops(&stopped, StopCause::Pool);
                     report
@@ -242,13 +242,14 @@ impl Driver {
         let identity = JobIdentity::pool_slot(self.namespace.clone(), n);
         let key = identity.key();
         let lock = self.store.lock(&key, Duration::ZERO).await?;
-        let result = self.launch_slot_locked(identity, template).await;
+        let result = self.launch_slot_locked(&lock, identity, template).await;
         self.release(lock).await;
         result
     }
 
     async fn launch_slot_locked(
         &self,
+        lock: &JobLock,
         identity: JobIdentity,
         template: &PoolTemplate,
     ) -> Result<JobRecord> {
@@ -274,11 +275,11 @@ impl Driver {
             Some(PoolSlot::new(unix_seconds(now + max_idle)).with_template(template.fingerprint()));
         record.spec = Some(spec.clone());
         match self
-            .launch(&mut record, &spec, false, &CancellationToken::new())
+            .launch(lock, &mut record, &spec, false, &CancellationToken::new())
             .await
         {
             Ok(_) => {
-                self.store.put(&record).await?;
+                self.store.put_locked(lock, &record).await?;
                 tracing::debug!(slot = %record.key, task = ?record.task, "started a warm task");
                 Ok(record)
             }
@@ -286,7 +287,7 @@ impl Driver {
                 // Unanswered (a timeout, a lost answer): the task may exist. The slot stays
                 // recorded with the launch's client token; the next refill, `pool drain`
                 // or `gc` replays it and stops what it started. Never forgotten.
-                if let Err(put_err) = self.store.put(&record).await {
+                if let Err(put_err) = self.store.put_locked(lock, &record).await {
                     tracing::warn!(slot = %record.key, error = %put_err, "could not record an unanswered warm task launch");
                 }
                 Err(err.with_hint(
@@ -296,7 +297,7 @@ impl Driver {
             Err(err) => {
                 // Refused: no task; the record goes.
                 let key = record.key.clone();
-                if let Err(stop_err) = self.stop_job(&key, record).await {
+                if let Err(stop_err) = self.stop_job(lock, record).await {
                     tracing::warn!(slot = %key, error = %stop_err, "could not remove the record of a refused warm task launch");
                 }
                 Err(err)
@@ -331,7 +332,7 @@ impl Driver {
             Ok(Some(current)) if current == slot => {
                 probe.phase = Phase::Ready;
                 probe.touch();
-                self.store.put(&probe).await.map_err(fail)
+                self.store.put_locked(&lock, &probe).await.map_err(fail)
             }
             _ => Ok(()),
         };

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cancel::CancelBudget;
 use crate::error::{Error, ErrorKind, Result};
 use crate::launcher::{Launched, TaskSpec};
-use crate::metadata::{AttemptOutcome, JobRecord, LaunchAttempt, Phase};
+use crate::metadata::{AttemptOutcome, JobLock, JobRecord, LaunchAttempt, Phase};
 
 use super::super::Driver;
 use super::super::retry::{Failed, Retry};
@@ -21,12 +21,13 @@ impl Driver {
     /// Launches `spec`, retrying under the options' [`RetryPolicy`](crate::retry::RetryPolicy): a failure whose outcome is unknown (no
     /// answer) is retried with the same client token, so it can start at most one task; a
     /// definite refusal that may pass (throttling, capacity) is retried with a new token.
-    /// Each token is recorded (and the record written) before it is sent.
+    /// Each token is recorded (and the record written, under `lock`) before it is sent.
     ///
     /// With `fail_fast_on_capacity` (the job has a capacity to fall back to), a capacity
     /// error is returned at once.
     pub(in crate::driver) async fn launch(
         &self,
+        lock: &JobLock,
         record: &mut JobRecord,
         spec: &TaskSpec,
         fail_fast_on_capacity: bool,
@@ -41,7 +42,7 @@ impl Driver {
                     let token = crate::world::client_token();
                     record.attempts.push(LaunchAttempt::pending(token.clone()));
                     record.touch();
-                    self.store.put(record).await.map_err(Failed::Return)?;
+                    self.save(lock, record).await.map_err(Failed::Return)?;
                     token
                 }
             };

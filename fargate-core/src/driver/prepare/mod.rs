@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Failure};
 use crate::job::{JobContext, JobIdentity};
 use crate::launcher::TaskSpec;
-use crate::metadata::{JobRecord, Phase};
+use crate::metadata::{JobLock, JobRecord, Phase};
 use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint, WarmOutcome};
 use crate::shell::KeyPair;
 use crate::world::{unix_seconds, whole_seconds_after};
@@ -54,16 +54,22 @@ impl Driver {
         let shape = self.decide_shape(job, &identity).await?;
         // And for its image and services (no backend call: the allowlist, the plan).
         choice.images = self.job_images(job)?;
-        self.locked(
-            &key,
-            self.prepare_locked(start, identity, job, choice, shape, cancel),
-        )
-        .await
+        let lock = self.lock_job(&key).await?;
+        let result = self
+            .prepare_locked(&lock, start, identity, job, choice, shape, cancel)
+            .await;
+        self.unlock_job(lock).await;
+        if result.is_ok() {
+            self.beat(&key).await;
+        }
+        result
     }
 
-    /// The part of prepare that runs under the job's lock.
+    /// The part of prepare that runs under the job's lock, `lock`.
+    #[allow(clippy::too_many_arguments)]
     async fn prepare_locked(
         &self,
+        lock: &JobLock,
         start: Instant,
         identity: JobIdentity,
         job: &JobContext,
@@ -72,9 +78,9 @@ impl Driver {
         cancel: &CancellationToken,
     ) -> std::result::Result<PrepareReport, Failure> {
         let key = identity.key();
-        if let Some(old) = self.load_record_for_cleanup(&identity, job).await? {
+        if let Some(old) = self.load_record_for_cleanup(lock, &identity, job).await? {
             tracing::warn!(job = %key, phase = ?old.phase, "found the record of an earlier attempt of this job; stopping its tasks first");
-            let stopped = self.stop_job(&key, old).await?;
+            let stopped = self.stop_job(lock, old).await?;
             self.observe_stops(&stopped, StopCause::Rollback);
         }
 
@@ -116,7 +122,7 @@ impl Driver {
             if let Some(claim) = claim {
                 let record = JobRecord::new(identity.clone(), keys.private_key.clone());
                 let warm = self
-                    .prepare_warm(start, claim, record, &keys.public_key, cancel)
+                    .prepare_warm(lock, start, claim, record, &keys.public_key, cancel)
                     .await?;
                 let outcome = match &warm {
                     Some(_) => WarmOutcome::Taken,
@@ -127,7 +133,7 @@ impl Driver {
                     return Ok(report);
                 }
             }
-            self.prepare_cold(start, identity, job, choice, shape, keys, cancel)
+            self.prepare_cold(lock, start, identity, job, choice, shape, keys, cancel)
                 .await
         };
         // The pool's refill is not the job's business: the embedder runs
@@ -139,6 +145,7 @@ impl Driver {
     #[allow(clippy::too_many_arguments)]
     async fn prepare_cold(
         &self,
+        lock: &JobLock,
         start: Instant,
         identity: JobIdentity,
         job: &JobContext,
@@ -182,11 +189,11 @@ impl Driver {
         });
         let launch_started = Instant::now();
         let launched = match self
-            .launch_with_fallback(&mut record, &mut spec, &fallbacks, &mut notes, cancel)
+            .launch_with_fallback(lock, &mut record, &mut spec, &fallbacks, &mut notes, cancel)
             .await
         {
             Ok(launched) => launched,
-            Err(err) => return Err(self.roll_back(record, err).await),
+            Err(err) => return Err(self.roll_back(lock, record, err).await),
         };
         let task = launched.task.clone();
         let launch_accepted = start.elapsed();
@@ -201,8 +208,8 @@ impl Driver {
         for note in &notes {
             tracing::warn!("task shape: {note}");
         }
-        if let Err(err) = self.store.put(&record).await {
-            return Err(self.roll_back(record, err).await);
+        if let Err(err) = self.save(lock, &record).await {
+            return Err(self.roll_back(lock, record, err).await);
         }
 
         let deadline = start + self.options.timeouts.ready;
@@ -214,7 +221,7 @@ impl Driver {
         };
         let ready = match waited {
             Ok(ready) => ready,
-            Err(err) => return Err(self.roll_back(record, err).await),
+            Err(err) => return Err(self.roll_back(lock, record, err).await),
         };
         self.observe(Event::Phase {
             phase: PreparePhase::AddressKnown,
@@ -243,7 +250,7 @@ impl Driver {
         };
         let (login, described) = tokio::join!(login, summary_describe);
         if let Err(err) = login {
-            return Err(self.roll_back(record, err).await);
+            return Err(self.roll_back(lock, record, err).await);
         }
         let job_login = tokio::select! {
             biased;
@@ -251,12 +258,12 @@ impl Driver {
             r = self.ready_job_container(&mut record, deadline) => r,
         };
         if let Err(err) = job_login {
-            return Err(self.roll_back(record, err).await);
+            return Err(self.roll_back(lock, record, err).await);
         }
         record.phase = Phase::Ready;
         record.touch();
-        if let Err(err) = self.store.put(&record).await {
-            return Err(self.roll_back(record, err).await);
+        if let Err(err) = self.save(lock, &record).await {
+            return Err(self.roll_back(lock, record, err).await);
         }
         let ssh_ready = start.elapsed();
         let ready_at = crate::world::now();
@@ -301,12 +308,12 @@ impl Driver {
         })
     }
 
-    /// Stops whatever prepare may have launched, and returns `err` as the failure.
-    pub(super) async fn roll_back(&self, record: JobRecord, err: Error) -> Failure {
+    /// Stops whatever prepare may have launched (the job's lock is `lock`), and returns
+    /// `err` as the failure.
+    pub(super) async fn roll_back(&self, lock: &JobLock, record: JobRecord, err: Error) -> Failure {
         // The error itself is reported once, by the caller; the stops are events.
         tracing::debug!(error = %err, "prepare failed; stopping the task it started");
-        let key = record.key.clone();
-        match self.stop_job(&key, record).await {
+        match self.stop_job(lock, record).await {
             Ok(stopped) => self.observe_stops(&stopped, StopCause::Rollback),
             Err(stop_err) => {
                 tracing::error!(error = %stop_err, "could not stop the task; the cleanup stage will try again")

@@ -63,11 +63,16 @@ async fn the_memory_store_locks_like_a_database_with_leases() {
     let caps = LockCaps::released_on_drop();
     store_lock(&MemoryStore::new(), &key, caps).await;
     let lease = Duration::from_secs(60);
-    store_lock(
-        &MemoryStore::new().with_lock_lease(lease),
-        &key,
-        caps.with_lease(lease),
-    )
+    let leased = MemoryStore::new().with_lock_lease(lease);
+    store_lock(&leased, &key, caps.with_lease(lease)).await;
+    let record = JobRecord::new(
+        identity_of(&job(1)),
+        crate::shell::PrivateKey::new("k".into()),
+    );
+    // A holder paused past its lease: its late writes are refused.
+    crate::testing::conformance::fenced_writes(&leased, &leased, &record, || {
+        tokio::time::advance(lease + Duration::from_secs(1))
+    })
     .await;
 }
 

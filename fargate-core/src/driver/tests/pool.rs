@@ -538,6 +538,18 @@ impl MetadataStore for TakesOverBeforeTheSweepLocks {
     async fn unlock(&self, lock: crate::JobLock) -> crate::Result<()> {
         self.inner.unlock(lock).await
     }
+    async fn put_locked(&self, lock: &crate::JobLock, record: &JobRecord) -> crate::Result<()> {
+        self.inner.put_locked(lock, record).await
+    }
+    async fn delete_locked(&self, lock: &crate::JobLock) -> crate::Result<()> {
+        self.inner.delete_locked(lock).await
+    }
+    async fn heartbeat(&self, key: &JobKey) -> crate::Result<()> {
+        self.inner.heartbeat(key).await
+    }
+    async fn last_heartbeat(&self, key: &JobKey) -> crate::Result<Option<std::time::SystemTime>> {
+        self.inner.last_heartbeat(key).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

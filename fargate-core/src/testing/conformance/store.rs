@@ -12,6 +12,103 @@ use crate::metadata::{JobRecord, MetadataStore, Phase};
 pub async fn store(store: &dyn MetadataStore, record: &JobRecord, caps: LockCaps) {
     records_round_trip(store, record).await;
     store_lock(store, &record.key, caps).await;
+    locked_writes(store, record).await;
+}
+
+/// `put_locked` and `delete_locked` write as the lock's holder: they work while it holds
+/// the lock, and a write of a record under the lock of another key is refused
+/// (`InvalidInput`). `record` is removed again.
+pub async fn locked_writes(store: &dyn MetadataStore, record: &JobRecord) {
+    let key = &record.key;
+    let lock = store.lock(key, Duration::from_secs(1)).await.expect("lock");
+    store
+        .put_locked(&lock, record)
+        .await
+        .expect("a write under a held lock");
+    assert_eq!(store.get(key).await.expect("get").as_ref(), Some(record));
+    let mut other = record.clone();
+    other.key = JobKey::parse(&format!("{key}x")).expect("a key");
+    let err = store
+        .put_locked(&lock, &other)
+        .await
+        .expect_err("a record is written under its own lock only");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(store.get(&other.key).await.expect("get"), None);
+    store
+        .delete_locked(&lock)
+        .await
+        .expect("a delete under a held lock");
+    assert_eq!(store.get(key).await.expect("get deleted"), None);
+    store.unlock(lock).await.expect("unlock");
+}
+
+/// Fencing: once `second` took over the lock that `first` held (after `expire` made its
+/// lease run out without a release: a holder paused or cut off), the first holder's
+/// `put_locked` and `delete_locked` fail with `LockLost` and change nothing, while the new
+/// holder's writes work. `first` and `second` may be one store or two handles of the same
+/// one (two hosts). The two locks carry different fencing tokens. `record` is removed
+/// again.
+pub async fn fenced_writes<F: std::future::Future<Output = ()>>(
+    first: &dyn MetadataStore,
+    second: &dyn MetadataStore,
+    record: &JobRecord,
+    expire: impl FnOnce() -> F,
+) {
+    let key = &record.key;
+    let old = first.lock(key, Duration::ZERO).await.expect("lock");
+    assert!(
+        old.fence().is_some(),
+        "a store with leases fences its locks"
+    );
+    first
+        .put_locked(&old, record)
+        .await
+        .expect("a write under a held lock");
+    expire().await;
+    let new = second
+        .lock(key, Duration::ZERO)
+        .await
+        .expect("an expired lease is taken over at once");
+    assert_ne!(
+        new.fence(),
+        old.fence(),
+        "each acquisition has its own token"
+    );
+    let mut updated = record.clone();
+    updated.phase = Phase::Stopping;
+    second
+        .put_locked(&new, &updated)
+        .await
+        .expect("the new holder writes");
+    let err = first
+        .put_locked(&old, record)
+        .await
+        .expect_err("the old holder's late write must be refused");
+    assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
+    let err = first
+        .delete_locked(&old)
+        .await
+        .expect_err("the old holder's late delete must be refused");
+    assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
+    assert_eq!(
+        second.get(key).await.expect("get").as_ref(),
+        Some(&updated),
+        "the new holder's state stays"
+    );
+    first
+        .unlock(old)
+        .await
+        .expect("unlocking a lost lock succeeds");
+    second
+        .lock(key, Duration::ZERO)
+        .await
+        .expect_err("unlocking a lost lock leaves the new holder's lock alone");
+    second
+        .delete_locked(&new)
+        .await
+        .expect("the new holder deletes");
+    second.unlock(new).await.expect("unlock");
+    assert_eq!(first.get(key).await.expect("get"), None);
 }
 
 /// Put, get, replace, list and delete `record`; a missing record is `None` and deleting it
@@ -55,6 +152,16 @@ impl LockCaps {
         LockCaps {
             released_on_drop: true,
             lease: None,
+        }
+    }
+
+    /// A store whose locks expire after `lease` and are not released when dropped (a
+    /// database row: a dropped lock's row stays until its lease ends, or until a release
+    /// in the background, which the suite does not count on).
+    pub fn leased(lease: Duration) -> Self {
+        LockCaps {
+            released_on_drop: false,
+            lease: Some(lease),
         }
     }
 

@@ -1,0 +1,370 @@
+//! `DynamoStore` against moto's DynamoDB on loopback (see `fargate_testkit::moto`): the store
+//! conformance suite, fencing, leases and their renewal, the table's setup and checks.
+//! Lease time moves with a manual clock wherever a test can; the few waits left are the
+//! suite's and the store's own bounded waits for a lease to end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fargate_aws::SdkTransport;
+use fargate_aws::dynamo_store::{DynamoStore, LeaseSettings, TableSettings};
+use fargate_core::metadata::{InterruptionMemory, InterruptionNote};
+use fargate_core::testing::ManualClock;
+use fargate_core::testing::conformance::{self, LockCaps};
+use fargate_core::{
+    ErrorKind, JobIdentity, JobKey, JobRecord, JobResponse, MetadataStore, Namespace, PrivateKey,
+};
+use fargate_testkit::moto::Moto;
+use serde_json::json;
+
+fn transport() -> SdkTransport {
+    let mut t = SdkTransport::default();
+    t.initial_backoff = Duration::from_millis(5);
+    t.max_backoff = Duration::from_millis(20);
+    t.operation_timeout = Duration::from_secs(20);
+    t
+}
+
+/// A store of host `host` on `table` of `moto`.
+fn store(moto: &Moto, table: &str, host: &str) -> DynamoStore {
+    DynamoStore::new(table, &moto.sdk_config(), None, &transport())
+        .unwrap()
+        .with_host(host)
+}
+
+async fn table(moto: &Moto, name: &str) -> DynamoStore {
+    let s = store(moto, name, "init");
+    let check = s.init_table(&TableSettings::default()).await.unwrap();
+    assert!(check.usable(), "{check:?}");
+    s
+}
+
+fn record(job: u64) -> JobRecord {
+    let identity =
+        JobIdentity::from_response(Namespace::parse("ci").unwrap(), &JobResponse::new(job));
+    JobRecord::new(
+        identity,
+        PrivateKey::new("-----BEGIN OPENSSH PRIVATE KEY-----\nk\n".into()),
+    )
+}
+
+#[tokio::test]
+async fn the_store_passes_the_conformance_suite() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    table(&moto, "fleet").await;
+    // The suite waits for a lease to end on its own: a short one, never renewed.
+    let lease = Duration::from_secs(1);
+    let settings = LeaseSettings::new(lease)
+        .with_renewal(None)
+        .with_max_clock_skew(Duration::ZERO);
+    let s = store(&moto, "fleet", "host-a").with_lease(settings);
+    conformance::store(&s, &record(1), LockCaps::leased(lease)).await;
+}
+
+#[tokio::test]
+async fn a_holder_paused_past_its_lease_cannot_overwrite_the_new_holder() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    table(&moto, "fleet").await;
+    let clock = ManualClock::new();
+    let settings = LeaseSettings::new(Duration::from_secs(60)).with_renewal(None);
+    let host = |name| {
+        store(&moto, "fleet", name)
+            .with_lease(settings)
+            .with_clock(Arc::new(clock.clone()))
+    };
+    let (a, b) = (host("host-a"), host("host-b"));
+    // Host a takes the lock and pauses (no renewal) past the lease and the skew allowance.
+    conformance::fenced_writes(&a, &b, &record(2), || async {
+        clock.advance(Duration::from_secs(60 + 5 + 1));
+    })
+    .await;
+    // Within the skew allowance after the lease's end, a lease is not taken over by clock.
+    let lock = a.lock(&record(3).key, Duration::ZERO).await.unwrap();
+    clock.advance(Duration::from_secs(64));
+    let err = b.lock(&record(3).key, Duration::ZERO).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.message().contains("host-a/"), "names the holder: {err}");
+    a.unlock(lock).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_held_lock_is_renewed_and_a_dropped_one_released() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    table(&moto, "fleet").await;
+    let clock = ManualClock::new();
+    let settings =
+        LeaseSettings::new(Duration::from_secs(60)).with_renewal(Some(Duration::from_millis(50)));
+    let host = |name| {
+        store(&moto, "fleet", name)
+            .with_lease(settings)
+            .with_clock(Arc::new(clock.clone()))
+    };
+    let (a, b) = (host("host-a"), host("host-b"));
+    let key = record(4).key;
+    let lock = a.lock(&key, Duration::ZERO).await.unwrap();
+    let first = a.lease_of(&key).await.unwrap().unwrap();
+    assert_eq!(first.holder, lock.holder());
+    assert_eq!(Some(first.fence), lock.fence());
+    assert_eq!(first.duration, Duration::from_secs(60));
+    // 50 s later the holder's renewal (every 50 ms) has pushed the lease's end ahead.
+    clock.advance(Duration::from_secs(50));
+    let renewed = wait_for(|| async {
+        let now = a.lease_of(&key).await.unwrap().unwrap();
+        (now.until > first.until).then_some(now)
+    })
+    .await;
+    assert_eq!(renewed.fence, first.fence, "a renewal keeps the token");
+    // So 30 s more (80 s after it was taken) it is still held.
+    clock.advance(Duration::from_secs(30));
+    let err = b.lock(&key, Duration::ZERO).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    // A renewal by hand works too; one of a lock that was lost says so.
+    a.renew(&lock).await.unwrap();
+    // Dropped without unlock (a dropped future): released in the background.
+    drop(lock);
+    let again = b.lock(&key, Duration::from_secs(10)).await.unwrap();
+    b.unlock(again).await.unwrap();
+    assert_eq!(a.lease_of(&key).await.unwrap(), None, "nothing is left");
+}
+
+#[tokio::test]
+async fn a_dead_holders_lease_is_taken_over_after_its_duration_whatever_the_clocks_say() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    table(&moto, "fleet").await;
+    let lease = Duration::from_secs(1);
+    let settings = LeaseSettings::new(lease).with_renewal(None);
+    let a = store(&moto, "fleet", "host-a").with_lease(settings);
+    // Host b's clock is an hour behind: by its clock, a's lease never ends.
+    let behind = ManualClock::at(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let b = store(&moto, "fleet", "host-b")
+        .with_lease(settings)
+        .with_clock(Arc::new(behind));
+    let key = record(5).key;
+    // Host a takes the lock and dies (its process ends: nothing releases it).
+    std::mem::forget(a.lock(&key, Duration::ZERO).await.unwrap());
+    let started = tokio::time::Instant::now();
+    let lock = b.lock(&key, Duration::from_secs(10)).await.unwrap();
+    assert!(
+        started.elapsed() >= lease,
+        "taken over after {:?}, before the lease's duration",
+        started.elapsed()
+    );
+    assert!(lock.holder().starts_with("host-b/"));
+    b.unlock(lock).await.unwrap();
+}
+
+/// Polls `probe` (every 20 ms, at most 10 s) until it gives a value.
+async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(probe: impl Fn() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the condition never came true"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn records_notes_and_their_limits() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    let s = table(&moto, "fleet").await;
+    // Records of several namespaces; list gives those with a record only.
+    let (a, b) = (record(10), record(11));
+    s.put(&a).await.unwrap();
+    s.put(&b).await.unwrap();
+    let lock_only = s
+        .lock(&JobKey::parse("ci_pool_fill").unwrap(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(s.list().await.unwrap(), [a.key.clone(), b.key.clone()]);
+    s.unlock(lock_only).await.unwrap();
+    // A record too large for an item is refused before it is sent...
+    let mut big = record(12);
+    big.private_key = PrivateKey::new("x".repeat(400 * 1024));
+    let err = s.put(&big).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(s.get(&big.key).await.unwrap(), None);
+    // ...and the fixture refuses such an item as DynamoDB does.
+    let (status, answer) = moto.dynamodb(
+        "PutItem",
+        &json!({"TableName": "fleet", "Item": {"pk": {"S": "x"}, "rec": {"S": "y".repeat(410 * 1024)}}}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.to_string().contains("Item size has exceeded"),
+        "{answer}"
+    );
+    // An unreadable record is a corrupt record, never a missing one.
+    moto.dynamodb(
+        "PutItem",
+        &json!({"TableName": "fleet", "Item": {"pk": {"S": "ci-13"}, "rec": {"S": "{"}}}),
+    );
+    let err = s.get(&JobKey::parse("ci-13").unwrap()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptRecord, "{err}");
+    // Interruption notes: recalled while current; the TTL attribute is the note's end.
+    let key = JobKey::parse("ci-reclaimed-0123").unwrap();
+    let note = InterruptionNote::new("Your Spot Task was interrupted.", Duration::from_secs(600));
+    s.remember(&key, &note).await.unwrap();
+    assert_eq!(s.recall(&key).await.unwrap(), Some(note.clone()));
+    let (_, item) = moto.dynamodb(
+        "GetItem",
+        &json!({"TableName": "fleet", "Key": {"pk": {"S": "ci-reclaimed-0123"}}}),
+    );
+    assert_eq!(item["Item"]["expires_at"]["N"], note.until.to_string());
+    let old = InterruptionNote::new("old", Duration::ZERO);
+    s.remember(&key, &old).await.unwrap();
+    assert_eq!(
+        s.recall(&key).await.unwrap(),
+        None,
+        "TTL deletes late: checked on read"
+    );
+    // Records carry the item TTL a week ahead.
+    let (_, item) = moto.dynamodb(
+        "GetItem",
+        &json!({"TableName": "fleet", "Key": {"pk": {"S": a.key.as_str()}}}),
+    );
+    let ttl: u64 = item["Item"]["expires_at"]["N"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(ttl > now + 6 * 24 * 3600, "{ttl}");
+}
+
+#[tokio::test]
+async fn init_creates_a_table_and_check_says_what_is_wrong() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    let s = store(&moto, "fleet", "init");
+    // No table: every call says how to make one.
+    let err = s.get(&record(1).key).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(
+        err.hint().unwrap().contains("fargate store init"),
+        "{err:?}"
+    );
+    let check = s.check_table().await.unwrap();
+    assert!(!check.exists && !check.usable(), "{check:?}");
+    // Created on demand, with TTL; a second init changes nothing.
+    let check = s
+        .init_table(&TableSettings::default().with_kms_key(Some("alias/fargate".into())))
+        .await
+        .unwrap();
+    assert!(check.usable(), "{check:?}");
+    assert!(
+        check.done.iter().any(|d| d.contains("created")),
+        "{check:?}"
+    );
+    assert!(
+        !check
+            .warnings
+            .iter()
+            .any(|w| w.contains("TTL") || w.contains("provisioned")),
+        "{check:?}"
+    );
+    let (_, described) = moto.dynamodb("DescribeTable", &json!({"TableName": "fleet"}));
+    assert_eq!(
+        described["Table"]["BillingModeSummary"]["BillingMode"],
+        "PAY_PER_REQUEST"
+    );
+    let again = s.init_table(&TableSettings::default()).await.unwrap();
+    assert!(again.usable() && again.done.is_empty(), "{again:?}");
+    // A table of another shape is not used.
+    moto.dynamodb(
+        "CreateTable",
+        &json!({
+            "TableName": "other",
+            "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "N"}],
+            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+            "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
+        }),
+    );
+    let check = store(&moto, "other", "init").check_table().await.unwrap();
+    assert!(!check.usable(), "{check:?}");
+    assert!(
+        check.errors[0].contains("string partition key `pk`"),
+        "{check:?}"
+    );
+    assert!(
+        check.warnings.iter().any(|w| w.contains("provisioned")),
+        "{check:?}"
+    );
+    assert!(
+        check.warnings.iter().any(|w| w.contains("TTL")),
+        "{check:?}"
+    );
+}
+
+/// What a job costs in DynamoDB requests, with the driver's own stages (in-memory launcher
+/// and shell): prepare, two run stages, cleanup. The figures are the docs' (docs/fleet.md).
+#[tokio::test]
+async fn a_jobs_dynamodb_requests() {
+    use fargate_core::testing::{MemoryLauncher, MemoryShell};
+    use fargate_core::{Driver, DriverOptions, JobContext};
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    table(&moto, "fleet").await;
+    let store = store(&moto, "fleet", "host-a");
+    let options = DriverOptions::builder()
+        .namespace(Namespace::parse("ci").unwrap())
+        .task_definition("td:1")
+        .build()
+        .unwrap();
+    let driver = Driver::new(
+        options,
+        Arc::new(MemoryLauncher::new()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(store.clone()),
+    );
+    let job = JobContext::new(JobResponse::new(77));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let calls = store.api_calls();
+    calls.reset();
+    driver.prepare(&job, &cancel).await.unwrap();
+    let prepare = calls.total();
+    calls.reset();
+    for _ in 0..2 {
+        let mut out = fargate_core::CapturedOutput::default();
+        driver
+            .run(
+                &job,
+                "build_script",
+                Arc::from(&b"true"[..]),
+                &mut out,
+                &cancel,
+            )
+            .await
+            .unwrap();
+    }
+    let runs = calls.total();
+    calls.reset();
+    driver.cleanup(&job).await.unwrap();
+    let cleanup = calls.total();
+    println!(
+        "DynamoDB requests: prepare {prepare}, 2 run stages {runs}, cleanup {cleanup}: {:?}",
+        calls.snapshot()
+    );
+    assert!(prepare <= 8, "prepare: {prepare}");
+    assert_eq!(runs, 4, "one read and one heartbeat per (short) run stage");
+    assert!(cleanup <= 7, "cleanup: {cleanup}");
+    assert_eq!(
+        store.list().await.unwrap(),
+        Vec::<JobKey>::new(),
+        "nothing is left"
+    );
+}
