@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use fargate_core::testing::conformance;
 use fargate_core::testing::{MemoryShell, MemoryStore};
 use fargate_core::{
-    CapturedOutput, Driver, DriverOptions, Error, ErrorKind, JobContext, JobIdentity, JobKey,
-    JobResponse, Launched, ListedTask, MetadataStore, Namespace, Result, RetryPolicy, StopDetails,
-    StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    CapturedOutput, DebugCommands, Driver, DriverOptions, Error, ErrorKind, JobContext,
+    JobIdentity, JobKey, JobResponse, Launched, ListedTask, MetadataStore, Namespace, Result,
+    RetryPolicy, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -256,6 +256,9 @@ impl<L: TaskLauncher> TaskLauncher for Logged<L> {
     }
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
+    }
+    fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
+        self.inner.debug_commands(task, container)
     }
 }
 

@@ -100,7 +100,11 @@ impl Rig {
         let mut names: Vec<String> = std::fs::read_dir(self.dir.path().join("metadata"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != &format!("{}.namespace", fargate_testkit::local_fargate::NAMESPACE))
+            // The namespace's claim and API budget stay: they belong to the runner entry.
+            .filter(|n| {
+                let ns = fargate_testkit::local_fargate::NAMESPACE;
+                n != &format!("{ns}.namespace") && n != &format!("{ns}.budget")
+            })
             .collect();
         names.sort();
         names
