@@ -21,9 +21,13 @@ fn environments(spec: &TaskSpec) -> Vec<(&str, BTreeMap<&str, &str>)> {
     if let Some(images) = spec.images.as_deref() {
         let mut job = vars(&spec.environment);
         if let Some(secrets) = images.secrets.get(JOB_CONTAINER) {
-            // The driver's own variables (the job's key, the deadline) win.
+            // The driver's own variables (the job's key, the deadline, and the definition's
+            // SSH port and service hosts, which an override would replace) win.
+            let defined = images.plan.container(JOB_CONTAINER).map(|c| &c.environment);
             for (k, v) in secrets {
-                job.entry(k.as_str()).or_insert(v.as_str());
+                if !defined.is_some_and(|d| d.contains_key(k)) {
+                    job.entry(k.as_str()).or_insert(v.as_str());
+                }
             }
         }
         out.push((JOB_CONTAINER, job));

@@ -154,6 +154,22 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
             secrets.insert(name.clone(), service.variables.clone());
         }
     }
+    for (container, vars) in &secrets {
+        if let Some(name) = vars
+            .keys()
+            .find(|n| is_driver_variable(&plan, container, n))
+        {
+            return Err(Error::new(
+                ErrorKind::NotAllowed,
+                format!(
+                    "the job sets variable {name} for container {container}, which the driver sets itself"
+                ),
+            )
+            .with_hint(format!(
+                "remove {name} from the job's image:/services: variables: SSH_PUBLIC_KEY and FARGATE_* variables belong to the driver"
+            )));
+        }
+    }
     Ok(ImageDecision::Derived(Box::new(ImageRequest {
         services: names
             .into_iter()
@@ -163,6 +179,18 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
         plan,
         secrets,
     })))
+}
+
+/// Whether `name` is the driver's own in `container`: `SSH_PUBLIC_KEY`, any `FARGATE_*`
+/// name (the driver's settings for the task: the SSH port, the deadline, the service host
+/// names) and whatever the plan sets there. A job's variable must not replace them: a
+/// container override wins over the task definition's environment.
+fn is_driver_variable(plan: &TaskPlan, container: &str, name: &str) -> bool {
+    name == "SSH_PUBLIC_KEY"
+        || name.starts_with("FARGATE_")
+        || plan
+            .container(container)
+            .is_some_and(|c| c.environment.contains_key(name))
 }
 
 fn refused(what: &str, name: &str, patterns: &[String], key: &str) -> Error {
@@ -185,7 +213,7 @@ fn refused(what: &str, name: &str, patterns: &[String], key: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::plan::{BUNDLE_CONTAINER, SERVICE_HOSTS_ENV};
+    use crate::images::plan::{BUNDLE_CONTAINER, SERVICE_HOSTS_ENV, SSH_PORT_ENV};
     use crate::options::ImagePolicy;
 
     fn options(images: &[&str], services: &[&str]) -> DriverOptions {
@@ -316,5 +344,45 @@ mod tests {
         assert_eq!(job_container.environment[SERVICE_HOSTS_ENV], "db");
         assert!(req.plan.container(BUNDLE_CONTAINER).is_some());
         assert_eq!(req.plan.helper_mounts[0].path, "/builds");
+    }
+
+    /// A job image's or service's variables must not change the driver's settings in the
+    /// task: the job container's SSH port (`FARGATE_SSH_PORT` is in the definition, and an
+    /// override would win), its key, its deadline.
+    #[test]
+    fn job_variables_cannot_set_the_drivers_own() {
+        let o = options(&["*"], &["*"]);
+        for (image, service) in [
+            (
+                JobImage::new("rust").with_variable(SSH_PORT_ENV, "22"),
+                None,
+            ),
+            (
+                JobImage::new("rust").with_variable(SERVICE_HOSTS_ENV, "x"),
+                None,
+            ),
+            (
+                JobImage::new("rust").with_variable("SSH_PUBLIC_KEY", "k"),
+                None,
+            ),
+            (
+                JobImage::new("rust").with_variable("FARGATE_TASK_DEADLINE", "9999999999"),
+                None,
+            ),
+            (
+                JobImage::new("rust"),
+                Some(JobImage::new("redis").with_variable("FARGATE_SSH_PORT", "22")),
+            ),
+        ] {
+            let err =
+                decide(&o, Some(&job(Some(image), service.into_iter().collect()))).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotAllowed);
+            assert!(
+                err.to_string().contains("which the driver sets itself"),
+                "{err}"
+            );
+        }
+        let fine = JobImage::new("rust").with_variable("RUST_LOG", "debug");
+        assert!(decide(&o, Some(&job(Some(fine), vec![]))).is_ok());
     }
 }
