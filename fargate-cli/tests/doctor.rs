@@ -205,6 +205,32 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
     assert_eq!(out.matches("FAIL").count(), 1, "{out}");
     assert!(out.contains("FAIL  metadata directory"), "{out}");
     assert!(out.contains("&& chmod 700"), "{out}");
+    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A metrics file in a directory others may write to, then with a link planted there.
+    let textfile = dir.path().join("textfile");
+    std::fs::create_dir(&textfile).unwrap();
+    let metrics = format!(
+        "{}[Metrics]\n  File = {:?}\n",
+        toml(&ecs, &good(), &metadata),
+        textfile.join("fargate.prom").display().to_string()
+    );
+    let (code, out) = doctor(&moto, dir.path(), &metrics);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok    metrics file"), "{out}");
+    std::fs::set_permissions(&textfile, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let (code, out) = doctor(&moto, dir.path(), &metrics);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    assert!(out.contains("FAIL  metrics file"), "{out}");
+    assert!(out.contains("writable by group or others"), "{out}");
+    assert!(out.contains("fix: `chmod go-w"), "{out}");
+    std::fs::set_permissions(&textfile, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", textfile.join("fargate.prom.state")).unwrap();
+    let (code, out) = doctor(&moto, dir.path(), &metrics);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  metrics file"), "{out}");
+    assert!(out.contains("is a symbolic link"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

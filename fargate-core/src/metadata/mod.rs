@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::job::JobKey;
 
-pub use file_store::{FileMetadataStore, permission_warnings};
+pub use file_store::{FileMetadataStore, effective_uid, permission_warnings};
 pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;
 pub use namespaces::NamespaceClaim;
