@@ -1,7 +1,8 @@
 //! [`AwsApi`]: signed calls to AWS services other than ECS, without a generated SDK crate.
 //!
 //! The launcher asks EC2 a handful of questions (a task's public IP, `doctor`'s subnet and
-//! security group checks). A generated SDK crate per such service costs minutes of build
+//! security group checks) and keeps a job's secret variables in Secrets Manager
+//! ([`crate::job_secrets`]). A generated SDK crate per such service costs minutes of build
 //! time on two cores (`aws-sdk-ec2` alone took most of a cold release build), so these calls
 //! go through the SDK's runtime directly: its HTTP client, retries, timeouts, credentials and
 //! endpoint settings (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, FIPS, dual-stack) from
@@ -64,10 +65,6 @@ pub(crate) enum Protocol {
         version: &'static str,
     },
     /// JSON, with `X-Amz-Target: <target_prefix>.<Operation>`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "its first callers arrive with the DynamoDB store")
-    )]
     Json {
         /// `1.0` or `1.1`.
         version: &'static str,
@@ -187,10 +184,6 @@ impl AwsApi {
     }
 
     /// Calls `operation` of a JSON-protocol service with `input`; the answer.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "its first callers arrive with the DynamoDB store")
-    )]
     pub(crate) async fn json(
         &self,
         service: Service,

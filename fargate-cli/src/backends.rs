@@ -85,6 +85,9 @@ impl TaskLauncher for LazyLauncher {
             .resolve_task_definition(task_definition)
             .await
     }
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        self.get().await?.release(spec).await
+    }
     fn settings_fingerprint(&self) -> String {
         self.fingerprint.clone()
     }

@@ -329,6 +329,20 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
         Ok(task_definition.to_owned())
     }
 
+    /// Removes what a launch of `spec` made for its job besides the task itself, once the
+    /// job's tasks are stopped (cleanup, prepare's rollback): for ECS, the job's secret
+    /// and its own task definition when the job's services had secret variables
+    /// ([`ImageRequest::from_secrets`](crate::images::ImageRequest::from_secrets)). What is
+    /// already gone is not an error. The default does nothing (a backend that makes nothing
+    /// per job).
+    ///
+    /// # Cancel safety
+    /// Safe to drop and to call again: what is removed stays removed.
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        let _ = spec;
+        Ok(())
+    }
+
     /// What the backend's own settings (those not in a [`TaskSpec`]: where tasks run, their
     /// network, the labels every task gets) make of every task, as an opaque fingerprint:
     /// two tasks launched from equal specs under equal fingerprints are interchangeable.
@@ -369,6 +383,9 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         (**self).resolve_task_definition(task_definition).await
+    }
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        (**self).release(spec).await
     }
     fn settings_fingerprint(&self) -> String {
         (**self).settings_fingerprint()

@@ -429,6 +429,11 @@ impl TaskLauncher for SimLauncher {
         r
     }
 
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        yield_once().await;
+        self.inner.release(spec).await
+    }
+
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
     }

@@ -73,6 +73,9 @@ impl TaskLauncher for ObservedLauncher {
         let r = self.inner.resolve_task_definition(task_definition).await;
         self.report(ApiOperation::ResolveDefinition, r)
     }
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        self.inner.release(spec).await
+    }
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
     }
