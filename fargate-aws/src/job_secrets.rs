@@ -118,7 +118,7 @@ impl EcsLauncher {
             )
             .with_backend("ecs")
             .with_hint(format!(
-                "give the base task definition an execution role allowed secretsmanager:GetSecretValue on secrets named {SECRET_PREFIX}* (examples/iam-policy.json), or set [Fargate.Images] ServiceSecrets = \"refuse\""
+                "give the base task definition an execution role allowed secretsmanager:GetSecretValue on secrets named {SECRET_PREFIX}* (docs/images.md, secrets of services), or set [Fargate.Images] ServiceSecrets = \"refuse\""
             )));
         }
         let family = job_family(&spec.task_definition, &spec.key);

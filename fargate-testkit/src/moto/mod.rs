@@ -383,6 +383,42 @@ impl Moto {
             .collect()
     }
 
+    /// Calls `operation` of a JSON-protocol service of this server (`signing_name` as in a
+    /// SigV4 scope, e.g. `secretsmanager` or `logs`; `target` the `X-Amz-Target` prefix,
+    /// e.g. `secretsmanager` or `Logs_20140328`) with `input`, in the oracle view; the
+    /// answer. Panics on an error answer: for test code checking or seeding state.
+    pub fn aws_json(
+        &self,
+        signing_name: &str,
+        target: &str,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> serde_json::Value {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={ORACLE_ACCESS_KEY}/20250101/us-east-1/{signing_name}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let target = format!("{target}.{operation}");
+        let r = self
+            .http(
+                "POST",
+                "/",
+                &[
+                    ("Content-Type", "application/x-amz-json-1.1"),
+                    ("X-Amz-Target", &target),
+                    ("Authorization", &auth),
+                ],
+                input.to_string().as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("moto {target}: {e}"));
+        assert!(
+            r.status < 300,
+            "moto {target}: HTTP {}: {}",
+            r.status,
+            r.body
+        );
+        serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null)
+    }
+
     /// The `RunTask` request body that started `task_arn`.
     pub fn run_task_request(&self, task_arn: &str) -> Option<serde_json::Value> {
         self.run_task_requests().into_iter().find_map(|r| {
