@@ -482,7 +482,7 @@ fn images_keys_are_read_and_checked_under_their_names() {
         "images are disabled by default"
     );
     let text = format!(
-        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"registry.example.com/ci/*\"]\n  AllowedServices = [\"postgres:*\"]\n  MaxServices = 2\n  JobSSHPort = 2022\n  BundlePath = \"/opt/b\"\n  DefaultBuildsDir = \"/work\"\n  UnusedAfter = \"48h\"\n  MaxDerivedFamilies = 50\n"
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"registry.example.com/ci/*\"]\n  AllowedServices = [\"postgres:*\"]\n  MaxServices = 2\n  JobSSHPort = 2022\n  BundlePath = \"/opt/b\"\n  DefaultBuildsDir = \"/work\"\n  UnusedAfter = \"48h\"\n  MaxDerivedFamilies = 50\n  ServiceSecrets = \"secrets-manager\"\n"
     );
     let images = parse(&text).unwrap().config.options.images;
     assert_eq!(images.allowed_images, ["registry.example.com/ci/*"]);
@@ -493,6 +493,26 @@ fn images_keys_are_read_and_checked_under_their_names() {
     assert_eq!(images.default_builds_dir, "/work");
     assert_eq!(images.unused_after, Duration::from_secs(48 * 3600));
     assert_eq!(images.max_derived_families, 50);
+    assert_eq!(images.secrets, fargate_core::options::SecretPolicy::Store);
+    assert_eq!(
+        parse(&format!(
+            "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n"
+        ))
+        .unwrap()
+        .config
+        .options
+        .images
+        .secrets,
+        fargate_core::options::SecretPolicy::Refuse,
+        "secrets are refused by default"
+    );
+    let shown = errors_of(&format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n  ServiceSecrets = \"plain\"\n"
+    ));
+    assert!(
+        shown.contains("ServiceSecrets = \"plain\" must be \"refuse\" or \"secrets-manager\""),
+        "{shown}"
+    );
 
     let shown = errors_of(&format!(
         "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n  MaxServices = 9\n"
