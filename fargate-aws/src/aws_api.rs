@@ -156,6 +156,11 @@ impl AwsApi {
         }
     }
 
+    /// The region calls go to.
+    pub(crate) fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
     /// Calls `action` of a query-protocol service with `params` (besides `Action` and
     /// `Version`); the answer's root element.
     pub(crate) async fn query(
@@ -502,14 +507,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    const LOGS: Service = Service {
-        prefix: "logs",
-        id: "CloudWatch Logs",
-        protocol: Protocol::Json {
-            version: "1.1",
-            target_prefix: "Logs_20140328",
-        },
-    };
+    use crate::host_keys::LOGS;
 
     /// One request as the server saw it: its head (request line and headers) and body.
     type Seen = Arc<Mutex<Vec<(String, String)>>>;

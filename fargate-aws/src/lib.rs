@@ -83,6 +83,7 @@ mod details;
 pub mod doctor;
 mod errors;
 pub mod failover;
+pub mod host_keys;
 pub mod job_secrets;
 mod launcher;
 mod listing;

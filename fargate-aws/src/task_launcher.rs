@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, PropagateTags, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher,
-    TaskRef, TaskSpec, TaskStatus,
+    Error, ErrorKind, HostKey, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome,
+    TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -147,7 +147,11 @@ impl EcsLauncher {
     }
 
     /// One DescribeTasks of `task`; `None` when ECS does not know it.
-    async fn describe_task(&self, task: &TaskRef, with_tags: bool) -> Result<Option<Task>> {
+    pub(crate) async fn describe_task(
+        &self,
+        task: &TaskRef,
+        with_tags: bool,
+    ) -> Result<Option<Task>> {
         let mut req = self
             .ecs
             .describe_tasks()
@@ -262,6 +266,10 @@ impl TaskLauncher for EcsLauncher {
 
     async fn release(&self, spec: &TaskSpec) -> Result<()> {
         self.release_job_secrets(spec).await
+    }
+
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        self.host_keys_of(task, container).await
     }
 
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {

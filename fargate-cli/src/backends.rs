@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fargate_aws::{EcsConfig, EcsLauncher};
 use fargate_core::{
-    JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
-    TaskStatus,
+    HostKey, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome, TaskLauncher, TaskRef,
+    TaskSpec, TaskStatus,
 };
 use tokio::sync::OnceCell;
 
@@ -87,6 +87,9 @@ impl TaskLauncher for LazyLauncher {
     }
     async fn release(&self, spec: &TaskSpec) -> Result<()> {
         self.get().await?.release(spec).await
+    }
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        self.get().await?.announced_host_keys(task, container).await
     }
     fn settings_fingerprint(&self) -> String {
         self.fingerprint.clone()

@@ -434,6 +434,15 @@ impl TaskLauncher for SimLauncher {
         self.inner.release(spec).await
     }
 
+    async fn announced_host_keys(
+        &self,
+        task: &TaskRef,
+        container: &str,
+    ) -> Result<Vec<fargate_core::HostKey>> {
+        yield_once().await;
+        self.inner.announced_host_keys(task, container).await
+    }
+
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
     }

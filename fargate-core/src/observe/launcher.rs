@@ -9,6 +9,7 @@ use crate::job::{JobKey, Namespace};
 use crate::launcher::{
     DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
+use crate::shell::HostKey;
 
 /// Wraps a launcher and tells `observer` how each call ended.
 /// [`Driver::with_observer`](crate::Driver::with_observer) installs it.
@@ -75,6 +76,9 @@ impl TaskLauncher for ObservedLauncher {
     }
     async fn release(&self, spec: &TaskSpec) -> Result<()> {
         self.inner.release(spec).await
+    }
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        self.inner.announced_host_keys(task, container).await
     }
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
