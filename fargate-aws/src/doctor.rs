@@ -101,6 +101,9 @@ pub struct TaskExpectations {
     pub container: String,
     /// The SSH port (`[SSH] Port`).
     pub port: u16,
+    /// Whether the driver reads the task's host keys from the container's log stream
+    /// (`[SSH] HostKeySource = "task-log"`): then its log configuration is checked.
+    pub host_keys_from_log: bool,
 }
 
 impl TaskExpectations {
@@ -114,7 +117,14 @@ impl TaskExpectations {
             task_definition: task_definition.into(),
             container: container.into(),
             port,
+            host_keys_from_log: false,
         }
+    }
+
+    /// The same, with the task's host keys read from its log stream when `on`.
+    pub fn with_host_keys_from_log(mut self, on: bool) -> Self {
+        self.host_keys_from_log = on;
+        self
     }
 }
 
@@ -143,6 +153,9 @@ pub async fn doctor(
     let mut checks = vec![credentials];
     checks.extend(launcher.check_cluster().await);
     checks.push(launcher.check_task_definition(task).await);
+    if task.host_keys_from_log {
+        checks.push(launcher.check_host_key_log(task).await);
+    }
     checks.extend(launcher.check_network(task.port).await);
     checks
 }
@@ -242,6 +255,55 @@ impl EcsLauncher {
             }
         });
         checks
+    }
+
+    /// With host keys from the task's log: the container logs with `awslogs`, a group and a
+    /// stream prefix (the stream's name is known), in the launcher's region.
+    async fn check_host_key_log(&self, want: &TaskExpectations) -> Check {
+        let name = format!("host keys from the log of container {}", want.container);
+        let td = match self.describe_definition(&want.task_definition).await {
+            Ok(Some((td, _))) => td,
+            Ok(None) => {
+                return Check::fail(
+                    name,
+                    "the task definition is not found",
+                    "see the task definition check",
+                );
+            }
+            Err(e) => {
+                return Check::fail(
+                    name,
+                    e.message().to_owned(),
+                    "allow ecs:DescribeTaskDefinition",
+                );
+            }
+        };
+        match crate::host_keys::log_stream(&td, &want.container, "<task id>") {
+            Ok(stream) => {
+                let region = self.api.region().map(str::to_owned);
+                if let (Some(theirs), Some(ours)) = (stream.region.as_deref(), region.as_deref())
+                    && theirs != ours
+                {
+                    return Check::fail(
+                        name,
+                        format!("the container logs to {theirs}, the cluster is in {ours}"),
+                        "set awslogs-region to the cluster's region",
+                    );
+                }
+                Check::pass(
+                    name,
+                    format!(
+                        "{} {}; the runner needs logs:GetLogEvents on it",
+                        stream.group, stream.stream
+                    ),
+                )
+            }
+            Err(e) => Check::fail(
+                name,
+                e.message().to_owned(),
+                e.hint().unwrap_or_default().to_owned(),
+            ),
+        }
     }
 
     async fn check_task_definition(&self, want: &TaskExpectations) -> Check {

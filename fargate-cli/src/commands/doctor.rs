@@ -34,6 +34,9 @@ pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
         task_definition,
         config.options.task.container_name.clone(),
         config.options.ssh.port,
+    )
+    .with_host_keys_from_log(
+        config.options.ssh.host_key_source == fargate_core::options::HostKeySource::Announced,
     );
     let sdk = EcsLauncher::sdk_config(&config.ecs).await;
     let mut checks = doctor(config.ecs.clone(), &sdk, &expect).await;
