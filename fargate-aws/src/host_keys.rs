@@ -7,7 +7,7 @@
 //! entry point for a job container). With the `awslogs` log driver, ECS writes a
 //! container's output to the stream `<awslogs-stream-prefix>/<container>/<task id>` of
 //! `awslogs-group` ([`log_stream`], from the task's definition). The driver reads that
-//! stream with `GetLogEvents` from its start (through [`crate::aws_api::AwsApi`], signed,
+//! stream with `GetLogEvents` from its start (through the crate's `AwsApi`, signed,
 //! over TLS to CloudWatch Logs): what a host on the network path between the runner and the
 //! task cannot forge. Only the first [`MAX_EVENTS`] events are read: the keys come first.
 

@@ -25,7 +25,7 @@
 //! family's revisions are deregistered and deleted and the secret is deleted without
 //! recovery; `fargate gc` does the same for the secrets of its namespace whose job's
 //! deadline passed [`GC_GRACE`] ago ([`EcsLauncher::prune_job_secrets`]). Every call to
-//! Secrets Manager goes through [`crate::aws_api::AwsApi`].
+//! Secrets Manager goes through the crate's own signed calls (`aws_api::AwsApi`).
 //!
 //! The launch cannot be replayed from a job record (which keeps the variables' names, never
 //! their values): a replay is refused, and cleanup finds the task by its tags instead.
