@@ -254,6 +254,16 @@ impl<L: TaskLauncher> TaskLauncher for Logged<L> {
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         self.inner.resolve_task_definition(task_definition).await
     }
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        self.inner.release(spec).await
+    }
+    async fn announced_host_keys(
+        &self,
+        task: &TaskRef,
+        container: &str,
+    ) -> Result<Vec<fargate_core::HostKey>> {
+        self.inner.announced_host_keys(task, container).await
+    }
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()
     }

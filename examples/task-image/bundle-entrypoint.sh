@@ -14,8 +14,10 @@
 # 3. makes sure the job's scripts find bash and sh: the bundle's are linked into
 #    /usr/local/bin and /bin when the image has none;
 # 4. installs the key and a fresh host key in the bundle's own directory (the image's
-#    users and home directories are left alone), and runs the bundle's SSH server
-#    (dropbear) in the foreground on FARGATE_SSH_PORT until the task's deadline.
+#    users and home directories are left alone), prints the host key on stdout as
+#    `fargate-host-key: <algorithm> <key>` (the driver reads it from the container's log
+#    stream, [SSH] HostKeySource), and runs the bundle's SSH server (dropbear) in the
+#    foreground on FARGATE_SSH_PORT until the task's deadline.
 #
 # Environment (set by the driver and the derived task definition):
 #   SSH_PUBLIC_KEY          one authorized_keys line
@@ -84,6 +86,13 @@ printf '%s\n' "$key" > "$state/authorized_keys"
 rm -f "$state/host_key"
 "$bundle/bin/dropbearkey" -t ed25519 -f "$state/host_key" >/dev/null 2>&1 ||
   die "cannot make a host key with $bundle/bin/dropbearkey"
+# The host key, announced on the container's output (its CloudWatch Logs stream) before the
+# server starts: with [SSH] HostKeySource = "task-log" the driver accepts no other.
+public=$("$bundle/bin/dropbearkey" -y -f "$state/host_key" 2>/dev/null | grep '^ssh-') ||
+  die "cannot read the public part of the host key"
+# shellcheck disable=SC2086 # split "<algorithm> <key> <comment>" into words
+set -- $public
+printf 'fargate-host-key: %s %s\n' "$1" "$2"
 umask 022
 log "SSH server on port $port"
 # -F foreground, -E log to stderr, -s no passwords, -j/-k no forwarding, -D the directory of

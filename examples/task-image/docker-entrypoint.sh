@@ -5,7 +5,8 @@
 # 1. installs the job's public key, passed by the driver in SSH_PUBLIC_KEY, as the only
 #    authorized key of the SSH user (directory 0700, file 0600), and refuses to start
 #    without one;
-# 2. makes fresh host keys for this task (the driver pins the one it sees at prepare);
+# 2. makes fresh host keys for this task and prints them (`fargate-host-key:` lines, read
+#    by the driver from the task's log stream; it pins the one it sees at prepare);
 # 3. passes the ECS task's credential and metadata variables on to SSH sessions, which do
 #    not inherit the container's environment (without this, job scripts cannot use the
 #    task role);
@@ -56,6 +57,15 @@ log "installed the job's public key for user '$user'"
 # 2. Host keys: made here, per task, never baked into the image (the image build deletes
 #    the ones its openssh package made), so that every task has its own.
 ssh-keygen -A >/dev/null
+#    Each is announced on the container's output (its CloudWatch Logs stream) before sshd
+#    starts: with [SSH] HostKeySource = "task-log" (the default through a public IP) the
+#    driver accepts only a key announced here, so a host that answers for the task's
+#    address first gets nothing.
+for pub in /etc/ssh/ssh_host_*_key.pub; do
+  [ -f "$pub" ] || continue
+  read -r algorithm key _ < "$pub"
+  printf 'fargate-host-key: %s %s\n' "$algorithm" "$key"
+done
 mkdir -p /run/sshd
 chmod 0755 /run/sshd
 

@@ -42,9 +42,12 @@ impl Bundle {
         .unwrap();
         std::os::unix::fs::symlink("/bin/sh", bin.join("sh")).unwrap();
         write_exec(&bin.join("bash"), "#!/bin/sh\necho bundle-bash\n");
+        // `-y -f FILE` prints the public part as dropbear's does; otherwise `-f FILE` makes it.
         write_exec(
             &bin.join("dropbearkey"),
-            "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = -f ] && echo key > \"$2\"; shift; done\n",
+            &format!(
+                "#!/bin/sh\ncase \" $* \" in *' -y '*) printf 'Public key portion is:\\n{HOST_KEY} root@task\\nFingerprint: sha1!! x\\n'; exit 0 ;; esac\nwhile [ $# -gt 0 ]; do [ \"$1\" = -f ] && echo key > \"$2\"; shift; done\n"
+            ),
         );
         let record = dir.path().join("dropbear-args");
         write_exec(
@@ -95,6 +98,8 @@ fn stderr(out: &Output) -> String {
 }
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBundle job";
+/// What the stub `dropbearkey -y` prints as the host key's public part.
+const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheJobContainer";
 
 #[test]
 fn it_writes_the_hosts_links_bash_and_starts_the_ssh_server_on_its_port() {
@@ -127,6 +132,9 @@ fn it_writes_the_hosts_links_bash_and_starts_the_ssh_server_on_its_port() {
         "-F", "-E", "-s", "-j", "-k", "-p", "2222", "-r", &host_key, "-D", &state,
     ];
     assert_eq!(args.lines().collect::<Vec<_>>(), expected);
+    // The host key is announced on stdout (the container's log stream) for the driver.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, format!("fargate-host-key: {HOST_KEY}\n"));
     // The image has no bash on PATH: the bundle's is linked in.
     let link = std::fs::read_link(b.path("links/bash")).unwrap();
     assert_eq!(link, b.path("bundle/bin/bash"));

@@ -1,7 +1,8 @@
 //! [`AwsApi`]: signed calls to AWS services other than ECS, without a generated SDK crate.
 //!
 //! The launcher asks EC2 a handful of questions (a task's public IP, `doctor`'s subnet and
-//! security group checks). A generated SDK crate per such service costs minutes of build
+//! security group checks) and keeps a job's secret variables in Secrets Manager
+//! ([`crate::job_secrets`]). A generated SDK crate per such service costs minutes of build
 //! time on two cores (`aws-sdk-ec2` alone took most of a cold release build), so these calls
 //! go through the SDK's runtime directly: its HTTP client, retries, timeouts, credentials and
 //! endpoint settings (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, FIPS, dual-stack) from
@@ -173,6 +174,11 @@ impl AwsApi {
             calls,
             credentials: Arc::default(),
         }
+    }
+
+    /// The region calls go to.
+    pub(crate) fn region(&self) -> Option<&str> {
+        self.region.as_deref()
     }
 
     /// Calls `action` of a query-protocol service with `params` (besides `Action` and
@@ -524,14 +530,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    const LOGS: Service = Service {
-        prefix: "logs",
-        id: "CloudWatch Logs",
-        protocol: Protocol::Json {
-            version: "1.1",
-            target_prefix: "Logs_20140328",
-        },
-    };
+    use crate::host_keys::LOGS;
 
     /// One request as the server saw it: its head (request line and headers) and body.
     type Seen = Arc<Mutex<Vec<(String, String)>>>;

@@ -41,8 +41,9 @@
 //! `RunTask` anyway). A tag removed from the base stays on derived definitions registered
 //! before; a changed or added one is copied at the next reuse.
 //!
-//! The plan holds no secret; service variables go in `RunTask`'s container overrides,
-//! within ECS's 8192 characters.
+//! The plan holds no secret; the plain variables of the image and services go in
+//! `RunTask`'s container overrides, within ECS's 8192 characters, and secret ones never
+//! go there (see [`crate::job_secrets`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -243,6 +244,22 @@ impl EcsLauncher {
         tags: &[(String, String)],
     ) -> Result<String> {
         let (containers, volumes) = derived_containers(base, &request.plan)?;
+        self.register_like(family, base, containers, volumes, tags)
+            .await
+    }
+
+    /// Registers a revision of `family` with `containers` and `volumes`, and the task-level
+    /// settings of `settings` (roles, network mode, compatibilities, size, runtime
+    /// platform, storage, PID mode, proxy), tagged `tags`; its ARN.
+    pub(crate) async fn register_like(
+        &self,
+        family: &str,
+        settings: &TaskDefinition,
+        containers: Vec<ContainerDefinition>,
+        volumes: Vec<Volume>,
+        tags: &[(String, String)],
+    ) -> Result<String> {
+        let base = settings;
         let out = self
             .ecs_client()
             .register_task_definition()

@@ -182,7 +182,7 @@ struct Found {
 }
 
 /// The family of a task definition named as `family`, `family:revision` or an ARN.
-fn family_of(task_definition: &str) -> &str {
+pub(crate) fn family_of(task_definition: &str) -> &str {
     let name = task_definition
         .rsplit('/')
         .next()
@@ -354,7 +354,11 @@ impl EcsLauncher {
     }
 
     /// The ARNs of `family`'s revisions in `status`.
-    async fn revisions(&self, family: &str, status: TaskDefinitionStatus) -> Result<Vec<String>> {
+    pub(crate) async fn revisions(
+        &self,
+        family: &str,
+        status: TaskDefinitionStatus,
+    ) -> Result<Vec<String>> {
         let arns = all_pages(|next| {
             let status = status.clone();
             async move {
@@ -382,7 +386,7 @@ impl EcsLauncher {
     }
 
     /// Deletes `inactive` task definitions (deregistered ones).
-    async fn delete_definitions(&self, inactive: &[String]) -> Result<()> {
+    pub(crate) async fn delete_definitions(&self, inactive: &[String]) -> Result<()> {
         for chunk in inactive.chunks(MAX_DELETE_TASK_DEFINITIONS) {
             let out = self
                 .ecs_client()

@@ -106,6 +106,9 @@ pub struct TaskExpectations {
     pub ecs_exec: bool,
     /// The platform version tasks run on (`[Fargate] PlatformVersion`), when configured.
     pub platform_version: Option<String>,
+    /// Whether the driver reads the task's host keys from the container's log stream
+    /// (`[SSH] HostKeySource = "task-log"`): then its log configuration is checked.
+    pub host_keys_from_log: bool,
 }
 
 impl TaskExpectations {
@@ -121,6 +124,7 @@ impl TaskExpectations {
             port,
             ecs_exec: false,
             platform_version: None,
+            host_keys_from_log: false,
         }
     }
 
@@ -129,6 +133,12 @@ impl TaskExpectations {
     pub fn with_ecs_exec(mut self, ecs_exec: bool, platform_version: Option<String>) -> Self {
         self.ecs_exec = ecs_exec;
         self.platform_version = platform_version;
+        self
+    }
+
+    /// The same, with the task's host keys read from its log stream when `on`.
+    pub fn with_host_keys_from_log(mut self, on: bool) -> Self {
+        self.host_keys_from_log = on;
         self
     }
 }
@@ -160,6 +170,9 @@ pub async fn doctor(
     checks.push(launcher.check_task_definition(task).await);
     if task.ecs_exec || launcher.config().enable_execute_command {
         checks.push(launcher.check_ecs_exec(task).await);
+    }
+    if task.host_keys_from_log {
+        checks.push(launcher.check_host_key_log(task).await);
     }
     checks.extend(launcher.check_network(task.port).await);
     checks
@@ -260,6 +273,55 @@ impl EcsLauncher {
             }
         });
         checks
+    }
+
+    /// With host keys from the task's log: the container logs with `awslogs`, a group and a
+    /// stream prefix (the stream's name is known), in the launcher's region.
+    async fn check_host_key_log(&self, want: &TaskExpectations) -> Check {
+        let name = format!("host keys from the log of container {}", want.container);
+        let td = match self.describe_definition(&want.task_definition).await {
+            Ok(Some((td, _))) => td,
+            Ok(None) => {
+                return Check::fail(
+                    name,
+                    "the task definition is not found",
+                    "see the task definition check",
+                );
+            }
+            Err(e) => {
+                return Check::fail(
+                    name,
+                    e.message().to_owned(),
+                    "allow ecs:DescribeTaskDefinition",
+                );
+            }
+        };
+        match crate::host_keys::log_stream(&td, &want.container, "<task id>") {
+            Ok(stream) => {
+                let region = self.api.region().map(str::to_owned);
+                if let (Some(theirs), Some(ours)) = (stream.region.as_deref(), region.as_deref())
+                    && theirs != ours
+                {
+                    return Check::fail(
+                        name,
+                        format!("the container logs to {theirs}, the cluster is in {ours}"),
+                        "set awslogs-region to the cluster's region",
+                    );
+                }
+                Check::pass(
+                    name,
+                    format!(
+                        "{} {}; the runner needs logs:GetLogEvents on it",
+                        stream.group, stream.stream
+                    ),
+                )
+            }
+            Err(e) => Check::fail(
+                name,
+                e.message().to_owned(),
+                e.hint().unwrap_or_default().to_owned(),
+            ),
+        }
     }
 
     async fn check_task_definition(&self, want: &TaskExpectations) -> Check {

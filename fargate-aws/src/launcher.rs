@@ -25,6 +25,8 @@ pub struct EcsLauncher {
     pub(crate) api: AwsApi,
     /// Public IPs found so far, by task id (EC2 is asked only until one is found).
     pub(crate) public_ips: Arc<Mutex<HashMap<String, IpAddr>>>,
+    /// Where tasks' containers log, found so far ([`crate::host_keys`]).
+    pub(crate) log_streams: Arc<Mutex<crate::host_keys::StreamCache>>,
     pub(crate) calls: ApiCalls,
 }
 
@@ -70,6 +72,7 @@ impl EcsLauncher {
             ecs: aws_sdk_ecs::Client::from_conf(ecs.build()),
             api,
             public_ips: Arc::default(),
+            log_streams: Arc::default(),
             calls,
         })
     }

@@ -88,6 +88,8 @@ pub mod dynamo_store;
 mod errors;
 pub mod exec;
 pub mod failover;
+pub mod host_keys;
+pub mod job_secrets;
 mod launcher;
 mod listing;
 pub mod metrics;

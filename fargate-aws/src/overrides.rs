@@ -1,5 +1,6 @@
-//! `RunTask` container overrides: the job's environment and, with job images, the secrets
-//! that never go into a task definition.
+//! `RunTask` container overrides: the job's environment and, with job images, the plain
+//! variables of the job's image and services (never a secret one: see
+//! [`fargate_core::images::secrets`]), which never go into a task definition.
 
 use std::collections::BTreeMap;
 
@@ -20,16 +21,20 @@ fn environments(spec: &TaskSpec) -> Vec<(&str, BTreeMap<&str, &str>)> {
     let mut out = vec![(spec.container_name.as_str(), vars(&spec.environment))];
     if let Some(images) = spec.images.as_deref() {
         let mut job = vars(&spec.environment);
-        if let Some(secrets) = images.secrets.get(JOB_CONTAINER) {
-            // The driver's own variables (the job's key, the deadline) win.
+        if let Some(secrets) = images.environment.get(JOB_CONTAINER) {
+            // The driver's own variables (the job's key, the deadline, and the definition's
+            // SSH port and service hosts, which an override would replace) win.
+            let defined = images.plan.container(JOB_CONTAINER).map(|c| &c.environment);
             for (k, v) in secrets {
-                job.entry(k.as_str()).or_insert(v.as_str());
+                if !defined.is_some_and(|d| d.contains_key(k)) {
+                    job.entry(k.as_str()).or_insert(v.as_str());
+                }
             }
         }
         out.push((JOB_CONTAINER, job));
         out.extend(
             images
-                .secrets
+                .environment
                 .iter()
                 .filter(|(name, _)| name.as_str() != JOB_CONTAINER)
                 .map(|(name, secrets)| (name.as_str(), vars(secrets))),

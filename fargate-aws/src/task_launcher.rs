@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, PropagateTags, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    DebugCommands, Error, ErrorKind, JobKey, Launched, ListedTask, Namespace, Result, StopOutcome,
-    TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, Error, ErrorKind, HostKey, JobKey, Launched, ListedTask, Namespace, Result,
+    StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -149,7 +149,11 @@ impl EcsLauncher {
     }
 
     /// One DescribeTasks of `task`; `None` when ECS does not know it.
-    async fn describe_task(&self, task: &TaskRef, with_tags: bool) -> Result<Option<Task>> {
+    pub(crate) async fn describe_task(
+        &self,
+        task: &TaskRef,
+        with_tags: bool,
+    ) -> Result<Option<Task>> {
         let mut req = self
             .ecs
             .describe_tasks()
@@ -185,9 +189,25 @@ impl TaskLauncher for EcsLauncher {
 
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
-        // Both refusals come before any call: an oversized override, a base without helper.
+        // The refusals come before any call: an oversized override, a replay of a launch
+        // whose secret values are not kept, a base without helper.
         let overrides = crate::overrides::task_overrides(spec)?;
+        let secrets = spec
+            .images
+            .as_deref()
+            .filter(|r| !r.from_secrets.is_empty());
+        if secrets.is_some_and(|r| r.secrets_missing()) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "the values of the job's secret variables are not kept: a launch with them cannot be replayed",
+            )
+            .with_backend("ecs"));
+        }
         let mut task_definition = self.task_definition_for(spec).await?;
+        if let Some(request) = secrets {
+            // The job's own family: gc never marks it, so it needs no check again.
+            task_definition = self.job_definition(spec, request, &task_definition).await?;
+        }
         // A derived definition was checked usable just now; gc deregisters only what it
         // marked DEREGISTER_GRACE ago, so a RunTask sent within RECHECK_AFTER of the check
         // is safe (crate::derived_gc). A later subnet attempt checks again.
@@ -201,7 +221,10 @@ impl TaskLauncher for EcsLauncher {
         let attempts = subnet_attempts(subnets, self.config.subnet_failover);
         let mut failures = Vec::new();
         for (i, subnets) in attempts.iter().enumerate() {
-            if spec.images.is_some() && checked.elapsed() >= crate::derived::RECHECK_AFTER {
+            if spec.images.is_some()
+                && secrets.is_none()
+                && checked.elapsed() >= crate::derived::RECHECK_AFTER
+            {
                 task_definition = self.task_definition_for(spec).await?;
                 checked = Instant::now();
             }
@@ -241,6 +264,14 @@ impl TaskLauncher for EcsLauncher {
             Error::new(ErrorKind::InvalidConfig, "no subnet to launch the task in")
                 .with_backend("ecs"),
         )
+    }
+
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        self.release_job_secrets(spec).await
+    }
+
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        self.host_keys_of(task, container).await
     }
 
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {

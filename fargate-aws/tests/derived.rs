@@ -698,3 +698,292 @@ async fn definition_exists(moto: &Moto, arn: &str) -> bool {
     };
     out.task_definition().is_some()
 }
+
+// --- Secret variables of services ([Fargate.Images] ServiceSecrets) -----------------------
+
+/// A base definition like the fixture's, with an execution role (ECS reads container
+/// secrets with it).
+async fn base_with_execution_role(moto: &Moto) -> String {
+    use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode, PortMapping};
+    moto.ecs_client()
+        .register_task_definition()
+        .family("ci-secrets")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .execution_role_arn("arn:aws:iam::123456789012:role/fargate-ci-task-execution")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name(CONTAINER)
+                .image("registry.example/ci-coordinator:latest")
+                .memory(512)
+                .essential(true)
+                .port_mappings(PortMapping::builder().container_port(22).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_owned()
+}
+
+const PASSWORD: &str = "hunter2-hunter2";
+
+/// A job whose postgres service takes the masked project variable DB_PASSWORD.
+fn secret_job(id: u64) -> JobResponse {
+    let mut r = response(
+        id,
+        "rust:1.85",
+        vec![
+            JobImage::new("postgres:16")
+                .with_alias("db")
+                .with_variable("POSTGRES_PASSWORD", "$DB_PASSWORD")
+                .with_variable("POSTGRES_DB", "test"),
+        ],
+    );
+    r.sensitive = vec![fargate_core::job::SensitiveVariable::new(
+        "DB_PASSWORD",
+        PASSWORD,
+        fargate_core::job::Sensitivity::Masked,
+    )];
+    r
+}
+
+fn secret_options(base: &str) -> DriverOptions {
+    let mut images = ImagePolicy::allowing(["rust:*"], ["postgres:*"]);
+    images.secrets = fargate_core::options::SecretPolicy::Store;
+    DriverOptions::builder()
+        .namespace(Namespace::parse("fixture").unwrap())
+        .task_definition(base)
+        .images(images)
+        .build()
+        .unwrap()
+}
+
+fn secrets_manager(moto: &Moto, operation: &str, input: Value) -> Value {
+    moto.aws_json("secretsmanager", "secretsmanager", operation, &input)
+}
+
+fn secret_names(moto: &Moto) -> Vec<String> {
+    secrets_manager(moto, "ListSecrets", serde_json::json!({}))["SecretList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// By default a secret service variable fails the job before any ECS call, naming it.
+#[tokio::test]
+async fn a_secret_service_variable_is_refused_before_any_call() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let driver = Driver::new(
+        options(&ecs),
+        Arc::new(launcher.clone()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    let job = JobContext::new(secret_job(7));
+    let failure = driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let err = failure.error().unwrap();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed);
+    assert!(
+        err.to_string()
+            .contains("POSTGRES_PASSWORD refers to the masked variable DB_PASSWORD"),
+        "{err}"
+    );
+    assert!(!err.chain().contains(PASSWORD));
+    assert_eq!(launcher.api_calls().total(), 0);
+    assert!(moto.run_task_requests().is_empty());
+}
+
+/// With the secret store, the value is in no RunTask request, override, tag, task
+/// definition or record: the job's own definition references a per-job secret, which
+/// cleanup removes with the definition; a replay from the record is refused.
+#[tokio::test]
+async fn secret_service_variables_go_through_a_per_job_secret_only() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let base = base_with_execution_role(&moto).await;
+    let options = secret_options(&base);
+    let ImageDecision::Derived(request) = decide(&options, Some(&secret_job(8))).unwrap() else {
+        panic!("not derived")
+    };
+    let mut spec = ecs.spec(8);
+    spec.task_definition = base.clone();
+    spec.images = Some(request);
+    let task = launcher.launch(&spec).await.unwrap();
+
+    // RunTask: the job's own family, the plain variable only.
+    let run = moto.run_task_request(&task.id).unwrap();
+    assert!(!run.to_string().contains(PASSWORD), "{run}");
+    let overrides = overrides_of(&moto, &task.id);
+    assert_eq!(
+        env(&overrides, "service-1", "POSTGRES_DB").as_deref(),
+        Some("test")
+    );
+    assert_eq!(env(&overrides, "service-1", "POSTGRES_PASSWORD"), None);
+    let arn = task_definition_of(&moto, &task.id);
+    let (td, tags) = definition(&moto, &arn).await;
+    assert_eq!(
+        td.family(),
+        Some(fargate_aws::job_secrets::job_family(&base, &spec.key).as_str())
+    );
+    assert!(!format!("{td:?}{tags:?}").contains(PASSWORD));
+    assert!(tags.contains(&("fargate:job-key".to_owned(), spec.key.to_string())));
+    assert!(tags.iter().all(|(k, _)| k != DERIVED_HASH), "{tags:?}");
+    let service = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some("service-1"))
+        .unwrap();
+    let secret = &service.secrets()[0];
+    assert_eq!(secret.name(), "POSTGRES_PASSWORD");
+    let value_from = secret.value_from();
+    assert!(
+        value_from.contains(":secret:fargate/fixture-8")
+            && value_from.ends_with(":service-1.POSTGRES_PASSWORD::"),
+        "{value_from}"
+    );
+    // The secret holds the value, under the container's and variable's names.
+    let stored = secrets_manager(
+        &moto,
+        "GetSecretValue",
+        serde_json::json!({"SecretId": "fargate/fixture-8"}),
+    );
+    let values: Value = serde_json::from_str(stored["SecretString"].as_str().unwrap()).unwrap();
+    assert_eq!(values["service-1.POSTGRES_PASSWORD"], PASSWORD);
+    // The record's form of the spec keeps the name, never the value.
+    let recorded = serde_json::to_string(&spec).unwrap();
+    assert!(!recorded.contains(PASSWORD) && recorded.contains("POSTGRES_PASSWORD"));
+    // The shared derived family stays reusable: a job with the same image and services
+    // but no secret reuses it (no registration).
+    let registered = launcher.api_calls().get("RegisterTaskDefinition");
+    assert_eq!(registered, 2, "the derived definition and the job's own");
+    let mut plain = secret_job(13);
+    plain.sensitive.clear();
+    plain.services[0] = JobImage::new("postgres:16")
+        .with_alias("db")
+        .with_variable("POSTGRES_PASSWORD", "test")
+        .with_variable("POSTGRES_DB", "test");
+    let ImageDecision::Derived(request) = decide(&options, Some(&plain)).unwrap() else {
+        panic!("not derived")
+    };
+    let mut other = ecs.spec(13);
+    other.task_definition = base.clone();
+    other.images = Some(request);
+    let other_task = launcher.launch(&other).await.unwrap();
+    assert_eq!(
+        launcher.api_calls().get("RegisterTaskDefinition"),
+        registered
+    );
+    let shared = task_definition_of(&moto, &other_task.id);
+    assert_ne!(shared, arn);
+    assert!(
+        definition(&moto, &shared)
+            .await
+            .1
+            .iter()
+            .any(|(k, _)| k == DERIVED_HASH)
+    );
+
+    // A replay from the record cannot recreate the secret: refused before any call.
+    let replay: TaskSpec = serde_json::from_str(&recorded).unwrap();
+    let runs = moto.run_task_requests().len();
+    let err = launcher.launch(&replay).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert_eq!(moto.run_task_requests().len(), runs);
+
+    // Cleanup's release: the secret and the job's family are gone.
+    launcher.release(&replay).await.unwrap();
+    assert!(secret_names(&moto).is_empty());
+    assert!(!definition_exists(&moto, &arn).await);
+    // Twice is harmless.
+    launcher.release(&replay).await.unwrap();
+}
+
+/// Without an execution role the task could not read the secret: a configuration error
+/// before any secret is written.
+#[tokio::test]
+async fn secrets_without_an_execution_role_are_refused_before_any_secret() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let options = secret_options(&ecs.task_definition);
+    let ImageDecision::Derived(request) = decide(&options, Some(&secret_job(9))).unwrap() else {
+        panic!("not derived")
+    };
+    let mut spec = ecs.spec(9);
+    spec.images = Some(request);
+    let err = launcher.launch(&spec).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("no execution role"), "{err}");
+    assert!(secret_names(&moto).is_empty());
+    assert!(moto.run_task_requests().is_empty());
+}
+
+/// The driver's cleanup removes the job's secret; gc removes those of jobs past their
+/// deadline whose cleanup never ran, and keeps the others.
+#[tokio::test]
+async fn cleanup_and_gc_remove_the_job_secrets() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let base = base_with_execution_role(&moto).await;
+    let driver = Driver::new(
+        secret_options(&base),
+        Arc::new(launcher.clone()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    let job = JobContext::new(secret_job(10));
+    driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(secret_names(&moto), ["fargate/fixture-10"]);
+    driver.cleanup(&job).await.unwrap();
+    assert!(secret_names(&moto).is_empty());
+
+    // Two jobs whose cleanup never runs: one past its deadline, one not.
+    for (id, deadline) in [
+        (11, std::time::SystemTime::now() - Duration::from_secs(3600)),
+        (12, std::time::SystemTime::now() + Duration::from_secs(3600)),
+    ] {
+        let ImageDecision::Derived(request) =
+            decide(&secret_options(&base), Some(&secret_job(id))).unwrap()
+        else {
+            panic!("not derived")
+        };
+        let mut spec = ecs.spec(id).with_deadline(deadline);
+        spec.task_definition = base.clone();
+        spec.images = Some(request);
+        launcher.launch(&spec).await.unwrap();
+    }
+    let namespace = Namespace::parse("fixture").unwrap();
+    let dry = launcher.prune_job_secrets(&namespace, true).await.unwrap();
+    assert_eq!(dry.removed, ["fargate/fixture-11"]);
+    assert_eq!(secret_names(&moto).len(), 2);
+    let report = launcher.prune_job_secrets(&namespace, false).await.unwrap();
+    assert_eq!(report.removed, ["fargate/fixture-11"]);
+    assert_eq!(report.kept, 1);
+    assert_eq!(secret_names(&moto), ["fargate/fixture-12"]);
+    let gone = fargate_aws::job_secrets::job_family(&base, &ecs.spec(11).key);
+    assert!(!definition_exists(&moto, &gone).await);
+    // Another namespace's secrets are not gc's business.
+    let other = Namespace::parse("other").unwrap();
+    assert!(
+        launcher
+            .prune_job_secrets(&other, false)
+            .await
+            .unwrap()
+            .removed
+            .is_empty()
+    );
+}

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use fargate_aws::{DynamoStore, EcsConfig, EcsLauncher, SdkTransport};
 use fargate_core::metadata::{InterruptionMemory, InterruptionNote};
 use fargate_core::{
-    DebugCommands, JobKey, JobLock, JobRecord, Launched, ListedTask, MetadataStore, Namespace,
-    Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, HostKey, JobKey, JobLock, JobRecord, Launched, ListedTask, MetadataStore,
+    Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tokio::sync::OnceCell;
 
@@ -90,6 +90,12 @@ impl TaskLauncher for LazyLauncher {
             .await?
             .resolve_task_definition(task_definition)
             .await
+    }
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        self.get().await?.release(spec).await
+    }
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        self.get().await?.announced_host_keys(task, container).await
     }
     fn settings_fingerprint(&self) -> String {
         self.fingerprint.clone()

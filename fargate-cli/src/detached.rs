@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fargate_core::driver::AdminOverrides;
+use fargate_core::job::CUSTOM_ENV_PREFIX;
 use fargate_core::{JobContext, JobKey};
 use fargate_ssh::keeper;
 use tokio::io::AsyncReadExt as _;
@@ -132,9 +133,8 @@ pub(crate) fn start_refill(relaunch: &Relaunch) {
     }
 }
 
-/// This binary with this stage's configuration and logging flags and `command`, in a
-/// process group of its own, stdin and stderr closed: what the runner neither waits for
-/// nor signals.
+/// This binary with this stage's configuration and logging flags and `command`, started
+/// as [`detached_command`] says: what the runner neither waits for nor signals.
 fn spawn(relaunch: &Relaunch, command: &[&OsStr], stdout: Stdio) -> Option<tokio::process::Child> {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -143,14 +143,7 @@ fn spawn(relaunch: &Relaunch, command: &[&OsStr], stdout: Stdio) -> Option<tokio
             return None;
         }
     };
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(relaunch.args(command))
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::null())
-        .process_group(0)
-        // The child outlives this stage: tokio must not kill it when the handle drops.
-        .kill_on_drop(false);
+    let mut cmd = detached_command(&exe, relaunch.args(command), std::env::vars_os(), stdout);
     match cmd.spawn() {
         Ok(child) => Some(child),
         Err(e) => {
@@ -158,6 +151,51 @@ fn spawn(relaunch: &Relaunch, command: &[&OsStr], stdout: Stdio) -> Option<tokio
             None
         }
     }
+}
+
+/// `exe` with `args`, in a process group of its own, stdin and stderr closed, with the
+/// stage's environment `vars` [`scrubbed`] of the job's variables.
+fn detached_command(
+    exe: &Path,
+    args: Vec<OsString>,
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+    stdout: Stdio,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args)
+        .env_clear()
+        .envs(scrubbed(vars))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .process_group(0)
+        // The child outlives this stage: tokio must not kill it when the handle drops.
+        .kill_on_drop(false);
+    cmd
+}
+
+/// Variables the runner sets for one job: the job's payload (with its token) and its
+/// stage's exit codes. A detached process outlives the stage and serves no job's stage
+/// itself, so it gets none of them.
+const JOB_VARIABLES: [&str; 4] = [
+    "JOB_RESPONSE_FILE",
+    "BUILD_EXIT_CODE_FILE",
+    "BUILD_FAILURE_EXIT_CODE",
+    "SYSTEM_FAILURE_EXIT_CODE",
+];
+
+/// The environment of a detached process: this stage's `vars` without the job's variables
+/// (`CUSTOM_ENV_*`, the pipeline's and the project's CI/CD variables, secrets included) and
+/// without the runner's per-job ones ([`JOB_VARIABLES`]). The rest (`PATH`, `HOME`, the
+/// AWS SDK's settings and credentials) is the runner's own and is kept.
+fn scrubbed(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> impl Iterator<Item = (OsString, OsString)> {
+    vars.into_iter().filter(|(name, _)| {
+        let name = name.as_encoded_bytes();
+        !name.starts_with(CUSTOM_ENV_PREFIX.as_bytes())
+            && !JOB_VARIABLES.iter().any(|v| v.as_bytes() == name)
+    })
 }
 
 #[cfg(test)]
@@ -193,5 +231,32 @@ mod tests {
                 "fill"
             ]
         );
+    }
+
+    /// The keeper outlives the stage for the life of the job: it must not hold the job's
+    /// variables (secrets among them) in its environment, where `/proc/<pid>/environ` and
+    /// core dumps show them.
+    #[tokio::test]
+    async fn a_detached_process_gets_no_job_variable() {
+        let stage: Vec<(OsString, OsString)> = [
+            ("PATH", "/usr/bin:/bin"),
+            ("AWS_REGION", "eu-west-1"),
+            ("CUSTOM_ENV_DB_PASSWORD", "hunter2"),
+            ("CUSTOM_ENV_CI_JOB_TOKEN", "glcbt-secret"),
+            ("JOB_RESPONSE_FILE", "/tmp/custom-executor1/response.json"),
+            ("SYSTEM_FAILURE_EXIT_CODE", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        // What a child started the way `spawn` starts one sees.
+        let child = detached_command(Path::new("/usr/bin/env"), vec![], stage, Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        let env = String::from_utf8(out.stdout).unwrap();
+        let mut names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["AWS_REGION", "PATH"], "{env}");
     }
 }

@@ -13,6 +13,7 @@ mod human_log;
 mod job_log;
 mod logging;
 mod metrics;
+mod shared_files;
 mod signals;
 
 use std::ffi::OsString;

@@ -4,8 +4,6 @@
 //! stderr gets short lines written for the person reading it ([`crate::human_log`]); the
 //! administrator's `LogFile` gets the structured form (timestamps and fields, or JSON).
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -111,18 +109,14 @@ pub(crate) fn init(
     let structured = match file {
         None => None,
         Some(path) => {
-            let f = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| {
-                    Error::io(
-                        format!("cannot open log file {} for appending", path.display()),
-                        e,
-                    )
-                    .with_hint("check [LogFile] / --log-file and the directory's permissions")
-                })?;
+            // Not followed through a link, and only a regular file of this user.
+            let f = crate::shared_files::open_append(path, 0o600, "log file").map_err(|e| {
+                if e.hint().is_some() {
+                    e
+                } else {
+                    e.with_hint("check [LogFile] / --log-file and the directory's permissions")
+                }
+            })?;
             let layer = tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_target(false)

@@ -210,6 +210,85 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
     assert_eq!(out.matches("FAIL").count(), 1, "{out}");
     assert!(out.contains("FAIL  metadata directory"), "{out}");
     assert!(out.contains("&& chmod 700"), "{out}");
+    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A metrics file in a directory others may write to, then with a link planted there.
+    let textfile = dir.path().join("textfile");
+    std::fs::create_dir(&textfile).unwrap();
+    let metrics = format!(
+        "{}[Metrics]\n  File = {:?}\n",
+        toml(&ecs, &good(), &metadata),
+        textfile.join("fargate.prom").display().to_string()
+    );
+    let (code, out) = doctor(&moto, dir.path(), &metrics);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok    metrics file"), "{out}");
+    std::fs::set_permissions(&textfile, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let (code, out) = doctor(&moto, dir.path(), &metrics);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    assert!(out.contains("FAIL  metrics file"), "{out}");
+    assert!(out.contains("writable by group or others"), "{out}");
+    assert!(out.contains("fix: `chmod go-w"), "{out}");
+    std::fs::set_permissions(&textfile, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", textfile.join("fargate.prom.state")).unwrap();
+    let (code, out) = doctor(&moto, dir.path(), &metrics);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  metrics file"), "{out}");
+    assert!(out.contains("is a symbolic link"), "{out}");
+
+    // Host keys from the task's log: the fixture's definition logs with awslogs; one that
+    // does not fails with the fix.
+    let task_log = |setup: &Setup| {
+        format!(
+            "{}  HostKeySource = \"task-log\"\n",
+            toml(&ecs, setup, &metadata)
+        )
+    };
+    let (code, out) = doctor(&moto, dir.path(), &task_log(&good()));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok    host keys from the log of container ci-coordinator: /ecs/ci job/ci-coordinator/<task id>"),
+        "{out}"
+    );
+    let silent = moto
+        .ecs_client()
+        .register_task_definition()
+        .family("silent")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name(CONTAINER)
+                .image("registry.example/ci:latest")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let silent = silent
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_owned();
+    let (code, out) = doctor(
+        &moto,
+        dir.path(),
+        &task_log(&Setup {
+            task_definition: silent,
+            ..good()
+        }),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    assert!(out.contains("does not log to CloudWatch Logs"), "{out}");
+    assert!(
+        out.contains("fix: give the container an awslogs log configuration"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1185,3 +1185,64 @@ async fn a_cancel_through_the_keeper_ends_the_stage_within_two_seconds() {
     );
     rig.assert_no_task_running(&result).await;
 }
+
+/// `[SSH] HostKeySource = "task-log"`: the task announces its host key in its CloudWatch
+/// Logs stream (moto's, written by the local Fargate as the example entry point does); the
+/// driver reads it with GetLogEvents and accepts the server's key because it is the one
+/// announced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_key_announced_in_the_tasks_log_is_accepted() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig_with(LocalFargateOptions::default(), |c| {
+        format!("{c}  HostKeySource = \"task-log\"\n")
+    })
+    .await;
+    let result = rig.run(Job::new(430, &["echo announced-ok"])).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    assert!(result.log.contains("announced-ok"), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("the SSH server's host key is one the task announced"),
+        "{}",
+        result.log
+    );
+    rig.assert_no_task_running(&result).await;
+}
+
+/// Someone else answers for the task's address (the server's key is not the one the task
+/// announced): prepare fails as a system failure with a hint, before the job's key or any
+/// script reaches that server, and the task is stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_key_the_task_did_not_announce_fails_prepare_and_sends_nothing() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    use fargate_testkit::local_fargate::AnnouncedHostKeys;
+    let rig = rig_with(
+        LocalFargateOptions {
+            announced_host_keys: AnnouncedHostKeys::Other,
+            ..LocalFargateOptions::default()
+        },
+        |c| format!("{c}  HostKeySource = \"task-log\"\n"),
+    )
+    .await;
+    let result = rig.run(Job::new(431, &["echo never-sent"])).await;
+    assert_eq!(
+        result.status,
+        JobStatus::SystemFailure("prepare".into()),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("did not announce") && result.log.contains("nothing was sent to it"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("another host answered"),
+        "{}",
+        result.log
+    );
+    assert!(!result.log.contains("never-sent\n"), "{}", result.log);
+    assert!(result.stage("run").is_empty(), "{}", result.log);
+    rig.assert_no_task_running(&result).await;
+}

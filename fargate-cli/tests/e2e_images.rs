@@ -173,3 +173,27 @@ async fn without_images_enabled_the_image_is_ignored_with_one_line() {
         rig.fargate.ecs.task_definition.as_str()
     );
 }
+
+/// With host keys from the task's log, both SSH servers (the helper's and the job
+/// container's) must present the key their container announced in its own log stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_containers_host_keys_come_from_their_log_streams() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig(&format!("  HostKeySource = \"task-log\"\n{IMAGES}")).await;
+    let result = rig.run(job(24, "alpine:3.20")).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    assert!(
+        result.log.contains("build_script ran in job"),
+        "{}",
+        result.log
+    );
+    assert_eq!(
+        result
+            .log
+            .matches("the SSH server's host key is one the task announced")
+            .count(),
+        2,
+        "{}",
+        result.log
+    );
+}

@@ -124,13 +124,60 @@ fn concurrent_processes_add_up_and_readers_never_see_a_partial_file() {
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("fargate.prom"))
+        .filter(|n| n.contains("fargate.prom"))
         .collect();
     names.sort();
     assert_eq!(
         names,
         ["fargate.prom", "fargate.prom.lock", "fargate.prom.state"]
     );
+}
+
+/// The config stage with `config`, extra arguments first; its output.
+fn config_stage(config: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fargate"))
+        .args(args)
+        .args(["--config".as_ref(), config.as_os_str()])
+        .args(["custom", "config"])
+        .env("CUSTOM_ENV_CI_JOB_ID", "7")
+        .output()
+        .expect("run fargate")
+}
+
+/// In a directory others may write to (node_exporter's textfile directory often is), the
+/// driver writes no metrics, and says why and how to fix it; the stage itself succeeds.
+#[test]
+fn a_metrics_directory_others_may_write_to_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let textfile = dir.path().join("textfile");
+    std::fs::create_dir(&textfile).unwrap();
+    std::fs::set_permissions(&textfile, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let metrics = textfile.join("fargate.prom");
+    let out = config_stage(&config_file(dir.path(), &metrics), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is writable by group or others") && stderr.contains("chmod go-w"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&textfile).unwrap().count(), 0);
+}
+
+/// A link planted where the log file goes is not followed: the stage fails before doing
+/// anything, and the link's target is neither created nor written.
+#[test]
+fn a_link_at_the_log_file_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), &dir.path().join("fargate.prom"));
+    let victim = dir.path().join("victim");
+    let log = dir.path().join("fargate.log");
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let out = config_stage(&config, &["--log-file".as_ref(), log.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert!(!victim.exists(), "the log file's link was followed");
 }
 
 #[tokio::test(flavor = "multi_thread")]

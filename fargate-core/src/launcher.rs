@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::images::ImageRequest;
 use crate::job::{JobIdentity, JobKey, Namespace};
 use crate::shape::TaskShape;
+use crate::shell::HostKey;
 
 mod status;
 
@@ -356,6 +357,38 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
         Ok(task_definition.to_owned())
     }
 
+    /// The host keys that `container` of `task` announced out of band, for
+    /// [`HostKeySource::Announced`](crate::options::HostKeySource::Announced): for ECS the
+    /// `fargate-host-key: <algorithm> <base64>` lines its entry point printed to its log
+    /// stream, read through the logs API. Empty when none is there (yet: logs may arrive
+    /// seconds after the container printed them); the driver asks again until its ready
+    /// deadline. The channel must be one that nothing between the task and this host can
+    /// write to. Backends without one return [`ErrorKind::Unsupported`], the default.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: it changes nothing.
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        let _ = (task, container);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the {self:?} launcher learns no host keys out of band"),
+        ))
+    }
+
+    /// Removes what a launch of `spec` made for its job besides the task itself, once the
+    /// job's tasks are stopped (cleanup, prepare's rollback): for ECS, the job's secret
+    /// and its own task definition when the job's services had secret variables
+    /// ([`ImageRequest::from_secrets`](crate::images::ImageRequest::from_secrets)). What is
+    /// already gone is not an error. The default does nothing (a backend that makes nothing
+    /// per job).
+    ///
+    /// # Cancel safety
+    /// Safe to drop and to call again: what is removed stays removed.
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        let _ = spec;
+        Ok(())
+    }
+
     /// What the backend's own settings (those not in a [`TaskSpec`]: where tasks run, their
     /// network, the labels every task gets) make of every task, as an opaque fingerprint:
     /// two tasks launched from equal specs under equal fingerprints are interchangeable.
@@ -406,6 +439,12 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         (**self).resolve_task_definition(task_definition).await
+    }
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        (**self).release(spec).await
+    }
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        (**self).announced_host_keys(task, container).await
     }
     fn settings_fingerprint(&self) -> String {
         (**self).settings_fingerprint()

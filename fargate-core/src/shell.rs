@@ -82,6 +82,44 @@ impl fmt::Display for HostKey {
     }
 }
 
+impl HostKey {
+    /// The host key of an SSH public key blob (the wire encoding, as in `known_hosts`):
+    /// the algorithm is the blob's first string, the fingerprint OpenSSH's
+    /// `SHA256:<unpadded base64>` of the whole blob.
+    pub fn from_blob(blob: &[u8]) -> HostKey {
+        use base64ct::{Base64Unpadded, Encoding as _};
+        use sha2::{Digest as _, Sha256};
+        let algorithm = blob
+            .get(..4)
+            .and_then(|len| <[u8; 4]>::try_from(len).ok())
+            .map(|len| u32::from_be_bytes(len) as usize)
+            .and_then(|len| blob.get(4..4usize.saturating_add(len)))
+            .and_then(|name| std::str::from_utf8(name).ok())
+            .filter(|name| !name.is_empty() && name.is_ascii())
+            .unwrap_or("unknown")
+            .to_owned();
+        HostKey {
+            algorithm,
+            fingerprint: format!(
+                "SHA256:{}",
+                Base64Unpadded::encode_string(&Sha256::digest(blob))
+            ),
+        }
+    }
+
+    /// The host key of an OpenSSH public key line, `<algorithm> <base64 blob> [comment]`
+    /// (a `*.pub` file, `ssh-keygen -y`); `None` when it is not one, or when the blob's
+    /// algorithm is not the line's.
+    pub fn from_openssh(line: &str) -> Option<HostKey> {
+        use base64ct::{Base64, Encoding as _};
+        let mut words = line.split_whitespace();
+        let (algorithm, encoded) = (words.next()?, words.next()?);
+        let blob = Base64::decode_vec(encoded).ok()?;
+        let key = HostKey::from_blob(&blob);
+        (key.algorithm == algorithm).then_some(key)
+    }
+}
+
 /// Everything needed to run one script.
 #[derive(Clone, Debug)]
 pub struct RunRequest {

@@ -1,8 +1,6 @@
 //! Client key generation and host-key fingerprints.
 
-use base64ct::{Base64Unpadded, Encoding};
 use fargate_core::{Error, ErrorKind, HostKey, KeyPair, KeyType, PrivateKey, Result};
-use sha2::{Digest, Sha256};
 use ssh_key::LineEnding;
 use ssh_key::private::{Ed25519Keypair, KeypairData, RsaKeypair};
 use ssh_key::rand_core::OsRng;
@@ -92,25 +90,7 @@ pub(crate) fn describe_private_key(key: &PrivateKey) -> String {
 /// The algorithm is the blob's first string; the fingerprint is OpenSSH's
 /// `SHA256:<unpadded base64>` of the whole blob.
 pub fn host_key_from_blob(blob: &[u8]) -> HostKey {
-    let algorithm = blob
-        .get(..4)
-        .and_then(|len| <[u8; 4]>::try_from(len).ok())
-        .map(|len| u32::from_be_bytes(len) as usize)
-        .and_then(|len| blob.get(4..4usize.saturating_add(len)))
-        .and_then(|name| std::str::from_utf8(name).ok())
-        .filter(|name| !name.is_empty() && name.is_ascii())
-        .unwrap_or("unknown")
-        .to_owned();
-    HostKey {
-        algorithm,
-        fingerprint: sha256_fingerprint(blob),
-    }
-}
-
-/// OpenSSH's `SHA256:` fingerprint of a key blob: base64 without padding.
-fn sha256_fingerprint(blob: &[u8]) -> String {
-    let digest = Sha256::digest(blob);
-    format!("SHA256:{}", Base64Unpadded::encode_string(&digest))
+    HostKey::from_blob(blob)
 }
 
 #[cfg(test)]

@@ -490,6 +490,20 @@ impl TaskLauncher for SimLauncher {
     ) -> Option<fargate_core::DebugCommands> {
         self.inner.debug_commands(task, container)
     }
+
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        yield_once().await;
+        self.inner.release(spec).await
+    }
+
+    async fn announced_host_keys(
+        &self,
+        task: &TaskRef,
+        container: &str,
+    ) -> Result<Vec<fargate_core::HostKey>> {
+        yield_once().await;
+        self.inner.announced_host_keys(task, container).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------

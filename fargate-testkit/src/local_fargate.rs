@@ -39,6 +39,22 @@ pub struct LocalFargateOptions {
     /// Extra `sshd_config` lines for every task's sshd (e.g. to offer only algorithms the
     /// driver cannot use).
     pub sshd_config: Vec<String>,
+    /// What each task announces as its SSH servers' host keys in its log stream (as the
+    /// example task image's entry point does): the real ones by default.
+    pub announced_host_keys: AnnouncedHostKeys,
+}
+
+/// What a task of the [`LocalFargate`] writes to its containers' CloudWatch Logs streams
+/// (in moto, named as the task definition's `awslogs` configuration says) as
+/// `fargate-host-key:` lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnnouncedHostKeys {
+    /// Each SSH server's own host key.
+    #[default]
+    Real,
+    /// A key no server has: as if another host answered for the task's address.
+    Other,
 }
 
 impl Default for LocalFargateOptions {
@@ -49,6 +65,7 @@ impl Default for LocalFargateOptions {
             login_shell: Some(PathBuf::from("/bin/bash")),
             visibility_lag: Duration::from_secs(1),
             sshd_config: Vec::new(),
+            announced_host_keys: AnnouncedHostKeys::Real,
         }
     }
 }
@@ -367,6 +384,82 @@ async fn job_container_port(
     u16::try_from(port).ok()
 }
 
+/// Writes `fargate-host-key: <key>` for each `(container, public key line)` to the
+/// container's log stream in moto, named as the task's definition says
+/// (`<awslogs-stream-prefix>/<container>/<task id>` of `awslogs-group`); containers without
+/// an `awslogs` configuration announce nothing (their output goes nowhere).
+async fn announce(
+    moto: &Moto,
+    client: &aws_sdk_ecs::Client,
+    task: &aws_sdk_ecs::types::Task,
+    keys: &[(&str, String)],
+) -> Result<(), String> {
+    let Some(arn) = task.task_definition_arn() else {
+        return Ok(());
+    };
+    let out = client
+        .describe_task_definition()
+        .task_definition(arn)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let Some(definition) = out.task_definition() else {
+        return Ok(());
+    };
+    let task_id = task
+        .task_arn()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or_default();
+    for (container, line) in keys {
+        let Some(options) = definition
+            .container_definitions()
+            .iter()
+            .find(|c| c.name() == Some(*container))
+            .and_then(|c| c.log_configuration())
+            .and_then(|l| l.options())
+        else {
+            continue;
+        };
+        let (Some(group), Some(prefix)) = (
+            options.get("awslogs-group"),
+            options.get("awslogs-stream-prefix"),
+        ) else {
+            continue;
+        };
+        let stream = format!("{prefix}/{container}/{task_id}");
+        let logs = |op: &str, input: serde_json::Value| {
+            moto.try_aws_json("logs", "Logs_20140328", op, &input)
+        };
+        // The group is shared by every task; it may exist already.
+        let _ = logs("CreateLogGroup", serde_json::json!({"logGroupName": group}));
+        logs(
+            "CreateLogStream",
+            serde_json::json!({"logGroupName": group, "logStreamName": stream}),
+        )?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut words = line.split_whitespace();
+        let key = format!(
+            "fargate-host-key: {} {}",
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default()
+        );
+        logs(
+            "PutLogEvents",
+            serde_json::json!({
+                "logGroupName": group,
+                "logStreamName": stream,
+                "logEvents": [
+                    {"timestamp": now, "message": "docker-entrypoint: installed the job's public key"},
+                    {"timestamp": now, "message": key},
+                ],
+            }),
+        )?;
+    }
+    Ok(())
+}
+
 /// Gives each new running task an sshd (two for a task of a job image: the helper's and the
 /// job container's), and takes them away when the task stops.
 async fn watch(
@@ -461,6 +554,28 @@ async fn watch(
                         }
                         Err(e) => log(format!("cannot start sshd for {arn}: {e}")),
                     }
+                }
+                // The entry point announces the host keys in the container's log stream.
+                let announced: Vec<(&str, String)> = containers
+                    .iter()
+                    .zip(&started)
+                    .map(|((container, _), sshd)| {
+                        let name = if *container == "job" {
+                            fargate_core::images::JOB_CONTAINER
+                        } else {
+                            crate::moto::CONTAINER
+                        };
+                        let line = match options.announced_host_keys {
+                            AnnouncedHostKeys::Real => sshd.host_public_key().to_owned(),
+                            AnnouncedHostKeys::Other => {
+                                crate::sshd::throwaway_public_key().unwrap_or_default()
+                            }
+                        };
+                        (name, line)
+                    })
+                    .collect();
+                if let Err(e) = announce(&moto, &client, task, &announced).await {
+                    log(format!("cannot announce the host keys of {arn}: {e}"));
                 }
                 servers
                     .lock()

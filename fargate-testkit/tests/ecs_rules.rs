@@ -1085,6 +1085,22 @@ async fn task_definitions_follow_ecs_container_rules() {
             "When networkMode=awsvpc, the host ports and container ports in port mappings must match.",
         ),
         (
+            "secrets-without-execution-role",
+            vec![
+                container("a", true)
+                    .secrets(
+                        aws_sdk_ecs::types::Secret::builder()
+                            .name("PASSWORD")
+                            .value_from("arn:aws:secretsmanager:us-east-1:123456789012:secret:x")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            ],
+            &[],
+            "When you are specifying container secrets, you must also specify a value for 'executionRoleArn'.",
+        ),
+        (
             "duplicate",
             vec![container("a", true).build(), container("a", false).build()],
             &[],

@@ -18,6 +18,7 @@ use crate::context::Context;
 use crate::driver;
 use crate::exit_codes;
 use crate::job_log::JobLog;
+use crate::shared_files;
 
 /// Runs the checks (and the smoke test), prints the checklist; returns
 /// [`exit_codes::SUCCESS`] when everything passed, [`exit_codes::CHECKS_FAILED`] otherwise.
@@ -45,10 +46,16 @@ pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
         config.options.task.container_name.clone(),
         config.options.ssh.port,
     )
-    .with_ecs_exec(ecs_exec, platform_version);
+    .with_ecs_exec(ecs_exec, platform_version)
+    .with_host_keys_from_log(
+        config.options.ssh.host_key_source == fargate_core::options::HostKeySource::Announced,
+    );
     let sdk = EcsLauncher::sdk_config(&config.ecs).await;
     let mut checks = doctor(config.ecs.clone(), &sdk, &expect).await;
     checks.push(metadata_check(&config.metadata_dir));
+    if let Some(file) = &config.metrics_file {
+        checks.push(metrics_check(file));
+    }
     if let Some(table) = driver::stores(&config).table {
         checks.extend(table_checks(&table).await);
     }
@@ -182,6 +189,27 @@ async fn table_checks(table: &crate::backends::LazyDynamo) -> Vec<Check> {
         ),
     });
     checks
+}
+
+/// `[Metrics] File`: its directory is one other users may not write to (else it is refused
+/// at every stage), and nothing there is a link or another user's file where the driver
+/// writes ([`crate::shared_files`]).
+fn metrics_check(file: &Path) -> Check {
+    let name = format!("metrics file {}", file.display());
+    if let Err(err) = shared_files::check_dir(file, "[Metrics] File") {
+        let fix = err.hint().unwrap_or_default().to_owned();
+        return Check::fail(name, err.message().to_owned(), fix);
+    }
+    for suffix in ["", ".lock", ".state"] {
+        let mut path = file.as_os_str().to_owned();
+        path.push(suffix);
+        let path = std::path::PathBuf::from(path);
+        if let Err(err) = shared_files::check_existing(&path, "metrics file") {
+            let fix = err.hint().unwrap_or_default().to_owned();
+            return Check::fail(name, err.message().to_owned(), fix);
+        }
+    }
+    Check::pass(name, "its directory is not writable by other users")
 }
 
 /// A real job: launch, log in, run `true`, stop; its lines go to the log as a job's do.

@@ -15,6 +15,7 @@ use fargate_core::gc::{Action, GcOptions, collect};
 use fargate_core::observe::{
     DynObserver, Event, ObservedLauncher, Observer, StageOutcome, StopCause,
 };
+use fargate_core::options::SecretPolicy;
 use fargate_core::{Error, ErrorKind, FileMetadataStore, Namespace, TaskRef};
 use fargate_ssh::keeper;
 use serde::Serialize;
@@ -98,20 +99,35 @@ async fn collect_with(
     } else {
         None
     };
+    // With secret variables of services, the secrets (and own task definitions) of jobs
+    // whose cleanup never ran.
+    let secrets = if images.enabled() && images.secrets == SecretPolicy::Store {
+        Some(ecs.prune_job_secrets(&namespace, args.dry_run).await?)
+    } else {
+        None
+    };
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         // The JSON report keeps its shape; the derived definitions' summary goes to stderr.
         if let Some(derived) = &derived {
             eprint!("{derived}");
         }
+        if let Some(secrets) = &secrets {
+            eprint!("{secrets}");
+        }
         json_report(&report, &leftovers)
             .and_then(|json| serde_json::to_writer_pretty(&mut out, &json))
             .map_err(std::io::Error::from)
     } else {
-        write!(out, "{report}\n{leftovers}").and_then(|()| match &derived {
-            Some(derived) => write!(out, "\n{derived}"),
-            None => Ok(()),
-        })
+        write!(out, "{report}\n{leftovers}")
+            .and_then(|()| match &derived {
+                Some(derived) => write!(out, "\n{derived}"),
+                None => Ok(()),
+            })
+            .and_then(|()| match &secrets {
+                Some(secrets) => write!(out, "\n{secrets}"),
+                None => Ok(()),
+            })
     };
     written
         .and_then(|()| writeln!(out))
@@ -119,7 +135,8 @@ async fn collect_with(
         .map_err(|e| Error::io("writing the gc report", e))?;
     Ok(report.has_failures()
         || leftovers.failed.is_some()
-        || derived.is_some_and(|d| !d.failed.is_empty()))
+        || derived.is_some_and(|d| !d.failed.is_empty())
+        || secrets.is_some_and(|s| !s.failed.is_empty()))
 }
 
 /// The JSON report: gc's report with a `leftovers` member added.

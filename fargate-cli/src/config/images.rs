@@ -1,6 +1,6 @@
 //! `[Fargate.Images]`: which job `image:` and `services:` run ([`ImagePolicy`]).
 
-use fargate_core::options::ImagePolicy;
+use fargate_core::options::{ImagePolicy, SecretPolicy};
 use toml::de::DeTable;
 
 use super::reader::{Reader, Table};
@@ -16,6 +16,7 @@ pub(super) fn file_key(field: &str) -> Option<&'static str> {
         "images.default_builds_dir" => "[Fargate.Images] DefaultBuildsDir",
         "images.unused_after" => "[Fargate.Images] UnusedAfter",
         "images.max_derived_families" => "[Fargate.Images] MaxDerivedFamilies",
+        "images.secrets" => "[Fargate.Images] ServiceSecrets",
         _ => return None,
     })
 }
@@ -46,6 +47,13 @@ pub(super) fn read_images(r: &mut Reader<'_>, table: &DeTable<'_>, policy: &mut 
     }
     if let Some(n) = r.integer(&mut t, "MaxDerivedFamilies", 1..=10_000) {
         policy.max_derived_families = n as usize;
+    }
+    if let Some(v) = r.take(&mut t, "ServiceSecrets") {
+        match v.get_ref().as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("refuse") => policy.secrets = SecretPolicy::Refuse,
+            Some("secrets-manager") => policy.secrets = SecretPolicy::Store,
+            _ => r.type_error(&t, "ServiceSecrets", v, "\"refuse\" or \"secrets-manager\""),
+        }
     }
     r.finish(&t);
 }

@@ -215,6 +215,7 @@ fn file_key(field: &str) -> &str {
         "ssh.username" => "[SSH] Username",
         "ssh.port" => "[SSH] Port",
         "ssh.probe_interval" => "[SSH] ProbeInterval",
+        "ssh.host_key_source" => "[SSH] HostKeySource",
         "retry.max_attempts" => "[Retry] MaxAttempts",
         other => images::file_key(other)
             .or_else(|| pool::file_key(other))

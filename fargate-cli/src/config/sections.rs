@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use fargate_aws::{Capacity, CapacityProviderItem};
+use fargate_core::options::HostKeySource;
 use fargate_core::{KeyType, Namespace};
 use fargate_ssh::Ssh2Config;
 use toml::Spanned;
@@ -162,6 +163,13 @@ fn read_fargate(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
     c.ecs.use_public_ip = r
         .boolean(&mut t, "UsePublicIP")
         .unwrap_or(c.ecs.assign_public_ip);
+    // Through a public IP anyone on the path may answer first: the host key comes from the
+    // task's log unless [SSH] HostKeySource (read after this table) says otherwise.
+    c.options.ssh.host_key_source = if c.ecs.use_public_ip {
+        HostKeySource::Announced
+    } else {
+        HostKeySource::FirstUse
+    };
     c.options.task.platform_version = optional(r, &mut t, "PlatformVersion");
     let launch_type = r.take(&mut t, "LaunchType");
     let strategy = r.take(&mut t, "CapacityProviderStrategy");
@@ -362,6 +370,13 @@ fn read_ssh(r: &mut Reader<'_>, table: &DeTable<'_>, c: &mut FileConfig) {
         .build();
     if let Some(d) = r.duration(&mut t, "ProbeInterval", false) {
         c.options.ssh.probe_interval = d;
+    }
+    if let Some(v) = r.take(&mut t, "HostKeySource") {
+        match v.get_ref().as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("task-log") => c.options.ssh.host_key_source = HostKeySource::Announced,
+            Some("first-use") => c.options.ssh.host_key_source = HostKeySource::FirstUse,
+            _ => r.type_error(&t, "HostKeySource", v, "\"task-log\" or \"first-use\""),
+        }
     }
     if let Some(on) = r.boolean(&mut t, "ConnectionKeeper") {
         c.keeper.enabled = on;

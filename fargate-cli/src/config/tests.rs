@@ -88,6 +88,11 @@ loglevel = "debug"
     assert_eq!(c.ecs.security_groups, vec!["sg"]);
     assert!(c.ecs.assign_public_ip);
     assert!(c.ecs.use_public_ip, "UsePublicIP follows EnablePublicIP");
+    assert_eq!(
+        c.options.ssh.host_key_source,
+        fargate_core::options::HostKeySource::Announced,
+        "through a public IP the host key comes from the task's log"
+    );
     assert_eq!(c.metadata_dir, PathBuf::from("/m"));
     assert_eq!(
         (c.options.ssh.username.as_str(), c.options.ssh.port),
@@ -190,6 +195,10 @@ CacheDir = "/cache"
     assert_eq!(c.ecs.subnets, vec!["s1", "s2", "s3"]);
     assert_eq!(c.ecs.security_groups, vec!["sg1", "sg2"]);
     assert!(c.ecs.assign_public_ip && !c.ecs.use_public_ip);
+    assert_eq!(
+        c.options.ssh.host_key_source,
+        fargate_core::options::HostKeySource::FirstUse
+    );
     assert_eq!(c.options.task.platform_version.as_deref(), Some("1.4.0"));
     assert_eq!(c.options.task.container_name, "build");
     assert_eq!(c.options.task.allowed_task_definitions.len(), 2);
@@ -498,7 +507,7 @@ fn images_keys_are_read_and_checked_under_their_names() {
         "images are disabled by default"
     );
     let text = format!(
-        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"registry.example.com/ci/*\"]\n  AllowedServices = [\"postgres:*\"]\n  MaxServices = 2\n  JobSSHPort = 2022\n  BundlePath = \"/opt/b\"\n  DefaultBuildsDir = \"/work\"\n  UnusedAfter = \"48h\"\n  MaxDerivedFamilies = 50\n"
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"registry.example.com/ci/*\"]\n  AllowedServices = [\"postgres:*\"]\n  MaxServices = 2\n  JobSSHPort = 2022\n  BundlePath = \"/opt/b\"\n  DefaultBuildsDir = \"/work\"\n  UnusedAfter = \"48h\"\n  MaxDerivedFamilies = 50\n  ServiceSecrets = \"secrets-manager\"\n"
     );
     let images = parse(&text).unwrap().config.options.images;
     assert_eq!(images.allowed_images, ["registry.example.com/ci/*"]);
@@ -509,6 +518,26 @@ fn images_keys_are_read_and_checked_under_their_names() {
     assert_eq!(images.default_builds_dir, "/work");
     assert_eq!(images.unused_after, Duration::from_secs(48 * 3600));
     assert_eq!(images.max_derived_families, 50);
+    assert_eq!(images.secrets, fargate_core::options::SecretPolicy::Store);
+    assert_eq!(
+        parse(&format!(
+            "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n"
+        ))
+        .unwrap()
+        .config
+        .options
+        .images
+        .secrets,
+        fargate_core::options::SecretPolicy::Refuse,
+        "secrets are refused by default"
+    );
+    let shown = errors_of(&format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n  ServiceSecrets = \"plain\"\n"
+    ));
+    assert!(
+        shown.contains("ServiceSecrets = \"plain\" must be \"refuse\" or \"secrets-manager\""),
+        "{shown}"
+    );
 
     let shown = errors_of(&format!(
         "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n  MaxServices = 9\n"
@@ -553,4 +582,31 @@ fn the_warm_pool_is_read_and_checked_under_its_file_keys() {
     assert_eq!(err.problems[0].line, Some(9), "{err}");
     let text = errors_of(&format!("{MINIMAL}[Fargate.WarmPool]\n  Size = 51\n"));
     assert!(text.contains("Size"), "{text}");
+}
+
+#[test]
+fn the_host_key_source_is_read_and_checked() {
+    use fargate_core::options::HostKeySource;
+    let read = |extra: &str| {
+        parse(&format!("{MINIMAL}{extra}"))
+            .unwrap()
+            .config
+            .options
+            .ssh
+            .host_key_source
+    };
+    assert_eq!(read(""), HostKeySource::FirstUse);
+    assert_eq!(
+        read("[SSH]\n  HostKeySource = \"task-log\"\n"),
+        HostKeySource::Announced
+    );
+    assert_eq!(
+        read("  EnablePublicIP = true\n[SSH]\n  HostKeySource = \"first-use\"\n"),
+        HostKeySource::FirstUse
+    );
+    let shown = errors_of(&format!("{MINIMAL}[SSH]\n  HostKeySource = \"tofu\"\n"));
+    assert!(
+        shown.contains("HostKeySource = \"tofu\" must be \"task-log\" or \"first-use\""),
+        "{shown}"
+    );
 }

@@ -13,6 +13,7 @@ use crate::launcher::{
     DebugCommands, DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef,
     TaskSpec, TaskStatus,
 };
+use crate::shell::HostKey;
 
 /// Waits this long or more are said in the log (the job log, for a stage).
 const VISIBLE_WAIT: Duration = Duration::from_secs(1);
@@ -117,6 +118,13 @@ impl TaskLauncher for BudgetedLauncher {
     }
     fn debug_commands(&self, task: &TaskRef, container: &str) -> Option<DebugCommands> {
         self.inner.debug_commands(task, container)
+    }
+    // Not budgeted: none of these is a launch, a stop or a relabelling of a task.
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        self.inner.release(spec).await
+    }
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        self.inner.announced_host_keys(task, container).await
     }
 }
 

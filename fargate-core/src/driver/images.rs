@@ -60,6 +60,10 @@ impl Driver {
             port: request.plan.job_ssh_port,
         };
         let host_key = self.probe_until(endpoint, deadline).await?;
+        if let Some(task) = &record.task {
+            self.check_announced(task, images::JOB_CONTAINER, endpoint, &host_key, deadline)
+                .await?;
+        }
         let mut login = record.clone();
         login.endpoint = Some(endpoint);
         login.host_key = Some(host_key.clone());

@@ -129,6 +129,13 @@ impl Driver {
             .await;
         match result {
             Ok(tasks) => {
+                // The job's tasks are stopping: what the launch made for them besides (for
+                // ECS the job's secret) goes too. A failure leaves it to the backend's gc.
+                if let Some(spec) = &record.spec
+                    && let Err(err) = self.launcher.release(spec).await
+                {
+                    tracing::warn!(error = %err.chain(), "could not remove what the job's launch made besides its task; `fargate gc` will");
+                }
                 self.remove(lock, &record.key).await?;
                 Ok(tasks)
             }

@@ -17,14 +17,18 @@
 //!
 //! The launcher registers the plan as a task definition named after the base and
 //! [`TaskPlan::content_hash`] (or reuses it), and
-//! sends the [`ImageRequest::secrets`] (service variables) as overrides only. The driver
-//! pins both SSH servers' host keys at prepare and runs each stage where
-//! [`stage_container`] says.
+//! sends the [`ImageRequest::environment`] (the plain variables of the image and services)
+//! as overrides only. A variable that holds a secret ([`secrets`]) is refused, or, when
+//! the administrator allows it, goes through the launcher's secret store
+//! ([`ImageRequest::from_secrets`]); never into overrides, tags, a shared definition or a
+//! record. The driver pins both SSH servers' host keys at prepare and runs each stage
+//! where [`stage_container`] says.
 
 mod plan;
 mod prune;
 mod request;
 mod route;
+pub mod secrets;
 
 pub use plan::{
     BUILDS_VOLUME, BUNDLE_CONTAINER, BUNDLE_ENTRY_POINT, BUNDLE_MOUNT, BUNDLE_VOLUME, Condition,

@@ -121,8 +121,9 @@ impl ContainerPlan {
 /// image copying its tool bundle into [`BUNDLE_VOLUME`], then exiting), the job container
 /// (the job's image, its entry point replaced by the bundle's SSH server on
 /// [`job_ssh_port`](Self::job_ssh_port), starting once the bundle is copied and the
-/// services started) and one non-essential container per service. It holds no secret:
-/// service variables go in the launch's overrides ([`super::ImageRequest::secrets`]).
+/// services started) and one non-essential container per service. It holds no variable of
+/// the job's: those go in the launch's overrides ([`super::ImageRequest::environment`]) or,
+/// secret ones, through the backend's secret store ([`super::ImageRequest::from_secrets`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TaskPlan {

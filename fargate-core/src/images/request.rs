@@ -6,22 +6,32 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::plan::{JOB_CONTAINER, PlanInput, ServiceInput, TaskPlan};
+use super::secrets;
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{JobImage, JobResponse, is_host_name};
+use crate::job::{JobImage, JobResponse, SecretValue, is_host_name};
 use crate::options::DriverOptions;
 use crate::setting::Setting;
 
-/// What the launcher needs to run a job in its own image: the derived definition's content
-/// and the secrets that go in the launch's overrides only.
+/// What the launcher needs to run a job in its own image: the derived definition's content,
+/// the containers' plain variables (launch overrides) and their secret ones (the
+/// backend's secret store).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ImageRequest {
     /// The derived task definition's content.
     pub plan: TaskPlan,
-    /// Environment per added container that must not be in a task definition (service
-    /// variables): the launcher sends it as container overrides. `Debug` shows the names
-    /// only.
-    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Plain environment per added container (the image's and services' variables that are
+    /// not secret): the launcher sends it as container overrides, which anyone who may
+    /// describe the task can read. Never in a task definition. `Debug` shows the names only.
+    #[serde(alias = "secrets")]
+    pub environment: BTreeMap<String, BTreeMap<String, String>>,
+    /// Secret environment per added container ([`super::secrets`]), with
+    /// [`SecretPolicy::Store`](crate::options::SecretPolicy::Store) only: the launcher puts
+    /// the values in its secret store for this job and has the task read them from there.
+    /// Their values are never serialized (a record keeps the names, with
+    /// [`SecretValue::missing`] values) nor shown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub from_secrets: BTreeMap<String, BTreeMap<String, SecretValue>>,
     /// `(container, image)` of each service, for the job log.
     pub services: Vec<(String, String)>,
     /// The job image (`None`: the task image), for the job log.
@@ -30,17 +40,29 @@ pub struct ImageRequest {
 
 impl fmt::Debug for ImageRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secrets: BTreeMap<&String, Vec<&String>> = self
-            .secrets
-            .iter()
-            .map(|(c, vars)| (c, vars.keys().collect()))
-            .collect();
+        fn names<V>(m: &BTreeMap<String, BTreeMap<String, V>>) -> BTreeMap<&str, Vec<&str>> {
+            m.iter()
+                .map(|(c, vars)| (c.as_str(), vars.keys().map(String::as_str).collect()))
+                .collect()
+        }
         f.debug_struct("ImageRequest")
             .field("plan", &self.plan)
-            .field("secrets", &secrets)
+            .field("environment", &names(&self.environment))
+            .field("from_secrets", &names(&self.from_secrets))
             .field("services", &self.services)
             .field("job_image", &self.job_image)
             .finish()
+    }
+}
+
+impl ImageRequest {
+    /// Whether the request has secret variables whose values this process does not know
+    /// (read back from a record): a launch of it cannot be replayed.
+    pub fn secrets_missing(&self) -> bool {
+        self.from_secrets
+            .values()
+            .flat_map(BTreeMap::values)
+            .any(|v| v.expose().is_none())
     }
 }
 
@@ -148,14 +170,49 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
             })
             .collect(),
     });
-    let mut secrets = BTreeMap::new();
-    if let Some(vars) = image.map(|i| &i.variables).filter(|v| !v.is_empty()) {
-        secrets.insert(JOB_CONTAINER.to_owned(), vars.clone());
-    }
+    let sensitive = response.map_or(&[][..], |r| &r.sensitive[..]);
     let names: Vec<String> = plan.services().map(|c| c.name.clone()).collect();
+    let mut containers: Vec<(String, String, &JobImage)> = Vec::new();
+    if let Some(image) = image {
+        containers.push((
+            JOB_CONTAINER.to_owned(),
+            format!("image {:?}", image.name),
+            image,
+        ));
+    }
     for (name, service) in names.iter().zip(services) {
-        if !service.variables.is_empty() {
-            secrets.insert(name.clone(), service.variables.clone());
+        containers.push((name.clone(), format!("service {:?}", service.name), service));
+    }
+    let mut environment = BTreeMap::new();
+    let mut from_secrets = BTreeMap::new();
+    for (container, what, image) in containers {
+        if let Some(name) = image
+            .variables
+            .keys()
+            .find(|n| is_driver_variable(&plan, &container, n))
+        {
+            return Err(Error::new(
+                ErrorKind::NotAllowed,
+                format!(
+                    "the job sets variable {name} for container {container}, which the driver sets itself"
+                ),
+            )
+            .with_hint(format!(
+                "remove {name} from the job's image:/services: variables: SSH_PUBLIC_KEY and FARGATE_* variables belong to the driver"
+            )));
+        }
+        let (plain, secret) = secrets::split(
+            &what,
+            &image.variables,
+            &image.sensitive,
+            sensitive,
+            policy.secrets,
+        )?;
+        if !plain.is_empty() {
+            environment.insert(container.clone(), plain);
+        }
+        if !secret.is_empty() {
+            from_secrets.insert(container, secret);
         }
     }
     Ok(ImageDecision::Derived(Box::new(ImageRequest {
@@ -165,8 +222,21 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
             .collect(),
         job_image: image.map(|i| i.name.clone()),
         plan,
-        secrets,
+        environment,
+        from_secrets,
     })))
+}
+
+/// Whether `name` is the driver's own in `container`: `SSH_PUBLIC_KEY`, any `FARGATE_*`
+/// name (the driver's settings for the task: the SSH port, the deadline, the service host
+/// names) and whatever the plan sets there. A job's variable must not replace them: a
+/// container override wins over the task definition's environment.
+fn is_driver_variable(plan: &TaskPlan, container: &str, name: &str) -> bool {
+    name == "SSH_PUBLIC_KEY"
+        || name.starts_with("FARGATE_")
+        || plan
+            .container(container)
+            .is_some_and(|c| c.environment.contains_key(name))
 }
 
 fn refused(what: &str, name: &str, patterns: &[String], setting: Setting) -> Error {
@@ -190,7 +260,7 @@ fn refused(what: &str, name: &str, patterns: &[String], setting: Setting) -> Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::plan::{BUNDLE_CONTAINER, SERVICE_HOSTS_ENV};
+    use crate::images::plan::{BUNDLE_CONTAINER, SERVICE_HOSTS_ENV, SSH_PORT_ENV};
     use crate::options::ImagePolicy;
 
     fn options(images: &[&str], services: &[&str]) -> DriverOptions {
@@ -304,8 +374,8 @@ mod tests {
         let ImageDecision::Derived(req) = decide(&o, Some(&r)).unwrap() else {
             panic!("not derived")
         };
-        assert_eq!(req.secrets["service-1"]["POSTGRES_PASSWORD"], "s3cret");
-        assert_eq!(req.secrets[JOB_CONTAINER]["JOB_VAR"], "v");
+        assert_eq!(req.environment["service-1"]["POSTGRES_PASSWORD"], "s3cret");
+        assert_eq!(req.environment[JOB_CONTAINER]["JOB_VAR"], "v");
         let plan = serde_json::to_string(&req.plan).unwrap();
         assert!(
             !plan.contains("s3cret") && !plan.contains("POSTGRES_PASSWORD"),
@@ -321,5 +391,136 @@ mod tests {
         assert_eq!(job_container.environment[SERVICE_HOSTS_ENV], "db");
         assert!(req.plan.container(BUNDLE_CONTAINER).is_some());
         assert_eq!(req.plan.helper_mounts[0].path, "/builds");
+    }
+
+    /// A job image's or service's variables must not change the driver's settings in the
+    /// task: the job container's SSH port (`FARGATE_SSH_PORT` is in the definition, and an
+    /// override would win), its key, its deadline.
+    #[test]
+    fn job_variables_cannot_set_the_drivers_own() {
+        let o = options(&["*"], &["*"]);
+        for (image, service) in [
+            (
+                JobImage::new("rust").with_variable(SSH_PORT_ENV, "22"),
+                None,
+            ),
+            (
+                JobImage::new("rust").with_variable(SERVICE_HOSTS_ENV, "x"),
+                None,
+            ),
+            (
+                JobImage::new("rust").with_variable("SSH_PUBLIC_KEY", "k"),
+                None,
+            ),
+            (
+                JobImage::new("rust").with_variable("FARGATE_TASK_DEADLINE", "9999999999"),
+                None,
+            ),
+            (
+                JobImage::new("rust"),
+                Some(JobImage::new("redis").with_variable("FARGATE_SSH_PORT", "22")),
+            ),
+        ] {
+            let err =
+                decide(&o, Some(&job(Some(image), service.into_iter().collect()))).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotAllowed);
+            assert!(
+                err.to_string().contains("which the driver sets itself"),
+                "{err}"
+            );
+        }
+        let fine = JobImage::new("rust").with_variable("RUST_LOG", "debug");
+        assert!(decide(&o, Some(&job(Some(fine), vec![]))).is_ok());
+    }
+
+    /// A service variable that holds a secret job variable never goes into the overrides'
+    /// environment: refused by default, naming it; with the secret store, passed apart,
+    /// and its value is in no serialized form (the job record).
+    #[test]
+    fn secret_service_variables_are_refused_or_kept_apart() {
+        use crate::job::{SensitiveVariable, Sensitivity};
+        use crate::options::SecretPolicy;
+        let mut r = job(
+            Some(JobImage::new("rust:1.85")),
+            vec![
+                JobImage::new("postgres:16")
+                    .with_variable("POSTGRES_PASSWORD", "$DB_PASSWORD")
+                    .with_variable("POSTGRES_DB", "test"),
+            ],
+        );
+        r.sensitive = vec![SensitiveVariable::new(
+            "DB_PASSWORD",
+            "hunter2-hunter2",
+            Sensitivity::Masked,
+        )];
+        let mut o = options(&["*"], &["*"]);
+        let err = decide(&o, Some(&r)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotAllowed);
+        assert!(
+            err.to_string().contains(
+                "service \"postgres:16\" has a secret variable: POSTGRES_PASSWORD refers to the masked variable DB_PASSWORD"
+            ),
+            "{err}"
+        );
+        // Marked by the payload itself.
+        let marked = job(
+            None,
+            vec![JobImage::new("redis").with_secret_variable("TOKEN", "t", Sensitivity::File)],
+        );
+        assert!(
+            decide(&o, Some(&marked))
+                .unwrap_err()
+                .to_string()
+                .contains("TOKEN is a file-type variable")
+        );
+
+        o.images.secrets = SecretPolicy::Store;
+        let ImageDecision::Derived(req) = decide(&o, Some(&r)).unwrap() else {
+            panic!("not derived")
+        };
+        assert_eq!(
+            req.environment["service-1"].keys().collect::<Vec<_>>(),
+            ["POSTGRES_DB"]
+        );
+        assert_eq!(
+            req.from_secrets["service-1"]["POSTGRES_PASSWORD"].expose(),
+            Some("hunter2-hunter2")
+        );
+        assert!(!req.secrets_missing());
+        let stored = serde_json::to_string(&req).unwrap();
+        assert!(
+            !stored.contains("hunter2") && stored.contains("POSTGRES_PASSWORD"),
+            "{stored}"
+        );
+        assert!(!format!("{req:?}").contains("hunter2"));
+        let back: ImageRequest = serde_json::from_str(&stored).unwrap();
+        assert!(back.secrets_missing());
+        assert_eq!(back.environment, req.environment);
+    }
+
+    /// Records written before the split name the plain variables `secrets`.
+    #[test]
+    fn an_older_record_reads_its_variables_as_plain_environment() {
+        let o = options(&["*"], &["*"]);
+        let ImageDecision::Derived(req) = decide(
+            &o,
+            Some(&job(
+                None,
+                vec![JobImage::new("redis").with_variable("A", "b")],
+            )),
+        )
+        .unwrap() else {
+            panic!("not derived")
+        };
+        let new = serde_json::to_string(&req).unwrap();
+        // The request's own field comes after the plan's (whose containers have theirs).
+        let at = new.rfind("\"environment\"").unwrap();
+        let old = format!(
+            "{}\"secrets\"{}",
+            &new[..at],
+            &new[at + "\"environment\"".len()..]
+        );
+        let back: ImageRequest = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.environment["service-1"]["A"], "b");
     }
 }

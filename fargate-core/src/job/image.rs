@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use super::sensitive::Sensitivity;
+
 /// One image of the job payload: the job's `image:` or one of its `services:`.
 ///
 /// `variables` may hold secrets (a service's variables can expand masked CI/CD variables):
@@ -31,6 +33,9 @@ pub struct JobImage {
     pub command: Option<Vec<String>>,
     /// The image's own variables (for services: their environment).
     pub variables: BTreeMap<String, String>,
+    /// Those of [`variables`](Self::variables) that the payload itself marks as secret
+    /// (`masked`, `file` or not `public`), with why.
+    pub sensitive: BTreeMap<String, Sensitivity>,
 }
 
 impl JobImage {
@@ -51,6 +56,19 @@ impl JobImage {
     /// The same image with variable `key` set to `value`.
     pub fn with_variable(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.variables.insert(key.into(), value.into());
+        self
+    }
+
+    /// The same image with secret variable `key` set to `value` (marked `sensitivity`).
+    pub fn with_secret_variable(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        sensitivity: Sensitivity,
+    ) -> Self {
+        let key = key.into();
+        self.sensitive.insert(key.clone(), sensitivity);
+        self.variables.insert(key, value.into());
         self
     }
 
@@ -107,6 +125,7 @@ impl fmt::Debug for JobImage {
             .field("entrypoint", &self.entrypoint)
             .field("command", &self.command)
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .field("sensitive", &self.sensitive)
             .finish()
     }
 }
@@ -126,11 +145,26 @@ pub(crate) struct RawImage {
     variables: Option<Vec<RawVariable>>,
 }
 
+/// One variable of the payload (of the job, or of an image): `key`, `value` and the flags
+/// GitLab sets.
 #[derive(Deserialize)]
-struct RawVariable {
-    key: String,
+pub(crate) struct RawVariable {
+    pub(crate) key: String,
     #[serde(default)]
-    value: String,
+    pub(crate) value: String,
+    #[serde(default)]
+    masked: Option<bool>,
+    #[serde(default)]
+    file: Option<bool>,
+    #[serde(default)]
+    public: Option<bool>,
+}
+
+impl RawVariable {
+    /// Why GitLab marks it secret, if it does.
+    pub(crate) fn sensitivity(&self) -> Option<Sensitivity> {
+        Sensitivity::of(self.masked, self.file, self.public)
+    }
 }
 
 impl RawImage {
@@ -141,6 +175,12 @@ impl RawImage {
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())?;
         let nonempty = |v: Option<Vec<String>>| v.filter(|v| !v.is_empty());
+        let variables: Vec<RawVariable> = self
+            .variables
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| !v.key.is_empty())
+            .collect();
         Some(JobImage {
             name,
             aliases: self
@@ -152,13 +192,11 @@ impl RawImage {
                 .collect(),
             entrypoint: nonempty(self.entrypoint),
             command: nonempty(self.command),
-            variables: self
-                .variables
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|v| !v.key.is_empty())
-                .map(|v| (v.key, v.value))
+            sensitive: variables
+                .iter()
+                .filter_map(|v| Some((v.key.clone(), v.sensitivity()?)))
                 .collect(),
+            variables: variables.into_iter().map(|v| (v.key, v.value)).collect(),
         })
     }
 }

@@ -17,6 +17,7 @@ mod go_id;
 mod identity;
 mod image;
 mod response;
+mod sensitive;
 
 pub use context::{CUSTOM_ENV_PREFIX, JobContext};
 pub use go_id::GoJobId;
@@ -26,3 +27,4 @@ pub use identity::{
 pub use image::JobImage;
 pub(crate) use image::is_host_name;
 pub use response::JobResponse;
+pub use sensitive::{SecretValue, SensitiveVariable, Sensitivity};

@@ -4,15 +4,17 @@
 //! `$JOB_RESPONSE_FILE` (mode 0600, in the runner's per-job temporary directory) before every
 //! stage. A pipeline author cannot change the fields read here: the job's `id`, `job_info`,
 //! `git_info`, `runner_info`, `image` and `services` come from GitLab itself. The payload's
-//! `variables` are as untrusted as `CUSTOM_ENV_*` and are not read; neither is the job
-//! `token` (a secret).
+//! `variables` are as untrusted as `CUSTOM_ENV_*`; only those GitLab marks as secret are
+//! kept ([`SensitiveVariable`]), so that their values never go where others can read them.
+//! The job `token` (a secret) is not read.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::image::{JobImage, RawImage};
+use super::image::{JobImage, RawImage, RawVariable};
+use super::sensitive::SensitiveVariable;
 use crate::error::{Error, ErrorKind, Result};
 
 /// What the driver reads from the job payload. Every field comes from GitLab, not from the
@@ -45,6 +47,9 @@ pub struct JobResponse {
     pub image: Option<JobImage>,
     /// The job's `services:` (`services`), in order.
     pub services: Vec<JobImage>,
+    /// The job's variables that GitLab marks as secret (`masked`, `file` or not
+    /// `public`), with their values (`Debug` hides them).
+    pub sensitive: Vec<SensitiveVariable>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +65,8 @@ struct Raw {
     image: Option<RawImage>,
     #[serde(default)]
     services: Option<Vec<RawImage>>,
+    #[serde(default)]
+    variables: Option<Vec<RawVariable>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -151,6 +158,16 @@ impl JobResponse {
                 .into_iter()
                 .filter_map(RawImage::into_image)
                 .collect(),
+            sensitive: raw
+                .variables
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| !v.key.is_empty())
+                .filter_map(|v| {
+                    let sensitivity = v.sensitivity()?;
+                    Some(SensitiveVariable::new(v.key, v.value, sensitivity))
+                })
+                .collect(),
         })
     }
 }
@@ -230,6 +247,41 @@ mod tests {
         let none =
             JobResponse::parse(br#"{"id": 8, "image": {"name": ""}, "services": null}"#).unwrap();
         assert!(none.image.is_none() && none.services.is_empty());
+    }
+
+    #[test]
+    fn keeps_the_variables_gitlab_marks_secret_and_no_other() {
+        use crate::job::Sensitivity;
+        let payload = br#"{
+            "id": 9,
+            "variables": [
+                {"key": "CI_JOB_ID", "value": "9", "public": true},
+                {"key": "CI_JOB_TOKEN", "value": "glcbt-64", "public": false, "masked": true},
+                {"key": "DB_PASSWORD", "value": "hunter2-hunter2", "public": false, "masked": false},
+                {"key": "KUBECONFIG", "value": "apiVersion: v1", "public": true, "file": true},
+                {"key": "FROM_YAML", "value": "plain"}
+            ]
+        }"#;
+        let r = JobResponse::parse(payload).unwrap();
+        let kept: Vec<(&str, Sensitivity)> = r
+            .sensitive
+            .iter()
+            .map(|v| (v.name.as_str(), v.sensitivity))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("CI_JOB_TOKEN", Sensitivity::Masked),
+                ("DB_PASSWORD", Sensitivity::NotPublic),
+                ("KUBECONFIG", Sensitivity::File)
+            ]
+        );
+        assert_eq!(r.sensitive[1].value.expose(), Some("hunter2-hunter2"));
+        let shown = format!("{r:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("glcbt"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::job::JobKey;
 
 pub use call_budget::FileCallBudget;
-pub use file_store::{FileMetadataStore, permission_warnings};
+pub use file_store::{FileMetadataStore, effective_uid, permission_warnings};
 pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;
 pub use namespaces::NamespaceClaim;

@@ -10,6 +10,7 @@ use crate::launcher::{
     DebugCommands, DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef,
     TaskSpec, TaskStatus,
 };
+use crate::shell::HostKey;
 
 /// Wraps a launcher and tells `observer` how each call ended.
 /// [`Driver::with_observer`](crate::Driver::with_observer) installs it.
@@ -73,6 +74,12 @@ impl TaskLauncher for ObservedLauncher {
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         let r = self.inner.resolve_task_definition(task_definition).await;
         self.report(ApiOperation::ResolveDefinition, r)
+    }
+    async fn release(&self, spec: &TaskSpec) -> Result<()> {
+        self.inner.release(spec).await
+    }
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        self.inner.announced_host_keys(task, container).await
     }
     fn settings_fingerprint(&self) -> String {
         self.inner.settings_fingerprint()

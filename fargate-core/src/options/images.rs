@@ -43,6 +43,24 @@ pub struct ImagePolicy {
     /// Most derived task-definition families a base may have; `gc` removes the least
     /// recently used beyond it. Default 200.
     pub max_derived_families: usize,
+    /// What becomes of an image's or service's variable that holds a secret (see
+    /// [`crate::images`]): refused (the default), or passed through the backend's secret
+    /// store.
+    pub secrets: SecretPolicy,
+}
+
+/// What the driver does with a secret variable of a job's image or service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SecretPolicy {
+    /// The job fails before any backend call, with an error naming the variable.
+    #[default]
+    Refuse,
+    /// The launcher keeps the value in its secret store for the job's life, and the task
+    /// reads it from there (for ECS: a per-job Secrets Manager secret referenced by the
+    /// task definition); it never goes into the launch's overrides, tags or records.
+    Store,
 }
 
 impl Default for ImagePolicy {
@@ -56,6 +74,7 @@ impl Default for ImagePolicy {
             default_builds_dir: "/builds".into(),
             unused_after: Duration::from_secs(7 * 24 * 3600),
             max_derived_families: 200,
+            secrets: SecretPolicy::Refuse,
         }
     }
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use builder::DriverOptionsBuilder;
-pub use images::ImagePolicy;
+pub use images::{ImagePolicy, SecretPolicy};
 pub use pool::{MAX_POOL_SIZE, WarmPoolOptions};
 pub use problems::{ConfigError, ConfigProblem};
 pub use shape::{CapacityProfile, OverMax, ProjectRule, ShapePolicy, SizeLimit};
@@ -122,6 +122,26 @@ pub struct SshLogin {
     pub key_type: KeyType,
     /// Interval of SSH readiness probes once the task's address is known. Default 250 ms.
     pub probe_interval: Duration,
+    /// Where the host key that prepare pins comes from. Default
+    /// [`HostKeySource::FirstUse`].
+    pub host_key_source: HostKeySource,
+}
+
+/// Where the driver learns which host key a task's SSH server must present.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum HostKeySource {
+    /// The key the server presents when it first answers is pinned (trust on first use).
+    /// Enough on a private network; on a path others can answer on (a public IP), the
+    /// first answer may not be the task's.
+    #[default]
+    FirstUse,
+    /// The task announces its host keys out of band, through the backend
+    /// ([`TaskLauncher::announced_host_keys`](crate::TaskLauncher::announced_host_keys):
+    /// for ECS its log stream); the SSH server must present one of them, else prepare
+    /// fails before anything is sent to it.
+    Announced,
 }
 
 impl Default for SshLogin {
@@ -131,6 +151,7 @@ impl Default for SshLogin {
             port: 22,
             key_type: KeyType::Ed25519,
             probe_interval: Duration::from_millis(250),
+            host_key_source: HostKeySource::FirstUse,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::launcher::{
     ContainerStatus, DebugCommands, Launched, ListedTask, StopDetails, StopOutcome, TaskLauncher,
     TaskRef, TaskSpec, TaskState, TaskStatus,
 };
+use crate::shell::HostKey;
 use crate::task_details::TaskDetails;
 
 /// How a fake task boots, counted in `describe` calls.
@@ -84,6 +85,9 @@ pub struct MemoryLauncher {
     plan: BootPlan,
     settings: Mutex<String>,
     definitions: Mutex<HashMap<String, String>>,
+    /// Container name -> the host keys its tasks announce, and after how many asks.
+    announced: Mutex<HashMap<String, (Vec<HostKey>, u32)>>,
+    asks: Mutex<u32>,
     /// Faults to inject; also counts calls.
     pub faults: Faults,
 }
@@ -164,6 +168,15 @@ impl MemoryLauncher {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_owned(), resolved.to_owned());
+    }
+
+    /// Makes every task's `container` announce `keys` ([`TaskLauncher::announced_host_keys`])
+    /// from the `after`-th ask on (the first asks see none, as logs arriving late).
+    pub fn announce(&self, container: &str, keys: Vec<HostKey>, after: u32) {
+        self.announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(container.to_owned(), (keys, after));
     }
 
     /// Sets the containers `describe` reports for `task` (e.g. a service that stopped).
@@ -329,6 +342,25 @@ impl TaskLauncher for MemoryLauncher {
             format!("fake-exec --task {task} --container {container} /bin/sh"),
             format!("fake-stop --task {task}"),
         ))
+    }
+
+    async fn announced_host_keys(&self, task: &TaskRef, container: &str) -> Result<Vec<HostKey>> {
+        if !self.lock().tasks.contains_key(&task.id) {
+            return Err(Error::new(ErrorKind::NotFound, format!("no task {task}")));
+        }
+        let asks = {
+            let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
+            *asks += 1;
+            *asks
+        };
+        Ok(self
+            .announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(container)
+            .filter(|(_, after)| asks >= *after)
+            .map(|(keys, _)| keys.clone())
+            .unwrap_or_default())
     }
 
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {

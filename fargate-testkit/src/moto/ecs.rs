@@ -11,7 +11,7 @@ use aws_sdk_ecs::types::{
 use fargate_aws::EcsConfig;
 use fargate_core::{JobIdentity, JobResponse, Namespace, TaskSpec};
 
-use super::{CONTAINER, Moto};
+use super::{CONTAINER, LOG_GROUP, LOG_STREAM_PREFIX, Moto};
 use crate::http;
 
 /// What [`Moto::setup`] created: a FARGATE cluster, a task definition with container
@@ -198,7 +198,9 @@ impl Moto {
     }
 
     /// Registers a Fargate task definition `family` (awsvpc, 256 CPU, 512 MiB) with one
-    /// container [`CONTAINER`] that has `memory` (moto needs it) and port 22; returns its ARN.
+    /// container [`CONTAINER`] that has `memory` (moto needs it), port 22 and the `awslogs`
+    /// log driver (group [`LOG_GROUP`], stream prefix [`LOG_STREAM_PREFIX`], where the local
+    /// Fargate announces each task's host keys); returns its ARN.
     pub async fn register_task_definition(&self, family: &str) -> String {
         let out = self
             .ecs_client()
@@ -215,6 +217,15 @@ impl Moto {
                     .memory(512)
                     .essential(true)
                     .port_mappings(PortMapping::builder().container_port(22).build())
+                    .log_configuration(
+                        aws_sdk_ecs::types::LogConfiguration::builder()
+                            .log_driver(aws_sdk_ecs::types::LogDriver::Awslogs)
+                            .options("awslogs-group", LOG_GROUP)
+                            .options("awslogs-region", "us-east-1")
+                            .options("awslogs-stream-prefix", LOG_STREAM_PREFIX)
+                            .build()
+                            .unwrap_or_else(|e| panic!("log configuration: {e}")),
+                    )
                     .build(),
             )
             .send()

@@ -78,6 +78,10 @@ pub const MOTO_VERSION: &str = "5.2.5";
 pub const MOTO_INSTALL: &str = "pip install 'moto[server]==5.2.5'";
 /// Container name of the fixture's task definition.
 pub const CONTAINER: &str = "ci-coordinator";
+/// The CloudWatch Logs group of the fixture's task definition (`awslogs-group`).
+pub const LOG_GROUP: &str = "/ecs/ci";
+/// The stream prefix of the fixture's task definition (`awslogs-stream-prefix`).
+pub const LOG_STREAM_PREFIX: &str = "job";
 
 /// The access key id of the oracle view: requests signed with it see every task at once,
 /// whatever the [visibility lag](Moto::set_visibility_lag).
@@ -434,6 +438,51 @@ impl Moto {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Calls `operation` of a JSON-protocol service of this server (`signing_name` as in a
+    /// SigV4 scope, e.g. `secretsmanager` or `logs`; `target` the `X-Amz-Target` prefix,
+    /// e.g. `secretsmanager` or `Logs_20140328`) with `input`, in the oracle view; the
+    /// answer. Panics on an error answer: for test code checking or seeding state.
+    pub fn aws_json(
+        &self,
+        signing_name: &str,
+        target: &str,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> serde_json::Value {
+        self.try_aws_json(signing_name, target, operation, input)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Moto::aws_json`], with an error answer (or no answer) as `Err` with its text.
+    pub fn try_aws_json(
+        &self,
+        signing_name: &str,
+        target: &str,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={ORACLE_ACCESS_KEY}/20250101/us-east-1/{signing_name}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let target = format!("{target}.{operation}");
+        let r = self
+            .http(
+                "POST",
+                "/",
+                &[
+                    ("Content-Type", "application/x-amz-json-1.1"),
+                    ("X-Amz-Target", &target),
+                    ("Authorization", &auth),
+                ],
+                input.to_string().as_bytes(),
+            )
+            .map_err(|e| format!("moto {target}: {e}"))?;
+        if r.status >= 300 {
+            return Err(format!("moto {target}: HTTP {}: {}", r.status, r.body));
+        }
+        Ok(serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null))
     }
 
     /// The `RunTask` request body that started `task_arn`.

@@ -34,7 +34,7 @@
 #    rules, and the task reports them as its cpu and memory.
 # 12. Task definitions of job images: RegisterTaskDefinition's family, container names,
 #    1-10 containers, an essential one, dependsOn targets and conditions, mount volumes and
-#    awsvpc ports, the tag rules of RunTask; a second registration of a family while one is under way is refused
+#    awsvpc ports, container secrets (name, valueFrom, an execution role), the tag rules of RunTask; a second registration of a family while one is under way is refused
 #    (hold each registration $FGT_MOTO_DIR/register_hold seconds to provoke it);
 #    DescribeTaskDefinition of a family names its latest ACTIVE revision; RunTask refuses an
 #    INACTIVE revision.
@@ -669,6 +669,17 @@ def _check_task_definition(request):
                     f"Invalid 'mountPoints' setting for container {c['name']}: unknown volume "
                     f"{mount.get('sourceVolume')}."
                 )
+        secrets = c.get("secrets") or []
+        for secret in secrets:
+            if not secret.get("name") or not secret.get("valueFrom"):
+                raise _client_error(
+                    f"Container {c['name']}: a secret needs a name and a valueFrom."
+                )
+        if secrets and not request.get("executionRoleArn"):
+            raise _client_error(
+                "When you are specifying container secrets, you must also specify a value "
+                "for 'executionRoleArn'."
+            )
         for port in c.get("portMappings") or []:
             host = port.get("hostPort")
             if awsvpc and host is not None and host != port.get("containerPort"):

@@ -94,7 +94,7 @@ impl SshdBuilder {
             .prefix("fargate-sshd-")
             .tempdir()
             .map_err(|e| io_error("creating the sshd fixture directory", e))?;
-        let host_key = write_host_key(&dir.path().join("host_ed25519"))?;
+        let (host_key, host_public_key) = write_host_key(&dir.path().join("host_ed25519"))?;
         // The login user owns the directory of its authorized keys, as a user owns
         // `~/.ssh` in a task image: it can replace them (a warm pool's key swap). sshd is
         // told where they are through FARGATE_AUTHORIZED_KEYS (see `write_config`).
@@ -119,6 +119,7 @@ impl SshdBuilder {
                 port: 0,
             },
             host_key,
+            host_public_key,
             username,
             authorized_keys,
             log,

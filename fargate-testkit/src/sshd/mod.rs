@@ -75,6 +75,7 @@ struct ServerState {
 pub struct Sshd {
     endpoint: Endpoint,
     host_key: HostKey,
+    host_public_key: String,
     username: String,
     authorized_keys: PathBuf,
     log: PathBuf,
@@ -114,6 +115,12 @@ impl Sshd {
     /// Its host key, as [`fargate_core::RemoteShell::probe`] reports it.
     pub fn host_key(&self) -> &HostKey {
         &self.host_key
+    }
+
+    /// Its host public key as an OpenSSH line (`ssh-ed25519 AAAA... comment`), what a task
+    /// image's entry point announces.
+    pub fn host_public_key(&self) -> &str {
+        &self.host_public_key
     }
 
     /// Its host key fingerprint (`SHA256:...`).
@@ -288,7 +295,21 @@ impl Drop for Sshd {
     }
 }
 
-fn write_host_key(path: &Path) -> Result<HostKey> {
+/// The public OpenSSH line of a fresh ed25519 key that no server has: what a host that
+/// answers for someone else's address would show.
+pub fn throwaway_public_key() -> Result<String> {
+    let key = ssh_key::PrivateKey::new(
+        KeypairData::from(Ed25519Keypair::random(&mut OsRng)),
+        "someone-else",
+    )
+    .map_err(|e| fixture_error(format!("making a key: {e}")))?;
+    key.public_key()
+        .to_openssh()
+        .map_err(|e| fixture_error(format!("encoding a public key: {e}")))
+}
+
+/// Writes a fresh ed25519 host key to `path`; its [`HostKey`] and public OpenSSH line.
+fn write_host_key(path: &Path) -> Result<(HostKey, String)> {
     let key = ssh_key::PrivateKey::new(
         KeypairData::from(Ed25519Keypair::random(&mut OsRng)),
         "fargate-test-host",
@@ -310,5 +331,9 @@ fn write_host_key(path: &Path) -> Result<HostKey> {
         .public_key()
         .to_bytes()
         .map_err(|e| fixture_error(format!("encoding the host public key: {e}")))?;
-    Ok(host_key_from_blob(&blob))
+    let line = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| fixture_error(format!("encoding the host public key: {e}")))?;
+    Ok((host_key_from_blob(&blob), line))
 }

@@ -19,6 +19,7 @@ use super::{
     resolve_task_definition,
 };
 
+mod host_key;
 mod launch;
 mod login;
 mod ready;

@@ -163,6 +163,16 @@ impl Driver {
             let probe_started = Instant::now();
             match tokio::time::timeout_at(deadline, self.shell.probe(endpoint)).await {
                 Ok(Ok(host_key)) => {
+                    // Before the key is pinned and anything is sent (the probe sends the
+                    // server nothing but the key exchange).
+                    self.check_announced(
+                        task,
+                        &self.options.task.container_name,
+                        endpoint,
+                        &host_key,
+                        deadline,
+                    )
+                    .await?;
                     return Ok(Ready {
                         endpoint,
                         host_key,

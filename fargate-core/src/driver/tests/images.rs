@@ -64,7 +64,10 @@ async fn a_job_image_runs_its_scripts_in_the_job_container_and_the_rest_in_the_h
         .as_ref()
         .expect("the launch carries the image request");
     assert_eq!(request.job_image.as_deref(), Some("rust:1.85"));
-    assert_eq!(request.secrets["service-1"]["POSTGRES_PASSWORD"], "s3cret");
+    assert_eq!(
+        request.environment["service-1"]["POSTGRES_PASSWORD"],
+        "s3cret"
+    );
     assert_eq!(
         request.plan.container(JOB_CONTAINER).unwrap().environment[SERVICE_HOSTS_ENV],
         "db"

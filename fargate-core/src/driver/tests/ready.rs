@@ -160,3 +160,51 @@ async fn a_task_still_unknown_after_the_consistency_window_fails_prepare() {
     // The record is kept: the task may still show up, and cleanup (or gc) must stop it.
     assert!(r.store.peek(&r.key()).is_some());
 }
+
+/// With announced host keys, the key the server presents must be one the task announced:
+/// a late announcement is waited for, and another key fails prepare as a system failure
+/// before anything is sent (no login), the task stopped.
+#[tokio::test(start_paused = true)]
+async fn an_announced_host_key_is_required_and_waited_for() {
+    use crate::options::HostKeySource;
+    use crate::shell::HostKey;
+    let mut c = config();
+    c.ssh.host_key_source = HostKeySource::Announced;
+    let container = c.task.container_name.clone();
+
+    let r = rig_with(c.clone(), BootPlan::default());
+    r.launcher.announce(&container, vec![r.shell.host_key()], 3);
+    r.prepare().await.unwrap();
+    assert_eq!(
+        r.store.get(&r.key()).await.unwrap().unwrap().host_key,
+        Some(r.shell.host_key())
+    );
+
+    let r = rig_with(c.clone(), BootPlan::default());
+    let forged = HostKey {
+        algorithm: "ssh-ed25519".into(),
+        fingerprint: "SHA256:someone-elses".into(),
+    };
+    r.launcher.announce(&container, vec![forged], 0);
+    let failure = r.prepare().await.unwrap_err();
+    assert_eq!(failure.class(), FailureClass::System);
+    let err = system_error(failure);
+    assert_eq!(err.kind(), ErrorKind::HostKeyMismatch);
+    assert!(err.message().contains("nothing was sent to it"), "{err}");
+    assert!(
+        err.hint().unwrap().contains("another host answered"),
+        "{err:?}"
+    );
+    assert!(r.shell.runs().is_empty(), "the login check was sent");
+    assert!(r.launcher.running().is_empty(), "the task was not stopped");
+
+    let mut slow = c;
+    slow.timeouts.ready = Duration::from_secs(20);
+    let r = rig_with(slow, BootPlan::default());
+    let start = Instant::now();
+    let err = system_error(r.prepare().await.unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.message().contains("announced no host key"), "{err}");
+    assert!(start.elapsed() <= Duration::from_secs(21));
+    assert!(r.shell.runs().is_empty());
+}

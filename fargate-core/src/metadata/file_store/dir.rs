@@ -119,12 +119,12 @@ pub(super) fn dir_problem(meta: &fs::Metadata, euid: u32) -> Option<DirProblem> 
     }
 }
 
-/// The effective uid of this process.
+/// The effective uid of this process (the owner of the files it creates).
 ///
 /// `libc::geteuid` would need `unsafe`; this reads the `Uid:` line of `/proc/self/status` (real, effective, saved and filesystem uid), which the
 /// kernel fills in from the process's credentials: no side effect, and unlike the owner of
 /// `/proc/self` it is right for non-dumpable (e.g. setuid) processes too.
-pub(super) fn effective_uid() -> Result<u32> {
+pub fn effective_uid() -> Result<u32> {
     let status = fs::read_to_string("/proc/self/status").map_err(|e| {
         Error::io("reading /proc/self/status to learn the effective uid", e)
             .with_backend(BACKEND)

@@ -19,8 +19,8 @@ mod leftovers;
 #[cfg(test)]
 mod tests;
 
-pub use dir::permission_warnings;
-use dir::{O_NOFOLLOW, effective_uid, open_error};
+use dir::{O_NOFOLLOW, open_error};
+pub use dir::{effective_uid, permission_warnings};
 use flock::LockGuard;
 use leftovers::TempFiles;
 
