@@ -86,9 +86,10 @@ pub enum ImageDecision {
 pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result<ImageDecision> {
     let policy = &options.images;
     let (image, services) = match response {
-        Some(r) => (r.image.as_ref(), &r.services[..]),
-        None => (None, &[][..]),
+        Some(r) => expand_names(r)?,
+        None => (None, Vec::new()),
     };
+    let (image, services) = (image.as_ref(), &services[..]);
     if image.is_none() && services.is_empty() {
         return Ok(ImageDecision::TaskImage);
     }
@@ -225,6 +226,54 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
         environment,
         from_secrets,
     })))
+}
+
+/// The job's image and services with their names expanded from the job's variables as
+/// gitlab-runner expands them ([`JobVariables::expand`](crate::job::JobVariables::expand)),
+/// before any check: the allowlist sees what would be pulled. An image whose name expands
+/// to nothing is no image (the runner's default image: here the task image); a service's
+/// is refused. A name that takes a masked or file-type variable's value is refused: it
+/// would be readable in the task definition.
+fn expand_names(response: &JobResponse) -> Result<(Option<JobImage>, Vec<JobImage>)> {
+    let expand = |what: &str, image: &JobImage| -> Result<JobImage> {
+        let expanded = response.variables.expand(&image.name);
+        if let Some((name, why)) = expanded.secret {
+            return Err(Error::new(
+                ErrorKind::NotAllowed,
+                format!(
+                    "the job's {what} {:?} refers to the {why} variable {name}, whose value would be readable in the task definition",
+                    image.name
+                ),
+            )
+            .with_hint(format!(
+                "name the {what} without {name} (a public variable or the name itself)"
+            )));
+        }
+        Ok(JobImage {
+            name: expanded.value.trim().to_owned(),
+            ..image.clone()
+        })
+    };
+    let image = match &response.image {
+        Some(i) => Some(expand("image", i)?).filter(|i| !i.name.is_empty()),
+        None => None,
+    };
+    let services = response
+        .services
+        .iter()
+        .map(|s| {
+            let expanded = expand("service", s)?;
+            if expanded.name.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::NotAllowed,
+                    format!("the job's service {:?} expands to an empty name", s.name),
+                )
+                .with_hint("define the variables the service's name uses"));
+            }
+            Ok(expanded)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((image, services))
 }
 
 /// Whether `name` is the driver's own in `container`: `SSH_PUBLIC_KEY`, any `FARGATE_*`
@@ -496,6 +545,85 @@ mod tests {
         let back: ImageRequest = serde_json::from_str(&stored).unwrap();
         assert!(back.secrets_missing());
         assert_eq!(back.environment, req.environment);
+    }
+
+    /// Names are expanded from the job's variables as gitlab-runner does, and the
+    /// allowlist checks the expanded name: a written name that matches a pattern cannot
+    /// bring in another image through a variable.
+    #[test]
+    fn names_are_expanded_before_the_allowlist_check() {
+        use crate::job::{JobVariables, Sensitivity};
+        let o = options(
+            &[
+                "registry.gitlab.example.com/group/app/*",
+                "$CI_REGISTRY_IMAGE/*",
+            ],
+            &["postgres:*"],
+        );
+        let mut r = job(
+            Some(JobImage::new("$CI_REGISTRY_IMAGE/builder:${TAG}")),
+            vec![JobImage::new("postgres:$PG")],
+        );
+        r.variables = JobVariables::new()
+            .with("CI_REGISTRY_IMAGE", "registry.gitlab.example.com/group/app")
+            .with("TAG", "1.2")
+            .with("PG", "16");
+        let ImageDecision::Derived(req) = decide(&o, Some(&r)).unwrap() else {
+            panic!("not derived")
+        };
+        assert_eq!(
+            req.job_image.as_deref(),
+            Some("registry.gitlab.example.com/group/app/builder:1.2")
+        );
+        assert_eq!(
+            req.plan.container(JOB_CONTAINER).unwrap().image.as_deref(),
+            Some("registry.gitlab.example.com/group/app/builder:1.2")
+        );
+        assert_eq!(req.services[0].1, "postgres:16");
+
+        // Smuggling: the written name matches the (literal) pattern "$CI_REGISTRY_IMAGE/*",
+        // the pipeline points the variable elsewhere: the expanded name is refused.
+        r.variables = JobVariables::new().with("CI_REGISTRY_IMAGE", "evil.example.com/miner");
+        let err = decide(&o, Some(&r)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotAllowed);
+        assert!(
+            err.to_string()
+                .contains("image \"evil.example.com/miner/builder:\" is not allowed"),
+            "{err}"
+        );
+        // A service through a variable, the same.
+        r.image = None;
+        r.services = vec![JobImage::new("$SVC")];
+        r.variables = JobVariables::new().with("SVC", "evil/miner");
+        let err = decide(&o, Some(&r)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("service \"evil/miner\" is not allowed"),
+            "{err}"
+        );
+        // An empty expansion: the task image for `image:`, refused for a service.
+        r.image = Some(JobImage::new("$NOTHING"));
+        r.services = vec![];
+        assert_eq!(decide(&o, Some(&r)).unwrap(), ImageDecision::TaskImage);
+        r.services = vec![JobImage::new("${NOTHING}")];
+        assert!(
+            decide(&o, Some(&r))
+                .unwrap_err()
+                .to_string()
+                .contains("expands to an empty name")
+        );
+        // A masked variable's value never goes into a task definition's image.
+        r.services = vec![];
+        r.image = Some(JobImage::new("registry.gitlab.example.com/group/app/$KEY"));
+        r.variables = JobVariables::new().with_sensitive("KEY", "k3y-value", Sensitivity::Masked);
+        let err = decide(&o, Some(&r)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotAllowed);
+        assert!(
+            err.to_string()
+                .contains("refers to the masked variable KEY")
+                && !err.to_string().contains("k3y-value"),
+            "{err}"
+        );
     }
 
     /// Records written before the split name the plain variables `secrets`.

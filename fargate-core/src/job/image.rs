@@ -158,6 +158,8 @@ pub(crate) struct RawVariable {
     file: Option<bool>,
     #[serde(default)]
     public: Option<bool>,
+    #[serde(default)]
+    pub(crate) raw: Option<bool>,
 }
 
 impl RawVariable {

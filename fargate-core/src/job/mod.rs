@@ -18,6 +18,7 @@ mod identity;
 mod image;
 mod response;
 mod sensitive;
+mod variables;
 
 pub use context::{CUSTOM_ENV_PREFIX, JobContext};
 pub use go_id::GoJobId;
@@ -28,3 +29,4 @@ pub use image::JobImage;
 pub(crate) use image::is_host_name;
 pub use response::JobResponse;
 pub use sensitive::{SecretValue, SensitiveVariable, Sensitivity};
+pub use variables::{Expanded, JobVariables};

@@ -4,8 +4,10 @@
 //! `$JOB_RESPONSE_FILE` (mode 0600, in the runner's per-job temporary directory) before every
 //! stage. A pipeline author cannot change the fields read here: the job's `id`, `job_info`,
 //! `git_info`, `runner_info`, `image` and `services` come from GitLab itself. The payload's
-//! `variables` are as untrusted as `CUSTOM_ENV_*`; only those GitLab marks as secret are
-//! kept ([`SensitiveVariable`]), so that their values never go where others can read them.
+//! `variables` are as untrusted as `CUSTOM_ENV_*`: those GitLab marks as secret are kept
+//! apart ([`SensitiveVariable`]), so that their values never go where others can read them,
+//! and all of them expand `image:` and `services:` names ([`JobVariables`]), whose result
+//! the allowlist checks.
 //! The job `token` (a secret) is not read.
 
 use std::path::Path;
@@ -15,6 +17,7 @@ use serde::Deserialize;
 
 use super::image::{JobImage, RawImage, RawVariable};
 use super::sensitive::SensitiveVariable;
+use super::variables::JobVariables;
 use crate::error::{Error, ErrorKind, Result};
 
 /// What the driver reads from the job payload. Every field comes from GitLab, not from the
@@ -50,6 +53,9 @@ pub struct JobResponse {
     /// The job's variables that GitLab marks as secret (`masked`, `file` or not
     /// `public`), with their values (`Debug` hides them).
     pub sensitive: Vec<SensitiveVariable>,
+    /// All the payload's variables, for expanding `image:` and `services:` names as
+    /// gitlab-runner does (untrusted values: the allowlist checks the expanded names).
+    pub variables: JobVariables,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +142,12 @@ impl JobResponse {
             .as_deref()
             .map(split_repo_url)
             .unwrap_or_default();
+        let variables: Vec<RawVariable> = raw
+            .variables
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| !v.key.is_empty())
+            .collect();
         Ok(JobResponse {
             id,
             job_name: raw.job_info.name.filter(|s| !s.is_empty()),
@@ -158,16 +170,17 @@ impl JobResponse {
                 .into_iter()
                 .filter_map(RawImage::into_image)
                 .collect(),
-            sensitive: raw
-                .variables
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|v| !v.key.is_empty())
+            sensitive: variables
+                .iter()
                 .filter_map(|v| {
                     let sensitivity = v.sensitivity()?;
-                    Some(SensitiveVariable::new(v.key, v.value, sensitivity))
+                    Some(SensitiveVariable::new(&v.key, &v.value, sensitivity))
                 })
                 .collect(),
+            variables: JobVariables::from_payload(variables.into_iter().map(|v| {
+                let sensitivity = v.sensitivity();
+                (v.key, v.value, v.raw == Some(true), sensitivity)
+            })),
         })
     }
 }
@@ -282,6 +295,23 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("glcbt"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn keeps_every_variable_for_expanding_image_names() {
+        let r = JobResponse::parse(
+            br#"{"id": 3, "image": {"name": "$CI_REGISTRY_IMAGE/b:$T"}, "variables": [
+                {"key": "CI_REGISTRY_IMAGE", "value": "reg.example.com/g/p", "public": true},
+                {"key": "T", "value": "$CI_COMMIT_SHA", "raw": true},
+                {"key": "PASS", "value": "hunter2-hunter2", "masked": true}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.image.as_ref().unwrap().name, "$CI_REGISTRY_IMAGE/b:$T");
+        let e = r.variables.expand("$CI_REGISTRY_IMAGE/b:$T");
+        assert_eq!(e.value, "reg.example.com/g/p/b:$CI_COMMIT_SHA");
+        assert!(r.variables.expand("$PASS").secret.is_some());
+        assert!(!format!("{r:?}").contains("hunter2"));
     }
 
     #[test]
