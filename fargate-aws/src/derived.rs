@@ -49,8 +49,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ecs::types::{
     ContainerCondition, ContainerDefinition, ContainerDependency, KeyValuePair, MountPoint,
-    PortMapping, Tag, TaskDefinition, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
-    Volume,
+    PortMapping, RepositoryCredentials, Tag, TaskDefinition, TaskDefinitionField,
+    TaskDefinitionStatus, TransportProtocol, Volume,
 };
 use fargate_core::images::{Condition, ContainerPlan, ImageRequest, TaskPlan};
 use fargate_core::{Error, ErrorKind, Result, TaskSpec};
@@ -391,6 +391,16 @@ pub fn derived_containers(
                 plan.helper
             ))
         })?;
+    if base.execution_role_arn.is_none()
+        && let Some(c) = plan.containers.iter().find(|c| c.credentials.is_some())
+    {
+        return Err(invalid(format!(
+            "the base task definition {} has no execution role, which ECS needs to read the credentials of the registry of {:?}",
+            base.task_definition_arn.as_deref().unwrap_or_default(),
+            c.image.as_deref().unwrap_or_default()
+        ))
+        .with_hint("give the base task definition an execution role allowed secretsmanager:GetSecretValue on the registry's secret (see docs/images.md, private registries)"));
+    }
     let helper_image = helper.image.clone().unwrap_or_default();
     let log_configuration = helper.log_configuration.clone();
     helper
@@ -467,6 +477,20 @@ fn container(
         ))
         .set_mount_points(Some(c.mounts.iter().map(mount_point).collect()))
         .set_depends_on(Some(depends_on));
+    if let Some(credentials) = &c.credentials {
+        b = b.repository_credentials(
+            RepositoryCredentials::builder()
+                .credentials_parameter(credentials)
+                .build()
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Unexpected,
+                        format!("repository credentials: {e}"),
+                    )
+                    .with_backend("ecs")
+                })?,
+        );
+    }
     if let Some(port) = c.port {
         b = b.port_mappings(
             PortMapping::builder()

@@ -109,6 +109,12 @@ pub struct TaskExpectations {
     /// Whether the driver reads the task's host keys from the container's log stream
     /// (`[SSH] HostKeySource = "task-log"`): then its log configuration is checked.
     pub host_keys_from_log: bool,
+    /// The secrets of private registries' credentials (`[[Fargate.Images.Registry]]`
+    /// `CredentialsArn`), and whether job images may come from ECR: both need the base
+    /// definition's execution role.
+    pub registry_credentials: Vec<String>,
+    /// Whether an allowed job image or service pattern names an ECR registry.
+    pub ecr_images: bool,
 }
 
 impl TaskExpectations {
@@ -125,7 +131,17 @@ impl TaskExpectations {
             ecs_exec: false,
             platform_version: None,
             host_keys_from_log: false,
+            registry_credentials: Vec::new(),
+            ecr_images: false,
         }
+    }
+
+    /// The same, for job images pulled with the private registries' `credentials` (their
+    /// secrets' ARNs) and from ECR when `ecr_images`.
+    pub fn with_image_pulls(mut self, credentials: Vec<String>, ecr_images: bool) -> Self {
+        self.registry_credentials = credentials;
+        self.ecr_images = ecr_images;
+        self
     }
 
     /// The same expectations, for tasks started with ECS Exec (`ecs_exec`) on
@@ -144,7 +160,8 @@ impl TaskExpectations {
 }
 
 /// Checks `config` against the account `sdk` reaches: the credentials and region, the
-/// cluster, its capacity providers, the task definition, the subnets and the security
+/// cluster, its capacity providers, the task definition (and its execution role when job
+/// images come from private registries or ECR), the subnets and the security
 /// groups' rule for the SSH port (EC2's `DescribeSubnets`, `DescribeSecurityGroups`). Each
 /// failure carries its fix. No task is started.
 pub async fn doctor(
@@ -173,6 +190,9 @@ pub async fn doctor(
     }
     if task.host_keys_from_log {
         checks.push(launcher.check_host_key_log(task).await);
+    }
+    if !task.registry_credentials.is_empty() || task.ecr_images {
+        checks.push(launcher.check_image_pulls(task).await);
     }
     checks.extend(launcher.check_network(task.port).await);
     checks
@@ -320,6 +340,59 @@ impl EcsLauncher {
                 name,
                 e.message().to_owned(),
                 e.hint().unwrap_or_default().to_owned(),
+            ),
+        }
+    }
+
+    /// Private registries and ECR images are pulled with the base definition's execution
+    /// role: it must have one (what it may do is IAM's to say, and not readable here).
+    async fn check_image_pulls(&self, want: &TaskExpectations) -> Check {
+        let name = "execution role for job image pulls";
+        let td = match self.describe_definition(&want.task_definition).await {
+            Ok(Some((td, _))) => td,
+            Ok(None) => {
+                return Check::fail(
+                    name,
+                    "the task definition is not found",
+                    "see the task definition check",
+                );
+            }
+            Err(e) => {
+                return Check::fail(
+                    name,
+                    e.message().to_owned(),
+                    "allow ecs:DescribeTaskDefinition",
+                );
+            }
+        };
+        let mut needs = Vec::new();
+        if !want.registry_credentials.is_empty() {
+            needs.push(format!(
+                "secretsmanager:GetSecretValue on {}",
+                want.registry_credentials.join(", ")
+            ));
+        }
+        if want.ecr_images {
+            needs.push(
+                "ecr:GetAuthorizationToken, ecr:BatchCheckLayerAvailability, ecr:GetDownloadUrlForLayer, ecr:BatchGetImage"
+                    .to_owned(),
+            );
+        }
+        match td.execution_role_arn() {
+            Some(role) => Check::pass(
+                name,
+                format!("{role}; it must be allowed {}", needs.join("; and ")),
+            ),
+            None => Check::fail(
+                name,
+                format!(
+                    "{} has no execution role: ECS cannot pull job images from private registries or ECR",
+                    want.task_definition
+                ),
+                format!(
+                    "give the task definition an execution role allowed {} (docs/images.md, private registries)",
+                    needs.join("; and ")
+                ),
             ),
         }
     }
@@ -631,9 +704,34 @@ fn version_below(v: &str, min: (u32, u32, u32)) -> bool {
     }
 }
 
+/// Whether image name or pattern `image` names an ECR registry
+/// (`<account>.dkr.ecr.<region>.amazonaws.com/...`): ECS pulls it with the task's execution
+/// role, no `repositoryCredentials`.
+pub fn is_ecr_image(image: &str) -> bool {
+    let host = image.split('/').next().unwrap_or_default();
+    host.contains(".dkr.ecr.")
+        && (host.ends_with(".amazonaws.com")
+            || host.ends_with(".amazonaws.com.cn")
+            || host.ends_with('*'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ecr_hosts_are_recognised() {
+        assert!(is_ecr_image(
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/ci/rust:1"
+        ));
+        assert!(is_ecr_image(
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/*"
+        ));
+        assert!(!is_ecr_image(
+            "registry.gitlab.example.com/dkr.ecr.x/amazonaws.com"
+        ));
+        assert!(!is_ecr_image("rust:1.85"));
+    }
 
     #[test]
     fn platform_versions_before_1_4_0_have_no_ecs_exec() {

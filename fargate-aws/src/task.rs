@@ -72,6 +72,25 @@ fn stop_details(task: &Task) -> StopDetails {
             .collect(),
     )
     .with_reclaimed(reclaimed)
+    .with_pull_failed(pull_failed(task))
+}
+
+/// Prefix of ECS's reason when the agent could not pull a container's image.
+pub(crate) const PULL_ERROR: &str = "CannotPullContainerError";
+
+/// The containers of `task` whose image pull failed, when ECS says one did (task or
+/// container reason `CannotPullContainerError: ...`).
+fn pull_failed(task: &Task) -> Option<Vec<String>> {
+    let failed: Vec<String> = task
+        .containers()
+        .iter()
+        .filter(|c| c.reason().is_some_and(|r| r.starts_with(PULL_ERROR)))
+        .filter_map(|c| c.name().map(str::to_owned))
+        .collect();
+    let task_level = task
+        .stopped_reason()
+        .is_some_and(|r| r.starts_with(PULL_ERROR));
+    (task_level || !failed.is_empty()).then_some(failed)
 }
 
 /// `(key, value)` pairs as ECS tags.

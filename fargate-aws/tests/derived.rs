@@ -987,3 +987,130 @@ async fn cleanup_and_gc_remove_the_job_secrets() {
             .is_empty()
     );
 }
+
+// --- Private registries ([[Fargate.Images.Registry]]) --------------------------------------
+
+const REGISTRY: &str = "registry.gitlab.example.com";
+const REGISTRY_SECRET: &str =
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/gitlab-registry-AbCdEf";
+
+fn registry_options(base: &str, configured: bool) -> DriverOptions {
+    let mut images = ImagePolicy::allowing([format!("{REGISTRY}/*")], Vec::<String>::new());
+    if configured {
+        images.registries = vec![fargate_core::options::RegistryCredentials::new(
+            REGISTRY,
+            REGISTRY_SECRET,
+        )];
+    }
+    DriverOptions::builder()
+        .namespace(Namespace::parse("fixture").unwrap())
+        .task_definition(base)
+        .images(images)
+        .build()
+        .unwrap()
+}
+
+fn registry_job(id: u64) -> JobResponse {
+    let mut r = response(id, "$CI_REGISTRY_IMAGE/builder:1", vec![]);
+    r.variables = fargate_core::job::JobVariables::new()
+        .with("CI_REGISTRY_IMAGE", format!("{REGISTRY}/group/app"));
+    r
+}
+
+/// An image of a private registry without configured credentials: the fixture refuses the
+/// pull as ECS does, and prepare fails with ECS's reason and a hint naming the registry and
+/// the missing configuration (no SSH error); with the registry's credentials configured,
+/// the derived definition's job container carries them as `repositoryCredentials` and the
+/// task starts.
+#[tokio::test]
+async fn a_private_registry_needs_its_credentials_in_the_derived_definition() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    moto.set_private_registries(&[(REGISTRY, REGISTRY_SECRET)]);
+    let base = base_with_execution_role(&moto).await;
+
+    let driver = Driver::new(
+        registry_options(&base, false),
+        Arc::new(launcher.clone()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    let failure = driver
+        .prepare(
+            &JobContext::new(registry_job(31)),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    let err = failure.error().unwrap();
+    assert_eq!(err.kind(), ErrorKind::TaskStopped, "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("could not pull an image: CannotPullContainerError:")
+            && shown.contains("stop code TaskFailedToStart"),
+        "{shown}"
+    );
+    let hint = err.hint().unwrap();
+    assert!(
+        hint.contains(&format!(
+            "comes from registry {REGISTRY}, for which this runner has no credentials"
+        )) && hint.contains(&format!(
+            "[[Fargate.Images.Registry]] Host = \"{REGISTRY}\""
+        )),
+        "{hint}"
+    );
+    assert!(!shown.to_ascii_lowercase().contains("ssh"), "{shown}");
+
+    // Configured: the job container pulls with the secret, and the task starts.
+    let options = registry_options(&base, true);
+    let ImageDecision::Derived(request) = decide(&options, Some(&registry_job(32))).unwrap() else {
+        panic!("not derived")
+    };
+    let mut spec = ecs.spec(32);
+    spec.task_definition = base.clone();
+    spec.images = Some(request);
+    let task = launcher.launch(&spec).await.unwrap();
+    let (td, _) = definition(&moto, &task_definition_of(&moto, &task.id)).await;
+    let job = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(fargate_core::images::JOB_CONTAINER))
+        .unwrap();
+    assert_eq!(
+        job.image(),
+        Some(&*format!("{REGISTRY}/group/app/builder:1"))
+    );
+    assert_eq!(
+        job.repository_credentials()
+            .map(|c| c.credentials_parameter()),
+        Some(REGISTRY_SECRET)
+    );
+    let bundle = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(fargate_core::images::BUNDLE_CONTAINER))
+        .unwrap();
+    assert!(
+        bundle.repository_credentials().is_none(),
+        "the task image needs none"
+    );
+    let status = launcher.describe(&task).await.unwrap();
+    assert!(!status.state.is_terminal(), "{status:?}");
+}
+
+/// Registry credentials need the base's execution role: refused before any registration.
+#[tokio::test]
+async fn registry_credentials_without_an_execution_role_are_a_configuration_error() {
+    fargate_testkit::require_fixture!(Moto);
+    let (_moto, ecs, launcher) = setup().await;
+    let options = registry_options(&ecs.task_definition, true);
+    let ImageDecision::Derived(request) = decide(&options, Some(&registry_job(33))).unwrap() else {
+        panic!("not derived")
+    };
+    let err = launcher
+        .launch(&spec_with(&ecs, 33, request))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("has no execution role"), "{err}");
+}

@@ -534,3 +534,94 @@ async fn store_init_creates_the_fleet_table_and_doctor_checks_it() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("names no DynamoDB table"), "{out}");
 }
+
+/// Job images from a private registry or ECR are pulled with the base definition's
+/// execution role: doctor fails without one, naming what the role must allow, and passes
+/// with one.
+#[tokio::test(flavor = "multi_thread")]
+async fn private_registries_and_ecr_need_an_execution_role() {
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    let ecs = moto.setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata");
+    std::fs::create_dir(&metadata).unwrap();
+    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let ssh_group = moto.create_security_group("ci-ssh");
+    moto.allow_tcp_in(&ssh_group, 22);
+    let setup = |task_definition: &str| Setup {
+        cluster: ecs.cluster.clone(),
+        task_definition: task_definition.to_owned(),
+        container: CONTAINER.into(),
+        security_group: ssh_group.clone(),
+    };
+    let secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/registry-AbCdEf";
+    let images = format!(
+        "[Fargate.Images]\n  AllowedImages = [\"registry.gitlab.example.com/*\", \"123456789012.dkr.ecr.us-east-1.amazonaws.com/ci/*\"]\n  JobSSHPort = 2222\n\
+         [[Fargate.Images.Registry]]\n  Host = \"registry.gitlab.example.com\"\n  CredentialsArn = {secret:?}\n"
+    );
+    let name = "execution role for job image pulls";
+
+    // Without images, no such check.
+    let (code, out) = doctor(
+        &moto,
+        dir.path(),
+        &toml(&ecs, &setup(&ecs.task_definition), &metadata),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(name), "{out}");
+
+    // The fixture's task definition has no execution role.
+    let config = format!(
+        "{}{images}",
+        toml(&ecs, &setup(&ecs.task_definition), &metadata)
+    );
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("FAIL  {name}: ")), "{out}");
+    assert!(out.contains("has no execution role"), "{out}");
+    assert!(
+        out.contains(&format!("secretsmanager:GetSecretValue on {secret}"))
+            && out.contains("ecr:BatchGetImage"),
+        "{out}"
+    );
+
+    let role = "arn:aws:iam::123456789012:role/fargate-ci-task-execution";
+    let with_role = moto
+        .ecs_client()
+        .register_task_definition()
+        .family("with-execution-role")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .execution_role_arn(role)
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name(CONTAINER)
+                .image("registry.example/ci:latest")
+                .memory(512)
+                .port_mappings(
+                    aws_sdk_ecs::types::PortMapping::builder()
+                        .container_port(22)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_owned();
+    let config = format!("{}{images}", toml(&ecs, &setup(&with_role), &metadata));
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok    {name}: {role}; it must be allowed secretsmanager:GetSecretValue"
+        )),
+        "{out}"
+    );
+}

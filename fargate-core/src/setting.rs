@@ -41,11 +41,13 @@ pub enum Setting {
     MaxMemory,
     /// The most ephemeral storage a job may ask for.
     MaxEphemeralStorage,
+    /// The credentials of private registries.
+    Registries,
 }
 
 impl Setting {
     /// Every setting, for embedders that check they name each one.
-    pub const ALL: [Setting; 15] = [
+    pub const ALL: [Setting; 16] = [
         Setting::MetadataDirectory,
         Setting::Namespace,
         Setting::ReadyTimeout,
@@ -61,6 +63,7 @@ impl Setting {
         Setting::MaxCpu,
         Setting::MaxMemory,
         Setting::MaxEphemeralStorage,
+        Setting::Registries,
     ];
 
     /// The setting in words, as the core's hints name it (`"the ready timeout"`).
@@ -81,6 +84,7 @@ impl Setting {
             Setting::MaxCpu => "the most CPU per job",
             Setting::MaxMemory => "the most memory per job",
             Setting::MaxEphemeralStorage => "the most ephemeral storage per job",
+            Setting::Registries => "the private registries' credentials",
         }
     }
 }

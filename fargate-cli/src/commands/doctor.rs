@@ -49,6 +49,24 @@ pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
     .with_ecs_exec(ecs_exec, platform_version)
     .with_host_keys_from_log(
         config.options.ssh.host_key_source == fargate_core::options::HostKeySource::Announced,
+    )
+    .with_image_pulls(
+        config
+            .options
+            .images
+            .registries
+            .iter()
+            .filter(|_| config.options.images.enabled())
+            .map(|r| r.credentials.clone())
+            .collect(),
+        config.options.images.enabled()
+            && config
+                .options
+                .images
+                .allowed_images
+                .iter()
+                .chain(&config.options.images.allowed_services)
+                .any(|p| fargate_aws::doctor::is_ecr_image(p)),
     );
     let sdk = EcsLauncher::sdk_config(&config.ecs).await;
     let mut checks = doctor(config.ecs.clone(), &sdk, &expect).await;

@@ -1,6 +1,6 @@
 //! `[Fargate.Images]`: which job `image:` and `services:` run ([`ImagePolicy`]).
 
-use fargate_core::options::{ImagePolicy, SecretPolicy};
+use fargate_core::options::{ImagePolicy, RegistryCredentials, SecretPolicy};
 use toml::de::DeTable;
 
 use super::reader::{Reader, Table};
@@ -17,6 +17,8 @@ pub(super) fn file_key(field: &str) -> Option<&'static str> {
         "images.unused_after" => "[Fargate.Images] UnusedAfter",
         "images.max_derived_families" => "[Fargate.Images] MaxDerivedFamilies",
         "images.secrets" => "[Fargate.Images] ServiceSecrets",
+        "images.registries.host" => "[[Fargate.Images.Registry]] Host",
+        "images.registries.credentials" => "[[Fargate.Images.Registry]] CredentialsArn",
         _ => return None,
     })
 }
@@ -53,6 +55,38 @@ pub(super) fn read_images(r: &mut Reader<'_>, table: &DeTable<'_>, policy: &mut 
             Some("refuse") => policy.secrets = SecretPolicy::Refuse,
             Some("secrets-manager") => policy.secrets = SecretPolicy::Store,
             _ => r.type_error(&t, "ServiceSecrets", v, "\"refuse\" or \"secrets-manager\""),
+        }
+    }
+    if let Some(list) = r.take(&mut t, "Registry") {
+        match list.get_ref().as_array() {
+            None => r.type_error(
+                &t,
+                "Registry",
+                list,
+                "an array of tables ([[Fargate.Images.Registry]])",
+            ),
+            Some(items) => {
+                for item in items {
+                    let Some(table) = item.get_ref().as_table() else {
+                        r.type_error(&t, "Registry", item, "a table");
+                        continue;
+                    };
+                    let mut e = Table::new("Fargate.Images.Registry", table);
+                    let host = r.nonempty(&mut e, "Host");
+                    let arn = r.nonempty(&mut e, "CredentialsArn");
+                    match (host, arn) {
+                        (Some(host), Some(arn)) => policy
+                            .registries
+                            .push(RegistryCredentials::new(host.to_ascii_lowercase(), arn)),
+                        _ => r.error(
+                            item.span(),
+                            "[[Fargate.Images.Registry]]".into(),
+                            "needs Host and CredentialsArn".into(),
+                        ),
+                    }
+                    r.finish(&e);
+                }
+            }
         }
     }
     r.finish(&t);

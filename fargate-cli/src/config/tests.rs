@@ -560,6 +560,43 @@ fn images_keys_are_read_and_checked_under_their_names() {
 }
 
 #[test]
+fn private_registries_are_read_and_checked() {
+    let images = parse(&format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n[[Fargate.Images.Registry]]\n  Host = \"Registry.GitLab.example.com\"\n  CredentialsArn = \"arn:aws:secretsmanager:eu-west-1:1:secret:r\"\n[[Fargate.Images.Registry]]\n  Host = \"docker.io\"\n  CredentialsArn = \"arn:aws:secretsmanager:eu-west-1:1:secret:hub\"\n"
+    ))
+    .unwrap()
+    .config
+    .options
+    .images;
+    assert_eq!(images.registries.len(), 2);
+    assert_eq!(
+        images
+            .credentials_for("registry.gitlab.example.com/g/app:1")
+            .map(|r| r.credentials.as_str()),
+        Some("arn:aws:secretsmanager:eu-west-1:1:secret:r")
+    );
+    assert_eq!(
+        images
+            .credentials_for("rust:1.85")
+            .map(|r| r.credentials.as_str()),
+        Some("arn:aws:secretsmanager:eu-west-1:1:secret:hub")
+    );
+    assert!(images.credentials_for("gcr.io/x/y").is_none());
+    let shown = errors_of(&format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n[[Fargate.Images.Registry]]\n  Host = \"registry.example.com\"\n"
+    ));
+    assert!(shown.contains("needs Host and CredentialsArn"), "{shown}");
+    let shown = errors_of(&format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n[[Fargate.Images.Registry]]\n  Host = \"registry.example.com/group\"\n  CredentialsArn = \"arn\"\n"
+    ));
+    assert!(
+        shown.contains("[[Fargate.Images.Registry]] Host")
+            && shown.contains("is not a registry host"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn the_warm_pool_is_read_and_checked_under_its_file_keys() {
     let loaded = parse(&format!(
         "{MINIMAL}[Fargate.WarmPool]\n  Size = 3\n  MaxIdleTime = \"5m\"\n  CPU = 1024\n  Memory = 2048\n  ClaimTimeout = 4\n"

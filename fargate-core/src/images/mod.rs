@@ -26,6 +26,7 @@
 
 mod plan;
 mod prune;
+mod registry;
 mod request;
 mod route;
 pub mod secrets;
@@ -36,5 +37,6 @@ pub use plan::{
     SERVICE_HOSTS_ENV, SSH_PORT_ENV, TaskPlan,
 };
 pub use prune::{DerivedFamily, families_to_remove};
+pub use registry::{DOCKER_HUB, pull_failure_hint, registry_host};
 pub use request::{ImageDecision, ImageRequest, decide};
 pub use route::{StageContainer, stage_container};

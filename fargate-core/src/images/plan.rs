@@ -94,6 +94,11 @@ pub struct ContainerPlan {
     pub mounts: Vec<Mount>,
     /// Containers it waits for.
     pub depends_on: Vec<(String, Condition)>,
+    /// The backend's reference to the credentials its image is pulled with (a private
+    /// registry's, [`RegistryCredentials`](crate::options::RegistryCredentials)); `None`:
+    /// anonymous, or the backend's own authentication (ECR, for ECS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 impl ContainerPlan {
@@ -109,6 +114,7 @@ impl ContainerPlan {
             port: None,
             mounts: Vec::new(),
             depends_on: Vec::new(),
+            credentials: None,
         }
     }
 }

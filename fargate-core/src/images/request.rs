@@ -171,6 +171,12 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
             })
             .collect(),
     });
+    let mut plan = plan;
+    for c in &mut plan.containers {
+        if let Some(image) = &c.image {
+            c.credentials = policy.credentials_for(image).map(|r| r.credentials.clone());
+        }
+    }
     let sensitive = response.map_or(&[][..], |r| &r.sensitive[..]);
     let names: Vec<String> = plan.services().map(|c| c.name.clone()).collect();
     let mut containers: Vec<(String, String, &JobImage)> = Vec::new();

@@ -64,6 +64,12 @@ pub struct StopDetails {
     /// [`TaskShape::capacity`]: crate::shape::TaskShape::capacity
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reclaimed: bool,
+    /// Whether the task could not start because an image could not be pulled (ECS:
+    /// `CannotPullContainerError`), and the containers whose pull failed (empty: the
+    /// backend did not say which). The driver then names the image's registry and what
+    /// configuration it may lack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_failed: Option<Vec<String>>,
 }
 
 impl StopDetails {
@@ -78,7 +84,15 @@ impl StopDetails {
             reason,
             containers,
             reclaimed: false,
+            pull_failed: None,
         }
+    }
+
+    /// The same details, marked as a failed image pull of `containers` (see
+    /// [`StopDetails::pull_failed`]).
+    pub fn with_pull_failed(mut self, containers: Option<Vec<String>>) -> Self {
+        self.pull_failed = containers;
+        self
     }
 
     /// The same details, marked as a reclaim of the task's capacity (see

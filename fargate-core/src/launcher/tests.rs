@@ -12,6 +12,7 @@ fn stop_details_read_well() {
             ContainerStop::new("idle", None, None),
         ],
         reclaimed: false,
+        pull_failed: None,
     };
     assert_eq!(
         d.to_string(),

@@ -47,6 +47,31 @@ pub struct ImagePolicy {
     /// [`crate::images`]): refused (the default), or passed through the backend's secret
     /// store.
     pub secrets: SecretPolicy,
+    /// Credentials of private registries, per registry host: a job image or service from
+    /// one of these hosts is pulled with them (see [`crate::images::registry_host`]).
+    pub registries: Vec<RegistryCredentials>,
+}
+
+/// How the backend authenticates to one private registry when it pulls an image from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RegistryCredentials {
+    /// The registry's host as image names write it (`registry.gitlab.example.com`,
+    /// `registry.example.com:5050`; `docker.io` for Docker Hub), compared without case.
+    pub host: String,
+    /// The backend's reference to the stored username and password (for ECS: the ARN of
+    /// a Secrets Manager secret, used as `repositoryCredentials`). Not a secret itself.
+    pub credentials: String,
+}
+
+impl RegistryCredentials {
+    /// Credentials `credentials` for registry `host`.
+    pub fn new(host: impl Into<String>, credentials: impl Into<String>) -> Self {
+        RegistryCredentials {
+            host: host.into(),
+            credentials: credentials.into(),
+        }
+    }
 }
 
 /// What the driver does with a secret variable of a job's image or service.
@@ -75,6 +100,7 @@ impl Default for ImagePolicy {
             unused_after: Duration::from_secs(7 * 24 * 3600),
             max_derived_families: 200,
             secrets: SecretPolicy::Refuse,
+            registries: Vec::new(),
         }
     }
 }
@@ -111,6 +137,15 @@ impl ImagePolicy {
         self.allowed_services.iter().any(|p| glob_match(p, image))
     }
 
+    /// The credentials the administrator configured for the registry of `image` (by
+    /// [`registry_host`](crate::images::registry_host), without case), if any.
+    pub fn credentials_for(&self, image: &str) -> Option<&RegistryCredentials> {
+        let host = crate::images::registry_host(image);
+        self.registries
+            .iter()
+            .find(|r| r.host.eq_ignore_ascii_case(host))
+    }
+
     /// Problems of these settings (keys under `images.`); `ssh_port` is the task image's.
     pub(crate) fn problems(&self, ssh_port: u16) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
@@ -132,6 +167,35 @@ impl ImagePolicy {
         ] {
             if !path.starts_with('/') {
                 p.push(ConfigProblem::new(key, "must be an absolute path"));
+            }
+        }
+        for (i, r) in self.registries.iter().enumerate() {
+            let host_ok = !r.host.is_empty()
+                && !r.host.contains(['/', '@', ' ', '*'])
+                && r.host != "index.docker.io";
+            if !host_ok {
+                p.push(
+                    ConfigProblem::new(
+                        "images.registries.host",
+                        format!("registry {}: {:?} is not a registry host", i + 1, r.host),
+                    )
+                    .with_hint("write the host as image names start with it (registry.example.com or registry.example.com:5050; docker.io for Docker Hub)"),
+                );
+            }
+            if r.credentials.trim().is_empty() {
+                p.push(ConfigProblem::new(
+                    "images.registries.credentials",
+                    format!("registry {}: {:?} has no credentials", i + 1, r.host),
+                ));
+            }
+            if self.registries[..i]
+                .iter()
+                .any(|o| o.host.eq_ignore_ascii_case(&r.host))
+            {
+                p.push(ConfigProblem::new(
+                    "images.registries.host",
+                    format!("registry {:?} is configured twice", r.host),
+                ));
             }
         }
         if self.max_derived_families == 0 {

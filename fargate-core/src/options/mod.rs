@@ -34,7 +34,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use builder::DriverOptionsBuilder;
-pub use images::{ImagePolicy, SecretPolicy};
+pub use images::{ImagePolicy, RegistryCredentials, SecretPolicy};
 pub use pool::{MAX_POOL_SIZE, WarmPoolOptions};
 pub use problems::{ConfigError, ConfigProblem};
 pub use shape::{CapacityProfile, OverMax, ProjectRule, ShapePolicy, SizeLimit};

@@ -387,6 +387,20 @@ impl Moto {
             .expect("writing the moto control file");
     }
 
+    /// Private registries: a task with a container whose image comes from one of
+    /// `registries` (`(host, credentials ARN)`, the host as image names start with it)
+    /// without `repositoryCredentials.credentialsParameter` = that ARN fails to start as ECS
+    /// reports a refused pull: `STOPPED`, stop code `TaskFailedToStart`, reason
+    /// `CannotPullContainerError: ...` (task and container). Empty turns it off.
+    pub fn set_private_registries(&self, registries: &[(&str, &str)]) {
+        let lines: Vec<String> = registries
+            .iter()
+            .map(|(host, arn)| format!("{host} {arn}"))
+            .collect();
+        std::fs::write(self.dir.path().join("private_registries"), lines.join("\n"))
+            .expect("writing the moto control file");
+    }
+
     /// Fault injection: Fargate Spot takes `task_arn` back. The next `DescribeTasks` of it
     /// finds it `STOPPED` with stop code `SpotInterruption` and reason "Your Spot Task was
     /// interrupted.", as ECS reports it, if it runs on `FARGATE_SPOT` (other tasks are left

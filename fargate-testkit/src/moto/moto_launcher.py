@@ -48,6 +48,12 @@
 #    A call over a bucket fails with ThrottlingException "Rate exceeded" (HTTP 400) and
 #    changes nothing; each is appended to $FGT_MOTO_DIR/throttled.jsonl. Oracle requests are
 #    never throttled.
+# 15. Private registries: $FGT_MOTO_DIR/private_registries lists "<host> <credentials ARN>"
+#    a line. A new task with a container whose image comes from such a host (the part of
+#    the name before the first "/" when it has a "." or ":" or is "localhost"; else
+#    docker.io) without repositoryCredentials.credentialsParameter = that ARN fails to start
+#    like ECS: STOPPED, stopCode TaskFailedToStart, stoppedReason and the container's reason
+#    "CannotPullContainerError: ... 401 Unauthorized", pull times set, never started.
 # See docs/ecs-api-rules.md for every rule and its source.
 import base64
 import ipaddress
@@ -167,6 +173,58 @@ def _ephemeral_gib(task):
     return int(storage.get("sizeInGiB") or 20)
 
 
+def _registry_host(image):
+    first, slash, _ = (image or "").partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return "docker.io" if first.lower() == "index.docker.io" else first.lower()
+    return "docker.io"
+
+
+def _private_registries():
+    out = {}
+    for line in _control("private_registries", str.splitlines, []):
+        parts = line.split()
+        if len(parts) == 2:
+            out[parts[0].lower()] = parts[1]
+    return out
+
+
+def _refuse_pull(task, definition):
+    """Stops `task` as ECS does when a private registry refuses an anonymous pull: a
+    container of a private host without the expected repositoryCredentials."""
+    private = _private_registries()
+    for cd in definition.container_definitions:
+        image = cd.get("image") or ""
+        expected = private.get(_registry_host(image))
+        given = (cd.get("repositoryCredentials") or {}).get("credentialsParameter")
+        if expected is None or given == expected:
+            continue
+        host = _registry_host(image)
+        reason = (
+            "CannotPullContainerError: pull image manifest has been retried 1 time(s): "
+            f"failed to resolve ref {image}: failed to authorize: failed to fetch anonymous "
+            f"token: unexpected status from GET request to https://{host}/jwt/auth: "
+            "401 Unauthorized"
+        )
+        now = utcnow()
+        task._status = "STOPPED"
+        task._tick = 0
+        task.desired_status = "STOPPED"
+        task.stop_code = "TaskFailedToStart"
+        task.stopped_reason = reason
+        task.pull_started_at = now
+        task.pull_stopped_at = now
+        task.stopping_at = now
+        task.stopped_at = now
+        task.execution_stopped_at = now
+        for container in task.containers:
+            container.last_status = "STOPPED"
+            if container.name == cd.get("name"):
+                container.reason = reason
+        return True
+    return False
+
+
 def _init(self, *args, **kwargs):
     _task_init(self, *args, **kwargs)
     definition = kwargs.get("task_definition") or (args[1] if len(args) > 1 else None)
@@ -191,6 +249,8 @@ def _init(self, *args, **kwargs):
             containers.append(container)
         self.containers = containers
     self._fgt_visible_at = time.monotonic() + _visibility_lag()
+    if definition is not None and _refuse_pull(self, definition):
+        return
     boot = _provisioning_describes()
     self._fgt_boot_total = boot
     self._fgt_boot_left = boot

@@ -10,6 +10,7 @@ use crate::job::{JobContext, JobIdentity};
 use crate::launcher::TaskSpec;
 use crate::metadata::{JobLock, JobRecord, Phase};
 use crate::observe::{Event, PreparePhase, StopCause, SummaryPoint, WarmOutcome};
+use crate::setting::Setting;
 use crate::shell::KeyPair;
 use crate::world::{unix_seconds, whole_seconds_after};
 
@@ -222,7 +223,25 @@ impl Driver {
         };
         let ready = match waited {
             Ok(ready) => ready,
-            Err(err) => return Err(self.roll_back(lock, record, err).await),
+            Err(err) => {
+                let err = match err.context_value(ready::PULL_FAILED_CONTEXT) {
+                    Some(containers) => {
+                        let containers: Vec<String> = containers
+                            .split(',')
+                            .filter(|c| !c.is_empty())
+                            .map(str::to_owned)
+                            .collect();
+                        let hint = crate::images::pull_failure_hint(
+                            &self.options.images,
+                            spec.images.as_deref(),
+                            &containers,
+                        );
+                        err.with_hint(hint).with_setting(Setting::Registries)
+                    }
+                    None => err,
+                };
+                return Err(self.roll_back(lock, record, err).await);
+            }
         };
         self.observe(Event::Phase {
             phase: PreparePhase::AddressKnown,

@@ -7,13 +7,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::launcher::{Endpoint, Launched, TaskState};
+use crate::launcher::{Endpoint, Launched, StopDetails, TaskState};
 use crate::observe::Event;
 use crate::setting::Setting;
 use crate::shell::HostKey;
 use crate::task_details::TaskDetails;
 
 use super::super::Driver;
+
+/// Context key of a [`wait_ready`](Driver::wait_ready) error when an image could not be
+/// pulled: the containers whose pull failed, separated by commas (empty: not known).
+pub(in crate::driver) const PULL_FAILED_CONTEXT: &str = "pull_failed";
 
 /// The first retry of a refused SSH probe (then doubling up to the SSH probe interval).
 const FIRST_PROBE_RETRY: Duration = Duration::from_millis(25);
@@ -73,6 +77,14 @@ impl Driver {
             .map(|s| s.details.clone())
             .unwrap_or_default();
         let mut last_state = None;
+        // A launch answer that already says the task stopped (an image that could not be
+        // pulled may stop it at once): no SSH probe of an address that no longer serves it.
+        if let Some(status) = launch.status.as_ref().filter(|s| s.state.is_terminal()) {
+            return Err(stopped_before_ready(
+                task,
+                status.stop.clone().unwrap_or_default(),
+            ));
+        }
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -103,13 +115,7 @@ impl Driver {
                     };
                 match described {
                     Ok(status) if status.state.is_terminal() => {
-                        let details = status.stop.unwrap_or_default();
-                        return Err(Error::new(
-                            ErrorKind::TaskStopped,
-                            format!("the task stopped before it was ready: {details}"),
-                        )
-                        .with_context("task", task)
-                        .with_hint("the reason above comes from the launcher; check the image, the task definition and the container's logs"));
+                        return Err(stopped_before_ready(task, status.stop.unwrap_or_default()));
                     }
                     Ok(status) if status.state == TaskState::Missing => {
                         if launched.elapsed() >= t.consistency_window {
@@ -193,4 +199,24 @@ impl Driver {
             tokio::time::sleep_until(next_probe.min(next_describe).min(deadline)).await;
         }
     }
+}
+
+/// The error of a task that stopped before it was ready: a failed image pull says so and
+/// names the containers ([`PULL_FAILED_CONTEXT`]) for the caller's hint.
+fn stopped_before_ready(task: &crate::launcher::TaskRef, details: StopDetails) -> Error {
+    if let Some(containers) = &details.pull_failed {
+        return Error::new(
+            ErrorKind::TaskStopped,
+            format!("the task could not pull an image: {details}"),
+        )
+        .with_context("task", task)
+        .with_context(PULL_FAILED_CONTEXT, containers.join(","))
+        .with_hint("the registry refused the pull or could not be reached; check the image's name and the registry's credentials");
+    }
+    Error::new(
+        ErrorKind::TaskStopped,
+        format!("the task stopped before it was ready: {details}"),
+    )
+    .with_context("task", task)
+    .with_hint("the reason above comes from the launcher; check the image, the task definition and the container's logs")
 }
