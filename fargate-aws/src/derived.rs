@@ -48,9 +48,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ecs::types::{
-    ContainerCondition, ContainerDefinition, ContainerDependency, KeyValuePair, MountPoint,
-    PortMapping, RepositoryCredentials, Tag, TaskDefinition, TaskDefinitionField,
-    TaskDefinitionStatus, TransportProtocol, Volume,
+    ContainerCondition, ContainerDefinition, ContainerDependency, CpuArchitecture, KeyValuePair,
+    MountPoint, OsFamily, PortMapping, RepositoryCredentials, RuntimePlatform, Tag, TaskDefinition,
+    TaskDefinitionField, TaskDefinitionStatus, TransportProtocol, Volume,
 };
 use fargate_core::images::{Condition, ContainerPlan, ImageRequest, TaskPlan};
 use fargate_core::{Error, ErrorKind, Result, TaskSpec};
@@ -120,7 +120,16 @@ impl EcsLauncher {
                 .with_backend("ecs")
             })?;
         let base_arn = base.task_definition_arn.clone().unwrap_or_default();
-        let hash = request.plan.content_hash(&base_arn);
+        // The job's architecture replaces the base's, and is part of the content.
+        let (base, hash) = match spec.shape.cpu_architecture.as_deref() {
+            Some(arch) => (
+                with_architecture(base, arch),
+                request
+                    .plan
+                    .content_hash(&format!("{base_arn}\ncpu-architecture={arch}")),
+            ),
+            None => (base, request.plan.content_hash(&base_arn)),
+        };
         let family = derived_family(base.family.as_deref().unwrap_or_default(), &hash);
         // Refused before any registration: a base with too many tags.
         let tags = derived_tags(
@@ -349,6 +358,23 @@ pub fn derived_tags(
         (LAST_USED.to_owned(), now.to_string()),
     ]);
     Ok(tags)
+}
+
+/// `base` with its runtime platform's CPU architecture set to `arch` (`X86_64`, `ARM64`),
+/// its operating system family kept (Linux when it has none).
+pub fn with_architecture(mut base: TaskDefinition, arch: &str) -> TaskDefinition {
+    let os = base
+        .runtime_platform
+        .as_ref()
+        .and_then(|p| p.operating_system_family.clone())
+        .unwrap_or(OsFamily::Linux);
+    base.runtime_platform = Some(
+        RuntimePlatform::builder()
+            .cpu_architecture(CpuArchitecture::from(arch))
+            .operating_system_family(os)
+            .build(),
+    );
+    base
 }
 
 /// Whether ECS refused a registration because another one of the same family was under

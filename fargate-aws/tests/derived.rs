@@ -1114,3 +1114,66 @@ async fn registry_credentials_without_an_execution_role_are_a_configuration_erro
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
     assert!(err.to_string().contains("has no execution role"), "{err}");
 }
+
+// --- ARM64 per job (FARGATE_CPU_ARCHITECTURE) -----------------------------------------------
+
+/// A job's architecture goes into its derived definition's runtime platform, in a family of
+/// its own (the same images on x86 keep theirs), and the task reports it: the summary's
+/// cost estimate takes the ARM price.
+#[tokio::test]
+async fn an_arm64_job_gets_a_derived_definition_of_its_architecture() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let r = response(41, "rust:1.85", vec![]);
+    let x86 = launcher
+        .launch(&spec_with(&ecs, 41, request(&ecs, &r)))
+        .await
+        .unwrap();
+    let mut spec = spec_with(&ecs, 42, request(&ecs, &r));
+    spec.shape.cpu_architecture = Some("ARM64".into());
+    let arm = launcher.launch(&spec).await.unwrap();
+
+    let x86_td = task_definition_of(&moto, &x86.id);
+    let arm_td = task_definition_of(&moto, &arm.id);
+    let (x86_def, _) = definition(&moto, &x86_td).await;
+    let (arm_def, _) = definition(&moto, &arm_td).await;
+    assert_ne!(
+        x86_def.family(),
+        arm_def.family(),
+        "one family per architecture"
+    );
+    assert_eq!(
+        arm_def
+            .runtime_platform()
+            .and_then(|p| p.cpu_architecture())
+            .map(|a| a.as_str()),
+        Some("ARM64")
+    );
+    assert_eq!(
+        arm_def
+            .runtime_platform()
+            .and_then(|p| p.operating_system_family())
+            .map(|a| a.as_str()),
+        Some("LINUX")
+    );
+    assert_ne!(
+        x86_def
+            .runtime_platform()
+            .and_then(|p| p.cpu_architecture())
+            .map(|a| a.as_str()),
+        Some("ARM64")
+    );
+    let details = launcher.describe(&arm).await.unwrap().details;
+    assert!(details.is_arm(), "{details:?}");
+    let prices = fargate_aws::fargate_prices();
+    let estimate = prices
+        .estimate(&details, Duration::from_secs(3600))
+        .expect("an estimate");
+    assert!(estimate.key.arm, "{estimate:?}");
+
+    // The same job again reuses its architecture's definition.
+    let mut again = spec_with(&ecs, 43, request(&ecs, &r));
+    again.shape.cpu_architecture = Some("ARM64".into());
+    let again = launcher.launch(&again).await.unwrap();
+    assert_eq!(task_definition_of(&moto, &again.id), arm_td);
+}

@@ -43,11 +43,13 @@ pub enum Setting {
     MaxEphemeralStorage,
     /// The credentials of private registries.
     Registries,
+    /// The CPU architectures jobs may ask for.
+    CpuArchitectures,
 }
 
 impl Setting {
     /// Every setting, for embedders that check they name each one.
-    pub const ALL: [Setting; 16] = [
+    pub const ALL: [Setting; 17] = [
         Setting::MetadataDirectory,
         Setting::Namespace,
         Setting::ReadyTimeout,
@@ -64,6 +66,7 @@ impl Setting {
         Setting::MaxMemory,
         Setting::MaxEphemeralStorage,
         Setting::Registries,
+        Setting::CpuArchitectures,
     ];
 
     /// The setting in words, as the core's hints name it (`"the ready timeout"`).
@@ -85,6 +88,7 @@ impl Setting {
             Setting::MaxMemory => "the most memory per job",
             Setting::MaxEphemeralStorage => "the most ephemeral storage per job",
             Setting::Registries => "the private registries' credentials",
+            Setting::CpuArchitectures => "the CPU architectures jobs may ask for",
         }
     }
 }

@@ -200,6 +200,12 @@ pub struct TaskShape {
     /// ([`ProjectRule::keep_failed_for`](crate::options::ProjectRule::keep_failed_for)).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub debug_access: bool,
+    /// The CPU architecture the task runs on, instead of the task definition's (for ECS:
+    /// `runtimePlatform.cpuArchitecture`, `X86_64` or `ARM64`, in upper case). A backend
+    /// that cannot change it at launch runs the job's own task definition with it (ECS:
+    /// only derived definitions, that is jobs with `image:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_architecture: Option<String>,
 }
 
 impl TaskShape {

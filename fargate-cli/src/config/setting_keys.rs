@@ -21,6 +21,7 @@ pub(crate) fn file_key(setting: Setting) -> &'static str {
         Setting::MaxMemory => "[Fargate.TaskShape] MaxMemory",
         Setting::MaxEphemeralStorage => "[Fargate.TaskShape] MaxEphemeralStorage",
         Setting::Registries => "[[Fargate.Images.Registry]] CredentialsArn",
+        Setting::CpuArchitectures => "[Fargate.TaskShape] AllowedCPUArchitectures",
         // A setting added to the core after this table: its words are the best we have.
         other => other.describe(),
     }

@@ -51,6 +51,26 @@ pub(crate) fn read_shape(r: &mut Reader<'_>, t: &mut Table<'_, '_>, policy: &mut
         if let Some(d) = r.duration(&mut s, "InterruptionMemory", true) {
             policy.interruption_memory = d;
         }
+        if let Some(v) = r.take(&mut s, "AllowedCPUArchitectures") {
+            let list: Option<Vec<String>> = v.get_ref().as_array().and_then(|items| {
+                items
+                    .iter()
+                    .map(|i| {
+                        let a = i.get_ref().as_str()?.trim().to_ascii_uppercase();
+                        matches!(a.as_str(), "X86_64" | "ARM64").then_some(a)
+                    })
+                    .collect()
+            });
+            match list {
+                Some(list) => policy.cpu_architectures = list,
+                None => r.type_error(
+                    &s,
+                    "AllowedCPUArchitectures",
+                    v,
+                    "a list of \"X86_64\" and \"ARM64\"",
+                ),
+            }
+        }
         r.finish(&s);
     }
     if let Some(v) = r.take(t, "CapacityProfile") {

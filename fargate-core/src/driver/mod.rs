@@ -52,8 +52,9 @@ mod summary;
 pub use keep::{KeptTask, LAST_RUN_STAGE, is_user_step};
 pub use prepare::LOGIN_CHECK_SCRIPT;
 pub use shape::{
-    CAPACITY_VARIABLE, CPU_VARIABLE, EPHEMERAL_STORAGE_VARIABLE, MEMORY_VARIABLE, ShapeDecision,
-    ShapeRequest, TASK_ROLE_VARIABLE, TrustedProject, resolve_shape,
+    CAPACITY_VARIABLE, CPU_ARCHITECTURE_VARIABLE, CPU_VARIABLE, EPHEMERAL_STORAGE_VARIABLE,
+    MEMORY_VARIABLE, ShapeDecision, ShapeRequest, TASK_ROLE_VARIABLE, TrustedProject,
+    resolve_shape,
 };
 
 use std::sync::Arc;

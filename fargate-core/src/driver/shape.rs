@@ -29,6 +29,8 @@ pub const EPHEMERAL_STORAGE_VARIABLE: &str = "FARGATE_EPHEMERAL_STORAGE";
 pub const CAPACITY_VARIABLE: &str = "FARGATE_CAPACITY";
 /// Job variable asking for a task role: an ARN or a role name its project may use.
 pub const TASK_ROLE_VARIABLE: &str = "FARGATE_TASK_ROLE";
+/// Job variable asking for a CPU architecture the administrator allows (`ARM64`).
+pub const CPU_ARCHITECTURE_VARIABLE: &str = "FARGATE_CPU_ARCHITECTURE";
 
 /// What a job asks for, as its variables say (untrusted: requests only).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct ShapeRequest {
     pub capacity: Option<String>,
     /// `FARGATE_TASK_ROLE`.
     pub task_role: Option<String>,
+    /// `FARGATE_CPU_ARCHITECTURE`.
+    pub cpu_architecture: Option<String>,
 }
 
 impl ShapeRequest {
@@ -56,6 +60,7 @@ impl ShapeRequest {
             ephemeral_storage: var(EPHEMERAL_STORAGE_VARIABLE),
             capacity: var(CAPACITY_VARIABLE),
             task_role: var(TASK_ROLE_VARIABLE),
+            cpu_architecture: var(CPU_ARCHITECTURE_VARIABLE).filter(|v| !v.is_empty()),
         }
     }
 }
@@ -215,6 +220,29 @@ pub fn resolve_shape(
         let mut chain = chain.into_iter();
         shape.capacity = chain.next();
         fallbacks = chain.collect();
+    }
+
+    if let Some(asked) = request.cpu_architecture.as_deref() {
+        match policy
+            .cpu_architectures
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(asked))
+        {
+            Some(arch) => shape.cpu_architecture = Some(arch.to_ascii_uppercase()),
+            None => {
+                return Err(refusal(
+                    format!(
+                        "the job asks for CPU architecture {asked:?} ({CPU_ARCHITECTURE_VARIABLE}), which this runner does not allow"
+                    ),
+                    if policy.cpu_architectures.is_empty() {
+                        "remove the variable, or ask the runner's administrator to allow the architecture".to_owned()
+                    } else {
+                        format!("allowed: {}", policy.cpu_architectures.join(", "))
+                    },
+                )
+                .with_setting(Setting::CpuArchitectures));
+            }
+        }
     }
 
     let rules: Vec<_> = policy

@@ -158,6 +158,10 @@ pub struct ShapePolicy {
     /// checked against it. `None`: sizes are passed on as asked (the backend may refuse
     /// them at launch) and only checked against the limits.
     pub sizes: Option<SizeCatalog>,
+    /// CPU architectures jobs may ask for (`FARGATE_CPU_ARCHITECTURE`), in the backend's
+    /// words (ECS: `X86_64`, `ARM64`), compared without case. Empty (the default): the
+    /// variable is refused and every task runs on its task definition's architecture.
+    pub cpu_architectures: Vec<String>,
 }
 
 impl Default for ShapePolicy {
@@ -172,6 +176,7 @@ impl Default for ShapePolicy {
             project_rules: Vec::new(),
             max_keep_failed_for: Duration::from_secs(2 * 3600),
             sizes: None,
+            cpu_architectures: Vec::new(),
         }
     }
 }

@@ -36,6 +36,7 @@ const FULL: &str = r#"  MaxKeepFailedFor = "1h"
   EphemeralStorageOverMax = "Clamp"
   DefaultCapacity = "spot"
   InterruptionMemory = "2h"
+  AllowedCPUArchitectures = ["arm64", "X86_64"]
 [[Fargate.CapacityProfile]]
   Name = "spot"
   Providers = ["FARGATE_SPOT"]
@@ -58,6 +59,7 @@ fn every_shape_key_is_read() {
     let loaded = parse(FULL).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let p = &loaded.config.options.shape;
+    assert_eq!(p.cpu_architectures, ["ARM64", "X86_64"]);
     assert_eq!((p.cpu.default, p.cpu.max), (Some(512), Some(4096)));
     assert_eq!(p.cpu.over_max, OverMax::Refuse);
     assert_eq!((p.memory.default, p.memory.max), (Some(1024), Some(16384)));
@@ -225,5 +227,14 @@ fn unknown_shape_keys_are_warnings_with_the_closest_key() {
         [
             "fargate.toml:7: unknown key [Fargate.TaskShape] MaxCPUs is ignored (did you mean [Fargate.TaskShape] MaxCPU?)"
         ]
+    );
+}
+
+#[test]
+fn only_known_cpu_architectures() {
+    let shown = errors_of("[Fargate.TaskShape]\n  AllowedCPUArchitectures = [\"mips\"]\n");
+    assert!(
+        shown.contains("AllowedCPUArchitectures") && shown.contains("\"X86_64\" and \"ARM64\""),
+        "{shown}"
     );
 }

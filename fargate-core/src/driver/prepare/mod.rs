@@ -56,6 +56,11 @@ impl Driver {
         let shape = self.decide_shape(job, &identity).await?;
         // And for its image and services (no backend call: the allowlist, the plan).
         choice.images = self.job_images(job)?;
+        if let Some(arch) = &shape.shape.cpu_architecture
+            && choice.images.is_none()
+        {
+            return Err(Failure::from(architecture_needs_an_image(arch)));
+        }
         let lock = self.lock_job(&key).await?;
         let result = self
             .prepare_locked(&lock, start, identity, job, choice, shape, cancel)
@@ -341,4 +346,19 @@ impl Driver {
         }
         Failure::from(err)
     }
+}
+
+/// The refusal of a job that asks for CPU architecture `arch` without an `image:`: a
+/// backend may not change a task definition's architecture at launch (ECS's `RunTask`
+/// cannot), so only a derived definition (a job image) carries it.
+fn architecture_needs_an_image(arch: &str) -> Error {
+    Error::new(
+        crate::error::ErrorKind::NotAllowed,
+        format!(
+            "the job asks for CPU architecture {arch} ({}) but runs in the task image: the architecture comes with the task definition, and only a job with image: gets a task definition of its own",
+            super::CPU_ARCHITECTURE_VARIABLE
+        ),
+    )
+    .with_hint("give the job an image: built for that architecture, or have it choose a task definition built for it (FARGATE_TASK_DEFINITION, among the runner's allowed task definitions) instead of the variable")
+    .with_setting(Setting::CpuArchitectures)
 }

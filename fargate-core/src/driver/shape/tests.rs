@@ -379,3 +379,44 @@ fn only_projects_that_keep_failed_tasks_get_shell_access() {
         assert!(!d.shape.debug_access, "{project:?}");
     }
 }
+
+#[test]
+fn a_cpu_architecture_only_within_the_allowlist() {
+    let mut p = policy();
+    let mut r = request(None, None);
+    r.cpu_architecture = Some("arm64".into());
+    let err = resolve(&p, &r).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed);
+    assert!(
+        err.to_string().contains(
+            "the job asks for CPU architecture \"arm64\" (FARGATE_CPU_ARCHITECTURE), which this runner does not allow"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.settings(), [Setting::CpuArchitectures]);
+    p.cpu_architectures = vec!["ARM64".into()];
+    let d = resolve(&p, &r).unwrap();
+    assert_eq!(d.shape.cpu_architecture.as_deref(), Some("ARM64"));
+    r.cpu_architecture = Some("X86_64".into());
+    assert!(
+        resolve(&p, &r)
+            .unwrap_err()
+            .hint()
+            .unwrap()
+            .contains("allowed: ARM64")
+    );
+    // Without the variable, the task definition's own architecture.
+    assert_eq!(
+        resolve(&p, &request(None, None))
+            .unwrap()
+            .shape
+            .cpu_architecture,
+        None
+    );
+    let job = JobContext::new(crate::job::JobResponse::new(1))
+        .with_variable(CPU_ARCHITECTURE_VARIABLE, " ARM64 ");
+    assert_eq!(
+        ShapeRequest::from_job(&job).cpu_architecture.as_deref(),
+        Some("ARM64")
+    );
+}

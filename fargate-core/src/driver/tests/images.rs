@@ -189,3 +189,34 @@ fn services_are_reported_with_status_and_a_stopped_one_with_its_reason() {
         ]
     );
 }
+
+/// An allowed architecture goes with the launch of a job image (its derived definition);
+/// a job in the task image cannot change its definition's architecture: refused before
+/// any backend call.
+#[tokio::test]
+async fn a_cpu_architecture_needs_a_job_image() {
+    let mut config = images_config(&["rust:*"], &[]);
+    config.shape.cpu_architectures = vec!["ARM64".into()];
+    let r = rig_with(config.clone(), BootPlan::default());
+    let job = job_with_image(51, "rust:1.85", vec![])
+        .with_variable(crate::driver::CPU_ARCHITECTURE_VARIABLE, "arm64");
+    r.driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap();
+    let (_, task) = &r.launcher.tasks()[0];
+    assert_eq!(task.spec.shape.cpu_architecture.as_deref(), Some("ARM64"));
+
+    let r = rig_with(config, BootPlan::default());
+    let job = JobContext::new(JobResponse::new(52))
+        .with_variable(crate::driver::CPU_ARCHITECTURE_VARIABLE, "ARM64");
+    let failure = r
+        .driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let err = failure.error().unwrap();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed);
+    assert!(err.to_string().contains("only a job with image:"), "{err}");
+    assert_eq!(r.launcher.faults.calls(Op::Launch), 0);
+}
