@@ -49,6 +49,10 @@ pub struct JobSummary {
     pub kept_for: Option<Duration>,
 }
 
+/// An image pull longer than this that takes more than half of the start gets a hint in
+/// the summary ([`JobSummary::slow_pull`]).
+pub const SLOW_PULL: Duration = Duration::from_secs(20);
+
 /// The phases of a task's start and life, from [`JobSummary::phases`]; `None` where a
 /// timestamp is missing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +102,21 @@ impl JobSummary {
         }
     }
 
+    /// When pulling the images took most of the task's start: `(pull, start)` when the
+    /// pull took more than [`SLOW_PULL`] and more than half of the start (the backend's
+    /// creation of the task until the job's key logged in, plus the launch call). Prepare
+    /// only, not for a warm task.
+    pub fn slow_pull(&self) -> Option<(Duration, Duration)> {
+        if self.point != SummaryPoint::Prepared || self.warm_claim.is_some() {
+            return None;
+        }
+        let p = self.phases();
+        let pull = p.image_pull?;
+        let start = TaskDetails::between(self.details.created_at, self.ready_at)?
+            + self.accepted.unwrap_or_default();
+        (pull > SLOW_PULL && pull * 2 > start).then_some((pull, start))
+    }
+
     /// The billed run time so far: from the start of the image pull (or the task's creation)
     /// until it stopped, or until the summary.
     pub fn run_time(&self) -> Option<Duration> {
@@ -145,10 +164,21 @@ impl fmt::Display for JobSummary {
             }
             SummaryPoint::Prepared if timeline.is_empty() => writeln!(f, "summary:")?,
             SummaryPoint::Prepared => writeln!(f, "summary: {}", timeline.join(", "))?,
-            SummaryPoint::Cleanup => match p.running {
+            SummaryPoint::Cleanup => {}
+        }
+        if let Some((pull, start)) = self.slow_pull() {
+            writeln!(
+                f,
+                "  hint: pulling the images took {} of the {} start (the task's backend caches no image between tasks): use a smaller image (a slim or distroless base, fewer layers), a registry in the task's region, or a pull-through cache in that region",
+                human(pull),
+                human(start)
+            )?;
+        }
+        if self.point == SummaryPoint::Cleanup {
+            match p.running {
                 Some(running) => writeln!(f, "summary at cleanup: running {}", human(running))?,
                 None => writeln!(f, "summary at cleanup:")?,
-            },
+            }
         }
         let mut shape = Vec::new();
         if let Some(p) = &d.capacity_provider {
@@ -307,6 +337,39 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_pull_that_dominates_the_start_gets_a_hint() {
+        // The fixture's: an 8 s pull of a 22 s start, no hint.
+        assert_eq!(summary().slow_pull(), None);
+        assert!(!summary().to_string().contains("hint:"));
+        // A 50 s pull of a 64 s start.
+        let mut s = summary();
+        s.details.pull_stopped_at = at(62);
+        s.details.started_at = at(63);
+        s.ready_at = at(64);
+        assert_eq!(
+            s.slow_pull(),
+            Some((Duration::from_secs(50), Duration::from_millis(64_300)))
+        );
+        let text = s.to_string();
+        let second = text.lines().nth(1).unwrap();
+        assert!(
+            second.starts_with("  hint: pulling the images took 50.0 s of the 1 min 4 s start")
+                && second.contains("pull-through cache"),
+            "{text}"
+        );
+        // Long, but not most of the start (a slow capacity), or at cleanup: no hint.
+        s.details.created_at = at(0);
+        s.details.pull_started_at = at(40);
+        s.details.pull_stopped_at = at(65);
+        s.details.started_at = at(66);
+        s.ready_at = at(67);
+        assert_eq!(s.slow_pull(), None);
+        s.details.pull_started_at = at(12);
+        s.point = SummaryPoint::Cleanup;
+        assert_eq!(s.slow_pull(), None);
     }
 
     #[test]
