@@ -38,7 +38,7 @@ mod summary;
 pub use cost::{CostEstimate, Price, PriceKey, PriceTable};
 pub use launcher::ObservedLauncher;
 pub use outcome::StageOutcome;
-pub use summary::{JobSummary, Phases, SummaryPoint};
+pub use summary::{JobSummary, Phases, SLOW_PULL, SummaryPoint};
 
 use std::fmt;
 use std::sync::Arc;
