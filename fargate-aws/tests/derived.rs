@@ -1177,3 +1177,75 @@ async fn an_arm64_job_gets_a_derived_definition_of_its_architecture() {
     let again = launcher.launch(&again).await.unwrap();
     assert_eq!(task_definition_of(&moto, &again.id), arm_td);
 }
+
+// --- Building images without privileges (docs/images.md, kaniko) ---------------------------
+
+/// The kaniko recipe of docs/images.md: the job's `image:` is kaniko's debug image with its
+/// entry point cleared; its derived definition must give the job container what kaniko
+/// needs on Fargate (the image's own user, root; a writable root file system; no privileged
+/// mode, which Fargate refuses; the builds directory the helper checked the sources out to)
+/// and no credentials for the public gcr.io; the job's scripts run in it, the checkout in
+/// the helper.
+#[tokio::test]
+async fn a_kaniko_job_gets_what_the_recipe_needs() {
+    use fargate_core::images::{BUNDLE_ENTRY_POINT, StageContainer, stage_container};
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let options = DriverOptions::builder()
+        .namespace(Namespace::parse("fixture").unwrap())
+        .task_definition(&ecs.task_definition)
+        .images(ImagePolicy::allowing(
+            ["gcr.io/kaniko-project/executor:debug"],
+            Vec::<String>::new(),
+        ))
+        .build()
+        .unwrap();
+    let mut r = JobResponse::new(61);
+    r.image = Some(
+        JobImage::new("gcr.io/kaniko-project/executor:${KANIKO_TAG}")
+            .with_entrypoint(vec![String::new()]),
+    );
+    r.variables = fargate_core::job::JobVariables::new().with("KANIKO_TAG", "debug");
+    let ImageDecision::Derived(request) = decide(&options, Some(&r)).unwrap() else {
+        panic!("not derived")
+    };
+    let task = launcher
+        .launch(&spec_with(&ecs, 61, request))
+        .await
+        .unwrap();
+    let (td, _) = definition(&moto, &task_definition_of(&moto, &task.id)).await;
+    let job = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(fargate_core::images::JOB_CONTAINER))
+        .unwrap();
+    assert_eq!(job.image(), Some("gcr.io/kaniko-project/executor:debug"));
+    assert_eq!(job.entry_point(), BUNDLE_ENTRY_POINT, "the bundle's SSH server");
+    assert!(job.command().is_empty(), "kaniko's own entry point never runs");
+    assert_eq!(job.user(), None, "the image's user: root, as kaniko needs");
+    assert_ne!(job.privileged(), Some(true), "Fargate has no privileged mode");
+    assert_ne!(job.readonly_root_filesystem(), Some(true), "kaniko unpacks into /");
+    assert!(job.repository_credentials().is_none(), "gcr.io is public");
+    let builds: Vec<_> = job
+        .mount_points()
+        .iter()
+        .filter(|m| m.source_volume() == Some(fargate_core::images::BUILDS_VOLUME))
+        .collect();
+    assert_eq!(builds.len(), 1, "the checkout is shared with the job container");
+    let helper = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(CONTAINER))
+        .unwrap();
+    assert!(
+        helper
+            .mount_points()
+            .iter()
+            .any(|m| m.source_volume() == builds[0].source_volume()
+                && m.container_path() == builds[0].container_path()),
+        "the helper sees the same builds directory"
+    );
+    assert_eq!(stage_container("get_sources"), StageContainer::Helper);
+    assert_eq!(stage_container("step_script"), StageContainer::Job);
+    assert_eq!(stage_container("build_script"), StageContainer::Job);
+}
