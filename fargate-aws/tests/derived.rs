@@ -1220,18 +1220,37 @@ async fn a_kaniko_job_gets_what_the_recipe_needs() {
         .find(|c| c.name() == Some(fargate_core::images::JOB_CONTAINER))
         .unwrap();
     assert_eq!(job.image(), Some("gcr.io/kaniko-project/executor:debug"));
-    assert_eq!(job.entry_point(), BUNDLE_ENTRY_POINT, "the bundle's SSH server");
-    assert!(job.command().is_empty(), "kaniko's own entry point never runs");
+    assert_eq!(
+        job.entry_point(),
+        BUNDLE_ENTRY_POINT,
+        "the bundle's SSH server"
+    );
+    assert!(
+        job.command().is_empty(),
+        "kaniko's own entry point never runs"
+    );
     assert_eq!(job.user(), None, "the image's user: root, as kaniko needs");
-    assert_ne!(job.privileged(), Some(true), "Fargate has no privileged mode");
-    assert_ne!(job.readonly_root_filesystem(), Some(true), "kaniko unpacks into /");
+    assert_ne!(
+        job.privileged(),
+        Some(true),
+        "Fargate has no privileged mode"
+    );
+    assert_ne!(
+        job.readonly_root_filesystem(),
+        Some(true),
+        "kaniko unpacks into /"
+    );
     assert!(job.repository_credentials().is_none(), "gcr.io is public");
     let builds: Vec<_> = job
         .mount_points()
         .iter()
         .filter(|m| m.source_volume() == Some(fargate_core::images::BUILDS_VOLUME))
         .collect();
-    assert_eq!(builds.len(), 1, "the checkout is shared with the job container");
+    assert_eq!(
+        builds.len(),
+        1,
+        "the checkout is shared with the job container"
+    );
     let helper = td
         .container_definitions()
         .iter()
