@@ -197,3 +197,42 @@ async fn both_containers_host_keys_come_from_their_log_streams() {
         result.log
     );
 }
+
+/// An image of a private registry the runner has no credentials for: the local Fargate's
+/// ECS refuses the pull (TaskFailedToStart, CannotPullContainerError), and the job fails at
+/// prepare with ECS's reason and a hint naming the registry and the missing configuration,
+/// not with an SSH timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_image_without_credentials_fails_with_ecss_pull_error_and_a_hint() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let rig = rig(
+        "[Fargate.Images]\n  AllowedImages = [\"registry.gitlab.example.com/*\"]\n  JobSSHPort = 2223\n",
+    )
+    .await;
+    rig.fargate.moto().set_private_registries(&[(
+        "registry.gitlab.example.com",
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/registry-AbCdEf",
+    )]);
+    let result = rig
+        .run(job(31, "registry.gitlab.example.com/group/app/builder:1"))
+        .await;
+    assert!(
+        matches!(result.status, JobStatus::SystemFailure(_)),
+        "{:?}\n{}",
+        result.status,
+        result.log
+    );
+    for expected in [
+        "the task could not pull an image: CannotPullContainerError:",
+        "stop code TaskFailedToStart",
+        "comes from registry registry.gitlab.example.com, for which this runner has no credentials",
+        "[[Fargate.Images.Registry]] Host = \"registry.gitlab.example.com\"",
+    ] {
+        assert!(result.log.contains(expected), "{expected}\n{}", result.log);
+    }
+    assert!(
+        !result.log.contains("did not become reachable"),
+        "{}",
+        result.log
+    );
+}
