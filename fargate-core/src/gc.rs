@@ -298,8 +298,10 @@ async fn collect_job(
     };
     // Read after taking the lock: what the decisions rest on.
     let record = store.get(key).await;
+    // A kept task's job has ended (it failed, and its task is kept for debugging until a
+    // time of its own): no stage gives it a heartbeat, and its record alone decides.
     let heartbeat = match (&record, &lock) {
-        (Ok(Some(r)), Some(_)) if r.pool.is_none() => {
+        (Ok(Some(r)), Some(_)) if r.pool.is_none() && r.phase != Phase::Kept => {
             store.last_heartbeat(key).await.ok().flatten()
         }
         _ => None,
@@ -313,6 +315,7 @@ async fn collect_job(
                 (Err(e), _) => Verdict::Fail(format!("cannot read its job's record: {e}")),
                 (Ok(record), Some(_)) => match record
                     .as_ref()
+                    .filter(|r| r.phase != Phase::Kept)
                     .and_then(|r| dead(r, heartbeat, options, now))
                 {
                     Some(why) => Verdict::Stop(why),
