@@ -283,6 +283,7 @@ impl AwsApi {
                 region,
                 name: service.prefix,
             });
+        // Without one, the runtime's default HTTPS client (as for the ECS client).
         if let Some(client) = self.sdk.http_client() {
             builder = builder.http_client(client);
         }
