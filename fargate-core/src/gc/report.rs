@@ -1,11 +1,11 @@
-//! [`GcReport`]: what [`collect`](super::collect) decided and did, task by task and record
+//! [`GcReport`]: what [`collect`](super::collect)(super::collect) decided and did, task by task and record
 //! by record.
 
 use std::fmt;
 
 use serde::Serialize;
 
-/// What [`collect`] did (or, in a dry run, would do) with one task or record.
+/// What [`collect`](super::collect) did (or, in a dry run, would do) with one task or record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -46,7 +46,7 @@ pub struct RecordDecision {
     pub reason: String,
 }
 
-/// Everything [`collect`] decided.
+/// Everything [`collect`](super::collect) decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct GcReport {
