@@ -157,7 +157,10 @@ impl DynamoStore {
             .and_then(Value::as_object)
         {
             for (k, v) in map {
-                let until = v.get("N").and_then(Value::as_str).and_then(|t| t.parse().ok());
+                let until = v
+                    .get("N")
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.parse().ok());
                 match (JobKey::parse(k), until) {
                     (Ok(key), Some(until)) => {
                         holders.holders.insert(key, until);

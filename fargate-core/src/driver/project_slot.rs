@@ -52,10 +52,10 @@ fn counter_name(identity: &JobIdentity) -> Option<String> {
 impl Driver {
     /// The slot the job of `identity` needs, if a rule limits its project.
     pub(super) fn project_slot(&self, identity: &JobIdentity) -> Option<ProjectSlot> {
-        let limit = self.options.shape.concurrency_limit(
-            identity.project_path.as_deref(),
-            identity.project_id,
-        )?;
+        let limit = self
+            .options
+            .shape
+            .concurrency_limit(identity.project_path.as_deref(), identity.project_id)?;
         let project = match (&identity.project_path, identity.project_id) {
             (Some(p), _) => p.clone(),
             (None, Some(id)) => format!("id {id}"),

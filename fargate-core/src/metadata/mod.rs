@@ -28,10 +28,10 @@ pub use file_store::{FileMetadataStore, effective_uid, permission_warnings};
 pub use interruptions::{InterruptionMemory, InterruptionNote, interruption_key};
 pub use lock::JobLock;
 pub use namespaces::NamespaceClaim;
-pub use slots::{MAX_COUNTER_LEN, SlotGrant, SlotHolders, check_counter};
 pub use record::{
     AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, PoolSlot, RECORD_FORMAT,
 };
+pub use slots::{MAX_COUNTER_LEN, SlotGrant, SlotHolders, check_counter};
 
 /// Stores job records between stage processes.
 ///

@@ -106,7 +106,9 @@ pub fn check_counter(counter: &str) -> Result<()> {
     }
     Err(Error::new(
         ErrorKind::InvalidInput,
-        format!("{counter:?} is not a counter name: use 1-{MAX_COUNTER_LEN} characters of a-z, A-Z, 0-9, '.', '_' and '-', not starting with '.'"),
+        format!(
+            "{counter:?} is not a counter name: use 1-{MAX_COUNTER_LEN} characters of a-z, A-Z, 0-9, '.', '_' and '-', not starting with '.'"
+        ),
     ))
 }
 

@@ -229,7 +229,11 @@ impl ShapePolicy {
     /// The limit of concurrent jobs of the project with `path` and `id` (both from
     /// `JOB_RESPONSE_FILE`): the smallest [`ProjectRule::max_concurrent_jobs`] of the rules
     /// that match it, with its rule's wait. `None`: no matching rule limits it.
-    pub fn concurrency_limit(&self, path: Option<&str>, id: Option<u64>) -> Option<ConcurrencyLimit> {
+    pub fn concurrency_limit(
+        &self,
+        path: Option<&str>,
+        id: Option<u64>,
+    ) -> Option<ConcurrencyLimit> {
         self.project_rules
             .iter()
             .filter(|r| r.matches(path, id))

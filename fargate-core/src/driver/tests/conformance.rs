@@ -115,8 +115,7 @@ async fn the_memory_and_file_stores_count_slots() {
 async fn concurrent_acquirers_never_exceed_the_limit_in_memory_and_in_files() {
     use crate::metadata::DynMetadataStore;
     let memory: DynMetadataStore = std::sync::Arc::new(MemoryStore::new());
-    crate::testing::conformance::slots_never_exceed_the_limit(&[memory], "cc.mem", 3, 12, 5)
-        .await;
+    crate::testing::conformance::slots_never_exceed_the_limit(&[memory], "cc.mem", 3, 12, 5).await;
     // Separate handles of one directory: as separate processes of the host.
     let tmp = tempfile::tempdir().unwrap();
     let files: Vec<DynMetadataStore> = (0..4)
@@ -133,7 +132,6 @@ async fn concurrent_acquirers_never_exceed_the_limit_in_memory_and_in_files() {
         .collect();
     assert_eq!(names, ["cc.files.slots"]);
     let left: crate::metadata::SlotHolders =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("cc.files.slots")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(tmp.path().join("cc.files.slots")).unwrap()).unwrap();
     assert!(left.holders.is_empty());
 }

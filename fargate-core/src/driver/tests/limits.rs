@@ -63,7 +63,11 @@ async fn the_job_over_the_limit_waits_and_starts_when_one_ends() {
 
     r.driver.cleanup(&first).await.unwrap();
     waiting.await.unwrap();
-    assert_eq!(launched(&r), 3, "the second job started once the first ended");
+    assert_eq!(
+        launched(&r),
+        3,
+        "the second job started once the first ended"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -99,7 +103,11 @@ async fn a_job_that_waits_too_long_fails_as_a_system_failure_with_a_hint() {
         .unwrap_err();
     let err = system_error(failure);
     assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert!(err.to_string().contains("project group/app-7 had 1 jobs running (limit 1"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("project group/app-7 had 1 jobs running (limit 1"),
+        "{err}"
+    );
     assert!(err.hint().is_some_and(|h| h.contains("MaxConcurrentJobs")));
     assert_eq!(launched(&r), 1);
     // Its slot was never taken: the first job's end frees the project.

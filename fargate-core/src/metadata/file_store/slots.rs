@@ -57,7 +57,10 @@ impl FileMetadataStore {
         let out = f(self, &mut holders)?;
         if holders != before {
             let bytes = serde_json::to_vec_pretty(&holders).map_err(|e| {
-                Error::new(ErrorKind::Unexpected, format!("encoding a slot counter: {e}"))
+                Error::new(
+                    ErrorKind::Unexpected,
+                    format!("encoding a slot counter: {e}"),
+                )
             })?;
             self.write_atomic(&key, &path, &bytes, "slot counter")?;
         }

@@ -19,8 +19,7 @@ fn key(s: &str) -> JobKey {
 /// written and removed again.
 pub async fn slots(store: &dyn MetadataStore, record: &JobRecord) {
     slots_count_up_to_the_limit(store, &format!("conf.{}", record.key)).await;
-    slots_of_jobs_without_a_record_expire(store, &format!("conf-r.{}", record.key), record)
-        .await;
+    slots_of_jobs_without_a_record_expire(store, &format!("conf-r.{}", record.key), record).await;
 }
 
 /// A counter gives `limit` slots and refuses the next holder, naming the holders; a holder
@@ -30,25 +29,40 @@ pub async fn slots_count_up_to_the_limit(store: &dyn MetadataStore, counter: &st
     let (a, b, c) = (key("slot-a"), key("slot-b"), key("slot-c"));
     for holder in [&a, &b, &a] {
         assert_eq!(
-            store.acquire_slot(counter, holder, 2, TTL).await.expect("acquire"),
+            store
+                .acquire_slot(counter, holder, 2, TTL)
+                .await
+                .expect("acquire"),
             SlotGrant::Taken,
             "{holder} under the limit"
         );
     }
     assert_eq!(
-        store.acquire_slot(counter, &c, 2, TTL).await.expect("acquire"),
+        store
+            .acquire_slot(counter, &c, 2, TTL)
+            .await
+            .expect("acquire"),
         SlotGrant::Full {
             holders: vec![a.clone(), b.clone()]
         }
     );
     store.release_slot(counter, &a).await.expect("release");
-    store.release_slot(counter, &a).await.expect("release again");
+    store
+        .release_slot(counter, &a)
+        .await
+        .expect("release again");
     assert_eq!(
-        store.acquire_slot(counter, &c, 2, TTL).await.expect("acquire"),
+        store
+            .acquire_slot(counter, &c, 2, TTL)
+            .await
+            .expect("acquire"),
         SlotGrant::Taken
     );
     assert!(matches!(
-        store.acquire_slot(counter, &a, 2, TTL).await.expect("acquire"),
+        store
+            .acquire_slot(counter, &a, 2, TTL)
+            .await
+            .expect("acquire"),
         SlotGrant::Full { .. }
     ));
     for holder in [&b, &c] {
@@ -80,7 +94,10 @@ pub async fn slots_of_jobs_without_a_record_expire(
         SlotGrant::Taken
     );
     assert_eq!(
-        store.acquire_slot(counter, &other, 1, TTL).await.expect("acquire"),
+        store
+            .acquire_slot(counter, &other, 1, TTL)
+            .await
+            .expect("acquire"),
         SlotGrant::Full {
             holders: vec![record.key.clone()]
         },
@@ -88,7 +105,10 @@ pub async fn slots_of_jobs_without_a_record_expire(
     );
     store.delete(&record.key).await.expect("delete");
     assert_eq!(
-        store.acquire_slot(counter, &other, 1, TTL).await.expect("acquire"),
+        store
+            .acquire_slot(counter, &other, 1, TTL)
+            .await
+            .expect("acquire"),
         SlotGrant::Taken,
         "a holder whose time is up and whose record is gone does not count"
     );
@@ -116,7 +136,10 @@ pub async fn slots_never_exceed_the_limit(
         let (start, counter, me) = (Arc::clone(&start), counter.to_owned(), holder(i));
         tasks.push(tokio::spawn(async move {
             start.wait().await;
-            store.acquire_slot(&counter, &me, limit, TTL).await.expect("acquire")
+            store
+                .acquire_slot(&counter, &me, limit, TTL)
+                .await
+                .expect("acquire")
         }));
     }
     let mut taken = 0;
@@ -144,7 +167,10 @@ pub async fn slots_never_exceed_the_limit(
             for _ in 0..rounds {
                 // Waits for a free slot like prepare does (bounded: the test's own limit).
                 let mut tries = 0;
-                while store.acquire_slot(&counter, &me, limit, TTL).await.expect("acquire")
+                while store
+                    .acquire_slot(&counter, &me, limit, TTL)
+                    .await
+                    .expect("acquire")
                     != SlotGrant::Taken
                 {
                     tries += 1;
