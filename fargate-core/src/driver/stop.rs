@@ -39,6 +39,11 @@ impl Driver {
         let lock = self.lock_job(&key).await?;
         let result = self.cleanup_locked(&lock, &identity, job).await;
         self.unlock_job(lock).await;
+        // The project's slot, once the job's tasks are stopped (a failed cleanup leaves the
+        // record, which keeps the slot counted until a later cleanup or gc).
+        if let (Ok(_), Some(slot)) = (&result, self.project_slot(&identity)) {
+            self.give_back_project_slot(&slot, &key).await;
+        }
         result
     }
 
