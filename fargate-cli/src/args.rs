@@ -107,7 +107,7 @@ pub enum Command {
                       task. Idle tasks are billed. Exit code 0 when all went well."
     )]
     Pool(PoolArgs),
-    /// List the failed jobs' tasks kept for debugging ([[Fargate.ProjectRule]] KeepFailedFor).
+    /// List the failed jobs' tasks kept for debugging (`[[Fargate.ProjectRule]] KeepFailedFor`).
     #[command(
         long_about = "List the tasks of failed jobs that this runner keeps for debugging                       ([[Fargate.ProjectRule]] KeepFailedFor), as their records say (no AWS                       call): job, project, task, the time left, and the commands to enter                       and stop each. `fargate gc` stops them once their time is up."
     )]
@@ -117,7 +117,7 @@ pub enum Command {
         long_about = "Stop the task of failed job JOB_ID that this runner keeps for debugging                       ([[Fargate.ProjectRule]] KeepFailedFor), and forget the job. A job that                       still runs is refused: its own cleanup stops its task. Exit code 0 when                       the task was stopped."
     )]
     Release(ReleaseArgs),
-    /// Set up or check the fleet's DynamoDB table ([TaskMetadata] DynamoDBTable).
+    /// Set up or check the fleet's DynamoDB table (`[TaskMetadata] DynamoDBTable`).
     #[command(
         long_about = "Set up or check the DynamoDB table that runner hosts of a fleet share \
                       ([TaskMetadata] DynamoDBTable, in the region of [Fargate] Region). `init` \

@@ -186,6 +186,21 @@ impl MetadataStore for LazyDynamo {
     async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
         self.get().await?.last_heartbeat(key).await
     }
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<fargate_core::metadata::SlotGrant> {
+        self.get()
+            .await?
+            .acquire_slot(counter, holder, limit, ttl)
+            .await
+    }
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        self.get().await?.release_slot(counter, holder).await
+    }
 }
 
 #[async_trait]

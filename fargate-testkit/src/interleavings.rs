@@ -337,6 +337,18 @@ impl MetadataStore for SimStore {
         yield_once().await;
         r
     }
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<fargate_core::metadata::SlotGrant> {
+        self.inner.acquire_slot(counter, holder, limit, ttl).await
+    }
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        self.inner.release_slot(counter, holder).await
+    }
 }
 
 /// One namespace's view of the shared launcher.
@@ -1574,6 +1586,22 @@ impl MetadataStore for Bridge {
     async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
         let key = key.clone();
         self.run(move |s| async move { s.last_heartbeat(&key).await })
+            .await
+    }
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<fargate_core::metadata::SlotGrant> {
+        let (counter, holder) = (counter.to_owned(), holder.clone());
+        self.run(move |s| async move { s.acquire_slot(&counter, &holder, limit, ttl).await })
+            .await
+    }
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        let (counter, holder) = (counter.to_owned(), holder.clone());
+        self.run(move |s| async move { s.release_slot(&counter, &holder).await })
             .await
     }
 }

@@ -26,8 +26,13 @@ pub(super) const BEAT_HOST: &str = "beat_host";
 /// [`super::ITEM_TTL`] ahead; an interruption note's is the note's own end.
 pub(super) const EXPIRES: &str = "expires_at";
 
+/// A counter's holders: job key → until when it counts without a record (Unix s).
+pub(super) const SLOTS: &str = "slots";
+/// A counter's version: increased by every write of its holders.
+pub(super) const SLOTS_VERSION: &str = "slots_ver";
+
 /// The placeholders (`#rec`...) an expression may use, and the attributes they name.
-const NAMES: [(&str, &str); 11] = [
+const NAMES: [(&str, &str); 13] = [
     ("#pk", KEY),
     ("#rec", RECORD),
     ("#note", NOTE),
@@ -39,6 +44,8 @@ const NAMES: [(&str, &str); 11] = [
     ("#bh", BEAT_HOST),
     ("#exp", EXPIRES),
     ("#lim", "lim"),
+    ("#slots", SLOTS),
+    ("#sv", SLOTS_VERSION),
 ];
 
 /// A string attribute value.

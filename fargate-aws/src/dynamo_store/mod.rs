@@ -12,6 +12,7 @@
 //! | `lk_holder`, `lk_fence`, `lk_until`, `lk_lease` | the key's lock: holder, fencing token, lease end (Unix ms, holder's clock), lease duration (ms) |
 //! | `beat`, `beat_host` | the job's heartbeat (Unix s) and the host that sent it |
 //! | `note` | an interruption note |
+//! | `slots`, `slots_ver` | a counter's holders and version, in the item `slots.<counter>` (see the `slots` module) |
 //! | `expires_at` | DynamoDB TTL (Unix s): every write sets it [`ITEM_TTL`] ahead (a note: its end) |
 //!
 //! Calls go through the SDK's runtime with hand-written requests (the crate's `aws_api`
@@ -57,6 +58,7 @@
 mod errors;
 mod item;
 mod lease;
+mod slots;
 mod table;
 
 use std::fmt;
@@ -64,7 +66,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fargate_core::metadata::{InterruptionMemory, InterruptionNote};
+use fargate_core::metadata::{InterruptionMemory, InterruptionNote, SlotGrant};
 use fargate_core::world::{Clock, SystemClock};
 use fargate_core::{Error, ErrorKind, JobKey, JobLock, JobRecord, MetadataStore, Result};
 use serde_json::{Value, json};
@@ -456,6 +458,20 @@ impl MetadataStore for DynamoStore {
 
     async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
         self.last_beat(key).await
+    }
+
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<SlotGrant> {
+        self.take_slot(counter, holder, limit, ttl).await
+    }
+
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        self.give_back_slot(counter, holder).await
     }
 }
 

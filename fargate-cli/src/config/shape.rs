@@ -1,5 +1,5 @@
 //! The task-shape keys of `fargate.toml`: `[Fargate.TaskShape]`, `[[Fargate.CapacityProfile]]`,
-//! `[[Fargate.ProjectRule]]` and `[Fargate] MaxKeepFailedFor`, read into [`ShapePolicy`].
+//! `[[Fargate.ProjectRule]]` (with `MaxConcurrentJobs`) and `[Fargate] MaxKeepFailedFor`, read into [`ShapePolicy`].
 //!
 //! The policy's own rules ([`ShapePolicy::problems`]) are reported here, on the line of the
 //! key or table they concern, so that every problem has its line.
@@ -119,6 +119,10 @@ pub(crate) fn read_shape(r: &mut Reader<'_>, t: &mut Table<'_, '_>, policy: &mut
             rule.subnets = r.string_list(&mut p, "Subnets").unwrap_or_default();
             rule.security_groups = r.string_list(&mut p, "SecurityGroups").unwrap_or_default();
             rule.keep_failed_for = r.duration(&mut p, "KeepFailedFor", false);
+            rule.max_concurrent_jobs = r
+                .integer(&mut p, "MaxConcurrentJobs", 1..=100_000)
+                .map(|n| n as u32);
+            rule.slot_wait = r.duration(&mut p, "SlotWait", false);
             r.finish(&p);
             if rule.name.is_empty() {
                 r.error(

@@ -39,6 +39,11 @@ impl Driver {
         let lock = self.lock_job(&key).await?;
         let result = self.cleanup_locked(&lock, &identity, job).await;
         self.unlock_job(lock).await;
+        // The project's slot, once the job's tasks are stopped (a failed cleanup leaves the
+        // record, which keeps the slot counted until a later cleanup or gc).
+        if let (Ok(_), Some(slot)) = (&result, self.project_slot(&identity)) {
+            self.give_back_project_slot(&slot, &key).await;
+        }
         result
     }
 
@@ -50,11 +55,15 @@ impl Driver {
         job: &JobContext,
     ) -> std::result::Result<CleanupReport, Failure> {
         let key = identity.key();
-        let mut report = match self.load_record_for_cleanup(lock, identity, job).await? {
-            Some(record) if let Some(kept) = self.keep_failed(lock, identity, &record).await => {
-                kept
-            }
-            Some(record) => {
+        let record = self.load_record_for_cleanup(lock, identity, job).await?;
+        // A failed job's task kept for debugging is not stopped.
+        let kept = match &record {
+            Some(record) => self.keep_failed(lock, identity, record).await,
+            None => None,
+        };
+        let mut report = match (kept, record) {
+            (Some(kept), _) => kept,
+            (None, Some(record)) => {
                 let summary = match &record.task {
                     Some(task) => self.describe_for_summary(task).await.map(|details| {
                         self.summarize(SummaryPoint::Cleanup, task, details, None, None, None)
@@ -68,7 +77,7 @@ impl Driver {
                     kept: None,
                 }
             }
-            None => CleanupReport {
+            (None, None) => CleanupReport {
                 stopped: self.stop_unrecorded(&key, None).await?,
                 had_record: false,
                 summary: None,

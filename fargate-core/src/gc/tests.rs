@@ -196,6 +196,18 @@ impl MetadataStore for ClaimDuringGc {
     async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
         self.inner.last_heartbeat(key).await
     }
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<crate::metadata::SlotGrant> {
+        self.inner.acquire_slot(counter, holder, limit, ttl).await
+    }
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        self.inner.release_slot(counter, holder).await
+    }
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod legacy;
 mod lock;
 mod namespaces;
 mod record;
+mod slots;
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use namespaces::NamespaceClaim;
 pub use record::{
     AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, PoolSlot, RECORD_FORMAT,
 };
+pub use slots::{MAX_COUNTER_LEN, SlotGrant, SlotHolders, check_counter};
 
 /// Stores job records between stage processes.
 ///
@@ -153,6 +155,45 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
         let _ = key;
         Ok(None)
     }
+
+    /// Takes a slot of the counter `counter` for `holder` if it holds one already or fewer
+    /// than `limit` other holders count, atomically (across the processes, or the hosts,
+    /// that share the store); else answers [`SlotGrant::Full`] and changes nothing that
+    /// counts. `holder` counts until `ttl` from now, and after that as long as its job has
+    /// a record (see [`SlotHolders`]); a holder that takes its slot again renews its time.
+    /// The driver counts the jobs of a project with it
+    /// (`[[Fargate.ProjectRule]] MaxConcurrentJobs`).
+    ///
+    /// The default keeps no counters: it fails with
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the slot taken or not; a taken one counts until `ttl`
+    /// (or the job's record) ends, or until [`MetadataStore::release_slot`].
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<SlotGrant> {
+        let _ = (holder, limit, ttl);
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("this metadata store keeps no counters (counter {counter})"),
+        )
+        .with_hint("MaxConcurrentJobs needs the file store or the DynamoDB store"))
+    }
+
+    /// Gives back `holder`'s slot of `counter`; giving back a slot not held succeeds.
+    /// The default does nothing.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the slot given back or not; again is harmless.
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        let _ = (counter, holder);
+        Ok(())
+    }
 }
 
 /// Refuses a write of `key` under the lock of another key (a caller's mistake).
@@ -219,5 +260,17 @@ impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     }
     async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {
         (**self).last_heartbeat(key).await
+    }
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<SlotGrant> {
+        (**self).acquire_slot(counter, holder, limit, ttl).await
+    }
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        (**self).release_slot(counter, holder).await
     }
 }

@@ -37,7 +37,10 @@ pub use builder::DriverOptionsBuilder;
 pub use images::{ImagePolicy, RegistryCredentials, SecretPolicy};
 pub use pool::{MAX_POOL_SIZE, WarmPoolOptions};
 pub use problems::{ConfigError, ConfigProblem};
-pub use shape::{CapacityProfile, OverMax, ProjectRule, ShapePolicy, SizeLimit};
+pub use shape::{
+    CapacityProfile, ConcurrencyLimit, DEFAULT_SLOT_WAIT, OverMax, ProjectRule, ShapePolicy,
+    SizeLimit,
+};
 pub use task::TaskPolicy;
 
 use crate::job::Namespace;

@@ -111,6 +111,28 @@ pub struct ProjectRule {
     /// ([`TaskShape::debug_access`](crate::TaskShape::debug_access)). `None`: stopped at
     /// cleanup, as every task.
     pub keep_failed_for: Option<Duration>,
+    /// At most this many jobs of each matching project run at once (counted per project,
+    /// across every process and host that shares the metadata store); a job over it waits
+    /// for one to end, at most [`ProjectRule::slot_wait`]. `None`: no limit.
+    pub max_concurrent_jobs: Option<u32>,
+    /// How long a job over [`ProjectRule::max_concurrent_jobs`] waits for a slot before it
+    /// fails; `None`: [`DEFAULT_SLOT_WAIT`].
+    pub slot_wait: Option<Duration>,
+}
+
+/// How long a job over its project's `MaxConcurrentJobs` waits by default: an hour.
+pub const DEFAULT_SLOT_WAIT: Duration = Duration::from_secs(3600);
+
+/// The limit of concurrent jobs of a project ([`ShapePolicy::concurrency_limit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConcurrencyLimit {
+    /// How many jobs of the project may run at once.
+    pub limit: u32,
+    /// How long a job over it waits for a slot.
+    pub wait: Duration,
+    /// The rule that says so.
+    pub rule: String,
 }
 
 impl ProjectRule {
@@ -207,6 +229,26 @@ impl ShapePolicy {
             .filter(|(d, _)| !d.is_zero())
             .max_by_key(|(d, _)| *d)
             .map(|(d, name)| (d.min(self.max_keep_failed_for), name))
+    }
+
+    /// The limit of concurrent jobs of the project with `path` and `id` (both from
+    /// `JOB_RESPONSE_FILE`): the smallest [`ProjectRule::max_concurrent_jobs`] of the rules
+    /// that match it, with its rule's wait. `None`: no matching rule limits it.
+    pub fn concurrency_limit(
+        &self,
+        path: Option<&str>,
+        id: Option<u64>,
+    ) -> Option<ConcurrencyLimit> {
+        self.project_rules
+            .iter()
+            .filter(|r| r.matches(path, id))
+            .filter_map(|r| Some((r.max_concurrent_jobs?, r)))
+            .min_by_key(|(n, _)| *n)
+            .map(|(limit, r)| ConcurrencyLimit {
+                limit,
+                wait: r.slot_wait.unwrap_or(DEFAULT_SLOT_WAIT),
+                rule: r.name.clone(),
+            })
     }
 
     /// Every problem of the policy; keys are field paths (`shape.cpu.max`).
@@ -321,10 +363,17 @@ impl ShapePolicy {
                 && rule.subnets.is_empty()
                 && rule.security_groups.is_empty()
                 && rule.keep_failed_for.is_none()
+                && rule.max_concurrent_jobs.is_none()
             {
                 p.push(ConfigProblem::new(
                     key.clone(),
-                    "grants nothing (give TaskRoles, Subnets, SecurityGroups or KeepFailedFor)",
+                    "grants nothing (give TaskRoles, Subnets, SecurityGroups, KeepFailedFor or MaxConcurrentJobs)",
+                ));
+            }
+            if rule.max_concurrent_jobs == Some(0) {
+                p.push(ConfigProblem::new(
+                    format!("{key}.max_concurrent_jobs"),
+                    "is 0 (no job of the project could ever run; leave it out for no limit)",
                 ));
             }
             if rule.keep_failed_for.is_some_and(|d| d.is_zero()) {

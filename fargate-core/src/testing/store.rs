@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobKey;
-use crate::metadata::{InterruptionMemory, InterruptionNote, JobLock, JobRecord, MetadataStore};
+use crate::metadata::{
+    InterruptionMemory, InterruptionNote, JobLock, JobRecord, MetadataStore, SlotGrant,
+    SlotHolders, check_counter,
+};
 
 /// An in-memory [`MetadataStore`] with fault injection. Locks hold within the process.
 ///
@@ -27,6 +30,7 @@ pub struct MemoryStore {
     records: Mutex<BTreeMap<JobKey, JobRecord>>,
     notes: Mutex<BTreeMap<JobKey, InterruptionNote>>,
     beats: Mutex<BTreeMap<JobKey, std::time::SystemTime>>,
+    slots: Mutex<BTreeMap<String, SlotHolders>>,
     locks: Arc<LockTable>,
     lease: Option<Duration>,
     /// Faults to inject; also counts calls.
@@ -166,6 +170,35 @@ impl MetadataStore for MemoryStore {
 
     async fn list(&self) -> Result<Vec<JobKey>> {
         Ok(self.records().keys().cloned().collect())
+    }
+
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<SlotGrant> {
+        check_counter(counter)?;
+        let records = self.records();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let holders = slots.entry(counter.to_owned()).or_default();
+        let now = crate::world::now();
+        let gone: Vec<JobKey> = holders
+            .expired(now)
+            .into_iter()
+            .filter(|k| !records.contains_key(k))
+            .collect();
+        Ok(holders.try_take(holder, limit, ttl, now, &gone))
+    }
+
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        check_counter(counter)?;
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(holders) = slots.get_mut(counter) {
+            holders.release(holder);
+        }
+        Ok(())
     }
 
     async fn lock(&self, key: &JobKey, wait: Duration) -> Result<JobLock> {

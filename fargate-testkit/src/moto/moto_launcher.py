@@ -48,7 +48,11 @@
 #    A call over a bucket fails with ThrottlingException "Rate exceeded" (HTTP 400) and
 #    changes nothing; each is appended to $FGT_MOTO_DIR/throttled.jsonl. Oracle requests are
 #    never throttled.
-# 15. Private registries: $FGT_MOTO_DIR/private_registries lists "<host> <credentials ARN>"
+# 15. DynamoDB item operations are atomic like DynamoDB's: moto's threaded server evaluates a
+#    conditional UpdateItem's condition and applies its update without a lock, so two
+#    concurrent writes conditioned on the same version could both succeed (a lost update
+#    DynamoDB never allows). Each item operation of the backend runs under one lock here.
+# 16. Private registries: $FGT_MOTO_DIR/private_registries lists "<host> <credentials ARN>"
 #    a line. A new task with a container whose image comes from such a host (the part of
 #    the name before the first "/" when it has a "." or ":" or is "localhost"; else
 #    docker.io) without repositoryCredentials.credentialsParameter = that ARN fails to start
@@ -934,6 +938,31 @@ _Response.tag_resource = _throttling("TagResource", _Response.tag_resource)
 _Response.untag_resource = _throttling("UntagResource", _Response.untag_resource)
 _Response.describe_tasks = _throttling("DescribeTasks", _Response.describe_tasks)
 _Response.list_tasks = _throttling("ListTasks", _Response.list_tasks)
+
+
+import moto.dynamodb.models as dynamodb_models  # noqa: E402
+
+
+def _atomic(method):
+    def wrapped(*args, **kwargs):
+        with _lock:
+            return method(*args, **kwargs)
+
+    return wrapped
+
+
+for _name in (
+    "put_item",
+    "get_item",
+    "update_item",
+    "delete_item",
+    "query",
+    "scan",
+    "transact_write_items",
+    "batch_write_item",
+):
+    _backend = dynamodb_models.DynamoDBBackend
+    setattr(_backend, _name, _atomic(getattr(_backend, _name)))
 
 
 from moto.server import main  # noqa: E402

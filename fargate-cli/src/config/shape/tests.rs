@@ -52,6 +52,8 @@ const FULL: &str = r#"  MaxKeepFailedFor = "1h"
   Subnets = ["subnet-private"]
   SecurityGroups = ["sg-deploy"]
   KeepFailedFor = "45m"
+  MaxConcurrentJobs = 3
+  SlotWait = "20m"
 "#;
 
 #[test]
@@ -84,6 +86,28 @@ fn every_shape_key_is_read() {
     assert_eq!(rule.subnets, ["subnet-private"]);
     assert_eq!(rule.security_groups, ["sg-deploy"]);
     assert_eq!(rule.keep_failed_for, Some(Duration::from_secs(2700)));
+    assert_eq!(rule.max_concurrent_jobs, Some(3));
+    assert_eq!(rule.slot_wait, Some(Duration::from_secs(1200)));
+    // A rule may only limit its projects' concurrent jobs.
+    let only_limit = parse(
+        "[[Fargate.ProjectRule]]\n  Name = \"heavy\"\n  Projects = [\"data/*\"]\n  MaxConcurrentJobs = 2\n",
+    )
+    .unwrap();
+    assert!(only_limit.warnings.is_empty(), "{:?}", only_limit.warnings);
+    let limit = only_limit
+        .config
+        .options
+        .shape
+        .concurrency_limit(Some("data/etl"), None)
+        .unwrap();
+    assert_eq!((limit.limit, limit.rule.as_str()), (2, "heavy"));
+    assert_eq!(limit.wait, fargate_core::options::DEFAULT_SLOT_WAIT);
+    let zero = parse(
+        "[[Fargate.ProjectRule]]\n  Name = \"r\"\n  Projects = [\"g/p\"]\n  MaxConcurrentJobs = 0\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(zero.contains("MaxConcurrentJobs"), "{zero}");
     assert_eq!(p.max_keep_failed_for, Duration::from_secs(3600));
     // A rule may grant nothing but keeping failed jobs' tasks.
     let only_keep = parse(

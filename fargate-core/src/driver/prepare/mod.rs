@@ -61,11 +61,27 @@ impl Driver {
         {
             return Err(Failure::from(architecture_needs_an_image(arch)));
         }
-        let lock = self.lock_job(&key).await?;
-        let result = self
-            .prepare_locked(&lock, start, identity, job, choice, shape, cancel)
-            .await;
-        self.unlock_job(lock).await;
+        // A job over its project's concurrency limit waits here, before anything exists.
+        let slot = self.project_slot(&identity);
+        if let Some(slot) = &slot {
+            self.take_project_slot(slot, &key, cancel).await?;
+        }
+        let result = async {
+            let lock = self.lock_job(&key).await?;
+            let result = self
+                .prepare_locked(&lock, start, identity, job, choice, shape, cancel)
+                .await;
+            self.unlock_job(lock).await;
+            result
+        }
+        .await;
+        if let (Err(_), Some(slot)) = (&result, &slot)
+            && matches!(self.store.get(&key).await, Ok(None))
+        {
+            // Prepare stopped what it started. (A record left for cleanup keeps the slot
+            // counted until cleanup gives it back, or gc removes the record.)
+            self.give_back_project_slot(slot, &key).await;
+        }
         if result.is_ok() {
             self.beat(&key).await;
         }

@@ -98,3 +98,40 @@ fn task_state_terminality() {
             && !TaskState::Missing.is_terminal()
     );
 }
+
+#[tokio::test]
+async fn the_memory_and_file_stores_count_slots() {
+    let record = JobRecord::new(
+        identity_of(&job(1)),
+        crate::shell::PrivateKey::new("k".into()),
+    );
+    crate::testing::conformance::slots(&MemoryStore::new(), &record).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = crate::metadata::FileMetadataStore::new(tmp.path());
+    crate::testing::conformance::slots(&store, &record).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_acquirers_never_exceed_the_limit_in_memory_and_in_files() {
+    use crate::metadata::DynMetadataStore;
+    let memory: DynMetadataStore = std::sync::Arc::new(MemoryStore::new());
+    crate::testing::conformance::slots_never_exceed_the_limit(&[memory], "cc.mem", 3, 12, 5).await;
+    // Separate handles of one directory: as separate processes of the host.
+    let tmp = tempfile::tempdir().unwrap();
+    let files: Vec<DynMetadataStore> = (0..4)
+        .map(|_| {
+            std::sync::Arc::new(crate::metadata::FileMetadataStore::new(tmp.path()))
+                as DynMetadataStore
+        })
+        .collect();
+    crate::testing::conformance::slots_never_exceed_the_limit(&files, "cc.files", 3, 12, 5).await;
+    // Nothing is left held, and only the counter's file stays.
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["cc.files.slots"]);
+    let left: crate::metadata::SlotHolders =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("cc.files.slots")).unwrap()).unwrap();
+    assert!(left.holders.is_empty());
+}

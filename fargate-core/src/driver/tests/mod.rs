@@ -190,6 +190,7 @@ mod isolation;
 mod keep;
 mod launch;
 mod lifecycle;
+mod limits;
 mod pool;
 mod ready;
 mod rollback;

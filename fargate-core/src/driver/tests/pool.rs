@@ -550,6 +550,18 @@ impl MetadataStore for TakesOverBeforeTheSweepLocks {
     async fn last_heartbeat(&self, key: &JobKey) -> crate::Result<Option<std::time::SystemTime>> {
         self.inner.last_heartbeat(key).await
     }
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> crate::Result<crate::metadata::SlotGrant> {
+        self.inner.acquire_slot(counter, holder, limit, ttl).await
+    }
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> crate::Result<()> {
+        self.inner.release_slot(counter, holder).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

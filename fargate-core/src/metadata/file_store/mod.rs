@@ -11,11 +11,12 @@ use async_trait::async_trait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobKey;
 
-use super::{JobLock, JobRecord, MetadataStore};
+use super::{JobLock, JobRecord, MetadataStore, SlotGrant};
 
 mod dir;
 mod flock;
 mod leftovers;
+mod slots;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +57,9 @@ use leftovers::TempFiles;
 ///   running, of any key. A held lock, the lock of a key with a record, a temporary file of
 ///   a running writer, a link or a directory of such a name, and any other name stay.
 ///   [`leftovers`] says what it would remove, removing nothing.
+/// - **Counters** ([`MetadataStore::acquire_slot`]) are files `<counter>.slots` (the
+///   holders and their times, JSON, written atomically) read and written under the lock
+///   `slots_<counter>`; a holder whose time is up counts while its record file exists.
 /// - **Locks hold across processes** and vanish with a killed holder: a lock is an `flock`
 ///   on `<dir>/<key>.lock`, with the unlink-while-holding protocol so that removing the file
 ///   never lets two holders in. To lock: open (create, 0600, `O_NOFOLLOW`) the lock file,
@@ -321,6 +325,22 @@ impl MetadataStore for FileMetadataStore {
             // Retry loop bounded by the deadline above: flock has no timed wait.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    async fn acquire_slot(
+        &self,
+        counter: &str,
+        holder: &JobKey,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<SlotGrant> {
+        let (this, counter, holder) = (self.clone(), counter.to_owned(), holder.clone());
+        blocking(move || this.acquire_slot_blocking(&counter, &holder, limit, ttl)).await
+    }
+
+    async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
+        let (this, counter, holder) = (self.clone(), counter.to_owned(), holder.clone());
+        blocking(move || this.release_slot_blocking(&counter, &holder)).await
     }
 
     async fn unlock(&self, mut lock: JobLock) -> Result<()> {

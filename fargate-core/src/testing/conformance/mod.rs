@@ -24,8 +24,10 @@
 
 mod launcher;
 mod shell;
+mod slots;
 mod store;
 
 pub use launcher::*;
 pub use shell::*;
+pub use slots::*;
 pub use store::*;
