@@ -93,7 +93,9 @@ mod tests {
                     continue;
                 };
                 let key = key.trim();
-                if !(key.starts_with("Allowed") || key == "Projects") {
+                // AllowedCPUArchitectures lists exact names, not patterns.
+                let patterns = key.starts_with("Allowed") || key == "Projects";
+                if !patterns || key == "AllowedCPUArchitectures" {
                     continue;
                 }
                 let list = list.split(']').next().unwrap_or_default();
