@@ -342,6 +342,26 @@ impl Exec<'_> {
         for r in readers {
             let _ = r.join();
         }
+        // Calls on output the stage printed just before it ended (the loop above may have
+        // seen the exit first) run now, before the next stage starts.
+        if !self.on_output.is_empty() {
+            let seen: Vec<usize> = {
+                let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                self.on_output
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (marker, action))| {
+                        matches!(action, OnOutput::Call(_)) && log.contains(marker.as_str())
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            for i in seen.into_iter().rev() {
+                if let OnOutput::Call(f) = self.on_output.remove(i).1 {
+                    f();
+                }
+            }
+        }
         let exit_code = status.and_then(|s| {
             s.code()
                 .or_else(|| s.signal().map(|_| -1))
