@@ -4,7 +4,7 @@
 use std::fmt;
 
 use aws_sdk_ecs::config::ProvideCredentials;
-use aws_sdk_ecs::types::{ClusterField, NetworkMode};
+use aws_sdk_ecs::types::{ClusterField, NetworkMode, TaskDefinition};
 
 use crate::config::{Capacity, EcsConfig};
 use crate::errors;
@@ -292,26 +292,34 @@ impl EcsLauncher {
         checks
     }
 
+    /// The expected task definition, or the failed check `name` saying why it is missing.
+    async fn definition_for_check(
+        &self,
+        name: &str,
+        want: &TaskExpectations,
+    ) -> std::result::Result<TaskDefinition, Check> {
+        match self.describe_definition(&want.task_definition).await {
+            Ok(Some((td, _))) => Ok(td),
+            Ok(None) => Err(Check::fail(
+                name,
+                "the task definition is not found",
+                "see the task definition check",
+            )),
+            Err(e) => Err(Check::fail(
+                name,
+                e.message().to_owned(),
+                "allow ecs:DescribeTaskDefinition",
+            )),
+        }
+    }
+
     /// With host keys from the task's log: the container logs with `awslogs`, a group and a
     /// stream prefix (the stream's name is known), in the launcher's region.
     async fn check_host_key_log(&self, want: &TaskExpectations) -> Check {
         let name = format!("host keys from the log of container {}", want.container);
-        let td = match self.describe_definition(&want.task_definition).await {
-            Ok(Some((td, _))) => td,
-            Ok(None) => {
-                return Check::fail(
-                    name,
-                    "the task definition is not found",
-                    "see the task definition check",
-                );
-            }
-            Err(e) => {
-                return Check::fail(
-                    name,
-                    e.message().to_owned(),
-                    "allow ecs:DescribeTaskDefinition",
-                );
-            }
+        let td = match self.definition_for_check(&name, want).await {
+            Ok(td) => td,
+            Err(failed) => return failed,
         };
         match crate::host_keys::log_stream(&td, &want.container, "<task id>") {
             Ok(stream) => {
@@ -345,22 +353,9 @@ impl EcsLauncher {
     /// role: it must have one (what it may do is IAM's to say, and not readable here).
     async fn check_image_pulls(&self, want: &TaskExpectations) -> Check {
         let name = "execution role for job image pulls";
-        let td = match self.describe_definition(&want.task_definition).await {
-            Ok(Some((td, _))) => td,
-            Ok(None) => {
-                return Check::fail(
-                    name,
-                    "the task definition is not found",
-                    "see the task definition check",
-                );
-            }
-            Err(e) => {
-                return Check::fail(
-                    name,
-                    e.message().to_owned(),
-                    "allow ecs:DescribeTaskDefinition",
-                );
-            }
+        let td = match self.definition_for_check(name, want).await {
+            Ok(td) => td,
+            Err(failed) => return failed,
         };
         let mut needs = Vec::new();
         if !want.registry_credentials.is_empty() {
