@@ -120,25 +120,18 @@ async fn hosts_claiming_at_once_never_share_a_warm_task() {
     for round in 0..3u64 {
         let filled = hosts[0].pool_fill(true).await.unwrap();
         assert_eq!(filled.idle(), 8, "round {round}: {filled}");
-        // 8 jobs, two per host, all at once (local tasks: the stages' futures are not
-        // `Send`, see the report of this branch).
-        let local = tokio::task::LocalSet::new();
+        // 8 jobs, two per host, all at once, on the runtime's threads.
         let prepares: Vec<_> = (0..8u64)
             .map(|n| {
                 let host = hosts[n as usize % 4].clone();
                 let cancel = cancel.clone();
-                local.spawn_local(async move { host.prepare(&job(round * 100 + n), &cancel).await })
+                tokio::spawn(async move { host.prepare(&job(round * 100 + n), &cancel).await })
             })
             .collect();
-        let reports = local
-            .run_until(async {
-                let mut reports = Vec::new();
-                for prepare in prepares {
-                    reports.push(prepare.await.unwrap().unwrap());
-                }
-                reports
-            })
-            .await;
+        let mut reports = Vec::new();
+        for prepare in prepares {
+            reports.push(prepare.await.unwrap().unwrap());
+        }
         let mut tasks = BTreeSet::new();
         let mut warm = 0;
         for report in reports {

@@ -24,30 +24,40 @@ pub(crate) enum Failed {
     Return(Error),
 }
 
-/// The one retry engine: runs attempts until one succeeds, one fails for good, or the
-/// policy is exhausted, waiting a jittered, doubling backoff between them. Each retry is
-/// an [`Event::Retry`] for the observer and a warning; a cancel token, when given, ends a
-/// wait at once with [`Error::cancelled`].
+/// The one retry engine: the caller runs attempts in its own loop and hands each failure
+/// to [`Retry::failed`], which decides: give up (the error to return), or retry after a
+/// jittered, doubling backoff, which it waits. Each retry is an [`Event::Retry`] for the
+/// observer and a warning; a cancel token, when given, ends a wait at once with
+/// [`Error::cancelled`].
 ///
-/// The attempt itself is the per-attempt hook: it gets the attempt's number (1-based) and
-/// keeps whatever it needs between attempts (the launch: which client token to send, the
-/// same after an unknown outcome, a new one, recorded before the call, after a refusal),
-/// and tells the engine with [`Failed`] what its failure calls for.
+/// The caller's loop keeps whatever it needs between attempts (the launch: which client
+/// token to send, the same after an unknown outcome, a new one, recorded before the call,
+/// after a refusal) and tells the engine with [`Failed`] what a failure calls for. The
+/// loop is the caller's own code, not a closure the engine calls, so the futures of the
+/// stages stay `Send` (an async closure's future borrowing its captures is not, to the
+/// compiler, `Send` for every lifetime).
 pub(crate) struct Retry<'a> {
     policy: &'a RetryPolicy,
     what: &'a str,
     observer: &'a dyn Observer,
     cancel: Option<&'a CancellationToken>,
+    start: Instant,
+    backoff: Duration,
+    attempt: u32,
 }
 
 impl<'a> Retry<'a> {
-    /// Retries of the operation `what` under `policy`, reported to `observer`.
+    /// Retries of the operation `what` under `policy`, reported to `observer`; the time
+    /// budget counts from now.
     pub(crate) fn new(policy: &'a RetryPolicy, what: &'a str, observer: &'a dyn Observer) -> Self {
         Retry {
             policy,
             what,
             observer,
             cancel: None,
+            start: Instant::now(),
+            backoff: policy.initial_backoff,
+            attempt: 1,
         }
     }
 
@@ -57,48 +67,43 @@ impl<'a> Retry<'a> {
         self
     }
 
-    /// Runs `attempt(1)`, `attempt(2)`... as described on [`Retry`]; `on_retry(error,
-    /// attempt, delay)` runs when a retry is decided, after the observer heard of it and
-    /// before the wait.
-    pub(crate) async fn run<T>(
-        &self,
-        mut attempt: impl AsyncFnMut(u32) -> std::result::Result<T, Failed>,
-        mut on_retry: impl FnMut(&Error, u32, Duration),
-    ) -> Result<T> {
-        let policy = self.policy;
-        let what = self.what;
-        let start = Instant::now();
-        let mut backoff = policy.initial_backoff;
-        let mut n = 1u32;
-        loop {
-            let err = match attempt(n).await {
-                Ok(v) => return Ok(v),
-                Err(Failed::Return(err)) => return Err(err),
-                Err(Failed::GiveUp(err)) => return Err(annotated(err, what, n)),
-                Err(Failed::Retry(err)) => err,
-            };
-            if n >= policy.max_attempts || start.elapsed() + backoff > policy.max_elapsed {
-                return Err(annotated(err, what, n));
-            }
-            let delay = jittered(backoff);
-            self.observer.observe(&Event::Retry {
-                operation: what.to_owned(),
-                attempt: n,
-                delay,
-                error: err.to_string(),
-            });
-            on_retry(&err, n, delay);
-            match self.cancel {
-                Some(cancel) => tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Err(Error::cancelled(what)),
-                    _ = tokio::time::sleep(delay) => {}
-                },
-                None => tokio::time::sleep(delay).await,
-            }
-            backoff = (backoff * 2).min(policy.max_backoff);
-            n += 1;
+    /// After the attempt under way failed with `failed`: `Ok(())` once the backoff before
+    /// the next attempt has passed, or the error to return (the operation given up).
+    /// `on_retry(error, attempt, delay)` runs when a retry is decided, after the observer
+    /// heard of it and before the wait.
+    pub(crate) async fn failed(
+        &mut self,
+        failed: Failed,
+        on_retry: impl FnOnce(&Error, u32, Duration),
+    ) -> Result<()> {
+        let (policy, what, n) = (self.policy, self.what, self.attempt);
+        let err = match failed {
+            Failed::Return(err) => return Err(err),
+            Failed::GiveUp(err) => return Err(annotated(err, what, n)),
+            Failed::Retry(err) => err,
+        };
+        if n >= policy.max_attempts || self.start.elapsed() + self.backoff > policy.max_elapsed {
+            return Err(annotated(err, what, n));
         }
+        let delay = jittered(self.backoff);
+        self.observer.observe(&Event::Retry {
+            operation: what.to_owned(),
+            attempt: n,
+            delay,
+            error: err.to_string(),
+        });
+        on_retry(&err, n, delay);
+        match self.cancel {
+            Some(cancel) => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Error::cancelled(what)),
+                _ = tokio::time::sleep(delay) => {}
+            },
+            None => tokio::time::sleep(delay).await,
+        }
+        self.backoff = (self.backoff * 2).min(policy.max_backoff);
+        self.attempt += 1;
+        Ok(())
     }
 }
 
@@ -123,23 +128,24 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    Retry::new(policy, what, observer)
-        .run(
-            async |_| match op().await {
-                Ok(v) => Ok(v),
-                Err(err) if err.is_temporary() => Err(Failed::Retry(err)),
-                Err(err) => Err(Failed::GiveUp(err)),
-            },
-            |err, attempt, delay| {
+    let mut retry = Retry::new(policy, what, observer);
+    loop {
+        let failed = match op().await {
+            Ok(v) => return Ok(v),
+            Err(err) if err.is_temporary() => Failed::Retry(err),
+            Err(err) => Failed::GiveUp(err),
+        };
+        retry
+            .failed(failed, |err, attempt, delay| {
                 tracing::warn!(
                     attempt,
                     delay_ms = delay.as_millis() as u64,
                     error = %err,
                     "{what} failed, retrying"
                 );
-            },
-        )
-        .await
+            })
+            .await?;
+    }
 }
 
 /// A delay between half of `d` and `d` ("equal jitter"), so that concurrent drivers spread out.

@@ -35,63 +35,92 @@ impl Driver {
     ) -> Result<Launched> {
         // The token to send again: that of an attempt whose outcome is unknown.
         let mut replay: Option<String> = None;
-        let attempt = async |_| {
-            let token = match replay.take() {
-                Some(token) => token,
-                None => {
-                    let token = crate::world::client_token();
-                    record.attempts.push(LaunchAttempt::pending(token.clone()));
-                    record.touch();
-                    self.save(lock, record).await.map_err(Failed::Return)?;
-                    token
-                }
-            };
-            let result = self
-                .launch_settled(&spec.clone().with_client_token(token.clone()), cancel)
+        let mut retry = Retry::new(&self.options.retry, "starting the task", &*self.observer)
+            .cancelled_by(cancel);
+        loop {
+            let attempt = self
+                .launch_attempt(
+                    lock,
+                    record,
+                    spec,
+                    &mut replay,
+                    fail_fast_on_capacity,
+                    cancel,
+                )
                 .await;
-            match result {
-                Ok(launched) => {
-                    let task = launched.task.clone();
-                    record.settle(&token, AttemptOutcome::Accepted { task: task.clone() });
-                    record.task = Some(task);
-                    record.phase = Phase::Launched;
-                    record.touch();
-                    if cancel.is_cancelled() {
-                        return Err(Failed::Return(Error::cancelled("starting the task")));
-                    }
-                    Ok(launched)
-                }
-                Err(err) => {
-                    let unknown = err.outcome_unknown();
-                    if !unknown {
-                        record.settle(&token, AttemptOutcome::Refused);
-                    }
-                    if cancel.is_cancelled() || err.kind() == ErrorKind::Cancelled {
-                        return Err(Failed::Return(Error::cancelled("starting the task")));
-                    }
-                    let retryable = (unknown || err.is_temporary())
-                        && !(fail_fast_on_capacity && err.kind() == ErrorKind::CapacityUnavailable);
-                    if !retryable {
-                        return Err(Failed::GiveUp(err));
-                    }
-                    // Sent again only if the engine retries.
-                    replay = unknown.then_some(token);
-                    Err(Failed::Retry(err))
-                }
+            let failed = match attempt {
+                Ok(launched) => return Ok(launched),
+                Err(failed) => failed,
+            };
+            retry
+                .failed(failed, |err, attempt, delay| {
+                    tracing::warn!(
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        same_token = err.outcome_unknown(),
+                        error = %err,
+                        "starting the task failed, retrying"
+                    );
+                })
+                .await?;
+        }
+    }
+
+    /// One attempt of [`launch`](Driver::launch): sends `replay`'s token (taken) or a new
+    /// one, recorded before the call; after an unknown outcome leaves the token in
+    /// `replay` for the next attempt.
+    async fn launch_attempt(
+        &self,
+        lock: &JobLock,
+        record: &mut JobRecord,
+        spec: &TaskSpec,
+        replay: &mut Option<String>,
+        fail_fast_on_capacity: bool,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<Launched, Failed> {
+        let token = match replay.take() {
+            Some(token) => token,
+            None => {
+                let token = crate::world::client_token();
+                record.attempts.push(LaunchAttempt::pending(token.clone()));
+                record.touch();
+                self.save(lock, record).await.map_err(Failed::Return)?;
+                token
             }
         };
-        Retry::new(&self.options.retry, "starting the task", &*self.observer)
-            .cancelled_by(cancel)
-            .run(attempt, |err, attempt, delay| {
-                tracing::warn!(
-                    attempt,
-                    delay_ms = delay.as_millis() as u64,
-                    same_token = err.outcome_unknown(),
-                    error = %err,
-                    "starting the task failed, retrying"
-                );
-            })
-            .await
+        let result = self
+            .launch_settled(&spec.clone().with_client_token(token.clone()), cancel)
+            .await;
+        match result {
+            Ok(launched) => {
+                let task = launched.task.clone();
+                record.settle(&token, AttemptOutcome::Accepted { task: task.clone() });
+                record.task = Some(task);
+                record.phase = Phase::Launched;
+                record.touch();
+                if cancel.is_cancelled() {
+                    return Err(Failed::Return(Error::cancelled("starting the task")));
+                }
+                Ok(launched)
+            }
+            Err(err) => {
+                let unknown = err.outcome_unknown();
+                if !unknown {
+                    record.settle(&token, AttemptOutcome::Refused);
+                }
+                if cancel.is_cancelled() || err.kind() == ErrorKind::Cancelled {
+                    return Err(Failed::Return(Error::cancelled("starting the task")));
+                }
+                let retryable = (unknown || err.is_temporary())
+                    && !(fail_fast_on_capacity && err.kind() == ErrorKind::CapacityUnavailable);
+                if !retryable {
+                    return Err(Failed::GiveUp(err));
+                }
+                // Sent again only if the engine retries.
+                *replay = unknown.then_some(token);
+                Err(Failed::Retry(err))
+            }
+        }
     }
 
     /// One launch call. When `cancel` fires while it is in flight, the call is not dropped:

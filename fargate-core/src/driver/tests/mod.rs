@@ -196,3 +196,19 @@ mod ready;
 mod rollback;
 mod run;
 mod task_definition;
+
+/// Embedders spawn stages on a multi-threaded runtime (`tokio::spawn`): every stage's
+/// future is `Send`. A compile-time check: this test module does not build otherwise.
+#[allow(dead_code)]
+fn stages_are_send(driver: &Driver, job: &JobContext, cancel: &CancellationToken) {
+    fn send<T: Send>(_: &T) {}
+    send(&driver.prepare(job, cancel));
+    send(&driver.cleanup(job));
+    let mut out = CapturedOutput::default();
+    send(&driver.run(job, "build_script", Arc::from(&b""[..]), &mut out, cancel));
+    send(&driver.pool_refill(cancel));
+    send(&driver.pool_fill(true));
+    send(&driver.pool_drain());
+    send(&driver.release_kept(1));
+    send(&driver.kept_tasks());
+}
