@@ -267,9 +267,9 @@ async fn a_private_image_pulls_with_the_jobs_own_login_and_cleanup_removes_it() 
     .unwrap();
     let token = job_token(33);
     moto.set_private_registries(&[(host, "gitlab-ci-token", token.as_str())]);
-    let mut job = job(33, &format!("{host}/group/app/builder:1"));
-    job.registries = vec![host.to_owned()];
-    let result = rig.run(job).await;
+    let mut first = job(33, &format!("{host}/group/app/builder:1"));
+    first.registries = vec![host.to_owned()];
+    let result = rig.run(first).await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
     assert!(
         result.log.contains("build_script ran in job"),
@@ -306,4 +306,57 @@ async fn a_private_image_pulls_with_the_jobs_own_login_and_cleanup_removes_it() 
         "the job's revision is deregistered"
     );
     assert!(rig.fargate.running_tasks().await.is_empty());
+
+    // A runner that dies after prepare leaves the job's secret; `fargate gc` looks at the
+    // jobs' secrets with this setting and keeps it while the job may still run (the
+    // removal of a dead job's, past its deadline, is in fargate-aws/tests/derived.rs).
+    let token = job_token(34);
+    moto.set_private_registries(&[(host, "gitlab-ci-token", token.as_str())]);
+    let mut dead = job(34, &format!("{host}/group/app/builder:1"));
+    dead.registries = vec![host.to_owned()];
+    let dir = rig._dir.path().join("job-34");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = rig
+        .emu
+        .stage_command(&dead, &dir, &["custom", "prepare"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = |moto: &fargate_testkit::moto::Moto| -> Vec<String> {
+        moto.aws_json(
+            "secretsmanager",
+            "secretsmanager",
+            "ListSecrets",
+            &serde_json::json!({}),
+        )["SecretList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["Name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let left = names(moto);
+    assert!(
+        left.len() == 1 && left[0].ends_with("-34/registry-1"),
+        "{left:?}"
+    );
+    let gc = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("gc")
+        .envs(rig.fargate.driver_env())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&gc.stdout);
+    assert!(
+        shown.contains("job secrets: removed 0, kept 1"),
+        "{shown}\n{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_eq!(names(moto), left);
 }
