@@ -262,9 +262,8 @@ impl EcsLauncher {
             )
             .with_backend("ecs")
         })?;
-        let text = Zeroizing::new(
-            json!({"username": login.username, "password": password}).to_string(),
-        );
+        let text =
+            Zeroizing::new(json!({"username": login.username, "password": password}).to_string());
         self.put_secret(
             spec,
             &pull_login_secret_name(&spec.key, n),

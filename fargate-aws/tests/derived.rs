@@ -1158,7 +1158,8 @@ fn login_options(base: &str) -> DriverOptions {
 }
 
 fn login_spec(ecs: &MotoEcs, base: &str, id: u64) -> TaskSpec {
-    let ImageDecision::Derived(request) = decide(&login_options(base), Some(&login_job(id))).unwrap()
+    let ImageDecision::Derived(request) =
+        decide(&login_options(base), Some(&login_job(id))).unwrap()
     else {
         panic!("not derived")
     };
@@ -1209,7 +1210,9 @@ async fn a_job_pulls_with_its_own_registry_login_through_a_per_job_secret() {
     );
     let hint = err.hint().unwrap();
     assert!(
-        hint.contains(&format!("[Fargate.Images] JobRegistryCredentials = [\"{REGISTRY}\"]")),
+        hint.contains(&format!(
+            "[Fargate.Images] JobRegistryCredentials = [\"{REGISTRY}\"]"
+        )),
         "{hint}"
     );
     assert!(secret_names(&moto).is_empty());
@@ -1292,8 +1295,15 @@ async fn a_deleted_or_wrong_login_fails_the_pull_as_on_ecs() {
     let status = launcher.describe(&task).await.unwrap();
     let stop = status.stop.clone().unwrap();
     assert!(
-        stop.reason.as_deref().unwrap_or_default().starts_with("CannotPullContainerError")
-            && stop.reason.as_deref().unwrap_or_default().contains("401 Unauthorized"),
+        stop.reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("CannotPullContainerError")
+            && stop
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("401 Unauthorized"),
         "{stop:?}"
     );
     assert!(stop.pull_failed.is_some(), "{stop:?}");

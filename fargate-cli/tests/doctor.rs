@@ -627,7 +627,10 @@ async fn private_registries_and_ecr_need_an_execution_role() {
 
     // Jobs' own registry logins alone: the execution role must read the jobs' secrets.
     let logins = "[Fargate.Images]\n  AllowedImages = [\"registry.gitlab.example.com/*\"]\n  JobSSHPort = 2222\n  JobRegistryCredentials = [\"registry.gitlab.example.com\"]\n";
-    let config = format!("{}{logins}", toml(&ecs, &setup(&ecs.task_definition), &metadata));
+    let config = format!(
+        "{}{logins}",
+        toml(&ecs, &setup(&ecs.task_definition), &metadata)
+    );
     let (code, out) = doctor(&moto, dir.path(), &config);
     assert_eq!(code, 1, "{out}");
     assert!(

@@ -71,8 +71,7 @@ fn image_path(name: &str) -> String {
 fn login_path(url: &str) -> String {
     let lower = url.to_ascii_lowercase();
     for scheme in ["https://", "http://"] {
-        if lower.starts_with(scheme) {
-            let rest = &lower[scheme.len()..];
+        if let Some(rest) = lower.strip_prefix(scheme) {
             let host = rest.split('/').next().unwrap_or_default();
             return if host == "index.docker.io" {
                 DOCKER_HUB.to_owned()
@@ -189,7 +188,10 @@ mod tests {
             ("registry.gitlab.example.com/g/app/builder:1", Some("user0")),
             ("Registry.GitLab.example.com/g/app", Some("user0")),
             ("registry.gitlab.example.com/g/app@sha256:ab", Some("user0")),
-            ("gitlab.example.com:443/g/dependency_proxy/containers/alpine:3", Some("user1")),
+            (
+                "gitlab.example.com:443/g/dependency_proxy/containers/alpine:3",
+                Some("user1"),
+            ),
             ("gitlab.example.com/g/app", None),
             ("registry.gitlab.example.com.evil.example/g/app", None),
             ("evil.example/registry.gitlab.example.com/app", None),
@@ -205,13 +207,30 @@ mod tests {
             ("reg.example.com:5050/a/b:2", "http://reg.example.com:5050/"),
             ("reg.example.com/a/b:2", "reg.example.com/"),
         ] {
-            assert_eq!(matched(image, &[url]).as_deref(), Some("user0"), "{image} {url}");
+            assert_eq!(
+                matched(image, &[url]).as_deref(),
+                Some("user0"),
+                "{image} {url}"
+            );
         }
         // The longest path wins, then the last login of a path.
-        let paths = ["reg.example.com", "reg.example.com/team", "reg.example.com/team/"];
-        assert_eq!(matched("reg.example.com/team/app:1", &paths).as_deref(), Some("user2"));
-        assert_eq!(matched("reg.example.com/other/app", &paths).as_deref(), Some("user0"));
-        assert_eq!(matched("reg.example.com/team", &paths[..1]).as_deref(), Some("user0"));
+        let paths = [
+            "reg.example.com",
+            "reg.example.com/team",
+            "reg.example.com/team/",
+        ];
+        assert_eq!(
+            matched("reg.example.com/team/app:1", &paths).as_deref(),
+            Some("user2")
+        );
+        assert_eq!(
+            matched("reg.example.com/other/app", &paths).as_deref(),
+            Some("user0")
+        );
+        assert_eq!(
+            matched("reg.example.com/team", &paths[..1]).as_deref(),
+            Some("user0")
+        );
         assert_eq!(matched("reg.example.com/a", &[]), None);
     }
 }

@@ -755,7 +755,11 @@ mod tests {
         );
         payload.registry_logins = vec![
             crate::job::RegistryLogin::new(reg, "gitlab-ci-token", "glcbt-64-job-token"),
-            crate::job::RegistryLogin::new("hub.example.com", "gitlab-ci-token", "glcbt-64-job-token"),
+            crate::job::RegistryLogin::new(
+                "hub.example.com",
+                "gitlab-ci-token",
+                "glcbt-64-job-token",
+            ),
         ];
         let mut o = options(&["*"], &["*"]);
         let decided = |o: &DriverOptions| match decide(o, Some(&payload)).unwrap() {
@@ -775,7 +779,8 @@ mod tests {
         assert!(req.has_job_secrets() && !req.secrets_missing());
         assert!(req.plan.containers.iter().all(|c| c.credentials.is_none()));
         assert_eq!(
-            req.pull_login_of_image(&format!("{reg}/g/app/db:2")).map(|l| &l.registry),
+            req.pull_login_of_image(&format!("{reg}/g/app/db:2"))
+                .map(|l| &l.registry),
             Some(&reg.to_owned())
         );
         assert!(req.pull_login_of_image("redis:7").is_none());
@@ -787,7 +792,10 @@ mod tests {
         assert_eq!(all.pull_logins[1].containers, ["service-3"]);
         // Records keep no password; a launch from one cannot be replayed.
         let stored = serde_json::to_string(&req).unwrap();
-        assert!(!stored.contains("glcbt") && !format!("{req:?}").contains("glcbt"), "{stored}");
+        assert!(
+            !stored.contains("glcbt") && !format!("{req:?}").contains("glcbt"),
+            "{stored}"
+        );
         let back: ImageRequest = serde_json::from_str(&stored).unwrap();
         assert_eq!(back.pull_logins[0].containers, login.containers);
         assert!(back.secrets_missing());
@@ -797,7 +805,12 @@ mod tests {
         assert_eq!(admin.pull_logins.len(), 1, "{:?}", admin.pull_logins);
         assert_eq!(admin.pull_logins[0].registry, "hub.example.com");
         assert_eq!(
-            admin.plan.container(JOB_CONTAINER).unwrap().credentials.as_deref(),
+            admin
+                .plan
+                .container(JOB_CONTAINER)
+                .unwrap()
+                .credentials
+                .as_deref(),
             Some("arn:deploy")
         );
     }

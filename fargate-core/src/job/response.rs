@@ -323,7 +323,10 @@ mod tests {
         )
         .unwrap();
         let urls: Vec<&str> = r.registry_logins.iter().map(|l| l.url.as_str()).collect();
-        assert_eq!(urls, ["registry.gitlab.example.com", "gitlab.example.com:443"]);
+        assert_eq!(
+            urls,
+            ["registry.gitlab.example.com", "gitlab.example.com:443"]
+        );
         assert_eq!(r.registry_logins[0].username, "gitlab-ci-token");
         assert_eq!(
             r.registry_logins[0].password.expose(),
@@ -333,7 +336,12 @@ mod tests {
         assert!(!shown.contains("glcbt-job-token"), "{shown}");
         let stored = serde_json::to_string(&r.registry_logins).unwrap();
         assert!(!stored.contains("glcbt-job-token"), "{stored}");
-        assert!(JobResponse::parse(br#"{"id": 6}"#).unwrap().registry_logins.is_empty());
+        assert!(
+            JobResponse::parse(br#"{"id": 6}"#)
+                .unwrap()
+                .registry_logins
+                .is_empty()
+        );
     }
 
     #[test]
