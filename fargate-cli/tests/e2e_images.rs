@@ -277,6 +277,13 @@ async fn a_private_image_pulls_with_the_jobs_own_login_and_cleanup_removes_it() 
         result.log
     );
     assert!(!result.log.contains(&token), "{}", result.log);
+    assert!(
+        result.log.contains(&format!(
+            "the images of job are pulled from {host} with the job's own registry login (gitlab-ci-token)"
+        )),
+        "{}",
+        result.log
+    );
     // The task ran from the job's own revision, whose job container pulled with a secret
     // of the job; cleanup removed both.
     let request = &moto.run_task_requests()[0]["request"];
