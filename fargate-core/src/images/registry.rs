@@ -233,4 +233,55 @@ mod tests {
         );
         assert_eq!(matched("reg.example.com/a", &[]), None);
     }
+
+    /// The hint names what the runner has for the image's registry: the job's login, the
+    /// opt-in without a login in the payload, or both keys when it has nothing.
+    #[test]
+    fn the_pull_hint_names_the_jobs_login_or_the_missing_configuration() {
+        use crate::images::{ImageDecision, decide};
+        use crate::job::{JobImage, JobResponse};
+        use crate::options::DriverOptions;
+        let image = "registry.gitlab.example.com/g/app:1";
+        let mut payload = JobResponse::new(3);
+        payload.image = Some(JobImage::new(image));
+        payload.registry_logins = vec![RegistryLogin::new(
+            "registry.gitlab.example.com",
+            "gitlab-ci-token",
+            "glcbt-64-token",
+        )];
+        let hint = |hosts: &[&str], payload: &JobResponse| {
+            let options = DriverOptions::builder()
+                .task_definition("td")
+                .images(ImagePolicy {
+                    job_registry_credentials: hosts.iter().map(|h| (*h).to_owned()).collect(),
+                    ..ImagePolicy::allowing(["*"], ["*"])
+                })
+                .build()
+                .unwrap();
+            let ImageDecision::Derived(req) = decide(&options, Some(payload)).unwrap() else {
+                panic!("not derived")
+            };
+            pull_failure_hint(&options.images, Some(&req), &[])
+        };
+        let with_login = hint(&["registry.gitlab.example.com"], &payload);
+        assert!(
+            with_login.contains("pulled with the job's own registry login for registry.gitlab.example.com (user gitlab-ci-token")
+                && !with_login.contains("glcbt"),
+            "{with_login}"
+        );
+        let nothing = hint(&[], &payload);
+        assert!(
+            nothing.contains(
+                "[Fargate.Images] JobRegistryCredentials = [\"registry.gitlab.example.com\"]"
+            ),
+            "{nothing}"
+        );
+        payload.registry_logins.clear();
+        let no_login = hint(&["*"], &payload);
+        assert!(
+            no_login.contains("the job's payload no registry login")
+                && !no_login.contains("JobRegistryCredentials"),
+            "{no_login}"
+        );
+    }
 }
