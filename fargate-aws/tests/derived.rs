@@ -1280,6 +1280,26 @@ async fn a_job_pulls_with_its_own_registry_login_through_a_per_job_secret() {
     launcher.release(&replay).await.unwrap();
 }
 
+/// Without an execution role ECS could not read the login: a configuration error before
+/// any secret is written.
+#[tokio::test]
+async fn job_logins_without_an_execution_role_are_refused_before_any_secret() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let err = launcher
+        .launch(&login_spec(&ecs, &ecs.task_definition, 48))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(
+        err.to_string()
+            .contains("images pull with the job's registry login, and the task definition"),
+        "{err}"
+    );
+    assert!(secret_names(&moto).is_empty());
+    assert!(moto.run_task_requests().is_empty());
+}
+
 /// The fixture refuses what ECS refuses: a per-job secret that no longer exists (the
 /// agent cannot read the registry auth) and a login the registry does not accept (a job
 /// token of another job).
