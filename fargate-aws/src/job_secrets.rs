@@ -1,40 +1,47 @@
-//! Secret variables of a job's image and services on ECS, with
+//! Secrets of one job on ECS: the secret variables of a job's image and services, with
 //! `[Fargate.Images] ServiceSecrets = "secrets-manager"`
-//! ([`SecretPolicy::Store`](fargate_core::options::SecretPolicy::Store)).
+//! ([`SecretPolicy::Store`](fargate_core::options::SecretPolicy::Store)), and the job's
+//! own registry logins its images pull with, with `[Fargate.Images]
+//! JobRegistryCredentials` ([`ImageRequest::pull_logins`]).
 //!
 //! `RunTask`'s container overrides are readable by anyone allowed `ecs:DescribeTasks` (and
 //! in the console, and in CloudTrail's record of the call), and ECS overrides cannot
-//! reference secrets. So for a job whose [`ImageRequest::from_secrets`] is not empty, the
-//! launcher, before `RunTask`:
+//! reference secrets nor set a container's `repositoryCredentials`. So for a job whose
+//! [`ImageRequest::has_job_secrets`], the launcher, before `RunTask`:
 //!
-//! 1. writes the values to one Secrets Manager secret of the job, [`secret_name`]
-//!    (`fargate/<job key>`), a JSON object keyed `<container>.<variable>`, tagged with
-//!    the job's key, its deadline and its task definition family;
+//! 1. writes the variables' values to one Secrets Manager secret of the job,
+//!    [`secret_name`] (`fargate/<job key>`), a JSON object keyed `<container>.<variable>`,
+//!    and each pull login to a secret of its own, [`pull_login_secret_name`]
+//!    (`fargate/<job key>/registry-<n>`), `{"username": ..., "password": ...}` as ECS's
+//!    private registry authentication reads it; each tagged with the job's key, its
+//!    deadline and its task definition family;
 //! 2. registers a revision of the job's own family [`job_family`]
-//!    (`<base family>-job-<job key>`) with the derived definition's content, each such
+//!    (`<base family>-job-<job key>`) with the derived definition's content, each secret
 //!    variable a container `secrets` entry whose `valueFrom` is
-//!    `<secret ARN>:<container>.<variable>::` (ECS's agent reads it with the task's
-//!    execution role when the task starts; the values are in no task definition, override
-//!    or tag);
+//!    `<secret ARN>:<container>.<variable>::`, and each container that pulls with a
+//!    login carrying `repositoryCredentials.credentialsParameter = <its secret's ARN>`
+//!    (ECS's agent reads them with the task's execution role when the task starts; the
+//!    values are in no task definition, override or tag);
 //! 3. runs the task from that revision.
 //!
 //! The job's own family, not a revision of the shared derived family: a per-job revision
 //! there would become that family's latest and stop other jobs from reusing it.
 //!
 //! At cleanup ([`TaskLauncher::release`](fargate_core::TaskLauncher::release)) the
-//! family's revisions are deregistered and deleted and the secret is deleted without
+//! family's revisions are deregistered and deleted and the secrets are deleted without
 //! recovery; `fargate gc` does the same for the secrets of its namespace whose job's
 //! deadline passed [`GC_GRACE`] ago ([`EcsLauncher::prune_job_secrets`]). Every call to
 //! Secrets Manager goes through the crate's own signed calls (`aws_api::AwsApi`).
 //!
-//! The launch cannot be replayed from a job record (which keeps the variables' names, never
-//! their values): a replay is refused, and cleanup finds the task by its tags instead.
+//! The launch cannot be replayed from a job record (which keeps the variables' names and
+//! the logins' registries and users, never the values or passwords): a replay is refused,
+//! and cleanup finds the task by its tags instead.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_ecs::types::{Secret, TaskDefinitionStatus};
-use fargate_core::images::ImageRequest;
+use aws_sdk_ecs::types::{RepositoryCredentials, Secret, TaskDefinitionStatus};
+use fargate_core::images::{ImageRequest, PullLogin};
 use fargate_core::{Error, ErrorKind, JobKey, Namespace, Result, TaskSpec};
 use serde_json::{Value, json};
 use tracing::{debug, info};
@@ -73,6 +80,12 @@ pub fn secret_name(key: &JobKey) -> String {
     format!("{SECRET_PREFIX}{key}")
 }
 
+/// The name of the secret of job `key`'s `n`th pull login (from 1):
+/// `fargate/<job key>/registry-<n>`.
+pub fn pull_login_secret_name(key: &JobKey, n: usize) -> String {
+    format!("{SECRET_PREFIX}{key}/registry-{n}")
+}
+
 /// The family of job `key`'s own task definition: `<base family>-job-<job key>`, the base
 /// family cut so that the name fits ECS's 255 characters. It starts like the derived
 /// families of the base (so the same IAM patterns cover it) but never ends in the 16 hex
@@ -92,9 +105,10 @@ fn json_key(container: &str, variable: &str) -> String {
 }
 
 impl EcsLauncher {
-    /// The task definition to run `spec` from when its `request` has secret variables: the
-    /// job's secret written and a revision of its own family registered from the derived
-    /// definition `derived` (see the [module docs](self)).
+    /// The task definition to run `spec` from when its `request` has secrets of the job
+    /// (secret variables, pull logins): the job's secrets written and a revision of its
+    /// own family registered from the derived definition `derived` (see the
+    /// [module docs](self)).
     pub(crate) async fn job_definition(
         &self,
         spec: &TaskSpec,
@@ -112,23 +126,51 @@ impl EcsLauncher {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
                 format!(
-                    "the job's services have secret variables, and the task definition {} has no execution role to read them with",
+                    "the job's {}, and the task definition {} has no execution role to read them with",
+                    if request.from_secrets.is_empty() {
+                        "images pull with the job's registry login"
+                    } else {
+                        "services have secret variables"
+                    },
                     spec.task_definition
                 ),
             )
             .with_backend("ecs")
             .with_hint(format!(
-                "give the base task definition an execution role allowed secretsmanager:GetSecretValue on secrets named {SECRET_PREFIX}* (docs/images.md, secrets of services), or set [Fargate.Images] ServiceSecrets = \"refuse\""
+                "give the base task definition an execution role allowed secretsmanager:GetSecretValue on secrets named {SECRET_PREFIX}* (docs/images.md), or set [Fargate.Images] ServiceSecrets = \"refuse\" and JobRegistryCredentials = []"
             )));
         }
         let family = job_family(&spec.task_definition, &spec.key);
-        let secret = self.put_job_secret(spec, request, &family).await?;
+        let secret = if request.from_secrets.is_empty() {
+            None
+        } else {
+            Some(self.put_job_secret(spec, request, &family).await?)
+        };
+        let mut pulls: Vec<(&PullLogin, String)> = Vec::new();
+        for (i, login) in request.pull_logins.iter().enumerate() {
+            let arn = self.put_pull_login(spec, login, i + 1, &family).await?;
+            pulls.push((login, arn));
+        }
         let mut containers = definition.container_definitions.clone().unwrap_or_default();
         for container in &mut containers {
             let Some(name) = container.name.clone() else {
                 continue;
             };
-            let Some(vars) = request.from_secrets.get(&name) else {
+            if let Some((_, arn)) = pulls.iter().find(|(l, _)| l.containers.contains(&name)) {
+                container.repository_credentials = Some(
+                    RepositoryCredentials::builder()
+                        .credentials_parameter(arn)
+                        .build()
+                        .map_err(|e| {
+                            Error::new(
+                                ErrorKind::Unexpected,
+                                format!("repository credentials: {e}"),
+                            )
+                            .with_backend("ecs")
+                        })?,
+                );
+            }
+            let (Some(secret), Some(vars)) = (&secret, request.from_secrets.get(&name)) else {
                 continue;
             };
             let secrets = vars
@@ -167,7 +209,7 @@ impl EcsLauncher {
         let arn = self
             .register_like(&family, &definition, containers, volumes, &job_tags)
             .await?;
-        info!(task_definition = %arn, "registered the job's own task definition, its secret variables read from Secrets Manager");
+        info!(task_definition = %arn, "registered the job's own task definition, its secrets read from Secrets Manager");
         Ok(arn)
     }
 
@@ -194,7 +236,55 @@ impl EcsLauncher {
             }
         }
         let text = Zeroizing::new(Value::Object(values).to_string());
-        let name = secret_name(&spec.key);
+        self.put_secret(
+            spec,
+            &secret_name(&spec.key),
+            &text,
+            "Secret variables of one CI job's services (fargate driver); deleted at the job's cleanup",
+            family,
+        )
+        .await
+    }
+
+    /// Writes `login` (the job's `n`th pull login) to its secret, as ECS's private registry
+    /// authentication reads it; its ARN.
+    async fn put_pull_login(
+        &self,
+        spec: &TaskSpec,
+        login: &PullLogin,
+        n: usize,
+        family: &str,
+    ) -> Result<String> {
+        let password = login.password.expose().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "the job's registry login is not kept: this launch cannot be replayed",
+            )
+            .with_backend("ecs")
+        })?;
+        let text =
+            Zeroizing::new(json!({"username": login.username, "password": password}).to_string());
+        self.put_secret(
+            spec,
+            &pull_login_secret_name(&spec.key, n),
+            &text,
+            "One CI job's registry login, valid for the job's life (fargate driver); deleted at the job's cleanup",
+            family,
+        )
+        .await
+    }
+
+    /// Creates secret `name` of job `spec.key` holding `text`, tagged with the job's key,
+    /// deadline and `family` (or gives it the new value and tags when a prepare of the same
+    /// job made it before); its ARN.
+    async fn put_secret(
+        &self,
+        spec: &TaskSpec,
+        name: &str,
+        text: &str,
+        description: &str,
+        family: &str,
+    ) -> Result<String> {
         let mut tags = vec![
             json!({"Key": JOB_KEY, "Value": spec.key.as_str()}),
             json!({"Key": JOB_FAMILY, "Value": family}),
@@ -204,8 +294,8 @@ impl EcsLauncher {
         }
         let create = json!({
             "Name": name,
-            "Description": "Secret variables of one CI job's services (fargate driver); deleted at the job's cleanup",
-            "SecretString": text.as_str(),
+            "Description": description,
+            "SecretString": text,
             "Tags": tags,
         });
         let answer = match self
@@ -216,7 +306,7 @@ impl EcsLauncher {
             Ok(answer) => answer,
             Err(e) if e_code(&e) == Some("ResourceExistsException") => {
                 debug!(secret = %name, "the job's secret exists (an earlier prepare); replacing its value");
-                let put = json!({"SecretId": name, "SecretString": text.as_str()});
+                let put = json!({"SecretId": name, "SecretString": text});
                 let answer = self
                     .api
                     .json(SECRETS_MANAGER, "PutSecretValue", &put)
@@ -240,21 +330,22 @@ impl EcsLauncher {
         })
     }
 
-    /// Removes what a launch of `spec` made for its secret variables: the job family's
-    /// revisions (deregistered, then deleted) and the job's secret (deleted without
-    /// recovery). Nothing for a spec without secret variables; what is already gone is
-    /// fine.
+    /// Removes what a launch of `spec` made for its secrets: the job family's revisions
+    /// (deregistered, then deleted) and the job's secrets (deleted without recovery).
+    /// Nothing for a spec without secrets of the job; what is already gone is fine.
     pub(crate) async fn release_job_secrets(&self, spec: &TaskSpec) -> Result<()> {
-        if spec
-            .images
-            .as_deref()
-            .is_none_or(|r| r.from_secrets.is_empty())
-        {
+        let Some(request) = spec.images.as_deref().filter(|r| r.has_job_secrets()) else {
             return Ok(());
-        }
+        };
         let family = job_family(&spec.task_definition, &spec.key);
         self.remove_family(&family).await?;
-        self.delete_secret(&secret_name(&spec.key)).await?;
+        if !request.from_secrets.is_empty() {
+            self.delete_secret(&secret_name(&spec.key)).await?;
+        }
+        for n in 1..=request.pull_logins.len() {
+            self.delete_secret(&pull_login_secret_name(&spec.key, n))
+                .await?;
+        }
         Ok(())
     }
 
@@ -422,6 +513,7 @@ mod tests {
     fn names_are_per_job_and_fit_ecs() {
         let key = JobKey::parse("ci-42").unwrap();
         assert_eq!(secret_name(&key), "fargate/ci-42");
+        assert_eq!(pull_login_secret_name(&key, 2), "fargate/ci-42/registry-2");
         assert_eq!(
             job_family("arn:aws:ecs:eu-west-1:1:task-definition/fargate-ci:7", &key),
             "fargate-ci-job-ci-42"

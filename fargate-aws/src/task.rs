@@ -78,8 +78,15 @@ fn stop_details(task: &Task) -> StopDetails {
 /// Prefix of ECS's reason when the agent could not pull a container's image.
 pub(crate) const PULL_ERROR: &str = "CannotPullContainerError";
 
+/// Prefix of ECS's reason when the agent could not read a container's registry
+/// credentials (or secrets) with the execution role, e.g. a secret that does not exist:
+/// the pull did not happen.
+pub(crate) const REGISTRY_AUTH_ERROR: &str =
+    "ResourceInitializationError: unable to pull secrets or registry auth";
+
 /// The containers of `task` whose image pull failed, when ECS says one did (task or
-/// container reason `CannotPullContainerError: ...`).
+/// container reason `CannotPullContainerError: ...`, or the task's
+/// `ResourceInitializationError: unable to pull secrets or registry auth: ...`).
 fn pull_failed(task: &Task) -> Option<Vec<String>> {
     let failed: Vec<String> = task
         .containers()
@@ -89,7 +96,7 @@ fn pull_failed(task: &Task) -> Option<Vec<String>> {
         .collect();
     let task_level = task
         .stopped_reason()
-        .is_some_and(|r| r.starts_with(PULL_ERROR));
+        .is_some_and(|r| r.starts_with(PULL_ERROR) || r.starts_with(REGISTRY_AUTH_ERROR));
     (task_level || !failed.is_empty()).then_some(failed)
 }
 

@@ -192,14 +192,11 @@ impl TaskLauncher for EcsLauncher {
         // The refusals come before any call: an oversized override, a replay of a launch
         // whose secret values are not kept, a base without helper.
         let overrides = crate::overrides::task_overrides(spec)?;
-        let secrets = spec
-            .images
-            .as_deref()
-            .filter(|r| !r.from_secrets.is_empty());
+        let secrets = spec.images.as_deref().filter(|r| r.has_job_secrets());
         if secrets.is_some_and(|r| r.secrets_missing()) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                "the values of the job's secret variables are not kept: a launch with them cannot be replayed",
+                "the values of the job's secret variables or registry login are not kept: a launch with them cannot be replayed",
             )
             .with_backend("ecs"));
         }

@@ -993,13 +993,30 @@ async fn cleanup_and_gc_remove_the_job_secrets() {
 const REGISTRY: &str = "registry.gitlab.example.com";
 const REGISTRY_SECRET: &str =
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/gitlab-registry-AbCdEf";
+/// The login of the administrator's deploy token for [`REGISTRY`].
+const DEPLOY_USER: &str = "deploy-token-7";
+const DEPLOY_PASSWORD: &str = "gldt-deploy-token-secret";
 
-fn registry_options(base: &str, configured: bool) -> DriverOptions {
+/// The administrator's secret with the deploy token's login, as an ARN.
+fn deploy_token_secret(moto: &Moto) -> String {
+    secrets_manager(
+        moto,
+        "CreateSecret",
+        serde_json::json!({
+            "Name": "ci/gitlab-registry",
+            "SecretString": serde_json::json!({"username": DEPLOY_USER, "password": DEPLOY_PASSWORD}).to_string(),
+        }),
+    )["ARN"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn registry_options(base: &str, credentials: Option<&str>) -> DriverOptions {
     let mut images = ImagePolicy::allowing([format!("{REGISTRY}/*")], Vec::<String>::new());
-    if configured {
+    if let Some(arn) = credentials {
         images.registries = vec![fargate_core::options::RegistryCredentials::new(
-            REGISTRY,
-            REGISTRY_SECRET,
+            REGISTRY, arn,
         )];
     }
     DriverOptions::builder()
@@ -1026,11 +1043,12 @@ fn registry_job(id: u64) -> JobResponse {
 async fn a_private_registry_needs_its_credentials_in_the_derived_definition() {
     fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, launcher) = setup().await;
-    moto.set_private_registries(&[(REGISTRY, REGISTRY_SECRET)]);
+    moto.set_private_registries(&[(REGISTRY, DEPLOY_USER, DEPLOY_PASSWORD)]);
     let base = base_with_execution_role(&moto).await;
+    let deploy_token = deploy_token_secret(&moto);
 
     let driver = Driver::new(
-        registry_options(&base, false),
+        registry_options(&base, None),
         Arc::new(launcher.clone()),
         Arc::new(MemoryShell::new()),
         Arc::new(MemoryStore::new()),
@@ -1062,7 +1080,7 @@ async fn a_private_registry_needs_its_credentials_in_the_derived_definition() {
     assert!(!shown.to_ascii_lowercase().contains("ssh"), "{shown}");
 
     // Configured: the job container pulls with the secret, and the task starts.
-    let options = registry_options(&base, true);
+    let options = registry_options(&base, Some(&deploy_token));
     let ImageDecision::Derived(request) = decide(&options, Some(&registry_job(32))).unwrap() else {
         panic!("not derived")
     };
@@ -1083,7 +1101,7 @@ async fn a_private_registry_needs_its_credentials_in_the_derived_definition() {
     assert_eq!(
         job.repository_credentials()
             .map(|c| c.credentials_parameter()),
-        Some(REGISTRY_SECRET)
+        Some(deploy_token.as_str())
     );
     let bundle = td
         .container_definitions()
@@ -1103,7 +1121,7 @@ async fn a_private_registry_needs_its_credentials_in_the_derived_definition() {
 async fn registry_credentials_without_an_execution_role_are_a_configuration_error() {
     fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, launcher) = setup().await;
-    let options = registry_options(&ecs.task_definition, true);
+    let options = registry_options(&ecs.task_definition, Some(REGISTRY_SECRET));
     let ImageDecision::Derived(request) = decide(&options, Some(&registry_job(33))).unwrap() else {
         panic!("not derived")
     };
@@ -1113,6 +1131,282 @@ async fn registry_credentials_without_an_execution_role_are_a_configuration_erro
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
     assert!(err.to_string().contains("has no execution role"), "{err}");
+}
+
+// --- The job's own registry login ([Fargate.Images] JobRegistryCredentials) ---------------
+
+/// The job token of job `id`, as GitLab sends it in the payload's `credentials`.
+fn job_token(id: u64) -> String {
+    format!("glcbt-64-job-token-of-{id}")
+}
+
+/// [`registry_job`] with its payload's registry login for [`REGISTRY`].
+fn login_job(id: u64) -> JobResponse {
+    let mut r = registry_job(id);
+    r.registry_logins = vec![fargate_core::job::RegistryLogin::new(
+        REGISTRY,
+        "gitlab-ci-token",
+        job_token(id),
+    )];
+    r
+}
+
+fn login_options(base: &str) -> DriverOptions {
+    let mut options = registry_options(base, None);
+    options.images.job_registry_credentials = vec![REGISTRY.to_owned()];
+    options
+}
+
+fn login_spec(ecs: &MotoEcs, base: &str, id: u64) -> TaskSpec {
+    let ImageDecision::Derived(request) =
+        decide(&login_options(base), Some(&login_job(id))).unwrap()
+    else {
+        panic!("not derived")
+    };
+    let mut spec = ecs.spec(id);
+    spec.task_definition = base.to_owned();
+    spec.images = Some(request);
+    spec
+}
+
+/// A registry that accepts the job tokens of `ids`.
+fn accept_job_tokens(moto: &Moto, ids: &[u64]) {
+    let tokens: Vec<String> = ids.iter().map(|id| job_token(*id)).collect();
+    let logins: Vec<(&str, &str, &str)> = tokens
+        .iter()
+        .map(|t| (REGISTRY, "gitlab-ci-token", t.as_str()))
+        .collect();
+    moto.set_private_registries(&logins);
+}
+
+/// Without the administrator's opt-in, the payload's login is not used: the pull fails
+/// with ECS's error and the hint names the configuration; with it, the job's own
+/// definition has the job container pull with a per-job secret holding the login, the
+/// task starts, and the token is in no request, override, definition, tag or record;
+/// cleanup's release removes the secret and the definition.
+#[tokio::test]
+async fn a_job_pulls_with_its_own_registry_login_through_a_per_job_secret() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    accept_job_tokens(&moto, &[40, 41]);
+    let base = base_with_execution_role(&moto).await;
+
+    // Not opted in: ECS's pull error, the hint naming both ways.
+    let driver = Driver::new(
+        registry_options(&base, None),
+        Arc::new(launcher.clone()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    let failure = driver
+        .prepare(&JobContext::new(login_job(41)), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let err = failure.error().unwrap();
+    assert_eq!(err.kind(), ErrorKind::TaskStopped, "{err}");
+    assert!(
+        err.to_string().contains("CannotPullContainerError"),
+        "{err}"
+    );
+    let hint = err.hint().unwrap();
+    assert!(
+        hint.contains(&format!(
+            "[Fargate.Images] JobRegistryCredentials = [\"{REGISTRY}\"]"
+        )),
+        "{hint}"
+    );
+    assert!(secret_names(&moto).is_empty());
+
+    // Opted in.
+    let spec = login_spec(&ecs, &base, 40);
+    let token = job_token(40);
+    let task = launcher.launch(&spec).await.unwrap();
+    let status = launcher.describe(&task).await.unwrap();
+    assert!(!status.state.is_terminal(), "{status:?}");
+    let run = moto.run_task_request(&task.id).unwrap();
+    assert!(!run.to_string().contains(&token), "{run}");
+    let arn = task_definition_of(&moto, &task.id);
+    let (td, tags) = definition(&moto, &arn).await;
+    assert_eq!(
+        td.family(),
+        Some(fargate_aws::job_secrets::job_family(&base, &spec.key).as_str())
+    );
+    assert!(!format!("{td:?}{tags:?}").contains(&token));
+    assert!(tags.contains(&("fargate:job-key".to_owned(), spec.key.to_string())));
+    let job = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(fargate_core::images::JOB_CONTAINER))
+        .unwrap();
+    let parameter = job
+        .repository_credentials()
+        .map(|c| c.credentials_parameter())
+        .unwrap();
+    assert!(
+        parameter.contains(":secret:fargate/fixture-40/registry-1"),
+        "{parameter}"
+    );
+    let stored = secrets_manager(
+        &moto,
+        "GetSecretValue",
+        serde_json::json!({"SecretId": parameter}),
+    );
+    let login: Value = serde_json::from_str(stored["SecretString"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        login,
+        serde_json::json!({"username": "gitlab-ci-token", "password": token})
+    );
+    let recorded = serde_json::to_string(&spec).unwrap();
+    assert!(!recorded.contains(&token) && recorded.contains(REGISTRY));
+    assert_eq!(
+        launcher.api_calls().get("RegisterTaskDefinition"),
+        2,
+        "the derived definition and the job's own"
+    );
+
+    // A replay from the record cannot recreate the secret: refused before any call.
+    let replay: TaskSpec = serde_json::from_str(&recorded).unwrap();
+    let runs = moto.run_task_requests().len();
+    assert_eq!(
+        launcher.launch(&replay).await.unwrap_err().kind(),
+        ErrorKind::Unsupported
+    );
+    assert_eq!(moto.run_task_requests().len(), runs);
+
+    // Cleanup's release (from the record): the secret and the job's family are gone.
+    launcher.release(&replay).await.unwrap();
+    assert!(secret_names(&moto).is_empty());
+    assert!(!definition_exists(&moto, &arn).await);
+    launcher.release(&replay).await.unwrap();
+}
+
+/// Without an execution role ECS could not read the login: a configuration error before
+/// any secret is written.
+#[tokio::test]
+async fn job_logins_without_an_execution_role_are_refused_before_any_secret() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    let err = launcher
+        .launch(&login_spec(&ecs, &ecs.task_definition, 48))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(
+        err.to_string()
+            .contains("images pull with the job's registry login, and the task definition"),
+        "{err}"
+    );
+    assert!(secret_names(&moto).is_empty());
+    assert!(moto.run_task_requests().is_empty());
+}
+
+/// The fixture refuses what ECS refuses: a per-job secret that no longer exists (the
+/// agent cannot read the registry auth) and a login the registry does not accept (a job
+/// token of another job).
+#[tokio::test]
+async fn a_deleted_or_wrong_login_fails_the_pull_as_on_ecs() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    accept_job_tokens(&moto, &[42]);
+    let base = base_with_execution_role(&moto).await;
+
+    // Job 43's token is not one the registry accepts: a refused pull.
+    let task = launcher.launch(&login_spec(&ecs, &base, 43)).await.unwrap();
+    let status = launcher.describe(&task).await.unwrap();
+    let stop = status.stop.clone().unwrap();
+    assert!(
+        stop.reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("CannotPullContainerError")
+            && stop
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("401 Unauthorized"),
+        "{stop:?}"
+    );
+    assert!(stop.pull_failed.is_some(), "{stop:?}");
+
+    // Job 42's definition run again once its secret is deleted: the registry auth cannot
+    // be read.
+    let spec = login_spec(&ecs, &base, 42);
+    let task = launcher.launch(&spec).await.unwrap();
+    assert!(!launcher.describe(&task).await.unwrap().state.is_terminal());
+    let arn = task_definition_of(&moto, &task.id);
+    secrets_manager(
+        &moto,
+        "DeleteSecret",
+        serde_json::json!({"SecretId": "fargate/fixture-42/registry-1", "ForceDeleteWithoutRecovery": true}),
+    );
+    let mut rerun = ecs.spec(47);
+    rerun.task_definition = arn.clone();
+    let again = launcher.launch(&rerun).await.unwrap();
+    let described = moto
+        .ecs_client()
+        .describe_tasks()
+        .cluster(&ecs.cluster)
+        .tasks(&again.id)
+        .send()
+        .await
+        .unwrap();
+    let stopped = &described.tasks()[0];
+    assert_eq!(stopped.last_status(), Some("STOPPED"));
+    assert!(
+        stopped
+            .stopped_reason()
+            .unwrap_or_default()
+            .starts_with("ResourceInitializationError: unable to pull secrets or registry auth"),
+        "{stopped:?}"
+    );
+    // The driver reports it as a failed pull (with the registry's hint).
+    let stop = launcher.describe(&again).await.unwrap().stop.unwrap();
+    assert_eq!(stop.pull_failed, Some(Vec::new()), "{stop:?}");
+    launcher.release(&spec).await.unwrap();
+}
+
+/// The driver's cleanup removes the job's login secret and definition; gc removes those
+/// of a job past its deadline whose cleanup never ran, and keeps a running job's.
+#[tokio::test]
+async fn cleanup_and_gc_remove_the_job_login_secrets() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, launcher) = setup().await;
+    accept_job_tokens(&moto, &[44, 45, 46]);
+    let base = base_with_execution_role(&moto).await;
+    let driver = Driver::new(
+        login_options(&base),
+        Arc::new(launcher.clone()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    );
+    let job = JobContext::new(login_job(44));
+    driver
+        .prepare(&job, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(secret_names(&moto), ["fargate/fixture-44/registry-1"]);
+    driver.cleanup(&job).await.unwrap();
+    assert!(secret_names(&moto).is_empty());
+    let family = fargate_aws::job_secrets::job_family(&base, &ecs.spec(44).key);
+    assert!(!definition_exists(&moto, &family).await);
+
+    // Two jobs whose cleanup never runs (killed): one past its deadline, one not.
+    for (id, deadline) in [
+        (45, std::time::SystemTime::now() - Duration::from_secs(3600)),
+        (46, std::time::SystemTime::now() + Duration::from_secs(3600)),
+    ] {
+        let spec = login_spec(&ecs, &base, id).with_deadline(deadline);
+        launcher.launch(&spec).await.unwrap();
+    }
+    let namespace = Namespace::parse("fixture").unwrap();
+    let report = launcher.prune_job_secrets(&namespace, false).await.unwrap();
+    assert_eq!(report.removed, ["fargate/fixture-45/registry-1"]);
+    assert_eq!(report.kept, 1);
+    assert_eq!(secret_names(&moto), ["fargate/fixture-46/registry-1"]);
+    let gone = fargate_aws::job_secrets::job_family(&base, &ecs.spec(45).key);
+    assert!(!definition_exists(&moto, &gone).await);
+    let kept = fargate_aws::job_secrets::job_family(&base, &ecs.spec(46).key);
+    assert!(definition_exists(&moto, &kept).await);
 }
 
 // --- ARM64 per job (FARGATE_CPU_ARCHITECTURE) -----------------------------------------------

@@ -624,4 +624,26 @@ async fn private_registries_and_ecr_need_an_execution_role() {
         )),
         "{out}"
     );
+
+    // Jobs' own registry logins alone: the execution role must read the jobs' secrets.
+    let logins = "[Fargate.Images]\n  AllowedImages = [\"registry.gitlab.example.com/*\"]\n  JobSSHPort = 2222\n  JobRegistryCredentials = [\"registry.gitlab.example.com\"]\n";
+    let config = format!(
+        "{}{logins}",
+        toml(&ecs, &setup(&ecs.task_definition), &metadata)
+    );
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("FAIL  {name}: ")) && out.contains("nor read the jobs' own secrets"),
+        "{out}"
+    );
+    let config = format!("{}{logins}", toml(&ecs, &setup(&with_role), &metadata));
+    let (code, out) = doctor(&moto, dir.path(), &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok    {name}: {role}; it must be allowed secretsmanager:GetSecretValue on the jobs' own secrets, secret:fargate/*"
+        )),
+        "{out}"
+    );
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu};
+use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu, job_token};
 
 const IMAGES: &str = "[Fargate.Images]\n  AllowedImages = [\"alpine:*\"]\n  AllowedServices = [\"redis:*\"]\n  JobSSHPort = 2223\n";
 
@@ -211,7 +211,8 @@ async fn a_private_image_without_credentials_fails_with_ecss_pull_error_and_a_hi
     .await;
     rig.fargate.moto().set_private_registries(&[(
         "registry.gitlab.example.com",
-        "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/registry-AbCdEf",
+        "deploy-token-1",
+        "gldt-secret-of-the-deploy-token",
     )]);
     let result = rig
         .run(job(31, "registry.gitlab.example.com/group/app/builder:1"))
@@ -235,4 +236,134 @@ async fn a_private_image_without_credentials_fails_with_ecss_pull_error_and_a_hi
         "{}",
         result.log
     );
+}
+
+/// With `JobRegistryCredentials`, a job whose image is on the private registry its payload
+/// has a login for starts (the local Fargate's ECS pulls only with a secret holding the
+/// job's token), runs its scripts in that image, and leaves neither the per-job secret nor
+/// the per-job task definition behind; the job token appears in no log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_image_pulls_with_the_jobs_own_login_and_cleanup_removes_it() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let host = "registry.gitlab.example.com";
+    let rig = rig(&format!(
+        "[Fargate.Images]\n  AllowedImages = [\"{host}/*\"]\n  JobSSHPort = 2223\n  JobRegistryCredentials = [\"{host}\"]\n"
+    ))
+    .await;
+    // The base needs an execution role (ECS reads the registry login with it).
+    let moto = rig.fargate.moto();
+    let base = moto
+        .register_task_definition_with(
+            "ci-coordinator",
+            Some("arn:aws:iam::123456789012:role/fargate-ci-task-execution"),
+        )
+        .await;
+    let config = rig._dir.path().join("fargate.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&rig.fargate.ecs.task_definition, &base),
+    )
+    .unwrap();
+    let token = job_token(33);
+    moto.set_private_registries(&[(host, "gitlab-ci-token", token.as_str())]);
+    let mut first = job(33, &format!("{host}/group/app/builder:1"));
+    first.registries = vec![host.to_owned()];
+    let result = rig.run(first).await;
+    assert_eq!(result.status, JobStatus::Success, "{}", result.log);
+    assert!(
+        result.log.contains("build_script ran in job"),
+        "{}",
+        result.log
+    );
+    assert!(!result.log.contains(&token), "{}", result.log);
+    assert!(
+        result.log.contains(&format!(
+            "the images of job are pulled from {host} with the job's own registry login (gitlab-ci-token)"
+        )),
+        "{}",
+        result.log
+    );
+    // The task ran from the job's own revision, whose job container pulled with a secret
+    // of the job; cleanup removed both.
+    let request = &moto.run_task_requests()[0]["request"];
+    assert!(!request.to_string().contains(&token), "{request}");
+    let td = request["taskDefinition"].as_str().unwrap();
+    assert!(td.contains(":task-definition/ci-coordinator-job-"), "{td}");
+    let secrets = moto.aws_json(
+        "secretsmanager",
+        "secretsmanager",
+        "ListSecrets",
+        &serde_json::json!({}),
+    );
+    assert_eq!(secrets["SecretList"], serde_json::json!([]), "{secrets}");
+    let described = moto
+        .ecs_client()
+        .describe_task_definition()
+        .task_definition(td)
+        .send()
+        .await;
+    assert!(
+        described.is_err()
+            || described
+                .unwrap()
+                .task_definition()
+                .and_then(|t| t.status())
+                .is_some_and(|s| s.as_str() != "ACTIVE"),
+        "the job's revision is deregistered"
+    );
+    assert!(rig.fargate.running_tasks().await.is_empty());
+
+    // A runner that dies after prepare leaves the job's secret; `fargate gc` looks at the
+    // jobs' secrets with this setting and keeps it while the job may still run (the
+    // removal of a dead job's, past its deadline, is in fargate-aws/tests/derived.rs).
+    let token = job_token(34);
+    moto.set_private_registries(&[(host, "gitlab-ci-token", token.as_str())]);
+    let mut dead = job(34, &format!("{host}/group/app/builder:1"));
+    dead.registries = vec![host.to_owned()];
+    let dir = rig._dir.path().join("job-34");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = rig
+        .emu
+        .stage_command(&dead, &dir, &["custom", "prepare"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = |moto: &fargate_testkit::moto::Moto| -> Vec<String> {
+        moto.aws_json(
+            "secretsmanager",
+            "secretsmanager",
+            "ListSecrets",
+            &serde_json::json!({}),
+        )["SecretList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["Name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let left = names(moto);
+    assert!(
+        left.len() == 1 && left[0].ends_with("-34/registry-1"),
+        "{left:?}"
+    );
+    let gc = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("gc")
+        .envs(rig.fargate.driver_env())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&gc.stdout);
+    assert!(
+        shown.contains("job secrets: removed 0, kept 1"),
+        "{shown}\n{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_eq!(names(moto), left);
 }

@@ -376,9 +376,11 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     }
 
     /// Removes what a launch of `spec` made for its job besides the task itself, once the
-    /// job's tasks are stopped (cleanup, prepare's rollback): for ECS, the job's secret
+    /// job's tasks are stopped (cleanup, prepare's rollback): for ECS, the job's secrets
     /// and its own task definition when the job's services had secret variables
-    /// ([`ImageRequest::from_secrets`](crate::images::ImageRequest::from_secrets)). What is
+    /// ([`ImageRequest::from_secrets`](crate::images::ImageRequest::from_secrets)) or its
+    /// images pulled with the job's registry login
+    /// ([`ImageRequest::pull_logins`](crate::images::ImageRequest::pull_logins)). What is
     /// already gone is not an error. The default does nothing (a backend that makes nothing
     /// per job).
     ///

@@ -112,6 +112,11 @@ pub struct TaskExpectations {
     pub registry_credentials: Vec<String>,
     /// Whether an allowed job image or service pattern names an ECR registry.
     pub ecr_images: bool,
+    /// Whether tasks read secrets of their own job (`[Fargate.Images]
+    /// JobRegistryCredentials`, `ServiceSecrets = "secrets-manager"`; see
+    /// [`crate::job_secrets`]): the execution role must read the secrets named
+    /// `fargate/*`.
+    pub job_secrets: bool,
 }
 
 impl TaskExpectations {
@@ -130,7 +135,14 @@ impl TaskExpectations {
             host_keys_from_log: false,
             registry_credentials: Vec::new(),
             ecr_images: false,
+            job_secrets: false,
         }
+    }
+
+    /// The same, for tasks that read secrets of their own job when `on`.
+    pub fn with_job_secrets(mut self, on: bool) -> Self {
+        self.job_secrets = on;
+        self
     }
 
     /// The same, for job images pulled with the private registries' `credentials` (their
@@ -188,7 +200,7 @@ pub async fn doctor(
     if task.host_keys_from_log {
         checks.push(launcher.check_host_key_log(task).await);
     }
-    if !task.registry_credentials.is_empty() || task.ecr_images {
+    if !task.registry_credentials.is_empty() || task.ecr_images || task.job_secrets {
         checks.push(launcher.check_image_pulls(task).await);
     }
     checks.extend(launcher.check_network(task.port).await);
@@ -364,6 +376,12 @@ impl EcsLauncher {
                 want.registry_credentials.join(", ")
             ));
         }
+        if want.job_secrets {
+            needs.push(format!(
+                "secretsmanager:GetSecretValue on the jobs' own secrets, secret:{}*",
+                crate::job_secrets::SECRET_PREFIX
+            ));
+        }
         if want.ecr_images {
             needs.push(
                 "ecr:GetAuthorizationToken, ecr:BatchCheckLayerAvailability, ecr:GetDownloadUrlForLayer, ecr:BatchGetImage"
@@ -378,7 +396,7 @@ impl EcsLauncher {
             None => Check::fail(
                 name,
                 format!(
-                    "{} has no execution role: ECS cannot pull job images from private registries or ECR",
+                    "{} has no execution role: ECS cannot pull job images from private registries or ECR, nor read the jobs' own secrets",
                     want.task_definition
                 ),
                 format!(

@@ -67,6 +67,11 @@ pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
                 .iter()
                 .chain(&config.options.images.allowed_services)
                 .any(|p| fargate_aws::doctor::is_ecr_image(p)),
+    )
+    .with_job_secrets(
+        config.options.images.enabled()
+            && (!config.options.images.job_registry_credentials.is_empty()
+                || config.options.images.secrets == fargate_core::options::SecretPolicy::Store),
     );
     let sdk = EcsLauncher::sdk_config(&config.ecs).await;
     let mut checks = doctor(config.ecs.clone(), &sdk, &expect).await;

@@ -99,9 +99,11 @@ async fn collect_with(
     } else {
         None
     };
-    // With secret variables of services, the secrets (and own task definitions) of jobs
-    // whose cleanup never ran.
-    let secrets = if images.enabled() && images.secrets == SecretPolicy::Store {
+    // With secret variables of services or the jobs' own registry logins, the secrets (and
+    // own task definitions) of jobs whose cleanup never ran.
+    let secrets = if images.enabled()
+        && (images.secrets == SecretPolicy::Store || !images.job_registry_credentials.is_empty())
+    {
         Some(ecs.prune_job_secrets(&namespace, args.dry_run).await?)
     } else {
         None

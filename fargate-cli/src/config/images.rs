@@ -19,6 +19,7 @@ pub(super) fn file_key(field: &str) -> Option<&'static str> {
         "images.secrets" => "[Fargate.Images] ServiceSecrets",
         "images.registries.host" => "[[Fargate.Images.Registry]] Host",
         "images.registries.credentials" => "[[Fargate.Images.Registry]] CredentialsArn",
+        "images.job_registry_credentials" => "[Fargate.Images] JobRegistryCredentials",
         _ => return None,
     })
 }
@@ -56,6 +57,9 @@ pub(super) fn read_images(r: &mut Reader<'_>, table: &DeTable<'_>, policy: &mut 
             Some("secrets-manager") => policy.secrets = SecretPolicy::Store,
             _ => r.type_error(&t, "ServiceSecrets", v, "\"refuse\" or \"secrets-manager\""),
         }
+    }
+    if let Some(list) = r.string_list(&mut t, "JobRegistryCredentials") {
+        policy.job_registry_credentials = list.iter().map(|h| h.to_ascii_lowercase()).collect();
     }
     if let Some(list) = r.take(&mut t, "Registry") {
         match list.get_ref().as_array() {

@@ -597,6 +597,31 @@ fn private_registries_are_read_and_checked() {
 }
 
 #[test]
+fn job_registry_credentials_are_read_and_checked() {
+    let images = parse(&format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n  JobRegistryCredentials = [\"Registry.GitLab.example.com\"]\n"
+    ))
+    .unwrap()
+    .config
+    .options
+    .images;
+    assert_eq!(
+        images.job_registry_credentials,
+        ["registry.gitlab.example.com"]
+    );
+    assert!(images.uses_job_login("registry.gitlab.example.com/g/app:1"));
+    assert!(!images.uses_job_login("rust:1.85"));
+    let shown = errors_of(&format!(
+        "{MINIMAL}[Fargate.Images]\n  AllowedImages = [\"*\"]\n  JobRegistryCredentials = [\"registry.example.com/group\"]\n"
+    ));
+    assert!(
+        shown.contains("[Fargate.Images] JobRegistryCredentials")
+            && shown.contains("is not a registry host"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn the_warm_pool_is_read_and_checked_under_its_file_keys() {
     let loaded = parse(&format!(
         "{MINIMAL}[Fargate.WarmPool]\n  Size = 3\n  MaxIdleTime = \"5m\"\n  CPU = 1024\n  Memory = 2048\n  ClaimTimeout = 4\n"

@@ -33,6 +33,14 @@ impl Driver {
                 for (container, image) in &request.services {
                     tracing::info!("service {image} runs as container {container}");
                 }
+                for login in &request.pull_logins {
+                    tracing::info!(
+                        "the images of {} are pulled from {} with the job's own registry login ({}), kept in a secret of the job until its cleanup",
+                        login.containers.join(", "),
+                        login.registry,
+                        login.username
+                    );
+                }
                 Ok(Some(request))
             }
             _ => Ok(None),

@@ -21,7 +21,9 @@
 //! as overrides only. A variable that holds a secret ([`secrets`]) is refused, or, when
 //! the administrator allows it, goes through the launcher's secret store
 //! ([`ImageRequest::from_secrets`]); never into overrides, tags, a shared definition or a
-//! record. The driver pins both SSH servers' host keys at prepare and runs each stage
+//! record. So do the job's own registry logins from the payload, when the administrator
+//! lets jobs pull with them ([`ImageRequest::pull_logins`], matched to images by
+//! [`login_for`]). The driver pins both SSH servers' host keys at prepare and runs each stage
 //! where [`stage_container`] says.
 
 mod plan;
@@ -37,6 +39,6 @@ pub use plan::{
     SERVICE_HOSTS_ENV, SSH_PORT_ENV, TaskPlan,
 };
 pub use prune::{DerivedFamily, families_to_remove};
-pub use registry::{DOCKER_HUB, pull_failure_hint, registry_host};
-pub use request::{ImageDecision, ImageRequest, decide};
+pub use registry::{DOCKER_HUB, login_for, pull_failure_hint, registry_host};
+pub use request::{ImageDecision, ImageRequest, PullLogin, decide};
 pub use route::{StageContainer, stage_container};

@@ -32,6 +32,13 @@ pub struct ImageRequest {
     /// [`SecretValue::missing`] values) nor shown.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub from_secrets: BTreeMap<String, BTreeMap<String, SecretValue>>,
+    /// The job's own registry logins its containers pull with
+    /// ([`ImagePolicy::job_registry_credentials`](crate::options::ImagePolicy::job_registry_credentials)):
+    /// the launcher keeps each in its secret store for the job's life and has the task's
+    /// backend pull with it. The passwords are never serialized (a record keeps the
+    /// registry, user and containers) nor shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_logins: Vec<PullLogin>,
     /// `(container, image)` of each service, for the job log.
     pub services: Vec<(String, String)>,
     /// The job image (`None`: the task image), for the job log.
@@ -49,6 +56,7 @@ impl fmt::Debug for ImageRequest {
             .field("plan", &self.plan)
             .field("environment", &names(&self.environment))
             .field("from_secrets", &names(&self.from_secrets))
+            .field("pull_logins", &self.pull_logins)
             .field("services", &self.services)
             .field("job_image", &self.job_image)
             .finish()
@@ -62,8 +70,43 @@ impl ImageRequest {
         self.from_secrets
             .values()
             .flat_map(BTreeMap::values)
+            .chain(self.pull_logins.iter().map(|l| &l.password))
             .any(|v| v.expose().is_none())
     }
+
+    /// Whether the launch needs secrets of its own job: secret variables or pull logins.
+    pub fn has_job_secrets(&self) -> bool {
+        !self.from_secrets.is_empty() || !self.pull_logins.is_empty()
+    }
+
+    /// The job's login that the container running `image` pulls with, if any.
+    pub fn pull_login_of_image(&self, image: &str) -> Option<&PullLogin> {
+        let names: Vec<&str> = self
+            .plan
+            .containers
+            .iter()
+            .filter(|c| c.image.as_deref() == Some(image))
+            .map(|c| c.name.as_str())
+            .collect();
+        self.pull_logins
+            .iter()
+            .find(|l| l.containers.iter().any(|c| names.contains(&c.as_str())))
+    }
+}
+
+/// One of the job's registry logins ([`RegistryLogin`](crate::job::RegistryLogin)) and
+/// the containers of the plan that pull with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PullLogin {
+    /// The registry as the payload names it.
+    pub registry: String,
+    /// The username.
+    pub username: String,
+    /// The password (the job token): never serialized nor shown.
+    pub password: SecretValue,
+    /// The containers whose images it pulls.
+    pub containers: Vec<String>,
 }
 
 /// What to do with a job's `image:` and `services:`.
@@ -177,6 +220,7 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
             c.credentials = policy.credentials_for(image).map(|r| r.credentials.clone());
         }
     }
+    let pull_logins = pull_logins(policy, &plan, response);
     let sensitive = response.map_or(&[][..], |r| &r.sensitive[..]);
     let names: Vec<String> = plan.services().map(|c| c.name.clone()).collect();
     let mut containers: Vec<(String, String, &JobImage)> = Vec::new();
@@ -231,7 +275,44 @@ pub fn decide(options: &DriverOptions, response: Option<&JobResponse>) -> Result
         plan,
         environment,
         from_secrets,
+        pull_logins,
     })))
+}
+
+/// The job's registry logins the plan's containers pull with: for each container whose
+/// image's host the administrator lets pull with the job's login
+/// ([`ImagePolicy::uses_job_login`](crate::options::ImagePolicy::uses_job_login)), the
+/// login gitlab-runner would use ([`super::login_for`]); containers of one login together.
+fn pull_logins(
+    policy: &crate::options::ImagePolicy,
+    plan: &TaskPlan,
+    response: Option<&JobResponse>,
+) -> Vec<PullLogin> {
+    let logins = response.map_or(&[][..], |r| &r.registry_logins[..]);
+    let mut out: Vec<PullLogin> = Vec::new();
+    for c in &plan.containers {
+        let Some(image) = c.image.as_deref() else {
+            continue;
+        };
+        if c.credentials.is_some() || !policy.uses_job_login(image) {
+            continue;
+        }
+        let Some(login) = super::login_for(image, logins) else {
+            continue;
+        };
+        match out.iter_mut().find(|p| {
+            p.registry == login.url && p.username == login.username && p.password == login.password
+        }) {
+            Some(p) => p.containers.push(c.name.clone()),
+            None => out.push(PullLogin {
+                registry: login.url.clone(),
+                username: login.username.clone(),
+                password: login.password.clone(),
+                containers: vec![c.name.clone()],
+            }),
+        }
+    }
+    out
 }
 
 /// The job's image and services with their names expanded from the job's variables as
@@ -656,5 +737,81 @@ mod tests {
         );
         let back: ImageRequest = serde_json::from_str(&old).unwrap();
         assert_eq!(back.environment["service-1"]["A"], "b");
+    }
+
+    /// With the administrator's opt-in, the containers of a host the payload has a login
+    /// for pull with it (one entry per login, the containers together), the admin's
+    /// credentials win for their host, and the record's form has no password.
+    #[test]
+    fn job_logins_go_to_the_containers_of_their_registry_when_allowed() {
+        let reg = "registry.gitlab.example.com";
+        let mut payload = job(
+            Some(JobImage::new(format!("{reg}/g/app/builder:1"))),
+            vec![
+                JobImage::new(format!("{reg}/g/app/db:2")),
+                JobImage::new("redis:7"),
+                JobImage::new("hub.example.com/x/y"),
+            ],
+        );
+        payload.registry_logins = vec![
+            crate::job::RegistryLogin::new(reg, "gitlab-ci-token", "glcbt-64-job-token"),
+            crate::job::RegistryLogin::new(
+                "hub.example.com",
+                "gitlab-ci-token",
+                "glcbt-64-job-token",
+            ),
+        ];
+        let mut o = options(&["*"], &["*"]);
+        let decided = |o: &DriverOptions| match decide(o, Some(&payload)).unwrap() {
+            ImageDecision::Derived(req) => req,
+            other => panic!("not derived: {other:?}"),
+        };
+        // Off by default.
+        assert!(decided(&o).pull_logins.is_empty());
+        o.images.job_registry_credentials = vec![reg.into()];
+        let req = decided(&o);
+        assert_eq!(req.pull_logins.len(), 1);
+        let login = &req.pull_logins[0];
+        assert_eq!(login.registry, reg);
+        assert_eq!(login.username, "gitlab-ci-token");
+        assert_eq!(login.password.expose(), Some("glcbt-64-job-token"));
+        assert_eq!(login.containers, [JOB_CONTAINER, "service-1"]);
+        assert!(req.has_job_secrets() && !req.secrets_missing());
+        assert!(req.plan.containers.iter().all(|c| c.credentials.is_none()));
+        assert_eq!(
+            req.pull_login_of_image(&format!("{reg}/g/app/db:2"))
+                .map(|l| &l.registry),
+            Some(&reg.to_owned())
+        );
+        assert!(req.pull_login_of_image("redis:7").is_none());
+        // The plan (the shared definition's content) does not depend on the logins.
+        o.images.job_registry_credentials = vec!["*".into()];
+        let all = decided(&o);
+        assert_eq!(all.plan, req.plan);
+        assert_eq!(all.pull_logins.len(), 2);
+        assert_eq!(all.pull_logins[1].containers, ["service-3"]);
+        // Records keep no password; a launch from one cannot be replayed.
+        let stored = serde_json::to_string(&req).unwrap();
+        assert!(
+            !stored.contains("glcbt") && !format!("{req:?}").contains("glcbt"),
+            "{stored}"
+        );
+        let back: ImageRequest = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back.pull_logins[0].containers, login.containers);
+        assert!(back.secrets_missing());
+        // The administrator's credentials for the host win.
+        o.images.registries = vec![crate::options::RegistryCredentials::new(reg, "arn:deploy")];
+        let admin = decided(&o);
+        assert_eq!(admin.pull_logins.len(), 1, "{:?}", admin.pull_logins);
+        assert_eq!(admin.pull_logins[0].registry, "hub.example.com");
+        assert_eq!(
+            admin
+                .plan
+                .container(JOB_CONTAINER)
+                .unwrap()
+                .credentials
+                .as_deref(),
+            Some("arn:deploy")
+        );
     }
 }

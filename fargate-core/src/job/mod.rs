@@ -16,6 +16,7 @@ mod context;
 mod go_id;
 mod identity;
 mod image;
+mod registry_login;
 mod response;
 mod sensitive;
 mod variables;
@@ -27,6 +28,7 @@ pub use identity::{
 };
 pub use image::JobImage;
 pub(crate) use image::is_host_name;
+pub use registry_login::RegistryLogin;
 pub use response::JobResponse;
 pub use sensitive::{SecretValue, SensitiveVariable, Sensitivity};
 pub use variables::{Expanded, JobVariables};

@@ -7,8 +7,10 @@
 //! `variables` are as untrusted as `CUSTOM_ENV_*`: those GitLab marks as secret are kept
 //! apart ([`SensitiveVariable`]), so that their values never go where others can read them,
 //! and all of them expand `image:` and `services:` names ([`JobVariables`]), whose result
-//! the allowlist checks.
-//! The job `token` (a secret) is not read.
+//! the allowlist checks. The `credentials` of type `registry` ([`RegistryLogin`]) come from
+//! GitLab too; their passwords (the job token) are secrets, read for
+//! `[Fargate.Images] JobRegistryCredentials` only.
+//! The job `token` field itself is not read.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::image::{JobImage, RawImage, RawVariable};
+use super::registry_login::{RawCredentials, RegistryLogin};
 use super::sensitive::SensitiveVariable;
 use super::variables::JobVariables;
 use crate::error::{Error, ErrorKind, Result};
@@ -56,6 +59,9 @@ pub struct JobResponse {
     /// All the payload's variables, for expanding `image:` and `services:` names as
     /// gitlab-runner does (untrusted values: the allowlist checks the expanded names).
     pub variables: JobVariables,
+    /// The job's registry logins (`credentials` of type `registry`), in the payload's
+    /// order (`Debug` hides the passwords).
+    pub registry_logins: Vec<RegistryLogin>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +79,8 @@ struct Raw {
     services: Option<Vec<RawImage>>,
     #[serde(default)]
     variables: Option<Vec<RawVariable>>,
+    #[serde(default)]
+    credentials: Option<Vec<RawCredentials>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -181,6 +189,12 @@ impl JobResponse {
                 let sensitivity = v.sensitivity();
                 (v.key, v.value, v.raw == Some(true), sensitivity)
             })),
+            registry_logins: raw
+                .credentials
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(RawCredentials::into_login)
+                .collect(),
         })
     }
 }
@@ -294,6 +308,39 @@ mod tests {
         assert!(
             !shown.contains("hunter2") && !shown.contains("glcbt"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn reads_the_registry_logins_and_hides_their_passwords() {
+        let r = JobResponse::parse(
+            br#"{"id": 5, "credentials": [
+                {"type": "registry", "url": "registry.gitlab.example.com", "username": "gitlab-ci-token", "password": "glcbt-job-token-1"},
+                {"type": "registry", "url": "gitlab.example.com:443", "username": "gitlab-ci-token", "password": "glcbt-job-token-1"},
+                {"type": "other", "url": "x.example", "username": "u", "password": "p-secret-p"},
+                {"type": "registry", "url": "", "username": "u", "password": "p-secret-p"}
+            ]}"#,
+        )
+        .unwrap();
+        let urls: Vec<&str> = r.registry_logins.iter().map(|l| l.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            ["registry.gitlab.example.com", "gitlab.example.com:443"]
+        );
+        assert_eq!(r.registry_logins[0].username, "gitlab-ci-token");
+        assert_eq!(
+            r.registry_logins[0].password.expose(),
+            Some("glcbt-job-token-1")
+        );
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("glcbt-job-token"), "{shown}");
+        let stored = serde_json::to_string(&r.registry_logins).unwrap();
+        assert!(!stored.contains("glcbt-job-token"), "{stored}");
+        assert!(
+            JobResponse::parse(br#"{"id": 6}"#)
+                .unwrap()
+                .registry_logins
+                .is_empty()
         );
     }
 

@@ -50,6 +50,12 @@ pub struct ImagePolicy {
     /// Credentials of private registries, per registry host: a job image or service from
     /// one of these hosts is pulled with them (see [`crate::images::registry_host`]).
     pub registries: Vec<RegistryCredentials>,
+    /// Registry hosts whose images a job pulls with its own registry login from the job
+    /// payload ([`RegistryLogin`](crate::job::RegistryLogin), the job token), kept in the
+    /// backend's secret store for the job's life (see [`crate::images`]); `"*"`: every
+    /// host the payload has a login for. Empty (the default): jobs' logins are not used.
+    /// A host with [`registries`](Self::registries) credentials uses those instead.
+    pub job_registry_credentials: Vec<String>,
 }
 
 /// How the backend authenticates to one private registry when it pulls an image from it.
@@ -101,6 +107,7 @@ impl Default for ImagePolicy {
             max_derived_families: 200,
             secrets: SecretPolicy::Refuse,
             registries: Vec::new(),
+            job_registry_credentials: Vec::new(),
         }
     }
 }
@@ -146,6 +153,18 @@ impl ImagePolicy {
             .find(|r| r.host.eq_ignore_ascii_case(host))
     }
 
+    /// Whether a job pulls `image` with its own registry login when its payload has one
+    /// for it: `image`'s host is in [`job_registry_credentials`](Self::job_registry_credentials)
+    /// (or that holds `"*"`) and the administrator configured no credentials for it.
+    pub fn uses_job_login(&self, image: &str) -> bool {
+        let host = crate::images::registry_host(image);
+        self.credentials_for(image).is_none()
+            && self
+                .job_registry_credentials
+                .iter()
+                .any(|h| h == "*" || h.eq_ignore_ascii_case(host))
+    }
+
     /// Problems of these settings (keys under `images.`); `ssh_port` is the task image's.
     pub(crate) fn problems(&self, ssh_port: u16) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
@@ -170,10 +189,7 @@ impl ImagePolicy {
             }
         }
         for (i, r) in self.registries.iter().enumerate() {
-            let host_ok = !r.host.is_empty()
-                && !r.host.contains(['/', '@', ' ', '*'])
-                && r.host != "index.docker.io";
-            if !host_ok {
+            if !is_registry_host(&r.host) {
                 p.push(
                     ConfigProblem::new(
                         "images.registries.host",
@@ -198,6 +214,17 @@ impl ImagePolicy {
                 ));
             }
         }
+        for host in &self.job_registry_credentials {
+            if host != "*" && !is_registry_host(host) {
+                p.push(
+                    ConfigProblem::new(
+                        "images.job_registry_credentials",
+                        format!("{host:?} is not a registry host"),
+                    )
+                    .with_hint("write hosts as image names start with them (registry.gitlab.example.com, registry.example.com:5050), or \"*\" for every registry the job has a login for"),
+                );
+            }
+        }
         if self.max_derived_families == 0 {
             p.push(ConfigProblem::new(
                 "images.max_derived_families",
@@ -206,6 +233,11 @@ impl ImagePolicy {
         }
         p
     }
+}
+
+/// Whether `host` is written as image names start with a registry host.
+fn is_registry_host(host: &str) -> bool {
+    !host.is_empty() && !host.contains(['/', '@', ' ', '*']) && host != "index.docker.io"
 }
 
 #[cfg(test)]
@@ -251,5 +283,28 @@ mod tests {
             ]
         );
         assert!(ImagePolicy::default().problems(22).is_empty());
+        let bad = ImagePolicy {
+            job_registry_credentials: vec!["*".into(), "reg.example/x".into()],
+            ..ImagePolicy::default()
+        };
+        let keys: Vec<String> = bad.problems(22).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["images.job_registry_credentials"]);
+    }
+
+    #[test]
+    fn job_logins_are_opt_in_per_host_and_the_admins_credentials_win() {
+        let mut p = ImagePolicy::allowing(["*"], ["*"]);
+        assert!(!p.uses_job_login("registry.gitlab.example.com/g/app:1"));
+        p.job_registry_credentials = vec!["Registry.GitLab.example.com".into()];
+        assert!(p.uses_job_login("registry.gitlab.example.com/g/app:1"));
+        assert!(!p.uses_job_login("other.example.com/g/app:1"));
+        assert!(!p.uses_job_login("alpine:3"));
+        p.registries = vec![RegistryCredentials::new(
+            "registry.gitlab.example.com",
+            "arn:deploy-token",
+        )];
+        assert!(!p.uses_job_login("registry.gitlab.example.com/g/app:1"));
+        p.job_registry_credentials = vec!["*".into()];
+        assert!(p.uses_job_login("alpine:3") && p.uses_job_login("other.example.com/x"));
     }
 }

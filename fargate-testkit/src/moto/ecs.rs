@@ -202,10 +202,22 @@ impl Moto {
     /// log driver (group [`LOG_GROUP`], stream prefix [`LOG_STREAM_PREFIX`], where the local
     /// Fargate announces each task's host keys); returns its ARN.
     pub async fn register_task_definition(&self, family: &str) -> String {
+        self.register_task_definition_with(family, None).await
+    }
+
+    /// [`register_task_definition`](Self::register_task_definition) with the task
+    /// execution role `execution_role` (which ECS reads secrets and registry credentials
+    /// with), if any.
+    pub async fn register_task_definition_with(
+        &self,
+        family: &str,
+        execution_role: Option<&str>,
+    ) -> String {
         let out = self
             .ecs_client()
             .register_task_definition()
             .family(family)
+            .set_execution_role_arn(execution_role.map(str::to_owned))
             .network_mode(NetworkMode::Awsvpc)
             .requires_compatibilities(Compatibility::Fargate)
             .cpu("256")

@@ -387,15 +387,20 @@ impl Moto {
             .expect("writing the moto control file");
     }
 
-    /// Private registries: a task with a container whose image comes from one of
-    /// `registries` (`(host, credentials ARN)`, the host as image names start with it)
-    /// without `repositoryCredentials.credentialsParameter` = that ARN fails to start as ECS
-    /// reports a refused pull: `STOPPED`, stop code `TaskFailedToStart`, reason
-    /// `CannotPullContainerError: ...` (task and container). Empty turns it off.
-    pub fn set_private_registries(&self, registries: &[(&str, &str)]) {
+    /// Private registries: `registries` are `(host, username, password)`, the host as image
+    /// names start with it, each a login that registry accepts (a host may have several).
+    /// A task with a container whose image comes from such a host pulls only when its
+    /// `repositoryCredentials.credentialsParameter` names a Secrets Manager secret of
+    /// moto (ARN or name) holding `{"username", "password"}` of such a login; otherwise it
+    /// fails to start as ECS reports it: `STOPPED`, stop code `TaskFailedToStart`, reason
+    /// `CannotPullContainerError: ... 401 Unauthorized` (task and container) without
+    /// credentials or with a wrong login, `ResourceInitializationError: unable to pull
+    /// secrets or registry auth: ...` (task) when the secret does not exist. Empty turns
+    /// it off.
+    pub fn set_private_registries(&self, registries: &[(&str, &str, &str)]) {
         let lines: Vec<String> = registries
             .iter()
-            .map(|(host, arn)| format!("{host} {arn}"))
+            .map(|(host, user, password)| format!("{host} {user} {password}"))
             .collect();
         std::fs::write(self.dir.path().join("private_registries"), lines.join("\n"))
             .expect("writing the moto control file");

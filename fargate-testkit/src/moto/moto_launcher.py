@@ -52,12 +52,17 @@
 #    conditional UpdateItem's condition and applies its update without a lock, so two
 #    concurrent writes conditioned on the same version could both succeed (a lost update
 #    DynamoDB never allows). Each item operation of the backend runs under one lock here.
-# 16. Private registries: $FGT_MOTO_DIR/private_registries lists "<host> <credentials ARN>"
-#    a line. A new task with a container whose image comes from such a host (the part of
-#    the name before the first "/" when it has a "." or ":" or is "localhost"; else
-#    docker.io) without repositoryCredentials.credentialsParameter = that ARN fails to start
-#    like ECS: STOPPED, stopCode TaskFailedToStart, stoppedReason and the container's reason
-#    "CannotPullContainerError: ... 401 Unauthorized", pull times set, never started.
+# 16. Private registries: $FGT_MOTO_DIR/private_registries lists "<host> <username> <password>"
+#    a line, the logins such a registry accepts. A new task with a container whose image
+#    comes from such a host (the part of the name before the first "/" when it has a "." or
+#    ":" or is "localhost"; else docker.io) pulls only when its
+#    repositoryCredentials.credentialsParameter names a Secrets Manager secret (ARN or
+#    name, read as the execution role would) holding {"username", "password"} of such a
+#    login. Otherwise it fails to start like ECS: STOPPED, stopCode TaskFailedToStart,
+#    pull times set, never started, with stoppedReason (and the container's reason)
+#    "CannotPullContainerError: ... 401 Unauthorized" (no credentials, or a wrong login),
+#    or, when the secret does not exist (deleted, never made), the task's stoppedReason
+#    "ResourceInitializationError: unable to pull secrets or registry auth: ...".
 # See docs/ecs-api-rules.md for every rule and its source.
 import base64
 import ipaddress
@@ -185,46 +190,89 @@ def _registry_host(image):
 
 
 def _private_registries():
+    """{host: [(username, password), ...]}: the logins each private registry accepts."""
     out = {}
     for line in _control("private_registries", str.splitlines, []):
         parts = line.split()
-        if len(parts) == 2:
-            out[parts[0].lower()] = parts[1]
+        if len(parts) == 3:
+            out.setdefault(parts[0].lower(), []).append((parts[1], parts[2]))
     return out
 
 
+def _registry_login(task, secret_id):
+    """(username, password) held by Secrets Manager secret `secret_id` (ARN or name) of the
+    task's account and region, as ECS's agent reads it for repositoryCredentials; None when
+    there is no such secret (or it is deleted, or holds no such JSON)."""
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    try:
+        backend = secretsmanager_backends[task._account_id][task.region_name]
+        value = backend.get_secret_value(secret_id, None, None)
+        doc = json.loads(value.get("SecretString") or "")
+        return (doc.get("username"), doc.get("password"))
+    except Exception:  # noqa: BLE001 - any failure to read is ECS's retrieval failure
+        return None
+
+
+def _fail_to_start(task, reason, container_name):
+    now = utcnow()
+    task._status = "STOPPED"
+    task._tick = 0
+    task.desired_status = "STOPPED"
+    task.stop_code = "TaskFailedToStart"
+    task.stopped_reason = reason
+    task.pull_started_at = now
+    task.pull_stopped_at = now
+    task.stopping_at = now
+    task.stopped_at = now
+    task.execution_stopped_at = now
+    for container in task.containers:
+        container.last_status = "STOPPED"
+        if container_name is not None and container.name == container_name:
+            container.reason = reason
+
+
 def _refuse_pull(task, definition):
-    """Stops `task` as ECS does when a private registry refuses an anonymous pull: a
-    container of a private host without the expected repositoryCredentials."""
+    """Stops `task` as ECS does when a private registry refuses a pull: a container of a
+    private host without repositoryCredentials, with a secret that does not exist, or
+    with a secret holding a login the registry does not accept."""
     private = _private_registries()
     for cd in definition.container_definitions:
         image = cd.get("image") or ""
-        expected = private.get(_registry_host(image))
-        given = (cd.get("repositoryCredentials") or {}).get("credentialsParameter")
-        if expected is None or given == expected:
-            continue
         host = _registry_host(image)
-        reason = (
-            "CannotPullContainerError: pull image manifest has been retried 1 time(s): "
-            f"failed to resolve ref {image}: failed to authorize: failed to fetch anonymous "
-            f"token: unexpected status from GET request to https://{host}/jwt/auth: "
-            "401 Unauthorized"
-        )
-        now = utcnow()
-        task._status = "STOPPED"
-        task._tick = 0
-        task.desired_status = "STOPPED"
-        task.stop_code = "TaskFailedToStart"
-        task.stopped_reason = reason
-        task.pull_started_at = now
-        task.pull_stopped_at = now
-        task.stopping_at = now
-        task.stopped_at = now
-        task.execution_stopped_at = now
-        for container in task.containers:
-            container.last_status = "STOPPED"
-            if container.name == cd.get("name"):
-                container.reason = reason
+        accepted = private.get(host)
+        if accepted is None:
+            continue
+        given = (cd.get("repositoryCredentials") or {}).get("credentialsParameter")
+        if given:
+            login = _registry_login(task, given)
+            if login is None:
+                _fail_to_start(
+                    task,
+                    "ResourceInitializationError: unable to pull secrets or registry auth: "
+                    "execution resource retrieval failed: unable to get registry auth from asm: "
+                    "service call has been retried 1 time(s): asm fetching secret from the "
+                    f"service for {given}: ResourceNotFoundException: Secrets Manager can't "
+                    "find the specified secret.",
+                    None,
+                )
+                return True
+            if login in accepted:
+                continue
+            reason = (
+                "CannotPullContainerError: pull image manifest has been retried 1 time(s): "
+                f"failed to resolve ref {image}: failed to authorize: failed to fetch oauth "
+                f"token: unexpected status from GET request to https://{host}/jwt/auth: "
+                "401 Unauthorized"
+            )
+        else:
+            reason = (
+                "CannotPullContainerError: pull image manifest has been retried 1 time(s): "
+                f"failed to resolve ref {image}: failed to authorize: failed to fetch anonymous "
+                f"token: unexpected status from GET request to https://{host}/jwt/auth: "
+                "401 Unauthorized"
+            )
+        _fail_to_start(task, reason, cd.get("name"))
         return True
     return False
 

@@ -414,7 +414,7 @@ impl Ctx {
     pub(super) fn new(dir: &Path, job: &Job) -> Ctx {
         let response_file = dir.join("response.json");
         // What GitLab sends, trimmed: the job token is in it, and in the clone URL.
-        let token = format!("glcbt-64_secret-of-job-{}", job.job_id);
+        let token = super::job_token(job.job_id);
         let repo = job
             .project_url
             .replacen("://", &format!("://gitlab-ci-token:{token}@"), 1);
@@ -439,6 +439,7 @@ impl Ctx {
             "variables": job.variables.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v, "public": true})).collect::<Vec<_>>(),
             "image": job.image,
             "services": job.services,
+            "credentials": job.registries.iter().map(|url| serde_json::json!({"type": "registry", "url": url, "username": "gitlab-ci-token", "password": token})).collect::<Vec<_>>(),
         });
         let _ = std::fs::write(&response_file, payload.to_string());
         let mut custom_env = vec![

@@ -72,6 +72,10 @@ pub struct Job {
     pub image: Option<serde_json::Value>,
     /// The job's `services:` as the payload has them.
     pub services: Vec<serde_json::Value>,
+    /// Registries (`url`s) the payload's `credentials` give the job a login for, as GitLab
+    /// sends them: type `registry`, user `gitlab-ci-token`, the job token
+    /// ([`job_token`]) as password.
+    pub registries: Vec<String>,
     /// What `get_sources` does in the builds directory (the runner's checkout); empty: it
     /// only says that it ran.
     pub sources: Vec<String>,
@@ -98,12 +102,19 @@ impl Job {
             after_script: Vec::new(),
             image: None,
             services: Vec::new(),
+            registries: Vec::new(),
             sources: Vec::new(),
             on_output: Vec::new(),
             kill_prepare: None,
             graceful_kill: Duration::from_secs(30),
         }
     }
+}
+
+/// The job token of job `job_id` in the payload the emulator writes (in its `token`, the
+/// clone URL and the registry logins).
+pub fn job_token(job_id: i64) -> String {
+    format!("glcbt-64_secret-of-job-{job_id}")
 }
 
 /// How the job ended, as GitLab would show it.
