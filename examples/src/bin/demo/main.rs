@@ -704,7 +704,7 @@ fn pool_status_tasks(json: &str) -> Vec<String> {
         .collect()
 }
 
-/// The task a job ran on, from its log's "task <arn> is ready at" line.
+/// The task a job ran on, from its log's `task <arn> is ready at` line.
 fn task_of(log: &str) -> Option<String> {
     log.lines().find_map(|l| {
         let rest = &l[l.find("task arn:")?..];
