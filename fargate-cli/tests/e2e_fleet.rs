@@ -361,7 +361,8 @@ async fn a_task_of_a_killed_host_is_stopped_by_the_other_hosts_gc() {
 }
 
 /// (c) `MaxConcurrentJobs = 1` holds across hosts: while host A's job runs, host B's job of
-/// the same project waits in prepare with the visible line, and runs after A's job ended.
+/// the same project waits in prepare with the visible line, and runs once A's cleanup
+/// stopped A's task.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_project_limit_holds_across_both_hosts() {
     fargate_testkit::require_fixture!(LocalFargate);
@@ -370,7 +371,11 @@ async fn a_project_limit_holds_across_both_hosts() {
     )
     .await;
     let release = fleet.dir.path().join("release");
-    let wait = format!("until [ -e {} ]; do sleep 0.1; done", release.display());
+    // Bounded (2 minutes), so that a limit that does not hold fails the test, not hangs it.
+    let wait = format!(
+        "i=0; until [ -e {} ] || [ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done",
+        release.display()
+    );
     let mut a_job = Job::new(503, &["echo a-is-running", &wait, "echo a-is-done"]);
     let (running, a_runs) = mpsc::channel();
     a_job.on_output.push((
@@ -399,6 +404,19 @@ async fn a_project_limit_holds_across_both_hosts() {
         ": waiting".into(),
         OnOutput::Call(Box::new(move || std::fs::write(&file, "").unwrap())),
     ));
+    // What runs in ECS while B's script runs.
+    let running_with_b = Arc::new(Mutex::new(None));
+    let (fargate, into) = (fleet.fargate.clone(), running_with_b.clone());
+    b_job.on_output.push((
+        "b-is-running".into(),
+        OnOutput::Call(Box::new(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            *into.lock().unwrap() = Some(runtime.block_on(fargate.running_tasks()));
+        })),
+    ));
     let b = fleet.b.run(b_job).await;
     let a = a.await.unwrap();
     assert_eq!(a.status, JobStatus::Success, "{}", a.log);
@@ -417,6 +435,16 @@ async fn a_project_limit_holds_across_both_hosts() {
     assert!(b_waits < a_done, "B waited while A's job ran");
     assert!(a_done < b_ready, "B's task was ready before A's job ended");
     assert_ne!(task_of(&a.log), task_of(&b.log));
+    // A's cleanup had stopped A's task before B's script ran.
+    let running = running_with_b
+        .lock()
+        .unwrap()
+        .take()
+        .expect("B's script ran");
+    assert!(
+        running.contains(&task_of(&b.log)) && !running.contains(&task_of(&a.log)),
+        "while B's script ran: {running:?}"
+    );
     fleet
         .assert_nothing_runs(&format!("{}\n{}", a.log, b.log))
         .await;
