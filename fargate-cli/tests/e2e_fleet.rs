@@ -322,6 +322,7 @@ async fn a_task_of_a_killed_host_is_stopped_by_the_other_hosts_gc() {
     // Host A dies: its stage and its keepers, with no cleanup.
     kill(-i64::from(stage.id()));
     let keepers = fleet.a.keepers();
+    assert!(!keepers.is_empty(), "host A's job has a connection keeper");
     for pid in &keepers {
         kill(i64::from(*pid));
     }
