@@ -171,6 +171,52 @@ fn the_demo_runs_a_job_on_a_warm_task_and_drains_the_pool() {
 }
 
 #[test]
+fn the_fleet_demo_runs_two_hosts_on_one_table_and_one_pool() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let stdout = successful_demo(
+        &["--fleet"],
+        &[
+            "[host-a] $ fargate --config host-a.toml store init",
+            "table fargate-demo-fleet is usable",
+            "[host-a] $ fargate --config host-a.toml pool fill --wait",
+            "[host-b] $ fargate --config host-b.toml pool status",
+            "================ job 4242 on host-a ================",
+            "================ job 4243 on host-b ================",
+            "Fleet summary: 2 hosts on DynamoDB table fargate-demo-fleet",
+            "[host-b] $ fargate --config host-b.toml pool drain",
+        ],
+    );
+    // Host B sees the two tasks host A started; each job claimed one of them.
+    let status = stdout
+        .split("pool status\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().find(|l| l.contains("idle task(s)")));
+    assert_eq!(status, Some("  2 idle task(s)"), "{stdout}");
+    let claims: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            l.contains(": claimed warm task ") && l.contains("(filled by host-a); succeeded")
+        })
+        .collect();
+    assert_eq!(claims.len(), 2, "{stdout}");
+    assert!(claims[0].starts_with("  job 4242 on host-a:"), "{stdout}");
+    assert!(claims[1].starts_with("  job 4243 on host-b:"), "{stdout}");
+    let task = |line: &str| line.split_whitespace().nth(7).unwrap_or("").to_owned();
+    assert_ne!(task(claims[0]), task(claims[1]), "{stdout}");
+}
+
+#[test]
+fn the_fleet_demo_refuses_warm_and_image() {
+    let output = demo()
+        .args(["--fleet", "--warm"])
+        .output()
+        .expect("running the demo");
+    assert_eq!(output.status.code(), Some(2));
+    let (_, stderr) = text(&output);
+    assert!(stderr.contains("leave out --warm and --image"), "{stderr}");
+}
+
+#[test]
 fn the_demo_runs_a_job_with_an_image_in_two_containers() {
     fargate_testkit::require_fixture!(LocalFargate);
     successful_demo(

@@ -228,6 +228,11 @@ pub struct GcArgs {
     /// (only the tasks' deadline tags).
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     pub max_age: String,
+    /// With a fleet's DynamoDB table: a job that holds no lock and gave no sign of life
+    /// (heartbeat, every 30 s while a script runs) for this long is dead (its host died),
+    /// and its task is stopped, e.g. 10m; 0: never.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub dead_after: String,
 }
 
 /// The custom executor's stages.
@@ -394,7 +399,12 @@ mod tests {
         let a = parse(&["fargate", "gc", "--max-age", "2h"]).unwrap();
         assert!(matches!(
             a.command,
-            Command::Gc(GcArgs { dry_run: false, .. })
+            Command::Gc(GcArgs { dry_run: false, ref dead_after, .. }) if dead_after == "10m"
+        ));
+        let a = parse(&["fargate", "gc", "--dead-after", "90s"]).unwrap();
+        assert!(matches!(
+            a.command,
+            Command::Gc(GcArgs { ref dead_after, .. }) if dead_after == "90s"
         ));
     }
 

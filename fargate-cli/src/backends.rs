@@ -114,6 +114,7 @@ impl TaskLauncher for LazyLauncher {
 pub(crate) struct LazyDynamo {
     cell: OnceCell<DynamoStore>,
     table: String,
+    host: Option<String>,
     region: Option<String>,
     transport: SdkTransport,
 }
@@ -122,17 +123,20 @@ impl std::fmt::Debug for LazyDynamo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LazyDynamo")
             .field("table", &self.table)
+            .field("host", &self.host)
             .field("built", &self.cell.initialized())
             .finish()
     }
 }
 
 impl LazyDynamo {
-    /// The store on `table`, with the ECS settings' region and transport.
-    pub(crate) fn new(table: String, ecs: &EcsConfig) -> Self {
+    /// The store on `table`, with the ECS settings' region and transport, naming this host
+    /// `host` (`[TaskMetadata] HostName`; `None`: the system's host name).
+    pub(crate) fn new(table: String, host: Option<String>, ecs: &EcsConfig) -> Self {
         LazyDynamo {
             cell: OnceCell::new(),
             table,
+            host,
             region: ecs.region.clone(),
             transport: ecs.transport.clone(),
         }
@@ -146,8 +150,17 @@ impl LazyDynamo {
     /// The store, built now if it was not.
     pub(crate) async fn get(&self) -> Result<&DynamoStore> {
         self.cell
-            .get_or_try_init(|| {
-                DynamoStore::from_env(self.table.clone(), self.region.as_deref(), &self.transport)
+            .get_or_try_init(|| async {
+                let store = DynamoStore::from_env(
+                    self.table.clone(),
+                    self.region.as_deref(),
+                    &self.transport,
+                )
+                .await?;
+                Ok(match &self.host {
+                    Some(host) => store.with_host(host.clone()),
+                    None => store,
+                })
             })
             .await
     }

@@ -60,9 +60,11 @@ async fn collect_with(
             ),
         )
     })?;
+    let dead_after = dead_after(&args.dead_after)?;
     let mut options = GcOptions::default();
     options.dry_run = args.dry_run;
     options.max_age = (max_age > Duration::ZERO).then_some(max_age);
+    options.dead_after = dead_after;
     let namespace = config
         .options
         .namespace
@@ -139,6 +141,26 @@ async fn collect_with(
         || leftovers.failed.is_some()
         || derived.is_some_and(|d| !d.failed.is_empty())
         || secrets.is_some_and(|s| !s.failed.is_empty()))
+}
+
+/// `--dead-after`: `None` for `0` (never). A limit shorter than three heartbeats is allowed
+/// (a test, a fleet that must react fast) with a warning: a live job whose heartbeat is
+/// late by that much would have its task stopped.
+fn dead_after(text: &str) -> fargate_core::Result<Option<Duration>> {
+    let limit = parse_duration(text).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("--dead-after {text:?} is not a duration (e.g. 10m, 90s; 0: never)"),
+        )
+    })?;
+    let quick = 3 * fargate_core::driver::HEARTBEAT_EVERY;
+    if limit > Duration::ZERO && limit < quick {
+        eprintln!(
+            "warning: --dead-after {text} is shorter than three heartbeats ({} s): a live job whose heartbeat is late may have its task stopped",
+            quick.as_secs()
+        );
+    }
+    Ok((limit > Duration::ZERO).then_some(limit))
 }
 
 /// The JSON report: gc's report with a `leftovers` member added.
@@ -227,5 +249,21 @@ impl fmt::Display for Leftovers {
             "metadata directory: {verb} {} leftovers (dead keeper sockets, unheld locks of jobs without a record, temporary files of dead writers)",
             self.removed.len()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dead_after_is_a_duration_and_zero_is_never() {
+        assert_eq!(dead_after("10m").unwrap(), Some(Duration::from_secs(600)));
+        assert_eq!(dead_after("3s").unwrap(), Some(Duration::from_secs(3)));
+        assert_eq!(dead_after("0").unwrap(), None);
+        let err = dead_after("soon").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("--dead-after \"soon\""), "{err}");
     }
 }

@@ -74,6 +74,9 @@ pub(crate) struct FileConfig {
     /// `[TaskMetadata] DynamoDBTable`: the fleet's table, which holds the records instead
     /// of the directory (which keeps only the keepers' sockets).
     pub(crate) dynamodb_table: Option<String>,
+    /// `[TaskMetadata] HostName`: this host's name in the fleet's table (lock holders,
+    /// heartbeats); `None`: the system's host name.
+    pub(crate) host_name: Option<String>,
     /// `[Cost]`: the prices of the job summary's estimate.
     pub(crate) prices: fargate_core::PriceTable,
     /// `[Metrics] File`: the Prometheus text file, if any.
@@ -97,6 +100,7 @@ impl Default for FileConfig {
             log: LogSettings::default(),
             metadata_dir: PathBuf::new(),
             dynamodb_table: None,
+            host_name: None,
             prices: fargate_aws::fargate_prices(),
             metrics_file: None,
             keeper: KeeperSettings::default(),

@@ -101,6 +101,17 @@ pub(crate) fn read_document(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FileConfig
                 ),
             }
         }
+        if let Some(v) = r.take(&mut t, "HostName") {
+            match v.get_ref().as_str() {
+                Some(name) if valid_host_name(name) => c.host_name = Some(name.to_owned()),
+                _ => r.type_error(
+                    &t,
+                    "HostName",
+                    v,
+                    "1-63 characters of a-z, A-Z, 0-9, '.', '_' and '-'",
+                ),
+            }
+        }
         r.finish(&t);
     }
     if let Some(t) = r.subtable(&mut top, "SSH") {
@@ -410,4 +421,13 @@ fn one_and_many(
         .chain(rest)
         .filter(|s| seen.insert(s.clone()))
         .collect()
+}
+
+/// Whether `name` may be `[TaskMetadata] HostName`: 1-63 characters of `a-z A-Z 0-9 . _ -`
+/// (it is the first part of the fleet's lock holders, `<host>/<pid>/<random>`).
+fn valid_host_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }

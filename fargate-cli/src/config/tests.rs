@@ -246,6 +246,15 @@ fn a_dynamodb_table_switches_to_fleet_mode() {
         .unwrap()
         .config;
     assert_eq!(c.dynamodb_table, None, "the file store stays the default");
+    assert_eq!(c.host_name, None, "the system's host name is the default");
+}
+
+#[test]
+fn a_host_name_names_this_host_in_the_fleet() {
+    let c = parse("[Fargate]\nCluster = \"c\"\nSubnet = \"s\"\nSecurityGroup = \"g\"\nTaskDefinition = \"td\"\n[TaskMetadata]\nDynamoDBTable = \"fargate-fleet\"\nHostName = \"runner-02.eu\"\n")
+        .unwrap()
+        .config;
+    assert_eq!(c.host_name.as_deref(), Some("runner-02.eu"));
 }
 
 #[test]
@@ -315,6 +324,14 @@ fn each_bad_value_names_key_value_and_line() {
         (
             "[TaskMetadata]\nDynamoDBTable = \"no spaces\"",
             "[TaskMetadata] DynamoDBTable = \"no spaces\" must be a DynamoDB table name",
+        ),
+        (
+            "[TaskMetadata]\nHostName = \"a/b\"",
+            "[TaskMetadata] HostName = \"a/b\" must be 1-63 characters",
+        ),
+        (
+            "[TaskMetadata]\nHostName = \"\"",
+            "[TaskMetadata] HostName = \"\" must be 1-63 characters",
         ),
         (
             "[Other]\nx = 1\n[Fargate.Tags]\nteam = 1",

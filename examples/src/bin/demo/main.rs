@@ -13,8 +13,13 @@
 //! Fargate. A second signal stops at once (SIGKILL to the stages). The worker also gets
 //! SIGTERM if the supervisor dies.
 //!
-//! Exit status: 0 when the job succeeded, 1 when it failed, 130 when interrupted, 2 when the
-//! demo itself could not run.
+//! With `--fleet`, two runner hosts (`host-a` and `host-b`: two configurations with the same
+//! `Namespace` and `[TaskMetadata] DynamoDBTable` on moto's DynamoDB, each with its own
+//! `HostName` and metadata directory) share one warm pool of 2: host A fills it, each host
+//! runs a job at once, and the summary says which host claimed which task.
+//!
+//! Exit status: 0 when the job (every job) succeeded, 1 when one failed, 130 when
+//! interrupted, 2 when the demo itself could not run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -40,7 +45,7 @@ const INTERRUPTED: u8 = 130;
 const SETUP_ERROR: u8 = 2;
 
 const USAGE: &str = "\
-usage: demo [--fargate PATH] [--fail] [--sleep SECS] [--image IMAGE] [--warm]
+usage: demo [--fargate PATH] [--fail] [--sleep SECS] [--image IMAGE] [--warm | --fleet]
 
 Runs a sample CI job through the real `fargate` binary, exactly as gitlab-runner would,
 against a local Fargate (moto's ECS emulator plus one real sshd per task, on loopback), prints
@@ -54,12 +59,19 @@ the job log, a per-stage summary and the job status, and stops everything it sta
                   Fargate's second sshd)
   --warm          with a warm pool of one task: `fargate pool fill --wait` before the
                   job (which then takes that task and swaps its key), `pool drain` after
+  --fleet         two runner hosts (host-a, host-b) on one DynamoDB table (moto's): host-a
+                  creates it (`fargate store init`) and fills a warm pool of 2, each host
+                  runs a job at once on a task of that pool; the summary says which host
+                  claimed which task
   -h, --help      this text
 
 Needs root (sshd logs the job in as root), /usr/sbin/sshd and moto 5.2.5
 (FARGATE_MOTO_PYTHON); `scripts/demo` installs them and builds everything.
 Ctrl-C cancels the job as gitlab-runner does (then cleanup); a second Ctrl-C stops at once.
-Exit status: 0 job succeeded, 1 job failed, 130 interrupted, 2 demo could not run.";
+Exit status: 0 job(s) succeeded, 1 a job failed, 130 interrupted, 2 demo could not run.";
+
+/// The fleet's table (`--fleet`), in the local Fargate's moto.
+const FLEET_TABLE: &str = "fargate-demo-fleet";
 
 /// Signals received so far (SIGINT, SIGTERM, SIGHUP).
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
@@ -102,6 +114,7 @@ struct Options {
     sleep: Option<u32>,
     image: Option<String>,
     warm: bool,
+    fleet: bool,
     help: bool,
 }
 
@@ -116,6 +129,7 @@ impl Options {
                 }
                 "--fail" => o.fail = true,
                 "--warm" => o.warm = true,
+                "--fleet" => o.fleet = true,
                 "--image" => {
                     o.image = Some(args.next().ok_or("--image needs an image name")?);
                 }
@@ -129,6 +143,13 @@ impl Options {
                 "-h" | "--help" => o.help = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
+        }
+        if o.fleet && (o.warm || o.image.is_some()) {
+            return Err(
+                "--fleet has a warm pool of its own and runs jobs without an image: \
+                        leave out --warm and --image"
+                    .into(),
+            );
         }
         Ok(o)
     }
@@ -287,8 +308,8 @@ fn preflight() -> Result<(), String> {
     }
 }
 
-/// The sample job.
-fn sample_job(options: &Options) -> Job {
+/// The sample job, with id `job_id`.
+fn sample_job(options: &Options, job_id: i64) -> Job {
     let mut script = vec![
         r#"echo "Hello from job $CI_JOB_NAME on $CI_COMMIT_REF_NAME: $GREETING""#.to_owned(),
         "uname -a".to_owned(),
@@ -308,7 +329,7 @@ fn sample_job(options: &Options) -> Job {
         script.push("exit 3".to_owned());
     }
     let lines: Vec<&str> = script.iter().map(String::as_str).collect();
-    let mut job = Job::new(4242, &lines);
+    let mut job = Job::new(job_id, &lines);
     job.variables = vec![
         ("CI_JOB_NAME".into(), "demo".into()),
         ("CI_COMMIT_REF_NAME".into(), "main".into()),
@@ -345,7 +366,11 @@ fn worker(options: &Options) -> Result<u8, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
 
-    out("== fargate demo: one CI job through the real driver, against a local Fargate ==");
+    if options.fleet {
+        out("== fargate demo: two runner hosts on one DynamoDB table, against a local Fargate ==");
+    } else {
+        out("== fargate demo: one CI job through the real driver, against a local Fargate ==");
+    }
     out(&format!("driver:        {}", fargate.display()));
     out("local Fargate: moto's ECS emulator + one OpenSSH sshd per task on its loopback IP");
     let local_started = Instant::now();
@@ -378,59 +403,14 @@ fn worker(options: &Options) -> Result<u8, String> {
         .prefix("fargate-demo-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let metadata = dir.path().join("metadata");
-    let config = dir.path().join("fargate.toml");
-    let mut toml = local.fargate_toml(&metadata);
-    if let Some(image) = &options.image {
-        // Job images on: this image only, the job container's SSH server on its own port.
-        toml.push_str(&format!(
-            "[Fargate.Images]\n  AllowedImages = [{image:?}]\n  JobSSHPort = 2223\n"
-        ));
-    }
-    if options.warm {
-        toml.push_str("[Fargate.WarmPool]\n  Size = 1\n");
-    }
-    std::fs::write(&config, toml).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-    // `fargate pool <action>`, its output shown.
-    let pool = |action: &[&str]| -> Result<(), String> {
-        out(&format!("$ fargate pool {}", action.join(" ")));
-        let output = Command::new(&fargate)
-            .arg("--config")
-            .arg(&config)
-            .arg("pool")
-            .args(action)
-            .envs(local.driver_env())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run fargate pool: {e}"))?;
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            out(&format!("  {line}"));
-        }
-        for line in String::from_utf8_lossy(&output.stderr).lines() {
-            err(&format!("  {line}"));
-        }
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!("fargate pool {} failed", action.join(" ")))
-        }
+    let names: &[&str] = if options.fleet {
+        &["host-a", "host-b"]
+    } else {
+        &["fargate"]
     };
-    let mut emu = RunnerEmu::new(&fargate, &config, local.driver_env());
-    emu.metadata_dir = Some(metadata);
-    // The "task" is an sshd on this machine: keep the job's files in our temporary directory,
-    // in a builds directory that the job's login user owns (the directory itself is 0700).
-    let builds = dir.path().join("builds");
-    std::fs::create_dir(&builds).map_err(|e| format!("cannot create {}: {e}", builds.display()))?;
-    let owned = Command::new("chown")
-        .arg(local.ssh_username())
-        .arg(&builds)
-        .status()
-        .map_err(|e| format!("cannot run chown: {e}"))?;
-    if !owned.success() {
-        return Err(format!(
-            "cannot give {} to the job's user",
-            builds.display()
-        ));
+    let mut hosts = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        hosts.push(host_setup(options, &local, &fargate, dir.path(), name, i)?);
     }
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).map_err(|e| {
         format!(
@@ -438,42 +418,123 @@ fn worker(options: &Options) -> Result<u8, String> {
             dir.path().display()
         )
     })?;
-    emu.builds_dir = builds.display().to_string();
-
-    let mut result: Option<JobResult> = None;
-    let mut job_wall = Duration::ZERO;
-    if SIGNALS.load(Ordering::SeqCst) == 0 {
-        out(&format!("config:        {}", config.display()));
-        out("");
-        if options.warm {
-            pool(&["fill", "--wait"])?;
-            out("");
+    // `fargate <args>` on `host`, its output shown unless `quiet`; its stdout.
+    let command = |host: &Host, args: &[&str], quiet: bool| -> Result<String, String> {
+        if !quiet {
+            match host.fleet_name() {
+                Some(name) => out(&format!(
+                    "[{name}] $ fargate --config {name}.toml {}",
+                    args.join(" ")
+                )),
+                None => out(&format!("$ fargate {}", args.join(" "))),
+            }
         }
-        out("Running job 4242 as gitlab-runner would (one driver process per stage):");
-        let job = sample_job(options);
-        let job_started = Instant::now();
-        let runner = std::thread::spawn(move || emu.run(job));
-        while !runner.is_finished() {
+        let output = Command::new(&fargate)
+            .arg("--config")
+            .arg(&host.config)
+            .args(args)
+            .envs(local.driver_env())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run fargate {}: {e}", args.join(" ")))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !quiet {
+            for line in stdout.lines() {
+                out(&format!("  {line}"));
+            }
+        }
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            err(&format!("  {line}"));
+        }
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("fargate {} failed", args.join(" ")))
+        }
+    };
+
+    let mut results: Vec<(JobResult, Duration)> = Vec::new();
+    let mut pool_tasks = Vec::new();
+    if SIGNALS.load(Ordering::SeqCst) == 0 {
+        for host in &hosts {
+            out(&format!("config:        {}", host.config.display()));
+        }
+        out("");
+        if options.fleet {
+            out(&format!(
+                "Two runner hosts, one DynamoDB table ({FLEET_TABLE}, in moto) and one warm pool of 2:"
+            ));
+            command(&hosts[0], &["store", "init"], false)?;
+            command(&hosts[0], &["pool", "fill", "--wait"], false)?;
+            command(&hosts[1], &["pool", "status"], false)?;
+            pool_tasks =
+                pool_status_tasks(&command(&hosts[1], &["pool", "status", "--json"], true)?);
+            out("");
+            out(&format!(
+                "Running job {} on host-a and job {} on host-b at once, as two gitlab-runner hosts \
+                 would (one driver process per stage):",
+                hosts[0].job_id, hosts[1].job_id
+            ));
+        } else {
+            if options.warm {
+                command(&hosts[0], &["pool", "fill", "--wait"], false)?;
+                out("");
+            }
+            out(&format!(
+                "Running job {} as gitlab-runner would (one driver process per stage):",
+                hosts[0].job_id
+            ));
+        }
+        let runners: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                let (emu, job) = (host.emu.clone(), sample_job(options, host.job_id));
+                std::thread::spawn(move || {
+                    let job_started = Instant::now();
+                    let result = emu.run(job);
+                    (result, job_started.elapsed())
+                })
+            })
+            .collect();
+        while !runners.iter().all(std::thread::JoinHandle::is_finished) {
             watch.poll();
             // Polling our child processes for progress and for signals.
             std::thread::sleep(Duration::from_millis(5));
         }
-        job_wall = job_started.elapsed();
-        result = Some(
-            runner
-                .join()
-                .map_err(|_| "the runner emulator panicked (see above)".to_owned())?,
-        );
+        for runner in runners {
+            results.push(
+                runner
+                    .join()
+                    .map_err(|_| "the runner emulator panicked (see above)".to_owned())?,
+            );
+        }
     }
     let interrupted = SIGNALS.load(Ordering::SeqCst) > 0;
 
-    if let Some(result) = &result {
-        report(result, job_wall, interrupted);
-        if options.warm && SIGNALS.load(Ordering::SeqCst) < 2 {
-            // The task the job's prepare started for the pool.
-            pool(&["drain"])?;
+    if !results.is_empty() {
+        for (host, (result, wall)) in hosts.iter().zip(&results) {
+            if let Some(name) = host.fleet_name() {
+                out("");
+                out(&format!(
+                    "================ job {} on {name} ================",
+                    host.job_id
+                ));
+            }
+            report(result, *wall, interrupted);
+        }
+        if options.fleet {
+            fleet_summary(&hosts, &results, &pool_tasks);
         }
         if SIGNALS.load(Ordering::SeqCst) < 2 {
+            if options.fleet {
+                // After the refills the jobs' prepares started (a fill waits for them),
+                // either host drains the fleet's pool.
+                command(&hosts[0], &["pool", "fill"], false)?;
+                command(&hosts[1], &["pool", "drain"], false)?;
+            } else if options.warm {
+                // The task the job's prepare started for the pool.
+                command(&hosts[0], &["pool", "drain"], false)?;
+            }
             let running = rt.block_on(local.running_tasks());
             if running.is_empty() {
                 out("Tasks still running in the local Fargate after cleanup: none");
@@ -543,11 +604,157 @@ fn worker(options: &Options) -> Result<u8, String> {
     ));
     out(&format!("Demo finished in {}.", secs(started.elapsed())));
 
-    Ok(match result.map(|r| r.status) {
-        _ if interrupted => INTERRUPTED,
-        Some(JobStatus::Success) => 0,
-        _ => 1,
+    Ok(if interrupted {
+        INTERRUPTED
+    } else if !results.is_empty() && results.iter().all(|(r, _)| r.status == JobStatus::Success) {
+        0
+    } else {
+        1
     })
+}
+
+/// One runner host of the demo: its configuration and runner.
+struct Host {
+    /// `fargate` for the one host of the plain demo, `host-a`/`host-b` with `--fleet`.
+    name: String,
+    config: PathBuf,
+    emu: RunnerEmu,
+    job_id: i64,
+}
+
+impl Host {
+    /// The host's name in a fleet demo.
+    fn fleet_name(&self) -> Option<&str> {
+        self.name.starts_with("host-").then_some(self.name.as_str())
+    }
+}
+
+/// Host `name` (the `index`th): its `fargate.toml` and metadata directory in `dir` and a
+/// runner whose builds directory the job's login user owns.
+fn host_setup(
+    options: &Options,
+    local: &LocalFargate,
+    fargate: &Path,
+    dir: &Path,
+    name: &str,
+    index: usize,
+) -> Result<Host, String> {
+    let suffix = if options.fleet {
+        format!("-{name}")
+    } else {
+        String::new()
+    };
+    let metadata = dir.join(format!("metadata{suffix}"));
+    let config = dir.join(format!("{name}.toml"));
+    let mut toml = local.fargate_toml(&metadata);
+    if let Some(image) = &options.image {
+        // Job images on: this image only, the job container's SSH server on its own port.
+        toml.push_str(&format!(
+            "[Fargate.Images]\n  AllowedImages = [{image:?}]\n  JobSSHPort = 2223\n"
+        ));
+    }
+    if options.warm {
+        toml.push_str("[Fargate.WarmPool]\n  Size = 1\n");
+    }
+    if options.fleet {
+        // Same Namespace (the local Fargate's) and table on both hosts; its own name each.
+        toml = toml.replace(
+            "[TaskMetadata]\n",
+            &format!(
+                "[TaskMetadata]\n  DynamoDBTable = \"{FLEET_TABLE}\"\n  HostName = \"{name}\"\n"
+            ),
+        );
+        toml.push_str("[Fargate.WarmPool]\n  Size = 2\n");
+    }
+    std::fs::write(&config, toml).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let mut emu = RunnerEmu::new(fargate, &config, local.driver_env());
+    emu.metadata_dir = Some(metadata);
+    // The "task" is an sshd on this machine: keep the job's files in our temporary directory,
+    // in a builds directory that the job's login user owns (the directory itself is 0711).
+    let builds = dir.join(format!("builds{suffix}"));
+    std::fs::create_dir(&builds).map_err(|e| format!("cannot create {}: {e}", builds.display()))?;
+    let owned = Command::new("chown")
+        .arg(local.ssh_username())
+        .arg(&builds)
+        .status()
+        .map_err(|e| format!("cannot run chown: {e}"))?;
+    if !owned.success() {
+        return Err(format!(
+            "cannot give {} to the job's user",
+            builds.display()
+        ));
+    }
+    emu.builds_dir = builds.display().to_string();
+    Ok(Host {
+        name: name.to_owned(),
+        config,
+        emu,
+        job_id: 4242 + i64::try_from(index).unwrap_or(0),
+    })
+}
+
+/// The tasks of `fargate pool status --json`.
+fn pool_status_tasks(json: &str) -> Vec<String> {
+    let status: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    status["slots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|slot| slot["task"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The task a job ran on, from its log's `task <arn> is ready at` line.
+fn task_of(log: &str) -> Option<String> {
+    log.lines().find_map(|l| {
+        let rest = &l[l.find("task arn:")?..];
+        rest.contains(" is ready at ")
+            .then(|| rest.split_whitespace().nth(1).map(str::to_owned))?
+    })
+}
+
+/// The task's id (the ARN's last part).
+fn short(task: &str) -> &str {
+    task.rsplit('/').next().unwrap_or(task)
+}
+
+/// Which host claimed which task of the fleet's pool.
+fn fleet_summary(hosts: &[Host], results: &[(JobResult, Duration)], pool: &[String]) {
+    out("");
+    out(&format!(
+        "Fleet summary: {} hosts on DynamoDB table {FLEET_TABLE}, one warm pool",
+        hosts.len()
+    ));
+    let filled: Vec<&str> = pool.iter().map(|t| short(t)).collect();
+    out(&format!(
+        "  host-a filled the pool: {}",
+        if filled.is_empty() {
+            "nothing".to_owned()
+        } else {
+            format!("tasks {}", filled.join(", "))
+        }
+    ));
+    for (host, (result, _)) in hosts.iter().zip(results) {
+        let name = host.fleet_name().unwrap_or(&host.name);
+        let how = match task_of(&result.log) {
+            Some(task)
+                if pool.contains(&task)
+                    && result.log.contains("using a warm task from the pool") =>
+            {
+                format!("claimed warm task {} (filled by host-a)", short(&task))
+            }
+            Some(task) => format!("launched its own task {} (no idle task left)", short(&task)),
+            None => "got no task".to_owned(),
+        };
+        let status = match &result.status {
+            JobStatus::Success => "succeeded",
+            JobStatus::ScriptFailure(_) => "failed (script)",
+            JobStatus::SystemFailure(_) => "failed (system)",
+            JobStatus::Canceled => "canceled",
+        };
+        out(&format!("  job {} on {name}: {how}; {status}", host.job_id));
+    }
+    out("");
 }
 
 /// Prints the job log, the per-stage table and the job status.

@@ -56,8 +56,8 @@ pub(super) fn alive(pid: i32, seen: &Proc) -> bool {
     read_proc(pid).is_some_and(|p| p.start == seen.start && !p.zombie)
 }
 
-/// The driver's stage of a child process of ours (`prepare`, `build_script`, ...), if it is
-/// a driver process.
+/// The driver's stage of a child process of ours (`prepare`, `build_script`, ...; with the
+/// host's name first in a fleet demo, `host-a: prepare`), if it is a driver process.
 pub(super) fn driver_stage(pid: i32, fargate: &Path) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<String> = cmdline
@@ -69,11 +69,22 @@ pub(super) fn driver_stage(pid: i32, fargate: &Path) -> Option<String> {
         return None;
     }
     let custom = args.iter().position(|a| a == "custom")?;
-    match args.get(custom + 1).map(String::as_str) {
+    let stage = match args.get(custom + 1).map(String::as_str) {
         Some("run") => args.last().cloned(),
         Some(stage) => Some(stage.to_owned()),
         None => None,
-    }
+    }?;
+    // With --fleet, the configuration's name is the host's (`host-a.toml`).
+    let host = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| Path::new(args.get(i + 1)?).file_stem()?.to_str())
+        .filter(|name| name.starts_with("host-"))
+        .map(str::to_owned);
+    Some(match host {
+        Some(host) => format!("{host}: {stage}"),
+        None => stage,
+    })
 }
 
 /// Our direct children, from `/proc/self/task/*/children` (cheap enough to poll often).
@@ -153,7 +164,7 @@ impl Watch {
             if signals >= 2 {
                 // SAFETY: kill(2) on the process group of a driver process we started.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
-            } else if signals == 1 && stage != "cleanup" && self.termed.insert(*pid) {
+            } else if signals == 1 && !stage.ends_with("cleanup") && self.termed.insert(*pid) {
                 // SAFETY: as above; cleanup is never cancelled (as with gitlab-runner).
                 unsafe { libc::kill(-pid, libc::SIGTERM) };
             }
