@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fargate_aws::dynamo_store::DynamoCallBudget;
 use fargate_aws::{DynamoStore, EcsConfig, EcsLauncher, SdkTransport};
+use fargate_core::budget::{CallBudget, CallClass, CallRates, Reservation};
 use fargate_core::metadata::{InterruptionMemory, InterruptionNote};
 use fargate_core::{
     DebugCommands, HostKey, JobKey, JobLock, JobRecord, Launched, ListedTask, MetadataStore,
@@ -210,5 +212,50 @@ impl InterruptionMemory for LazyDynamo {
     }
     async fn recall(&self, key: &JobKey) -> Result<Option<InterruptionNote>> {
         self.get().await?.recall(key).await
+    }
+}
+
+/// The fleet's API budget of a namespace in the table ([`DynamoCallBudget`]), the store
+/// built on first use.
+#[derive(Debug)]
+pub(crate) struct LazyFleetBudget {
+    dynamo: Arc<LazyDynamo>,
+    namespace: Namespace,
+    rates: CallRates,
+    cell: OnceCell<DynamoCallBudget>,
+}
+
+impl LazyFleetBudget {
+    /// `namespace`'s budget at `rates` (the whole fleet's) in `dynamo`'s table.
+    pub(crate) fn new(dynamo: Arc<LazyDynamo>, namespace: Namespace, rates: CallRates) -> Self {
+        LazyFleetBudget {
+            dynamo,
+            namespace,
+            rates,
+            cell: OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> Result<&DynamoCallBudget> {
+        self.cell
+            .get_or_try_init(|| async {
+                let store = LazyDynamo::get(&self.dynamo).await?;
+                Ok(store.call_budget(&self.namespace, self.rates))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl CallBudget for LazyFleetBudget {
+    async fn reserve(&self, class: CallClass) -> Result<Reservation> {
+        self.get().await?.reserve(class).await
+    }
+    async fn confirm(&self, class: CallClass, r: Reservation) -> Result<Option<Reservation>> {
+        self.get().await?.confirm(class, r).await
+    }
+    async fn throttled(&self, class: CallClass) -> Result<()> {
+        self.get().await?.throttled(class).await
     }
 }
