@@ -12,8 +12,8 @@ use fargate_aws::{DynamoStore, EcsConfig, EcsLauncher, SdkTransport};
 use fargate_core::budget::{CallBudget, CallClass, CallRates, Reservation};
 use fargate_core::metadata::{InterruptionMemory, InterruptionNote};
 use fargate_core::{
-    DebugCommands, HostKey, JobKey, JobLock, JobRecord, Launched, ListedTask, MetadataStore,
-    Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, HostKey, JobKey, JobLock, JobRecord, Launched, LaunchedBatch, ListedTask,
+    MetadataStore, Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tokio::sync::OnceCell;
 
@@ -71,6 +71,13 @@ impl TaskLauncher for LazyLauncher {
     }
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         self.get().await?.launch_observed(spec).await
+    }
+    // The ECS launcher's, known without building it.
+    fn max_launch_batch(&self) -> u32 {
+        fargate_aws::MAX_RUN_TASK_COUNT
+    }
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        self.get().await?.launch_batch(spec, count).await
     }
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         self.get().await?.describe(task).await
