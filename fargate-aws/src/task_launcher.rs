@@ -26,6 +26,12 @@ use crate::task::{
     tag_value, task_state,
 };
 
+/// One subnet attempt of a launch: its subnets and its client token.
+struct SubnetAttempt<'a> {
+    subnets: &'a [String],
+    token: &'a str,
+}
+
 impl EcsLauncher {
     fn cluster_of<'a>(&'a self, task: &'a TaskRef) -> &'a str {
         task.cluster
@@ -39,8 +45,7 @@ impl EcsLauncher {
         spec: &TaskSpec,
         task_definition: &str,
         overrides: TaskOverride,
-        subnets: &[String],
-        token: &str,
+        attempt: SubnetAttempt<'_>,
         tags: &[(String, String)],
         count: u32,
     ) -> std::result::Result<LaunchedBatch, Classified> {
@@ -56,7 +61,7 @@ impl EcsLauncher {
             }
         }
         let vpc = AwsVpcConfiguration::builder()
-            .set_subnets(Some(subnets.to_vec()))
+            .set_subnets(Some(attempt.subnets.to_vec()))
             .set_security_groups(Some(security_groups))
             .assign_public_ip(if self.config.assign_public_ip {
                 AssignPublicIp::Enabled
@@ -77,7 +82,7 @@ impl EcsLauncher {
                     .build(),
             )
             .overrides(overrides)
-            .client_token(token)
+            .client_token(attempt.token)
             .started_by(tags::started_by(&spec.key))
             .set_tags(Some(ecs_tags(tags)));
         if let Some(version) = spec.platform_version.as_deref().filter(|v| !v.is_empty()) {
@@ -266,8 +271,10 @@ impl TaskLauncher for EcsLauncher {
                     spec,
                     &task_definition,
                     overrides.clone(),
-                    subnets,
-                    &token,
+                    SubnetAttempt {
+                        subnets,
+                        token: &token,
+                    },
                     &tags,
                     count,
                 )
