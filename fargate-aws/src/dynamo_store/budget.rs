@@ -1,32 +1,4 @@
-//! [`DynamoCallBudget`]: the API budget of a namespace ([`fargate_core::budget`]) as one item
-//! of the fleet's table, shared by every process of every host that uses the table.
-//!
-//! The item's key is `budget.<namespace>` (a job key never has a `.`, so it is never a
-//! record's); it holds the buckets as the file budget's JSON (`budget`, one [`Bucket`] per
-//! [`CallClass`]: tokens, when they were counted in Unix milliseconds, the throttled share
-//! and its epoch) and a version (`budget_ver`).
-//!
-//! Every change is an optimistic, conditional write, as the counters' (the `slots`
-//! module): apply the change to the buckets as last seen, and write them back with the
-//! condition "the version is still the one seen" (or "no version yet"), setting version + 1.
-//! A host whose write lost gets the item as it is in the failure's answer
-//! (`ReturnValuesOnConditionCheckFailure`) and decides again on it, so no reservation is
-//! ever lost or counted on a stale state. Nothing is held between requests (no lock, no
-//! lease): a process killed at any point leaves a whole item whose tokens it already
-//! spent, and the bucket refills at its rate (see [`fargate_core::budget`]).
-//!
-//! # Cost
-//! A host keeps the state its last write made: a reservation costs **one** `UpdateItem`
-//! when no other host wrote since, two when one did (the first fails its condition, which
-//! DynamoDB bills as a write). A caller that must wait for its turn reads the item once
-//! more after waiting (`GetItem`, strongly consistent: did a throttle void its turn?). A
-//! throttle report writes once (at most once a second per namespace changes the item). The
-//! item is a few hundred bytes: each request is 1 request unit.
-//!
-//! # Clocks
-//! Buckets count in the hosts' wall clocks ([`DynamoStore`]'s clock); a host whose clock is
-//! behind the last writer's refills nothing until it catches up ([`Bucket::advance`]
-//! ignores time going back), one ahead refills early by its skew: with NTP, milliseconds.
+//! [`DynamoCallBudget`]: the fleet's API budget as one item of the table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,7 +31,36 @@ struct Seen {
     version: Option<u64>,
 }
 
-/// The API budget of one namespace in the fleet's table; see the [module docs](self).
+/// The API budget of a namespace ([`fargate_core::budget`]) as one item
+/// of the fleet's table, shared by every process of every host that uses the table.
+///
+/// The item's key is `budget.<namespace>` (a job key never has a `.`, so it is never a
+/// record's); it holds the buckets as the file budget's JSON (`budget`, one [`Bucket`] per
+/// [`CallClass`]: tokens, when they were counted in Unix milliseconds, the throttled share
+/// and its epoch) and a version (`budget_ver`).
+///
+/// Every change is an optimistic, conditional write, as the counters' (the `slots`
+/// module): apply the change to the buckets as last seen, and write them back with the
+/// condition "the version is still the one seen" (or "no version yet"), setting version + 1.
+/// A host whose write lost gets the item as it is in the failure's answer
+/// (`ReturnValuesOnConditionCheckFailure`) and decides again on it, so no reservation is
+/// ever lost or counted on a stale state. Nothing is held between requests (no lock, no
+/// lease): a process killed at any point leaves a whole item whose tokens it already
+/// spent, and the bucket refills at its rate (see [`fargate_core::budget`]).
+///
+/// # Cost
+/// A host keeps the state its last write made: a reservation costs **one** `UpdateItem`
+/// when no other host wrote since, two when one did (the first fails its condition, which
+/// DynamoDB bills as a write). A caller that must wait for its turn reads the item once
+/// more after waiting (`GetItem`, strongly consistent: did a throttle void its turn?). A
+/// throttle report writes once (at most once a second per namespace changes the item). The
+/// item is a few hundred bytes: each request is 1 request unit.
+///
+/// # Clocks
+/// Buckets count in the hosts' wall clocks ([`DynamoStore`]'s clock); a host whose clock is
+/// behind the last writer's refills nothing until it catches up ([`Bucket::advance`]
+/// ignores time going back), one ahead refills early by its skew: with NTP, milliseconds.
+///
 /// Clones share what they last saw of the item, and take turns at it: the callers of one
 /// process never race each other's conditional writes, only other processes' and hosts'.
 #[derive(Clone, Debug)]
