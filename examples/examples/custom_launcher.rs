@@ -24,8 +24,9 @@ use fargate_core::testing::conformance;
 use fargate_core::testing::{MemoryShell, MemoryStore};
 use fargate_core::{
     CapturedOutput, DebugCommands, Driver, DriverOptions, Error, ErrorKind, JobContext,
-    JobIdentity, JobKey, JobResponse, Launched, ListedTask, MetadataStore, Namespace, Result,
-    RetryPolicy, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    JobIdentity, JobKey, JobResponse, Launched, LaunchedBatch, ListedTask, MetadataStore,
+    Namespace, Result, RetryPolicy, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
+    TaskState, TaskStatus,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -220,6 +221,18 @@ impl<L: TaskLauncher> TaskLauncher for Logged<L> {
         self.log(
             format!("find({key})"),
             &r.as_ref().map(Vec::len).map_err(clone_err),
+        );
+        r
+    }
+    // The warm pool launches several tasks a call when the inner launcher can.
+    fn max_launch_batch(&self) -> u32 {
+        self.inner.max_launch_batch()
+    }
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        let r = self.inner.launch_batch(spec, count).await;
+        self.log(
+            format!("launch_batch({}, {count})", spec.key),
+            &r.as_ref().map(|b| b.tasks.len()).map_err(clone_err),
         );
         r
     }

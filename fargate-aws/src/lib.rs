@@ -112,3 +112,6 @@ pub use task::{
     is_spot_interruption, task_state,
 };
 pub use transport::SdkTransport;
+
+/// The most tasks one `RunTask` call starts (its `count`, 1 to 10).
+pub const MAX_RUN_TASK_COUNT: u32 = 10;

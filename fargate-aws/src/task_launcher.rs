@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, PropagateTags, Task, TaskField, TaskOverride,
 };
 use fargate_core::{
-    DebugCommands, Error, ErrorKind, HostKey, JobKey, Launched, ListedTask, Namespace, Result,
-    StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, Error, ErrorKind, HostKey, JobKey, Launched, LaunchedBatch, ListedTask,
+    Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tracing::{debug, warn};
 
@@ -25,6 +25,12 @@ use crate::task::{
     MAX_DESCRIBE_TASKS, MAX_STOP_REASON, ecs_tags, eni_detail, status_with_private_address,
     tag_value, task_state,
 };
+
+/// One subnet attempt of a launch: its subnets and its client token.
+struct SubnetAttempt<'a> {
+    subnets: &'a [String],
+    token: &'a str,
+}
 
 impl EcsLauncher {
     fn cluster_of<'a>(&'a self, task: &'a TaskRef) -> &'a str {
@@ -39,10 +45,10 @@ impl EcsLauncher {
         spec: &TaskSpec,
         task_definition: &str,
         overrides: TaskOverride,
-        subnets: &[String],
-        token: &str,
+        attempt: SubnetAttempt<'_>,
         tags: &[(String, String)],
-    ) -> std::result::Result<Launched, Classified> {
+        count: u32,
+    ) -> std::result::Result<LaunchedBatch, Classified> {
         let unexpected = |e: aws_sdk_ecs::error::BuildError| Classified {
             error: Error::new(ErrorKind::InvalidConfig, format!("RunTask request: {e}"))
                 .with_backend("ecs"),
@@ -55,7 +61,7 @@ impl EcsLauncher {
             }
         }
         let vpc = AwsVpcConfiguration::builder()
-            .set_subnets(Some(subnets.to_vec()))
+            .set_subnets(Some(attempt.subnets.to_vec()))
             .set_security_groups(Some(security_groups))
             .assign_public_ip(if self.config.assign_public_ip {
                 AssignPublicIp::Enabled
@@ -69,14 +75,14 @@ impl EcsLauncher {
             .run_task()
             .cluster(&self.config.cluster)
             .task_definition(task_definition)
-            .count(1)
+            .count(count as i32)
             .network_configuration(
                 NetworkConfiguration::builder()
                     .awsvpc_configuration(vpc)
                     .build(),
             )
             .overrides(overrides)
-            .client_token(token)
+            .client_token(attempt.token)
             .started_by(tags::started_by(&spec.key))
             .set_tags(Some(ecs_tags(tags)));
         if let Some(version) = spec.platform_version.as_deref().filter(|v| !v.is_empty()) {
@@ -121,31 +127,40 @@ impl EcsLauncher {
             req = req.enable_ecs_managed_tags(true);
         }
         let out = req.send().await.map_err(|e| errors::sdk(e, "RunTask"))?;
-        if let Some((t, arn)) = out.tasks().iter().find_map(|t| Some((t, t.task_arn()?))) {
-            let task = TaskRef {
-                id: arn.to_owned(),
-                cluster: Some(self.config.cluster.clone()),
-            };
-            // The answer describes the task as DescribeTasks would; a public IP is never
-            // in it (that takes EC2), so only the private one is used.
-            let status = (!self.config.use_public_ip).then(|| status_with_private_address(t));
-            return Ok(Launched::new(task).with_status(status));
-        }
-        Err(match out.failures().first() {
-            Some(f) => errors::classify(
+        let tasks: Vec<Launched> = out
+            .tasks()
+            .iter()
+            .filter_map(|t| {
+                let task = TaskRef {
+                    id: t.task_arn()?.to_owned(),
+                    cluster: Some(self.config.cluster.clone()),
+                };
+                // The answer describes the task as DescribeTasks would; a public IP is
+                // never in it (that takes EC2), so only the private one is used.
+                let status = (!self.config.use_public_ip).then(|| status_with_private_address(t));
+                Some(Launched::new(task).with_status(status))
+            })
+            .collect();
+        let mut failures = out.failures().iter().map(|f| {
+            errors::classify(
                 f.reason().unwrap_or_default(),
                 f.detail().unwrap_or_default(),
                 "RunTask",
-            ),
-            None => Classified {
+            )
+        });
+        if tasks.is_empty() {
+            return Err(failures.next().unwrap_or_else(|| Classified {
                 error: Error::new(
                     ErrorKind::Unexpected,
                     "RunTask: ECS returned neither a task nor a failure",
                 )
                 .with_backend("ecs"),
                 try_next_subnet: false,
-            },
-        })
+            }));
+        }
+        // Some of the call's tasks started: the others are not tried in another subnet
+        // (the started ones would be left out of a second call's answer).
+        Ok(LaunchedBatch::new(tasks).with_failures(failures.map(|c| c.error).collect()))
     }
 
     /// One DescribeTasks of `task`; `None` when ECS does not know it.
@@ -188,6 +203,27 @@ impl TaskLauncher for EcsLauncher {
     }
 
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
+        let batch = self.launch_batch(spec, 1).await?;
+        batch.tasks.into_iter().next().ok_or_else(|| {
+            Error::new(ErrorKind::Unexpected, "RunTask: ECS returned no task").with_backend("ecs")
+        })
+    }
+
+    fn max_launch_batch(&self) -> u32 {
+        crate::MAX_RUN_TASK_COUNT
+    }
+
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        if !(1..=crate::MAX_RUN_TASK_COUNT).contains(&count) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "RunTask starts 1 to {} tasks a call, not {count}",
+                    crate::MAX_RUN_TASK_COUNT
+                ),
+            )
+            .with_backend("ecs"));
+        }
         let tags = tags::task_tags(&self.config.tags, &spec.job, spec.deadline);
         // The refusals come before any call: an oversized override, a replay of a launch
         // whose secret values are not kept, a base without helper.
@@ -232,14 +268,17 @@ impl TaskLauncher for EcsLauncher {
                     spec,
                     &task_definition,
                     overrides.clone(),
-                    subnets,
-                    &token,
+                    SubnetAttempt {
+                        subnets,
+                        token: &token,
+                    },
                     &tags,
+                    count,
                 )
                 .await
             {
                 Ok(launched) => {
-                    debug!(job = %spec.key, task = %launched.task, address = ?launched.address(), "task accepted");
+                    debug!(job = %spec.key, tasks = launched.tasks.len(), failures = launched.failures.len(), "tasks accepted");
                     return Ok(launched);
                 }
                 Err(c) if c.try_next_subnet && i + 1 < attempts.len() => {

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fargate_aws::dynamo_store::DynamoCallBudget;
 use fargate_aws::{DynamoStore, EcsConfig, EcsLauncher, SdkTransport};
+use fargate_core::budget::{CallBudget, CallClass, CallRates, Reservation};
 use fargate_core::metadata::{InterruptionMemory, InterruptionNote};
 use fargate_core::{
-    DebugCommands, HostKey, JobKey, JobLock, JobRecord, Launched, ListedTask, MetadataStore,
-    Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, HostKey, JobKey, JobLock, JobRecord, Launched, LaunchedBatch, ListedTask,
+    MetadataStore, Namespace, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use tokio::sync::OnceCell;
 
@@ -69,6 +71,13 @@ impl TaskLauncher for LazyLauncher {
     }
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         self.get().await?.launch_observed(spec).await
+    }
+    // The ECS launcher's, known without building it.
+    fn max_launch_batch(&self) -> u32 {
+        fargate_aws::MAX_RUN_TASK_COUNT
+    }
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        self.get().await?.launch_batch(spec, count).await
     }
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         self.get().await?.describe(task).await
@@ -223,5 +232,50 @@ impl InterruptionMemory for LazyDynamo {
     }
     async fn recall(&self, key: &JobKey) -> Result<Option<InterruptionNote>> {
         self.get().await?.recall(key).await
+    }
+}
+
+/// The fleet's API budget of a namespace in the table ([`DynamoCallBudget`]), the store
+/// built on first use.
+#[derive(Debug)]
+pub(crate) struct LazyFleetBudget {
+    dynamo: Arc<LazyDynamo>,
+    namespace: Namespace,
+    rates: CallRates,
+    cell: OnceCell<DynamoCallBudget>,
+}
+
+impl LazyFleetBudget {
+    /// `namespace`'s budget at `rates` (the whole fleet's) in `dynamo`'s table.
+    pub(crate) fn new(dynamo: Arc<LazyDynamo>, namespace: Namespace, rates: CallRates) -> Self {
+        LazyFleetBudget {
+            dynamo,
+            namespace,
+            rates,
+            cell: OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> Result<&DynamoCallBudget> {
+        self.cell
+            .get_or_try_init(|| async {
+                let store = LazyDynamo::get(&self.dynamo).await?;
+                Ok(store.call_budget(&self.namespace, self.rates))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl CallBudget for LazyFleetBudget {
+    async fn reserve(&self, class: CallClass) -> Result<Reservation> {
+        self.get().await?.reserve(class).await
+    }
+    async fn confirm(&self, class: CallClass, r: Reservation) -> Result<Option<Reservation>> {
+        self.get().await?.confirm(class, r).await
+    }
+    async fn throttled(&self, class: CallClass) -> Result<()> {
+        self.get().await?.throttled(class).await
     }
 }

@@ -6,14 +6,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use fargate_core::budget::BudgetedLauncher;
+use fargate_core::budget::{BudgetedLauncher, CallBudget};
 use fargate_core::driver::AdminOverrides;
 use fargate_core::metadata::{DynMetadataStore, InterruptionMemory, permission_warnings};
 use fargate_core::observe::DynObserver;
 use fargate_core::{Driver, FileMetadataStore, TaskLauncher};
 use fargate_ssh::Ssh2Shell;
 
-use crate::backends::{LazyDynamo, LazyLauncher};
+use crate::backends::{LazyDynamo, LazyFleetBudget, LazyLauncher};
 use crate::config::FileConfig;
 
 /// Where a configuration keeps its records.
@@ -61,7 +61,11 @@ pub(crate) fn build(
     observer: DynObserver,
     keeper: Option<&Path>,
 ) -> Driver {
-    let Stores { store, memory, .. } = stores(&config);
+    let Stores {
+        store,
+        memory,
+        table,
+    } = stores(&config);
     let FileConfig {
         options,
         ecs,
@@ -75,13 +79,18 @@ pub(crate) fn build(
         tracing::warn!("{w}");
     }
     // The driver retries ([Retry]); the ECS backend only retries transport hiccups.
-    // Launches, stops and relabellings take their turn from the namespace's budget, shared
-    // by every process of this runner entry on this host ([RateLimit]); kept in the metadata
-    // directory, also in fleet mode (each host keeps to its own share).
+    // Launches, stops and relabellings take their turn from the namespace's budget
+    // ([RateLimit]): in fleet mode one bucket in the table shared by every host, else one
+    // in the metadata directory shared by every process of this runner entry on this host.
     let mut launcher: Arc<dyn TaskLauncher> = Arc::new(LazyLauncher::ecs(ecs));
     if let Some(namespace) = &options.namespace {
-        let budget = FileMetadataStore::new(metadata_dir).call_budget(namespace, call_rates);
-        launcher = Arc::new(BudgetedLauncher::new(launcher, Arc::new(budget)));
+        let budget: Arc<dyn CallBudget> = match table {
+            Some(dynamo) => Arc::new(LazyFleetBudget::new(dynamo, namespace.clone(), call_rates)),
+            None => {
+                Arc::new(FileMetadataStore::new(metadata_dir).call_budget(namespace, call_rates))
+            }
+        };
+        launcher = Arc::new(BudgetedLauncher::new(launcher, budget));
     }
     Driver::new(
         options,

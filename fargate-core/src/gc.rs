@@ -139,7 +139,7 @@ pub async fn collect(
 }
 
 /// Task id -> key of the record of `namespace` that names it.
-async fn owners(
+pub(crate) async fn owners(
     store: &dyn MetadataStore,
     namespace: &Namespace,
 ) -> Result<BTreeMap<String, JobKey>> {

@@ -176,6 +176,33 @@ impl Launched {
     }
 }
 
+/// What [`TaskLauncher::launch_batch`] returns: the tasks the call started, and why the
+/// others of its `count` did not start (a backend may place only some of a call's tasks).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct LaunchedBatch {
+    /// The tasks started (at least one), in the backend's order.
+    pub tasks: Vec<Launched>,
+    /// One error per task of the call that did not start.
+    pub failures: Vec<Error>,
+}
+
+impl LaunchedBatch {
+    /// `tasks` started, none failed.
+    pub fn new(tasks: Vec<Launched>) -> Self {
+        LaunchedBatch {
+            tasks,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Sets the errors of the tasks that did not start.
+    pub fn with_failures(mut self, failures: Vec<Error>) -> Self {
+        self.failures = failures;
+        self
+    }
+}
+
 /// One task of a namespace, as [`TaskLauncher::list`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -285,6 +312,39 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
     /// implements `launch` on top of it). Same guarantees and cancel safety as `launch`.
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         self.launch(spec).await.map(Launched::new)
+    }
+
+    /// The most tasks one [`launch_batch`](TaskLauncher::launch_batch) call may start (for
+    /// ECS 10, `RunTask`'s largest `count`). The default, 1: the backend starts one task a
+    /// call.
+    fn max_launch_batch(&self) -> u32 {
+        1
+    }
+
+    /// Starts `count` tasks of `spec` (1 to [`max_launch_batch`](TaskLauncher::max_launch_batch))
+    /// in **one** backend call: every task gets the same labels (those of `spec.key`), the
+    /// same environment and the same settings. Fails only when no task started; a call that
+    /// started some reports the others in [`LaunchedBatch::failures`]. Same guarantees as
+    /// [`launch`](TaskLauncher::launch): a replay with the same `client_token`, spec and
+    /// `count` starts nothing more and returns the same tasks; [`find`](TaskLauncher::find)
+    /// of `spec.key` returns all of them. The default launches one task
+    /// ([`launch_observed`](TaskLauncher::launch_observed)) and refuses a larger `count`
+    /// ([`ErrorKind::Unsupported`]).
+    ///
+    /// # Cancel safety
+    /// **Not** cancel safe, as `launch`: a caller records `spec.client_token` and `count`
+    /// first.
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        if count == 1 {
+            return self
+                .launch_observed(spec)
+                .await
+                .map(|l| LaunchedBatch::new(vec![l]));
+        }
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the {self:?} launcher starts one task a call, not {count}"),
+        ))
     }
 
     /// What the backend knows of `task` now.
@@ -423,6 +483,12 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         (**self).launch_observed(spec).await
+    }
+    fn max_launch_batch(&self) -> u32 {
+        (**self).max_launch_batch()
+    }
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        (**self).launch_batch(spec, count).await
     }
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {
         (**self).describe(task).await

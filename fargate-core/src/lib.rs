@@ -27,8 +27,9 @@ pub use driver::{AdminOverrides, Driver, TaskDefinitionChoice};
 pub use error::{Error, ErrorKind, ExitCodes, ExitDecision, Failure, FailureClass, Result};
 pub use job::{JobContext, JobIdentity, JobKey, JobResponse, Namespace};
 pub use launcher::{
-    ContainerStatus, ContainerStop, DebugCommands, DynTaskLauncher, Endpoint, Launched, ListedTask,
-    StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
+    ContainerStatus, ContainerStop, DebugCommands, DynTaskLauncher, Endpoint, Launched,
+    LaunchedBatch, ListedTask, StopDetails, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
+    TaskState, TaskStatus,
 };
 pub use metadata::{
     DynMetadataStore, FileMetadataStore, JobLock, JobRecord, MetadataStore, NamespaceClaim, Phase,

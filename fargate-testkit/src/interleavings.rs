@@ -47,7 +47,7 @@ use async_trait::async_trait;
 use fargate_core::FileMetadataStore;
 use fargate_core::gc::{self, GcOptions};
 use fargate_core::launcher::{
-    Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    Launched, LaunchedBatch, ListedTask, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use fargate_core::options::{DriverOptions, WarmPoolOptions};
 use fargate_core::shell::CapturedOutput;
@@ -422,6 +422,27 @@ impl TaskLauncher for SimLauncher {
             "launch for {}: {:?}",
             spec.key,
             r.as_ref().map(|l| &l.task.id)
+        ));
+        yield_once().await;
+        r
+    }
+
+    fn max_launch_batch(&self) -> u32 {
+        self.inner.max_launch_batch()
+    }
+
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        yield_once().await;
+        self.touches(
+            "launch",
+            spec.key.as_str(),
+            Some(spec.job.namespace.clone()),
+        );
+        let r = self.inner.launch_batch(spec, count).await;
+        self.log(format!(
+            "launch of {count} for {}: {:?}",
+            spec.key,
+            r.as_ref().map(|b| b.tasks.len())
         ));
         yield_once().await;
         r

@@ -574,6 +574,67 @@ async fn run_task_count_is_1_to_10() {
     assert_eq!(listed(&client).await.len(), 11);
 }
 
+/// Rule 12 with rules 7 and 21: a call of several tasks is replayed whole by its token, and
+/// the Fargate task-launch bucket counts each of its tasks.
+#[tokio::test]
+async fn a_call_of_several_tasks_replays_whole_and_counts_each_task() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, client, oracle) = fixture(Moto::builder()).await;
+    let request = || run(&client, &ecs).client_token("pool-batch-1").count(4);
+    let first = request().send().await.unwrap();
+    let arns: BTreeSet<String> = first
+        .tasks()
+        .iter()
+        .map(|t| t.task_arn().unwrap().to_owned())
+        .collect();
+    assert_eq!(arns.len(), 4);
+    let again = request().send().await.unwrap();
+    let replayed: BTreeSet<String> = again
+        .tasks()
+        .iter()
+        .map(|t| t.task_arn().unwrap().to_owned())
+        .collect();
+    assert_eq!(replayed, arns, "a replay answers every task of the call");
+    assert_eq!(listed(&oracle).await.len(), 4);
+    // A bucket of 5 tasks: a call of 4 fits, the next call of 2 does not (and takes
+    // nothing), a call of 1 does.
+    moto.set_throttling(&[("FargateTasks", 0.01, 5.0)]);
+    run(&client, &ecs).count(4).send().await.unwrap();
+    let err = run(&client, &ecs).count(2).send().await.unwrap_err();
+    assert_eq!(
+        err.into_service_error().meta().code(),
+        Some("ThrottlingException")
+    );
+    start(run(&client, &ecs)).await;
+}
+
+/// Rule 19, in part: a call over the capacity left starts what is left and answers a
+/// failure for each task it did not start.
+#[tokio::test]
+async fn rule_19_a_call_may_be_placed_in_part() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs, client, oracle) = fixture(Moto::builder()).await;
+    moto.set_capacity_tasks(Some(3));
+    let out = run(&client, &ecs).count(5).send().await.unwrap();
+    assert_eq!(out.tasks().len(), 3);
+    assert_eq!(out.failures().len(), 2);
+    assert!(
+        out.failures()[0]
+            .reason()
+            .unwrap()
+            .starts_with("Capacity is unavailable at this time"),
+        "{out:?}"
+    );
+    let out = run(&client, &ecs).send().await.unwrap();
+    assert!(
+        out.tasks().is_empty() && out.failures().len() == 1,
+        "{out:?}"
+    );
+    assert_eq!(listed(&oracle).await.len(), 3);
+    moto.set_capacity_tasks(None);
+    start(run(&client, &ecs)).await;
+}
+
 #[tokio::test]
 async fn a_client_token_reused_with_other_parameters_is_a_conflict() {
     fargate_testkit::require_fixture!(Moto);

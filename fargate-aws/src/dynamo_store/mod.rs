@@ -55,6 +55,7 @@
 //! encrypted at rest with a KMS key the runner hosts' role may use (`fargate store init`
 //! creates it so), and only the runner hosts' role may read it (see `docs/fleet.md`).
 
+mod budget;
 mod errors;
 mod item;
 mod lease;
@@ -75,6 +76,7 @@ use crate::SdkTransport;
 use crate::aws_api::{AwsApi, DYNAMODB};
 use crate::metrics::ApiCalls;
 
+pub use budget::DynamoCallBudget;
 pub use lease::{LeaseInfo, LeaseSettings};
 pub use table::{TableCheck, TableSettings};
 

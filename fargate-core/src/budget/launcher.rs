@@ -10,8 +10,8 @@ use super::{CallBudget, CallClass};
 use crate::error::{ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    DebugCommands, DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef,
-    TaskSpec, TaskStatus,
+    DebugCommands, DynTaskLauncher, Launched, LaunchedBatch, ListedTask, StopOutcome, TaskLauncher,
+    TaskRef, TaskSpec, TaskStatus,
 };
 use crate::shell::HostKey;
 
@@ -88,6 +88,16 @@ impl TaskLauncher for BudgetedLauncher {
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         self.take(CallClass::Launch, "starting the task").await;
         let r = self.inner.launch_observed(spec).await;
+        self.after(CallClass::Launch, r).await
+    }
+    fn max_launch_batch(&self) -> u32 {
+        self.inner.max_launch_batch()
+    }
+    /// One launch token for the call, whatever its `count`: the backend's call rate is
+    /// what the budget keeps to.
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        self.take(CallClass::Launch, "starting warm tasks").await;
+        let r = self.inner.launch_batch(spec, count).await;
         self.after(CallClass::Launch, r).await
     }
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {

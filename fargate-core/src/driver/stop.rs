@@ -175,6 +175,9 @@ impl Driver {
         // Launch attempts whose answer was lost: replaying them with the same token and
         // spec returns the task they started (or starts one, which is stopped below).
         let mut unresolved = false;
+        // A warm pool batch's slot: its launch started `batch` tasks, replayed as such.
+        let batch = record.pool.as_ref().and_then(|p| p.batch).unwrap_or(1);
+        let mut replayed = Vec::new();
         if let Some(spec) = record.spec.clone() {
             let pending: Vec<String> = record
                 .pending_attempts()
@@ -186,13 +189,23 @@ impl Driver {
                     &self.options.retry,
                     "replaying a launch",
                     &*self.observer,
-                    || self.launcher.launch(&replay),
+                    || async {
+                        if batch == 1 {
+                            return self.launcher.launch(&replay).await.map(|t| vec![t]);
+                        }
+                        let launched = self.launcher.launch_batch(&replay, batch).await?;
+                        Ok(launched.tasks.into_iter().map(|l| l.task).collect())
+                    },
                 )
                 .await
                 {
-                    Ok(task) => {
-                        tracing::info!(task = %task, "a launch whose answer was lost started this task");
-                        record.settle(&token, AttemptOutcome::Accepted { task });
+                    Ok(tasks) => {
+                        let mut tasks = tasks.into_iter();
+                        if let Some(task) = tasks.next() {
+                            tracing::info!(task = %task, "a launch whose answer was lost started this task");
+                            record.settle(&token, AttemptOutcome::Accepted { task });
+                        }
+                        replayed.extend(tasks);
                     }
                     Err(err) => {
                         // Not proof that the first call started nothing (another spec, say):
@@ -221,7 +234,25 @@ impl Driver {
                     .saturating_sub(Duration::from_secs(since))
         });
         // Stop what is known first, so that a slow or failing search cannot keep it running.
-        let known = record.known_tasks();
+        let mut known = record.known_tasks();
+        if batch > 1 {
+            // The batch's other tasks carry this slot's key too: only those no other
+            // record names (their slots, or the jobs that claimed them) are this slot's.
+            replayed.retain(|t| !known.contains(t));
+            known.extend(replayed);
+            let others = self.named_by_others(key).await?;
+            known.retain(|t| !others.contains(&t.id));
+            self.stop_all(key, &known, launched_at).await?;
+            let tasks = self.search(key, known.clone(), window_end).await?;
+            let others = self.named_by_others(key).await?;
+            let found: Vec<TaskRef> = tasks
+                .into_iter()
+                .filter(|t| !known.contains(t) && !others.contains(&t.id))
+                .collect();
+            self.stop_all(key, &found, launched_at).await?;
+            known.extend(found);
+            return Ok(known);
+        }
         self.stop_all(key, &known, launched_at).await?;
         let tasks = self.search(key, known.clone(), window_end).await?;
         let found: Vec<TaskRef> = tasks
@@ -231,6 +262,16 @@ impl Driver {
             .collect();
         self.stop_all(key, &found, launched_at).await?;
         Ok(tasks)
+    }
+
+    /// The tasks (ids) that records of the namespace other than `key`'s name, read now.
+    async fn named_by_others(&self, key: &JobKey) -> Result<std::collections::BTreeSet<String>> {
+        let owners = crate::gc::owners(&*self.store, &self.namespace).await?;
+        Ok(owners
+            .into_iter()
+            .filter(|(_, owner)| owner != key)
+            .map(|(task, _)| task)
+            .collect())
     }
 
     /// `known` plus what `find` returns for `key`. With `window_end`, searches again (with

@@ -103,6 +103,12 @@ pub struct PoolSlot {
     /// Empty in slots of earlier versions (swept as changed).
     #[serde(default)]
     pub template: String,
+    /// How many tasks the slot's launch started in one call, when more than one (a
+    /// *batch*, see the warm pool's docs): the slot names the first; the others carry its
+    /// key in their labels too but belong to the slots that name them, so stopping this
+    /// slot stops only tasks no other record names. `None`: one task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
 }
 
 impl PoolSlot {
@@ -112,7 +118,14 @@ impl PoolSlot {
             idle_until,
             claimed_by: None,
             template: String::new(),
+            batch: None,
         }
+    }
+
+    /// The same slot, its launch starting `count` tasks in one call (`batch`).
+    pub fn with_batch(mut self, count: u32) -> Self {
+        self.batch = (count > 1).then_some(count);
+        self
     }
 
     /// The same slot, launched under the template with `fingerprint`.

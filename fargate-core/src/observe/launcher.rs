@@ -7,8 +7,8 @@ use super::{ApiOperation, CallOutcome, DynObserver, Event};
 use crate::error::{ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    DebugCommands, DynTaskLauncher, Launched, ListedTask, StopOutcome, TaskLauncher, TaskRef,
-    TaskSpec, TaskStatus,
+    DebugCommands, DynTaskLauncher, Launched, LaunchedBatch, ListedTask, StopOutcome, TaskLauncher,
+    TaskRef, TaskSpec, TaskStatus,
 };
 use crate::shell::HostKey;
 
@@ -49,6 +49,13 @@ impl TaskLauncher for ObservedLauncher {
     // for a describe (issue 15's "no idle wait").
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         let r = self.inner.launch_observed(spec).await;
+        self.report(ApiOperation::Launch, r)
+    }
+    fn max_launch_batch(&self) -> u32 {
+        self.inner.max_launch_batch()
+    }
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        let r = self.inner.launch_batch(spec, count).await;
         self.report(ApiOperation::Launch, r)
     }
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {

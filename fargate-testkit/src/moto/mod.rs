@@ -387,6 +387,20 @@ impl Moto {
             .expect("writing the moto control file");
     }
 
+    /// Fault injection: `RunTask` starts at most `tasks` more tasks in all (`None`: no
+    /// limit). A call whose `count` is over what is left starts what is left and answers one
+    /// `failures[]` entry per task it did not start, with ECS's capacity reason, as ECS
+    /// answers a call it could place only in part.
+    pub fn set_capacity_tasks(&self, tasks: Option<u32>) {
+        let path = self.dir.path().join("capacity_tasks");
+        match tasks {
+            Some(n) => std::fs::write(path, n.to_string()).expect("writing the moto control file"),
+            None => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
     /// Private registries: `registries` are `(host, username, password)`, the host as image
     /// names start with it, each a login that registry accepts (a host may have several).
     /// A task with a container whose image comes from such a host pulls only when its

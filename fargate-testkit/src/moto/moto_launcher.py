@@ -29,7 +29,10 @@
 #    entry with ECS's "Capacity is unavailable at this time..." and starts nothing. Task ARNs
 #    listed in $FGT_MOTO_DIR/spot_interrupt are stopped as a Fargate Spot interruption
 #    (stopCode SpotInterruption, "Your Spot Task was interrupted.") when next described,
-#    if they run on FARGATE_SPOT.
+#    if they run on FARGATE_SPOT. When $FGT_MOTO_DIR/capacity_tasks holds N, RunTask starts at
+#    most N more tasks in all (N goes down as they start): a call whose `count` is over what
+#    is left starts what is left and answers one capacity failures[] entry per task it did
+#    not start (a partial answer, as ECS gives when it places only some of a call's tasks).
 # 11. RunTask task-level overrides (cpu, memory, ephemeralStorage) follow the Fargate size
 #    rules, and the task reports them as its cpu and memory.
 # 12. Task definitions of job images: RegisterTaskDefinition's family, container names,
@@ -103,6 +106,16 @@ def _control(name, parse, default):
             return parse(f.read().strip() or default)
     except (OSError, ValueError):
         return default
+
+
+def _set_control(name, value):
+    with open(os.path.join(_dir, name), "w") as f:
+        f.write(value)
+
+
+def _capacity_tasks():
+    """How many more tasks RunTask may start (None: no limit)."""
+    return _control("capacity_tasks", int, None)
 
 
 def _provisioning_describes():
@@ -531,9 +544,33 @@ def _run(self):
                 }
             )
         else:
-            result = _run_task(self)
+            count = request.get("count", 1)
+            left = _capacity_tasks()
+            started = count if left is None else min(count, left)
+            if left is not None:
+                _set_control("capacity_tasks", str(left - started))
+            if started == 0:
+                result = ecs_responses.ActionResult({"tasks": [], "failures": []})
+            else:
+                get_int = self._get_int_param
+                self._get_int_param = (
+                    lambda name, default=None: started if name == "count" else get_int(name, default)
+                )
+                try:
+                    result = _run_task(self)
+                finally:
+                    del self._get_int_param
             for task in result.result["tasks"]:
                 _apply_size_overrides(task, request.get("overrides") or {})
+            # ECS answers one failure per task it could not place; the others started.
+            result.result["failures"] = [
+                {
+                    "arn": f"arn:aws:ecs:{self.region}:{self.current_account}:capacity-provider/{placed}",
+                    "reason": "Capacity is unavailable at this time. Please try again "
+                    "later or in a different availability zone",
+                }
+                for _ in range(count - started)
+            ]
         arns = [t.task_arn for t in result.result["tasks"]]
         if token and not replay:
             _tokens[key] = (request, arns)

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobIdentity;
-use crate::launcher::{Launched, TaskSpec};
+use crate::launcher::{Launched, TaskRef, TaskSpec};
 use crate::metadata::{JobLock, JobRecord, Phase, PoolSlot};
 use crate::observe::StopCause;
 use crate::world::{unix_now, unix_seconds, whole_seconds_after};
@@ -113,14 +113,24 @@ impl Driver {
             }
         }
         let missing = self.options.pool.size.saturating_sub(idle.len());
-        let launches = (0..missing).map(|_| self.launch_slot(template));
+        // Up to the launcher's batch size per call: one call per group.
+        let per_call = self.launcher.max_launch_batch().max(1) as usize;
+        let groups = (0..missing)
+            .step_by(per_call)
+            .map(|first| (missing - first).min(per_call) as u32);
+        let launches = groups.map(|count| self.launch_slots(template, count));
         for result in join_all(launches).await {
             match result {
-                Ok(slot) => {
-                    if let Some(task) = &slot.task {
-                        report.started.push(task.id.clone());
+                Ok((slots, failures)) => {
+                    for slot in slots {
+                        if let Some(task) = &slot.task {
+                            report.started.push(task.id.clone());
+                        }
+                        idle.push(slot);
                     }
-                    idle.push(slot);
+                    for err in failures {
+                        report.failures.push(format!("starting a warm task: {err}"));
+                    }
                 }
                 Err(err) => report.failures.push(format!("starting a warm task: {err}")),
             }
@@ -235,24 +245,38 @@ impl Driver {
         }
     }
 
-    /// Launches one pool task; its slot is recorded before the launch, under its lock.
-    pub(super) async fn launch_slot(&self, template: &PoolTemplate) -> Result<JobRecord> {
-        let n = crate::world::random_u64()
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("no randomness: {e}")))?;
-        let identity = JobIdentity::pool_slot(self.namespace.clone(), n);
+    /// Launches `count` pool tasks in one call: the first slot (its *lead*) is recorded
+    /// before the launch, under its lock, with the call's client token and `count`; once
+    /// answered, each other task gets a slot of its own, then the lead names the first
+    /// task. The slots, and the errors of the tasks that did not start.
+    async fn launch_slots(
+        &self,
+        template: &PoolTemplate,
+        count: u32,
+    ) -> Result<(Vec<JobRecord>, Vec<Error>)> {
+        let identity = self.new_slot_identity()?;
         let key = identity.key();
         let lock = self.store.lock(&key, Duration::ZERO).await?;
-        let result = self.launch_slot_locked(&lock, identity, template).await;
+        let result = self
+            .launch_slots_locked(&lock, identity, template, count)
+            .await;
         self.release(lock).await;
         result
     }
 
-    async fn launch_slot_locked(
+    fn new_slot_identity(&self) -> Result<JobIdentity> {
+        let n = crate::world::random_u64()
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("no randomness: {e}")))?;
+        Ok(JobIdentity::pool_slot(self.namespace.clone(), n))
+    }
+
+    async fn launch_slots_locked(
         &self,
         lock: &JobLock,
         identity: JobIdentity,
         template: &PoolTemplate,
-    ) -> Result<JobRecord> {
+        count: u32,
+    ) -> Result<(Vec<JobRecord>, Vec<Error>)> {
         let keys = self.shell.generate_key(self.options.ssh.key_type).await?;
         let now = crate::world::now();
         let max_idle = self.options.pool.max_idle;
@@ -271,17 +295,36 @@ impl Driver {
             ),
         ]);
         let mut record = JobRecord::new(identity, keys.private_key);
-        record.pool =
-            Some(PoolSlot::new(unix_seconds(now + max_idle)).with_template(template.fingerprint()));
+        let slot =
+            PoolSlot::new(unix_seconds(now + max_idle)).with_template(template.fingerprint());
+        record.pool = Some(slot.clone().with_batch(count));
         record.spec = Some(spec.clone());
         match self
-            .launch(lock, &mut record, &spec, false, &CancellationToken::new())
+            .launch_tasks(
+                lock,
+                &mut record,
+                &spec,
+                count,
+                false,
+                &CancellationToken::new(),
+            )
             .await
         {
-            Ok(_) => {
+            Ok(batch) => {
+                let mut slots = Vec::new();
+                // The batch-mates' slots first: until the lead's record names its task,
+                // a replay of its launch (which stops what no other record names) is
+                // what ends them if this process dies.
+                for launched in batch.tasks.iter().skip(1) {
+                    let mate = self
+                        .record_batch_mate(&record, &slot, launched.task.clone())
+                        .await?;
+                    slots.push(mate);
+                }
                 self.store.put_locked(lock, &record).await?;
-                tracing::debug!(slot = %record.key, task = ?record.task, "started a warm task");
-                Ok(record)
+                tracing::debug!(slot = %record.key, task = ?record.task, count, started = batch.tasks.len(), "started warm tasks");
+                slots.insert(0, record);
+                Ok((slots, batch.failures))
             }
             Err(err) if record.pending_attempts().next().is_some() => {
                 // Unanswered (a timeout, a lost answer): the task may exist. The slot stays
@@ -303,6 +346,28 @@ impl Driver {
                 Err(err)
             }
         }
+    }
+
+    /// Records a slot of its own for `task`, started by the launch of the batch whose lead
+    /// is `lead` (under the lead's lock): the same pool key, template and spec (the
+    /// call's), `slot`'s idle time.
+    async fn record_batch_mate(
+        &self,
+        lead: &JobRecord,
+        slot: &PoolSlot,
+        task: TaskRef,
+    ) -> Result<JobRecord> {
+        let identity = self.new_slot_identity()?;
+        let key = identity.key();
+        let lock = self.store.lock(&key, Duration::ZERO).await?;
+        let mut mate = JobRecord::new(identity, lead.private_key.clone());
+        mate.pool = Some(slot.clone());
+        mate.spec = lead.spec.clone();
+        mate.task = Some(task);
+        mate.phase = Phase::Launched;
+        let result = self.store.put_locked(&lock, &mate).await;
+        self.release(lock).await;
+        result.map(|()| mate)
     }
 
     /// Waits until a slot's task answers SSH and takes its pool key; records its endpoint

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::CancelBudget;
 use crate::error::{Error, ErrorKind, Result};
-use crate::launcher::{Launched, TaskSpec};
+use crate::launcher::{Launched, LaunchedBatch, TaskSpec};
 use crate::metadata::{AttemptOutcome, JobLock, JobRecord, LaunchAttempt, Phase};
 
 use super::super::Driver;
@@ -33,6 +33,28 @@ impl Driver {
         fail_fast_on_capacity: bool,
         cancel: &CancellationToken,
     ) -> Result<Launched> {
+        let batch = self
+            .launch_tasks(lock, record, spec, 1, fail_fast_on_capacity, cancel)
+            .await?;
+        batch
+            .tasks
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "the launcher started no task"))
+    }
+
+    /// [`launch`](Driver::launch) of `count` tasks in one call
+    /// ([`TaskLauncher::launch_batch`](crate::TaskLauncher::launch_batch)); the record names
+    /// the first.
+    pub(in crate::driver) async fn launch_tasks(
+        &self,
+        lock: &JobLock,
+        record: &mut JobRecord,
+        spec: &TaskSpec,
+        count: u32,
+        fail_fast_on_capacity: bool,
+        cancel: &CancellationToken,
+    ) -> Result<LaunchedBatch> {
         // The token to send again: that of an attempt whose outcome is unknown.
         let mut replay: Option<String> = None;
         let mut retry = Retry::new(&self.options.retry, "starting the task", &*self.observer)
@@ -42,7 +64,7 @@ impl Driver {
                 .launch_attempt(
                     lock,
                     record,
-                    spec,
+                    (spec, count),
                     &mut replay,
                     fail_fast_on_capacity,
                     cancel,
@@ -66,18 +88,18 @@ impl Driver {
         }
     }
 
-    /// One attempt of [`launch`](Driver::launch): sends `replay`'s token (taken) or a new
-    /// one, recorded before the call; after an unknown outcome leaves the token in
-    /// `replay` for the next attempt.
+    /// One attempt of [`launch_tasks`](Driver::launch_tasks) of `count` tasks of `spec`:
+    /// sends `replay`'s token (taken) or a new one, recorded before the call; after an
+    /// unknown outcome leaves the token in `replay` for the next attempt.
     async fn launch_attempt(
         &self,
         lock: &JobLock,
         record: &mut JobRecord,
-        spec: &TaskSpec,
+        (spec, count): (&TaskSpec, u32),
         replay: &mut Option<String>,
         fail_fast_on_capacity: bool,
         cancel: &CancellationToken,
-    ) -> std::result::Result<Launched, Failed> {
+    ) -> std::result::Result<LaunchedBatch, Failed> {
         let token = match replay.take() {
             Some(token) => token,
             None => {
@@ -89,11 +111,20 @@ impl Driver {
             }
         };
         let result = self
-            .launch_settled(&spec.clone().with_client_token(token.clone()), cancel)
+            .launch_settled(
+                &spec.clone().with_client_token(token.clone()),
+                count,
+                cancel,
+            )
             .await;
         match result {
             Ok(launched) => {
-                let task = launched.task.clone();
+                let Some(task) = launched.tasks.first().map(|l| l.task.clone()) else {
+                    return Err(Failed::GiveUp(Error::new(
+                        ErrorKind::Unexpected,
+                        "the launcher answered a launch without a task",
+                    )));
+                };
                 record.settle(&token, AttemptOutcome::Accepted { task: task.clone() });
                 record.task = Some(task);
                 record.phase = Phase::Launched;
@@ -128,9 +159,16 @@ impl Driver {
     async fn launch_settled(
         &self,
         spec: &TaskSpec,
+        count: u32,
         cancel: &CancellationToken,
-    ) -> Result<Launched> {
-        let call = self.launcher.launch_observed(spec);
+    ) -> Result<LaunchedBatch> {
+        let call = async {
+            if count == 1 {
+                let launched = self.launcher.launch_observed(spec).await?;
+                return Ok(LaunchedBatch::new(vec![launched]));
+            }
+            self.launcher.launch_batch(spec, count).await
+        };
         tokio::pin!(call);
         tokio::select! {
             biased;
