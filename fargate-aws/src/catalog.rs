@@ -71,16 +71,21 @@ pub fn fargate_prices() -> PriceTable {
 /// This runner's default share of ECS's API rate limits, for the driver's call budget
 /// ([`fargate_core::budget`]): launches (`RunTask` calls) 10 per second with bursts of 10,
 /// other changing calls (`StopTask`, `TagResource`, `UntagResource`) 20 per second with
-/// bursts of 20.
+/// bursts of 20, the tasks launches start 10 per second with bursts of 50.
 ///
 /// ECS throttles per account and region with token buckets; `RunTask` refills at 20 calls
 /// per second with a bucket of 20 ("Request throttling for the Amazon ECS API"), and Fargate
 /// task launches at 20 per second with a bucket of 100 ("AWS Fargate throttling quotas").
-/// Half of `RunTask`'s rate leaves room for other runners and tools in the account; a
-/// runner that has the account to itself can take all of it (`[RateLimit]`).
+/// Half of `RunTask`'s and of the task launches' rates leaves room for other runners and
+/// tools in the account; a runner that has the account to itself can take all of it
+/// (`[RateLimit]`).
 pub fn default_call_rates() -> fargate_core::budget::CallRates {
     use fargate_core::budget::{CallRates, Rate};
-    CallRates::new(Rate::new(10.0, 10.0), Rate::new(20.0, 20.0))
+    CallRates::new(
+        Rate::new(10.0, 10.0),
+        Rate::new(20.0, 20.0),
+        Rate::new(10.0, 50.0),
+    )
 }
 
 #[cfg(test)]

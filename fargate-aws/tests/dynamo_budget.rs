@@ -31,13 +31,15 @@ fn namespace() -> Namespace {
     Namespace::parse("fleet").unwrap()
 }
 
-/// `per_second/burst` for launches; stops at twice that.
+/// `per_second/burst` for launches; stops at twice that; tasks (one a launch here) never
+/// the limit.
 fn rates(text: &str) -> CallRates {
     let (per_second, burst) = text.split_once('/').unwrap();
     let (per_second, burst): (f64, f64) = (per_second.parse().unwrap(), burst.parse().unwrap());
     CallRates::new(
         Rate::new(per_second, burst),
         Rate::new(per_second * 2.0, burst * 2.0),
+        Rate::new(per_second * 10.0, burst * 10.0),
     )
 }
 
@@ -137,7 +139,7 @@ async fn hog(endpoint: &str) {
     let budget =
         store(endpoint, "hog").call_budget(&namespace(), rates(&std::env::var(RATE_ENV).unwrap()));
     loop {
-        let r = budget.reserve(CallClass::Launch).await.unwrap();
+        let r = budget.reserve(CallClass::Launch, 1).await.unwrap();
         println!("{MARK}reserved {}", r.wait.as_millis());
     }
 }
@@ -337,12 +339,12 @@ async fn a_throttle_seen_by_one_host_slows_the_other() {
     // stands still: nothing refills).
     for _ in 0..2 {
         assert_eq!(
-            b.reserve(CallClass::Launch).await.unwrap().wait,
+            b.reserve(CallClass::Launch, 1).await.unwrap().wait,
             Duration::ZERO
         );
     }
-    b.reserve(CallClass::Launch).await.unwrap();
-    let queued = b.reserve(CallClass::Launch).await.unwrap();
+    b.reserve(CallClass::Launch, 1).await.unwrap();
+    let queued = b.reserve(CallClass::Launch, 1).await.unwrap();
     assert_eq!(queued.wait, Duration::from_millis(200));
     // Host a is throttled by ECS: the shared rate halves and the queue is void.
     a.throttled(CallClass::Launch).await.unwrap();
@@ -354,7 +356,7 @@ async fn a_throttle_seen_by_one_host_slows_the_other() {
     // At half the rate: 200 ms for one token, not 100.
     assert!(again.wait >= Duration::from_millis(190), "{again:?}");
     // Host a's own next call queues behind it, at the slower rate too.
-    let next = a.reserve(CallClass::Launch).await.unwrap();
+    let next = a.reserve(CallClass::Launch, 1).await.unwrap();
     assert!(next.wait >= Duration::from_millis(380), "{next:?}");
     // A second report within the second (host b met the same storm) halves nothing more.
     b.throttled(CallClass::Launch).await.unwrap();
@@ -397,7 +399,7 @@ async fn a_host_killed_while_reserving_leaks_nothing() {
         .call_budget(&namespace(), rates("5/2"));
     // The survivor queues behind the hog's reservations, and nothing else: its turn comes
     // when the tokens the hog spent have refilled.
-    let r = budget.reserve(CallClass::Launch).await.unwrap();
+    let r = budget.reserve(CallClass::Launch, 1).await.unwrap();
     let bound = Duration::from_secs_f64((spent - 2.0 + 1.0) / 5.0 + 0.05);
     assert!(
         r.wait > Duration::ZERO && r.wait <= bound,
@@ -409,7 +411,7 @@ async fn a_host_killed_while_reserving_leaks_nothing() {
     clock.advance(Duration::from_secs(1));
     for _ in 0..2 {
         assert_eq!(
-            budget.reserve(CallClass::Launch).await.unwrap().wait,
+            budget.reserve(CallClass::Launch, 1).await.unwrap().wait,
             Duration::ZERO
         );
     }

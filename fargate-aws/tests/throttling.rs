@@ -90,6 +90,7 @@ async fn a_budget_at_the_limit_is_never_throttled_and_an_optimistic_one_converge
     let budget = Arc::new(MemoryCallBudget::new(CallRates::new(
         Rate::new(8.0, 4.0),
         Rate::new(20.0, 20.0),
+        Rate::new(100.0, 100.0),
     )));
     burst(Arc::new(BudgetedLauncher::new(l.clone(), budget)), &ecs, 30).await;
     assert_eq!(moto.throttled_calls(), Vec::<serde_json::Value>::new());
@@ -99,6 +100,7 @@ async fn a_budget_at_the_limit_is_never_throttled_and_an_optimistic_one_converge
     let budget = Arc::new(MemoryCallBudget::new(CallRates::new(
         Rate::new(30.0, 5.0),
         Rate::new(20.0, 20.0),
+        Rate::new(300.0, 300.0),
     )));
     let started = std::time::SystemTime::now();
     burst(Arc::new(BudgetedLauncher::new(l.clone(), budget)), &ecs, 60).await;

@@ -269,8 +269,8 @@ impl LazyFleetBudget {
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl CallBudget for LazyFleetBudget {
-    async fn reserve(&self, class: CallClass) -> Result<Reservation> {
-        self.get().await?.reserve(class).await
+    async fn reserve(&self, class: CallClass, tokens: u32) -> Result<Reservation> {
+        self.get().await?.reserve(class, tokens).await
     }
     async fn confirm(&self, class: CallClass, r: Reservation) -> Result<Option<Reservation>> {
         self.get().await?.confirm(class, r).await

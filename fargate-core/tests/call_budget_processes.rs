@@ -27,7 +27,11 @@ const RATE_ENV: &str = "FARGATE_BUDGET_RATE";
 const MARK: &str = "@@";
 
 fn rates(per_second: f64, burst: f64) -> CallRates {
-    CallRates::new(Rate::new(per_second, burst), Rate::new(per_second, burst))
+    CallRates::new(
+        Rate::new(per_second, burst),
+        Rate::new(per_second, burst),
+        Rate::new(per_second, burst),
+    )
 }
 
 fn namespace() -> Namespace {
@@ -49,7 +53,7 @@ async fn worker(dir: &str, rate: &str) {
     let rates = rates(per_second.parse().unwrap(), burst.parse().unwrap());
     let budget = FileMetadataStore::new(dir).call_budget(&namespace(), rates);
     for _ in 0..CALLS {
-        let r = budget.reserve(CallClass::Launch).await.unwrap();
+        let r = budget.reserve(CallClass::Launch, 1).await.unwrap();
         println!("{MARK}go {:.3}", now_ms() + r.wait.as_secs_f64() * 1000.0);
     }
 }
@@ -156,7 +160,7 @@ async fn processes_share_the_budget_and_a_killed_holder_loses_nothing() {
     let (per_second, burst) = (0.0001, 1000.0);
     store
         .call_budget(&namespace(), rates(per_second, burst))
-        .reserve(CallClass::Launch)
+        .reserve(CallClass::Launch, 1)
         .await
         .unwrap();
     let before = launch_tokens(&store);

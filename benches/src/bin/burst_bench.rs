@@ -91,7 +91,11 @@ async fn round(jobs: u64, budgeted: bool) -> Round {
     )
     .unwrap();
     let namespace = Namespace::parse("burst").unwrap();
-    let rates = CallRates::new(Rate::new(19.0, 18.0), Rate::new(19.0, 18.0));
+    let rates = CallRates::new(
+        Rate::new(19.0, 18.0),
+        Rate::new(19.0, 18.0),
+        Rate::new(19.0, 95.0),
+    );
     let runners: Vec<Arc<dyn TaskLauncher>> = (0..RUNNERS)
         .map(|_| {
             let mut config = ecs.config();

@@ -224,9 +224,11 @@ impl DynamoCallBudget {
 
 #[async_trait]
 impl CallBudget for DynamoCallBudget {
-    async fn reserve(&self, class: CallClass) -> Result<Reservation> {
-        self.update(class, false, |b, rate, now| (b.take(rate, now), true))
-            .await
+    async fn reserve(&self, class: CallClass, tokens: u32) -> Result<Reservation> {
+        self.update(class, false, move |b, rate, now| {
+            (b.take(rate, now, tokens), true)
+        })
+        .await
     }
 
     async fn confirm(&self, class: CallClass, r: Reservation) -> Result<Option<Reservation>> {

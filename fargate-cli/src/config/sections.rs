@@ -142,6 +142,8 @@ pub(crate) fn read_document(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FileConfig
             ("LaunchBurst", &mut rates.launch.burst),
             ("ChangesPerSecond", &mut rates.change.per_second),
             ("ChangeBurst", &mut rates.change.burst),
+            ("TasksPerSecond", &mut rates.task.per_second),
+            ("TaskBurst", &mut rates.task.burst),
         ] {
             if let Some(n) = r.integer(&mut t, key, 1..=1000) {
                 *field = n as f64;

@@ -58,10 +58,11 @@ impl Bucket {
         self.at_ms = now_ms;
     }
 
-    /// Takes a token at `now_ms`: how long until it is the caller's.
-    pub fn reserve(&mut self, rate: Rate, now_ms: u64) -> Duration {
+    /// Takes `tokens` tokens at `now_ms` (at least 1): how long until they are the
+    /// caller's.
+    pub fn reserve(&mut self, rate: Rate, now_ms: u64, tokens: u32) -> Duration {
         self.advance(rate, now_ms);
-        self.tokens -= 1.0;
+        self.tokens -= f64::from(tokens.max(1));
         if self.tokens >= 0.0 {
             return Duration::ZERO;
         }
@@ -70,18 +71,20 @@ impl Bucket {
     }
 
     /// [`reserve`](Bucket::reserve), as a [`Reservation`] of the current epoch.
-    pub fn take(&mut self, rate: Rate, now_ms: u64) -> Reservation {
-        let wait = self.reserve(rate, now_ms);
+    pub fn take(&mut self, rate: Rate, now_ms: u64, tokens: u32) -> Reservation {
+        let tokens = tokens.max(1);
+        let wait = self.reserve(rate, now_ms, tokens);
         Reservation {
             wait,
             epoch: self.epoch,
+            tokens,
         }
     }
 
     /// `None` when `r` still holds (no throttle since it was taken), else a new
     /// reservation at `now_ms`.
     pub fn confirm(&mut self, rate: Rate, now_ms: u64, r: Reservation) -> Option<Reservation> {
-        (r.epoch != self.epoch).then(|| self.take(rate, now_ms))
+        (r.epoch != self.epoch).then(|| self.take(rate, now_ms, r.tokens))
     }
 
     /// Records a throttled call at `now_ms`: the share halves (once per second at most,
@@ -117,18 +120,34 @@ mod tests {
     fn a_burst_goes_at_once_then_callers_queue_at_the_rate() {
         let mut b = Bucket::full(R, 0);
         for _ in 0..5 {
-            assert_eq!(b.reserve(R, 0), Duration::ZERO);
+            assert_eq!(b.reserve(R, 0, 1), Duration::ZERO);
         }
         // The next ones are queued 100 ms apart: the 6th waits 100 ms, the 8th 300 ms.
-        assert_eq!(b.reserve(R, 0), Duration::from_millis(100));
-        b.reserve(R, 0);
-        assert_eq!(b.reserve(R, 0), Duration::from_millis(300));
+        assert_eq!(b.reserve(R, 0, 1), Duration::from_millis(100));
+        b.reserve(R, 0, 1);
+        assert_eq!(b.reserve(R, 0, 1), Duration::from_millis(300));
         // Half a second later the queue has drained: 5 tokens came for 3 reserved ahead.
         b.advance(R, 500);
         assert!((b.tokens - 2.0).abs() < 1e-9, "{b:?}");
         // Never more than the burst.
         b.advance(R, 60_000);
         assert_eq!(b.tokens, 5.0);
+    }
+
+    #[test]
+    fn a_call_of_several_tasks_takes_a_token_each_and_a_void_turn_takes_as_many_again() {
+        let mut b = Bucket::full(R, 0);
+        // 3 of the 5 at once, then 4 more: 2 are there, 2 come in 200 ms.
+        assert_eq!(b.take(R, 0, 3).wait, Duration::ZERO);
+        let r = b.take(R, 0, 4);
+        assert_eq!((r.wait, r.tokens), (Duration::from_millis(200), 4));
+        // Zero counts as one: a call is never free.
+        assert_eq!(b.take(R, 0, 0).tokens, 1);
+        // A throttle voids the turn: the caller takes its 4 again, at half the rate.
+        b.throttled(R, 0);
+        let again = b.confirm(R, 0, r).unwrap();
+        assert_eq!(again.tokens, 4);
+        assert_eq!(again.wait, Duration::from_millis(800));
     }
 
     #[test]
@@ -151,7 +170,7 @@ mod tests {
         }
         assert!(b.factor >= 0.1 - 1e-9, "never below the floor: {b:?}");
         // The next token comes at the slowed rate: 1 s at 1 token/s.
-        let wait = b.reserve(R, t);
+        let wait = b.reserve(R, t, 1);
         assert!(wait >= Duration::from_millis(900), "{wait:?}");
         // Without throttling, the full rate is back within RECOVERY.
         b.advance(R, t + RECOVERY.as_millis() as u64);
@@ -161,7 +180,7 @@ mod tests {
     #[test]
     fn a_clock_that_goes_back_changes_nothing() {
         let mut b = Bucket::full(R, 10_000);
-        b.reserve(R, 10_000);
+        b.reserve(R, 10_000, 1);
         let before = b;
         b.advance(R, 5_000);
         assert_eq!(b, before);

@@ -19,8 +19,10 @@ use crate::shell::HostKey;
 const VISIBLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Wraps a launcher: launches, stops and relabellings first take a token of `budget` (and
-/// wait for it), and a call the backend throttled anyway is reported to it
-/// ([`CallBudget::throttled`]), so that every process sharing the budget slows down.
+/// wait for it; a launch also takes a [`CallClass::Task`] token per task it starts), and a
+/// call the backend throttled anyway is reported to it ([`CallBudget::throttled`]), so that
+/// every process sharing the budget slows down. A throttled launch slows both the launch
+/// and the task classes (the backend does not say which of its limits it met).
 /// Reads (describe, find, list) are not budgeted.
 #[derive(Clone, Debug)]
 pub struct BudgetedLauncher {
@@ -34,10 +36,11 @@ impl BudgetedLauncher {
         BudgetedLauncher { inner, budget }
     }
 
-    /// Waits for a token of `class`. A budget that fails (its file unreadable) does not
-    /// stop the call: the backend's own limits still hold, and its error is logged.
-    async fn take(&self, class: CallClass, what: &str) {
-        let mut reservation = match self.budget.reserve(class).await {
+    /// Waits for `tokens` tokens of `class`. A budget that fails (its file unreadable)
+    /// does not stop the call: the backend's own limits still hold, and its error is
+    /// logged.
+    async fn take(&self, class: CallClass, tokens: u32, what: &str) {
+        let mut reservation = match self.budget.reserve(class, tokens).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("the API budget could not be read, calling without it: {e}");
@@ -66,12 +69,27 @@ impl BudgetedLauncher {
         }
     }
 
+    /// Waits for a launch of `tasks` tasks: a token per task, then one for the call.
+    async fn take_launch(&self, tasks: u32, what: &str) {
+        self.take(CallClass::Task, tasks, what).await;
+        self.take(CallClass::Launch, 1, what).await;
+    }
+
     async fn after<T>(&self, class: CallClass, result: Result<T>) -> Result<T> {
         if let Err(e) = &result
             && e.kind() == ErrorKind::Throttled
-            && let Err(report) = self.budget.throttled(class).await
         {
-            tracing::warn!("could not slow the API budget down after a throttled call: {report}");
+            let classes = match class {
+                CallClass::Launch | CallClass::Task => vec![CallClass::Launch, CallClass::Task],
+                _ => vec![class],
+            };
+            for class in classes {
+                if let Err(report) = self.budget.throttled(class).await {
+                    tracing::warn!(
+                        "could not slow the API budget down after a throttled call: {report}"
+                    );
+                }
+            }
         }
         result
     }
@@ -81,22 +99,21 @@ impl BudgetedLauncher {
 #[deny(clippy::missing_trait_methods)]
 impl TaskLauncher for BudgetedLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
-        self.take(CallClass::Launch, "starting the task").await;
+        self.take_launch(1, "starting the task").await;
         let r = self.inner.launch(spec).await;
         self.after(CallClass::Launch, r).await
     }
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
-        self.take(CallClass::Launch, "starting the task").await;
+        self.take_launch(1, "starting the task").await;
         let r = self.inner.launch_observed(spec).await;
         self.after(CallClass::Launch, r).await
     }
     fn max_launch_batch(&self) -> u32 {
         self.inner.max_launch_batch()
     }
-    /// One launch token for the call, whatever its `count`: the backend's call rate is
-    /// what the budget keeps to.
+    /// One launch token for the call, and a task token for each of its `count` tasks.
     async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
-        self.take(CallClass::Launch, "starting warm tasks").await;
+        self.take_launch(count, "starting warm tasks").await;
         let r = self.inner.launch_batch(spec, count).await;
         self.after(CallClass::Launch, r).await
     }
@@ -104,7 +121,7 @@ impl TaskLauncher for BudgetedLauncher {
         self.inner.describe(task).await
     }
     async fn stop(&self, task: &TaskRef, reason: &str) -> Result<StopOutcome> {
-        self.take(CallClass::Change, "stopping the task").await;
+        self.take(CallClass::Change, 1, "stopping the task").await;
         let r = self.inner.stop(task, reason).await;
         self.after(CallClass::Change, r).await
     }
@@ -115,7 +132,7 @@ impl TaskLauncher for BudgetedLauncher {
         self.inner.list(namespace).await
     }
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
-        self.take(CallClass::Change, "taking over the warm task")
+        self.take(CallClass::Change, 1, "taking over the warm task")
             .await;
         let r = self.inner.adopt(task, spec).await;
         self.after(CallClass::Change, r).await
@@ -166,6 +183,13 @@ mod tests {
             let n = self.launches.fetch_add(1, Ordering::SeqCst);
             Ok(TaskRef::new(format!("t-{n}")))
         }
+        async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+            let mut tasks = Vec::new();
+            for _ in 0..count {
+                tasks.push(self.launch_observed(spec).await?);
+            }
+            Ok(LaunchedBatch::new(tasks))
+        }
         async fn describe(&self, _: &TaskRef) -> Result<TaskStatus> {
             Ok(TaskStatus::missing())
         }
@@ -191,7 +215,11 @@ mod tests {
             throttles: AtomicU32::new(1),
             launches: AtomicU32::new(0),
         });
-        let rates = CallRates::new(Rate::new(10.0, 2.0), Rate::new(10.0, 2.0));
+        let rates = CallRates::new(
+            Rate::new(10.0, 2.0),
+            Rate::new(10.0, 2.0),
+            Rate::new(100.0, 100.0),
+        );
         let budget = Arc::new(MemoryCallBudget::new(rates));
         let l = BudgetedLauncher::new(inner.clone(), budget.clone());
         let start = tokio::time::Instant::now();
@@ -208,5 +236,38 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_takes_a_task_token_per_task_and_one_launch_token() {
+        let inner = Arc::new(Throttling {
+            throttles: AtomicU32::new(0),
+            launches: AtomicU32::new(0),
+        });
+        // Calls are plenty (100 a second); tasks are 10 a second, 10 at once.
+        let rates = CallRates::new(
+            Rate::new(100.0, 100.0),
+            Rate::new(100.0, 100.0),
+            Rate::new(10.0, 10.0),
+        );
+        let l = BudgetedLauncher::new(inner.clone(), Arc::new(MemoryCallBudget::new(rates)));
+        let start = tokio::time::Instant::now();
+        assert_eq!(l.launch_batch(&spec(), 10).await.unwrap().tasks.len(), 10);
+        assert_eq!(start.elapsed(), Duration::ZERO, "the task bucket's burst");
+        // The next 10 tasks wait for the bucket to refill: a second, though calls are free.
+        l.launch_batch(&spec(), 10).await.unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1100),
+            "{waited:?}"
+        );
+        // A job's launch takes one more task token: a tenth of a second.
+        l.launch(&spec()).await.unwrap();
+        let waited = start.elapsed() - waited;
+        assert!(
+            waited >= Duration::from_millis(90) && waited <= Duration::from_millis(150),
+            "{waited:?}"
+        );
+        assert_eq!(inner.launches.load(Ordering::SeqCst), 21);
     }
 }

@@ -43,9 +43,9 @@ impl MemoryCallBudget {
 
 #[async_trait]
 impl CallBudget for MemoryCallBudget {
-    async fn reserve(&self, class: CallClass) -> Result<Reservation> {
+    async fn reserve(&self, class: CallClass, tokens: u32) -> Result<Reservation> {
         let rate = self.rates.of(class);
-        Ok(self.with_bucket(class, |b, now| b.take(rate, now)))
+        Ok(self.with_bucket(class, |b, now| b.take(rate, now, tokens)))
     }
 
     async fn confirm(&self, class: CallClass, r: Reservation) -> Result<Option<Reservation>> {

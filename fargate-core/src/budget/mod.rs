@@ -47,17 +47,21 @@ pub enum CallClass {
     Launch,
     /// Another call that changes something: a stop, a relabelling.
     Change,
+    /// A task a launch starts: a call starting several takes one token each (for ECS:
+    /// Fargate's task-launch bucket, besides `RunTask`'s own).
+    Task,
 }
 
 impl CallClass {
     /// Every class.
-    pub const ALL: [CallClass; 2] = [CallClass::Launch, CallClass::Change];
+    pub const ALL: [CallClass; 3] = [CallClass::Launch, CallClass::Change, CallClass::Task];
 
     /// The class's name in messages (`"launch"`).
     pub fn as_str(self) -> &'static str {
         match self {
             CallClass::Launch => "launch",
             CallClass::Change => "change",
+            CallClass::Task => "task",
         }
     }
 }
@@ -102,12 +106,18 @@ pub struct CallRates {
     pub launch: Rate,
     /// Other calls that change something.
     pub change: Rate,
+    /// The tasks launches start.
+    pub task: Rate,
 }
 
 impl CallRates {
-    /// `launch` and `change` rates.
-    pub fn new(launch: Rate, change: Rate) -> Self {
-        CallRates { launch, change }
+    /// `launch`, `change` and `task` rates.
+    pub fn new(launch: Rate, change: Rate, task: Rate) -> Self {
+        CallRates {
+            launch,
+            change,
+            task,
+        }
     }
 
     /// The rate of `class`.
@@ -115,18 +125,21 @@ impl CallRates {
         match class {
             CallClass::Launch => self.launch,
             CallClass::Change => self.change,
+            CallClass::Task => self.task,
         }
     }
 }
 
-/// A token taken ahead: when its call may go, and the bucket's
-/// [`epoch`](Bucket::epoch) it was taken in.
+/// Tokens taken ahead: when their call may go, how many, and the bucket's
+/// [`epoch`](Bucket::epoch) they were taken in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reservation {
     /// How long the caller waits before its call (zero: at once).
     pub wait: Duration,
-    /// The bucket's epoch when it was taken.
+    /// The bucket's epoch when they were taken.
     pub epoch: u64,
+    /// How many tokens (at least 1).
+    pub tokens: u32,
 }
 
 /// A budget of API calls, shared by whoever holds it (see the module documentation).
@@ -134,17 +147,18 @@ pub struct Reservation {
 /// Object safe; implementations are cheap to share behind an `Arc`.
 #[async_trait]
 pub trait CallBudget: fmt::Debug + Send + Sync {
-    /// Takes a token of `class`: how long the caller must wait before its call (zero when
-    /// the bucket had one).
+    /// Takes `tokens` tokens of `class` (at least 1: one call, or for
+    /// [`CallClass::Task`] the tasks a call starts): how long the caller must wait before
+    /// its call (zero when the bucket had them).
     ///
     /// # Cancel safety
-    /// Safe to drop: a dropped reservation is a spent token, which the bucket's refill
+    /// Safe to drop: a dropped reservation is spent tokens, which the bucket's refill
     /// makes up for.
-    async fn reserve(&self, class: CallClass) -> Result<Reservation>;
+    async fn reserve(&self, class: CallClass, tokens: u32) -> Result<Reservation>;
 
     /// After waiting for `reservation`: `None` when the call may go, or a new reservation
-    /// when the backend throttled a call since it was taken (the queue it was in is void:
-    /// wait again, at the slower rate).
+    /// of as many tokens when the backend throttled a call since it was taken (the queue
+    /// it was in is void: wait again, at the slower rate).
     ///
     /// # Cancel safety
     /// Safe to drop, as [`reserve`](CallBudget::reserve).

@@ -107,8 +107,8 @@ fn wall_clock_ms() -> u64 {
 
 #[async_trait]
 impl CallBudget for FileCallBudget {
-    async fn reserve(&self, class: CallClass) -> Result<Reservation> {
-        self.update_async(class, |b, rate, now| (b.take(rate, now), true))
+    async fn reserve(&self, class: CallClass, tokens: u32) -> Result<Reservation> {
+        self.update_async(class, move |b, rate, now| (b.take(rate, now, tokens), true))
             .await
     }
 
