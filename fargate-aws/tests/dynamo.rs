@@ -60,7 +60,10 @@ async fn the_store_passes_the_conformance_suite() {
     let settings = LeaseSettings::new(lease)
         .with_renewal(None)
         .with_max_clock_skew(Duration::ZERO);
-    let s = store(&moto, "fleet", "host-a").with_lease(settings);
+    let copy = tempfile::tempdir().unwrap();
+    let s = store(&moto, "fleet", "host-a")
+        .with_lease(settings)
+        .with_local_copy(copy.path());
     conformance::store(&s, &record(1), LockCaps::leased(lease)).await;
 }
 
@@ -311,15 +314,24 @@ async fn init_creates_a_table_and_check_says_what_is_wrong() {
 }
 
 /// What a job costs in DynamoDB requests, with the driver's own stages (in-memory launcher
-/// and shell): prepare, two run stages, cleanup. The figures are the docs' (docs/fleet.md).
+/// and shell) and the host's local copy, as the CLI keeps it: prepare, the ten run stages
+/// gitlab-runner makes, cleanup; heartbeats at most one per 30 s (the store's clock is a
+/// manual one, moved past 30 s once between two stages). The figures are the docs'
+/// (docs/fleet.md).
 #[tokio::test]
 async fn a_jobs_dynamodb_requests() {
     use fargate_core::testing::{MemoryLauncher, MemoryShell};
     use fargate_core::{Driver, DriverOptions, JobContext};
+    use std::os::unix::fs::PermissionsExt;
     fargate_testkit::require_fixture!(Moto);
     let moto = Moto::start();
     table(&moto, "fleet").await;
-    let store = store(&moto, "fleet", "host-a");
+    let dir = tempfile::tempdir().unwrap();
+    let copy_dir = dir.path().join(fargate_aws::dynamo_store::COPY_DIR);
+    let clock = ManualClock::new();
+    let store = store(&moto, "fleet", "host-a")
+        .with_clock(Arc::new(clock.clone()))
+        .with_local_copy(&copy_dir);
     let options = DriverOptions::builder()
         .namespace(Namespace::parse("ci").unwrap())
         .task_definition("td:1")
@@ -332,39 +344,95 @@ async fn a_jobs_dynamodb_requests() {
         Arc::new(store.clone()),
     );
     let job = JobContext::new(JobResponse::new(77));
+    let key = job
+        .identity(&Namespace::parse("ci").unwrap())
+        .unwrap()
+        .key();
     let cancel = tokio_util::sync::CancellationToken::new();
     let calls = store.api_calls();
+    let run = |stage: &'static str| {
+        let (driver, job, cancel) = (&driver, &job, &cancel);
+        async move {
+            let mut out = fargate_core::CapturedOutput::default();
+            driver
+                .run(job, stage, Arc::from(&b"true"[..]), &mut out, cancel)
+                .await
+                .unwrap();
+        }
+    };
     calls.reset();
     driver.prepare(&job, &cancel).await.unwrap();
-    let prepare = calls.total();
+    let prepare = calls.snapshot();
+    assert_eq!(
+        calls.total(),
+        5,
+        "prepare: a lock that reads, three writes (the last one its heartbeat), an unlock: {prepare:?}"
+    );
+    // The host's copy: a ready record, 0600 in a 0700 directory.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&copy_dir), 0o700);
+    assert_eq!(mode(&copy_dir.join(format!("{key}.json"))), 0o600);
+    let beats = store.last_heartbeat(&key).await.unwrap();
+    assert!(
+        beats.is_some(),
+        "prepare's last write is the job's heartbeat"
+    );
+
+    // gitlab-runner's run stages of a job, each a process of its own: within 30 s of the
+    // last sign of life, none reads or writes the table.
     calls.reset();
-    for _ in 0..2 {
-        let mut out = fargate_core::CapturedOutput::default();
-        driver
-            .run(
-                &job,
-                "build_script",
-                Arc::from(&b"true"[..]),
-                &mut out,
-                &cancel,
-            )
-            .await
-            .unwrap();
+    for stage in [
+        "prepare_script",
+        "get_sources",
+        "restore_cache",
+        "download_artifacts",
+        "step_script",
+        "after_script",
+        "archive_cache",
+        "upload_artifacts_on_success",
+        "cleanup_file_variables",
+    ] {
+        run(stage).await;
     }
-    let runs = calls.total();
+    assert_eq!(calls.total(), 0, "run stages: {:?}", calls.snapshot());
+    // 30 s later by the store's clock: the next stage notes one heartbeat, the one after
+    // it none.
+    clock.advance(Duration::from_secs(31));
+    run("build_script").await;
+    assert_eq!(
+        calls.snapshot(),
+        [("UpdateItem".to_owned(), 1)].into(),
+        "one heartbeat after 30 s"
+    );
+    let beat = store.last_heartbeat(&key).await.unwrap().unwrap();
+    assert!(
+        beat >= beats.unwrap() + Duration::from_secs(31),
+        "the heartbeat is in the table: {beat:?} after {beats:?}"
+    );
+    calls.reset();
+    run("after_script").await;
+    assert_eq!(calls.total(), 0, "no second heartbeat within 30 s");
+
     calls.reset();
     driver.cleanup(&job).await.unwrap();
-    let cleanup = calls.total();
-    println!(
-        "DynamoDB requests: prepare {prepare}, 2 run stages {runs}, cleanup {cleanup}: {:?}",
-        calls.snapshot()
+    let cleanup = calls.snapshot();
+    assert_eq!(
+        calls.total(),
+        3,
+        "cleanup: a lock that reads, a write (stopping), a delete that unlocks: {cleanup:?}"
     );
-    assert!(prepare <= 8, "prepare: {prepare}");
-    assert_eq!(runs, 4, "one read and one heartbeat per (short) run stage");
-    assert!(cleanup <= 7, "cleanup: {cleanup}");
+    println!(
+        "DynamoDB requests: prepare {prepare:?}, 11 run stages: 1 heartbeat, cleanup {cleanup:?}"
+    );
     assert_eq!(
         store.list().await.unwrap(),
         Vec::<JobKey>::new(),
         "nothing is left"
     );
+    assert!(
+        !copy_dir.join(format!("{key}.json")).exists(),
+        "nor the host's copy"
+    );
+    let (_, scan) = moto.dynamodb("Scan", &json!({"TableName": "fleet"}));
+    assert_eq!(scan["Count"], 0, "no item (nor lock) is left: {scan}");
 }

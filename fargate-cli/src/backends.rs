@@ -116,6 +116,8 @@ pub(crate) struct LazyDynamo {
     table: String,
     region: Option<String>,
     transport: SdkTransport,
+    /// Where this host keeps its copy of the ready records it writes.
+    copy_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for LazyDynamo {
@@ -128,13 +130,16 @@ impl std::fmt::Debug for LazyDynamo {
 }
 
 impl LazyDynamo {
-    /// The store on `table`, with the ECS settings' region and transport.
-    pub(crate) fn new(table: String, ecs: &EcsConfig) -> Self {
+    /// The store on `table`, with the ECS settings' region and transport, keeping this
+    /// host's copy of the records it writes in `metadata_dir` (see
+    /// [`DynamoStore::with_local_copy`]).
+    pub(crate) fn new(table: String, ecs: &EcsConfig, metadata_dir: &std::path::Path) -> Self {
         LazyDynamo {
             cell: OnceCell::new(),
             table,
             region: ecs.region.clone(),
             transport: ecs.transport.clone(),
+            copy_dir: metadata_dir.join(fargate_aws::dynamo_store::COPY_DIR),
         }
     }
 
@@ -146,8 +151,10 @@ impl LazyDynamo {
     /// The store, built now if it was not.
     pub(crate) async fn get(&self) -> Result<&DynamoStore> {
         self.cell
-            .get_or_try_init(|| {
+            .get_or_try_init(|| async {
                 DynamoStore::from_env(self.table.clone(), self.region.as_deref(), &self.transport)
+                    .await
+                    .map(|store| store.with_local_copy(self.copy_dir.clone()))
             })
             .await
     }
@@ -179,6 +186,19 @@ impl MetadataStore for LazyDynamo {
     }
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
         self.get().await?.delete_locked(lock).await
+    }
+    async fn get_locked(&self, lock: &JobLock) -> Result<Option<JobRecord>> {
+        self.get().await?.get_locked(lock).await
+    }
+    async fn get_cached(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        self.get().await?.get_cached(key).await
+    }
+    async fn delete_and_unlock(&self, lock: JobLock) -> Result<()> {
+        self.get().await?.delete_and_unlock(lock).await
+    }
+    fn may_hold_legacy_records(&self) -> bool {
+        // A table: only this driver's current format (whether it is built yet or not).
+        false
     }
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
         self.get().await?.heartbeat(key).await

@@ -31,7 +31,11 @@ pub(crate) struct Stores {
 pub(crate) fn stores(config: &FileConfig) -> Stores {
     match &config.dynamodb_table {
         Some(table) => {
-            let dynamo = Arc::new(LazyDynamo::new(table.clone(), &config.ecs));
+            let dynamo = Arc::new(LazyDynamo::new(
+                table.clone(),
+                &config.ecs,
+                &config.metadata_dir,
+            ));
             Stores {
                 store: dynamo.clone(),
                 memory: dynamo.clone(),

@@ -55,6 +55,7 @@
 //! encrypted at rest with a KMS key the runner hosts' role may use (`fargate store init`
 //! creates it so), and only the runner hosts' role may read it (see `docs/fleet.md`).
 
+mod copy;
 mod errors;
 mod item;
 mod lease;
@@ -75,11 +76,14 @@ use crate::SdkTransport;
 use crate::aws_api::{AwsApi, DYNAMODB};
 use crate::metrics::ApiCalls;
 
+pub use copy::COPY_DIR;
 pub use lease::{LeaseInfo, LeaseSettings};
 pub use table::{TableCheck, TableSettings};
 
+use copy::LocalCopy;
 use errors::{BACKEND, Failed, classify};
 use item::{NOTE, RECORD, get_s, n, request, s};
+use lease::{Held, Known};
 
 /// How long an item nothing writes stays before DynamoDB's TTL may remove it: a week,
 /// far beyond any job's lifetime (gc's maximum age is a day by default).
@@ -104,6 +108,11 @@ struct Inner {
     lease: LeaseSettings,
     clock: Arc<dyn Clock>,
     calls: ApiCalls,
+    /// This host's copy of the ready records it wrote (see the `copy` module), if kept.
+    copy: Option<LocalCopy>,
+    /// How old the job's last sign of life (known from the copy) must be before a
+    /// heartbeat is sent.
+    beat_every: Duration,
 }
 
 impl fmt::Debug for DynamoStore {
@@ -146,6 +155,8 @@ impl DynamoStore {
                 lease: LeaseSettings::default(),
                 clock: Arc::new(SystemClock),
                 calls,
+                copy: None,
+                beat_every: fargate_core::driver::HEARTBEAT_EVERY,
             }),
         })
     }
@@ -180,6 +191,19 @@ impl DynamoStore {
     /// The same store reading leases' times from `clock` (a test's manual clock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         Arc::make_mut(&mut self.inner).clock = clock;
+        self
+    }
+
+    /// The same store keeping this host's copy of the ready records it writes in `dir`
+    /// (the CLI: `<metadata directory>/`[`COPY_DIR`]; created 0700, files 0600, written
+    /// atomically): a run stage then reads its job's record from it
+    /// ([`MetadataStore::get_cached`]) and a heartbeat is skipped while the job's last sign
+    /// of life this host gave it is younger than [`HEARTBEAT_EVERY`]; see the `copy`
+    /// module. Without it, both go to the table.
+    ///
+    /// [`HEARTBEAT_EVERY`]: fargate_core::driver::HEARTBEAT_EVERY
+    pub fn with_local_copy(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        Arc::make_mut(&mut self.inner).copy = Some(LocalCopy::new(dir));
         self
     }
 
@@ -330,7 +354,10 @@ impl MetadataStore for DynamoStore {
             None,
             &[(":r", s(text)), (":e", n(self.expiry()))],
         );
-        self.call_plain("UpdateItem", input).await.map(drop)
+        self.forget_copy(&record.key).await?;
+        self.call_plain("UpdateItem", input).await?;
+        self.keep_copy(record).await;
+        Ok(())
     }
 
     async fn get(&self, key: &JobKey) -> Result<Option<JobRecord>> {
@@ -344,6 +371,7 @@ impl MetadataStore for DynamoStore {
     }
 
     async fn delete(&self, key: &JobKey) -> Result<()> {
+        self.forget_copy(key).await?;
         // The whole item when no live lock is on it; else only the record.
         let stale = self.now_ms().saturating_sub(self.inner.lease.skew_ms());
         let input = self.request(
@@ -390,6 +418,9 @@ impl MetadataStore for DynamoStore {
             }
         }
         keys.sort();
+        if let Some(copy) = &self.inner.copy {
+            copy.sweep(&keys, self.inner.clock.now()).await;
+        }
         Ok(keys)
     }
 
@@ -415,23 +446,34 @@ impl MetadataStore for DynamoStore {
         }
         let text = Self::encode(record)?;
         let (holder, fence) = lease::token(lock)?;
+        // A write by the job's lock holder is a sign of life: the heartbeat goes with it.
         let input = self.request(
             &record.key,
-            Some("SET #rec = :r, #exp = :e"),
+            Some("SET #rec = :r, #exp = :e, #beat = :b, #bh = :host"),
             Some("#h = :h AND #f = :f"),
             &[
-                (":r", s(text)),
+                (":r", s(text.clone())),
                 (":e", n(self.expiry())),
+                (":b", n(self.now_ms() / 1000)),
+                (":host", s(self.inner.host.clone())),
                 (":h", s(holder)),
                 (":f", n(fence)),
             ],
         );
+        self.forget_copy(&record.key).await?;
         match self.call("UpdateItem", input).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                Held::note(lock, Known::Present(text));
+                self.keep_copy(record).await;
+                Ok(())
+            }
             Err(Failed::Condition(_)) => {
                 Err(fargate_core::metadata::lock_lost(lock, "a write").with_backend(BACKEND))
             }
-            Err(Failed::Error(e)) => Err(e),
+            Err(Failed::Error(e)) => {
+                Held::note(lock, Known::Unsure);
+                Err(e)
+            }
         }
     }
 
@@ -443,13 +485,47 @@ impl MetadataStore for DynamoStore {
             Some("#h = :h AND #f = :f"),
             &[(":h", s(holder)), (":f", n(fence))],
         );
+        self.forget_copy(lock.key()).await?;
         match self.call("UpdateItem", input).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                Held::note(lock, Known::Absent);
+                Ok(())
+            }
             Err(Failed::Condition(_)) => {
                 Err(fargate_core::metadata::lock_lost(lock, "a delete").with_backend(BACKEND))
             }
-            Err(Failed::Error(e)) => Err(e),
+            Err(Failed::Error(e)) => {
+                Held::note(lock, Known::Unsure);
+                Err(e)
+            }
         }
+    }
+
+    async fn get_locked(&self, lock: &JobLock) -> Result<Option<JobRecord>> {
+        match Held::known(lock) {
+            Known::Present(text) => Self::decode(lock.key(), &text).map(Some),
+            Known::Absent => Ok(None),
+            Known::Unsure => MetadataStore::get(self, lock.key()).await,
+        }
+    }
+
+    async fn get_cached(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        if let Some(copy) = &self.inner.copy
+            && let Some(record) = copy.read(key).await
+        {
+            return Ok(Some(record));
+        }
+        MetadataStore::get(self, key).await
+    }
+
+    async fn delete_and_unlock(&self, lock: JobLock) -> Result<()> {
+        self.forget_copy(lock.key()).await?;
+        self.delete_item_and_release(lock).await
+    }
+
+    fn may_hold_legacy_records(&self) -> bool {
+        // Records of the Go driver and of format 1 exist only in metadata directories.
+        false
     }
 
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
@@ -477,8 +553,18 @@ impl MetadataStore for DynamoStore {
 
 impl DynamoStore {
     /// `MetadataStore::heartbeat`: the record's item gets `beat` (now, Unix seconds by the
-    /// store's clock) and `beat_host`; nothing when the key has no record.
+    /// store's clock) and `beat_host`; nothing when the key has no record, nor when this
+    /// host's copy says it gave the job a sign of life less than `beat_every` ago.
     async fn beat(&self, key: &JobKey) -> Result<()> {
+        let now = self.inner.clock.now();
+        if let Some(copy) = &self.inner.copy
+            && let Some(at) = copy.stamped(key).await
+            && now
+                .duration_since(at)
+                .is_ok_and(|age| age < self.inner.beat_every)
+        {
+            return Ok(());
+        }
         let input = self.request(
             key,
             Some("SET #beat = :b, #bh = :host"),
@@ -489,8 +575,31 @@ impl DynamoStore {
             ],
         );
         match self.call("UpdateItem", input).await {
-            Ok(_) | Err(Failed::Condition(_)) => Ok(()),
+            Ok(_) => {
+                if let Some(copy) = &self.inner.copy
+                    && let Err(err) = copy.stamp(key, now).await
+                {
+                    tracing::debug!(job = %key, error = %err, "could not note the heartbeat in this host's copy");
+                }
+                Ok(())
+            }
+            Err(Failed::Condition(_)) => Ok(()),
             Err(Failed::Error(e)) => Err(e),
+        }
+    }
+
+    /// Forgets this host's copy of `key`'s record, before a write of the table.
+    async fn forget_copy(&self, key: &JobKey) -> Result<()> {
+        match &self.inner.copy {
+            Some(copy) => copy.forget(key).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps this host's copy of `record`, written to the table just now.
+    async fn keep_copy(&self, record: &JobRecord) {
+        if let Some(copy) = &self.inner.copy {
+            copy.keep(record, self.inner.clock.now()).await;
         }
     }
 
