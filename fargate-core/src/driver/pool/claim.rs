@@ -65,7 +65,7 @@ impl Driver {
                 Ok(lock) => lock,
                 Err(_) => continue, // another process holds it (claiming, refilling, gc)
             };
-            let mut slot = match self.store.get(&candidate.key).await {
+            let mut slot = match self.store.get_locked(&lock).await {
                 Ok(Some(slot)) if claimable(&slot, template, unix_now(), needed_until) => slot,
                 _ => {
                     self.release(lock).await;
