@@ -196,6 +196,9 @@ impl MetadataStore for LazyDynamo {
     async fn delete_and_unlock(&self, lock: JobLock) -> Result<()> {
         self.get().await?.delete_and_unlock(lock).await
     }
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        self.get().await?.records_with_prefix(prefix).await
+    }
     fn may_hold_legacy_records(&self) -> bool {
         // A table: only this driver's current format (whether it is built yet or not).
         false

@@ -361,6 +361,17 @@ impl MetadataStore for SimStore {
         self.inner.may_hold_legacy_records()
     }
 
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        yield_once().await;
+        let r = self.inner.records_with_prefix(prefix).await;
+        self.log(format!(
+            "list records {prefix}*: {}",
+            r.as_ref().map_or(0, |records| records.len())
+        ));
+        yield_once().await;
+        r
+    }
+
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
         yield_once().await;
         self.writes("heartbeat", key);

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use fargate_aws::SdkTransport;
@@ -38,9 +38,9 @@ use fargate_aws::dynamo_store::{DynamoStore, TableSettings};
 use fargate_core::options::WarmPoolOptions;
 use fargate_core::testing::{MemoryLauncher, MemoryShell};
 use fargate_core::{
-    DebugCommands, DynMetadataStore, Driver, DriverOptions, FileMetadataStore, HostKey,
-    JobContext, JobKey, JobResponse, Launched, ListedTask, MetadataStore, Namespace, Result,
-    StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    DebugCommands, Driver, DriverOptions, DynMetadataStore, FileMetadataStore, HostKey, JobContext,
+    JobKey, JobResponse, KeyType, Launched, ListedTask, MetadataStore, Namespace, RemoteShell,
+    Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
 };
 use fargate_testkit::moto::{Moto, sdk_config_for};
 use tokio_util::sync::CancellationToken;
@@ -199,6 +199,18 @@ async fn warm_claims(endpoint: &str, rounds: usize) {
             CLAIM_POOL,
         ),
     ];
+    // One DynamoDB request on the local table (a read of a missing item), for scale.
+    let probe = JobKey::parse("fleet-0").unwrap();
+    let mut latency: Vec<f64> = Vec::new();
+    for _ in 0..50 {
+        let start = Instant::now();
+        MetadataStore::get(&init, &probe).await.unwrap();
+        latency.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "one DynamoDB request on the local table (moto): {:.2} ms (median of 50)",
+        median(&mut latency)
+    );
     let cancel = CancellationToken::new();
     let (mut t_dynamo, mut t_file, mut ratios, mut requests) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -263,11 +275,8 @@ async fn processes(endpoint: &str, repetitions: usize) {
         );
         let filled = filler.pool_fill(true).await.unwrap();
         assert_eq!(filled.idle(), POOL, "{filled}");
-        let pool_tasks: BTreeSet<String> = filled
-            .slots
-            .iter()
-            .filter_map(|s| s.task.clone())
-            .collect();
+        let pool_tasks: BTreeSet<String> =
+            filled.slots.iter().filter_map(|s| s.task.clone()).collect();
         let mut children: Vec<_> = (0..PROCESSES)
             .map(|p| {
                 let first = (rep * 1000 + p * 100) as u64 + 1;
@@ -373,12 +382,15 @@ async fn claimer(args: &[String]) {
     };
     let (first, jobs): (u64, u64) = (first.parse().unwrap(), jobs.parse().unwrap());
     let store = dynamo(endpoint, table, host);
-    let driver = driver(
-        Arc::new(store),
-        Arc::new(AdoptsAny::default()),
-        Arc::new(MemoryShell::new()),
-        POOL,
-    );
+    // The in-memory shell numbers its keys from 0 in every process, and a warm task's key
+    // swap revokes the pool's key: this process's job keys start far above the keys the
+    // filling process made for the pool (at most 40 per repetition).
+    let shell = Arc::new(MemoryShell::new());
+    let offset = 100_000 * (1 + host.trim_start_matches("host-").parse::<usize>().unwrap());
+    for _ in 0..offset {
+        shell.generate_key(KeyType::Ed25519).await.unwrap();
+    }
+    let driver = driver(Arc::new(store), Arc::new(AdoptsAny::default()), shell, POOL);
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready").unwrap();
     stdout.flush().unwrap();

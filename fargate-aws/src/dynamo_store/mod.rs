@@ -523,6 +523,50 @@ impl MetadataStore for DynamoStore {
         self.delete_item_and_release(lock).await
     }
 
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        // One strongly consistent scan that returns the records themselves (a pool's
+        // claim reads its slots in one request, not one per slot).
+        let mut records = Vec::new();
+        let mut start: Option<Value> = None;
+        loop {
+            let mut input = serde_json::Map::new();
+            let filter = "begins_with(#pk, :prefix) AND attribute_exists(#rec)";
+            input.insert("ConsistentRead".into(), json!(true));
+            input.insert("ProjectionExpression".into(), json!("#pk, #rec"));
+            input.insert("FilterExpression".into(), json!(filter));
+            item::with_names_and_values(
+                &mut input,
+                &format!("#pk #rec {filter}"),
+                &[(":prefix", s(prefix))],
+            );
+            if let Some(start) = start.take() {
+                input.insert("ExclusiveStartKey".into(), start);
+            }
+            let answer = self.call_plain("Scan", Value::Object(input)).await?;
+            for found in answer["Items"].as_array().into_iter().flatten() {
+                let (Some(key), Some(text)) = (get_s(found, item::KEY), get_s(found, RECORD))
+                else {
+                    continue;
+                };
+                let Ok(key) = JobKey::parse(key) else {
+                    continue;
+                };
+                match Self::decode(&key, text) {
+                    Ok(record) => records.push(record),
+                    Err(err) => {
+                        tracing::warn!(record = %key, error = %err, "skipping an unreadable record")
+                    }
+                }
+            }
+            match answer.get("LastEvaluatedKey") {
+                Some(last) if !last.is_null() => start = Some(last.clone()),
+                _ => break,
+            }
+        }
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(records)
+    }
+
     fn may_hold_legacy_records(&self) -> bool {
         // Records of the Go driver and of format 1 exist only in metadata directories.
         false

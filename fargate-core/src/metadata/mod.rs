@@ -172,6 +172,30 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
         deleted.and(unlocked)
     }
 
+    /// The records whose key starts with `prefix` (e.g. a namespace's warm pool slots),
+    /// in key order; one that cannot be read is left out (and logged). A store may read
+    /// them all in one request (a database's scan). The default calls `list`, then `get`
+    /// for each key that matches.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        let mut records = Vec::new();
+        for key in self.list().await? {
+            if !key.as_str().starts_with(prefix) {
+                continue;
+            }
+            match self.get(&key).await {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(record = %key, error = %err, "skipping an unreadable record")
+                }
+            }
+        }
+        Ok(records)
+    }
+
     /// Whether records of GitLab's Go driver or of this driver's format 1 may be in the
     /// store (a metadata directory used before an upgrade): stages then look a job's
     /// record up under its legacy name too when it has none under its own. A store only
@@ -315,6 +339,9 @@ impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     }
     fn may_hold_legacy_records(&self) -> bool {
         (**self).may_hold_legacy_records()
+    }
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        (**self).records_with_prefix(prefix).await
     }
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
         (**self).heartbeat(key).await
