@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fargate_aws::SdkTransport;
@@ -39,8 +39,9 @@ use fargate_core::options::WarmPoolOptions;
 use fargate_core::testing::{MemoryLauncher, MemoryShell};
 use fargate_core::{
     DebugCommands, Driver, DriverOptions, DynMetadataStore, FileMetadataStore, HostKey, JobContext,
-    JobKey, JobResponse, KeyType, Launched, ListedTask, MetadataStore, Namespace, RemoteShell,
-    Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskStatus,
+    JobIdentity, JobKey, JobRecord, JobResponse, KeyType, Launched, ListedTask, MetadataStore,
+    Namespace, PrivateKey, RemoteShell, Result, StopOutcome, TaskLauncher, TaskRef, TaskSpec,
+    TaskStatus,
 };
 use fargate_testkit::moto::{Moto, sdk_config_for};
 use tokio_util::sync::CancellationToken;
@@ -207,9 +208,30 @@ async fn warm_claims(endpoint: &str, rounds: usize) {
         MetadataStore::get(&init, &probe).await.unwrap();
         latency.push(start.elapsed().as_secs_f64() * 1000.0);
     }
+    // And the requests of a job's record: a lock (that reads), a write under it, a delete
+    // that unlocks.
+    let record = JobRecord::new(
+        JobIdentity::from_response(Namespace::parse(NAMESPACE).unwrap(), &JobResponse::new(1)),
+        PrivateKey::new("FAKE PRIVATE KEY".into()),
+    );
+    let (mut lock_ms, mut write_ms, mut delete_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let start = Instant::now();
+        let lock = init.lock(&record.key, Duration::ZERO).await.unwrap();
+        lock_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        let start = Instant::now();
+        init.put_locked(&lock, &record).await.unwrap();
+        write_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        let start = Instant::now();
+        init.delete_and_unlock(lock).await.unwrap();
+        delete_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
     println!(
-        "one DynamoDB request on the local table (moto): {:.2} ms (median of 50)",
-        median(&mut latency)
+        "one DynamoDB request on the local table (moto), medians: a read {:.2} ms, a lock {:.2} ms, a write under it {:.2} ms, a delete that unlocks {:.2} ms",
+        median(&mut latency),
+        median(&mut lock_ms),
+        median(&mut write_ms),
+        median(&mut delete_ms)
     );
     let cancel = CancellationToken::new();
     let (mut t_dynamo, mut t_file, mut ratios, mut requests) =
