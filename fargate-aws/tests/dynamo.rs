@@ -372,6 +372,11 @@ async fn a_jobs_dynamodb_requests() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&copy_dir), 0o700);
     assert_eq!(mode(&copy_dir.join(format!("{key}.json"))), 0o600);
+    let (_, item) = moto.dynamodb(
+        "GetItem",
+        &json!({"TableName": "fleet", "Key": {"pk": {"S": key.as_str()}}}),
+    );
+    let record_bytes = item["Item"]["rec"]["S"].as_str().unwrap().len();
     let beats = store.last_heartbeat(&key).await.unwrap();
     assert!(
         beats.is_some(),
@@ -422,7 +427,7 @@ async fn a_jobs_dynamodb_requests() {
         "cleanup: a lock that reads, a write (stopping), a delete that unlocks: {cleanup:?}"
     );
     println!(
-        "DynamoDB requests: prepare {prepare:?}, 11 run stages: 1 heartbeat, cleanup {cleanup:?}"
+        "DynamoDB requests: prepare {prepare:?}, 11 run stages: 1 heartbeat, cleanup {cleanup:?}; the ready record has {record_bytes} bytes"
     );
     assert_eq!(
         store.list().await.unwrap(),
