@@ -22,6 +22,7 @@
 //! ```sh
 //! export FARGATE_MOTO_PYTHON=/opt/fargate-moto/bin/python AWS_EC2_METADATA_DISABLED=true
 //! cargo run --release -p fargate-benches --bin fleet_bench   # [-- REPETITIONS [CLAIM_ROUNDS]]
+//! # REPETITIONS of part 2 (default 100; 0 runs part 1 only), CLAIM_ROUNDS of part 1 (20)
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a failed step ends it
@@ -153,7 +154,9 @@ fn main() {
     let endpoint = moto.endpoint_url();
     runtime().block_on(async {
         warm_claims(&endpoint, claim_rounds).await;
-        processes(&endpoint, repetitions).await;
+        if repetitions > 0 {
+            processes(&endpoint, repetitions).await;
+        }
     });
 }
 
