@@ -94,6 +94,69 @@ async fn a_holder_paused_past_its_lease_cannot_overwrite_the_new_holder() {
     a.unlock(lock).await.unwrap();
 }
 
+/// The host's copy of a record (what a run stage reads) never holds what the table does
+/// not: a write the table refuses (a holder that lost its lock) leaves no copy, a record
+/// another host changed is read from the table, and a copy whose record another host
+/// removed goes at the next listing, a minute later.
+#[tokio::test]
+async fn the_hosts_copy_never_holds_what_the_table_does_not() {
+    use fargate_core::Phase;
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    table(&moto, "fleet").await;
+    let clock = ManualClock::new();
+    let settings = LeaseSettings::new(Duration::from_secs(60)).with_renewal(None);
+    let dir = tempfile::tempdir().unwrap();
+    let host = |name: &str| {
+        store(&moto, "fleet", name)
+            .with_lease(settings)
+            .with_clock(Arc::new(clock.clone()))
+            .with_local_copy(dir.path().join(name))
+    };
+    let (a, b) = (host("host-a"), host("host-b"));
+    let mut ready = record(5);
+    ready.phase = Phase::Ready;
+    let key = ready.key.clone();
+    let copy = dir.path().join("host-a").join(format!("{key}.json"));
+    let lock = a.lock(&key, Duration::ZERO).await.unwrap();
+    a.put_locked(&lock, &ready).await.unwrap();
+    assert!(copy.exists(), "a ready record this host wrote is copied");
+    let calls = a.api_calls();
+    calls.reset();
+    assert_eq!(a.get_cached(&key).await.unwrap().as_ref(), Some(&ready));
+    assert_eq!(calls.total(), 0, "read from the copy");
+    // Host a pauses past its lease; host b takes the job over and changes the record.
+    clock.advance(Duration::from_secs(60 + 5 + 1));
+    let taken = b.lock(&key, Duration::ZERO).await.unwrap();
+    let mut stopping = ready.clone();
+    stopping.phase = Phase::Stopping;
+    b.put_locked(&taken, &stopping).await.unwrap();
+    // Host a's late write is refused, and its copy is gone with it: its stages read the
+    // table, which says what host b wrote.
+    let err = a.put_locked(&lock, &ready).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
+    assert!(!copy.exists(), "a refused write leaves no copy");
+    assert_eq!(a.get_cached(&key).await.unwrap().as_ref(), Some(&stopping));
+    a.unlock(lock).await.unwrap();
+    b.unlock(taken).await.unwrap();
+    // A copy of a record another host removed: kept for a minute (a listing's scan may
+    // miss a record written while it ran), then removed by this host's next listing.
+    let mut other = record(6);
+    other.phase = Phase::Ready;
+    let other_copy = dir
+        .path()
+        .join("host-a")
+        .join(format!("{}.json", other.key));
+    a.put(&other).await.unwrap();
+    b.delete(&other.key).await.unwrap();
+    a.list().await.unwrap();
+    assert!(other_copy.exists(), "younger than a minute: kept");
+    clock.advance(Duration::from_secs(61));
+    a.list().await.unwrap();
+    assert!(!other_copy.exists(), "removed once a minute old");
+    assert_eq!(a.get_cached(&other.key).await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn a_held_lock_is_renewed_and_a_dropped_one_released() {
     fargate_testkit::require_fixture!(Moto);
