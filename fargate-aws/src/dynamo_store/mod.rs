@@ -23,19 +23,33 @@
 //! - `get`: `GetItem`, strongly consistent. `put`: `UpdateItem SET rec` (one item: atomic,
 //!   a reader sees the old or the new record). `delete`: removes `rec`, and the item when no
 //!   lock is held on it. `list`: a strongly consistent `Scan` of the keys that have a record.
+//!   `records_with_prefix`: one strongly consistent `Scan` that returns the records (a
+//!   pool's slots in one request).
 //! - `lock`: `UpdateItem` with the condition "no holder, or a lease that ended more than
 //!   [`LeaseSettings::max_clock_skew`] ago by this host's clock", which sets the holder, a new
 //!   fencing token (`lk_fence + 1`), the lease's end and duration. While it waits, it also
 //!   takes over a lease it has seen unchanged (same holder, same end) for the lease's whole
-//!   duration on its own monotonic clock, whatever the clocks say. A held lock's lease is
+//!   duration on its own monotonic clock, whatever the clocks say. The write returns the
+//!   item as it left it (`ALL_NEW`): `get_locked` answers from that record, kept up to
+//!   date by the holder's own writes under the lock, so no read follows a lock. A held lock's lease is
 //!   renewed in the background every [`LeaseSettings::renew_every`] while its [`JobLock`]
 //!   lives, each renewal conditioned on the holder and token.
 //! - `put_locked`, `delete_locked`: conditioned on `lk_holder` and `lk_fence` being the
 //!   lock's, in the same request: a holder whose lease ran out and was taken over gets
-//!   [`ErrorKind::LockLost`] and writes nothing.
-//! - `unlock`: removes the lock attributes (or the item, when it holds nothing else) if they
-//!   are still this holder's; a lost lock is left to its new holder. Dropping a [`JobLock`]
+//!   [`ErrorKind::LockLost`] and writes nothing. `put_locked` also sets the job's
+//!   heartbeat (a write by the job's lock holder is a sign of life).
+//!   `delete_and_unlock`: one `DeleteItem` with the same condition (record and lock go
+//!   together).
+//! - `unlock`: removes the lock attributes (or the item, when it holds nothing else, in one
+//!   `DeleteItem` when the holder knows the record is gone) if they are still this
+//!   holder's; a lost lock is left to its new holder. Dropping a [`JobLock`]
 //!   stops its renewal and releases it in the background (best effort; else its lease ends).
+//!
+//! - With [`DynamoStore::with_local_copy`] (the CLI), `get_cached` (a run stage's read)
+//!   answers from this host's copy of the ready records it wrote, and `heartbeat` is
+//!   skipped while the job's last sign of life this host gave is under 30 s old: a job
+//!   costs 8 requests besides heartbeats (see the `copy` module and `docs/fleet.md`).
+//! - `may_hold_legacy_records`: `false` (a table never held the Go driver's records).
 //!
 //! # Expiry
 //! Leases end by the explicit checks above; DynamoDB's TTL (`expires_at`) only removes items

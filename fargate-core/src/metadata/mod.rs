@@ -209,8 +209,11 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// (prepare when it ends, a run stage when it starts and every
     /// [`HEARTBEAT_EVERY`](crate::driver::HEARTBEAT_EVERY) while its script runs). A store
     /// shared by several hosts keeps it, so that `gc` on any host can tell a job whose host
-    /// died ([`MetadataStore::last_heartbeat`]). The default keeps nothing; it never
-    /// changes the record, and needs no lock.
+    /// died ([`MetadataStore::last_heartbeat`]). Such a store may skip a heartbeat when it
+    /// knows the job gave a sign of life less than
+    /// [`HEARTBEAT_EVERY`](crate::driver::HEARTBEAT_EVERY) ago (a write of its record, or
+    /// an earlier heartbeat). The default keeps nothing; it never changes the record, and
+    /// needs no lock.
     ///
     /// # Cancel safety
     /// Safe to drop.
