@@ -60,7 +60,10 @@ async fn the_store_passes_the_conformance_suite() {
     let settings = LeaseSettings::new(lease)
         .with_renewal(None)
         .with_max_clock_skew(Duration::ZERO);
-    let s = store(&moto, "fleet", "host-a").with_lease(settings);
+    let copy = tempfile::tempdir().unwrap();
+    let s = store(&moto, "fleet", "host-a")
+        .with_lease(settings)
+        .with_local_copy(copy.path());
     conformance::store(&s, &record(1), LockCaps::leased(lease)).await;
 }
 
@@ -89,6 +92,69 @@ async fn a_holder_paused_past_its_lease_cannot_overwrite_the_new_holder() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.message().contains("host-a/"), "names the holder: {err}");
     a.unlock(lock).await.unwrap();
+}
+
+/// The host's copy of a record (what a run stage reads) never holds what the table does
+/// not: a write the table refuses (a holder that lost its lock) leaves no copy, a record
+/// another host changed is read from the table, and a copy whose record another host
+/// removed goes at the next listing, a minute later.
+#[tokio::test]
+async fn the_hosts_copy_never_holds_what_the_table_does_not() {
+    use fargate_core::Phase;
+    fargate_testkit::require_fixture!(Moto);
+    let moto = Moto::start();
+    table(&moto, "fleet").await;
+    let clock = ManualClock::new();
+    let settings = LeaseSettings::new(Duration::from_secs(60)).with_renewal(None);
+    let dir = tempfile::tempdir().unwrap();
+    let host = |name: &str| {
+        store(&moto, "fleet", name)
+            .with_lease(settings)
+            .with_clock(Arc::new(clock.clone()))
+            .with_local_copy(dir.path().join(name))
+    };
+    let (a, b) = (host("host-a"), host("host-b"));
+    let mut ready = record(5);
+    ready.phase = Phase::Ready;
+    let key = ready.key.clone();
+    let copy = dir.path().join("host-a").join(format!("{key}.json"));
+    let lock = a.lock(&key, Duration::ZERO).await.unwrap();
+    a.put_locked(&lock, &ready).await.unwrap();
+    assert!(copy.exists(), "a ready record this host wrote is copied");
+    let calls = a.api_calls();
+    calls.reset();
+    assert_eq!(a.get_cached(&key).await.unwrap().as_ref(), Some(&ready));
+    assert_eq!(calls.total(), 0, "read from the copy");
+    // Host a pauses past its lease; host b takes the job over and changes the record.
+    clock.advance(Duration::from_secs(60 + 5 + 1));
+    let taken = b.lock(&key, Duration::ZERO).await.unwrap();
+    let mut stopping = ready.clone();
+    stopping.phase = Phase::Stopping;
+    b.put_locked(&taken, &stopping).await.unwrap();
+    // Host a's late write is refused, and its copy is gone with it: its stages read the
+    // table, which says what host b wrote.
+    let err = a.put_locked(&lock, &ready).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
+    assert!(!copy.exists(), "a refused write leaves no copy");
+    assert_eq!(a.get_cached(&key).await.unwrap().as_ref(), Some(&stopping));
+    a.unlock(lock).await.unwrap();
+    b.unlock(taken).await.unwrap();
+    // A copy of a record another host removed: kept for a minute (a listing's scan may
+    // miss a record written while it ran), then removed by this host's next listing.
+    let mut other = record(6);
+    other.phase = Phase::Ready;
+    let other_copy = dir
+        .path()
+        .join("host-a")
+        .join(format!("{}.json", other.key));
+    a.put(&other).await.unwrap();
+    b.delete(&other.key).await.unwrap();
+    a.list().await.unwrap();
+    assert!(other_copy.exists(), "younger than a minute: kept");
+    clock.advance(Duration::from_secs(61));
+    a.list().await.unwrap();
+    assert!(!other_copy.exists(), "removed once a minute old");
+    assert_eq!(a.get_cached(&other.key).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -311,15 +377,24 @@ async fn init_creates_a_table_and_check_says_what_is_wrong() {
 }
 
 /// What a job costs in DynamoDB requests, with the driver's own stages (in-memory launcher
-/// and shell): prepare, two run stages, cleanup. The figures are the docs' (docs/fleet.md).
+/// and shell) and the host's local copy, as the CLI keeps it: prepare, the ten run stages
+/// gitlab-runner makes, cleanup; heartbeats at most one per 30 s (the store's clock is a
+/// manual one, moved past 30 s once between two stages). The figures are the docs'
+/// (docs/fleet.md).
 #[tokio::test]
 async fn a_jobs_dynamodb_requests() {
     use fargate_core::testing::{MemoryLauncher, MemoryShell};
     use fargate_core::{Driver, DriverOptions, JobContext};
+    use std::os::unix::fs::PermissionsExt;
     fargate_testkit::require_fixture!(Moto);
     let moto = Moto::start();
     table(&moto, "fleet").await;
-    let store = store(&moto, "fleet", "host-a");
+    let dir = tempfile::tempdir().unwrap();
+    let copy_dir = dir.path().join(fargate_aws::dynamo_store::COPY_DIR);
+    let clock = ManualClock::new();
+    let store = store(&moto, "fleet", "host-a")
+        .with_clock(Arc::new(clock.clone()))
+        .with_local_copy(&copy_dir);
     let options = DriverOptions::builder()
         .namespace(Namespace::parse("ci").unwrap())
         .task_definition("td:1")
@@ -332,39 +407,100 @@ async fn a_jobs_dynamodb_requests() {
         Arc::new(store.clone()),
     );
     let job = JobContext::new(JobResponse::new(77));
+    let key = job
+        .identity(&Namespace::parse("ci").unwrap())
+        .unwrap()
+        .key();
     let cancel = tokio_util::sync::CancellationToken::new();
     let calls = store.api_calls();
+    let run = |stage: &'static str| {
+        let (driver, job, cancel) = (&driver, &job, &cancel);
+        async move {
+            let mut out = fargate_core::CapturedOutput::default();
+            driver
+                .run(job, stage, Arc::from(&b"true"[..]), &mut out, cancel)
+                .await
+                .unwrap();
+        }
+    };
     calls.reset();
     driver.prepare(&job, &cancel).await.unwrap();
-    let prepare = calls.total();
+    let prepare = calls.snapshot();
+    assert_eq!(
+        calls.total(),
+        5,
+        "prepare: a lock that reads, three writes (the last one its heartbeat), an unlock: {prepare:?}"
+    );
+    // The host's copy: a ready record, 0600 in a 0700 directory.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&copy_dir), 0o700);
+    assert_eq!(mode(&copy_dir.join(format!("{key}.json"))), 0o600);
+    let (_, item) = moto.dynamodb(
+        "GetItem",
+        &json!({"TableName": "fleet", "Key": {"pk": {"S": key.as_str()}}}),
+    );
+    let record_bytes = item["Item"]["rec"]["S"].as_str().unwrap().len();
+    let beats = store.last_heartbeat(&key).await.unwrap();
+    assert!(
+        beats.is_some(),
+        "prepare's last write is the job's heartbeat"
+    );
+
+    // gitlab-runner's run stages of a job, each a process of its own: within 30 s of the
+    // last sign of life, none reads or writes the table.
     calls.reset();
-    for _ in 0..2 {
-        let mut out = fargate_core::CapturedOutput::default();
-        driver
-            .run(
-                &job,
-                "build_script",
-                Arc::from(&b"true"[..]),
-                &mut out,
-                &cancel,
-            )
-            .await
-            .unwrap();
+    for stage in [
+        "prepare_script",
+        "get_sources",
+        "restore_cache",
+        "download_artifacts",
+        "step_script",
+        "after_script",
+        "archive_cache",
+        "upload_artifacts_on_success",
+        "cleanup_file_variables",
+    ] {
+        run(stage).await;
     }
-    let runs = calls.total();
+    assert_eq!(calls.total(), 0, "run stages: {:?}", calls.snapshot());
+    // 30 s later by the store's clock: the next stage notes one heartbeat, the one after
+    // it none.
+    clock.advance(Duration::from_secs(31));
+    run("build_script").await;
+    assert_eq!(
+        calls.snapshot(),
+        [("UpdateItem".to_owned(), 1)].into(),
+        "one heartbeat after 30 s"
+    );
+    let beat = store.last_heartbeat(&key).await.unwrap().unwrap();
+    assert!(
+        beat >= beats.unwrap() + Duration::from_secs(31),
+        "the heartbeat is in the table: {beat:?} after {beats:?}"
+    );
+    calls.reset();
+    run("after_script").await;
+    assert_eq!(calls.total(), 0, "no second heartbeat within 30 s");
+
     calls.reset();
     driver.cleanup(&job).await.unwrap();
-    let cleanup = calls.total();
-    println!(
-        "DynamoDB requests: prepare {prepare}, 2 run stages {runs}, cleanup {cleanup}: {:?}",
-        calls.snapshot()
+    let cleanup = calls.snapshot();
+    assert_eq!(
+        calls.total(),
+        3,
+        "cleanup: a lock that reads, a write (stopping), a delete that unlocks: {cleanup:?}"
     );
-    assert!(prepare <= 8, "prepare: {prepare}");
-    assert_eq!(runs, 4, "one read and one heartbeat per (short) run stage");
-    assert!(cleanup <= 7, "cleanup: {cleanup}");
+    println!(
+        "DynamoDB requests: prepare {prepare:?}, 11 run stages: 1 heartbeat, cleanup {cleanup:?}; the ready record has {record_bytes} bytes"
+    );
     assert_eq!(
         store.list().await.unwrap(),
         Vec::<JobKey>::new(),
         "nothing is left"
     );
+    assert!(
+        !copy_dir.join(format!("{key}.json")).exists(),
+        "nor the host's copy"
+    );
+    let (_, scan) = moto.dynamodb("Scan", &json!({"TableName": "fleet"}));
+    assert_eq!(scan["Count"], 0, "no item (nor lock) is left: {scan}");
 }

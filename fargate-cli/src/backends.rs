@@ -126,6 +126,8 @@ pub(crate) struct LazyDynamo {
     host: Option<String>,
     region: Option<String>,
     transport: SdkTransport,
+    /// Where this host keeps its copy of the ready records it writes.
+    copy_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for LazyDynamo {
@@ -140,14 +142,22 @@ impl std::fmt::Debug for LazyDynamo {
 
 impl LazyDynamo {
     /// The store on `table`, with the ECS settings' region and transport, naming this host
-    /// `host` (`[TaskMetadata] HostName`; `None`: the system's host name).
-    pub(crate) fn new(table: String, host: Option<String>, ecs: &EcsConfig) -> Self {
+    /// `host` (`[TaskMetadata] HostName`; `None`: the system's host name) and keeping this
+    /// host's copy of the records it writes in `metadata_dir` (see
+    /// [`DynamoStore::with_local_copy`]).
+    pub(crate) fn new(
+        table: String,
+        host: Option<String>,
+        ecs: &EcsConfig,
+        metadata_dir: &std::path::Path,
+    ) -> Self {
         LazyDynamo {
             cell: OnceCell::new(),
             table,
             host,
             region: ecs.region.clone(),
             transport: ecs.transport.clone(),
+            copy_dir: metadata_dir.join(fargate_aws::dynamo_store::COPY_DIR),
         }
     }
 
@@ -165,7 +175,8 @@ impl LazyDynamo {
                     self.region.as_deref(),
                     &self.transport,
                 )
-                .await?;
+                .await?
+                .with_local_copy(self.copy_dir.clone());
                 Ok(match &self.host {
                     Some(host) => store.with_host(host.clone()),
                     None => store,
@@ -201,6 +212,22 @@ impl MetadataStore for LazyDynamo {
     }
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
         self.get().await?.delete_locked(lock).await
+    }
+    async fn get_locked(&self, lock: &JobLock) -> Result<Option<JobRecord>> {
+        self.get().await?.get_locked(lock).await
+    }
+    async fn get_cached(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        self.get().await?.get_cached(key).await
+    }
+    async fn delete_and_unlock(&self, lock: JobLock) -> Result<()> {
+        self.get().await?.delete_and_unlock(lock).await
+    }
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        self.get().await?.records_with_prefix(prefix).await
+    }
+    fn may_hold_legacy_records(&self) -> bool {
+        // A table: only this driver's current format (whether it is built yet or not).
+        false
     }
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
         self.get().await?.heartbeat(key).await

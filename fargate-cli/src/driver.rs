@@ -35,6 +35,7 @@ pub(crate) fn stores(config: &FileConfig) -> Stores {
                 table.clone(),
                 config.host_name.clone(),
                 &config.ecs,
+                &config.metadata_dir,
             ));
             Stores {
                 store: dynamo.clone(),

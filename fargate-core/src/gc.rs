@@ -183,7 +183,10 @@ async fn collect_job(
         }
     };
     // Read after taking the lock: what the decisions rest on.
-    let record = store.get(key).await;
+    let record = match &lock {
+        Some(lock) => store.get_locked(lock).await,
+        None => store.get(key).await,
+    };
     // A kept task's job has ended (it failed, and its task is kept for debugging until a
     // time of its own): no stage gives it a heartbeat, and its record alone decides.
     let heartbeat = match (&record, &lock) {

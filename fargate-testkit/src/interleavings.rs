@@ -321,6 +321,57 @@ impl MetadataStore for SimStore {
         r
     }
 
+    async fn get_locked(&self, job_lock: &JobLock) -> Result<Option<JobRecord>> {
+        yield_once().await;
+        let r = self.inner.get_locked(job_lock).await;
+        let found = match &r {
+            Ok(Some(rec)) => format!("{:?}", rec.phase),
+            Ok(None) => "none".into(),
+            Err(e) => format!("error {:?}", e.kind()),
+        };
+        self.log(format!("get {} (locked): {found}", job_lock.key()));
+        yield_once().await;
+        r
+    }
+
+    async fn get_cached(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        yield_once().await;
+        let r = self.inner.get_cached(key).await;
+        let found = match &r {
+            Ok(Some(rec)) => format!("{:?}", rec.phase),
+            Ok(None) => "none".into(),
+            Err(e) => format!("error {:?}", e.kind()),
+        };
+        self.log(format!("get {key} (cached): {found}"));
+        yield_once().await;
+        r
+    }
+
+    async fn delete_and_unlock(&self, job_lock: JobLock) -> Result<()> {
+        yield_once().await;
+        let key = job_lock.key().clone();
+        self.writes("delete", &key);
+        let r = self.inner.delete_and_unlock(job_lock).await;
+        self.log(format!("delete {key} and unlock: {}", outcome(&r)));
+        yield_once().await;
+        r
+    }
+
+    fn may_hold_legacy_records(&self) -> bool {
+        self.inner.may_hold_legacy_records()
+    }
+
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        yield_once().await;
+        let r = self.inner.records_with_prefix(prefix).await;
+        self.log(format!(
+            "list records {prefix}*: {}",
+            r.as_ref().map_or(0, |records| records.len())
+        ));
+        yield_once().await;
+        r
+    }
+
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
         yield_once().await;
         self.writes("heartbeat", key);

@@ -1,6 +1,7 @@
 //! Locks as leases: taking one (or taking over one that ended), renewing it while its
 //! [`JobLock`] lives, releasing it; the fencing token every write under it checks.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use fargate_core::{Error, ErrorKind, JobKey, JobLock, Result};
@@ -97,15 +98,21 @@ pub(super) fn token(lock: &JobLock) -> Result<(&str, u64)> {
 
 /// What one attempt to take a lock found.
 enum Take {
-    /// Taken, with this fencing token.
-    Taken(u64),
+    /// Taken, with this fencing token, and the key's record (its JSON) as the item held it
+    /// then.
+    Taken(u64, Option<String>),
     /// Held by another: its holder, lease end and lease duration, when known.
     Busy(Option<(String, u64, u64)>),
 }
 
 /// What a held [`JobLock`] carries: its renewal, and what releases it when it is dropped
 /// without `unlock`.
-struct Held {
+pub(super) struct Held {
+    /// The key's record as this holder knows it: read when the lock was taken, changed by
+    /// the holder's own writes under it ([`MetadataStore::get_locked`]).
+    ///
+    /// [`MetadataStore::get_locked`]: fargate_core::MetadataStore::get_locked
+    known: Mutex<Known>,
     renewal: Option<AbortHandle>,
     release: Option<(DynamoStore, JobKey, String, u64)>,
     /// The runtime the lock was taken on (whose I/O the store's client uses): a release
@@ -113,7 +120,40 @@ struct Held {
     runtime: Option<tokio::runtime::Handle>,
 }
 
+/// What a holder knows of its key's record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Known {
+    /// Nothing: a write under the lock failed without saying whether it was carried out.
+    Unsure,
+    /// The item has no record.
+    Absent,
+    /// The record's JSON.
+    Present(String),
+}
+
+impl Known {
+    fn of(record: Option<String>) -> Self {
+        record.map_or(Known::Absent, Known::Present)
+    }
+}
+
 impl Held {
+    /// What the holder of `lock` knows of its record (`Unsure` for a lock of another store).
+    pub(super) fn known(lock: &JobLock) -> Known {
+        lock.guard::<Held>()
+            .and_then(|held| held.known.lock().ok().map(|k| k.clone()))
+            .unwrap_or(Known::Unsure)
+    }
+
+    /// Notes what the holder of `lock` wrote (or failed to) under it.
+    pub(super) fn note(lock: &JobLock, known: Known) {
+        if let Some(held) = lock.guard::<Held>()
+            && let Ok(mut k) = held.known.lock()
+        {
+            *k = known;
+        }
+    }
+
     /// Stops the renewal; nothing happens on drop any more.
     fn disarm(&mut self) {
         if let Some(renewal) = self.renewal.take() {
@@ -151,7 +191,7 @@ impl DynamoStore {
         let mut delay = Duration::from_millis(50);
         loop {
             let busy = match self.try_take(key, &holder, None).await? {
-                Take::Taken(fence) => return Ok(self.held(key, holder, fence)),
+                Take::Taken(fence, record) => return Ok(self.held(key, holder, fence, record)),
                 Take::Busy(busy) => busy,
             };
             if let Some(current) = busy {
@@ -159,10 +199,10 @@ impl DynamoStore {
                     Some((lease, since)) if *lease == current => {
                         if since.elapsed() >= Duration::from_millis(current.2) {
                             let old = (current.0.as_str(), current.1);
-                            if let Take::Taken(fence) =
+                            if let Take::Taken(fence, record) =
                                 self.try_take(key, &holder, Some(old)).await?
                             {
-                                return Ok(self.held(key, holder, fence));
+                                return Ok(self.held(key, holder, fence, record));
                             }
                         }
                     }
@@ -192,7 +232,8 @@ impl DynamoStore {
 
     /// One conditional write that takes the lock of `key` for `holder`: when it is free or
     /// its lease ended (by this host's clock, with the skew allowance), or with `takeover`,
-    /// when it is still that holder's lease with that end.
+    /// when it is still that holder's lease with that end. The answer carries the item as
+    /// the write left it (`ALL_NEW`), record included: no read follows a lock.
     async fn try_take(
         &self,
         key: &JobKey,
@@ -227,7 +268,7 @@ impl DynamoStore {
             &values,
         );
         if let Value::Object(map) = &mut input {
-            map.insert("ReturnValues".into(), json!("UPDATED_NEW"));
+            map.insert("ReturnValues".into(), json!("ALL_NEW"));
             map.insert(
                 "ReturnValuesOnConditionCheckFailure".into(),
                 json!("ALL_OLD"),
@@ -235,7 +276,10 @@ impl DynamoStore {
         }
         match self.call("UpdateItem", input).await {
             Ok(answer) => match get_n(&answer["Attributes"], FENCE) {
-                Some(fence) => Ok(Take::Taken(fence)),
+                Some(fence) => Ok(Take::Taken(
+                    fence,
+                    get_s(&answer["Attributes"], RECORD).map(str::to_owned),
+                )),
                 None => Err(Error::new(
                     ErrorKind::Unexpected,
                     format!("DynamoDB took the lock of {key} without a fencing token"),
@@ -248,7 +292,8 @@ impl DynamoStore {
                 if get_s(&old, HOLDER) == Some(holder)
                     && let Some(fence) = get_n(&old, FENCE)
                 {
-                    return Ok(Take::Taken(fence));
+                    let record = get_s(&old, RECORD).map(str::to_owned);
+                    return Ok(Take::Taken(fence, record));
                 }
                 let current = match (get_s(&old, HOLDER), get_n(&old, UNTIL), get_n(&old, LEASE)) {
                     (Some(h), Some(u), Some(l)) => Some((h.to_owned(), u, l)),
@@ -260,8 +305,9 @@ impl DynamoStore {
         }
     }
 
-    /// The [`JobLock`] of a lock just taken, its renewal started.
-    fn held(&self, key: &JobKey, holder: String, fence: u64) -> JobLock {
+    /// The [`JobLock`] of a lock just taken (the key's record then: `record`), its renewal
+    /// started.
+    fn held(&self, key: &JobKey, holder: String, fence: u64, record: Option<String>) -> JobLock {
         let renewal = self.inner.lease.renew_every.map(|every| {
             let (store, key, holder) = (self.clone(), key.clone(), holder.clone());
             tokio::spawn(async move {
@@ -286,6 +332,7 @@ impl DynamoStore {
             .abort_handle()
         });
         let guard = Held {
+            known: Mutex::new(Known::of(record)),
             renewal,
             release: Some((self.clone(), key.clone(), holder.clone(), fence)),
             runtime: tokio::runtime::Handle::try_current().ok(),
@@ -366,8 +413,64 @@ impl DynamoStore {
             .with_backend(BACKEND));
         };
         held.disarm();
+        let known = held.known.lock().map_or(Known::Unsure, |k| k.clone());
         let (holder, fence) = token(&lock)?;
+        if known == Known::Absent {
+            // No record (this holder deleted it, or it had none): the item goes, in one
+            // request; another answer (an item that has a record after all) below.
+            if self.drop_item(lock.key(), holder, fence).await? {
+                return Ok(());
+            }
+        }
         self.release(lock.key(), holder, fence).await
+    }
+
+    /// `MetadataStore::delete_and_unlock`: the item (record and lock) goes in one request,
+    /// if the lock is still this holder's.
+    pub(super) async fn delete_item_and_release(&self, mut lock: JobLock) -> Result<()> {
+        let (holder, fence) = {
+            let (h, f) = token(&lock)?;
+            (h.to_owned(), f)
+        };
+        let input = self.request(
+            lock.key(),
+            None,
+            Some("#h = :h AND #f = :f"),
+            &[(":h", s(holder.as_str())), (":f", n(fence))],
+        );
+        match self.call("DeleteItem", input).await {
+            Ok(_) => {
+                if let Some(mut held) = lock.take_guard::<Held>() {
+                    held.disarm();
+                }
+                Ok(())
+            }
+            // Taken over: the new holder's lock stays.
+            Err(Failed::Condition(_)) => {
+                if let Some(mut held) = lock.take_guard::<Held>() {
+                    held.disarm();
+                }
+                Err(fargate_core::metadata::lock_lost(&lock, "a delete").with_backend(BACKEND))
+            }
+            // Unknown: the dropped lock is released in the background (or its lease ends).
+            Err(Failed::Error(e)) => Err(e),
+        }
+    }
+
+    /// Deletes the item of `key` if `holder` (token `fence`) holds its lock and it has no
+    /// record; `false` when the condition failed (nothing changed).
+    async fn drop_item(&self, key: &JobKey, holder: &str, fence: u64) -> Result<bool> {
+        let input = self.request(
+            key,
+            None,
+            Some("#h = :h AND #f = :f AND attribute_not_exists(#rec)"),
+            &[(":h", s(holder)), (":f", n(fence))],
+        );
+        match self.call("DeleteItem", input).await {
+            Ok(_) => Ok(true),
+            Err(Failed::Condition(_)) => Ok(false),
+            Err(Failed::Error(e)) => Err(e),
+        }
     }
 
     /// Removes `holder`'s lock of `key` (token `fence`), and the item when it holds no

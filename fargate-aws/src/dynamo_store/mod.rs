@@ -23,19 +23,33 @@
 //! - `get`: `GetItem`, strongly consistent. `put`: `UpdateItem SET rec` (one item: atomic,
 //!   a reader sees the old or the new record). `delete`: removes `rec`, and the item when no
 //!   lock is held on it. `list`: a strongly consistent `Scan` of the keys that have a record.
+//!   `records_with_prefix`: one strongly consistent `Scan` that returns the records (a
+//!   pool's slots in one request).
 //! - `lock`: `UpdateItem` with the condition "no holder, or a lease that ended more than
 //!   [`LeaseSettings::max_clock_skew`] ago by this host's clock", which sets the holder, a new
 //!   fencing token (`lk_fence + 1`), the lease's end and duration. While it waits, it also
 //!   takes over a lease it has seen unchanged (same holder, same end) for the lease's whole
-//!   duration on its own monotonic clock, whatever the clocks say. A held lock's lease is
+//!   duration on its own monotonic clock, whatever the clocks say. The write returns the
+//!   item as it left it (`ALL_NEW`): `get_locked` answers from that record, kept up to
+//!   date by the holder's own writes under the lock, so no read follows a lock. A held lock's lease is
 //!   renewed in the background every [`LeaseSettings::renew_every`] while its [`JobLock`]
 //!   lives, each renewal conditioned on the holder and token.
 //! - `put_locked`, `delete_locked`: conditioned on `lk_holder` and `lk_fence` being the
 //!   lock's, in the same request: a holder whose lease ran out and was taken over gets
-//!   [`ErrorKind::LockLost`] and writes nothing.
-//! - `unlock`: removes the lock attributes (or the item, when it holds nothing else) if they
-//!   are still this holder's; a lost lock is left to its new holder. Dropping a [`JobLock`]
+//!   [`ErrorKind::LockLost`] and writes nothing. `put_locked` also sets the job's
+//!   heartbeat (a write by the job's lock holder is a sign of life).
+//!   `delete_and_unlock`: one `DeleteItem` with the same condition (record and lock go
+//!   together).
+//! - `unlock`: removes the lock attributes (or the item, when it holds nothing else, in one
+//!   `DeleteItem` when the holder knows the record is gone) if they are still this
+//!   holder's; a lost lock is left to its new holder. Dropping a [`JobLock`]
 //!   stops its renewal and releases it in the background (best effort; else its lease ends).
+//!
+//! - With [`DynamoStore::with_local_copy`] (the CLI), `get_cached` (a run stage's read)
+//!   answers from this host's copy of the ready records it wrote, and `heartbeat` is
+//!   skipped while the job's last sign of life this host gave is under 30 s old: a job
+//!   costs 8 requests besides heartbeats (see the `copy` module and `docs/fleet.md`).
+//! - `may_hold_legacy_records`: `false` (a table never held the Go driver's records).
 //!
 //! # Expiry
 //! Leases end by the explicit checks above; DynamoDB's TTL (`expires_at`) only removes items
@@ -56,6 +70,7 @@
 //! creates it so), and only the runner hosts' role may read it (see `docs/fleet.md`).
 
 mod budget;
+mod copy;
 mod errors;
 mod item;
 mod lease;
@@ -77,11 +92,14 @@ use crate::aws_api::{AwsApi, DYNAMODB};
 use crate::metrics::ApiCalls;
 
 pub use budget::DynamoCallBudget;
+pub use copy::COPY_DIR;
 pub use lease::{LeaseInfo, LeaseSettings};
 pub use table::{TableCheck, TableSettings};
 
+use copy::LocalCopy;
 use errors::{BACKEND, Failed, classify};
 use item::{NOTE, RECORD, get_s, n, request, s};
+use lease::{Held, Known};
 
 /// How long an item nothing writes stays before DynamoDB's TTL may remove it: a week,
 /// far beyond any job's lifetime (gc's maximum age is a day by default).
@@ -106,6 +124,11 @@ struct Inner {
     lease: LeaseSettings,
     clock: Arc<dyn Clock>,
     calls: ApiCalls,
+    /// This host's copy of the ready records it wrote (see the `copy` module), if kept.
+    copy: Option<LocalCopy>,
+    /// How old the job's last sign of life (known from the copy) must be before a
+    /// heartbeat is sent.
+    beat_every: Duration,
 }
 
 impl fmt::Debug for DynamoStore {
@@ -148,6 +171,8 @@ impl DynamoStore {
                 lease: LeaseSettings::default(),
                 clock: Arc::new(SystemClock),
                 calls,
+                copy: None,
+                beat_every: fargate_core::driver::HEARTBEAT_EVERY,
             }),
         })
     }
@@ -182,6 +207,19 @@ impl DynamoStore {
     /// The same store reading leases' times from `clock` (a test's manual clock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         Arc::make_mut(&mut self.inner).clock = clock;
+        self
+    }
+
+    /// The same store keeping this host's copy of the ready records it writes in `dir`
+    /// (the CLI: `<metadata directory>/`[`COPY_DIR`]; created 0700, files 0600, written
+    /// atomically): a run stage then reads its job's record from it
+    /// ([`MetadataStore::get_cached`]) and a heartbeat is skipped while the job's last sign
+    /// of life this host gave it is younger than [`HEARTBEAT_EVERY`]; see the `copy`
+    /// module. Without it, both go to the table.
+    ///
+    /// [`HEARTBEAT_EVERY`]: fargate_core::driver::HEARTBEAT_EVERY
+    pub fn with_local_copy(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        Arc::make_mut(&mut self.inner).copy = Some(LocalCopy::new(dir));
         self
     }
 
@@ -332,7 +370,10 @@ impl MetadataStore for DynamoStore {
             None,
             &[(":r", s(text)), (":e", n(self.expiry()))],
         );
-        self.call_plain("UpdateItem", input).await.map(drop)
+        self.forget_copy(&record.key).await?;
+        self.call_plain("UpdateItem", input).await?;
+        self.keep_copy(record).await;
+        Ok(())
     }
 
     async fn get(&self, key: &JobKey) -> Result<Option<JobRecord>> {
@@ -346,6 +387,7 @@ impl MetadataStore for DynamoStore {
     }
 
     async fn delete(&self, key: &JobKey) -> Result<()> {
+        self.forget_copy(key).await?;
         // The whole item when no live lock is on it; else only the record.
         let stale = self.now_ms().saturating_sub(self.inner.lease.skew_ms());
         let input = self.request(
@@ -392,6 +434,9 @@ impl MetadataStore for DynamoStore {
             }
         }
         keys.sort();
+        if let Some(copy) = &self.inner.copy {
+            copy.sweep(&keys, self.inner.clock.now()).await;
+        }
         Ok(keys)
     }
 
@@ -417,23 +462,34 @@ impl MetadataStore for DynamoStore {
         }
         let text = Self::encode(record)?;
         let (holder, fence) = lease::token(lock)?;
+        // A write by the job's lock holder is a sign of life: the heartbeat goes with it.
         let input = self.request(
             &record.key,
-            Some("SET #rec = :r, #exp = :e"),
+            Some("SET #rec = :r, #exp = :e, #beat = :b, #bh = :host"),
             Some("#h = :h AND #f = :f"),
             &[
-                (":r", s(text)),
+                (":r", s(text.clone())),
                 (":e", n(self.expiry())),
+                (":b", n(self.now_ms() / 1000)),
+                (":host", s(self.inner.host.clone())),
                 (":h", s(holder)),
                 (":f", n(fence)),
             ],
         );
+        self.forget_copy(&record.key).await?;
         match self.call("UpdateItem", input).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                Held::note(lock, Known::Present(text));
+                self.keep_copy(record).await;
+                Ok(())
+            }
             Err(Failed::Condition(_)) => {
                 Err(fargate_core::metadata::lock_lost(lock, "a write").with_backend(BACKEND))
             }
-            Err(Failed::Error(e)) => Err(e),
+            Err(Failed::Error(e)) => {
+                Held::note(lock, Known::Unsure);
+                Err(e)
+            }
         }
     }
 
@@ -445,13 +501,91 @@ impl MetadataStore for DynamoStore {
             Some("#h = :h AND #f = :f"),
             &[(":h", s(holder)), (":f", n(fence))],
         );
+        self.forget_copy(lock.key()).await?;
         match self.call("UpdateItem", input).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                Held::note(lock, Known::Absent);
+                Ok(())
+            }
             Err(Failed::Condition(_)) => {
                 Err(fargate_core::metadata::lock_lost(lock, "a delete").with_backend(BACKEND))
             }
-            Err(Failed::Error(e)) => Err(e),
+            Err(Failed::Error(e)) => {
+                Held::note(lock, Known::Unsure);
+                Err(e)
+            }
         }
+    }
+
+    async fn get_locked(&self, lock: &JobLock) -> Result<Option<JobRecord>> {
+        match Held::known(lock) {
+            Known::Present(text) => Self::decode(lock.key(), &text).map(Some),
+            Known::Absent => Ok(None),
+            Known::Unsure => MetadataStore::get(self, lock.key()).await,
+        }
+    }
+
+    async fn get_cached(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        if let Some(copy) = &self.inner.copy
+            && let Some(record) = copy.read(key).await
+        {
+            return Ok(Some(record));
+        }
+        MetadataStore::get(self, key).await
+    }
+
+    async fn delete_and_unlock(&self, lock: JobLock) -> Result<()> {
+        self.forget_copy(lock.key()).await?;
+        self.delete_item_and_release(lock).await
+    }
+
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        // One strongly consistent scan that returns the records themselves (a pool's
+        // claim reads its slots in one request, not one per slot).
+        let mut records = Vec::new();
+        let mut start: Option<Value> = None;
+        loop {
+            let mut input = serde_json::Map::new();
+            let filter = "begins_with(#pk, :prefix) AND attribute_exists(#rec)";
+            input.insert("ConsistentRead".into(), json!(true));
+            input.insert("ProjectionExpression".into(), json!("#pk, #rec"));
+            input.insert("FilterExpression".into(), json!(filter));
+            item::with_names_and_values(
+                &mut input,
+                &format!("#pk #rec {filter}"),
+                &[(":prefix", s(prefix))],
+            );
+            if let Some(start) = start.take() {
+                input.insert("ExclusiveStartKey".into(), start);
+            }
+            let answer = self.call_plain("Scan", Value::Object(input)).await?;
+            for found in answer["Items"].as_array().into_iter().flatten() {
+                let (Some(key), Some(text)) = (get_s(found, item::KEY), get_s(found, RECORD))
+                else {
+                    continue;
+                };
+                let Ok(key) = JobKey::parse(key) else {
+                    continue;
+                };
+                match Self::decode(&key, text) {
+                    Ok(record) => records.push(record),
+                    Err(err) => {
+                        tracing::warn!(record = %key, error = %err, "skipping an unreadable record")
+                    }
+                }
+            }
+            match answer.get("LastEvaluatedKey") {
+                Some(last) if !last.is_null() => start = Some(last.clone()),
+                _ => break,
+            }
+        }
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(records)
+    }
+
+    fn may_hold_legacy_records(&self) -> bool {
+        // Records of the Go driver and of format 1 exist only in metadata directories.
+        false
     }
 
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
@@ -479,8 +613,18 @@ impl MetadataStore for DynamoStore {
 
 impl DynamoStore {
     /// `MetadataStore::heartbeat`: the record's item gets `beat` (now, Unix seconds by the
-    /// store's clock) and `beat_host`; nothing when the key has no record.
+    /// store's clock) and `beat_host`; nothing when the key has no record, nor when this
+    /// host's copy says it gave the job a sign of life less than `beat_every` ago.
     async fn beat(&self, key: &JobKey) -> Result<()> {
+        let now = self.inner.clock.now();
+        if let Some(copy) = &self.inner.copy
+            && let Some(at) = copy.stamped(key).await
+            && now
+                .duration_since(at)
+                .is_ok_and(|age| age < self.inner.beat_every)
+        {
+            return Ok(());
+        }
         let input = self.request(
             key,
             Some("SET #beat = :b, #bh = :host"),
@@ -491,8 +635,31 @@ impl DynamoStore {
             ],
         );
         match self.call("UpdateItem", input).await {
-            Ok(_) | Err(Failed::Condition(_)) => Ok(()),
+            Ok(_) => {
+                if let Some(copy) = &self.inner.copy
+                    && let Err(err) = copy.stamp(key, now).await
+                {
+                    tracing::debug!(job = %key, error = %err, "could not note the heartbeat in this host's copy");
+                }
+                Ok(())
+            }
+            Err(Failed::Condition(_)) => Ok(()),
             Err(Failed::Error(e)) => Err(e),
+        }
+    }
+
+    /// Forgets this host's copy of `key`'s record, before a write of the table.
+    async fn forget_copy(&self, key: &JobKey) -> Result<()> {
+        match &self.inner.copy {
+            Some(copy) => copy.forget(key).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps this host's copy of `record`, written to the table just now.
+    async fn keep_copy(&self, record: &JobRecord) {
+        if let Some(copy) = &self.inner.copy {
+            copy.keep(record, self.inner.clock.now()).await;
         }
     }
 

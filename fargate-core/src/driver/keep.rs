@@ -213,7 +213,7 @@ impl Driver {
     async fn mark_failed_step(&self, key: &JobKey, seen: &JobRecord, stage: &str) -> Result<bool> {
         let lock = self.lock_job(key).await?;
         let result = async {
-            let Some(mut record) = self.store.get(key).await? else {
+            let Some(mut record) = self.store.get_locked(&lock).await? else {
                 return Ok(false);
             };
             if record.phase != Phase::Ready || record.task != seen.task {
@@ -373,7 +373,7 @@ impl Driver {
         let key = identity.key();
         let lock = self.lock_job(&key).await?;
         let result = async {
-            let record = self.store.get(&key).await?;
+            let record = self.store.get_locked(&lock).await?;
             match record {
                 Some(record) if record.phase == Phase::Kept => {
                     let stopped = self.stop_job(&lock, record).await?;

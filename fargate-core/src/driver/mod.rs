@@ -410,16 +410,38 @@ impl Driver {
         }
     }
 
+    /// Deletes the record of `key` as the holder of `lock` and releases the lock: the end
+    /// of a stage whose last step is the delete (one request for a store that can).
+    pub(crate) async fn remove_and_unlock(&self, lock: JobLock, key: &JobKey) -> Result<()> {
+        if lock.key() == key {
+            return self.store.delete_and_unlock(lock).await;
+        }
+        let removed = self.store.delete(key).await;
+        self.unlock_job(lock).await;
+        removed
+    }
+
     /// The record of `identity`'s job: this driver's, or one of the Go driver (or of this
     /// driver's format 1) named from the trusted job id. A record that names another job is
     /// an error, never used.
+    ///
+    /// With `lock` (the job's lock, held) the record is read as its holder
+    /// ([`MetadataStore::get_locked`](crate::MetadataStore::get_locked)), for decisions;
+    /// without, as a run stage reads it
+    /// ([`MetadataStore::get_cached`](crate::MetadataStore::get_cached)).
     async fn load_record(
         &self,
         identity: &JobIdentity,
         job: &JobContext,
+        lock: Option<&JobLock>,
     ) -> Result<Option<JobRecord>> {
         let key = identity.key();
-        if let Some(record) = self.store.get(&key).await? {
+        let found = match lock {
+            Some(lock) if lock.key() == &key => self.store.get_locked(lock).await?,
+            Some(_) => self.store.get(&key).await?,
+            None => self.store.get_cached(&key).await?,
+        };
+        if let Some(record) = found {
             return match &record.identity {
                 Some(named) if named.same_job(identity) => Ok(Some(record)),
                 named => Err(Error::new(
@@ -433,7 +455,7 @@ impl Driver {
                 .with_hint("two runners may share the metadata directory with different settings; give each its own directory and Namespace")),
             };
         }
-        if identity.source != IdentitySource::JobResponse {
+        if identity.source != IdentitySource::JobResponse || !self.store.may_hold_legacy_records() {
             return Ok(None);
         }
         // A job prepared before an upgrade: its record is named after the Go driver's id,

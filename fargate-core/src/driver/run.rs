@@ -40,7 +40,7 @@ impl Driver {
     ) -> std::result::Result<(), Failure> {
         let identity = self.identity(job)?;
         let key = identity.key();
-        let record = self.load_record(&identity, job).await?.ok_or_else(|| {
+        let record = self.load_record(&identity, job, None).await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
                 "there is no job record: the prepare stage did not succeed, or cleanup already ran",
@@ -74,10 +74,13 @@ impl Driver {
             script,
         };
         tracing::debug!(%stage, %endpoint, "running the stage script in the task");
-        let outcome = match self
-            .run_watched(&task, &record, &request, output, cancel)
-            .await
-        {
+        // The job's heartbeat as the stage starts, beside the script, and never cut short
+        // by a script that ends first (a store may skip it: see `MetadataStore::heartbeat`).
+        let (watched, ()) = tokio::join!(
+            self.run_watched(&task, &record, &request, output, cancel),
+            self.beat(&record.key)
+        );
+        let outcome = match watched {
             Watched::Finished(outcome) => outcome,
             Watched::TaskStopped(details) => {
                 self.note_reclaim(job, &identity, &details).await;
@@ -149,11 +152,12 @@ impl Driver {
                 }
             }
         };
-        // The job's heartbeat, now and while the script runs: for `gc` on other hosts.
+        // The job's heartbeat while the script runs (the stage's caller notes the first):
+        // for `gc` on other hosts.
         let beat = async {
             loop {
-                self.beat(&record.key).await;
                 tokio::time::sleep(super::HEARTBEAT_EVERY).await;
+                self.beat(&record.key).await;
             }
         };
         let watch = async {

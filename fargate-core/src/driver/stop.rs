@@ -37,8 +37,18 @@ impl Driver {
         let identity = self.identity(job)?;
         let key = identity.key();
         let lock = self.lock_job(&key).await?;
-        let result = self.cleanup_locked(&lock, &identity, job).await;
-        self.unlock_job(lock).await;
+        let result = match self.cleanup_locked(&lock, &identity, job).await {
+            // The record goes last, with the lock (one request for a store that can).
+            Ok((report, Some(record))) => self
+                .remove_and_unlock(lock, &record)
+                .await
+                .map(|()| report)
+                .map_err(Failure::from),
+            result => {
+                self.unlock_job(lock).await;
+                result.map(|(report, _)| report)
+            }
+        };
         // The project's slot, once the job's tasks are stopped (a failed cleanup leaves the
         // record, which keeps the slot counted until a later cleanup or gc).
         if let (Ok(_), Some(slot)) = (&result, self.project_slot(&identity)) {
@@ -47,13 +57,14 @@ impl Driver {
         result
     }
 
-    /// The part of cleanup that runs under the job's lock, `lock`.
+    /// The part of cleanup that runs under the job's lock, `lock`; with the key of the
+    /// record to delete as the lock is released, once its tasks are known to be stopping.
     async fn cleanup_locked(
         &self,
         lock: &JobLock,
         identity: &JobIdentity,
         job: &JobContext,
-    ) -> std::result::Result<CleanupReport, Failure> {
+    ) -> std::result::Result<(CleanupReport, Option<JobKey>), Failure> {
         let key = identity.key();
         let record = self.load_record_for_cleanup(lock, identity, job).await?;
         // A failed job's task kept for debugging is not stopped.
@@ -61,9 +72,11 @@ impl Driver {
             Some(record) => self.keep_failed(lock, identity, record).await,
             None => None,
         };
+        let mut remove = None;
         let mut report = match (kept, record) {
             (Some(kept), _) => kept,
             (None, Some(record)) => {
+                remove = Some(record.key.clone());
                 let summary = match &record.task {
                     Some(task) => self.describe_for_summary(task).await.map(|details| {
                         self.summarize(SummaryPoint::Cleanup, task, details, None, None, None)
@@ -71,7 +84,7 @@ impl Driver {
                     None => None,
                 };
                 CleanupReport {
-                    stopped: self.stop_job(lock, record).await?,
+                    stopped: self.stop_job_tasks(lock, record).await?,
                     had_record: true,
                     summary,
                     kept: None,
@@ -87,7 +100,7 @@ impl Driver {
         // A warm task the job claimed but had not recorded yet (prepare was killed).
         report.stopped.extend(self.stop_claimed_slots(&key).await);
         self.observe_stops(&report.stopped, StopCause::Cleanup);
-        Ok(report)
+        Ok((report, remove))
     }
 
     /// Reads the job's record (the job's lock is `lock`). An unreadable one is reported, its
@@ -99,7 +112,7 @@ impl Driver {
         identity: &JobIdentity,
         job: &JobContext,
     ) -> Result<Option<JobRecord>> {
-        match self.load_record(identity, job).await {
+        match self.load_record(identity, job, Some(lock)).await {
             Ok(r) => Ok(r),
             Err(err) if err.kind() == ErrorKind::CorruptRecord => {
                 let key = identity.key();
@@ -131,6 +144,15 @@ impl Driver {
     /// Stops everything `record`'s job (or slot) owns, then deletes the record, as the
     /// holder of `lock`, the job's lock; see [`Driver::cleanup`].
     pub(super) async fn stop_job(&self, lock: &JobLock, record: JobRecord) -> Result<Vec<TaskRef>> {
+        let key = record.key.clone();
+        let tasks = self.stop_job_tasks(lock, record).await?;
+        self.remove(lock, &key).await?;
+        Ok(tasks)
+    }
+
+    /// [`Driver::stop_job`] but the delete: stops everything `record`'s job owns; the
+    /// caller deletes the record (it may, once this succeeded).
+    async fn stop_job_tasks(&self, lock: &JobLock, record: JobRecord) -> Result<Vec<TaskRef>> {
         let mut record = record;
         let key = lock.key();
         let result = self
@@ -145,7 +167,6 @@ impl Driver {
                 {
                     tracing::warn!(error = %err.chain(), "could not remove what the job's launch made besides its task; `fargate gc` will");
                 }
-                self.remove(lock, &record.key).await?;
                 Ok(tasks)
             }
             Err(err) => {

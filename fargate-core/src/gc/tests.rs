@@ -190,6 +190,21 @@ impl MetadataStore for ClaimDuringGc {
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
         self.inner.delete_locked(lock).await
     }
+    async fn get_locked(&self, lock: &JobLock) -> Result<Option<JobRecord>> {
+        self.inner.get_locked(lock).await
+    }
+    async fn get_cached(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        self.inner.get_cached(key).await
+    }
+    async fn delete_and_unlock(&self, lock: JobLock) -> Result<()> {
+        self.inner.delete_and_unlock(lock).await
+    }
+    fn may_hold_legacy_records(&self) -> bool {
+        self.inner.may_hold_legacy_records()
+    }
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        self.inner.records_with_prefix(prefix).await
+    }
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
         self.inner.heartbeat(key).await
     }

@@ -232,7 +232,7 @@ impl fmt::Display for JobIdentity {
 }
 
 /// What separates the namespace from the slot number in a warm pool slot's key.
-const POOL_KEY_INFIX: &str = "_pool_";
+pub(crate) const POOL_KEY_INFIX: &str = "_pool_";
 /// What follows the namespace in the key of the warm pool's fill lock.
 const POOL_FILL_SUFFIX: &str = "_pool_fill";
 

@@ -15,6 +15,7 @@
 mod context;
 mod go_id;
 mod identity;
+pub(crate) use identity::POOL_KEY_INFIX;
 mod image;
 mod registry_login;
 mod response;

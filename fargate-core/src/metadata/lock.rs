@@ -76,6 +76,11 @@ impl JobLock {
         self.fence
     }
 
+    /// The guard, if it is a `T` (for the store's operations under the lock).
+    pub fn guard<T: Any>(&self) -> Option<&T> {
+        self.guard.as_deref()?.downcast_ref::<T>()
+    }
+
     /// Takes the guard out if it is a `T` (for the store's `unlock`), leaving none behind.
     pub fn take_guard<T: Any>(&mut self) -> Option<Box<T>> {
         let guard = self.guard.take()?;

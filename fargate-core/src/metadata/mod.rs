@@ -132,12 +132,88 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
         self.delete(lock.key()).await
     }
 
+    /// Reads the record of `lock`'s key as the holder of `lock`: the record as the store
+    /// holds it now, for decisions taken under the lock. A store may answer from what it
+    /// read when it took the lock, updated by this holder's own writes under it (nothing
+    /// else writes the record while the lock is held), with no request. The default calls
+    /// `get`.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn get_locked(&self, lock: &JobLock) -> Result<Option<JobRecord>> {
+        self.get(lock.key()).await
+    }
+
+    /// Reads the record of `key` for a stage that decides nothing destructive with it (a
+    /// run stage: which task to run its script in, with which key). A store shared by
+    /// several hosts may answer from a copy this host keeps of what it last wrote itself
+    /// (the runner calls every stage of a job on the same host), with no request; a record
+    /// another host changed since may then be stale, which costs that stage a failed
+    /// connection at worst. Never use it for what to stop, delete or write: that is
+    /// decided under the lock ([`MetadataStore::get_locked`]). The default calls `get`.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn get_cached(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        self.get(key).await
+    }
+
+    /// Deletes the record of `lock`'s key as the holder of `lock` and releases the lock:
+    /// the end of a stage whose last step under the lock is the delete. Fails as
+    /// `delete_locked` does, deleting nothing, when another holder took the lock over; the
+    /// lock is released either way (or left to its new holder). A store may do both in one
+    /// request. The default calls `delete_locked`, then `unlock`.
+    ///
+    /// # Cancel safety
+    /// As `delete_locked` followed by `unlock`.
+    async fn delete_and_unlock(&self, lock: JobLock) -> Result<()> {
+        let deleted = self.delete_locked(&lock).await;
+        let unlocked = self.unlock(lock).await;
+        deleted.and(unlocked)
+    }
+
+    /// The records whose key starts with `prefix` (e.g. a namespace's warm pool slots),
+    /// in key order; one that cannot be read is left out (and logged). A store may read
+    /// them all in one request (a database's scan). The default calls `list`, then `get`
+    /// for each key that matches.
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        let mut records = Vec::new();
+        for key in self.list().await? {
+            if !key.as_str().starts_with(prefix) {
+                continue;
+            }
+            match self.get(&key).await {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(record = %key, error = %err, "skipping an unreadable record")
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Whether records of GitLab's Go driver or of this driver's format 1 may be in the
+    /// store (a metadata directory used before an upgrade): stages then look a job's
+    /// record up under its legacy name too when it has none under its own. A store only
+    /// this driver's current format ever wrote (a DynamoDB table) answers `false` and
+    /// saves that read. The default: `true`.
+    fn may_hold_legacy_records(&self) -> bool {
+        true
+    }
+
     /// Notes a sign of life of the job of `key`, which has a record: its stages call it
     /// (prepare when it ends, a run stage when it starts and every
     /// [`HEARTBEAT_EVERY`](crate::driver::HEARTBEAT_EVERY) while its script runs). A store
     /// shared by several hosts keeps it, so that `gc` on any host can tell a job whose host
-    /// died ([`MetadataStore::last_heartbeat`]). The default keeps nothing; it never
-    /// changes the record, and needs no lock.
+    /// died ([`MetadataStore::last_heartbeat`]). Such a store may skip a heartbeat when it
+    /// knows the job gave a sign of life less than
+    /// [`HEARTBEAT_EVERY`](crate::driver::HEARTBEAT_EVERY) ago (a write of its record, or
+    /// an earlier heartbeat). The default keeps nothing; it never changes the record, and
+    /// needs no lock.
     ///
     /// # Cancel safety
     /// Safe to drop.
@@ -254,6 +330,21 @@ impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     }
     async fn delete_locked(&self, lock: &JobLock) -> Result<()> {
         (**self).delete_locked(lock).await
+    }
+    async fn get_locked(&self, lock: &JobLock) -> Result<Option<JobRecord>> {
+        (**self).get_locked(lock).await
+    }
+    async fn get_cached(&self, key: &JobKey) -> Result<Option<JobRecord>> {
+        (**self).get_cached(key).await
+    }
+    async fn delete_and_unlock(&self, lock: JobLock) -> Result<()> {
+        (**self).delete_and_unlock(lock).await
+    }
+    fn may_hold_legacy_records(&self) -> bool {
+        (**self).may_hold_legacy_records()
+    }
+    async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
+        (**self).records_with_prefix(prefix).await
     }
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
         (**self).heartbeat(key).await

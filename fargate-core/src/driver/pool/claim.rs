@@ -65,7 +65,7 @@ impl Driver {
                 Ok(lock) => lock,
                 Err(_) => continue, // another process holds it (claiming, refilling, gc)
             };
-            let mut slot = match self.store.get(&candidate.key).await {
+            let mut slot = match self.store.get_locked(&lock).await {
                 Ok(Some(slot)) if claimable(&slot, template, unix_now(), needed_until) => slot,
                 _ => {
                     self.release(lock).await;
@@ -122,12 +122,14 @@ impl Driver {
         record.phase = Phase::Launched;
         record.touch();
         let taken = self.save(job_lock, &record).await;
-        if taken.is_ok()
-            && let Err(err) = self.store.delete_locked(&lock).await
-        {
-            tracing::warn!(slot = %slot.key, error = %err, "could not remove the claimed slot's record; a sweep will");
+        if taken.is_ok() {
+            // The slot's record and lock go in one step (one request for a store that can).
+            if let Err(err) = self.store.delete_and_unlock(lock).await {
+                tracing::warn!(slot = %slot.key, error = %err, "could not remove the claimed slot's record; a sweep will");
+            }
+        } else {
+            self.release(lock).await;
         }
-        self.release(lock).await;
         if let Err(err) = taken {
             // The slot still names the task (claimed): it is stopped by the job's cleanup.
             return Err(Failure::from(err));

@@ -289,19 +289,9 @@ impl Driver {
 
     /// The records of the pool's slots (unreadable ones are skipped with a warning).
     pub(super) async fn slots(&self) -> Result<Vec<JobRecord>> {
-        let mut slots = Vec::new();
-        for key in self.store.list().await? {
-            if !key.is_pool_slot_of(&self.namespace) {
-                continue;
-            }
-            match self.store.get(&key).await {
-                Ok(Some(record)) if record.pool.is_some() => slots.push(record),
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(slot = %key, error = %err, "skipping an unreadable warm pool slot")
-                }
-            }
-        }
+        let prefix = format!("{}{}", self.namespace, crate::job::POOL_KEY_INFIX);
+        let mut slots = self.store.records_with_prefix(&prefix).await?;
+        slots.retain(|record| record.key.is_pool_slot_of(&self.namespace) && record.pool.is_some());
         Ok(slots)
     }
 

@@ -17,15 +17,26 @@ pub async fn store(store: &dyn MetadataStore, record: &JobRecord, caps: LockCaps
 
 /// `put_locked` and `delete_locked` write as the lock's holder: they work while it holds
 /// the lock, and a write of a record under the lock of another key is refused
-/// (`InvalidInput`). `record` is removed again.
+/// (`InvalidInput`). `get_locked` reads what the holder wrote, `get_cached` too (on one
+/// host, after that host's write); `delete_and_unlock` deletes and frees the lock at once.
+/// `record` is removed again.
 pub async fn locked_writes(store: &dyn MetadataStore, record: &JobRecord) {
     let key = &record.key;
     let lock = store.lock(key, Duration::from_secs(1)).await.expect("lock");
+    assert_eq!(store.get_locked(&lock).await.expect("get_locked"), None);
     store
         .put_locked(&lock, record)
         .await
         .expect("a write under a held lock");
     assert_eq!(store.get(key).await.expect("get").as_ref(), Some(record));
+    assert_eq!(
+        store.get_locked(&lock).await.expect("get_locked").as_ref(),
+        Some(record)
+    );
+    assert_eq!(
+        store.get_cached(key).await.expect("get_cached").as_ref(),
+        Some(record)
+    );
     let mut other = record.clone();
     other.key = JobKey::parse(&format!("{key}x")).expect("a key");
     let err = store
@@ -39,7 +50,28 @@ pub async fn locked_writes(store: &dyn MetadataStore, record: &JobRecord) {
         .await
         .expect("a delete under a held lock");
     assert_eq!(store.get(key).await.expect("get deleted"), None);
+    assert_eq!(store.get_locked(&lock).await.expect("get_locked"), None);
+    assert_eq!(store.get_cached(key).await.expect("get_cached"), None);
     store.unlock(lock).await.expect("unlock");
+    // A lock taken on a record reads it; delete-and-unlock leaves neither behind.
+    store.put(record).await.expect("put");
+    let lock = store.lock(key, Duration::from_secs(1)).await.expect("lock");
+    assert_eq!(
+        store.get_locked(&lock).await.expect("get_locked").as_ref(),
+        Some(record)
+    );
+    store
+        .delete_and_unlock(lock)
+        .await
+        .expect("delete and unlock");
+    assert_eq!(store.get(key).await.expect("get deleted"), None);
+    assert_eq!(store.get_cached(key).await.expect("get_cached"), None);
+    let again = store
+        .lock(key, Duration::ZERO)
+        .await
+        .expect("delete_and_unlock frees the lock at once");
+    assert_eq!(store.get_locked(&again).await.expect("get_locked"), None);
+    store.unlock(again).await.expect("unlock");
 }
 
 /// Fencing: once `second` took over the lock that `first` held (after `expire` made its
@@ -91,14 +123,25 @@ pub async fn fenced_writes<F: std::future::Future<Output = ()>>(
         .expect_err("the old holder's late delete must be refused");
     assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
     assert_eq!(
+        second.get_locked(&new).await.expect("get_locked").as_ref(),
+        Some(&updated),
+        "the new holder reads its own write"
+    );
+    assert_eq!(
         second.get(key).await.expect("get").as_ref(),
         Some(&updated),
         "the new holder's state stays"
     );
-    first
-        .unlock(old)
+    let err = first
+        .delete_and_unlock(old)
         .await
-        .expect("unlocking a lost lock succeeds");
+        .expect_err("the old holder's late delete-and-unlock must be refused");
+    assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
+    assert_eq!(
+        second.get(key).await.expect("get").as_ref(),
+        Some(&updated),
+        "the new holder's state stays"
+    );
     second
         .lock(key, Duration::ZERO)
         .await
