@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Rig, joined, keeper_pids, run_fargate};
+use common::{Rig, assert_failed_at_prepare, joined, keeper_pids, run_fargate};
 use fargate_testkit::fault_proxy::Fault;
 use fargate_testkit::local_fargate::LocalFargateOptions;
 use fargate_testkit::runner::{Job, JobResult, JobStatus, KillPoint, OnOutput};
@@ -301,12 +301,7 @@ async fn a_missing_task_definition_is_a_system_failure_with_ecs_message() {
     })
     .await;
     let result = rig.run(Job::new(6, &["echo never"])).await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert!(
         result.log.contains("Unable to describe task definition"),
         "{}",
@@ -687,12 +682,7 @@ async fn an_sshd_offering_only_a_key_exchange_libssh2_lacks_fails_prepare_fast()
     )
     .await;
     let result = rig.run(Job::new(420, &["echo never"])).await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert!(result.log.contains("KexAlgorithms"), "{}", result.log);
     for attempt in result.stage("prepare") {
         assert!(
@@ -714,12 +704,7 @@ async fn a_metadata_directory_others_may_write_is_refused_before_any_task_starts
     std::fs::create_dir_all(&metadata).expect("metadata dir");
     std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let result = rig.run(Job::new(421, &["echo never"])).await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert!(result.log.contains("chmod 700"), "{}", result.log);
     assert!(
         rig.fargate.moto().run_task_requests().is_empty(),
@@ -1177,12 +1162,7 @@ async fn a_host_key_the_task_did_not_announce_fails_prepare_and_sends_nothing() 
     )
     .await;
     let result = rig.run(Job::new(431, &["echo never-sent"])).await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert!(
         result.log.contains("did not announce") && result.log.contains("nothing was sent to it"),
         "{}",

@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{no_lag, run_job, runner_emu};
+use common::{assert_failed_at_prepare, no_lag, run_job, runner_emu};
 use fargate_testkit::local_fargate::LocalFargate;
 use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput};
 
@@ -261,12 +261,7 @@ async fn a_prepare_failure() {
             .join("\n")
     })
     .await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert_lines(
         &stage_log(&result, "prepare"),
         &[

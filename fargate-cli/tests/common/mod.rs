@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{Job, JobResult, RunnerEmu};
+use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu};
 
 /// A local Fargate, a directory holding the `fargate.toml` and the metadata directory, and
 /// a runner emulator using them.
@@ -160,4 +160,26 @@ pub(crate) fn keeper_pids(metadata: &Path) -> Vec<u32> {
                 && args.iter().any(|a| a.starts_with(metadata.as_bytes()))
         })
         .collect()
+}
+
+/// The job failed at prepare, as a system failure.
+#[track_caller]
+pub(crate) fn assert_failed_at_prepare(result: &JobResult) {
+    assert_eq!(
+        result.status,
+        JobStatus::SystemFailure("prepare".into()),
+        "{}",
+        result.log
+    );
+}
+
+/// The task a job ran on, from its log's "task <arn> is ready at" line.
+pub(crate) fn task_of(log: &str) -> String {
+    log.lines()
+        .find_map(|l| {
+            let rest = &l[l.find("task arn:")?..];
+            rest.contains(" is ready at ")
+                .then(|| rest.split_whitespace().nth(1).map(str::to_owned))?
+        })
+        .unwrap_or_else(|| panic!("no ready line in\n{log}"))
 }
