@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{keeper_pids, no_lag, pool_json, run_fargate, run_job, runner_emu, slots_of};
+use common::{keeper_pids, no_lag, pool_json, run_fargate, run_job, runner_emu, slots_of, task_of};
 use fargate_testkit::local_fargate::{LocalFargate, NAMESPACE};
 use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput, RunnerEmu, runner_script};
 
@@ -122,17 +122,6 @@ impl Fleet {
         let running = self.fargate.running_tasks().await;
         assert!(running.is_empty(), "tasks left: {running:?}\n{log}");
     }
-}
-
-/// The task a job ran on, from its log's "task <arn> is ready at" line.
-fn task_of(log: &str) -> String {
-    log.lines()
-        .find_map(|l| {
-            let rest = &l[l.find("task arn:")?..];
-            rest.contains(" is ready at ")
-                .then(|| rest.split_whitespace().nth(1).map(str::to_owned))?
-        })
-        .unwrap_or_else(|| panic!("no ready line in\n{log}"))
 }
 
 /// SIGKILL to the process group `pgid`, or the process `pid` (a negative number: a group).

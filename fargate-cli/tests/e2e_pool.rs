@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Rig, no_lag, pool_json, run_fargate, slots_of};
+use common::{Rig, no_lag, pool_json, run_fargate, slots_of, task_of};
 use fargate_testkit::local_fargate::LocalFargate;
 use fargate_testkit::runner::{Job, JobStatus, KillPoint, RunnerEmu};
 
@@ -70,17 +70,6 @@ impl Rig {
         let running: BTreeSet<String> = self.fargate.running_tasks().await.into_iter().collect();
         assert_eq!(running, idle, "running tasks vs idle slots\n{log}");
     }
-}
-
-/// The task a job ran on, from its log's "task <arn> is ready at" line.
-fn task_of(log: &str) -> String {
-    log.lines()
-        .find_map(|l| {
-            let rest = &l[l.find("task arn:")?..];
-            rest.contains(" is ready at ")
-                .then(|| rest.split_whitespace().nth(1).map(str::to_owned))?
-        })
-        .unwrap_or_else(|| panic!("no ready line in\n{log}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
