@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_ecs::types::{ContainerCondition, TaskDefinition, TaskDefinitionField};
+use aws_sdk_ecs::types::{
+    ContainerCondition, ContainerDefinition, TaskDefinition, TaskDefinitionField,
+};
 use fargate_aws::derived::{DERIVED_FROM, DERIVED_HASH, GC_MARK, LAST_USED, MAX_BASE_TAGS};
 use fargate_aws::derived_gc::DEREGISTER_GRACE;
 use fargate_aws::{EcsLauncher, MAX_OVERRIDES_CHARS};
@@ -23,16 +25,32 @@ use fargate_testkit::moto::{CONTAINER, Moto, MotoEcs};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-fn options(ecs: &MotoEcs) -> DriverOptions {
+/// The options of namespace `fixture` with base task definition `base` and job images under
+/// `images`.
+fn options_with(base: &str, images: ImagePolicy) -> DriverOptions {
     DriverOptions::builder()
         .namespace(Namespace::parse("fixture").unwrap())
-        .task_definition(&ecs.task_definition)
-        .images(ImagePolicy::allowing(
-            ["rust:*", "alpine:*"],
-            ["postgres:*", "redis:*"],
-        ))
+        .task_definition(base)
+        .images(images)
         .build()
         .unwrap()
+}
+
+fn options(ecs: &MotoEcs) -> DriverOptions {
+    options_with(
+        &ecs.task_definition,
+        ImagePolicy::allowing(["rust:*", "alpine:*"], ["postgres:*", "redis:*"]),
+    )
+}
+
+/// A driver of `options` on `launcher` (shell and store in memory).
+fn driver_with(options: DriverOptions, launcher: &EcsLauncher) -> Driver {
+    Driver::new(
+        options,
+        Arc::new(launcher.clone()),
+        Arc::new(MemoryShell::new()),
+        Arc::new(MemoryStore::new()),
+    )
 }
 
 fn response(id: u64, image: &str, services: Vec<JobImage>) -> JobResponse {
@@ -49,17 +67,37 @@ fn postgres() -> JobImage {
         .with_variable("POSTGRES_PASSWORD", "s3cret-pw")
 }
 
-fn request(ecs: &MotoEcs, r: &JobResponse) -> Box<ImageRequest> {
-    match decide(&options(ecs), Some(r)).unwrap() {
+/// What `options` decide for job `r`: a derived definition.
+fn derived(options: &DriverOptions, r: &JobResponse) -> Box<ImageRequest> {
+    match decide(options, Some(r)).unwrap() {
         ImageDecision::Derived(request) => request,
         other => panic!("not derived: {other:?}"),
     }
+}
+
+fn request(ecs: &MotoEcs, r: &JobResponse) -> Box<ImageRequest> {
+    derived(&options(ecs), r)
 }
 
 fn spec_with(ecs: &MotoEcs, id: u64, request: Box<ImageRequest>) -> TaskSpec {
     let mut spec = ecs.spec(id);
     spec.images = Some(request);
     spec
+}
+
+/// [`spec_with`] on base task definition `base`.
+fn spec_on(ecs: &MotoEcs, id: u64, base: &str, request: Box<ImageRequest>) -> TaskSpec {
+    let mut spec = spec_with(ecs, id, request);
+    spec.task_definition = base.to_owned();
+    spec
+}
+
+/// The container `name` of `td`.
+fn container<'a>(td: &'a TaskDefinition, name: &str) -> &'a ContainerDefinition {
+    td.container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(name))
+        .unwrap_or_else(|| panic!("no container {name}"))
 }
 
 async fn setup() -> (Moto, MotoEcs, EcsLauncher) {
@@ -153,13 +191,7 @@ async fn the_derived_definition_as_registered() {
         names,
         [CONTAINER, "fargate-bundle", "job", "service-1", "service-2"]
     );
-    let c = |name: &str| {
-        td.container_definitions()
-            .iter()
-            .find(|c| c.name() == Some(name))
-            .unwrap()
-            .clone()
-    };
+    let c = |name: &str| container(&td, name).clone();
     let helper = c(CONTAINER);
     assert_eq!(
         helper.image(),
@@ -341,12 +373,7 @@ async fn two_prepares_racing_for_new_content_both_launch() {
 async fn a_refused_image_makes_no_ecs_call() {
     fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, launcher) = setup().await;
-    let driver = Driver::new(
-        options(&ecs),
-        Arc::new(launcher.clone()),
-        Arc::new(MemoryShell::new()),
-        Arc::new(MemoryStore::new()),
-    );
+    let driver = driver_with(options(&ecs), &launcher);
     let job = JobContext::new(response(5, "evil/miner:latest", vec![]));
     let failure = driver
         .prepare(&job, &CancellationToken::new())
@@ -686,6 +713,48 @@ async fn age_mark(moto: &Moto, arn: &str) {
 }
 
 /// Whether ECS still has task definition `arn` (active or inactive, not deleted).
+/// The job's own definition task `task` of `spec` ran from: in the job's family (of base
+/// `base`), tagged with the job's key, and `secret` in none of it nor its tags. Its ARN, it
+/// and its tags.
+async fn job_definition(
+    moto: &Moto,
+    task: &str,
+    base: &str,
+    spec: &TaskSpec,
+    secret: &str,
+) -> (String, TaskDefinition, Vec<(String, String)>) {
+    let arn = task_definition_of(moto, task);
+    let (td, tags) = definition(moto, &arn).await;
+    assert_eq!(
+        td.family(),
+        Some(fargate_aws::job_secrets::job_family(base, &spec.key).as_str())
+    );
+    assert!(!format!("{td:?}{tags:?}").contains(secret));
+    assert!(tags.contains(&("fargate:job-key".to_owned(), spec.key.to_string())));
+    (arn, td, tags)
+}
+
+/// A replay of the spec `recorded` (its record's form) cannot recreate the job's secret:
+/// refused before any call. Cleanup's release (from the record) removes the secret and the
+/// job's own definition `arn`; twice is harmless.
+async fn assert_replay_refused_and_released(
+    moto: &Moto,
+    launcher: &EcsLauncher,
+    recorded: &str,
+    arn: &str,
+) {
+    let replay: TaskSpec = serde_json::from_str(recorded).unwrap();
+    let runs = moto.run_task_requests().len();
+    let err = launcher.launch(&replay).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert_eq!(moto.run_task_requests().len(), runs);
+
+    launcher.release(&replay).await.unwrap();
+    assert!(secret_names(moto).is_empty());
+    assert!(!definition_exists(moto, arn).await);
+    launcher.release(&replay).await.unwrap();
+}
+
 async fn definition_exists(moto: &Moto, arn: &str) -> bool {
     let Ok(out) = moto
         .ecs_client()
@@ -756,12 +825,7 @@ fn secret_job(id: u64) -> JobResponse {
 fn secret_options(base: &str) -> DriverOptions {
     let mut images = ImagePolicy::allowing(["rust:*"], ["postgres:*"]);
     images.secrets = fargate_core::options::SecretPolicy::Store;
-    DriverOptions::builder()
-        .namespace(Namespace::parse("fixture").unwrap())
-        .task_definition(base)
-        .images(images)
-        .build()
-        .unwrap()
+    options_with(base, images)
 }
 
 fn secrets_manager(moto: &Moto, operation: &str, input: Value) -> Value {
@@ -782,12 +846,7 @@ fn secret_names(moto: &Moto) -> Vec<String> {
 async fn a_secret_service_variable_is_refused_before_any_call() {
     fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, launcher) = setup().await;
-    let driver = Driver::new(
-        options(&ecs),
-        Arc::new(launcher.clone()),
-        Arc::new(MemoryShell::new()),
-        Arc::new(MemoryStore::new()),
-    );
+    let driver = driver_with(options(&ecs), &launcher);
     let job = JobContext::new(secret_job(7));
     let failure = driver
         .prepare(&job, &CancellationToken::new())
@@ -814,12 +873,8 @@ async fn secret_service_variables_go_through_a_per_job_secret_only() {
     let (moto, ecs, launcher) = setup().await;
     let base = base_with_execution_role(&moto).await;
     let options = secret_options(&base);
-    let ImageDecision::Derived(request) = decide(&options, Some(&secret_job(8))).unwrap() else {
-        panic!("not derived")
-    };
-    let mut spec = ecs.spec(8);
-    spec.task_definition = base.clone();
-    spec.images = Some(request);
+    let request = derived(&options, &secret_job(8));
+    let spec = spec_on(&ecs, 8, &base, request);
     let task = launcher.launch(&spec).await.unwrap();
 
     // RunTask: the job's own family, the plain variable only.
@@ -831,20 +886,9 @@ async fn secret_service_variables_go_through_a_per_job_secret_only() {
         Some("test")
     );
     assert_eq!(env(&overrides, "service-1", "POSTGRES_PASSWORD"), None);
-    let arn = task_definition_of(&moto, &task.id);
-    let (td, tags) = definition(&moto, &arn).await;
-    assert_eq!(
-        td.family(),
-        Some(fargate_aws::job_secrets::job_family(&base, &spec.key).as_str())
-    );
-    assert!(!format!("{td:?}{tags:?}").contains(PASSWORD));
-    assert!(tags.contains(&("fargate:job-key".to_owned(), spec.key.to_string())));
+    let (arn, td, tags) = job_definition(&moto, &task.id, &base, &spec, PASSWORD).await;
     assert!(tags.iter().all(|(k, _)| k != DERIVED_HASH), "{tags:?}");
-    let service = td
-        .container_definitions()
-        .iter()
-        .find(|c| c.name() == Some("service-1"))
-        .unwrap();
+    let service = container(&td, "service-1");
     let secret = &service.secrets()[0];
     assert_eq!(secret.name(), "POSTGRES_PASSWORD");
     let value_from = secret.value_from();
@@ -874,12 +918,8 @@ async fn secret_service_variables_go_through_a_per_job_secret_only() {
         .with_alias("db")
         .with_variable("POSTGRES_PASSWORD", "test")
         .with_variable("POSTGRES_DB", "test");
-    let ImageDecision::Derived(request) = decide(&options, Some(&plain)).unwrap() else {
-        panic!("not derived")
-    };
-    let mut other = ecs.spec(13);
-    other.task_definition = base.clone();
-    other.images = Some(request);
+    let request = derived(&options, &plain);
+    let other = spec_on(&ecs, 13, &base, request);
     let other_task = launcher.launch(&other).await.unwrap();
     assert_eq!(
         launcher.api_calls().get("RegisterTaskDefinition"),
@@ -895,19 +935,7 @@ async fn secret_service_variables_go_through_a_per_job_secret_only() {
             .any(|(k, _)| k == DERIVED_HASH)
     );
 
-    // A replay from the record cannot recreate the secret: refused before any call.
-    let replay: TaskSpec = serde_json::from_str(&recorded).unwrap();
-    let runs = moto.run_task_requests().len();
-    let err = launcher.launch(&replay).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
-    assert_eq!(moto.run_task_requests().len(), runs);
-
-    // Cleanup's release: the secret and the job's family are gone.
-    launcher.release(&replay).await.unwrap();
-    assert!(secret_names(&moto).is_empty());
-    assert!(!definition_exists(&moto, &arn).await);
-    // Twice is harmless.
-    launcher.release(&replay).await.unwrap();
+    assert_replay_refused_and_released(&moto, &launcher, &recorded, &arn).await;
 }
 
 /// Without an execution role the task could not read the secret: a configuration error
@@ -917,11 +945,8 @@ async fn secrets_without_an_execution_role_are_refused_before_any_secret() {
     fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, launcher) = setup().await;
     let options = secret_options(&ecs.task_definition);
-    let ImageDecision::Derived(request) = decide(&options, Some(&secret_job(9))).unwrap() else {
-        panic!("not derived")
-    };
-    let mut spec = ecs.spec(9);
-    spec.images = Some(request);
+    let request = derived(&options, &secret_job(9));
+    let spec = spec_with(&ecs, 9, request);
     let err = launcher.launch(&spec).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(err.to_string().contains("no execution role"), "{err}");
@@ -936,12 +961,7 @@ async fn cleanup_and_gc_remove_the_job_secrets() {
     fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, launcher) = setup().await;
     let base = base_with_execution_role(&moto).await;
-    let driver = Driver::new(
-        secret_options(&base),
-        Arc::new(launcher.clone()),
-        Arc::new(MemoryShell::new()),
-        Arc::new(MemoryStore::new()),
-    );
+    let driver = driver_with(secret_options(&base), &launcher);
     let job = JobContext::new(secret_job(10));
     driver
         .prepare(&job, &CancellationToken::new())
@@ -956,11 +976,7 @@ async fn cleanup_and_gc_remove_the_job_secrets() {
         (11, std::time::SystemTime::now() - Duration::from_secs(3600)),
         (12, std::time::SystemTime::now() + Duration::from_secs(3600)),
     ] {
-        let ImageDecision::Derived(request) =
-            decide(&secret_options(&base), Some(&secret_job(id))).unwrap()
-        else {
-            panic!("not derived")
-        };
+        let request = derived(&secret_options(&base), &secret_job(id));
         let mut spec = ecs.spec(id).with_deadline(deadline);
         spec.task_definition = base.clone();
         spec.images = Some(request);
@@ -1019,12 +1035,7 @@ fn registry_options(base: &str, credentials: Option<&str>) -> DriverOptions {
             REGISTRY, arn,
         )];
     }
-    DriverOptions::builder()
-        .namespace(Namespace::parse("fixture").unwrap())
-        .task_definition(base)
-        .images(images)
-        .build()
-        .unwrap()
+    options_with(base, images)
 }
 
 fn registry_job(id: u64) -> JobResponse {
@@ -1047,12 +1058,7 @@ async fn a_private_registry_needs_its_credentials_in_the_derived_definition() {
     let base = base_with_execution_role(&moto).await;
     let deploy_token = deploy_token_secret(&moto);
 
-    let driver = Driver::new(
-        registry_options(&base, None),
-        Arc::new(launcher.clone()),
-        Arc::new(MemoryShell::new()),
-        Arc::new(MemoryStore::new()),
-    );
+    let driver = driver_with(registry_options(&base, None), &launcher);
     let failure = driver
         .prepare(
             &JobContext::new(registry_job(31)),
@@ -1081,19 +1087,11 @@ async fn a_private_registry_needs_its_credentials_in_the_derived_definition() {
 
     // Configured: the job container pulls with the secret, and the task starts.
     let options = registry_options(&base, Some(&deploy_token));
-    let ImageDecision::Derived(request) = decide(&options, Some(&registry_job(32))).unwrap() else {
-        panic!("not derived")
-    };
-    let mut spec = ecs.spec(32);
-    spec.task_definition = base.clone();
-    spec.images = Some(request);
+    let request = derived(&options, &registry_job(32));
+    let spec = spec_on(&ecs, 32, &base, request);
     let task = launcher.launch(&spec).await.unwrap();
     let (td, _) = definition(&moto, &task_definition_of(&moto, &task.id)).await;
-    let job = td
-        .container_definitions()
-        .iter()
-        .find(|c| c.name() == Some(fargate_core::images::JOB_CONTAINER))
-        .unwrap();
+    let job = container(&td, fargate_core::images::JOB_CONTAINER);
     assert_eq!(
         job.image(),
         Some(&*format!("{REGISTRY}/group/app/builder:1"))
@@ -1103,11 +1101,7 @@ async fn a_private_registry_needs_its_credentials_in_the_derived_definition() {
             .map(|c| c.credentials_parameter()),
         Some(deploy_token.as_str())
     );
-    let bundle = td
-        .container_definitions()
-        .iter()
-        .find(|c| c.name() == Some(fargate_core::images::BUNDLE_CONTAINER))
-        .unwrap();
+    let bundle = container(&td, fargate_core::images::BUNDLE_CONTAINER);
     assert!(
         bundle.repository_credentials().is_none(),
         "the task image needs none"
@@ -1122,9 +1116,7 @@ async fn registry_credentials_without_an_execution_role_are_a_configuration_erro
     fargate_testkit::require_fixture!(Moto);
     let (_moto, ecs, launcher) = setup().await;
     let options = registry_options(&ecs.task_definition, Some(REGISTRY_SECRET));
-    let ImageDecision::Derived(request) = decide(&options, Some(&registry_job(33))).unwrap() else {
-        panic!("not derived")
-    };
+    let request = derived(&options, &registry_job(33));
     let err = launcher
         .launch(&spec_with(&ecs, 33, request))
         .await
@@ -1158,15 +1150,7 @@ fn login_options(base: &str) -> DriverOptions {
 }
 
 fn login_spec(ecs: &MotoEcs, base: &str, id: u64) -> TaskSpec {
-    let ImageDecision::Derived(request) =
-        decide(&login_options(base), Some(&login_job(id))).unwrap()
-    else {
-        panic!("not derived")
-    };
-    let mut spec = ecs.spec(id);
-    spec.task_definition = base.to_owned();
-    spec.images = Some(request);
-    spec
+    spec_on(ecs, id, base, derived(&login_options(base), &login_job(id)))
 }
 
 /// A registry that accepts the job tokens of `ids`.
@@ -1192,12 +1176,7 @@ async fn a_job_pulls_with_its_own_registry_login_through_a_per_job_secret() {
     let base = base_with_execution_role(&moto).await;
 
     // Not opted in: ECS's pull error, the hint naming both ways.
-    let driver = Driver::new(
-        registry_options(&base, None),
-        Arc::new(launcher.clone()),
-        Arc::new(MemoryShell::new()),
-        Arc::new(MemoryStore::new()),
-    );
+    let driver = driver_with(registry_options(&base, None), &launcher);
     let failure = driver
         .prepare(&JobContext::new(login_job(41)), &CancellationToken::new())
         .await
@@ -1225,19 +1204,8 @@ async fn a_job_pulls_with_its_own_registry_login_through_a_per_job_secret() {
     assert!(!status.state.is_terminal(), "{status:?}");
     let run = moto.run_task_request(&task.id).unwrap();
     assert!(!run.to_string().contains(&token), "{run}");
-    let arn = task_definition_of(&moto, &task.id);
-    let (td, tags) = definition(&moto, &arn).await;
-    assert_eq!(
-        td.family(),
-        Some(fargate_aws::job_secrets::job_family(&base, &spec.key).as_str())
-    );
-    assert!(!format!("{td:?}{tags:?}").contains(&token));
-    assert!(tags.contains(&("fargate:job-key".to_owned(), spec.key.to_string())));
-    let job = td
-        .container_definitions()
-        .iter()
-        .find(|c| c.name() == Some(fargate_core::images::JOB_CONTAINER))
-        .unwrap();
+    let (arn, td, _) = job_definition(&moto, &task.id, &base, &spec, &token).await;
+    let job = container(&td, fargate_core::images::JOB_CONTAINER);
     let parameter = job
         .repository_credentials()
         .map(|c| c.credentials_parameter())
@@ -1264,20 +1232,7 @@ async fn a_job_pulls_with_its_own_registry_login_through_a_per_job_secret() {
         "the derived definition and the job's own"
     );
 
-    // A replay from the record cannot recreate the secret: refused before any call.
-    let replay: TaskSpec = serde_json::from_str(&recorded).unwrap();
-    let runs = moto.run_task_requests().len();
-    assert_eq!(
-        launcher.launch(&replay).await.unwrap_err().kind(),
-        ErrorKind::Unsupported
-    );
-    assert_eq!(moto.run_task_requests().len(), runs);
-
-    // Cleanup's release (from the record): the secret and the job's family are gone.
-    launcher.release(&replay).await.unwrap();
-    assert!(secret_names(&moto).is_empty());
-    assert!(!definition_exists(&moto, &arn).await);
-    launcher.release(&replay).await.unwrap();
+    assert_replay_refused_and_released(&moto, &launcher, &recorded, &arn).await;
 }
 
 /// Without an execution role ECS could not read the login: a configuration error before
@@ -1373,12 +1328,7 @@ async fn cleanup_and_gc_remove_the_job_login_secrets() {
     let (moto, ecs, launcher) = setup().await;
     accept_job_tokens(&moto, &[44, 45, 46]);
     let base = base_with_execution_role(&moto).await;
-    let driver = Driver::new(
-        login_options(&base),
-        Arc::new(launcher.clone()),
-        Arc::new(MemoryShell::new()),
-        Arc::new(MemoryStore::new()),
-    );
+    let driver = driver_with(login_options(&base), &launcher);
     let job = JobContext::new(login_job(44));
     driver
         .prepare(&job, &CancellationToken::new())
@@ -1485,34 +1435,26 @@ async fn a_kaniko_job_gets_what_the_recipe_needs() {
     use fargate_core::images::{BUNDLE_ENTRY_POINT, StageContainer, stage_container};
     fargate_testkit::require_fixture!(Moto);
     let (moto, ecs, launcher) = setup().await;
-    let options = DriverOptions::builder()
-        .namespace(Namespace::parse("fixture").unwrap())
-        .task_definition(&ecs.task_definition)
-        .images(ImagePolicy::allowing(
+    let options = options_with(
+        &ecs.task_definition,
+        ImagePolicy::allowing(
             ["gcr.io/kaniko-project/executor:debug"],
             Vec::<String>::new(),
-        ))
-        .build()
-        .unwrap();
+        ),
+    );
     let mut r = JobResponse::new(61);
     r.image = Some(
         JobImage::new("gcr.io/kaniko-project/executor:${KANIKO_TAG}")
             .with_entrypoint(vec![String::new()]),
     );
     r.variables = fargate_core::job::JobVariables::new().with("KANIKO_TAG", "debug");
-    let ImageDecision::Derived(request) = decide(&options, Some(&r)).unwrap() else {
-        panic!("not derived")
-    };
+    let request = derived(&options, &r);
     let task = launcher
         .launch(&spec_with(&ecs, 61, request))
         .await
         .unwrap();
     let (td, _) = definition(&moto, &task_definition_of(&moto, &task.id)).await;
-    let job = td
-        .container_definitions()
-        .iter()
-        .find(|c| c.name() == Some(fargate_core::images::JOB_CONTAINER))
-        .unwrap();
+    let job = container(&td, fargate_core::images::JOB_CONTAINER);
     assert_eq!(job.image(), Some("gcr.io/kaniko-project/executor:debug"));
     assert_eq!(
         job.entry_point(),
@@ -1545,11 +1487,7 @@ async fn a_kaniko_job_gets_what_the_recipe_needs() {
         1,
         "the checkout is shared with the job container"
     );
-    let helper = td
-        .container_definitions()
-        .iter()
-        .find(|c| c.name() == Some(CONTAINER))
-        .unwrap();
+    let helper = container(&td, CONTAINER);
     assert!(
         helper
             .mount_points()

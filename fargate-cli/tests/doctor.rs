@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aws_sdk_ecs::types::{ContainerDefinition, NetworkMode};
+use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionFluentBuilder;
+use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode, PortMapping};
 use fargate_testkit::moto::{CONTAINER, Moto, MotoEcs};
 
 struct Setup {
@@ -33,9 +34,113 @@ fn toml(ecs: &MotoEcs, s: &Setup, metadata: &Path) -> String {
     )
 }
 
-/// Runs `fargate doctor`: its exit code and stdout.
-fn doctor(moto: &Moto, dir: &Path, config: &str) -> (i32, String) {
-    fargate(moto, dir, config, &["doctor"])
+/// A moto server with the fixture's cluster, a metadata directory (0700) and a security
+/// group that lets SSH (tcp/22) in: what a correct setup needs.
+struct Fixture {
+    moto: Moto,
+    ecs: MotoEcs,
+    dir: tempfile::TempDir,
+    metadata: PathBuf,
+    ssh_group: String,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let moto = Moto::start();
+        let ecs = moto.setup().await;
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = dir.path().join("metadata");
+        std::fs::create_dir(&metadata).unwrap();
+        std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let ssh_group = moto.create_security_group("ci-ssh");
+        moto.allow_tcp_in(&ssh_group, 22);
+        Fixture {
+            moto,
+            ecs,
+            dir,
+            metadata,
+            ssh_group,
+        }
+    }
+
+    /// The correct setup with `task_definition`.
+    fn setup(&self, task_definition: &str) -> Setup {
+        Setup {
+            cluster: self.ecs.cluster.clone(),
+            task_definition: task_definition.to_owned(),
+            container: CONTAINER.into(),
+            security_group: self.ssh_group.clone(),
+        }
+    }
+
+    /// The correct setup, with the fixture's task definition.
+    fn good(&self) -> Setup {
+        self.setup(&self.ecs.task_definition)
+    }
+
+    /// The configuration of `setup`.
+    fn toml(&self, setup: &Setup) -> String {
+        toml(&self.ecs, setup, &self.metadata)
+    }
+
+    /// Runs `fargate doctor`: its exit code and stdout.
+    fn doctor(&self, config: &str) -> (i32, String) {
+        self.fargate(config, &["doctor"])
+    }
+
+    /// Runs `fargate <args>` with `config`: its exit code and stdout.
+    fn fargate(&self, config: &str, args: &[&str]) -> (i32, String) {
+        fargate(&self.moto, self.dir.path(), config, args)
+    }
+}
+
+/// A container named [`CONTAINER`] running the CI image, mapping `port` when given.
+fn ci_container(port: Option<i32>) -> ContainerDefinition {
+    let container = ContainerDefinition::builder()
+        .name(CONTAINER)
+        .image("registry.example/ci:latest")
+        .memory(512);
+    match port {
+        Some(port) => container.port_mappings(PortMapping::builder().container_port(port).build()),
+        None => container,
+    }
+    .build()
+}
+
+/// A request for a Fargate task definition `family` (awsvpc, 256 CPU units, 512 MiB) of one
+/// [`ci_container`] mapping `port`.
+fn fargate_definition(
+    moto: &Moto,
+    family: &str,
+    port: Option<i32>,
+) -> RegisterTaskDefinitionFluentBuilder {
+    moto.ecs_client()
+        .register_task_definition()
+        .family(family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(ci_container(port))
+}
+
+/// Sends `request`: the registered definition's ARN.
+async fn register(request: RegisterTaskDefinitionFluentBuilder) -> String {
+    request
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_owned()
+}
+
+/// Doctor exited 1 with exactly one failed check.
+#[track_caller]
+fn assert_one_failure(code: i32, out: &str) {
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
 }
 
 /// Runs `fargate <args>` with `config`: its exit code and stdout.
@@ -65,22 +170,10 @@ fn fargate(moto: &Moto, dir: &Path, config: &str, args: &[&str]) -> (i32, String
 #[tokio::test(flavor = "multi_thread")]
 async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
     fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    let ecs = moto.setup().await;
-    let dir = tempfile::tempdir().unwrap();
-    let metadata = dir.path().join("metadata");
-    std::fs::create_dir(&metadata).unwrap();
-    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let ssh_group = moto.create_security_group("ci-ssh");
-    moto.allow_tcp_in(&ssh_group, 22);
-    let good = || Setup {
-        cluster: ecs.cluster.clone(),
-        task_definition: ecs.task_definition.clone(),
-        container: CONTAINER.into(),
-        security_group: ssh_group.clone(),
-    };
+    let fx = Fixture::start().await;
+    let (dir, metadata) = (fx.dir.path(), &fx.metadata);
 
-    let (code, out) = doctor(&moto, dir.path(), &toml(&ecs, &good(), &metadata));
+    let (code, out) = fx.doctor(&fx.toml(&fx.good()));
     assert_eq!(code, 0, "{out}");
     println!("{out}"); // shown with --nocapture: the README's sample
     assert!(out.contains("checks passed"), "{out}");
@@ -98,34 +191,23 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
     }
 
     // A task definition in bridge mode.
-    let bridge = moto
-        .ecs_client()
-        .register_task_definition()
-        .family("bridged")
-        .network_mode(NetworkMode::Bridge)
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name(CONTAINER)
-                .image("registry.example/ci:latest")
-                .memory(512)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let bridge = bridge
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap()
-        .to_owned();
-    let closed_group = moto.create_security_group("ci-closed");
+    let bridge = register(
+        fx.moto
+            .ecs_client()
+            .register_task_definition()
+            .family("bridged")
+            .network_mode(NetworkMode::Bridge)
+            .container_definitions(ci_container(None)),
+    )
+    .await;
+    let closed_group = fx.moto.create_security_group("ci-closed");
 
     let broken: Vec<(&str, Setup, &str, &str)> = vec![
         (
             "missing cluster",
             Setup {
                 cluster: "nope".into(),
-                ..good()
+                ..fx.good()
             },
             "FAIL  cluster nope: not found in this region",
             "fix: create it (aws ecs create-cluster --cluster-name nope)",
@@ -134,7 +216,7 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
             "wrong network mode",
             Setup {
                 task_definition: bridge.clone(),
-                ..good()
+                ..fx.good()
             },
             "network mode bridge, not awsvpc",
             "fix: register a revision with \"networkMode\": \"awsvpc\"",
@@ -143,7 +225,7 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
             "missing container",
             Setup {
                 container: "other".into(),
-                ..good()
+                ..fx.good()
             },
             "no container \"other\"",
             "fix: set [Fargate] ContainerName to the container that runs sshd",
@@ -152,14 +234,14 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
             "no rule for the SSH port",
             Setup {
                 security_group: closed_group.clone(),
-                ..good()
+                ..fx.good()
             },
             "has no inbound rule for tcp/22",
             "fix: aws ec2 authorize-security-group-ingress --group-id",
         ),
     ];
     for (what, setup, problem, fix) in broken {
-        let (code, out) = doctor(&moto, dir.path(), &toml(&ecs, &setup, &metadata));
+        let (code, out) = fx.doctor(&fx.toml(&setup));
         assert_eq!(code, 1, "{what}: {out}");
         assert_eq!(
             out.matches("FAIL").count(),
@@ -173,7 +255,8 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
     }
 
     // A Spot strategy on a cluster that has only FARGATE.
-    moto.ecs_client()
+    fx.moto
+        .ecs_client()
         .create_cluster()
         .cluster_name("ondemand")
         .capacity_providers("FARGATE")
@@ -182,18 +265,13 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
         .unwrap();
     let spot = format!(
         "{}[[Fargate.CapacityProviderStrategy]]\n  Provider = \"FARGATE_SPOT\"\n",
-        toml(
-            &ecs,
-            &Setup {
-                cluster: "ondemand".into(),
-                ..good()
-            },
-            &metadata
-        )
+        fx.toml(&Setup {
+            cluster: "ondemand".into(),
+            ..fx.good()
+        })
     );
-    let (code, out) = doctor(&moto, dir.path(), &spot);
-    assert_eq!(code, 1, "{out}");
-    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    let (code, out) = fx.doctor(&spot);
+    assert_one_failure(code, &out);
     assert!(
         out.contains("FAIL  capacity providers: FARGATE_SPOT not associated with the cluster"),
         "{out}"
@@ -204,86 +282,49 @@ async fn a_correct_setup_passes_and_each_broken_item_fails_with_its_fix() {
     );
 
     // A metadata directory others may write to.
-    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let (code, out) = doctor(&moto, dir.path(), &toml(&ecs, &good(), &metadata));
-    assert_eq!(code, 1, "{out}");
-    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    std::fs::set_permissions(metadata, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, out) = fx.doctor(&fx.toml(&fx.good()));
+    assert_one_failure(code, &out);
     assert!(out.contains("FAIL  metadata directory"), "{out}");
     assert!(out.contains("&& chmod 700"), "{out}");
-    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
 
     // A metrics file in a directory others may write to, then with a link planted there.
-    let textfile = dir.path().join("textfile");
+    let textfile = dir.join("textfile");
     std::fs::create_dir(&textfile).unwrap();
     let metrics = format!(
         "{}[Metrics]\n  File = {:?}\n",
-        toml(&ecs, &good(), &metadata),
+        fx.toml(&fx.good()),
         textfile.join("fargate.prom").display().to_string()
     );
-    let (code, out) = doctor(&moto, dir.path(), &metrics);
+    let (code, out) = fx.doctor(&metrics);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok    metrics file"), "{out}");
     std::fs::set_permissions(&textfile, std::fs::Permissions::from_mode(0o775)).unwrap();
-    let (code, out) = doctor(&moto, dir.path(), &metrics);
-    assert_eq!(code, 1, "{out}");
-    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    let (code, out) = fx.doctor(&metrics);
+    assert_one_failure(code, &out);
     assert!(out.contains("FAIL  metrics file"), "{out}");
     assert!(out.contains("writable by group or others"), "{out}");
     assert!(out.contains("fix: `chmod go-w"), "{out}");
     std::fs::set_permissions(&textfile, std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", textfile.join("fargate.prom.state")).unwrap();
-    let (code, out) = doctor(&moto, dir.path(), &metrics);
+    let (code, out) = fx.doctor(&metrics);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL  metrics file"), "{out}");
     assert!(out.contains("is a symbolic link"), "{out}");
 
     // Host keys from the task's log: the fixture's definition logs with awslogs; one that
     // does not fails with the fix.
-    let task_log = |setup: &Setup| {
-        format!(
-            "{}  HostKeySource = \"task-log\"\n",
-            toml(&ecs, setup, &metadata)
-        )
-    };
-    let (code, out) = doctor(&moto, dir.path(), &task_log(&good()));
+    let task_log = |setup: &Setup| format!("{}  HostKeySource = \"task-log\"\n", fx.toml(setup));
+    let (code, out) = fx.doctor(&task_log(&fx.good()));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("ok    host keys from the log of container ci-coordinator: /ecs/ci job/ci-coordinator/<task id>"),
         "{out}"
     );
-    let silent = moto
-        .ecs_client()
-        .register_task_definition()
-        .family("silent")
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-        .cpu("256")
-        .memory("512")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name(CONTAINER)
-                .image("registry.example/ci:latest")
-                .memory(512)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let silent = silent
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap()
-        .to_owned();
-    let (code, out) = doctor(
-        &moto,
-        dir.path(),
-        &task_log(&Setup {
-            task_definition: silent,
-            ..good()
-        }),
-    );
-    assert_eq!(code, 1, "{out}");
-    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    let silent = register(fargate_definition(&fx.moto, "silent", None)).await;
+    let (code, out) = fx.doctor(&task_log(&fx.setup(&silent)));
+    assert_one_failure(code, &out);
     assert!(out.contains("does not log to CloudWatch Logs"), "{out}");
     assert!(
         out.contains("fix: give the container an awslogs log configuration"),
@@ -305,35 +346,12 @@ async fn the_job_mode_runs_a_real_job_and_prints_its_summary() {
     let fargate = LocalFargate::start(options).await;
     // The local Fargate's sshd listens on its own port: a task definition that maps it, and
     // a security group that lets it in.
-    let td = fargate
-        .moto()
-        .ecs_client()
-        .register_task_definition()
-        .family("doctor-job")
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-        .cpu("256")
-        .memory("512")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name(CONTAINER)
-                .image("registry.example/ci:latest")
-                .memory(512)
-                .port_mappings(
-                    aws_sdk_ecs::types::PortMapping::builder()
-                        .container_port(i32::from(port))
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let td = td
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap()
-        .to_owned();
+    let td = register(fargate_definition(
+        fargate.moto(),
+        "doctor-job",
+        Some(i32::from(port)),
+    ))
+    .await;
     let group = fargate.moto().create_security_group("ci-doctor");
     fargate.moto().allow_tcp_in(&group, port);
     let dir = tempfile::tempdir().unwrap();
@@ -380,40 +398,19 @@ async fn the_job_mode_runs_a_real_job_and_prints_its_summary() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ecs_exec_for_kept_tasks_needs_a_task_role_and_platform_1_4() {
     fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    let ecs = moto.setup().await;
-    let dir = tempfile::tempdir().unwrap();
-    let metadata = dir.path().join("metadata");
-    std::fs::create_dir(&metadata).unwrap();
-    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let ssh_group = moto.create_security_group("ci-ssh");
-    moto.allow_tcp_in(&ssh_group, 22);
-    let setup = |task_definition: &str| Setup {
-        cluster: ecs.cluster.clone(),
-        task_definition: task_definition.to_owned(),
-        container: CONTAINER.into(),
-        security_group: ssh_group.clone(),
-    };
+    let fx = Fixture::start().await;
     let rule = "[[Fargate.ProjectRule]]\n  Name = \"debug\"\n  Projects = [\"app/*\"]\n  KeepFailedFor = \"30m\"\n";
     let name = "ECS Exec (shell into kept tasks)";
 
     // Without a rule that keeps tasks (nor EnableExecuteCommand), no such check.
-    let (code, out) = doctor(
-        &moto,
-        dir.path(),
-        &toml(&ecs, &setup(&ecs.task_definition), &metadata),
-    );
+    let (code, out) = fx.doctor(&fx.toml(&fx.good()));
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains(name), "{out}");
 
     // The fixture's task definition has no task role.
-    let config = format!(
-        "{}{rule}",
-        toml(&ecs, &setup(&ecs.task_definition), &metadata)
-    );
-    let (code, out) = doctor(&moto, dir.path(), &config);
-    assert_eq!(code, 1, "{out}");
-    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+    let config = format!("{}{rule}", fx.toml(&fx.good()));
+    let (code, out) = fx.doctor(&config);
+    assert_one_failure(code, &out);
     assert!(
         out.contains(&format!("FAIL  {name}: task definition")),
         "{out}"
@@ -423,37 +420,10 @@ async fn ecs_exec_for_kept_tasks_needs_a_task_role_and_platform_1_4() {
 
     // One with a task role passes, naming what the role must allow.
     let role = "arn:aws:iam::123456789012:role/fargate-ci-task";
-    let with_role = moto
-        .ecs_client()
-        .register_task_definition()
-        .family("with-role")
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-        .cpu("256")
-        .memory("512")
-        .task_role_arn(role)
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name(CONTAINER)
-                .image("registry.example/ci:latest")
-                .memory(512)
-                .port_mappings(
-                    aws_sdk_ecs::types::PortMapping::builder()
-                        .container_port(22)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let with_role = with_role
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap()
-        .to_owned();
-    let config = format!("{}{rule}", toml(&ecs, &setup(&with_role), &metadata));
-    let (code, out) = doctor(&moto, dir.path(), &config);
+    let with_role =
+        register(fargate_definition(&fx.moto, "with-role", Some(22)).task_role_arn(role)).await;
+    let config = format!("{}{rule}", fx.toml(&fx.setup(&with_role)));
+    let (code, out) = fx.doctor(&config);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!(
@@ -465,7 +435,7 @@ async fn ecs_exec_for_kept_tasks_needs_a_task_role_and_platform_1_4() {
 
     // A platform version without ECS Exec.
     let config = config.replace("[Fargate]\n", "[Fargate]\n  PlatformVersion = \"1.3.0\"\n");
-    let (code, out) = doctor(&moto, dir.path(), &config);
+    let (code, out) = fx.doctor(&config);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(&format!(
@@ -482,55 +452,39 @@ async fn ecs_exec_for_kept_tasks_needs_a_task_role_and_platform_1_4() {
 #[tokio::test(flavor = "multi_thread")]
 async fn store_init_creates_the_fleet_table_and_doctor_checks_it() {
     fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    let ecs = moto.setup().await;
-    let dir = tempfile::tempdir().unwrap();
-    let metadata = dir.path().join("metadata");
-    let ssh_group = moto.create_security_group("ci-ssh");
-    moto.allow_tcp_in(&ssh_group, 22);
-    let setup = Setup {
-        cluster: ecs.cluster.clone(),
-        task_definition: ecs.task_definition.clone(),
-        container: CONTAINER.into(),
-        security_group: ssh_group,
-    };
-    let config = toml(&ecs, &setup, &metadata).replace(
+    let fx = Fixture::start().await;
+    let config = fx.toml(&fx.good()).replace(
         "[TaskMetadata]\n",
         "[TaskMetadata]\n  DynamoDBTable = \"fleet-table\"\n",
     );
     // No table yet: check and doctor say so, with the way out.
-    let (code, out) = fargate(&moto, dir.path(), &config, &["store", "check"]);
+    let (code, out) = fx.fargate(&config, &["store", "check"]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("does not exist") && out.contains("fargate store init"),
         "{out}"
     );
-    let (code, out) = doctor(&moto, dir.path(), &config);
+    let (code, out) = fx.doctor(&config);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("DynamoDB table fleet-table") && out.contains("fargate store init"),
         "{out}"
     );
     // Created (on demand, TTL on); then usable, and doctor passes with it.
-    let (code, out) = fargate(&moto, dir.path(), &config, &["store", "init"]);
+    let (code, out) = fx.fargate(&config, &["store", "init"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("created table fleet-table") && out.contains("turned TTL on"),
         "{out}"
     );
-    let (code, out) = fargate(&moto, dir.path(), &config, &["store", "check"]);
+    let (code, out) = fx.fargate(&config, &["store", "check"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("table fleet-table is usable"), "{out}");
-    let (code, out) = doctor(&moto, dir.path(), &config);
+    let (code, out) = fx.doctor(&config);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("lock, read, list, unlock"), "{out}");
     // Without a table in the configuration, `store` says there is none to set up.
-    let (code, out) = fargate(
-        &moto,
-        dir.path(),
-        &toml(&ecs, &setup, &metadata),
-        &["store", "check"],
-    );
+    let (code, out) = fx.fargate(&fx.toml(&fx.good()), &["store", "check"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("names no DynamoDB table"), "{out}");
 }
@@ -541,20 +495,7 @@ async fn store_init_creates_the_fleet_table_and_doctor_checks_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn private_registries_and_ecr_need_an_execution_role() {
     fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    let ecs = moto.setup().await;
-    let dir = tempfile::tempdir().unwrap();
-    let metadata = dir.path().join("metadata");
-    std::fs::create_dir(&metadata).unwrap();
-    std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let ssh_group = moto.create_security_group("ci-ssh");
-    moto.allow_tcp_in(&ssh_group, 22);
-    let setup = |task_definition: &str| Setup {
-        cluster: ecs.cluster.clone(),
-        task_definition: task_definition.to_owned(),
-        container: CONTAINER.into(),
-        security_group: ssh_group.clone(),
-    };
+    let fx = Fixture::start().await;
     let secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/registry-AbCdEf";
     let images = format!(
         "[Fargate.Images]\n  AllowedImages = [\"registry.gitlab.example.com/*\", \"123456789012.dkr.ecr.us-east-1.amazonaws.com/ci/*\"]\n  JobSSHPort = 2222\n\
@@ -563,20 +504,13 @@ async fn private_registries_and_ecr_need_an_execution_role() {
     let name = "execution role for job image pulls";
 
     // Without images, no such check.
-    let (code, out) = doctor(
-        &moto,
-        dir.path(),
-        &toml(&ecs, &setup(&ecs.task_definition), &metadata),
-    );
+    let (code, out) = fx.doctor(&fx.toml(&fx.good()));
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains(name), "{out}");
 
     // The fixture's task definition has no execution role.
-    let config = format!(
-        "{}{images}",
-        toml(&ecs, &setup(&ecs.task_definition), &metadata)
-    );
-    let (code, out) = doctor(&moto, dir.path(), &config);
+    let config = format!("{}{images}", fx.toml(&fx.good()));
+    let (code, out) = fx.doctor(&config);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("FAIL  {name}: ")), "{out}");
     assert!(out.contains("has no execution role"), "{out}");
@@ -587,36 +521,12 @@ async fn private_registries_and_ecr_need_an_execution_role() {
     );
 
     let role = "arn:aws:iam::123456789012:role/fargate-ci-task-execution";
-    let with_role = moto
-        .ecs_client()
-        .register_task_definition()
-        .family("with-execution-role")
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-        .cpu("256")
-        .memory("512")
-        .execution_role_arn(role)
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name(CONTAINER)
-                .image("registry.example/ci:latest")
-                .memory(512)
-                .port_mappings(
-                    aws_sdk_ecs::types::PortMapping::builder()
-                        .container_port(22)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap()
-        .to_owned();
-    let config = format!("{}{images}", toml(&ecs, &setup(&with_role), &metadata));
-    let (code, out) = doctor(&moto, dir.path(), &config);
+    let with_role = register(
+        fargate_definition(&fx.moto, "with-execution-role", Some(22)).execution_role_arn(role),
+    )
+    .await;
+    let config = format!("{}{images}", fx.toml(&fx.setup(&with_role)));
+    let (code, out) = fx.doctor(&config);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!(
@@ -627,18 +537,15 @@ async fn private_registries_and_ecr_need_an_execution_role() {
 
     // Jobs' own registry logins alone: the execution role must read the jobs' secrets.
     let logins = "[Fargate.Images]\n  AllowedImages = [\"registry.gitlab.example.com/*\"]\n  JobSSHPort = 2222\n  JobRegistryCredentials = [\"registry.gitlab.example.com\"]\n";
-    let config = format!(
-        "{}{logins}",
-        toml(&ecs, &setup(&ecs.task_definition), &metadata)
-    );
-    let (code, out) = doctor(&moto, dir.path(), &config);
+    let config = format!("{}{logins}", fx.toml(&fx.good()));
+    let (code, out) = fx.doctor(&config);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(&format!("FAIL  {name}: ")) && out.contains("nor read the jobs' own secrets"),
         "{out}"
     );
-    let config = format!("{}{logins}", toml(&ecs, &setup(&with_role), &metadata));
-    let (code, out) = doctor(&moto, dir.path(), &config);
+    let config = format!("{}{logins}", fx.toml(&fx.setup(&with_role)));
+    let (code, out) = fx.doctor(&config);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!(

@@ -3,33 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
 
-use std::path::PathBuf;
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Rig, assert_failed_at_prepare, joined, keeper_pids, run_fargate};
 use fargate_testkit::fault_proxy::Fault;
-use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{Job, JobResult, JobStatus, KillPoint, OnOutput, RunnerEmu};
-
-struct Rig {
-    fargate: Arc<LocalFargate>,
-    emu: RunnerEmu,
-    dir: tempfile::TempDir,
-}
+use fargate_testkit::local_fargate::LocalFargateOptions;
+use fargate_testkit::runner::{Job, JobResult, JobStatus, KillPoint, OnOutput};
 
 async fn rig_with(options: LocalFargateOptions, edit: impl FnOnce(String) -> String) -> Rig {
-    let fargate = Arc::new(LocalFargate::start(options).await);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let metadata = dir.path().join("metadata");
-    let config = dir.path().join("fargate.toml");
-    std::fs::write(&config, edit(fargate.fargate_toml(&metadata))).expect("write fargate.toml");
-    let mut emu = RunnerEmu::new(
-        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
-        &config,
-        fargate.driver_env(),
-    );
-    emu.metadata_dir = Some(metadata);
-    Rig { fargate, emu, dir }
+    Rig::start(options, |config, _| edit(config)).await
 }
 
 async fn rig() -> Rig {
@@ -37,13 +23,6 @@ async fn rig() -> Rig {
 }
 
 impl Rig {
-    async fn run(&self, job: Job) -> JobResult {
-        let emu = self.emu.clone();
-        tokio::task::spawn_blocking(move || emu.run(job))
-            .await
-            .expect("runner thread")
-    }
-
     async fn assert_no_task_running(&self, result: &JobResult) {
         let running = self.fargate.running_tasks().await;
         assert!(
@@ -69,17 +48,7 @@ impl Rig {
     /// The pids of this rig's connection keeper processes (`fargate ... keeper --socket
     /// <metadata dir>/...`; a process that exited has no command line).
     fn keepers(&self) -> Vec<u32> {
-        let metadata = self.dir.path().join("metadata").display().to_string();
-        std::fs::read_dir("/proc")
-            .expect("/proc")
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-                args.contains(&&b"keeper"[..])
-                    && args.iter().any(|a| a.starts_with(metadata.as_bytes()))
-            })
-            .collect()
+        keeper_pids(&self.metadata())
     }
 }
 
@@ -97,7 +66,7 @@ impl Rig {
     /// What the metadata directory holds besides the namespace's claim (`<ns>.namespace`,
     /// which stays while the runner entry exists; see docs/ownership.md).
     fn metadata_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.path().join("metadata"))
+        let mut names: Vec<String> = std::fs::read_dir(self.metadata())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             // The namespace's claim and API budget stay: they belong to the runner entry.
@@ -112,7 +81,7 @@ impl Rig {
 
     /// Waits until no keeper socket in the metadata directory accepts a connection.
     fn wait_until_no_keeper_listens(&self) {
-        let metadata = self.dir.path().join("metadata");
+        let metadata = self.metadata();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             let listening = std::fs::read_dir(&metadata)
@@ -332,12 +301,7 @@ async fn a_missing_task_definition_is_a_system_failure_with_ecs_message() {
     })
     .await;
     let result = rig.run(Job::new(6, &["echo never"])).await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert!(
         result.log.contains("Unable to describe task definition"),
         "{}",
@@ -718,12 +682,7 @@ async fn an_sshd_offering_only_a_key_exchange_libssh2_lacks_fails_prepare_fast()
     )
     .await;
     let result = rig.run(Job::new(420, &["echo never"])).await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert!(result.log.contains("KexAlgorithms"), "{}", result.log);
     for attempt in result.stage("prepare") {
         assert!(
@@ -745,12 +704,7 @@ async fn a_metadata_directory_others_may_write_is_refused_before_any_task_starts
     std::fs::create_dir_all(&metadata).expect("metadata dir");
     std::fs::set_permissions(&metadata, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let result = rig.run(Job::new(421, &["echo never"])).await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert!(result.log.contains("chmod 700"), "{}", result.log);
     assert!(
         rig.fargate.moto().run_task_requests().is_empty(),
@@ -814,31 +768,13 @@ async fn a_hanging_describe_never_stalls_the_output_or_a_cancel() {
 
 /// Runs `fargate gc` with `args` against the rig's cluster and metadata; returns its exit
 /// code and stdout.
-fn gc_command(config: &std::path::Path, env: &[(String, String)], args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
-        .arg("--config")
-        .arg(config)
-        .arg("gc")
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("running fargate gc");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    (
-        out.status.code().unwrap_or(-1),
-        format!("{stdout}\n--- stderr:\n{stderr}"),
-    )
+fn gc_command(config: &Path, env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    joined(run_fargate(config, env, &[&["gc"], args].concat()))
 }
 
 impl Rig {
     fn gc(&self, args: &[&str]) -> (i32, String) {
-        gc_command(
-            &self.dir.path().join("fargate.toml"),
-            &self.fargate.driver_env(),
-            args,
-        )
+        gc_command(&self.config(), &self.fargate.driver_env(), args)
     }
 
     /// Runs only the prepare stage of `job`, as a runner that dies right after it would.
@@ -935,7 +871,7 @@ async fn gc_stops_a_task_past_its_deadline_tag() {
 async fn gc_while_jobs_run_touches_none_of_their_tasks() {
     fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
-    let config = rig.dir.path().join("fargate.toml");
+    let config = rig.config();
     let env = rig.fargate.driver_env();
     let outputs = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut handles = Vec::new();
@@ -1102,7 +1038,7 @@ async fn gc_removes_leftovers_without_a_live_owner() {
     use std::os::unix::net::UnixListener;
     fargate_testkit::require_fixture!(LocalFargate);
     let rig = rig().await;
-    let meta = rig.dir.path().join("metadata");
+    let meta = rig.metadata();
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&meta)
@@ -1226,12 +1162,7 @@ async fn a_host_key_the_task_did_not_announce_fails_prepare_and_sends_nothing() 
     )
     .await;
     let result = rig.run(Job::new(431, &["echo never-sent"])).await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert!(
         result.log.contains("did not announce") && result.log.contains("nothing was sent to it"),
         "{}",

@@ -8,14 +8,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions, NAMESPACE};
+use common::{keeper_pids, no_lag, pool_json, run_fargate, run_job, runner_emu, slots_of, task_of};
+use fargate_testkit::local_fargate::{LocalFargate, NAMESPACE};
 use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput, RunnerEmu, runner_script};
 
 /// The fleet's table.
@@ -24,7 +27,6 @@ const WARM: &str = "using a warm task from the pool";
 
 /// One runner host: its configuration, metadata directory and runner.
 struct Host {
-    name: &'static str,
     config: PathBuf,
     metadata: PathBuf,
     emu: RunnerEmu,
@@ -42,13 +44,7 @@ struct Fleet {
 /// A fleet whose hosts' `fargate.toml` end with `extra` (sections of their own).
 async fn fleet(extra: &str) -> Fleet {
     // No visibility lag: gc's listing must show a task at once.
-    let fargate = Arc::new(
-        LocalFargate::start(LocalFargateOptions {
-            visibility_lag: Duration::ZERO,
-            ..LocalFargateOptions::default()
-        })
-        .await,
-    );
+    let fargate = Arc::new(LocalFargate::start(no_lag()).await);
     let dir = tempfile::tempdir().expect("temp dir");
     // The job's login user (not root) looks for files the test creates in here.
     std::fs::set_permissions(
@@ -65,14 +61,8 @@ async fn fleet(extra: &str) -> Fleet {
         );
         assert!(toml.contains("HostName"), "{toml}");
         std::fs::write(&config, format!("{toml}{extra}")).expect("write fargate.toml");
-        let mut emu = RunnerEmu::new(
-            &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
-            &config,
-            fargate.driver_env(),
-        );
-        emu.metadata_dir = Some(metadata.clone());
+        let emu = runner_emu(&fargate, &config, metadata.clone());
         Host {
-            name,
             config,
             metadata,
             emu,
@@ -88,67 +78,27 @@ async fn fleet(extra: &str) -> Fleet {
 impl Host {
     /// `fargate --config <this host's> <args>`: exit code, stdout and stderr.
     fn fargate(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_fargate"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .output()
-            .expect("running fargate");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        run_fargate(&self.config, &self.env, args)
     }
 
     /// `fargate pool <action> --json`, which must succeed.
     fn pool(&self, action: &[&str]) -> serde_json::Value {
-        let mut args = vec!["pool"];
-        args.extend_from_slice(action);
-        args.push("--json");
-        let (code, out, err) = self.fargate(&args);
-        assert_eq!(code, 0, "{} pool {action:?}: {out}\n{err}", self.name);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+        pool_json(&self.config, &self.env, action)
     }
 
     /// The pool's tasks as this host sees them (task, state).
     fn slots(&self) -> Vec<(String, String)> {
-        self.pool(&["status"])["slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["task"].as_str().unwrap_or("").to_owned(),
-                    s["state"]["state"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        slots_of(&self.pool(&["status"]))
     }
 
     async fn run(&self, job: Job) -> JobResult {
-        let emu = self.emu.clone();
-        tokio::task::spawn_blocking(move || emu.run(job))
-            .await
-            .expect("runner thread")
+        run_job(&self.emu, job).await
     }
 
     /// The pids of this host's connection keepers (`fargate ... keeper --socket <this
     /// host's metadata dir>/...`).
     fn keepers(&self) -> Vec<u32> {
-        let metadata = self.metadata.display().to_string();
-        std::fs::read_dir("/proc")
-            .expect("/proc")
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-                args.contains(&&b"keeper"[..])
-                    && args.iter().any(|a| a.starts_with(metadata.as_bytes()))
-            })
-            .collect()
+        keeper_pids(&self.metadata)
     }
 }
 
@@ -172,17 +122,6 @@ impl Fleet {
         let running = self.fargate.running_tasks().await;
         assert!(running.is_empty(), "tasks left: {running:?}\n{log}");
     }
-}
-
-/// The task a job ran on, from its log's "task <arn> is ready at" line.
-fn task_of(log: &str) -> String {
-    log.lines()
-        .find_map(|l| {
-            let rest = &l[l.find("task arn:")?..];
-            rest.contains(" is ready at ")
-                .then(|| rest.split_whitespace().nth(1).map(str::to_owned))?
-        })
-        .unwrap_or_else(|| panic!("no ready line in\n{log}"))
 }
 
 /// SIGKILL to the process group `pgid`, or the process `pid` (a negative number: a group).

@@ -3,43 +3,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+mod common;
 
-use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu, job_token};
+use std::os::unix::fs::PermissionsExt;
+
+use common::{Rig, no_lag};
+use fargate_testkit::runner::{Job, JobStatus, job_token};
 
 const IMAGES: &str = "[Fargate.Images]\n  AllowedImages = [\"alpine:*\"]\n  AllowedServices = [\"redis:*\"]\n  JobSSHPort = 2223\n";
 
-struct Rig {
-    fargate: LocalFargate,
-    emu: RunnerEmu,
-    _dir: tempfile::TempDir,
-    _builds: tempfile::TempDir,
-}
-
-async fn rig(extra: &str) -> Rig {
+/// A rig whose `fargate.toml` ends with `extra`, and the builds directory its jobs use (kept
+/// while the test runs).
+async fn rig(extra: &str) -> (Rig, tempfile::TempDir) {
     // No visibility lag: the job log's service lines come from a describe, and these tests
     // check them (the lag has its own e2e tests).
-    let fargate = LocalFargate::start(LocalFargateOptions {
-        visibility_lag: std::time::Duration::ZERO,
-        ..LocalFargateOptions::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let metadata = dir.path().join("metadata");
-    let config = dir.path().join("fargate.toml");
-    std::fs::write(
-        &config,
-        format!("{}{extra}", fargate.fargate_toml(&metadata)),
-    )
-    .expect("write fargate.toml");
-    let mut emu = RunnerEmu::new(
-        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
-        &config,
-        fargate.driver_env(),
-    );
-    emu.metadata_dir = Some(metadata);
+    let mut rig = Rig::start(no_lag(), |config, _| format!("{config}{extra}")).await;
     // The builds directory of this test alone, writable by the task's login user.
     let builds = tempfile::Builder::new()
         .prefix("fargate-e2e-builds-")
@@ -47,22 +25,8 @@ async fn rig(extra: &str) -> Rig {
         .expect("builds dir");
     std::fs::set_permissions(builds.path(), std::fs::Permissions::from_mode(0o777))
         .expect("chmod builds dir");
-    emu.builds_dir = builds.path().display().to_string();
-    Rig {
-        fargate,
-        emu,
-        _dir: dir,
-        _builds: builds,
-    }
-}
-
-impl Rig {
-    async fn run(&self, job: Job) -> JobResult {
-        let emu = self.emu.clone();
-        tokio::task::spawn_blocking(move || emu.run(job))
-            .await
-            .expect("runner thread")
-    }
+    rig.emu.builds_dir = builds.path().display().to_string();
+    (rig, builds)
 }
 
 /// A job of image `image` whose checkout and scripts say where they ran.
@@ -87,7 +51,7 @@ fn job(id: i64, image: &str) -> Job {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_image_gets_sources_in_the_helper_and_runs_its_scripts_in_the_job_container() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig(IMAGES).await;
+    let (rig, _builds) = rig(IMAGES).await;
     let mut job = job(21, "alpine:3.20");
     job.services = vec![serde_json::json!({"name": "redis:7", "alias": "cache"})];
     let result = rig.run(job).await;
@@ -136,7 +100,7 @@ async fn a_job_image_gets_sources_in_the_helper_and_runs_its_scripts_in_the_job_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_image_fails_the_build_before_any_task() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig(IMAGES).await;
+    let (rig, _builds) = rig(IMAGES).await;
     let result = rig.run(job(22, "evil/miner:latest")).await;
     assert_eq!(result.status, JobStatus::ScriptFailure(1), "{}", result.log);
     assert!(
@@ -150,7 +114,7 @@ async fn a_refused_image_fails_the_build_before_any_task() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_images_enabled_the_image_is_ignored_with_one_line() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig("").await;
+    let (rig, _builds) = rig("").await;
     let result = rig.run(job(23, "alpine:3.20")).await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
     assert_eq!(
@@ -179,7 +143,7 @@ async fn without_images_enabled_the_image_is_ignored_with_one_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn both_containers_host_keys_come_from_their_log_streams() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig(&format!("  HostKeySource = \"task-log\"\n{IMAGES}")).await;
+    let (rig, _builds) = rig(&format!("  HostKeySource = \"task-log\"\n{IMAGES}")).await;
     let result = rig.run(job(24, "alpine:3.20")).await;
     assert_eq!(result.status, JobStatus::Success, "{}", result.log);
     assert!(
@@ -205,7 +169,7 @@ async fn both_containers_host_keys_come_from_their_log_streams() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_private_image_without_credentials_fails_with_ecss_pull_error_and_a_hint() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let rig = rig(
+    let (rig, _builds) = rig(
         "[Fargate.Images]\n  AllowedImages = [\"registry.gitlab.example.com/*\"]\n  JobSSHPort = 2223\n",
     )
     .await;
@@ -246,7 +210,7 @@ async fn a_private_image_without_credentials_fails_with_ecss_pull_error_and_a_hi
 async fn a_private_image_pulls_with_the_jobs_own_login_and_cleanup_removes_it() {
     fargate_testkit::require_fixture!(LocalFargate);
     let host = "registry.gitlab.example.com";
-    let rig = rig(&format!(
+    let (rig, _builds) = rig(&format!(
         "[Fargate.Images]\n  AllowedImages = [\"{host}/*\"]\n  JobSSHPort = 2223\n  JobRegistryCredentials = [\"{host}\"]\n"
     ))
     .await;
@@ -258,7 +222,7 @@ async fn a_private_image_pulls_with_the_jobs_own_login_and_cleanup_removes_it() 
             Some("arn:aws:iam::123456789012:role/fargate-ci-task-execution"),
         )
         .await;
-    let config = rig._dir.path().join("fargate.toml");
+    let config = rig.config();
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
@@ -321,7 +285,7 @@ async fn a_private_image_pulls_with_the_jobs_own_login_and_cleanup_removes_it() 
     moto.set_private_registries(&[(host, "gitlab-ci-token", token.as_str())]);
     let mut dead = job(34, &format!("{host}/group/app/builder:1"));
     dead.registries = vec![host.to_owned()];
-    let dir = rig._dir.path().join("job-34");
+    let dir = rig.dir.path().join("job-34");
     std::fs::create_dir_all(&dir).unwrap();
     let out = rig
         .emu
@@ -351,19 +315,10 @@ async fn a_private_image_pulls_with_the_jobs_own_login_and_cleanup_removes_it() 
         left.len() == 1 && left[0].ends_with("-34/registry-1"),
         "{left:?}"
     );
-    let gc = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
-        .arg("--config")
-        .arg(&config)
-        .arg("gc")
-        .envs(rig.fargate.driver_env())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&gc.stdout);
+    let (_, shown, err) = rig.fargate(&["gc"]);
     assert!(
         shown.contains("job secrets: removed 0, kept 1"),
-        "{shown}\n{}",
-        String::from_utf8_lossy(&gc.stderr)
+        "{shown}\n{err}"
     );
     assert_eq!(names(moto), left);
 }

@@ -7,15 +7,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::{Rig, joined, no_lag};
 use fargate_core::gc::{Action, GcOptions, collect};
 use fargate_core::testing::Determinism;
 use fargate_core::{FileMetadataStore, Namespace};
-use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions, NAMESPACE};
-use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput, RunnerEmu};
+use fargate_testkit::local_fargate::NAMESPACE;
+use fargate_testkit::runner::{Job, JobStatus, OnOutput};
 
 /// The project rule under test: `group/project` (the emulator's default project) keeps
 /// failed jobs' tasks for 30 minutes.
@@ -23,68 +25,12 @@ const RULE: &str = "\n[[Fargate.ProjectRule]]\n  Name = \"debug\"\n  Projects = 
 
 const KEEP: Duration = Duration::from_secs(1800);
 
-struct Rig {
-    fargate: Arc<LocalFargate>,
-    emu: RunnerEmu,
-    dir: tempfile::TempDir,
-}
-
 async fn rig() -> Rig {
     // No visibility lag: gc's listing must show the task at once.
-    let options = LocalFargateOptions {
-        visibility_lag: Duration::ZERO,
-        ..LocalFargateOptions::default()
-    };
-    let fargate = Arc::new(LocalFargate::start(options).await);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let metadata = dir.path().join("metadata");
-    let config = dir.path().join("fargate.toml");
-    std::fs::write(
-        &config,
-        format!("{}{RULE}", fargate.fargate_toml(&metadata)),
-    )
-    .expect("write fargate.toml");
-    let mut emu = RunnerEmu::new(
-        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
-        &config,
-        fargate.driver_env(),
-    );
-    emu.metadata_dir = Some(metadata);
-    Rig { fargate, emu, dir }
+    Rig::start(no_lag(), |config, _| format!("{config}{RULE}")).await
 }
 
 impl Rig {
-    async fn run(&self, job: Job) -> JobResult {
-        let emu = self.emu.clone();
-        tokio::task::spawn_blocking(move || emu.run(job))
-            .await
-            .expect("runner thread")
-    }
-
-    fn metadata(&self) -> PathBuf {
-        self.dir.path().join("metadata")
-    }
-
-    /// `fargate <args>`: its exit code and stdout, then stderr.
-    fn fargate(&self, args: &[&str]) -> (i32, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
-            .arg("--config")
-            .arg(self.dir.path().join("fargate.toml"))
-            .args(args)
-            .envs(self.fargate.driver_env())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("running fargate");
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}\n--- stderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
-
     /// Whether the RunTask of `task` asked for ECS Exec, as the fixture recorded it (moto
     /// keeps no such field).
     fn exec_enabled(&self, task: &str) -> bool {
@@ -235,7 +181,7 @@ async fn a_failed_job_keeps_its_task_until_its_time_and_release_or_gc_ends_it() 
     assert!(result.log.contains("after-script-ran"), "{}", result.log);
 
     // `fargate kept` lists it, with its time left and the commands.
-    let (code, out) = rig.fargate(&["kept"]);
+    let (code, out) = joined(rig.fargate(&["kept"]));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!(
@@ -245,7 +191,7 @@ async fn a_failed_job_keeps_its_task_until_its_time_and_release_or_gc_ends_it() 
     );
     assert!(out.contains(&format!("enter: {enter}")), "{out}");
     assert!(out.contains("1 task(s) kept for debugging"), "{out}");
-    let (code, out) = rig.fargate(&["kept", "--json"]);
+    let (code, out) = joined(rig.fargate(&["kept", "--json"]));
     assert_eq!(code, 0, "{out}");
     let json: serde_json::Value =
         serde_json::from_str(out.split("\n--- stderr:").next().unwrap()).expect(&out);
@@ -254,7 +200,7 @@ async fn a_failed_job_keeps_its_task_until_its_time_and_release_or_gc_ends_it() 
 
     // gc keeps it while its time runs (a dry run says so with the time left), also when
     // the job is older than gc's maximum age.
-    let (code, out) = rig.fargate(&["gc", "--dry-run"]);
+    let (code, out) = joined(rig.fargate(&["gc", "--dry-run"]));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!(
@@ -262,7 +208,7 @@ async fn a_failed_job_keeps_its_task_until_its_time_and_release_or_gc_ends_it() 
         )),
         "{out}"
     );
-    let (code, out) = rig.fargate(&["gc", "--max-age", "1s"]);
+    let (code, out) = joined(rig.fargate(&["gc", "--max-age", "1s"]));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("kept task {task}")), "{out}");
     // Just before its time, still kept.
@@ -273,7 +219,7 @@ async fn a_failed_job_keeps_its_task_until_its_time_and_release_or_gc_ends_it() 
     assert_eq!(rig.fargate.running_tasks().await, running);
 
     // `release` of a job that has no kept task stops nothing.
-    let (code, out) = rig.fargate(&["release", "9999"]);
+    let (code, out) = joined(rig.fargate(&["release", "9999"]));
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("has no task kept for debugging"), "{out}");
     assert_eq!(rig.fargate.running_tasks().await, running);
@@ -288,7 +234,7 @@ async fn a_failed_job_keeps_its_task_until_its_time_and_release_or_gc_ends_it() 
         "{report}"
     );
     assert!(rig.fargate.running_tasks().await.is_empty());
-    let (code, out) = rig.fargate(&["kept"]);
+    let (code, out) = joined(rig.fargate(&["kept"]));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 task(s) kept for debugging"), "{out}");
 }
@@ -301,7 +247,7 @@ async fn release_stops_a_kept_task_early() {
     assert_eq!(result.status, JobStatus::ScriptFailure(1), "{}", result.log);
     let running = rig.fargate.running_tasks().await;
     assert_eq!(running.len(), 1, "{}", result.log);
-    let (code, out) = rig.fargate(&["release", "2702"]);
+    let (code, out) = joined(rig.fargate(&["release", "2702"]));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!("stopped task {} of job 2702", running[0])),
@@ -311,7 +257,7 @@ async fn release_stops_a_kept_task_early() {
     let stops = rig.fargate.proxy().requests_of("StopTask");
     assert_eq!(stops.len(), 1);
     // Released once: a second release finds nothing.
-    let (code, out) = rig.fargate(&["release", "2702"]);
+    let (code, out) = joined(rig.fargate(&["release", "2702"]));
     assert_eq!(code, 2, "{out}");
 }
 

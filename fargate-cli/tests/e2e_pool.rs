@@ -5,59 +5,33 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{Job, JobResult, JobStatus, KillPoint, RunnerEmu};
+use common::{Rig, no_lag, pool_json, run_fargate, slots_of, task_of};
+use fargate_testkit::local_fargate::LocalFargate;
+use fargate_testkit::runner::{Job, JobStatus, KillPoint, RunnerEmu};
 
 const WARM: &str = "using a warm task from the pool";
 const UNUSABLE: &str = "cannot serve the job";
 
-struct Rig {
-    fargate: Arc<LocalFargate>,
-    emu: RunnerEmu,
-    dir: tempfile::TempDir,
-}
-
 /// A local Fargate without visibility lag (the lag has its own tests) and a pool of `size`.
 async fn rig(size: usize, extra: &str) -> Rig {
-    let fargate = Arc::new(
-        LocalFargate::start(LocalFargateOptions {
-            visibility_lag: Duration::ZERO,
-            ..LocalFargateOptions::default()
-        })
-        .await,
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let metadata = dir.path().join("metadata");
-    let config = dir.path().join("fargate.toml");
-    let metrics = dir.path().join("metrics.prom");
-    let toml = format!(
-        "{}[Metrics]\n  File = {:?}\n[Fargate.WarmPool]\n  Size = {size}\n{extra}",
-        fargate.fargate_toml(&metadata),
-        metrics.display().to_string()
-    );
-    std::fs::write(&config, toml).expect("write fargate.toml");
-    let mut emu = RunnerEmu::new(
-        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
-        &config,
-        fargate.driver_env(),
-    );
-    emu.metadata_dir = Some(metadata);
-    Rig { fargate, emu, dir }
+    Rig::start(no_lag(), |config, dir| {
+        let metrics = dir.join("metrics.prom");
+        format!(
+            "{config}[Metrics]\n  File = {:?}\n[Fargate.WarmPool]\n  Size = {size}\n{extra}",
+            metrics.display().to_string()
+        )
+    })
+    .await
 }
 
 impl Rig {
-    async fn run(&self, job: Job) -> JobResult {
-        let emu = self.emu.clone();
-        tokio::task::spawn_blocking(move || emu.run(job))
-            .await
-            .expect("runner thread")
-    }
-
     /// The value of metric line `series` (`name{labels}`) in the metrics file, 0 if absent.
     fn metric(&self, series: &str) -> u64 {
         let text =
@@ -67,46 +41,14 @@ impl Rig {
             .unwrap_or(0)
     }
 
-    /// `fargate <args>`: exit code, stdout and stderr.
-    fn fargate(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
-            .arg("--config")
-            .arg(self.dir.path().join("fargate.toml"))
-            .args(args)
-            .envs(self.fargate.driver_env())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("running fargate");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
     /// `fargate pool <action> --json`, which must succeed.
     fn pool(&self, action: &[&str]) -> serde_json::Value {
-        let mut args = vec!["pool"];
-        args.extend_from_slice(action);
-        args.push("--json");
-        let (code, out, err) = self.fargate(&args);
-        assert_eq!(code, 0, "pool {action:?}: {out}\n{err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+        pool_json(&self.config(), &self.fargate.driver_env(), action)
     }
 
     /// The pool's slots: (task, state) of each.
     fn slots(&self) -> Vec<(String, String)> {
-        self.pool(&["status"])["slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["task"].as_str().unwrap_or("").to_owned(),
-                    s["state"]["state"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        slots_of(&self.pool(&["status"]))
     }
 
     /// Waits for the detached refill a prepare started: a `pool fill` of our own takes
@@ -128,17 +70,6 @@ impl Rig {
         let running: BTreeSet<String> = self.fargate.running_tasks().await.into_iter().collect();
         assert_eq!(running, idle, "running tasks vs idle slots\n{log}");
     }
-}
-
-/// The task a job ran on, from its log's "task <arn> is ready at" line.
-fn task_of(log: &str) -> String {
-    log.lines()
-        .find_map(|l| {
-            let rest = &l[l.find("task arn:")?..];
-            rest.contains(" is ready at ")
-                .then(|| rest.split_whitespace().nth(1).map(str::to_owned))?
-        })
-        .unwrap_or_else(|| panic!("no ready line in\n{log}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -347,13 +278,7 @@ async fn gc_keeps_a_warm_jobs_task_and_stops_idle_tasks_past_their_maximum_idle_
 #[tokio::test(flavor = "multi_thread")]
 async fn two_runner_entries_share_one_directory_without_touching_each_other() {
     fargate_testkit::require_fixture!(LocalFargate);
-    let fargate = Arc::new(
-        LocalFargate::start(LocalFargateOptions {
-            visibility_lag: Duration::ZERO,
-            ..LocalFargateOptions::default()
-        })
-        .await,
-    );
+    let fargate = Arc::new(LocalFargate::start(no_lag()).await);
     let dir = tempfile::tempdir().expect("temp dir");
     let metadata = dir.path().join("metadata");
     let config = |ns: &str| {
@@ -370,20 +295,9 @@ async fn two_runner_entries_share_one_directory_without_touching_each_other() {
     };
     let (alpha, beta) = (config("alpha"), config("beta"));
     let fargate_cmd = |config: &PathBuf, args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fargate"))
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .envs(fargate.driver_env())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("running fargate");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{args:?}: {text}");
+        let (code, out, err) = run_fargate(config, &fargate.driver_env(), args);
+        let text = format!("{out}{err}");
+        assert_eq!(code, 0, "{args:?}: {text}");
         text
     };
     fargate_cmd(&alpha, &["pool", "fill", "--wait"]);

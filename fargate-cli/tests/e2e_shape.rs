@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
 
-use std::path::PathBuf;
+mod common;
 
-use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu};
+use common::Rig;
+use fargate_testkit::local_fargate::LocalFargateOptions;
+use fargate_testkit::runner::{Job, JobStatus};
 
 const DEPLOY_ROLE: &str = "arn:aws:iam::123456789012:role/ci-deploy";
 
@@ -22,40 +23,12 @@ const POLICY: &str = r#"
   TaskRoles = ["arn:aws:iam::123456789012:role/ci-deploy"]
 "#;
 
-struct Rig {
-    fargate: LocalFargate,
-    emu: RunnerEmu,
-    _dir: tempfile::TempDir,
-}
-
 async fn rig() -> Rig {
-    let fargate = LocalFargate::start(LocalFargateOptions::default()).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let metadata = dir.path().join("metadata");
-    let config = dir.path().join("fargate.toml");
     // The [Fargate.*] tables go after the generated file's own tables.
-    let toml = format!("{}\n{POLICY}", fargate.fargate_toml(&metadata));
-    std::fs::write(&config, toml).expect("write fargate.toml");
-    let mut emu = RunnerEmu::new(
-        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
-        &config,
-        fargate.driver_env(),
-    );
-    emu.metadata_dir = Some(metadata);
-    Rig {
-        fargate,
-        emu,
-        _dir: dir,
-    }
-}
-
-impl Rig {
-    async fn run(&self, job: Job) -> JobResult {
-        let emu = self.emu.clone();
-        tokio::task::spawn_blocking(move || emu.run(job))
-            .await
-            .expect("runner thread")
-    }
+    Rig::start(LocalFargateOptions::default(), |config, _| {
+        format!("{config}\n{POLICY}")
+    })
+    .await
 }
 
 fn task_overrides(request: &serde_json::Value) -> serde_json::Value {

@@ -5,11 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 
-use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput, RunnerEmu};
+use common::{assert_failed_at_prepare, no_lag, run_job, runner_emu};
+use fargate_testkit::local_fargate::LocalFargate;
+use fargate_testkit::runner::{Job, JobResult, JobStatus, OnOutput};
 
 async fn run(job: Job, fargate: Arc<LocalFargate>) -> JobResult {
     run_with(job, fargate, |c| c).await.0
@@ -31,15 +33,7 @@ async fn run_with(
         &format!("{:?}", log_file.display().to_string()),
     );
     std::fs::write(&config, text).unwrap();
-    let mut emu = RunnerEmu::new(
-        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
-        &config,
-        fargate.driver_env(),
-    );
-    emu.metadata_dir = Some(metadata);
-    let result = tokio::task::spawn_blocking(move || emu.run(job))
-        .await
-        .unwrap();
+    let result = run_job(&runner_emu(&fargate, &config, metadata), job).await;
     let log = std::fs::read_to_string(&log_file).unwrap_or_default();
     drop(dir);
     (result, log)
@@ -267,12 +261,7 @@ async fn a_prepare_failure() {
             .join("\n")
     })
     .await;
-    assert_eq!(
-        result.status,
-        JobStatus::SystemFailure("prepare".into()),
-        "{}",
-        result.log
-    );
+    assert_failed_at_prepare(&result);
     assert_lines(
         &stage_log(&result, "prepare"),
         &[
@@ -281,13 +270,4 @@ async fn a_prepare_failure() {
             "hint: check the task definition (family, family:revision or ARN) and the region",
         ],
     );
-}
-
-/// The local Fargate without its visibility lag: these tests check what the log and the
-/// summary say of a task ECS shows at once (the lag has its own e2e tests).
-fn no_lag() -> LocalFargateOptions {
-    LocalFargateOptions {
-        visibility_lag: std::time::Duration::ZERO,
-        ..LocalFargateOptions::default()
-    }
 }

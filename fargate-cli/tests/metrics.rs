@@ -4,13 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
-use fargate_testkit::runner::{Job, JobStatus, RunnerEmu};
+use common::{no_lag, runner_emu};
+use fargate_testkit::local_fargate::LocalFargate;
+use fargate_testkit::runner::{Job, JobStatus};
 use prometheus_parse::{Scrape, Value};
 
 fn parse(text: &str) -> Scrape {
@@ -197,12 +200,7 @@ async fn jobs_count_by_outcome_with_their_phases_calls_and_stops() {
         ),
     )
     .unwrap();
-    let mut emu = RunnerEmu::new(
-        &PathBuf::from(env!("CARGO_BIN_EXE_fargate")),
-        &config,
-        fargate.driver_env(),
-    );
-    emu.metadata_dir = Some(metadata);
+    let emu = runner_emu(&fargate, &config, metadata);
     let results = tokio::task::spawn_blocking(move || {
         [
             emu.run(Job::new(1611, &["echo fine"])),
@@ -256,13 +254,4 @@ async fn jobs_count_by_outcome_with_their_phases_calls_and_stops() {
     }
     let cost = value(&s, "fargate_estimated_cost_dollars_total", &[]).unwrap();
     assert!(cost > 0.0 && cost < 0.01, "{cost}\n{text}");
-}
-
-/// The local Fargate without its visibility lag: these tests check what the log and the
-/// summary say of a task ECS shows at once (the lag has its own e2e tests).
-fn no_lag() -> LocalFargateOptions {
-    LocalFargateOptions {
-        visibility_lag: std::time::Duration::ZERO,
-        ..LocalFargateOptions::default()
-    }
 }

@@ -409,29 +409,22 @@ impl EcsLauncher {
 
     async fn check_task_definition(&self, want: &TaskExpectations) -> Check {
         let name = format!("task definition {}", want.task_definition);
-        let out = match self
-            .ecs_client()
-            .describe_task_definition()
-            .task_definition(&want.task_definition)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                let err = errors::sdk(e, "DescribeTaskDefinition").error;
+        let td = match self.describe_definition(&want.task_definition).await {
+            Ok(Some((td, _))) => td,
+            Ok(None) => {
                 return Check::fail(
                     name,
-                    err.message().to_owned(),
+                    "not found",
                     "register it, or fix [Fargate] TaskDefinition (family, family:revision or ARN)",
                 );
             }
-        };
-        let Some(td) = out.task_definition() else {
-            return Check::fail(
-                name,
-                "not found",
-                "register it, or fix [Fargate] TaskDefinition",
-            );
+            Err(e) => {
+                return Check::fail(
+                    name,
+                    e.message().to_owned(),
+                    "allow ecs:DescribeTaskDefinition, or fix [Fargate] TaskDefinition",
+                );
+            }
         };
         if td.network_mode() != Some(&NetworkMode::Awsvpc) {
             return Check::fail(
@@ -519,24 +512,11 @@ impl EcsLauncher {
                 "set [Fargate] PlatformVersion to 1.4.0 or LATEST",
             );
         }
-        let out = match self
-            .ecs_client()
-            .describe_task_definition()
-            .task_definition(&want.task_definition)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                let err = errors::sdk(e, "DescribeTaskDefinition").error;
-                return Check::fail(
-                    name,
-                    err.message().to_owned(),
-                    "allow ecs:DescribeTaskDefinition, or fix [Fargate] TaskDefinition",
-                );
-            }
+        let td = match self.definition_for_check(name, want).await {
+            Ok(td) => td,
+            Err(failed) => return failed,
         };
-        match out.task_definition().and_then(|td| td.task_role_arn()) {
+        match td.task_role_arn() {
             Some(role) => Check::pass(
                 name,
                 format!(
