@@ -71,7 +71,8 @@ pub fn fargate_prices() -> PriceTable {
 /// This runner's default share of ECS's API rate limits, for the driver's call budget
 /// ([`fargate_core::budget`]): launches (`RunTask` calls) 10 per second with bursts of 10,
 /// other changing calls (`StopTask`, `TagResource`, `UntagResource`) 20 per second with
-/// bursts of 20, the tasks launches start 10 per second with bursts of 50.
+/// bursts of 20, the tasks of batched launches (a warm pool's) 10 per second with bursts
+/// of 50: with the launches, within Fargate's task-launch limit.
 ///
 /// ECS throttles per account and region with token buckets; `RunTask` refills at 20 calls
 /// per second with a bucket of 20 ("Request throttling for the Amazon ECS API"), and Fargate

@@ -19,10 +19,14 @@ use crate::shell::HostKey;
 const VISIBLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Wraps a launcher: launches, stops and relabellings first take a token of `budget` (and
-/// wait for it; a launch also takes a [`CallClass::Task`] token per task it starts), and a
-/// call the backend throttled anyway is reported to it ([`CallBudget::throttled`]), so that
-/// every process sharing the budget slows down. A throttled launch slows both the launch
-/// and the task classes (the backend does not say which of its limits it met).
+/// wait for it; a batch launch also takes a [`CallClass::Task`] token per task it starts),
+/// and a call the backend throttled anyway is reported to it ([`CallBudget::throttled`]), so
+/// that every process sharing the budget slows down. A throttled launch slows both the
+/// launch and the task classes (the backend does not say which of its limits it met).
+///
+/// Single launches (a job's) take no task token: their tasks are bounded by the launch
+/// rate, and the task class bounds what batches (a warm pool's) start on top of it, so the
+/// two rates together are what the backend's task limit must allow.
 /// Reads (describe, find, list) are not budgeted.
 #[derive(Clone, Debug)]
 pub struct BudgetedLauncher {
@@ -69,12 +73,6 @@ impl BudgetedLauncher {
         }
     }
 
-    /// Waits for a launch of `tasks` tasks: a token per task, then one for the call.
-    async fn take_launch(&self, tasks: u32, what: &str) {
-        self.take(CallClass::Task, tasks, what).await;
-        self.take(CallClass::Launch, 1, what).await;
-    }
-
     async fn after<T>(&self, class: CallClass, result: Result<T>) -> Result<T> {
         if let Err(e) = &result
             && e.kind() == ErrorKind::Throttled
@@ -99,21 +97,23 @@ impl BudgetedLauncher {
 #[deny(clippy::missing_trait_methods)]
 impl TaskLauncher for BudgetedLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
-        self.take_launch(1, "starting the task").await;
+        self.take(CallClass::Launch, 1, "starting the task").await;
         let r = self.inner.launch(spec).await;
         self.after(CallClass::Launch, r).await
     }
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
-        self.take_launch(1, "starting the task").await;
+        self.take(CallClass::Launch, 1, "starting the task").await;
         let r = self.inner.launch_observed(spec).await;
         self.after(CallClass::Launch, r).await
     }
     fn max_launch_batch(&self) -> u32 {
         self.inner.max_launch_batch()
     }
-    /// One launch token for the call, and a task token for each of its `count` tasks.
+    /// A task token for each of its `count` tasks, then one launch token for the call.
     async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
-        self.take_launch(count, "starting warm tasks").await;
+        self.take(CallClass::Task, count, "starting warm tasks")
+            .await;
+        self.take(CallClass::Launch, 1, "starting warm tasks").await;
         let r = self.inner.launch_batch(spec, count).await;
         self.after(CallClass::Launch, r).await
     }
@@ -261,13 +261,16 @@ mod tests {
             waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1100),
             "{waited:?}"
         );
-        // A job's launch takes one more task token: a tenth of a second.
+        // A job's launch takes no task token (the launch rate bounds it): at once.
         l.launch(&spec()).await.unwrap();
-        let waited = start.elapsed() - waited;
+        assert_eq!(start.elapsed(), waited);
+        // The next batch's tasks still wait for the task bucket.
+        l.launch_batch(&spec(), 5).await.unwrap();
+        let more = start.elapsed() - waited;
         assert!(
-            waited >= Duration::from_millis(90) && waited <= Duration::from_millis(150),
-            "{waited:?}"
+            more >= Duration::from_millis(490) && more <= Duration::from_millis(600),
+            "{more:?}"
         );
-        assert_eq!(inner.launches.load(Ordering::SeqCst), 21);
+        assert_eq!(inner.launches.load(Ordering::SeqCst), 26);
     }
 }

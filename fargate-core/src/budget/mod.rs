@@ -47,8 +47,9 @@ pub enum CallClass {
     Launch,
     /// Another call that changes something: a stop, a relabelling.
     Change,
-    /// A task a launch starts: a call starting several takes one token each (for ECS:
-    /// Fargate's task-launch bucket, besides `RunTask`'s own).
+    /// A task a batch launch starts (a call starting several takes one token each; a
+    /// single launch takes none, the launch rate bounds it). With the launch rate, what
+    /// the backend's task limit must allow (for ECS: Fargate's task-launch bucket).
     Task,
 }
 
