@@ -458,6 +458,21 @@ pub fn derived_containers(
     Ok((containers, volumes))
 }
 
+/// A container's `repositoryCredentials`: the Secrets Manager secret (ARN or name) its
+/// image's registry login is read from.
+pub(crate) fn repository_credentials(secret: &str) -> Result<RepositoryCredentials> {
+    RepositoryCredentials::builder()
+        .credentials_parameter(secret)
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("repository credentials: {e}"),
+            )
+            .with_backend("ecs")
+        })
+}
+
 fn mount_point(m: &fargate_core::images::Mount) -> MountPoint {
     MountPoint::builder()
         .source_volume(&m.volume)
@@ -504,18 +519,7 @@ fn container(
         .set_mount_points(Some(c.mounts.iter().map(mount_point).collect()))
         .set_depends_on(Some(depends_on));
     if let Some(credentials) = &c.credentials {
-        b = b.repository_credentials(
-            RepositoryCredentials::builder()
-                .credentials_parameter(credentials)
-                .build()
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Unexpected,
-                        format!("repository credentials: {e}"),
-                    )
-                    .with_backend("ecs")
-                })?,
-        );
+        b = b.repository_credentials(repository_credentials(credentials)?);
     }
     if let Some(port) = c.port {
         b = b.port_mappings(

@@ -40,7 +40,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_ecs::types::{RepositoryCredentials, Secret, TaskDefinitionStatus};
+use aws_sdk_ecs::types::{Secret, TaskDefinitionStatus};
 use fargate_core::images::{ImageRequest, PullLogin};
 use fargate_core::{Error, ErrorKind, JobKey, Namespace, Result, TaskSpec};
 use serde_json::{Value, json};
@@ -48,7 +48,7 @@ use tracing::{debug, info};
 use zeroize::Zeroizing;
 
 use crate::aws_api::{Protocol, Service};
-use crate::derived::MARKER_TAGS;
+use crate::derived::{MARKER_TAGS, repository_credentials};
 use crate::derived_gc::family_of;
 use crate::errors;
 use crate::launcher::EcsLauncher;
@@ -157,18 +157,7 @@ impl EcsLauncher {
                 continue;
             };
             if let Some((_, arn)) = pulls.iter().find(|(l, _)| l.containers.contains(&name)) {
-                container.repository_credentials = Some(
-                    RepositoryCredentials::builder()
-                        .credentials_parameter(arn)
-                        .build()
-                        .map_err(|e| {
-                            Error::new(
-                                ErrorKind::Unexpected,
-                                format!("repository credentials: {e}"),
-                            )
-                            .with_backend("ecs")
-                        })?,
-                );
+                container.repository_credentials = Some(repository_credentials(arn)?);
             }
             let (Some(secret), Some(vars)) = (&secret, request.from_secrets.get(&name)) else {
                 continue;
