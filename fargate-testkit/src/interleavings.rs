@@ -1079,13 +1079,16 @@ pub struct Scenario {
 pub fn scenario(rng: &mut Rng, backend: Arc<dyn Backend>) -> Scenario {
     let lag = Duration::from_secs(rng.pick(&[0, 0, 3, 30]));
     let until_address = rng.range(0, 2) as u32;
+    // Half the seeds fill pools with calls of several tasks (a lead slot records the call).
+    let batch = rng.pick(&[1, 1, 2, 10]) as u32;
     let plan = BootPlan {
         describes_until_address: until_address,
         describes_until_running: until_address + rng.range(0, 1) as u32,
         invisible_for: lag,
+        max_launch_batch: batch,
         ..BootPlan::default()
     };
-    let alpha_pool = rng.range(1, 2) as usize;
+    let alpha_pool = rng.range(1, 3) as usize;
     let beta_pool = if rng.chance(1, 3) { 1 } else { 0 };
     let world = Rc::new(World::new(
         plan,
@@ -1094,7 +1097,7 @@ pub fn scenario(rng: &mut Rng, backend: Arc<dyn Backend>) -> Scenario {
     ));
     let mut actors = Vec::new();
     let mut description = format!(
-        "lag {lag:?}, describes until address {until_address}, pools alpha {alpha_pool} beta {beta_pool}"
+        "lag {lag:?}, describes until address {until_address}, launch batches of {batch}, pools alpha {alpha_pool} beta {beta_pool}"
     );
     // A third of the seeds use one namespace: beta's runner exists but does nothing.
     let two_namespaces = rng.chance(2, 3);

@@ -10,8 +10,8 @@ use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{JobKey, Namespace};
 use crate::launcher::{
-    ContainerStatus, DebugCommands, Launched, ListedTask, StopDetails, StopOutcome, TaskLauncher,
-    TaskRef, TaskSpec, TaskState, TaskStatus,
+    ContainerStatus, DebugCommands, Launched, LaunchedBatch, ListedTask, StopDetails, StopOutcome,
+    TaskLauncher, TaskRef, TaskSpec, TaskState, TaskStatus,
 };
 use crate::shell::HostKey;
 use crate::task_details::TaskDetails;
@@ -33,6 +33,8 @@ pub struct BootPlan {
     /// Whether the launch answer carries the address (as some backends' answers do), so
     /// that [`TaskLauncher::launch_observed`] reports it.
     pub address_in_launch_answer: bool,
+    /// The most tasks one call starts ([`TaskLauncher::launch_batch`]; 1: one a call).
+    pub max_launch_batch: u32,
 }
 
 impl Default for BootPlan {
@@ -43,6 +45,7 @@ impl Default for BootPlan {
             first_address: Ipv4Addr::new(127, 0, 0, 1),
             invisible_for: Duration::ZERO,
             address_in_launch_answer: false,
+            max_launch_batch: 1,
         }
     }
 }
@@ -95,8 +98,8 @@ pub struct MemoryLauncher {
 #[derive(Debug, Default)]
 struct LauncherState {
     tasks: BTreeMap<String, FakeTask>,
-    /// Client token -> (task id, the spec it launched).
-    tokens: HashMap<String, (String, TaskSpec)>,
+    /// Client token -> (the tasks it started, the spec and count it launched).
+    tokens: HashMap<String, (Vec<String>, TaskSpec, u32)>,
 }
 
 impl MemoryLauncher {
@@ -186,6 +189,68 @@ impl MemoryLauncher {
         }
     }
 
+    /// Starts `count` tasks of `spec` in one call, or answers the tasks its client token
+    /// started before (the same spec and count), as the launch calls do.
+    async fn start(&self, spec: &TaskSpec, count: u32) -> Result<Vec<TaskRef>> {
+        let fault = self.fault(Op::Launch).await?;
+        let tasks = {
+            let mut s = self.lock();
+            if let Some((ids, first, first_count)) = s.tokens.get(&spec.client_token) {
+                if first != spec || *first_count != count {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "the client token was used before with other parameters",
+                    )
+                    .with_backend("fake"));
+                }
+                ids.iter().cloned().map(TaskRef::new).collect()
+            } else {
+                let mut ids = Vec::new();
+                for _ in 0..count {
+                    let n = s.tasks.len() as u32;
+                    let id = format!("arn:fake:ecs:task/{}/{n}", spec.key);
+                    let address =
+                        IpAddr::V4(Ipv4Addr::from(u32::from(self.plan.first_address) + n));
+                    s.tasks.insert(
+                        id.clone(),
+                        FakeTask {
+                            spec: spec.clone(),
+                            state: TaskState::Provisioning,
+                            address,
+                            describes: 0,
+                            stop_reason: None,
+                            reclaimed: false,
+                            launched_at: Instant::now(),
+                            started_at: None,
+                            deadline: None,
+                            containers: Vec::new(),
+                        },
+                    );
+                    ids.push(id);
+                }
+                s.tokens.insert(
+                    spec.client_token.clone(),
+                    (ids.clone(), spec.clone(), count),
+                );
+                ids.into_iter().map(TaskRef::new).collect()
+            }
+        };
+        match fault {
+            Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Launch)),
+            _ => Ok(tasks),
+        }
+    }
+
+    /// A task's launch answer: with its address when the plan says the answer carries it.
+    fn observed(&self, task: TaskRef) -> Launched {
+        if !self.plan.address_in_launch_answer {
+            return Launched::new(task);
+        }
+        let address = self.lock().tasks.get(&task.id).map(|t| t.address);
+        let status = TaskStatus::new(TaskState::Provisioning).with_address(address);
+        Launched::new(task).with_status(Some(status))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LauncherState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -206,56 +271,36 @@ impl MemoryLauncher {
 #[async_trait]
 impl TaskLauncher for MemoryLauncher {
     async fn launch(&self, spec: &TaskSpec) -> Result<TaskRef> {
-        let fault = self.fault(Op::Launch).await?;
-        let task = {
-            let mut s = self.lock();
-            if let Some((id, first)) = s.tokens.get(&spec.client_token) {
-                if first != spec {
-                    return Err(Error::new(
-                        ErrorKind::InvalidInput,
-                        "the client token was used before with other parameters",
-                    )
-                    .with_backend("fake"));
-                }
-                TaskRef::new(id.clone())
-            } else {
-                let n = s.tasks.len() as u32;
-                let id = format!("arn:fake:ecs:task/{}/{n}", spec.key);
-                let address = IpAddr::V4(Ipv4Addr::from(u32::from(self.plan.first_address) + n));
-                s.tokens
-                    .insert(spec.client_token.clone(), (id.clone(), spec.clone()));
-                s.tasks.insert(
-                    id.clone(),
-                    FakeTask {
-                        spec: spec.clone(),
-                        state: TaskState::Provisioning,
-                        address,
-                        describes: 0,
-                        stop_reason: None,
-                        reclaimed: false,
-                        launched_at: Instant::now(),
-                        started_at: None,
-                        deadline: None,
-                        containers: Vec::new(),
-                    },
-                );
-                TaskRef::new(id)
-            }
-        };
-        match fault {
-            Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::Launch)),
-            _ => Ok(task),
-        }
+        let mut tasks = self.start(spec, 1).await?;
+        tasks.pop().ok_or_else(|| {
+            Error::new(ErrorKind::Unexpected, "the launch started no task").with_backend("fake")
+        })
     }
 
     async fn launch_observed(&self, spec: &TaskSpec) -> Result<Launched> {
         let task = self.launch(spec).await?;
-        if !self.plan.address_in_launch_answer {
-            return Ok(Launched::new(task));
+        Ok(self.observed(task))
+    }
+
+    fn max_launch_batch(&self) -> u32 {
+        self.plan.max_launch_batch.max(1)
+    }
+
+    async fn launch_batch(&self, spec: &TaskSpec, count: u32) -> Result<LaunchedBatch> {
+        if count == 0 || count > self.max_launch_batch() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{count} tasks in one call: this launcher starts 1 to {}",
+                    self.max_launch_batch()
+                ),
+            )
+            .with_backend("fake"));
         }
-        let address = self.lock().tasks.get(&task.id).map(|t| t.address);
-        let status = TaskStatus::new(TaskState::Provisioning).with_address(address);
-        Ok(Launched::new(task).with_status(Some(status)))
+        let tasks = self.start(spec, count).await?;
+        Ok(LaunchedBatch::new(
+            tasks.into_iter().map(|t| self.observed(t)).collect(),
+        ))
     }
 
     async fn describe(&self, task: &TaskRef) -> Result<TaskStatus> {

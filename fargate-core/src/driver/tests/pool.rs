@@ -613,3 +613,66 @@ async fn a_sweep_decides_on_the_claimers_record_read_under_the_slots_lock() {
     assert!(r.store.peek(&slot.key).is_none(), "the slot is forgotten");
     assert_eq!(r.store.peek(&r.key()).unwrap().task, Some(task));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fill_launches_in_batches_and_every_slot_gets_its_own_task_a_job_can_claim() {
+    let r = rig_with(
+        pool_config(5),
+        BootPlan {
+            max_launch_batch: 2,
+            ..BootPlan::default()
+        },
+    );
+    let filled = r.driver.pool_fill(true).await.unwrap();
+    assert_eq!(filled.idle(), 5, "{filled}");
+    // 5 tasks in calls of at most 2: 3 calls.
+    assert_eq!(r.launcher.faults.calls(Op::Launch), 3);
+    let slots = r.slot_records().await;
+    let tasks: HashSet<TaskRef> = slots.iter().filter_map(|s| s.task.clone()).collect();
+    assert_eq!(tasks.len(), 5, "each slot its own task: {slots:?}");
+    assert_eq!(
+        tasks,
+        r.launcher.running().into_iter().collect::<HashSet<_>>()
+    );
+    // A job claims one of them, and the pool keeps the other four.
+    let report = r
+        .driver
+        .prepare(&r.job, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(report.warm, "{report:?}");
+    assert!(tasks.contains(&report.task));
+    r.driver.cleanup(&r.job).await.unwrap();
+    assert!(!r.launcher.running().contains(&report.task));
+    let idle = r.driver.pool_status().await.unwrap().idle();
+    assert!(idle >= 4, "{idle} idle after the claim");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_whose_answer_was_lost_is_replayed_and_stopped_by_the_drain() {
+    let r = rig_with(
+        pool_config(3),
+        BootPlan {
+            max_launch_batch: 10,
+            ..BootPlan::default()
+        },
+    );
+    r.launcher
+        .faults
+        .inject_next(Op::Launch, Fault::LoseResponse(ErrorKind::Timeout));
+    // The call started 3 tasks, but the fill never heard of them.
+    let _ = r.driver.pool_fill(true).await;
+    assert_eq!(r.launcher.running().len(), 3, "the lost call's tasks run");
+    // The drain replays the recorded call (same token, same count) and stops its tasks.
+    r.driver.pool_drain().await.unwrap();
+    assert_eq!(
+        r.launcher.running(),
+        Vec::<TaskRef>::new(),
+        "every task of the lost call stopped"
+    );
+    assert_eq!(
+        r.launcher.tasks().len(),
+        3,
+        "the replay started nothing more"
+    );
+}
