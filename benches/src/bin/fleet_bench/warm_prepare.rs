@@ -94,6 +94,9 @@ impl Pair {
             "{}: not a warm prepare:\n{log}",
             self.name
         );
+        if std::env::var_os("FLEET_BENCH_LOG").is_some() {
+            println!("--- {} prepare of job {id}:\n{log}", self.name);
+        }
         timed(
             self.b
                 .emu
@@ -115,6 +118,12 @@ fn host(
     edit: impl Fn(String) -> String,
 ) -> Host {
     let toml = edit(fargate.fargate_toml(metadata));
+    // FLEET_BENCH_LOG: the prepares' logs, at debug level, are printed.
+    let toml = if std::env::var_os("FLEET_BENCH_LOG").is_some() {
+        toml.replace("LogLevel = \"info\"", "LogLevel = \"debug\"")
+    } else {
+        toml
+    };
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, format!("{toml}[Fargate.WarmPool]\n  Size = 1\n"))
         .expect("write fargate.toml");
