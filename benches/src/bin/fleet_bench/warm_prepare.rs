@@ -78,8 +78,9 @@ impl Host {
 
 impl Pair {
     /// Host A fills the pool (untimed), host B prepares job `id` (timed) and cleans up
-    /// (untimed). The prepare must take the warm task.
-    fn warm_prepare(&self, id: i64) -> Duration {
+    /// (untimed). The prepare must take the warm task. Its wall time and, from a debug
+    /// log, when it reached its phases.
+    fn warm_prepare(&self, id: i64) -> Timing {
         self.a.fargate(&["pool", "fill", "--wait"]);
         let dir = tempfile::tempdir().expect("job dir");
         let job = Job::new(id, &["true"]);
@@ -103,8 +104,35 @@ impl Pair {
                 .stage_command(&job, dir.path(), &["custom", "cleanup"]),
             &format!("{} cleanup", self.name),
         );
-        wall
+        Timing {
+            wall: ms(wall),
+            accepted: phase_ms(&log, "Accepted"),
+            ssh_up: phase_ms(&log, "SshUp"),
+        }
     }
+}
+
+/// A prepare's wall time and its phases (ms since the driver started; NaN when the log
+/// does not say).
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    /// The task is the job's: the claim is done.
+    accepted: f64,
+    /// The job's key works on the task: the take-over is done.
+    ssh_up: f64,
+}
+
+/// `elapsed_ms` of the debug line "prepare phase <phase> reached", NaN without one.
+fn phase_ms(log: &str, phase: &str) -> f64 {
+    log.lines()
+        .find(|l| l.contains(&format!("prepare phase {phase} reached")))
+        .and_then(|l| {
+            let at = l.find("elapsed_ms=")? + "elapsed_ms=".len();
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or(f64::NAN)
 }
 
 /// A host whose `fargate.toml` is the fixture's as `edit` makes it, with a warm pool of 1
@@ -209,13 +237,19 @@ pub(crate) fn run(rounds: usize) {
         bin.display()
     );
     let (mut times, mut ratios) = ([Vec::new(), Vec::new()], Vec::new());
+    let mut phases: [Vec<Timing>; 2] = [Vec::new(), Vec::new()];
     // Round 0 is untimed (moto's first requests, the page cache).
     for round in 0..=rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         let mut walls = [0.0; 2];
+        if round == 1 {
+            phases = [Vec::new(), Vec::new()];
+        }
         for which in order {
             let id = 30_000 + (round * 2 + which) as i64;
-            walls[which] = ms(pairs[which].warm_prepare(id));
+            let timing = pairs[which].warm_prepare(id);
+            walls[which] = timing.wall;
+            phases[which].push(timing);
         }
         println!(
             "  round {round}: DynamoDB {:.1} ms, file {:.1} ms{}",
@@ -246,6 +280,21 @@ pub(crate) fn run(rounds: usize) {
             "missed"
         }
     );
+    if phases[0]
+        .iter()
+        .all(|t| !t.accepted.is_nan() && !t.ssh_up.is_nan())
+    {
+        for (pair, timings) in pairs.iter().zip(&phases) {
+            let of = |f: fn(&Timing) -> f64| median(&timings.iter().map(f).collect::<Vec<_>>());
+            println!(
+                "  {} phases (medians, debug log): claim done at {:.0} ms, take-over (key swap, verification) {:.0} ms, the rest (process start and exit, ready record, refill and keeper started) {:.0} ms",
+                pair.name,
+                of(|t| t.accepted),
+                of(|t| t.ssh_up - t.accepted),
+                of(|t| t.wall - t.ssh_up),
+            );
+        }
+    }
     let running = rt.block_on(fargate.running_tasks());
     assert!(running.is_empty(), "tasks left running: {running:?}");
 }
