@@ -123,7 +123,7 @@ struct Timing {
     ssh_up: f64,
 }
 
-/// `elapsed_ms` of the debug line "prepare phase <phase> reached", NaN without one.
+/// `elapsed_ms` of the debug line "prepare phase `phase` reached", NaN without one.
 fn phase_ms(log: &str, phase: &str) -> f64 {
     log.lines()
         .find(|l| l.contains(&format!("prepare phase {phase} reached")))
