@@ -18,14 +18,30 @@
 //!    jobs each. Counted: warm claims, distinct tasks claimed, tasks that went to two jobs
 //!    (from the processes' reports and from the job records in the table). Target: 40
 //!    distinct claims and 0 double claims in every repetition.
+//! 3. **Warm prepare across hosts, end to end.** What a job experiences: host B's `fargate
+//!    custom prepare` (the real binary next to this executable, driven by the runner
+//!    emulator) of a job that takes the warm task host A's `pool fill --wait` started, on
+//!    the local Fargate (moto's ECS and DynamoDB, one sshd per task, on loopback): process
+//!    start, claim, key swap over SSH, verification, the refill's launch. Once with the
+//!    DynamoDB store (two `fargate.toml`s with the same `Namespace` and `DynamoDBTable`,
+//!    their own metadata directories and `HostName`, as `tests/e2e_fleet.rs`), once with
+//!    the file store (two `fargate.toml`s sharing one metadata directory, in a namespace of
+//!    their own so neither pool sees the other's tasks); pool size 1, rounds alternate the
+//!    order, an untimed round first; medians and the median of the per-round ratios.
+//!    Target: DynamoDB within 1.5 x the file store. Skipped when the `fargate` binary is
+//!    not next to this executable.
 //!
 //! ```sh
 //! export FARGATE_MOTO_PYTHON=/opt/fargate-moto/bin/python AWS_EC2_METADATA_DISABLED=true
-//! cargo run --release -p fargate-benches --bin fleet_bench   # [-- REPETITIONS [CLAIM_ROUNDS]]
-//! # REPETITIONS of part 2 (default 100; 0 runs part 1 only), CLAIM_ROUNDS of part 1 (20)
+//! cargo build [--release] -p fargate-cli   # for part 3
+//! cargo run [--release] -p fargate-benches --bin fleet_bench   # [-- REPETITIONS [CLAIM_ROUNDS [WARM_PREPARES]]]
+//! # REPETITIONS of part 2 (default 100; 0 skips it), CLAIM_ROUNDS of part 1 (20; 0 skips
+//! # it), WARM_PREPARES of part 3 (10; 0 skips it)
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a failed step ends it
+
+mod warm_prepare;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -156,14 +172,22 @@ fn main() {
     }
     let repetitions: usize = args.get(1).map_or(100, |a| a.parse().unwrap());
     let claim_rounds: usize = args.get(2).map_or(20, |a| a.parse().unwrap());
-    let moto = Moto::start();
-    let endpoint = moto.endpoint_url();
-    runtime().block_on(async {
-        warm_claims(&endpoint, claim_rounds).await;
-        if repetitions > 0 {
-            processes(&endpoint, repetitions).await;
-        }
-    });
+    let warm_prepares: usize = args.get(3).map_or(10, |a| a.parse().unwrap());
+    if claim_rounds > 0 || repetitions > 0 {
+        let moto = Moto::start();
+        let endpoint = moto.endpoint_url();
+        runtime().block_on(async {
+            if claim_rounds > 0 {
+                warm_claims(&endpoint, claim_rounds).await;
+            }
+            if repetitions > 0 {
+                processes(&endpoint, repetitions).await;
+            }
+        });
+    }
+    if warm_prepares > 0 {
+        warm_prepare::run(warm_prepares);
+    }
 }
 
 /// Part 1: a warm claim by host B of host A's pool, DynamoDB against the file store.
