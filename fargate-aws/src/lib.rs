@@ -101,6 +101,9 @@ mod task_launcher;
 mod transport;
 mod xml;
 
+/// The AWS SDK's configuration (credentials chain, region, HTTP client) that
+/// [`EcsLauncher::new`] and [`DynamoStore::new`] take, so that one process loads it once.
+pub use aws_config::SdkConfig;
 pub use catalog::{default_call_rates, fargate_prices, fargate_sizes};
 pub use config::{Capacity, CapacityProviderItem, EcsConfig};
 pub use dynamo_store::DynamoStore;

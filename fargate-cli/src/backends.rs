@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fargate_aws::dynamo_store::DynamoCallBudget;
-use fargate_aws::{DynamoStore, EcsConfig, EcsLauncher, SdkTransport};
+use fargate_aws::{DynamoStore, EcsConfig, EcsLauncher, SdkConfig, SdkTransport};
 use fargate_core::budget::{CallBudget, CallClass, CallRates, Reservation};
 use fargate_core::metadata::{InterruptionMemory, InterruptionNote};
 use fargate_core::{
@@ -20,6 +20,32 @@ use tokio::sync::OnceCell;
 type MakeLauncher = Box<
     dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<dyn TaskLauncher>>> + Send>> + Send + Sync,
 >;
+
+/// The AWS configuration of this process (credentials chain, region, HTTP client), loaded
+/// on first use and shared by the ECS launcher and the fleet's table: a stage process
+/// loads it once, not once per client.
+#[derive(Debug)]
+pub(crate) struct AwsSdk {
+    cell: OnceCell<SdkConfig>,
+    ecs: EcsConfig,
+}
+
+impl AwsSdk {
+    /// The configuration for `ecs`'s region, not loaded yet.
+    pub(crate) fn new(ecs: &EcsConfig) -> Arc<Self> {
+        Arc::new(AwsSdk {
+            cell: OnceCell::new(),
+            ecs: ecs.clone(),
+        })
+    }
+
+    /// The configuration, loaded by the first caller.
+    pub(crate) async fn get(&self) -> &SdkConfig {
+        self.cell
+            .get_or_init(|| EcsLauncher::sdk_config(&self.ecs))
+            .await
+    }
+}
 
 /// A launcher built on first use: the run stage needs ECS only to explain a failure, so it
 /// does not pay for loading AWS credentials when all goes well.
@@ -41,17 +67,18 @@ impl std::fmt::Debug for LazyLauncher {
 }
 
 impl LazyLauncher {
-    /// The ECS launcher for `config`, built when first needed.
-    pub(crate) fn ecs(config: EcsConfig) -> Self {
+    /// The ECS launcher for `config` on `sdk`, built when first needed.
+    pub(crate) fn ecs(config: EcsConfig, sdk: Arc<AwsSdk>) -> Self {
         LazyLauncher {
             cell: OnceCell::new(),
             fingerprint: config.settings_fingerprint(),
             config: config.clone(),
             make: Box::new(move || {
                 let config = config.clone();
+                let sdk = sdk.clone();
                 Box::pin(async move {
                     let launcher: Arc<dyn TaskLauncher> =
-                        Arc::new(EcsLauncher::from_env(config).await?);
+                        Arc::new(EcsLauncher::new(config, sdk.get().await)?);
                     Ok(launcher)
                 })
             }),
@@ -126,6 +153,7 @@ pub(crate) struct LazyDynamo {
     host: Option<String>,
     region: Option<String>,
     transport: SdkTransport,
+    sdk: Arc<AwsSdk>,
     /// Where this host keeps its copy of the ready records it writes.
     copy_dir: std::path::PathBuf,
 }
@@ -141,14 +169,15 @@ impl std::fmt::Debug for LazyDynamo {
 }
 
 impl LazyDynamo {
-    /// The store on `table`, with the ECS settings' region and transport, naming this host
-    /// `host` (`[TaskMetadata] HostName`; `None`: the system's host name) and keeping this
-    /// host's copy of the records it writes in `metadata_dir` (see
+    /// The store on `table`, with the ECS settings' region and transport on `sdk`, naming
+    /// this host `host` (`[TaskMetadata] HostName`; `None`: the system's host name) and
+    /// keeping this host's copy of the records it writes in `metadata_dir` (see
     /// [`DynamoStore::with_local_copy`]).
     pub(crate) fn new(
         table: String,
         host: Option<String>,
         ecs: &EcsConfig,
+        sdk: Arc<AwsSdk>,
         metadata_dir: &std::path::Path,
     ) -> Self {
         LazyDynamo {
@@ -157,6 +186,7 @@ impl LazyDynamo {
             host,
             region: ecs.region.clone(),
             transport: ecs.transport.clone(),
+            sdk,
             copy_dir: metadata_dir.join(fargate_aws::dynamo_store::COPY_DIR),
         }
     }
@@ -170,12 +200,12 @@ impl LazyDynamo {
     pub(crate) async fn get(&self) -> Result<&DynamoStore> {
         self.cell
             .get_or_try_init(|| async {
-                let store = DynamoStore::from_env(
+                let store = DynamoStore::new(
                     self.table.clone(),
+                    self.sdk.get().await,
                     self.region.as_deref(),
                     &self.transport,
-                )
-                .await?
+                )?
                 .with_local_copy(self.copy_dir.clone());
                 Ok(match &self.host {
                     Some(host) => store.with_host(host.clone()),

@@ -13,7 +13,7 @@ use fargate_core::observe::DynObserver;
 use fargate_core::{Driver, FileMetadataStore, TaskLauncher};
 use fargate_ssh::Ssh2Shell;
 
-use crate::backends::{LazyDynamo, LazyFleetBudget, LazyLauncher};
+use crate::backends::{AwsSdk, LazyDynamo, LazyFleetBudget, LazyLauncher};
 use crate::config::FileConfig;
 
 /// Where a configuration keeps its records.
@@ -24,23 +24,28 @@ pub(crate) struct Stores {
     pub(crate) memory: Arc<dyn InterruptionMemory>,
     /// The fleet's table, when the configuration names one.
     pub(crate) table: Option<Arc<LazyDynamo>>,
+    /// The AWS configuration, loaded once for the table and ECS.
+    pub(crate) sdk: Arc<AwsSdk>,
 }
 
 /// The store of `config`: `[TaskMetadata] DynamoDBTable` when set (fleet mode), else the
 /// metadata directory.
 pub(crate) fn stores(config: &FileConfig) -> Stores {
+    let sdk = AwsSdk::new(&config.ecs);
     match &config.dynamodb_table {
         Some(table) => {
             let dynamo = Arc::new(LazyDynamo::new(
                 table.clone(),
                 config.host_name.clone(),
                 &config.ecs,
+                sdk.clone(),
                 &config.metadata_dir,
             ));
             Stores {
                 store: dynamo.clone(),
                 memory: dynamo.clone(),
                 table: Some(dynamo),
+                sdk,
             }
         }
         None => {
@@ -49,6 +54,7 @@ pub(crate) fn stores(config: &FileConfig) -> Stores {
                 store: file.clone(),
                 memory: file,
                 table: None,
+                sdk,
             }
         }
     }
@@ -66,6 +72,7 @@ pub(crate) fn build(
         store,
         memory,
         table,
+        sdk,
     } = stores(&config);
     let FileConfig {
         options,
@@ -83,7 +90,7 @@ pub(crate) fn build(
     // Launches, stops and relabellings take their turn from the namespace's budget
     // ([RateLimit]): in fleet mode one bucket in the table shared by every host, else one
     // in the metadata directory shared by every process of this runner entry on this host.
-    let mut launcher: Arc<dyn TaskLauncher> = Arc::new(LazyLauncher::ecs(ecs));
+    let mut launcher: Arc<dyn TaskLauncher> = Arc::new(LazyLauncher::ecs(ecs, sdk));
     if let Some(namespace) = &options.namespace {
         let budget: Arc<dyn CallBudget> = match table {
             Some(dynamo) => Arc::new(LazyFleetBudget::new(dynamo, namespace.clone(), call_rates)),

@@ -73,8 +73,9 @@ async fn collect_with(
     let images = config.options.images.clone();
     let base = config.options.task.task_definition.clone();
     let observer: DynObserver = Arc::new(metrics.clone());
-    let store = crate::driver::stores(&config).store;
-    let ecs = Arc::new(EcsLauncher::from_env(config.ecs).await?);
+    let stores = crate::driver::stores(&config);
+    let store = stores.store;
+    let ecs = Arc::new(EcsLauncher::new(config.ecs, stores.sdk.get().await)?);
     let launcher = ObservedLauncher::new(ecs.clone(), observer.clone());
     let report = collect(&launcher, &*store, &namespace, &options).await?;
     // After the records gc removed: their locks and sockets have no owner left either (with
