@@ -155,7 +155,15 @@ fn host(
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, format!("{toml}[Fargate.WarmPool]\n  Size = 1\n"))
         .expect("write fargate.toml");
-    let mut emu = RunnerEmu::new(bin, &config, fargate.driver_env());
+    // ECS through the local Fargate's fault proxy (as the e2e tests), DynamoDB straight to
+    // moto, as a fleet reaches its table: the proxy takes each request on a connection of
+    // its own, which would charge the table's many small requests for the rig's hop.
+    let mut env = fargate.driver_env();
+    env.push((
+        "AWS_ENDPOINT_URL_DYNAMODB".to_owned(),
+        fargate.moto().endpoint_url(),
+    ));
+    let mut emu = RunnerEmu::new(bin, &config, env);
     emu.metadata_dir = Some(metadata.to_owned());
     Host { config, emu }
 }
