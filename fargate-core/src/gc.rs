@@ -143,15 +143,14 @@ pub(crate) async fn owners(
     store: &dyn MetadataStore,
     namespace: &Namespace,
 ) -> Result<BTreeMap<String, JobKey>> {
+    // One read of them all where the store can (a table's scan), not one per record.
     let mut owners = BTreeMap::new();
-    for key in store.list().await? {
-        if !key.belongs_to(namespace) {
+    for record in store.records_with_prefix(namespace.as_str()).await? {
+        if !record.key.belongs_to(namespace) {
             continue;
         }
-        if let Ok(Some(record)) = store.get(&key).await {
-            for task in record.known_tasks() {
-                owners.insert(task.id, key.clone());
-            }
+        for task in record.known_tasks() {
+            owners.insert(task.id, record.key.clone());
         }
     }
     Ok(owners)
