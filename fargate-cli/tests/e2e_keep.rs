@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Rig, joined, no_lag};
@@ -93,18 +92,6 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// The deadline the task's self-stop reads (`~/.fargate-deadline` of the login user, whose
-/// home every task of the local Fargate shares).
-fn deadline_file(user: &str) -> Option<u64> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let home = passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&user)).then(|| f.get(5).map(|h| (*h).to_owned()))?
-    })?;
-    let text = std::fs::read_to_string(Path::new(&home).join(".fargate-deadline")).ok()?;
-    text.trim().parse().ok()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_job_keeps_its_task_until_its_time_and_release_or_gc_ends_it() {
     fargate_testkit::require_fixture!(LocalFargate);
@@ -131,7 +118,7 @@ async fn a_failed_job_keeps_its_task_until_its_time_and_release_or_gc_ends_it() 
         "deadline {tag} is not 30 min after the job"
     );
     assert_eq!(
-        deadline_file(rig.fargate.ssh_username()),
+        rig.fargate.task_deadline(task),
         Some(deadline),
         "the task's self-stop has the new deadline"
     );

@@ -295,6 +295,19 @@ impl LocalFargate {
             .unwrap_or_else(|e| panic!("listing the running tasks: {e}"))
     }
 
+    /// The deadline (Unix seconds) that the driver last wrote for `task_arn`'s self-stop
+    /// (`FARGATE_DEADLINE_FILE` of its first container's SSH server), if any.
+    pub fn task_deadline(&self, task_arn: &str) -> Option<u64> {
+        let file = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(task_arn)?
+            .first()?
+            .deadline_file();
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
     /// Stops a task as ECS would on its own (e.g. the essential container exited).
     pub async fn stop_task(&self, task_arn: &str, reason: &str) {
         let _ = self

@@ -138,8 +138,8 @@ fn keep_message(
 pub(super) fn deadline_script(deadline: u64) -> String {
     format!(
         "d=\"${{{DEADLINE_FILE_ENV}:-$HOME/.fargate-deadline}}\"\n\
-         printf '%s\\n' {deadline} > \"$d.fargate-swap\"\n\
-         mv -f \"$d.fargate-swap\" \"$d\"\n"
+         printf '%s\\n' {deadline} > \"$d.fargate-swap.$$\"\n\
+         mv -f \"$d.fargate-swap.$$\" \"$d\"\n"
     )
 }
 

@@ -69,7 +69,9 @@ struct ServerState {
 /// Runs `/usr/sbin/sshd -D -e -f <config>` with its own ed25519 host key, its own
 /// `authorized_keys` ([`Sshd::authorize`]; in a directory the login user owns, named to
 /// its sessions by `FARGATE_AUTHORIZED_KEYS`, so that it can replace them as a user can
-/// replace `~/.ssh/authorized_keys`), `StrictModes no`, `UsePAM no` and no
+/// replace `~/.ssh/authorized_keys`), its own [deadline file](Sshd::deadline_file) (named
+/// by `FARGATE_DEADLINE_FILE`: the servers of the local Fargate share one login user and
+/// its home, where a task has a home of its own), `StrictModes no`, `UsePAM no` and no
 /// password login. Must run as root (like a container's sshd).
 #[derive(Debug)]
 pub struct Sshd {
@@ -136,6 +138,12 @@ impl Sshd {
     /// The fixture's directory (config, keys, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Where a session's deadline script writes this server's task deadline
+    /// (`FARGATE_DEADLINE_FILE`), next to its authorized keys.
+    pub fn deadline_file(&self) -> PathBuf {
+        self.authorized_keys.with_file_name("fargate-deadline")
     }
 
     /// Allows a client key: appends one `authorized_keys` line.
@@ -248,11 +256,18 @@ impl Sshd {
         );
         let mut config = config;
         // sshd takes the first SetEnv line only: every variable goes on one.
-        let mut setenv = vec![format!(
-            "{}={}",
-            fargate_core::driver::pool::AUTHORIZED_KEYS_ENV,
-            self.authorized_keys.display()
-        )];
+        let mut setenv = vec![
+            format!(
+                "{}={}",
+                fargate_core::driver::pool::AUTHORIZED_KEYS_ENV,
+                self.authorized_keys.display()
+            ),
+            format!(
+                "{}={}",
+                fargate_core::driver::pool::DEADLINE_FILE_ENV,
+                self.deadline_file().display()
+            ),
+        ];
         for line in &self.extra_config {
             match line.strip_prefix("SetEnv ") {
                 Some(vars) => setenv.push(vars.trim().to_owned()),

@@ -405,8 +405,8 @@ pub(super) fn key_swap_script(public_key: &str, deadline: u64) -> Result<String>
          umask 077\n\
          f=\"${{{AUTHORIZED_KEYS_ENV}:-$HOME/.ssh/authorized_keys}}\"\n\
          mkdir -p \"$(dirname \"$f\")\"\n\
-         printf '%s\\n' '{line}' > \"$f.fargate-swap\"\n\
-         mv -f \"$f.fargate-swap\" \"$f\"\n\
+         printf '%s\\n' '{line}' > \"$f.fargate-swap.$$\"\n\
+         mv -f \"$f.fargate-swap.$$\" \"$f\"\n\
          {}",
         super::super::keep::deadline_script(deadline)
     ))
