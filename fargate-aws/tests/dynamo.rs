@@ -188,7 +188,9 @@ async fn a_held_lock_is_renewed_and_a_dropped_one_released(db: &dyn DynamoDb) {
     assert_eq!(a.lease_of(&key).await.unwrap(), None, "nothing is left");
 }
 
-async fn a_dead_holders_lease_is_taken_over_after_its_duration_whatever_the_clocks_say(db: &dyn DynamoDb) {
+async fn a_dead_holders_lease_is_taken_over_after_its_duration_whatever_the_clocks_say(
+    db: &dyn DynamoDb,
+) {
     table(db, "fleet").await;
     let lease = Duration::from_secs(1);
     let settings = LeaseSettings::new(lease).with_renewal(None);

@@ -44,7 +44,9 @@ pub fn dynalite_package() -> PathBuf {
         "install it with `{DYNALITE_INSTALL}` (Node.js and npm: `apt-get install nodejs npm`) and set FARGATE_DYNALITE=/opt/fargate-dynalite; scripts/test does both"
     );
     let Some(prefix) = std::env::var_os("FARGATE_DYNALITE").filter(|p| !p.is_empty()) else {
-        panic!("FARGATE_DYNALITE is not set: the dynalite fixture needs dynalite {DYNALITE_VERSION}; {how}");
+        panic!(
+            "FARGATE_DYNALITE is not set: the dynalite fixture needs dynalite {DYNALITE_VERSION}; {how}"
+        );
     };
     let package = Path::new(&prefix).join("node_modules").join("dynalite");
     let manifest = std::fs::read_to_string(package.join("package.json")).unwrap_or_default();
@@ -117,7 +119,10 @@ impl DynaliteBuilder {
         };
         match dynalite.wait_ready(&port_file, Duration::from_secs(30)) {
             Ok(port) => dynalite.port = port,
-            Err(why) => panic!("dynalite did not start: {why}; its output:\n{}", dynalite.log()),
+            Err(why) => panic!(
+                "dynalite did not start: {why}; its output:\n{}",
+                dynalite.log()
+            ),
         }
         dynalite
     }
