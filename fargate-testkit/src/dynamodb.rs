@@ -1,9 +1,10 @@
 //! DynamoDB emulators behind one face, [`DynamoDb`], so that the DynamoDB store's tests run
-//! on each of them without being written twice: moto's DynamoDB
-//! ([`Moto`](crate::moto::Moto)) and dynalite ([`Dynalite`](crate::dynalite::Dynalite)).
-//! Both are emulations; what one accepts and DynamoDB refuses, the other may refuse.
+//! on each of them without being written twice: moto's DynamoDB ([`Moto`]) and dynalite
+//! ([`Dynalite`](crate::dynalite::Dynalite)). Both are emulations; what one accepts and
+//! DynamoDB refuses, the other may refuse.
 //!
-//! A test body is an `async fn name(db: &dyn DynamoDb)`; [`dynamodb_tests!`] makes a module
+//! A test body is an `async fn name(db: &dyn DynamoDb)`;
+//! [`dynamodb_tests!`](crate::dynamodb_tests!) makes a module
 //! `name` of two tests of it, `name::moto` and `name::dynalite`, each behind its fixture's
 //! [`require_fixture!`](crate::require_fixture):
 //!
