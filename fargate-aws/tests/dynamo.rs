@@ -379,6 +379,22 @@ async fn init_creates_a_table_and_check_says_what_is_wrong(db: &dyn DynamoDb) {
     );
 }
 
+/// A new table is `CREATING` for a while on DynamoDB (moto's is `ACTIVE` at once): init
+/// waits until it is `ACTIVE` before it goes on (on dynalite, to turning TTL on, which fails
+/// there at once).
+#[tokio::test]
+async fn init_waits_for_a_new_table_to_be_active() {
+    fargate_testkit::require_fixture!(Dynalite);
+    let db = fargate_testkit::dynalite::Dynalite::builder()
+        .create_table_delay(Duration::from_millis(1500))
+        .start();
+    let s = store(&db, "fleet", "init");
+    let check = dynamodb::init_table(&db, &s, &TableSettings::default()).await;
+    assert!(check.usable(), "{check:?}");
+    let (_, described) = db.dynamodb("DescribeTable", &json!({"TableName": "fleet"}));
+    assert_eq!(described["Table"]["TableStatus"], "ACTIVE", "{described}");
+}
+
 /// What a job costs in DynamoDB requests, with the driver's own stages (in-memory launcher
 /// and shell) and the host's local copy, as the CLI keeps it: prepare, the ten run stages
 /// gitlab-runner makes, cleanup; heartbeats at most one per 30 s (the store's clock is a

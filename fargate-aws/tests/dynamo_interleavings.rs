@@ -1,6 +1,6 @@
 //! The interleaving test of the ownership model (`fargate_testkit::interleavings`) on the
-//! DynamoDB store, against moto's DynamoDB and against dynalite: the two runners are two hosts, each with its own
-//! `DynamoStore`, on one table (a fresh one per seed). Leases are long and never renewed
+//! DynamoDB store, against moto's DynamoDB and against dynalite: the two runners are two
+//! hosts, each with its own `DynamoStore`, on one table (a fresh one per seed). Leases are long and never renewed
 //! here (the scheduler's clock is paused and jumps): lease expiry and fencing have their
 //! own tests (`tests/dynamo.rs`); this one checks the ownership invariants on the real
 //! store's conditional writes, scans and locks.
