@@ -322,7 +322,7 @@ async fn init_creates_a_table_and_check_says_what_is_wrong(db: &dyn DynamoDb) {
             !check
                 .warnings
                 .iter()
-                .any(|w| w.contains("TTL") || w.contains("provisioned")),
+                .any(|w| w.contains("TTL") || w.contains("provisioned") || w.contains("KMS")),
             "{check:?}"
         );
         let again = s.init_table(&TableSettings::default()).await.unwrap();
