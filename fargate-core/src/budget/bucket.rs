@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RECOVERY, Rate, Reservation};
+use super::{Rate, Reservation};
 
 /// The lowest share of its rate a throttled bucket slows down to.
 const MIN_FACTOR: f64 = 0.1;
@@ -49,8 +49,9 @@ impl Bucket {
         if dt <= 0.0 {
             return;
         }
-        // The share rises by (1 - MIN_FACTOR) over RECOVERY; refill at the mean share.
-        let gain = (1.0 - MIN_FACTOR) * dt / RECOVERY.as_secs_f64();
+        // The share rises by (1 - MIN_FACTOR) over the rate's recovery; refill at the mean
+        // share.
+        let gain = (1.0 - MIN_FACTOR) * dt / rate.recovery.as_secs_f64().max(0.001);
         let next = (self.factor + gain).min(1.0);
         let mean = (self.factor + next) / 2.0;
         self.tokens = (self.tokens + rate.per_second * mean * dt).min(rate.burst);
@@ -109,11 +110,13 @@ impl Bucket {
 
 #[cfg(test)]
 mod tests {
+    use super::super::RECOVERY;
     use super::*;
 
     const R: Rate = Rate {
         per_second: 10.0,
         burst: 5.0,
+        recovery: RECOVERY,
     };
 
     #[test]
@@ -175,6 +178,29 @@ mod tests {
         // Without throttling, the full rate is back within RECOVERY.
         b.advance(R, t + RECOVERY.as_millis() as u64);
         assert_eq!(b.factor, 1.0);
+    }
+
+    #[test]
+    fn a_rate_recovers_within_its_own_recovery() {
+        let slow = R.with_recovery(Duration::from_secs(100));
+        let (mut quick, mut patient) = (Bucket::full(R, 0), Bucket::full(slow, 0));
+        quick.throttled(R, 0);
+        patient.throttled(slow, 0);
+        // 10 s on, the default recovery (20 s) has gained half of its span, a 100 s one a
+        // tenth.
+        quick.advance(R, 10_000);
+        patient.advance(slow, 10_000);
+        assert!(
+            (quick.factor - (0.5 + 0.9 * 10.0 / 20.0)).abs() < 1e-9,
+            "{quick:?}"
+        );
+        assert!(
+            (patient.factor - (0.5 + 0.9 * 10.0 / 100.0)).abs() < 1e-9,
+            "{patient:?}"
+        );
+        patient.advance(slow, 100_000);
+        assert_eq!(patient.factor, 1.0);
+        assert!(!Rate::new(1.0, 1.0).with_recovery(Duration::ZERO).is_valid());
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! per second, never below a tenth), empties the bucket and voids the queue: every caller
 //! still waiting for its turn finds out when it wakes ([`CallBudget::confirm`]) and queues
 //! again at the slower rate, so only the calls already under way meet the throttle. The
-//! rate then recovers linearly, to the full rate within [`RECOVERY`]. Every process
+//! rate then recovers linearly, to the full rate within [`RECOVERY`] (or the rate's own
+//! [`recovery`](Rate::recovery)). Every process
 //! sharing the budget slows down together, instead of each retrying on its own.
 //!
 //! Budgets: [`MemoryCallBudget`] (one process), the file store's
@@ -73,7 +74,8 @@ impl fmt::Display for CallClass {
     }
 }
 
-/// A token bucket's rate: tokens added per second, and how many it holds at most.
+/// A token bucket's rate: tokens added per second, how many it holds at most, and how
+/// fast it recovers from throttling.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rate {
     /// Tokens added per second (more than 0).
@@ -81,20 +83,41 @@ pub struct Rate {
     /// The bucket's size: the most calls that may go at once after a quiet time (at
     /// least 1).
     pub burst: f64,
+    /// How long a rate slowed to its floor by throttling takes to recover to the full
+    /// rate (linearly; a halved rate takes a little over half of it). Default
+    /// [`RECOVERY`].
+    #[serde(default = "default_recovery")]
+    pub recovery: Duration,
+}
+
+fn default_recovery() -> Duration {
+    RECOVERY
 }
 
 impl Rate {
-    /// `per_second` tokens a second, `burst` at most.
+    /// `per_second` tokens a second, `burst` at most, recovering within [`RECOVERY`].
     pub fn new(per_second: f64, burst: f64) -> Self {
-        Rate { per_second, burst }
+        Rate {
+            per_second,
+            burst,
+            recovery: RECOVERY,
+        }
     }
 
-    /// Whether the rate can hand out tokens at all (finite, `per_second > 0`, `burst >= 1`).
+    /// The same rate, recovering from throttling within `recovery` (more than zero):
+    /// longer when other tools in the account take a varying share of the backend's limit.
+    pub fn with_recovery(self, recovery: Duration) -> Self {
+        Rate { recovery, ..self }
+    }
+
+    /// Whether the rate can hand out tokens at all (finite, `per_second > 0`, `burst >= 1`,
+    /// a recovery longer than zero).
     pub fn is_valid(self) -> bool {
         self.per_second.is_finite()
             && self.per_second > 0.0
             && self.burst.is_finite()
             && self.burst >= 1.0
+            && !self.recovery.is_zero()
     }
 }
 
@@ -118,6 +141,16 @@ impl CallRates {
             launch,
             change,
             task,
+        }
+    }
+
+    /// The same rates, each recovering from throttling within `recovery`
+    /// ([`Rate::with_recovery`]).
+    pub fn with_recovery(self, recovery: Duration) -> Self {
+        CallRates {
+            launch: self.launch.with_recovery(recovery),
+            change: self.change.with_recovery(recovery),
+            task: self.task.with_recovery(recovery),
         }
     }
 
