@@ -38,7 +38,7 @@ pub enum SlotGrant {
 /// Whether a holder of a counter counts, and why ([`SlotHolders::standings`], the one rule
 /// every store's [`acquire_slot`](super::MetadataStore::acquire_slot) and
 /// [`slot_holders`](super::MetadataStore::slot_holders) apply).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SlotStanding {
