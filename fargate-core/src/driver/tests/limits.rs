@@ -117,3 +117,47 @@ async fn a_job_that_waits_too_long_fails_as_a_system_failure_with_a_hint() {
         .await
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_listing_names_who_holds_a_full_projects_slots() {
+    let r = rig_with(limited_config(), BootPlan::default());
+    let empty = r.driver.project_slots().await.unwrap();
+    assert!(empty.projects.is_empty(), "{empty:?}");
+    r.driver
+        .prepare(&job_of(1, 7), &CancellationToken::new())
+        .await
+        .unwrap();
+    // A project no rule limits takes no slot, and is not listed.
+    r.driver
+        .prepare(&job_of(3, 8), &CancellationToken::new())
+        .await
+        .unwrap();
+    let report = r.driver.project_slots().await.unwrap();
+    assert_eq!(report.namespace, "ci");
+    let [project] = report.projects.as_slice() else {
+        panic!("one limited project: {report:?}");
+    };
+    assert_eq!(project.counter, "ci.project-7");
+    assert_eq!(project.project, "group/app-7", "the path from the holder's record");
+    assert_eq!((project.limit, project.free, project.counted), (Some(1), Some(0), 1));
+    assert_eq!(project.rule.as_deref(), Some("one-at-a-time"));
+    assert!(project.at_limit());
+    let [holder] = project.holders.as_slice() else {
+        panic!("one holder: {project:?}");
+    };
+    assert_eq!((holder.job.as_str(), holder.job_id), ("ci-1", Some(1)));
+    assert_eq!(holder.standing, crate::metadata::SlotStanding::Time);
+    assert_eq!(holder.phase, Some(Phase::Ready));
+    let text = report.to_string();
+    assert!(text.contains("project group/app-7 (id 7): 1 of 1 slots held, 0 free"), "{text}");
+    assert!(text.contains("job 1 (ci-1)"), "{text}");
+    assert!(text.ends_with("1 project counter(s) in namespace ci, 1 at its limit"), "{text}");
+
+    r.driver.cleanup(&job_of(1, 7)).await.unwrap();
+    let report = r.driver.project_slots().await.unwrap();
+    let [project] = report.projects.as_slice() else {
+        panic!("the counter stays: {report:?}");
+    };
+    assert_eq!((project.counted, project.free), (0, Some(1)));
+    assert!(project.holders.is_empty(), "{project:?}");
+}
