@@ -19,7 +19,8 @@ use crate::world::{from_unix_seconds, human_duration};
 pub struct SlotReport {
     /// The namespace whose counters these are.
     pub namespace: String,
-    /// One per counter, by project.
+    /// One per counter that has holders (a counter whose slots were all given back is
+    /// left out: all its slots are free), in counter order.
     pub projects: Vec<ProjectSlots>,
 }
 
@@ -35,8 +36,13 @@ pub struct ProjectSlots {
     pub project_id: Option<u64>,
     /// The project's path, when known (the counter's name or a holder's record).
     pub project_path: Option<String>,
-    /// Its limit by the configuration now; `None`: no rule limits the project any more.
+    /// Its limit by the configuration now; `None`: no rule limits the project any more,
+    /// or the limit depends on the project's path, which nothing read names (see
+    /// [`ProjectSlots::limit_known`]).
     pub limit: Option<u32>,
+    /// Whether the limit could be told: `false` when the counter names the project by id,
+    /// no holder's record names its path, and a rule matches paths.
+    pub limit_known: bool,
     /// The rule that sets the limit.
     pub rule: Option<String>,
     /// How many holders count against the limit.
@@ -82,14 +88,16 @@ impl Driver {
     /// configuration and every holder: whether it counts (by the rule the store's
     /// `acquire_slot` applies) and what its job's record says. Reads the store only
     /// (one listing of the counters, one read per counter and per holder): no lock, no
-    /// backend call. A project none of whose jobs ever took a slot has no counter and is
-    /// not listed.
+    /// backend call. A project that no job holds a slot of now is not listed: all its
+    /// slots are free.
     pub async fn project_slots(&self) -> Result<SlotReport> {
         let prefix = format!("{}.", self.namespace);
         let mut projects = Vec::new();
         for counter in self.store.slot_counters(&prefix).await? {
             let holders = self.store.slot_holders(&counter).await?;
-            projects.push(self.project_of(&counter, holders).await?);
+            if !holders.is_empty() {
+                projects.push(self.project_of(&counter, holders).await?);
+            }
         }
         Ok(SlotReport {
             namespace: self.namespace.to_string(),
@@ -125,10 +133,16 @@ impl Driver {
                 job: holder.key,
             });
         }
-        let limit = self
-            .options
-            .shape
-            .concurrency_limit(project_path.as_deref(), project_id);
+        let rules = &self.options.shape;
+        // Without the path, a rule that matches paths may set a lower limit than the ids'.
+        let limit_known = project_path.is_some()
+            || !rules
+                .project_rules
+                .iter()
+                .any(|r| r.max_concurrent_jobs.is_some() && !r.projects.is_empty());
+        let limit = rules
+            .concurrency_limit(project_path.as_deref(), project_id)
+            .filter(|_| limit_known);
         let counted = listed.iter().filter(|h| h.counts).count();
         let free = limit.as_ref().map(|l| {
             l.limit
@@ -144,6 +158,7 @@ impl Driver {
             project_id,
             project_path,
             limit: limit.as_ref().map(|l| l.limit),
+            limit_known,
             rule: limit.map(|l| l.rule),
             counted,
             free,
@@ -170,7 +185,7 @@ impl fmt::Display for SlotReport {
         let full = self.projects.iter().filter(|p| p.at_limit()).count();
         write!(
             f,
-            "{} project counter(s) in namespace {}, {full} at its limit",
+            "{} project(s) of namespace {} hold slots, {full} at its limit",
             self.projects.len(),
             self.namespace
         )
@@ -196,6 +211,11 @@ impl fmt::Display for ProjectSlots {
                     write!(f, ": its next job waits")?;
                 }
             }
+            _ if !self.limit_known => write!(
+                f,
+                ": {} slots held, limit not known (no holder's record names the project's path)",
+                self.counted
+            )?,
             _ => write!(
                 f,
                 ": {} slots held, no rule limits it now",
