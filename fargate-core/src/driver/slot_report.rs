@@ -276,4 +276,58 @@ mod tests {
         assert_eq!(job_id_of(&ns, &key("cix-42")), None);
         assert_eq!(job_id_of(&ns, &key("ci-x-42")), None);
     }
+
+    #[test]
+    fn each_holder_says_why_it_counts_or_that_it_does_not() {
+        let now = crate::world::now();
+        let at = |ago: u64| crate::world::unix_seconds(now) - ago;
+        let holding = |id: u64, standing, until, record: Option<u64>| SlotHolding {
+            job: JobKey::parse(&format!("ci-{id}")).unwrap(),
+            job_id: Some(id),
+            job_name: record.map(|_| "build".to_owned()),
+            standing,
+            counts: standing.counts(),
+            until,
+            record_since: record,
+            phase: record.map(|_| Phase::Ready),
+        };
+        let project = ProjectSlots {
+            counter: "ci.project-42".into(),
+            project: "group/app".into(),
+            project_id: Some(42),
+            project_path: Some("group/app".into()),
+            limit: Some(2),
+            limit_known: true,
+            rule: Some("heavy".into()),
+            counted: 2,
+            free: Some(0),
+            holders: vec![
+                holding(1, SlotStanding::Record, at(300), Some(at(720))),
+                holding(2, SlotStanding::Time, at(0) + 150, None),
+                holding(3, SlotStanding::Gone, at(60), None),
+            ],
+        };
+        let text = SlotReport {
+            namespace: "ci".into(),
+            projects: vec![project],
+        }
+        .to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "project group/app (id 42): 2 of 2 slots held, 0 free (rule \"heavy\"): its next job waits",
+                "  job 1 (ci-1) \"build\": counts: its job has a record Ready since 12 min ago; its time is up",
+                lines[2],
+                "  job 3 (ci-3): does not count: its time is up and it has no record (forgotten at the next acquire)",
+                "1 project(s) of namespace ci hold slots, 1 at its limit",
+            ]
+        );
+        // The time left is at most what was given, by the second the test takes.
+        assert!(
+            lines[2].starts_with("  job 2 (ci-2): counts: its time has 2 min")
+                && lines[2].ends_with(" left (no record)"),
+            "{text}"
+        );
+    }
 }
