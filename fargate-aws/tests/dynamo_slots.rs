@@ -79,7 +79,10 @@ async fn another_host_lists_the_holders_as_they_count() {
         PrivateKey::new("k".into()),
     );
     a.put(&record).await.unwrap();
-    let (no_record, live) = (JobKey::parse("ci-2").unwrap(), JobKey::parse("ci-3").unwrap());
+    let (no_record, live) = (
+        JobKey::parse("ci-2").unwrap(),
+        JobKey::parse("ci-3").unwrap(),
+    );
     let counter = "ci.project-42";
     // The holder without a record last: the next acquire would forget it.
     for (holder, ttl) in [

@@ -114,7 +114,7 @@ pub enum Command {
     Kept(KeptArgs),
     /// List who holds each limited project's slots (`[[Fargate.ProjectRule]] MaxConcurrentJobs`).
     #[command(
-        long_about = "List the project counters of this runner's namespace \
+        long_about = "List the projects of this runner's namespace whose slots are held \
                       ([[Fargate.ProjectRule]] MaxConcurrentJobs), as the metadata store \
                       holds them (no AWS call besides a DynamoDB table's reads, no lock): per \
                       project its limit, how many slots are held and free, and each holder: \

@@ -561,7 +561,8 @@ async fn doctor_says_which_limited_project_is_at_its_limit() {
 
     fargate_testkit::require_fixture!(Moto);
     let fx = Fixture::start().await;
-    let rule = "[[Fargate.ProjectRule]]\n  Name = \"one\"\n  ProjectIds = [42]\n  MaxConcurrentJobs = 1\n";
+    let rule =
+        "[[Fargate.ProjectRule]]\n  Name = \"one\"\n  ProjectIds = [42]\n  MaxConcurrentJobs = 1\n";
     let config = format!("{}{rule}", fx.toml(&fx.good()));
 
     // Without a limit, no such line.
@@ -571,7 +572,9 @@ async fn doctor_says_which_limited_project_is_at_its_limit() {
     let (code, out) = fx.doctor(&config);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("ok    project slots: no limited project is at its limit (0 project(s) hold slots)"),
+        out.contains(
+            "ok    project slots: no limited project is at its limit (0 project(s) hold slots)"
+        ),
         "{out}"
     );
 

@@ -373,17 +373,32 @@ async fn a_project_limit_holds_across_both_hosts() {
         b.log
     );
     assert!(release.exists(), "B's wait released A");
-    let (code, out, err) = listed.lock().unwrap().take().expect("host B listed the slots");
+    let (code, out, err) = listed
+        .lock()
+        .unwrap()
+        .take()
+        .expect("host B listed the slots");
     assert_eq!(code, 0, "{out}\n{err}");
     let slots: serde_json::Value = serde_json::from_str(&out).expect(&out);
     let project = &slots["projects"][0];
     assert_eq!(
-        (&project["project_path"], &project["limit"], &project["free"]),
+        (
+            &project["project_path"],
+            &project["limit"],
+            &project["free"]
+        ),
         (&"group/project".into(), &1.into(), &0.into()),
         "{slots}"
     );
-    assert_eq!(project["holders"][0]["job_id"], 503, "host A's job: {slots}");
-    assert_eq!(project["holders"].as_array().map(Vec::len), Some(1), "{slots}");
+    assert_eq!(
+        project["holders"][0]["job_id"], 503,
+        "host A's job: {slots}"
+    );
+    assert_eq!(
+        project["holders"].as_array().map(Vec::len),
+        Some(1),
+        "{slots}"
+    );
     // B's prepare waited until A's cleanup gave the slot back: B's task was ready only
     // after A's script ended, and B's script ran after A's cleanup began.
     let b_waits = line_at(&b, "prepare", ": waiting");

@@ -69,7 +69,11 @@ async fn slots_lists_who_holds_a_full_projects_slots_while_a_job_waits() {
     }
     let mut ids: Vec<i64> = tokio::task::spawn_blocking(move || {
         (0..2)
-            .map(|_| started.recv_timeout(Duration::from_secs(120)).expect("both holders run"))
+            .map(|_| {
+                started
+                    .recv_timeout(Duration::from_secs(120))
+                    .expect("both holders run")
+            })
             .collect()
     })
     .await
@@ -108,7 +112,11 @@ async fn slots_lists_who_holds_a_full_projects_slots_while_a_job_waits() {
         waited.log
     );
 
-    let (text, json) = listed.lock().unwrap().take().expect("the waiter listed the slots");
+    let (text, json) = listed
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the waiter listed the slots");
     let (code, out) = joined(text);
     assert_eq!(code, 0, "{out}");
     for line in [
@@ -120,12 +128,19 @@ async fn slots_lists_who_holds_a_full_projects_slots_while_a_job_waits() {
     ] {
         assert!(out.contains(&line), "missing {line:?} in\n{out}");
     }
-    assert!(!out.contains("job 603"), "the waiting job holds no slot:\n{out}");
+    assert!(
+        !out.contains("job 603"),
+        "the waiting job holds no slot:\n{out}"
+    );
     let json = slots_json(json);
     assert_eq!(json["namespace"], NAMESPACE, "{json}");
     let project = &json["projects"][0];
     assert_eq!(json["projects"].as_array().unwrap().len(), 1, "{json}");
-    assert_eq!(project["counter"], format!("{NAMESPACE}.project-42"), "{json}");
+    assert_eq!(
+        project["counter"],
+        format!("{NAMESPACE}.project-42"),
+        "{json}"
+    );
     assert_eq!(project["project_path"], "group/project", "{json}");
     assert_eq!(project["project_id"], 42, "{json}");
     assert_eq!(project["rule"], "two-at-a-time", "{json}");

@@ -153,7 +153,7 @@ impl DynamoStore {
             item::with_names_and_values(
                 &mut input,
                 &format!("#pk {filter}"),
-                &[(":prefix", s(&item_key(prefix)))],
+                &[(":prefix", s(item_key(prefix)))],
             );
             if let Some(start) = start.take() {
                 input.insert("ExclusiveStartKey".into(), start);

@@ -54,12 +54,12 @@ mod summary;
 pub use keep::{KeptTask, LAST_RUN_STAGE, is_user_step};
 pub use prepare::LOGIN_CHECK_SCRIPT;
 pub use project_slot::{SLOT_NOTE_EVERY, SLOT_POLL};
-pub use slot_report::{ProjectSlots, SlotHolding, SlotReport};
 pub use shape::{
     CAPACITY_VARIABLE, CPU_ARCHITECTURE_VARIABLE, CPU_VARIABLE, EPHEMERAL_STORAGE_VARIABLE,
     MEMORY_VARIABLE, ShapeDecision, ShapeRequest, TASK_ROLE_VARIABLE, TrustedProject,
     resolve_shape,
 };
+pub use slot_report::{ProjectSlots, SlotHolding, SlotReport};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -51,7 +51,10 @@ fn counter_name(identity: &JobIdentity) -> Option<String> {
 
 /// The project of `counter`, a counter of `namespace` ([`counter_name`]'s inverse): its id,
 /// or its path (`None` when the name holds neither, or a path cut to the longest name).
-pub(super) fn counter_project(namespace: &Namespace, counter: &str) -> (Option<u64>, Option<String>) {
+pub(super) fn counter_project(
+    namespace: &Namespace,
+    counter: &str,
+) -> (Option<u64>, Option<String>) {
     let Some(rest) = counter
         .strip_prefix(namespace.as_str())
         .and_then(|r| r.strip_prefix('.'))
@@ -180,7 +183,10 @@ mod tests {
         response.project_id = None;
         let by_path = JobIdentity::from_response(ns.clone(), &response);
         let counter = counter_name(&by_path).unwrap();
-        assert_eq!(counter_project(&ns, &counter), (None, Some("group/app".into())));
+        assert_eq!(
+            counter_project(&ns, &counter),
+            (None, Some("group/app".into()))
+        );
         // A path cut to the longest name is not guessed at.
         response.project_path = Some("g/".repeat(100));
         let long = JobIdentity::from_response(ns.clone(), &response);

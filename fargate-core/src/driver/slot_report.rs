@@ -216,11 +216,7 @@ impl fmt::Display for ProjectSlots {
                 ": {} slots held, limit not known (no holder's record names the project's path)",
                 self.counted
             )?,
-            _ => write!(
-                f,
-                ": {} slots held, no rule limits it now",
-                self.counted
-            )?,
+            _ => write!(f, ": {} slots held, no rule limits it now", self.counted)?,
         }
         let now = crate::world::now();
         for h in &self.holders {

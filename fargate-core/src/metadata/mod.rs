@@ -31,9 +31,7 @@ pub use namespaces::NamespaceClaim;
 pub use record::{
     AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, PoolSlot, RECORD_FORMAT,
 };
-pub use slots::{
-    MAX_COUNTER_LEN, SlotGrant, SlotHolder, SlotHolders, SlotStanding, check_counter,
-};
+pub use slots::{MAX_COUNTER_LEN, SlotGrant, SlotHolder, SlotHolders, SlotStanding, check_counter};
 
 /// Stores job records between stage processes.
 ///

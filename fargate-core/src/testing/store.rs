@@ -12,8 +12,8 @@ use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobKey;
 use crate::metadata::{
-    InterruptionMemory, InterruptionNote, JobLock, JobRecord, MetadataStore, SlotGrant,
-    SlotHolder, SlotHolders, check_counter,
+    InterruptionMemory, InterruptionNote, JobLock, JobRecord, MetadataStore, SlotGrant, SlotHolder,
+    SlotHolders, check_counter,
 };
 
 /// An in-memory [`MetadataStore`] with fault injection. Locks hold within the process.

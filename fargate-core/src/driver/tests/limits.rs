@@ -138,8 +138,14 @@ async fn the_listing_names_who_holds_a_full_projects_slots() {
         panic!("one limited project: {report:?}");
     };
     assert_eq!(project.counter, "ci.project-7");
-    assert_eq!(project.project, "group/app-7", "the path from the holder's record");
-    assert_eq!((project.limit, project.free, project.counted), (Some(1), Some(0), 1));
+    assert_eq!(
+        project.project, "group/app-7",
+        "the path from the holder's record"
+    );
+    assert_eq!(
+        (project.limit, project.free, project.counted),
+        (Some(1), Some(0), 1)
+    );
     assert_eq!(project.rule.as_deref(), Some("one-at-a-time"));
     assert!(project.at_limit());
     let [holder] = project.holders.as_slice() else {
@@ -149,13 +155,22 @@ async fn the_listing_names_who_holds_a_full_projects_slots() {
     assert_eq!(holder.standing, crate::metadata::SlotStanding::Time);
     assert_eq!(holder.phase, Some(Phase::Ready));
     let text = report.to_string();
-    assert!(text.contains("project group/app-7 (id 7): 1 of 1 slots held, 0 free"), "{text}");
+    assert!(
+        text.contains("project group/app-7 (id 7): 1 of 1 slots held, 0 free"),
+        "{text}"
+    );
     assert!(text.contains("job 1 (ci-1)"), "{text}");
-    assert!(text.ends_with("1 project(s) of namespace ci hold slots, 1 at its limit"), "{text}");
+    assert!(
+        text.ends_with("1 project(s) of namespace ci hold slots, 1 at its limit"),
+        "{text}"
+    );
 
     r.driver.cleanup(&job_of(1, 7)).await.unwrap();
     let report = r.driver.project_slots().await.unwrap();
-    assert!(report.projects.is_empty(), "all its slots are free: {report:?}");
+    assert!(
+        report.projects.is_empty(),
+        "all its slots are free: {report:?}"
+    );
 }
 
 #[tokio::test]
@@ -193,13 +208,21 @@ async fn a_limit_that_depends_on_a_path_no_record_names_is_not_guessed() {
     let [project] = report.projects.as_slice() else {
         panic!("one project: {report:?}");
     };
-    assert_eq!((project.project_id, project.project_path.as_deref()), (Some(7), None));
+    assert_eq!(
+        (project.project_id, project.project_path.as_deref()),
+        (Some(7), None)
+    );
     assert!(!project.limit_known, "{project:?}");
-    assert_eq!((project.limit, project.free, project.counted), (None, None, 1));
+    assert_eq!(
+        (project.limit, project.free, project.counted),
+        (None, None, 1)
+    );
     assert_eq!(project.holders[0].job_id, Some(9));
     assert_eq!(project.holders[0].phase, None);
     assert!(
-        report.to_string().contains("project id 7: 1 slots held, limit not known"),
+        report
+            .to_string()
+            .contains("project id 7: 1 slots held, limit not known"),
         "{report}"
     );
 
@@ -209,7 +232,10 @@ async fn a_limit_that_depends_on_a_path_no_record_names_is_not_guessed() {
     response.project_id = Some(7);
     let identity = JobIdentity::from_response(Namespace::parse("ci").unwrap(), &response);
     r.store
-        .put(&JobRecord::new(identity, crate::shell::PrivateKey::new("k".into())))
+        .put(&JobRecord::new(
+            identity,
+            crate::shell::PrivateKey::new("k".into()),
+        ))
         .await
         .unwrap();
     let report = r.driver.project_slots().await.unwrap();

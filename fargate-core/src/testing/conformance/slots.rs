@@ -142,9 +142,17 @@ pub async fn slots_are_listed_as_they_count(
         v.sort();
         v
     };
-    assert_eq!(standings().await, [], "a counter never taken has no holders");
+    assert_eq!(
+        standings().await,
+        [],
+        "a counter never taken has no holders"
+    );
     store.put(record).await.expect("put");
-    for (holder, ttl) in [(&record.key, Duration::ZERO), (&live, TTL), (&dead, Duration::ZERO)] {
+    for (holder, ttl) in [
+        (&record.key, Duration::ZERO),
+        (&live, TTL),
+        (&dead, Duration::ZERO),
+    ] {
         let grant = store.acquire_slot(counter, holder, 3, ttl).await;
         assert_eq!(grant.expect("acquire"), SlotGrant::Taken, "{holder}");
     }
@@ -155,19 +163,35 @@ pub async fn slots_are_listed_as_they_count(
     ]);
     assert_eq!(standings().await, want);
     assert_eq!(standings().await, want, "listing forgets no holder");
-    let prefix = counter.split('.').next().map(|p| format!("{p}.")).expect("a prefix");
+    let prefix = counter
+        .split('.')
+        .next()
+        .map(|p| format!("{p}."))
+        .expect("a prefix");
     let counters = store.slot_counters(&prefix).await.expect("slot_counters");
-    assert!(counters.iter().any(|c| c == counter), "{counters:?} has {counter}");
-    assert!(counters.iter().all(|c| c.starts_with(&prefix)), "{counters:?}");
+    assert!(
+        counters.iter().any(|c| c == counter),
+        "{counters:?} has {counter}"
+    );
+    assert!(
+        counters.iter().all(|c| c.starts_with(&prefix)),
+        "{counters:?}"
+    );
     assert_eq!(
-        store.slot_counters("conf-none.").await.expect("slot_counters"),
+        store
+            .slot_counters("conf-none.")
+            .await
+            .expect("slot_counters"),
         Vec::<String>::new()
     );
     // The holder listed as not counting leaves its slot to a new one: 2 of 3 count.
     let grant = store.acquire_slot(counter, &next, 3, TTL).await;
     assert_eq!(grant.expect("acquire"), SlotGrant::Taken);
     let after = standings().await;
-    assert!(after.iter().all(|(k, _)| *k != dead), "acquire forgot it: {after:?}");
+    assert!(
+        after.iter().all(|(k, _)| *k != dead),
+        "acquire forgot it: {after:?}"
+    );
     assert_eq!(after.len(), 3, "{after:?}");
     store.delete(&record.key).await.expect("delete");
     let gone = standings().await;
