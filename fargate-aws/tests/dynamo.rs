@@ -1,5 +1,7 @@
-//! `DynamoStore` against moto's DynamoDB on loopback (see `fargate_testkit::moto`): the store
-//! conformance suite, fencing, leases and their renewal, the table's setup and checks.
+//! `DynamoStore` against DynamoDB emulators on loopback, each test on moto's DynamoDB
+//! (`fargate_testkit::moto`) and on dynalite (`fargate_testkit::dynalite`): the store
+//! conformance suite, fencing, leases and their renewal, the table's setup and checks, what
+//! a job costs in requests.
 //! Lease time moves with a manual clock wherever a test can; the few waits left are the
 //! suite's and the store's own bounded waits for a lease to end.
 
@@ -16,7 +18,7 @@ use fargate_core::testing::conformance::{self, LockCaps};
 use fargate_core::{
     ErrorKind, JobIdentity, JobKey, JobRecord, JobResponse, MetadataStore, Namespace, PrivateKey,
 };
-use fargate_testkit::moto::Moto;
+use fargate_testkit::dynamodb::{self, DynamoDb};
 use serde_json::json;
 
 fn transport() -> SdkTransport {
@@ -27,16 +29,16 @@ fn transport() -> SdkTransport {
     t
 }
 
-/// A store of host `host` on `table` of `moto`.
-fn store(moto: &Moto, table: &str, host: &str) -> DynamoStore {
-    DynamoStore::new(table, &moto.sdk_config(), None, &transport())
+/// A store of host `host` on `table` of `db`.
+fn store(db: &dyn DynamoDb, table: &str, host: &str) -> DynamoStore {
+    DynamoStore::new(table, &db.sdk_config(), None, &transport())
         .unwrap()
         .with_host(host)
 }
 
-async fn table(moto: &Moto, name: &str) -> DynamoStore {
-    let s = store(moto, name, "init");
-    let check = s.init_table(&TableSettings::default()).await.unwrap();
+async fn table(db: &dyn DynamoDb, name: &str) -> DynamoStore {
+    let s = store(db, name, "init");
+    let check = dynamodb::init_table(db, &s, &TableSettings::default()).await;
     assert!(check.usable(), "{check:?}");
     s
 }
@@ -50,32 +52,26 @@ fn record(job: u64) -> JobRecord {
     )
 }
 
-#[tokio::test]
-async fn the_store_passes_the_conformance_suite() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto, "fleet").await;
+async fn the_store_passes_the_conformance_suite(db: &dyn DynamoDb) {
+    table(db, "fleet").await;
     // The suite waits for a lease to end on its own: a short one, never renewed.
     let lease = Duration::from_secs(1);
     let settings = LeaseSettings::new(lease)
         .with_renewal(None)
         .with_max_clock_skew(Duration::ZERO);
     let copy = tempfile::tempdir().unwrap();
-    let s = store(&moto, "fleet", "host-a")
+    let s = store(db, "fleet", "host-a")
         .with_lease(settings)
         .with_local_copy(copy.path());
     conformance::store(&s, &record(1), LockCaps::leased(lease)).await;
 }
 
-#[tokio::test]
-async fn a_holder_paused_past_its_lease_cannot_overwrite_the_new_holder() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto, "fleet").await;
+async fn a_holder_paused_past_its_lease_cannot_overwrite_the_new_holder(db: &dyn DynamoDb) {
+    table(db, "fleet").await;
     let clock = ManualClock::new();
     let settings = LeaseSettings::new(Duration::from_secs(60)).with_renewal(None);
     let host = |name| {
-        store(&moto, "fleet", name)
+        store(db, "fleet", name)
             .with_lease(settings)
             .with_clock(Arc::new(clock.clone()))
     };
@@ -98,17 +94,14 @@ async fn a_holder_paused_past_its_lease_cannot_overwrite_the_new_holder() {
 /// not: a write the table refuses (a holder that lost its lock) leaves no copy, a record
 /// another host changed is read from the table, and a copy whose record another host
 /// removed goes at the next listing, a minute later.
-#[tokio::test]
-async fn the_hosts_copy_never_holds_what_the_table_does_not() {
+async fn the_hosts_copy_never_holds_what_the_table_does_not(db: &dyn DynamoDb) {
     use fargate_core::Phase;
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto, "fleet").await;
+    table(db, "fleet").await;
     let clock = ManualClock::new();
     let settings = LeaseSettings::new(Duration::from_secs(60)).with_renewal(None);
     let dir = tempfile::tempdir().unwrap();
     let host = |name: &str| {
-        store(&moto, "fleet", name)
+        store(db, "fleet", name)
             .with_lease(settings)
             .with_clock(Arc::new(clock.clone()))
             .with_local_copy(dir.path().join(name))
@@ -157,16 +150,13 @@ async fn the_hosts_copy_never_holds_what_the_table_does_not() {
     assert_eq!(a.get_cached(&other.key).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_held_lock_is_renewed_and_a_dropped_one_released() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto, "fleet").await;
+async fn a_held_lock_is_renewed_and_a_dropped_one_released(db: &dyn DynamoDb) {
+    table(db, "fleet").await;
     let clock = ManualClock::new();
     let settings =
         LeaseSettings::new(Duration::from_secs(60)).with_renewal(Some(Duration::from_millis(50)));
     let host = |name| {
-        store(&moto, "fleet", name)
+        store(db, "fleet", name)
             .with_lease(settings)
             .with_clock(Arc::new(clock.clone()))
     };
@@ -198,17 +188,16 @@ async fn a_held_lock_is_renewed_and_a_dropped_one_released() {
     assert_eq!(a.lease_of(&key).await.unwrap(), None, "nothing is left");
 }
 
-#[tokio::test]
-async fn a_dead_holders_lease_is_taken_over_after_its_duration_whatever_the_clocks_say() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto, "fleet").await;
+async fn a_dead_holders_lease_is_taken_over_after_its_duration_whatever_the_clocks_say(
+    db: &dyn DynamoDb,
+) {
+    table(db, "fleet").await;
     let lease = Duration::from_secs(1);
     let settings = LeaseSettings::new(lease).with_renewal(None);
-    let a = store(&moto, "fleet", "host-a").with_lease(settings);
+    let a = store(db, "fleet", "host-a").with_lease(settings);
     // Host b's clock is an hour behind: by its clock, a's lease never ends.
     let behind = ManualClock::at(std::time::SystemTime::now() - Duration::from_secs(3600));
-    let b = store(&moto, "fleet", "host-b")
+    let b = store(db, "fleet", "host-b")
         .with_lease(settings)
         .with_clock(Arc::new(behind));
     let key = record(5).key;
@@ -240,11 +229,8 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(probe: impl Fn(
     }
 }
 
-#[tokio::test]
-async fn records_notes_and_their_limits() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    let s = table(&moto, "fleet").await;
+async fn records_notes_and_their_limits(db: &dyn DynamoDb) {
+    let s = table(db, "fleet").await;
     // Records of several namespaces; list gives those with a record only.
     let (a, b) = (record(10), record(11));
     s.put(&a).await.unwrap();
@@ -262,7 +248,7 @@ async fn records_notes_and_their_limits() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert_eq!(s.get(&big.key).await.unwrap(), None);
     // ...and the fixture refuses such an item as DynamoDB does.
-    let (status, answer) = moto.dynamodb(
+    let (status, answer) = db.dynamodb(
         "PutItem",
         &json!({"TableName": "fleet", "Item": {"pk": {"S": "x"}, "rec": {"S": "y".repeat(410 * 1024)}}}),
     );
@@ -272,7 +258,7 @@ async fn records_notes_and_their_limits() {
         "{answer}"
     );
     // An unreadable record is a corrupt record, never a missing one.
-    moto.dynamodb(
+    db.dynamodb(
         "PutItem",
         &json!({"TableName": "fleet", "Item": {"pk": {"S": "ci-13"}, "rec": {"S": "{"}}}),
     );
@@ -283,7 +269,7 @@ async fn records_notes_and_their_limits() {
     let note = InterruptionNote::new("Your Spot Task was interrupted.", Duration::from_secs(600));
     s.remember(&key, &note).await.unwrap();
     assert_eq!(s.recall(&key).await.unwrap(), Some(note.clone()));
-    let (_, item) = moto.dynamodb(
+    let (_, item) = db.dynamodb(
         "GetItem",
         &json!({"TableName": "fleet", "Key": {"pk": {"S": "ci-reclaimed-0123"}}}),
     );
@@ -296,7 +282,7 @@ async fn records_notes_and_their_limits() {
         "TTL deletes late: checked on read"
     );
     // Records carry the item TTL a week ahead.
-    let (_, item) = moto.dynamodb(
+    let (_, item) = db.dynamodb(
         "GetItem",
         &json!({"TableName": "fleet", "Key": {"pk": {"S": a.key.as_str()}}}),
     );
@@ -312,11 +298,8 @@ async fn records_notes_and_their_limits() {
     assert!(ttl > now + 6 * 24 * 3600, "{ttl}");
 }
 
-#[tokio::test]
-async fn init_creates_a_table_and_check_says_what_is_wrong() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    let s = store(&moto, "fleet", "init");
+async fn init_creates_a_table_and_check_says_what_is_wrong(db: &dyn DynamoDb) {
+    let s = store(db, "fleet", "init");
     // No table: every call says how to make one.
     let err = s.get(&record(1).key).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
@@ -327,31 +310,51 @@ async fn init_creates_a_table_and_check_says_what_is_wrong() {
     let check = s.check_table().await.unwrap();
     assert!(!check.exists && !check.usable(), "{check:?}");
     // Created on demand, with TTL; a second init changes nothing.
-    let check = s
-        .init_table(&TableSettings::default().with_kms_key(Some("alias/fargate".into())))
-        .await
-        .unwrap();
-    assert!(check.usable(), "{check:?}");
-    assert!(
-        check.done.iter().any(|d| d.contains("created")),
-        "{check:?}"
-    );
-    assert!(
-        !check
-            .warnings
-            .iter()
-            .any(|w| w.contains("TTL") || w.contains("provisioned")),
-        "{check:?}"
-    );
-    let (_, described) = moto.dynamodb("DescribeTable", &json!({"TableName": "fleet"}));
+    let settings = TableSettings::default().with_kms_key(Some("alias/fargate".into()));
+    if db.has_ttl() {
+        let check = s.init_table(&settings).await.unwrap();
+        assert!(check.usable(), "{check:?}");
+        assert!(
+            check.done.iter().any(|d| d.contains("created")),
+            "{check:?}"
+        );
+        assert!(
+            !check
+                .warnings
+                .iter()
+                .any(|w| w.contains("TTL") || w.contains("provisioned") || w.contains("KMS")),
+            "{check:?}"
+        );
+        let again = s.init_table(&TableSettings::default()).await.unwrap();
+        assert!(again.usable() && again.done.is_empty(), "{again:?}");
+    } else {
+        // dynalite has neither TTL nor encryption at rest: init creates the table, fails
+        // at turning TTL on, and the check says what is missing. DynamoDB has both.
+        let check = dynamodb::init_table(db, &s, &settings).await;
+        assert!(check.usable(), "{check:?}");
+        assert!(
+            check.warnings.iter().any(|w| w.contains("TTL off")),
+            "{check:?}"
+        );
+        assert!(
+            check.warnings.iter().any(|w| w.contains("KMS")),
+            "{check:?}"
+        );
+        assert!(
+            !check.warnings.iter().any(|w| w.contains("provisioned")),
+            "{check:?}"
+        );
+        let again = dynamodb::init_table(db, &s, &TableSettings::default()).await;
+        assert_eq!(again, check, "a second init creates nothing");
+    }
+    let (_, described) = db.dynamodb("DescribeTable", &json!({"TableName": "fleet"}));
     assert_eq!(
         described["Table"]["BillingModeSummary"]["BillingMode"],
         "PAY_PER_REQUEST"
     );
-    let again = s.init_table(&TableSettings::default()).await.unwrap();
-    assert!(again.usable() && again.done.is_empty(), "{again:?}");
+    assert_eq!(described["Table"]["TableStatus"], "ACTIVE");
     // A table of another shape is not used.
-    moto.dynamodb(
+    db.dynamodb(
         "CreateTable",
         &json!({
             "TableName": "other",
@@ -360,7 +363,7 @@ async fn init_creates_a_table_and_check_says_what_is_wrong() {
             "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
         }),
     );
-    let check = store(&moto, "other", "init").check_table().await.unwrap();
+    let check = store(db, "other", "init").check_table().await.unwrap();
     assert!(!check.usable(), "{check:?}");
     assert!(
         check.errors[0].contains("string partition key `pk`"),
@@ -376,23 +379,36 @@ async fn init_creates_a_table_and_check_says_what_is_wrong() {
     );
 }
 
+/// A new table is `CREATING` for a while on DynamoDB (moto's is `ACTIVE` at once): init
+/// waits until it is `ACTIVE` before it goes on (on dynalite, to turning TTL on, which fails
+/// there at once).
+#[tokio::test]
+async fn init_waits_for_a_new_table_to_be_active() {
+    fargate_testkit::require_fixture!(Dynalite);
+    let db = fargate_testkit::dynalite::Dynalite::builder()
+        .create_table_delay(Duration::from_millis(1500))
+        .start();
+    let s = store(&db, "fleet", "init");
+    let check = dynamodb::init_table(&db, &s, &TableSettings::default()).await;
+    assert!(check.usable(), "{check:?}");
+    let (_, described) = db.dynamodb("DescribeTable", &json!({"TableName": "fleet"}));
+    assert_eq!(described["Table"]["TableStatus"], "ACTIVE", "{described}");
+}
+
 /// What a job costs in DynamoDB requests, with the driver's own stages (in-memory launcher
 /// and shell) and the host's local copy, as the CLI keeps it: prepare, the ten run stages
 /// gitlab-runner makes, cleanup; heartbeats at most one per 30 s (the store's clock is a
 /// manual one, moved past 30 s once between two stages). The figures are the docs'
 /// (docs/fleet.md).
-#[tokio::test]
-async fn a_jobs_dynamodb_requests() {
+async fn a_jobs_dynamodb_requests(db: &dyn DynamoDb) {
     use fargate_core::testing::{MemoryLauncher, MemoryShell};
     use fargate_core::{Driver, DriverOptions, JobContext};
     use std::os::unix::fs::PermissionsExt;
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto, "fleet").await;
+    table(db, "fleet").await;
     let dir = tempfile::tempdir().unwrap();
     let copy_dir = dir.path().join(fargate_aws::dynamo_store::COPY_DIR);
     let clock = ManualClock::new();
-    let store = store(&moto, "fleet", "host-a")
+    let store = store(db, "fleet", "host-a")
         .with_clock(Arc::new(clock.clone()))
         .with_local_copy(&copy_dir);
     let options = DriverOptions::builder()
@@ -435,7 +451,7 @@ async fn a_jobs_dynamodb_requests() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&copy_dir), 0o700);
     assert_eq!(mode(&copy_dir.join(format!("{key}.json"))), 0o600);
-    let (_, item) = moto.dynamodb(
+    let (_, item) = db.dynamodb(
         "GetItem",
         &json!({"TableName": "fleet", "Key": {"pk": {"S": key.as_str()}}}),
     );
@@ -501,6 +517,17 @@ async fn a_jobs_dynamodb_requests() {
         !copy_dir.join(format!("{key}.json")).exists(),
         "nor the host's copy"
     );
-    let (_, scan) = moto.dynamodb("Scan", &json!({"TableName": "fleet"}));
+    let (_, scan) = db.dynamodb("Scan", &json!({"TableName": "fleet"}));
     assert_eq!(scan["Count"], 0, "no item (nor lock) is left: {scan}");
+}
+
+fargate_testkit::dynamodb_tests! {
+    #[tokio::test] the_store_passes_the_conformance_suite;
+    #[tokio::test] a_holder_paused_past_its_lease_cannot_overwrite_the_new_holder;
+    #[tokio::test] the_hosts_copy_never_holds_what_the_table_does_not;
+    #[tokio::test] a_held_lock_is_renewed_and_a_dropped_one_released;
+    #[tokio::test] a_dead_holders_lease_is_taken_over_after_its_duration_whatever_the_clocks_say;
+    #[tokio::test] records_notes_and_their_limits;
+    #[tokio::test] init_creates_a_table_and_check_says_what_is_wrong;
+    #[tokio::test] a_jobs_dynamodb_requests;
 }

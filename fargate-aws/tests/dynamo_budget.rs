@@ -1,6 +1,13 @@
 //! The fleet's API budget in the DynamoDB table ([`DynamoCallBudget`]), shared by runner
 //! hosts that are separate OS processes (this test executable, re-run as workers, each with
 //! its own store and host name), against moto's DynamoDB and its ECS throttling fixture.
+//!
+//! On moto only, unlike the store's other tests (`fargate_testkit::dynamodb_tests!` runs
+//! those on dynalite too): what is measured is the fleet bucket against moto's ECS
+//! throttling (`Moto::set_throttling`, `Moto::throttled_calls`), and the worker processes
+//! reach ECS and the table through one endpoint. So the budget item's own path for a lost
+//! write whose answer carries no item (it reads the item again), which dynalite would
+//! take, is not run here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step is a failed test
 

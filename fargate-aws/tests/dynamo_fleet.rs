@@ -1,5 +1,6 @@
 //! Fleet mode with the driver's own stages: several hosts (each a `Driver` with its own
-//! `DynamoStore`, one namespace) on one table of moto's DynamoDB, one launcher and shell
+//! `DynamoStore`, one namespace) on one table of a DynamoDB emulator (each test on moto's
+//! and on dynalite), one launcher and shell
 //! (the in-memory ones: ECS is not what is tested here). One warm pool serves every host,
 //! and no warm task ever serves two jobs, also when hosts claim at once.
 
@@ -15,41 +16,31 @@ use fargate_core::testing::{MemoryLauncher, MemoryShell};
 use fargate_core::{
     Driver, DriverOptions, JobContext, JobResponse, MetadataStore, Namespace, TaskLauncher,
 };
-use fargate_testkit::moto::Moto;
+use fargate_testkit::dynamodb::{self, DynamoDb};
 use tokio_util::sync::CancellationToken;
 
 struct Fleet {
     launcher: Arc<MemoryLauncher>,
     shell: Arc<MemoryShell>,
-    moto: Moto,
+    config: aws_config::SdkConfig,
 }
 
 impl Fleet {
-    async fn start() -> Fleet {
-        let moto = Moto::start();
+    async fn start(db: &dyn DynamoDb) -> Fleet {
         let fleet = Fleet {
             launcher: Arc::new(MemoryLauncher::new()),
             shell: Arc::new(MemoryShell::new()),
-            moto,
+            config: db.sdk_config(),
         };
-        let check = fleet
-            .store("init")
-            .init_table(&TableSettings::default())
-            .await
-            .unwrap();
+        let check = dynamodb::init_table(db, &fleet.store("init"), &TableSettings::default()).await;
         assert!(check.usable(), "{check:?}");
         fleet
     }
 
     fn store(&self, host: &str) -> DynamoStore {
-        DynamoStore::new(
-            "fleet",
-            &self.moto.sdk_config(),
-            None,
-            &SdkTransport::default(),
-        )
-        .unwrap()
-        .with_host(host)
+        DynamoStore::new("fleet", &self.config, None, &SdkTransport::default())
+            .unwrap()
+            .with_host(host)
     }
 
     /// Host `name`'s driver, with a warm pool of `pool`.
@@ -80,10 +71,8 @@ fn job(id: u64) -> JobContext {
     JobContext::new(JobResponse::new(id))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_warm_pool_serves_every_host() {
-    fargate_testkit::require_fixture!(Moto);
-    let fleet = Fleet::start().await;
+async fn one_warm_pool_serves_every_host(db: &dyn DynamoDb) {
+    let fleet = Fleet::start(db).await;
     let (a, b) = (fleet.host("host-a", 2), fleet.host("host-b", 2));
     let cancel = CancellationToken::new();
     // Host a fills the pool; host b sees it.
@@ -109,10 +98,8 @@ async fn one_warm_pool_serves_every_host() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hosts_claiming_at_once_never_share_a_warm_task() {
-    fargate_testkit::require_fixture!(Moto);
-    let fleet = Fleet::start().await;
+async fn hosts_claiming_at_once_never_share_a_warm_task(db: &dyn DynamoDb) {
+    let fleet = Fleet::start(db).await;
     let hosts: Vec<Driver> = (0..4)
         .map(|i| fleet.host(&format!("host-{i}"), 8))
         .collect();
@@ -164,11 +151,9 @@ async fn hosts_claiming_at_once_never_share_a_warm_task() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_hosts_job_is_stopped_by_another_hosts_gc() {
+async fn a_dead_hosts_job_is_stopped_by_another_hosts_gc(db: &dyn DynamoDb) {
     use fargate_core::gc::{self, Action, GcOptions};
-    fargate_testkit::require_fixture!(Moto);
-    let fleet = Fleet::start().await;
+    let fleet = Fleet::start(db).await;
     // Host a's clock says an hour ago: what it writes now is what a host that died an
     // hour ago wrote last (its heartbeats, and below its record's last change).
     let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
@@ -216,4 +201,10 @@ async fn a_dead_hosts_job_is_stopped_by_another_hosts_gc() {
         "the dead job's record goes too"
     );
     b.cleanup(&job(2)).await.unwrap();
+}
+
+fargate_testkit::dynamodb_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] one_warm_pool_serves_every_host;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] hosts_claiming_at_once_never_share_a_warm_task;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_dead_hosts_job_is_stopped_by_another_hosts_gc;
 }

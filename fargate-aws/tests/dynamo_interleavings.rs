@@ -1,6 +1,6 @@
 //! The interleaving test of the ownership model (`fargate_testkit::interleavings`) on the
-//! DynamoDB store, against moto's DynamoDB: the two runners are two hosts, each with its own
-//! `DynamoStore`, on one table (a fresh one per seed). Leases are long and never renewed
+//! DynamoDB store, against moto's DynamoDB and against dynalite: the two runners are two
+//! hosts, each with its own `DynamoStore`, on one table (a fresh one per seed). Leases are long and never renewed
 //! here (the scheduler's clock is paused and jumps): lease expiry and fencing have their
 //! own tests (`tests/dynamo.rs`); this one checks the ownership invariants on the real
 //! store's conditional writes, scans and locks.
@@ -17,10 +17,10 @@ use fargate_aws::SdkTransport;
 use fargate_aws::dynamo_store::{DynamoStore, LeaseSettings, TableSettings};
 use fargate_core::testing::ManualClock;
 use fargate_core::{JobKey, JobRecord, MetadataStore};
+use fargate_testkit::dynamodb::{self, DynamoDb};
 use fargate_testkit::interleavings::{
     Backend, Bridge, check_rogues_are_caught, check_seeds, seeds_to_run,
 };
-use fargate_testkit::moto::Moto;
 
 /// Two hosts' stores on one table, each behind a [`Bridge`].
 struct DynamoBackend {
@@ -36,24 +36,26 @@ impl Backend for DynamoBackend {
     }
 }
 
-/// A fresh table `seed-<seed>` on `moto`, and the two hosts' stores on it.
-fn backend(moto: &Moto, runtime: &Arc<tokio::runtime::Runtime>, seed: u64) -> Arc<dyn Backend> {
+/// A fresh table `seed-<seed>` on `db`, and the two hosts' stores on it.
+fn backend(
+    db: &dyn DynamoDb,
+    runtime: &Arc<tokio::runtime::Runtime>,
+    seed: u64,
+) -> Arc<dyn Backend> {
     let clock = ManualClock::new();
     let mut transport = SdkTransport::default();
     transport.operation_timeout = Duration::from_secs(30);
     let lease = LeaseSettings::new(Duration::from_secs(30 * 24 * 3600)).with_renewal(None);
     let table = format!("seed-{seed}");
     let host = |name: &str| {
-        DynamoStore::new(&table, &moto.sdk_config(), None, &transport)
+        DynamoStore::new(&table, &db.sdk_config(), None, &transport)
             .unwrap()
             .with_host(name)
             .with_lease(lease)
             .with_clock(Arc::new(clock.clone()))
     };
     let (a, b) = (host("host-a"), host("host-b"));
-    let check = runtime
-        .block_on(a.init_table(&TableSettings::default()))
-        .unwrap();
+    let check = runtime.block_on(dynamodb::init_table(db, &a, &TableSettings::default()));
     assert!(check.usable(), "{check:?}");
     let bridge = |store: DynamoStore| Bridge::new(Arc::new(store), runtime.clone(), clock.clone());
     Arc::new(DynamoBackend {
@@ -71,22 +73,21 @@ fn runtime() -> Arc<tokio::runtime::Runtime> {
     )
 }
 
-#[test]
-fn interleavings_keep_the_ownership_invariants_on_dynamodb() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
+fn interleavings_keep_the_ownership_invariants_on_dynamodb(db: &dyn DynamoDb) {
     let runtime = runtime();
-    check_seeds(seeds_to_run(40), |seed| backend(&moto, &runtime, seed));
+    check_seeds(seeds_to_run(40), |seed| backend(db, &runtime, seed));
 }
 
-#[test]
-fn the_checker_catches_a_rogue_actor_on_dynamodb() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
+fn the_checker_catches_a_rogue_actor_on_dynamodb(db: &dyn DynamoDb) {
     let runtime = runtime();
     let next = std::sync::atomic::AtomicU64::new(0);
     check_rogues_are_caught(|_| {
         let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        backend(&moto, &runtime, n)
+        backend(db, &runtime, n)
     });
+}
+
+fargate_testkit::dynamodb_tests! {
+    sync #[test] interleavings_keep_the_ownership_invariants_on_dynamodb;
+    sync #[test] the_checker_catches_a_rogue_actor_on_dynamodb;
 }

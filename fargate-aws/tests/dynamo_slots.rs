@@ -1,6 +1,7 @@
 //! `DynamoStore`'s counters (`MetadataStore::acquire_slot`, the fleet-wide
-//! `MaxConcurrentJobs`) against moto's DynamoDB on loopback: the counting rules of the
-//! conformance suite, and many hosts acquiring at once never holding more than the limit.
+//! `MaxConcurrentJobs`) against DynamoDB emulators on loopback, each test on moto's and on
+//! dynalite: the counting rules of the conformance suite, and many hosts acquiring at once
+//! never holding more than the limit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ use fargate_aws::dynamo_store::{DynamoStore, TableSettings};
 use fargate_core::metadata::DynMetadataStore;
 use fargate_core::testing::conformance;
 use fargate_core::{JobIdentity, JobRecord, JobResponse, MetadataStore, Namespace, PrivateKey};
-use fargate_testkit::moto::Moto;
+use fargate_testkit::dynamodb::{self, DynamoDb};
 
 fn transport() -> SdkTransport {
     let mut t = SdkTransport::default();
@@ -22,41 +23,32 @@ fn transport() -> SdkTransport {
     t
 }
 
-fn store(moto: &Moto, host: &str) -> DynamoStore {
-    DynamoStore::new("fleet", &moto.sdk_config(), None, &transport())
+fn store(db: &dyn DynamoDb, host: &str) -> DynamoStore {
+    DynamoStore::new("fleet", &db.sdk_config(), None, &transport())
         .unwrap()
         .with_host(host)
 }
 
-async fn table(moto: &Moto) {
-    let check = store(moto, "init")
-        .init_table(&TableSettings::default())
-        .await
-        .unwrap();
+async fn table(db: &dyn DynamoDb) {
+    let check = dynamodb::init_table(db, &store(db, "init"), &TableSettings::default()).await;
     assert!(check.usable(), "{check:?}");
 }
 
-#[tokio::test]
-async fn the_store_counts_slots_like_every_store() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto).await;
+async fn the_store_counts_slots_like_every_store(db: &dyn DynamoDb) {
+    table(db).await;
     let identity =
         JobIdentity::from_response(Namespace::parse("ci").unwrap(), &JobResponse::new(7));
     let record = JobRecord::new(identity, PrivateKey::new("k".into()));
-    let s = store(&moto, "host-a");
+    let s = store(db, "host-a");
     conformance::slots(&s, &record).await;
     // Counters are items of their own: never listed as records.
     assert!(s.list().await.unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hosts_acquiring_at_once_never_exceed_the_limit() {
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto).await;
+async fn hosts_acquiring_at_once_never_exceed_the_limit(db: &dyn DynamoDb) {
+    table(db).await;
     let hosts: Vec<DynMetadataStore> = (0..4)
-        .map(|i| Arc::new(store(&moto, &format!("host-{i}"))) as DynMetadataStore)
+        .map(|i| Arc::new(store(db, &format!("host-{i}"))) as DynMetadataStore)
         .collect();
     conformance::slots_never_exceed_the_limit(&hosts, "ci.project-1", 3, 10, 3).await;
 }
@@ -64,15 +56,12 @@ async fn hosts_acquiring_at_once_never_exceed_the_limit() {
 /// `fargate slots` on a fleet: a host lists the holders another host's acquires left in
 /// the table, each as it counts (time left; time up but a record; time up and no record),
 /// and finds its namespace's counters, not another namespace's.
-#[tokio::test]
-async fn another_host_lists_the_holders_as_they_count() {
+async fn another_host_lists_the_holders_as_they_count(db: &dyn DynamoDb) {
     use fargate_core::JobKey;
     use fargate_core::metadata::SlotStanding;
 
-    fargate_testkit::require_fixture!(Moto);
-    let moto = Moto::start();
-    table(&moto).await;
-    let (a, b) = (store(&moto, "host-a"), store(&moto, "host-b"));
+    table(db).await;
+    let (a, b) = (store(db, "host-a"), store(db, "host-b"));
     let namespace = Namespace::parse("ci").unwrap();
     let record = JobRecord::new(
         JobIdentity::from_response(namespace.clone(), &JobResponse::new(1)),
@@ -130,4 +119,10 @@ async fn another_host_lists_the_holders_as_they_count() {
         standings,
         [SlotStanding::Gone, SlotStanding::Gone, SlotStanding::Time]
     );
+}
+
+fargate_testkit::dynamodb_tests! {
+    #[tokio::test] the_store_counts_slots_like_every_store;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)] hosts_acquiring_at_once_never_exceed_the_limit;
+    #[tokio::test] another_host_lists_the_holders_as_they_count;
 }

@@ -32,6 +32,8 @@ pub enum Fixture {
     Moto,
     /// [`crate::local_fargate::LocalFargate`]: moto, `sshd` and root.
     LocalFargate,
+    /// [`crate::dynalite::Dynalite`]: dynalite 3.2.2 (`FARGATE_DYNALITE`) and Node.js.
+    Dynalite,
 }
 
 impl Fixture {
@@ -40,6 +42,7 @@ impl Fixture {
             Fixture::Sshd => "the sshd fixture (root and /usr/sbin/sshd)",
             Fixture::Moto => "the moto fixture (moto 5.2.5)",
             Fixture::LocalFargate => "the local Fargate (moto, /usr/sbin/sshd and root)",
+            Fixture::Dynalite => "the dynalite fixture (dynalite 3.2.2 and Node.js)",
         }
     }
 }
@@ -69,7 +72,7 @@ pub fn enabled(fixture: Fixture) -> bool {
 }
 
 /// Returns from the enclosing test unless [`enabled`] says that tests needing the
-/// [`Fixture`] named by its argument (`Sshd`, `Moto`, `LocalFargate`) run.
+/// [`Fixture`] named by its argument (`Sshd`, `Moto`, `LocalFargate`, `Dynalite`) run.
 #[macro_export]
 macro_rules! require_fixture {
     ($fixture:ident) => {

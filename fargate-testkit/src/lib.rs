@@ -5,6 +5,9 @@
 //! - [`sshd`]: a throwaway OpenSSH server on loopback standing in for a task's container;
 //! - [`moto`]: moto's ECS and EC2 emulator on loopback, patched to refuse and delay what ECS
 //!   refuses and delays;
+//! - [`dynalite`]: dynalite, a second DynamoDB emulator, on loopback;
+//! - [`dynamodb`]: both DynamoDB emulators behind one trait, and [`dynamodb_tests!`] that
+//!   runs a store test on each;
 //! - [`fault_proxy`]: an HTTP proxy in front of moto that injects the errors and hangs moto
 //!   cannot produce;
 //! - [`local_fargate`]: a local Fargate, moto plus one real `sshd` per task on the task's
@@ -21,6 +24,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dynalite;
+pub mod dynamodb;
 pub mod fault_proxy;
 pub mod gate;
 mod http;

@@ -1,17 +1,20 @@
 # shellcheck shell=bash
 # Shared by scripts/test and scripts/demo: installs what the tests and the demo need when it
-# is missing (OpenSSH server, C build dependencies, the moto ECS emulator in its own venv),
-# and checks for a Rust toolchain.
+# is missing (OpenSSH server, C build dependencies, the moto ECS emulator in its own venv,
+# the dynalite DynamoDB emulator with Node.js), and checks for a Rust toolchain.
 #
 # Usage (from a bash script run with `set -euo pipefail`):
 #   . "$(dirname "$0")/lib/deps.sh"
 #   require_cargo          # exits with a clear message when cargo is missing
-#   install_test_deps      # installs what is missing; exports FARGATE_MOTO_PYTHON
+#   install_test_deps      # installs what is missing; exports FARGATE_MOTO_PYTHON and
+#                          # FARGATE_DYNALITE
 #
 # Needs root or sudo only when something must be installed. Environment:
-#   FARGATE_MOTO_VENV   where moto goes (default /opt/fargate-moto)
+#   FARGATE_MOTO_VENV       where moto goes (default /opt/fargate-moto)
+#   FARGATE_DYNALITE_PREFIX where dynalite goes (default /opt/fargate-dynalite)
 
 FARGATE_MOTO_VERSION=5.2.5
+FARGATE_DYNALITE_VERSION=3.2.2
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -38,8 +41,8 @@ require_cargo() {
 then open a new shell (or run: . \"\$HOME/.cargo/env\") and try again."
 }
 
-# Installs the Debian/Ubuntu packages and moto when missing, creates sshd's privilege
-# separation directory, and exports FARGATE_MOTO_PYTHON.
+# Installs the Debian/Ubuntu packages, moto and dynalite when missing, creates sshd's
+# privilege separation directory, and exports FARGATE_MOTO_PYTHON and FARGATE_DYNALITE.
 install_test_deps() {
   local missing=()
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
@@ -50,6 +53,9 @@ install_test_deps() {
   [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  # dynalite, the second DynamoDB emulator, runs on Node.js.
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
   if [ ${#missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null ||
       die "missing: ${missing[*]}; this script installs them with apt-get (Debian/Ubuntu) only: install them yourself"
@@ -67,4 +73,14 @@ install_test_deps() {
     as_root "$venv/bin/pip" install -q "moto[server]==$FARGATE_MOTO_VERSION"
   fi
   export FARGATE_MOTO_PYTHON="$venv/bin/python"
+
+  # In memory, so without leveldown's native build (--ignore-scripts); a few seconds.
+  local dynalite=${FARGATE_DYNALITE_PREFIX:-/opt/fargate-dynalite}
+  if ! grep -qs "\"version\": \"$FARGATE_DYNALITE_VERSION\"" "$dynalite/node_modules/dynalite/package.json"; then
+    say "installing dynalite@$FARGATE_DYNALITE_VERSION into $dynalite"
+    as_root mkdir -p "$dynalite"
+    as_root npm install --prefix "$dynalite" --ignore-scripts --no-audit --no-fund --loglevel=error \
+      "dynalite@$FARGATE_DYNALITE_VERSION" >/dev/null
+  fi
+  export FARGATE_DYNALITE="$dynalite"
 }

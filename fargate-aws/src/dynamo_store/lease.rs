@@ -287,7 +287,7 @@ impl DynamoStore {
                 .with_backend(BACKEND)),
             },
             Err(Failed::Condition(old)) => {
-                let old = old.unwrap_or(Value::Null);
+                let old = self.item_after_failed_condition(key, old).await?;
                 // A retried request whose first attempt took the lock: ours.
                 if get_s(&old, HOLDER) == Some(holder)
                     && let Some(fence) = get_n(&old, FENCE)
@@ -473,6 +473,24 @@ impl DynamoStore {
         }
     }
 
+    /// The item of `key` as a write whose condition failed found it (the answer's `Item`,
+    /// asked for with `ReturnValuesOnConditionCheckFailure`), `Null` when there is none.
+    /// DynamoDB leaves `Item` out when there is no item; implementations that predate the
+    /// parameter (2023) ignore it and leave it out always, which would make a lock never
+    /// taken over and a dropped lock never released there (dynalite 3.2.2 does, and the
+    /// store's tests run on it): so without `Item` the item is read (strongly consistent),
+    /// one more request, on DynamoDB only when the item is gone. What the caller decides on
+    /// it is then as of the read, never older than the failed write.
+    async fn item_after_failed_condition(&self, key: &JobKey, old: Option<Value>) -> Result<Value> {
+        match old {
+            Some(item) => Ok(item),
+            None => Ok(self
+                .item(key, "#h, #f, #u, #l, #rec")
+                .await?
+                .unwrap_or(Value::Null)),
+        }
+    }
+
     /// Removes `holder`'s lock of `key` (token `fence`), and the item when it holds no
     /// record; leaves a lock another holder took over alone.
     async fn release(&self, key: &JobKey, holder: &str, fence: u64) -> Result<()> {
@@ -491,7 +509,7 @@ impl DynamoStore {
         }
         let old = match self.call("UpdateItem", input).await {
             Ok(_) => return Ok(()),
-            Err(Failed::Condition(old)) => old.unwrap_or(Value::Null),
+            Err(Failed::Condition(old)) => self.item_after_failed_condition(key, old).await?,
             Err(Failed::Error(e)) => return Err(e),
         };
         let ours = get_s(&old, HOLDER) == Some(holder) && get_n(&old, FENCE) == Some(fence);
