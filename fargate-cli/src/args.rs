@@ -112,6 +112,17 @@ pub enum Command {
         long_about = "List the tasks of failed jobs that this runner keeps for debugging                       ([[Fargate.ProjectRule]] KeepFailedFor), as their records say (no AWS                       call): job, project, task, the time left, and the commands to enter                       and stop each. `fargate gc` stops them once their time is up."
     )]
     Kept(KeptArgs),
+    /// List who holds each limited project's slots (`[[Fargate.ProjectRule]] MaxConcurrentJobs`).
+    #[command(
+        long_about = "List the projects of this runner's namespace whose slots are held \
+                      ([[Fargate.ProjectRule]] MaxConcurrentJobs), as the metadata store \
+                      holds them (no AWS call besides a DynamoDB table's reads, no lock): per \
+                      project its limit, how many slots are held and free, and each holder: \
+                      its job, and why it counts (its time has not run out, or its job has a \
+                      record) or that it no longer does. A job over the limit waits in \
+                      prepare until a slot is free. Exit code 0 when the store could be read."
+    )]
+    Slots(SlotsArgs),
     /// Stop a failed job's task kept for debugging, before its time is up.
     #[command(
         long_about = "Stop the task of failed job JOB_ID that this runner keeps for debugging                       ([[Fargate.ProjectRule]] KeepFailedFor), and forget the job. A job that                       still runs is refused: its own cleanup stops its task. Exit code 0 when                       the task was stopped."
@@ -131,6 +142,14 @@ pub enum Command {
 /// Options of `fargate kept`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeptArgs {
+    /// Print one JSON document instead of the human list.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `fargate slots`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SlotsArgs {
     /// Print one JSON document instead of the human list.
     #[arg(long)]
     pub json: bool,
@@ -418,6 +437,10 @@ mod tests {
         assert!(parse(&["fargate", "release", "not-a-job"]).is_err());
         match parse(&["fargate", "kept", "--json"]).unwrap().command {
             Command::Kept(k) => assert!(k.json),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["fargate", "slots", "--json"]).unwrap().command {
+            Command::Slots(s) => assert!(s.json),
             other => panic!("{other:?}"),
         }
     }

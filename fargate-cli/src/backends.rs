@@ -280,6 +280,12 @@ impl MetadataStore for LazyDynamo {
     async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
         self.get().await?.release_slot(counter, holder).await
     }
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<fargate_core::metadata::SlotHolder>> {
+        self.get().await?.slot_holders(counter).await
+    }
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        self.get().await?.slot_counters(prefix).await
+    }
 }
 
 #[async_trait]

@@ -554,3 +554,49 @@ async fn private_registries_and_ecr_need_an_execution_role() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_says_which_limited_project_is_at_its_limit() {
+    use fargate_core::MetadataStore;
+
+    fargate_testkit::require_fixture!(Moto);
+    let fx = Fixture::start().await;
+    let rule =
+        "[[Fargate.ProjectRule]]\n  Name = \"one\"\n  ProjectIds = [42]\n  MaxConcurrentJobs = 1\n";
+    let config = format!("{}{rule}", fx.toml(&fx.good()));
+
+    // Without a limit, no such line.
+    let (code, out) = fx.doctor(&fx.toml(&fx.good()));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("slots"), "{out}");
+    let (code, out) = fx.doctor(&config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "ok    project slots: no limited project is at its limit (0 project(s) hold slots)"
+        ),
+        "{out}"
+    );
+
+    // Job 7 of project 42 holds its one slot (a prepare that has not written its record).
+    let store = fargate_core::FileMetadataStore::new(&fx.metadata);
+    let holder = fargate_core::JobKey::parse("doctor-7").unwrap();
+    let ttl = std::time::Duration::from_secs(600);
+    store
+        .acquire_slot("doctor.project-42", &holder, 1, ttl)
+        .await
+        .unwrap();
+    let (code, out) = fx.doctor(&config);
+    assert_eq!(code, 0, "at the limit is no failure: {out}");
+    assert!(
+        out.contains("ok    project id 42 slots: at its limit (1 of 1 held, rule \"one\"): its next job waits; `fargate slots` lists who holds them"),
+        "{out}"
+    );
+    let (code, out) = fx.fargate(&config, &["slots"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("project id 42: 1 of 1 slots held, 0 free (rule \"one\"): its next job waits\n  job 7 (doctor-7): counts: its time has "),
+        "{out}"
+    );
+    assert!(out.contains(" left (no record)\n"), "{out}");
+}

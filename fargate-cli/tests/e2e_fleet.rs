@@ -337,12 +337,18 @@ async fn a_project_limit_holds_across_both_hosts() {
         .unwrap()
         .expect("host A's job started its script");
 
-    // Host B's job of the same project waits; once it says so, A's script may end.
+    // Host B's job of the same project waits; once it says so, host B lists the slots
+    // (from the table: host A's job holds the one slot), then A's script may end.
     let mut b_job = Job::new(504, &["echo b-is-running"]);
     let file = release.clone();
+    let listed = Arc::new(Mutex::new(None));
+    let (b_config, b_env, into) = (fleet.b.config.clone(), fleet.b.env.clone(), listed.clone());
     b_job.on_output.push((
         ": waiting".into(),
-        OnOutput::Call(Box::new(move || std::fs::write(&file, "").unwrap())),
+        OnOutput::Call(Box::new(move || {
+            *into.lock().unwrap() = Some(run_fargate(&b_config, &b_env, &["slots", "--json"]));
+            std::fs::write(&file, "").unwrap();
+        })),
     ));
     // What runs in ECS while B's script runs.
     let running_with_b = Arc::new(Mutex::new(None));
@@ -367,6 +373,32 @@ async fn a_project_limit_holds_across_both_hosts() {
         b.log
     );
     assert!(release.exists(), "B's wait released A");
+    let (code, out, err) = listed
+        .lock()
+        .unwrap()
+        .take()
+        .expect("host B listed the slots");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let slots: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    let project = &slots["projects"][0];
+    assert_eq!(
+        (
+            &project["project_path"],
+            &project["limit"],
+            &project["free"]
+        ),
+        (&"group/project".into(), &1.into(), &0.into()),
+        "{slots}"
+    );
+    assert_eq!(
+        project["holders"][0]["job_id"], 503,
+        "host A's job: {slots}"
+    );
+    assert_eq!(
+        project["holders"].as_array().map(Vec::len),
+        Some(1),
+        "{slots}"
+    );
     // B's prepare waited until A's cleanup gave the slot back: B's task was ready only
     // after A's script ended, and B's script ran after A's cleanup began.
     let b_waits = line_at(&b, "prepare", ": waiting");

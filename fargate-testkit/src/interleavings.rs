@@ -400,6 +400,12 @@ impl MetadataStore for SimStore {
     async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
         self.inner.release_slot(counter, holder).await
     }
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<fargate_core::metadata::SlotHolder>> {
+        self.inner.slot_holders(counter).await
+    }
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.slot_counters(prefix).await
+    }
 }
 
 /// One namespace's view of the shared launcher.
@@ -1677,6 +1683,16 @@ impl MetadataStore for Bridge {
     async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
         let (counter, holder) = (counter.to_owned(), holder.clone());
         self.run(move |s| async move { s.release_slot(&counter, &holder).await })
+            .await
+    }
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<fargate_core::metadata::SlotHolder>> {
+        let counter = counter.to_owned();
+        self.run(move |s| async move { s.slot_holders(&counter).await })
+            .await
+    }
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        let prefix = prefix.to_owned();
+        self.run(move |s| async move { s.slot_counters(&prefix).await })
             .await
     }
 }

@@ -609,6 +609,14 @@ impl MetadataStore for DynamoStore {
     async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
         self.give_back_slot(counter, holder).await
     }
+
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<fargate_core::metadata::SlotHolder>> {
+        self.list_slot_holders(counter).await
+    }
+
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        self.list_slot_counters(prefix).await
+    }
 }
 
 impl DynamoStore {

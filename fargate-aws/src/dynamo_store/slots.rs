@@ -14,15 +14,15 @@
 //!
 //! [`MetadataStore::acquire_slot`]: fargate_core::MetadataStore::acquire_slot
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use fargate_core::metadata::{SlotGrant, SlotHolders, check_counter};
+use fargate_core::metadata::{SlotGrant, SlotHolder, SlotHolders, check_counter};
 use fargate_core::{Error, ErrorKind, JobKey, Result};
 use serde_json::{Map, Value, json};
 
 use super::DynamoStore;
 use super::errors::{BACKEND, Failed};
-use super::item::{self, RECORD, get_n, n, request, s};
+use super::item::{self, RECORD, get_n, get_s, n, request, s};
 
 /// How often one acquire or release starts over after another host's write came first,
 /// before it fails as `Conflict` (each turn is a read and a write; the others progress).
@@ -77,17 +77,8 @@ impl DynamoStore {
             let out = match op {
                 SlotOp::Acquire { holder, limit, ttl } => {
                     let now = self.inner.clock.now();
-                    let mut gone = Vec::new();
-                    for key in holders.expired(now) {
-                        let has_record = self
-                            .item(&key, "#rec")
-                            .await?
-                            .is_some_and(|i| i.get(RECORD).is_some());
-                        if !has_record {
-                            gone.push(key);
-                        }
-                    }
-                    holders.try_take(holder, limit, ttl, now, &gone)
+                    let without_record = self.without_record(&holders, now).await?;
+                    holders.try_take(holder, limit, ttl, now, &without_record)
                 }
                 SlotOp::Release { holder } => {
                     holders.release(holder);
@@ -136,6 +127,68 @@ impl DynamoStore {
         )
         .with_backend(BACKEND)
         .set_temporary(true))
+    }
+
+    /// `MetadataStore::slot_holders`: one strongly consistent read of the counter's item,
+    /// and one of the record of each holder whose time is up.
+    pub(super) async fn list_slot_holders(&self, counter: &str) -> Result<Vec<SlotHolder>> {
+        check_counter(counter)?;
+        let (holders, _) = self.read_slots(&item_key(counter)).await?;
+        let now = self.inner.clock.now();
+        let without_record = self.without_record(&holders, now).await?;
+        Ok(holders.standings(now, &without_record))
+    }
+
+    /// `MetadataStore::slot_counters`: one strongly consistent scan of the keys of the
+    /// counter items `slots.<prefix>…`.
+    pub(super) async fn list_slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut counters = Vec::new();
+        let mut start: Option<Value> = None;
+        loop {
+            let mut input = Map::new();
+            let filter = "begins_with(#pk, :prefix)";
+            input.insert("ConsistentRead".into(), json!(true));
+            input.insert("ProjectionExpression".into(), json!("#pk"));
+            input.insert("FilterExpression".into(), json!(filter));
+            item::with_names_and_values(
+                &mut input,
+                &format!("#pk {filter}"),
+                &[(":prefix", s(item_key(prefix)))],
+            );
+            if let Some(start) = start.take() {
+                input.insert("ExclusiveStartKey".into(), start);
+            }
+            let answer = self.call_plain("Scan", Value::Object(input)).await?;
+            for found in answer["Items"].as_array().into_iter().flatten() {
+                let counter = get_s(found, item::KEY).and_then(|pk| pk.strip_prefix("slots."));
+                if let Some(counter) = counter.filter(|c| check_counter(c).is_ok()) {
+                    counters.push(counter.to_owned());
+                }
+            }
+            match answer.get("LastEvaluatedKey") {
+                Some(last) if !last.is_null() => start = Some(last.clone()),
+                _ => break,
+            }
+        }
+        counters.sort();
+        Ok(counters)
+    }
+
+    /// The holders of `holders` whose time is up at `now` and whose job has no record
+    /// (one strongly consistent read each): what acquiring and listing give
+    /// [`SlotHolders::standings`].
+    async fn without_record(&self, holders: &SlotHolders, now: SystemTime) -> Result<Vec<JobKey>> {
+        let mut without = Vec::new();
+        for key in holders.expired(now) {
+            let has_record = self
+                .item(&key, "#rec")
+                .await?
+                .is_some_and(|i| i.get(RECORD).is_some());
+            if !has_record {
+                without.push(key);
+            }
+        }
+        Ok(without)
     }
 
     /// The holders of the counter item `pk` and its version (`None`: no item yet).

@@ -82,6 +82,7 @@ pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
     if let Some(table) = driver::stores(&config).table {
         checks.extend(table_checks(&table).await);
     }
+    checks.extend(slot_checks(&config, &overrides).await);
     let passed = checks.iter().all(|c| c.status != CheckStatus::Fail);
     if doctor_args.job && passed {
         checks.push(smoke_test(config, overrides).await);
@@ -101,6 +102,50 @@ pub(super) async fn run(doctor_args: &DoctorArgs, context: Context) -> i32 {
         println!("{failed} of {} checks failed", checks.len());
         exit_codes::CHECKS_FAILED
     }
+}
+
+/// A line per limited project (`MaxConcurrentJobs`) at its limit: its next job waits. Not
+/// a failure; nothing when no rule limits a project.
+async fn slot_checks(config: &FileConfig, overrides: &AdminOverrides) -> Vec<Check> {
+    let rules = &config.options.shape.project_rules;
+    if rules.iter().all(|r| r.max_concurrent_jobs.is_none()) {
+        return Vec::new();
+    }
+    let name = "project slots";
+    let driver = driver::build(
+        config.clone(),
+        overrides.clone(),
+        Arc::new(fargate_core::observe::NoopObserver),
+        None,
+    );
+    let report = match driver.project_slots().await {
+        Ok(report) => report,
+        Err(err) => return vec![Check::not_checked(name, err.to_string())],
+    };
+    let full: Vec<Check> = report
+        .projects
+        .iter()
+        .filter(|p| p.at_limit())
+        .map(|p| {
+            Check::pass(
+                format!("project {} slots", p.project),
+                format!(
+                    "at its limit ({} of {} held, rule {:?}): its next job waits; `fargate slots` lists who holds them",
+                    p.counted,
+                    p.limit.unwrap_or_default(),
+                    p.rule.as_deref().unwrap_or_default()
+                ),
+            )
+        })
+        .collect();
+    if full.is_empty() {
+        let detail = format!(
+            "no limited project is at its limit ({} project(s) hold slots)",
+            report.projects.len()
+        );
+        return vec![Check::pass(name, detail)];
+    }
+    full
 }
 
 /// The metadata directory: private to the runner's user and writable (or creatable).

@@ -11,6 +11,7 @@ mod keeper;
 mod kept;
 mod pool;
 mod release;
+mod slots;
 mod store;
 
 use fargate_core::JobContext;
@@ -48,6 +49,7 @@ pub(crate) async fn execute(args: Args) -> i32 {
         Command::Keeper(keeper) => keeper::run(&keeper, context).await,
         Command::Kept(kept) => kept::run(&kept, context).await,
         Command::Release(release) => release::run(&release, context).await,
+        Command::Slots(slots) => slots::run(&slots, context).await,
         Command::Custom { .. } => unreachable!("the stages are run above"),
     }
 }

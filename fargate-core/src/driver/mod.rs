@@ -47,6 +47,7 @@ mod project_slot;
 mod retry;
 mod run;
 mod shape;
+mod slot_report;
 mod stop;
 mod summary;
 
@@ -58,6 +59,7 @@ pub use shape::{
     MEMORY_VARIABLE, ShapeDecision, ShapeRequest, TASK_ROLE_VARIABLE, TrustedProject,
     resolve_shape,
 };
+pub use slot_report::{ProjectSlots, SlotHolding, SlotReport};
 
 use std::sync::Arc;
 use std::time::Duration;

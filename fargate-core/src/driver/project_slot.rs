@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Driver;
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{JobIdentity, JobKey};
+use crate::job::{JobIdentity, JobKey, Namespace};
 use crate::metadata::SlotGrant;
 use crate::options::ConcurrencyLimit;
 
@@ -47,6 +47,34 @@ fn counter_name(identity: &JobIdentity) -> Option<String> {
         }
         (None, None) => None,
     }
+}
+
+/// The project of `counter`, a counter of `namespace` ([`counter_name`]'s inverse): its id,
+/// or its path (`None` when the name holds neither, or a path cut to the longest name).
+pub(super) fn counter_project(
+    namespace: &Namespace,
+    counter: &str,
+) -> (Option<u64>, Option<String>) {
+    let Some(rest) = counter
+        .strip_prefix(namespace.as_str())
+        .and_then(|r| r.strip_prefix('.'))
+    else {
+        return (None, None);
+    };
+    if let Some(id) = rest.strip_prefix("project-") {
+        return (id.parse().ok(), None);
+    }
+    let path = rest
+        .strip_prefix("path-")
+        .filter(|hex| hex.len() % 2 == 0 && counter.len() < crate::metadata::MAX_COUNTER_LEN)
+        .and_then(|hex| {
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect();
+            String::from_utf8(bytes?).ok()
+        });
+    (None, path)
 }
 
 impl Driver {
@@ -135,5 +163,37 @@ impl Driver {
         if let Err(err) = self.store.release_slot(&slot.counter, key).await {
             tracing::warn!(job = %key, error = %err, "could not give back the job's slot of project {}", slot.project);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobResponse;
+
+    #[test]
+    fn a_counter_names_its_project() {
+        let ns = Namespace::parse("ci").unwrap();
+        let mut response = JobResponse::new(7);
+        response.project_id = Some(42);
+        response.project_path = Some("group/app".into());
+        let by_id = JobIdentity::from_response(ns.clone(), &response);
+        let counter = counter_name(&by_id).unwrap();
+        assert_eq!(counter_project(&ns, &counter), (Some(42), None));
+        response.project_id = None;
+        let by_path = JobIdentity::from_response(ns.clone(), &response);
+        let counter = counter_name(&by_path).unwrap();
+        assert_eq!(
+            counter_project(&ns, &counter),
+            (None, Some("group/app".into()))
+        );
+        // A path cut to the longest name is not guessed at.
+        response.project_path = Some("g/".repeat(100));
+        let long = JobIdentity::from_response(ns.clone(), &response);
+        let counter = counter_name(&long).unwrap();
+        assert_eq!(counter_project(&ns, &counter), (None, None));
+        // Another namespace's counter is not this namespace's project.
+        let other = Namespace::parse("cix").unwrap();
+        assert_eq!(counter_project(&other, "ci.project-42"), (None, None));
     }
 }

@@ -223,6 +223,12 @@ impl MetadataStore for ClaimDuringGc {
     async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
         self.inner.release_slot(counter, holder).await
     }
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<crate::metadata::SlotHolder>> {
+        self.inner.slot_holders(counter).await
+    }
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.slot_counters(prefix).await
+    }
 }
 
 #[tokio::test]

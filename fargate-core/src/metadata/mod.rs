@@ -31,7 +31,7 @@ pub use namespaces::NamespaceClaim;
 pub use record::{
     AttemptOutcome, ContainerLogin, JobRecord, LaunchAttempt, Phase, PoolSlot, RECORD_FORMAT,
 };
-pub use slots::{MAX_COUNTER_LEN, SlotGrant, SlotHolders, check_counter};
+pub use slots::{MAX_COUNTER_LEN, SlotGrant, SlotHolder, SlotHolders, SlotStanding, check_counter};
 
 /// Stores job records between stage processes.
 ///
@@ -254,11 +254,7 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
         ttl: Duration,
     ) -> Result<SlotGrant> {
         let _ = (holder, limit, ttl);
-        Err(crate::Error::new(
-            crate::ErrorKind::Unsupported,
-            format!("this metadata store keeps no counters (counter {counter})"),
-        )
-        .with_hint("MaxConcurrentJobs needs the file store or the DynamoDB store"))
+        Err(no_counters(counter))
     }
 
     /// Gives back `holder`'s slot of `counter`; giving back a slot not held succeeds.
@@ -270,6 +266,43 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
         let _ = (counter, holder);
         Ok(())
     }
+
+    /// The holders of `counter` in key order, each with whether it counts and why
+    /// ([`SlotStanding`]), decided by the rule [`MetadataStore::acquire_slot`] applies
+    /// ([`SlotHolders::standings`]) at the time of the call. Read only: a holder that no
+    /// longer counts is listed as [`SlotStanding::Gone`], not forgotten. A counter never
+    /// taken has no holders. For an admin's listing (`fargate slots`), never for a decision.
+    ///
+    /// The default keeps no counters: it fails with
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<SlotHolder>> {
+        Err(no_counters(counter))
+    }
+
+    /// The names of the counters that start with `prefix` (a namespace's counters:
+    /// `<namespace>.`), sorted; a counter whose holders all gave their slots back may be
+    /// listed. A store may read them all in one request (a database's scan).
+    ///
+    /// The default keeps no counters: it fails with
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    ///
+    /// # Cancel safety
+    /// Safe to drop.
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        Err(no_counters(&format!("{prefix}*")))
+    }
+}
+
+/// The error of a store that keeps no counters.
+fn no_counters(counter: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Unsupported,
+        format!("this metadata store keeps no counters (counter {counter})"),
+    )
+    .with_hint("MaxConcurrentJobs needs the file store or the DynamoDB store")
 }
 
 /// Refuses a write of `key` under the lock of another key (a caller's mistake).
@@ -363,5 +396,11 @@ impl<T: MetadataStore + ?Sized> MetadataStore for Arc<T> {
     }
     async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {
         (**self).release_slot(counter, holder).await
+    }
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<SlotHolder>> {
+        (**self).slot_holders(counter).await
+    }
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        (**self).slot_counters(prefix).await
     }
 }

@@ -35,6 +35,64 @@ pub enum SlotGrant {
     },
 }
 
+/// Whether a holder of a counter counts, and why ([`SlotHolders::standings`], the one rule
+/// every store's [`acquire_slot`](super::MetadataStore::acquire_slot) and
+/// [`slot_holders`](super::MetadataStore::slot_holders) apply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SlotStanding {
+    /// Its time has not run out: it counts whether or not its job has a record (a prepare
+    /// that took its slot and has not written its job's record yet).
+    Time,
+    /// Its time ran out, and it counts because its job has a record (the job runs, or its
+    /// cleanup has not ended).
+    Record,
+    /// Its time ran out and its job has no record: it no longer counts (the counter's next
+    /// acquire forgets it).
+    Gone,
+}
+
+impl SlotStanding {
+    /// Whether a holder with this standing takes one of the limit's slots.
+    pub fn counts(self) -> bool {
+        !matches!(self, SlotStanding::Gone)
+    }
+
+    /// The standing in words, for listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotStanding::Time => "time",
+            SlotStanding::Record => "record",
+            SlotStanding::Gone => "gone",
+        }
+    }
+}
+
+/// One holder of a counter, as [`MetadataStore::slot_holders`](super::MetadataStore::slot_holders)
+/// lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SlotHolder {
+    /// The holder: a job key.
+    pub key: JobKey,
+    /// Until when it counts without a record (Unix seconds).
+    pub until: u64,
+    /// Whether it counts, and why.
+    pub standing: SlotStanding,
+}
+
+impl SlotHolder {
+    /// Holder `key`, counting until `until` without a record, with `standing`.
+    pub fn new(key: JobKey, until: u64, standing: SlotStanding) -> Self {
+        SlotHolder {
+            key,
+            until,
+            standing,
+        }
+    }
+}
+
 /// The holders of one counter and until when each counts without a record (Unix seconds):
 /// the state every store keeps, in its own way, per counter.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,26 +108,47 @@ impl SlotHolders {
         let now = unix(now);
         self.holders
             .iter()
-            .filter(|(_, until)| **until <= now)
+            .filter(|(_, until)| !time_left(**until, now))
             .map(|(k, _)| k.clone())
             .collect()
     }
 
-    /// Forgets the holders in `gone` (expired, without a record), then gives `holder` a
-    /// slot if it has one or fewer than `limit` others count, counting until `now + ttl`
-    /// without a record (a zero `ttl`: only while its job has a record). Whether the state
-    /// changed is for the caller to compare.
+    /// **The rule**: each holder's standing at `now`, in key order, given `without_record`,
+    /// the holders of [`SlotHolders::expired`] whose job has no record (which the caller
+    /// checked in its store). A holder counts while its time has not run out, or while its
+    /// job has a record.
+    pub fn standings(&self, now: SystemTime, without_record: &[JobKey]) -> Vec<SlotHolder> {
+        let now = unix(now);
+        self.holders
+            .iter()
+            .map(|(key, until)| {
+                let standing = if time_left(*until, now) {
+                    SlotStanding::Time
+                } else if without_record.contains(key) {
+                    SlotStanding::Gone
+                } else {
+                    SlotStanding::Record
+                };
+                SlotHolder::new(key.clone(), *until, standing)
+            })
+            .collect()
+    }
+
+    /// Forgets the holders that no longer count ([`SlotHolders::standings`] with
+    /// `without_record`), then gives `holder` a slot if it has one or fewer than `limit`
+    /// others count, counting until `now + ttl` without a record (a zero `ttl`: only while
+    /// its job has a record). Whether the state changed is for the caller to compare.
     pub fn try_take(
         &mut self,
         holder: &JobKey,
         limit: u32,
         ttl: Duration,
         now: SystemTime,
-        gone: &[JobKey],
+        without_record: &[JobKey],
     ) -> SlotGrant {
-        for key in gone {
-            if key != holder {
-                self.holders.remove(key);
+        for gone in self.standings(now, without_record) {
+            if !gone.standing.counts() && gone.key != *holder {
+                self.holders.remove(&gone.key);
             }
         }
         let until = unix(now).saturating_add(ttl.as_secs());
@@ -112,6 +191,11 @@ pub fn check_counter(counter: &str) -> Result<()> {
     ))
 }
 
+/// Whether a holder counting until `until` (Unix s) still counts by its time at `now`.
+fn time_left(until: u64, now: u64) -> bool {
+    until > now
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -149,6 +233,38 @@ mod tests {
         assert!(s.release(&key(2)));
         assert!(!s.release(&key(2)));
         assert_eq!(s.holders.keys().collect::<Vec<_>>(), [&key(3)]);
+    }
+
+    #[test]
+    fn a_holder_counts_by_its_time_or_its_record() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut s = SlotHolders::default();
+        s.holders.insert(key(1), 1001); // time left
+        s.holders.insert(key(2), 1000); // time up, record
+        s.holders.insert(key(3), 999); // time up, no record
+        s.holders.insert(key(4), 2000); // time left, no record: still counts
+        let without_record = [key(3), key(4)];
+        let standings: Vec<_> = s
+            .standings(now, &without_record)
+            .into_iter()
+            .map(|h| (h.key, h.standing))
+            .collect();
+        assert_eq!(
+            standings,
+            [
+                (key(1), SlotStanding::Time),
+                (key(2), SlotStanding::Record),
+                (key(3), SlotStanding::Gone),
+                (key(4), SlotStanding::Time),
+            ]
+        );
+        // Acquire forgets exactly the holder that lists as gone.
+        assert_eq!(
+            s.try_take(&key(5), 4, Duration::ZERO, now, &without_record),
+            SlotGrant::Taken
+        );
+        assert!(!s.holders.contains_key(&key(3)));
+        assert_eq!(s.holders.len(), 4);
     }
 
     #[test]

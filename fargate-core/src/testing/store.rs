@@ -12,7 +12,7 @@ use super::faults::{Fault, Faults, Op};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobKey;
 use crate::metadata::{
-    InterruptionMemory, InterruptionNote, JobLock, JobRecord, MetadataStore, SlotGrant,
+    InterruptionMemory, InterruptionNote, JobLock, JobRecord, MetadataStore, SlotGrant, SlotHolder,
     SlotHolders, check_counter,
 };
 
@@ -149,6 +149,20 @@ fn lost(fault: Option<Fault>, op: Op) -> Result<()> {
     }
 }
 
+/// The holders of `holders` whose time is up at `now` and whose job has no record in
+/// `records`: what acquiring and listing give [`SlotHolders::standings`].
+fn without_record(
+    holders: &SlotHolders,
+    now: std::time::SystemTime,
+    records: &BTreeMap<JobKey, JobRecord>,
+) -> Vec<JobKey> {
+    holders
+        .expired(now)
+        .into_iter()
+        .filter(|k| !records.contains_key(k))
+        .collect()
+}
+
 #[async_trait]
 impl MetadataStore for MemoryStore {
     async fn put(&self, record: &JobRecord) -> Result<()> {
@@ -184,12 +198,28 @@ impl MetadataStore for MemoryStore {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let holders = slots.entry(counter.to_owned()).or_default();
         let now = crate::world::now();
-        let gone: Vec<JobKey> = holders
-            .expired(now)
-            .into_iter()
-            .filter(|k| !records.contains_key(k))
-            .collect();
-        Ok(holders.try_take(holder, limit, ttl, now, &gone))
+        let without_record = without_record(holders, now, &records);
+        Ok(holders.try_take(holder, limit, ttl, now, &without_record))
+    }
+
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<SlotHolder>> {
+        check_counter(counter)?;
+        let records = self.records();
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(holders) = slots.get(counter) else {
+            return Ok(Vec::new());
+        };
+        let now = crate::world::now();
+        Ok(holders.standings(now, &without_record(holders, now, &records)))
+    }
+
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(slots
+            .keys()
+            .filter(|c| c.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 
     async fn release_slot(&self, counter: &str, holder: &JobKey) -> Result<()> {

@@ -577,6 +577,12 @@ impl MetadataStore for TakesOverBeforeTheSweepLocks {
     async fn release_slot(&self, counter: &str, holder: &JobKey) -> crate::Result<()> {
         self.inner.release_slot(counter, holder).await
     }
+    async fn slot_holders(&self, counter: &str) -> crate::Result<Vec<crate::metadata::SlotHolder>> {
+        self.inner.slot_holders(counter).await
+    }
+    async fn slot_counters(&self, prefix: &str) -> crate::Result<Vec<String>> {
+        self.inner.slot_counters(prefix).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

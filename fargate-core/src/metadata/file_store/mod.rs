@@ -343,6 +343,16 @@ impl MetadataStore for FileMetadataStore {
         blocking(move || this.release_slot_blocking(&counter, &holder)).await
     }
 
+    async fn slot_holders(&self, counter: &str) -> Result<Vec<crate::metadata::SlotHolder>> {
+        let (this, counter) = (self.clone(), counter.to_owned());
+        blocking(move || this.slot_holders_blocking(&counter)).await
+    }
+
+    async fn slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
+        let (this, prefix) = (self.clone(), prefix.to_owned());
+        blocking(move || this.slot_counters_blocking(&prefix)).await
+    }
+
     async fn unlock(&self, mut lock: JobLock) -> Result<()> {
         match lock.take_guard::<LockGuard>() {
             // Dropping the guard unlinks and closes the lock file: file system calls.

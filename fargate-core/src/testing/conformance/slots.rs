@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::ErrorKind;
 use crate::job::JobKey;
-use crate::metadata::{JobRecord, MetadataStore, SlotGrant};
+use crate::metadata::{JobRecord, MetadataStore, SlotGrant, SlotStanding};
 
 const TTL: Duration = Duration::from_secs(600);
 
@@ -20,6 +20,7 @@ fn key(s: &str) -> JobKey {
 pub async fn slots(store: &dyn MetadataStore, record: &JobRecord) {
     slots_count_up_to_the_limit(store, &format!("conf.{}", record.key)).await;
     slots_of_jobs_without_a_record_expire(store, &format!("conf-r.{}", record.key), record).await;
+    slots_are_listed_as_they_count(store, &format!("conf-l.{}", record.key), record).await;
 }
 
 /// A counter gives `limit` slots and refuses the next holder, naming the holders; a holder
@@ -113,6 +114,100 @@ pub async fn slots_of_jobs_without_a_record_expire(
         "a holder whose time is up and whose record is gone does not count"
     );
     store.release_slot(counter, &other).await.expect("release");
+}
+
+/// `slot_holders` lists every holder with the standing `acquire_slot` counts it by: a
+/// holder with time left counts by its time, one whose time is up by its job's record, and
+/// one whose time is up and whose record is gone is listed as not counting (a new holder
+/// gets the slot it no longer takes) until an acquire forgets it; listing changes nothing.
+/// `slot_counters` finds the counter by its prefix. `record` is written and removed again.
+pub async fn slots_are_listed_as_they_count(
+    store: &dyn MetadataStore,
+    counter: &str,
+    record: &JobRecord,
+) {
+    let (live, dead, next) = (key("slot-live"), key("slot-dead"), key("slot-next"));
+    let standings = || async {
+        let mut listed: Vec<(JobKey, SlotStanding)> = store
+            .slot_holders(counter)
+            .await
+            .expect("slot_holders")
+            .into_iter()
+            .map(|h| (h.key, h.standing))
+            .collect();
+        listed.sort();
+        listed
+    };
+    let sorted = |mut v: Vec<(JobKey, SlotStanding)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        standings().await,
+        [],
+        "a counter never taken has no holders"
+    );
+    store.put(record).await.expect("put");
+    for (holder, ttl) in [
+        (&record.key, Duration::ZERO),
+        (&live, TTL),
+        (&dead, Duration::ZERO),
+    ] {
+        let grant = store.acquire_slot(counter, holder, 3, ttl).await;
+        assert_eq!(grant.expect("acquire"), SlotGrant::Taken, "{holder}");
+    }
+    let want = sorted(vec![
+        (record.key.clone(), SlotStanding::Record),
+        (live.clone(), SlotStanding::Time),
+        (dead.clone(), SlotStanding::Gone),
+    ]);
+    assert_eq!(standings().await, want);
+    assert_eq!(standings().await, want, "listing forgets no holder");
+    let prefix = counter
+        .split('.')
+        .next()
+        .map(|p| format!("{p}."))
+        .expect("a prefix");
+    let counters = store.slot_counters(&prefix).await.expect("slot_counters");
+    assert!(
+        counters.iter().any(|c| c == counter),
+        "{counters:?} has {counter}"
+    );
+    assert!(
+        counters.iter().all(|c| c.starts_with(&prefix)),
+        "{counters:?}"
+    );
+    assert_eq!(
+        store
+            .slot_counters("conf-none.")
+            .await
+            .expect("slot_counters"),
+        Vec::<String>::new()
+    );
+    // The holder listed as not counting leaves its slot to a new one: 2 of 3 count.
+    let grant = store.acquire_slot(counter, &next, 3, TTL).await;
+    assert_eq!(grant.expect("acquire"), SlotGrant::Taken);
+    let after = standings().await;
+    assert!(
+        after.iter().all(|(k, _)| *k != dead),
+        "acquire forgot it: {after:?}"
+    );
+    assert_eq!(after.len(), 3, "{after:?}");
+    store.delete(&record.key).await.expect("delete");
+    let gone = standings().await;
+    assert!(
+        gone.contains(&(record.key.clone(), SlotStanding::Gone)),
+        "its record is gone: {gone:?}"
+    );
+    for holder in [&record.key, &live, &next] {
+        store.release_slot(counter, holder).await.expect("release");
+    }
+    assert_eq!(standings().await, []);
+    let err = store
+        .slot_holders("../escape")
+        .await
+        .expect_err("a counter name with a slash");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
 /// Many acquirers at once, through `stores` (handles of one store: several processes or
