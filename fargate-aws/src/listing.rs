@@ -95,6 +95,7 @@ fn listed(
     Some(
         ListedTask::new(task_ref, key, state)
             .with_deadline(tag(tags::DEADLINE).and_then(tags::parse_deadline))
+            .with_alive_at(tag(tags::ALIVE).and_then(tags::parse_deadline))
             .with_started_at(started),
     )
 }

@@ -2,7 +2,7 @@
 //! [`CallBudget`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -18,7 +18,7 @@ use crate::shell::HostKey;
 /// Waits this long or more are said in the log (the job log, for a stage).
 const VISIBLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Wraps a launcher: launches, stops and relabellings first take a token of `budget` (and
+/// Wraps a launcher: launches, stops, relabellings and liveness marks first take a token of `budget` (and
 /// wait for it; a batch launch also takes a [`CallClass::Task`] token per task it starts),
 /// and a call the backend throttled anyway is reported to it ([`CallBudget::throttled`]), so
 /// that every process sharing the budget slows down. A throttled launch slows both the
@@ -135,6 +135,12 @@ impl TaskLauncher for BudgetedLauncher {
         self.take(CallClass::Change, 1, "taking over the warm task")
             .await;
         let r = self.inner.adopt(task, spec).await;
+        self.after(CallClass::Change, r).await
+    }
+    async fn mark_alive(&self, task: &TaskRef, at: SystemTime) -> Result<()> {
+        self.take(CallClass::Change, 1, "marking the task alive")
+            .await;
+        let r = self.inner.mark_alive(task, at).await;
         self.after(CallClass::Change, r).await
     }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
