@@ -46,7 +46,7 @@ pub const RECOVERY: Duration = Duration::from_secs(20);
 pub enum CallClass {
     /// A launch (for ECS: `RunTask`, which has a bucket of its own).
     Launch,
-    /// Another call that changes something: a stop, a relabelling, a liveness mark.
+    /// Another call that changes something: a stop, a relabelling.
     Change,
     /// A task a batch launch starts (a call starting several takes one token each; a
     /// single launch takes none, the launch rate bounds it). With the launch rate, what
