@@ -588,7 +588,7 @@ async fn a_task_marked_alive_defers_the_dead_judgement_but_not_the_deadline() {
     );
     assert_eq!(action_of(&report, &old), Action::Removed, "{report}");
     assert!(reason_of(&report, &old).contains("maximum age"), "{report}");
-    assert_eq!(launcher.running(), [marked.clone()]);
+    assert_eq!(launcher.running(), std::slice::from_ref(&marked));
     // Its marks stop too: eleven minutes after the last one, it is stopped.
     tokio::time::advance(Duration::from_secs(10 * 60)).await;
     let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();

@@ -237,7 +237,7 @@ async fn gc_keeps_the_task_of_a_live_job_cut_off_from_the_store() {
     res.unwrap();
     let decision = report.tasks.iter().find(|t| t.task == task.id).unwrap();
     assert_eq!(decision.action, crate::gc::Action::Kept, "{report}");
-    assert_eq!(r.launcher.running(), [task.clone()]);
+    assert_eq!(r.launcher.running(), std::slice::from_ref(&task));
     let marked = alive_at(&r, &task).unwrap();
     assert_eq!(marked, start + Duration::from_secs(1170));
     // The job's host goes silent: eleven minutes later its task is stopped, judged by
