@@ -13,7 +13,7 @@
 //! | has a record older than [`GcOptions::max_age`] | stopped |
 //! | failed, and its task is kept for debugging ([`Phase::Kept`]) until a time now past | stopped |
 //! | failed, and its task is kept for debugging until a time still to come | kept, whatever its age |
-//! | has a record whose last sign of life is older than [`GcOptions::dead_after`]: its last heartbeat ([`MetadataStore::last_heartbeat`], kept by a store shared by several hosts), the record's last change, and the last mark on its task ([`ListedTask::alive_at`], which a host cut off from the store leaves instead of a heartbeat): its host died | stopped |
+//! | has a record whose last sign of life is older than [`GcOptions::dead_after`] (the latest of: its last heartbeat, [`MetadataStore::last_heartbeat`], kept by a store shared by several hosts; the record's last change; the last mark on its task, [`ListedTask::alive_at`], which a host cut off from the store leaves instead of a heartbeat): its host died | stopped |
 //! | has such a record, but its task was marked alive within [`GcOptions::dead_after`] (its host cannot reach the store, and still runs the job) | kept, until its deadline or the maximum age |
 //! | any, when the task is past its deadline ([`ListedTask::deadline`]) | stopped |
 //! | has a record younger than that (its run stages are going on) | kept |
