@@ -298,6 +298,8 @@ impl DebugCommands {
 /// - `find` returns the job's tasks that are not yet stopped and that the backend lists,
 ///   including tasks whose `launch` call failed after the backend accepted it. An
 ///   eventually consistent backend may leave out a task launched moments ago.
+/// - `mark_alive`, where the backend supports it, is what `list` then reports as the
+///   task's `alive_at` (the latest mark, to the second), changing nothing else listed.
 ///
 /// # Cancel safety
 /// See each method. None takes a cancellation token: callers bound them with a timeout
