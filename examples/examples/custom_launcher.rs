@@ -264,6 +264,14 @@ impl<L: TaskLauncher> TaskLauncher for Logged<L> {
         );
         r
     }
+    async fn mark_alive(&self, task: &TaskRef, at: std::time::SystemTime) -> Result<()> {
+        let r = self.inner.mark_alive(task, at).await;
+        self.log(
+            format!("mark_alive({task})"),
+            &r.as_ref().map(|_| ()).map_err(clone_err),
+        );
+        r
+    }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         self.inner.resolve_task_definition(task_definition).await
     }

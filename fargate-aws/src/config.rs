@@ -63,7 +63,7 @@ pub struct EcsConfig {
     pub use_public_ip: bool,
     /// Launch type or capacity provider strategy.
     pub capacity: Capacity,
-    /// Tags the administrator wants on every task (at most 43; see [`crate::tags`]).
+    /// Tags the administrator wants on every task (at most 42; see [`crate::tags`]).
     pub tags: BTreeMap<String, String>,
     /// `enableExecuteCommand` (ECS Exec into the task, for debugging).
     pub enable_execute_command: bool,

@@ -7,7 +7,8 @@
 //! `DescribeTasks` with its tags (at most [`MAX_DESCRIBE_TASKS`] tasks, the same bound).
 //! Pages are fetched one at a time: a cluster of thousands of tasks costs a few requests a
 //! second, well within ECS's rate limits. Only tasks tagged with the namespace
-//! ([`tags::NAMESPACE`]) are returned.
+//! ([`tags::NAMESPACE`]) are returned, with their deadline ([`tags::DEADLINE`]) and last
+//! liveness mark ([`tags::ALIVE`]) read from the same answer.
 
 use std::time::SystemTime;
 
@@ -95,6 +96,7 @@ fn listed(
     Some(
         ListedTask::new(task_ref, key, state)
             .with_deadline(tag(tags::DEADLINE).and_then(tags::parse_deadline))
+            .with_alive_at(tag(tags::ALIVE).and_then(tags::parse_deadline))
             .with_started_at(started),
     )
 }

@@ -36,9 +36,16 @@ pub const JOB_NAME: &str = "gitlab:job-name";
 /// [`parse_deadline`]): a task still running after it belongs to no live job.
 pub const DEADLINE: &str = "fargate:deadline";
 
-/// The tags the launcher sets itself.
-pub const OWN_TAGS: [&str; 7] = [
-    JOB_KEY, NAMESPACE, JOB_ID, PROJECT_ID, PROJECT, JOB_NAME, DEADLINE,
+/// Tag holding the last time the driver marked the task's job alive
+/// ([`fargate_core::TaskLauncher::mark_alive`]), in the [`DEADLINE`] tag's format
+/// ([`format_deadline`], [`parse_deadline`]). A run stage sets it when its host cannot
+/// reach the shared store, so that `fargate gc` on other hosts keeps the live job's task;
+/// it is not set at launch. A timestamp is no secret.
+pub const ALIVE: &str = "fargate:alive";
+
+/// The tags the launcher sets itself ([`ALIVE`] later, the others at launch).
+pub const OWN_TAGS: [&str; 8] = [
+    JOB_KEY, NAMESPACE, JOB_ID, PROJECT_ID, PROJECT, JOB_NAME, DEADLINE, ALIVE,
 ];
 
 /// Most tags ECS accepts on a task.
@@ -240,6 +247,9 @@ mod tests {
         assert!(admin_tag_problems(&admin).is_empty());
         let tags = task_tags(&admin, &job("g/p"), None);
         assert_eq!(tags.len(), 7);
+        admin.insert(ALIVE.into(), "y".into());
+        assert_eq!(admin_tag_problems(&admin).len(), 1);
+        admin.remove(ALIVE);
         assert_eq!(tags[0], ("team".to_owned(), "ci".to_owned()));
         admin.insert("aws:x".into(), "y".into());
         assert_eq!(admin_tag_problems(&admin).len(), 1);
@@ -263,7 +273,8 @@ mod tests {
         assert!(problems.iter().all(|p| p.key == "tags" && p.hint.is_some()));
         let deadline = Some(UNIX_EPOCH + Duration::from_secs(1));
         let tags = task_tags(&many, &job("g/p"), deadline);
-        assert_eq!(tags.len(), MAX_TAGS);
+        // One place is left for the liveness mark, set after the launch.
+        assert_eq!(tags.len(), MAX_TAGS - 1);
         assert_eq!(
             tags.last().unwrap(),
             &(DEADLINE.to_owned(), "1970-01-01T00:00:01Z".to_owned())

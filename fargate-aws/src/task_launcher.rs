@@ -3,7 +3,7 @@
 //! tasks, adopting a pool task.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
@@ -469,9 +469,11 @@ impl TaskLauncher for EcsLauncher {
             .send()
             .await
             .map_err(|e| with_context(errors::sdk(e, "TagResource").error))?;
+        // The liveness mark is left as it is: a slot has none, and a kept task's job is
+        // judged by its kept time, not by signs of life.
         let stale: Vec<String> = tags::OWN_TAGS
             .iter()
-            .filter(|k| !tags.iter().any(|(key, _)| key == *k))
+            .filter(|k| **k != tags::ALIVE && !tags.iter().any(|(key, _)| key == *k))
             .map(|k| (*k).to_owned())
             .collect();
         if !stale.is_empty() {
@@ -484,6 +486,46 @@ impl TaskLauncher for EcsLauncher {
                 .map_err(|e| with_context(errors::sdk(e, "UntagResource").error))?;
         }
         debug!(job = %spec.key, task = %task, "task adopted: relabelled for the job");
+        Ok(())
+    }
+
+    /// One `TagResource` on the task's ARN setting [`tags::ALIVE`] to `at` (RFC 3339,
+    /// whole seconds), which [`list`](TaskLauncher::list) reads back as
+    /// [`ListedTask::alive_at`](fargate_core::ListedTask::alive_at). Needs
+    /// `ecs:TagResource` on the cluster's tasks, as [`adopt`](TaskLauncher::adopt) does.
+    /// `task.id` must be the task's ARN.
+    async fn mark_alive(&self, task: &TaskRef, at: SystemTime) -> Result<()> {
+        let with_context = |e: Error| {
+            let e = if e.kind() == ErrorKind::PermissionDenied {
+                e.with_hint(
+                    "marking a task alive (when this host cannot reach the DynamoDB table) \
+                     needs ecs:TagResource on the cluster's tasks, without the \
+                     ecs:CreateAction condition of the statement that tags at RunTask (see \
+                     examples/iam-policy.json)",
+                )
+            } else {
+                e
+            };
+            e.with_context("task", &task.id)
+        };
+        if !task.id.starts_with("arn:") {
+            return Err(with_context(
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "marking a task alive needs its ARN (ECS tags resources by ARN only)",
+                )
+                .with_backend("ecs"),
+            ));
+        }
+        let tag = vec![(tags::ALIVE.to_owned(), tags::format_deadline(at))];
+        self.ecs
+            .tag_resource()
+            .resource_arn(&task.id)
+            .set_tags(Some(ecs_tags(&tag)))
+            .send()
+            .await
+            .map_err(|e| with_context(errors::sdk(e, "TagResource").error))?;
+        debug!(task = %task, "task marked alive");
         Ok(())
     }
 

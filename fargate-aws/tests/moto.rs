@@ -957,6 +957,69 @@ async fn adopt_relabels_a_slot_task_as_the_jobs() {
     assert!(err.to_string().contains("TagResource"), "{err}");
 }
 
+/// Issue 23 follow-up: `mark_alive` sets the `fargate:alive` tag with one `TagResource`
+/// (nothing else of the task changes), and `list` reads it back as `alive_at`, which gc
+/// counts as a sign of life of the task's job. A task with every administrator tag there is
+/// room for still takes the mark (ECS allows 50 tags).
+#[tokio::test]
+async fn mark_alive_tags_the_task_and_list_reads_it_back() {
+    fargate_testkit::require_fixture!(Moto);
+    let (moto, ecs) = moto().await;
+    let mut config = ecs.config();
+    config.tags = (0..tags::MAX_ADMIN_TAGS)
+        .map(|i| (format!("admin-{i}"), "x".to_owned()))
+        .collect();
+    let l = launcher(config, &moto.sdk_config());
+    let ns = Namespace::parse("fixture").unwrap();
+    let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    let tags_of = |t: &aws_sdk_ecs::types::Task| -> BTreeMap<String, String> {
+        t.tags()
+            .iter()
+            .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+            .collect()
+    };
+    let mut spec = ecs.spec(7);
+    spec.deadline = Some(at(1_900_000_000));
+    let task = l.launch(&spec).await.unwrap();
+    let listed = l.list(&ns).await.unwrap();
+    assert_eq!(listed[0].alive_at, None, "no mark at launch");
+    let launched = tags_of(&moto.describe_task("ci", &task.id).await);
+    assert_eq!(launched.len(), tags::MAX_TAGS - 1, "{launched:?}");
+
+    l.mark_alive(&task, at(1_800_000_000)).await.unwrap();
+    let marked = tags_of(&moto.describe_task("ci", &task.id).await);
+    assert_eq!(marked[tags::ALIVE], "2027-01-15T08:00:00Z");
+    let mut want = launched.clone();
+    want.insert(tags::ALIVE.to_owned(), "2027-01-15T08:00:00Z".to_owned());
+    assert_eq!(marked, want, "only the mark is new");
+    let listed = l.list(&ns).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].alive_at, Some(at(1_800_000_000)));
+    assert_eq!(listed[0].key.as_ref(), Some(&spec.key));
+    assert_eq!(listed[0].deadline, Some(at(1_900_000_000)));
+
+    // A later mark replaces it.
+    l.mark_alive(&task, at(1_800_000_030)).await.unwrap();
+    let listed = l.list(&ns).await.unwrap();
+    assert_eq!(listed[0].alive_at, Some(at(1_800_000_030)));
+    assert_eq!(l.api_calls().get("TagResource"), 2);
+    assert_eq!(l.api_calls().get("UntagResource"), 0);
+
+    // An unknown task: NotFound, naming the task; an id that is no ARN: refused unsent.
+    let err = l
+        .mark_alive(&TaskRef::new(MISSING), at(1_800_000_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(err.context_value("task"), Some(MISSING));
+    let err = l
+        .mark_alive(&TaskRef::new("not-an-arn"), at(1_800_000_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(l.api_calls().get("TagResource"), 3);
+}
+
 /// `resolve_task_definition`: a family means its latest revision now; a name with its
 /// revision is itself (no call); an unknown family is `NotFound`.
 #[tokio::test]

@@ -121,6 +121,9 @@ impl TaskLauncher for LazyLauncher {
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
         self.get().await?.adopt(task, spec).await
     }
+    async fn mark_alive(&self, task: &TaskRef, at: std::time::SystemTime) -> Result<()> {
+        self.get().await?.mark_alive(task, at).await
+    }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         self.get()
             .await?

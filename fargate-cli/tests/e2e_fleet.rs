@@ -4,18 +4,20 @@
 //! (same `Namespace` and `DynamoDBTable`, its own metadata directory and
 //! `[TaskMetadata] HostName`). Shown: one warm pool serves both hosts; a host killed
 //! mid-job has its task stopped by the other host's `fargate gc` once the job's heartbeat
-//! is older than `--dead-after` (and not before); a project limit holds across both hosts.
+//! is older than `--dead-after` (and not before); a host cut off from the table (not from
+//! ECS) keeps its job's task through the other host's gc by marking it alive; a project
+//! limit holds across both hosts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup step is a failed test
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{keeper_pids, no_lag, pool_json, run_fargate, run_job, runner_emu, slots_of, task_of};
 use fargate_testkit::local_fargate::{LocalFargate, NAMESPACE};
@@ -117,6 +119,27 @@ impl Fleet {
         answer.get("Item").cloned()
     }
 
+    /// The table's last heartbeat of job `job_id`, if any.
+    fn beat(&self, job_id: i64) -> Option<SystemTime> {
+        let item = self.item(job_id)?;
+        let secs: u64 = item["beat"]["N"].as_str()?.parse().ok()?;
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    /// When the driver last marked `task` alive (its `fargate:alive` tag), if it did.
+    async fn alive_at(&self, task: &str) -> Option<SystemTime> {
+        let cluster = task
+            .split('/')
+            .nth(1)
+            .expect("a task ARN names its cluster");
+        let described = self.fargate.moto().describe_task(cluster, task).await;
+        let tag = described
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(fargate_aws::tags::ALIVE))?;
+        fargate_aws::tags::parse_deadline(tag.value()?)
+    }
+
     /// Nothing runs in the local Fargate.
     async fn assert_nothing_runs(&self, log: &str) {
         let running = self.fargate.running_tasks().await;
@@ -143,6 +166,104 @@ fn line_at(result: &JobResult, stage: &str, text: &str) -> Instant {
         .find(|(_, line)| line.contains(text))
         .unwrap_or_else(|| panic!("no {text:?} in {stage}:\n{}", result.log))
         .0
+}
+
+/// `host`'s prepare stage of `job` in `job_dir`, which must succeed: the job's task and
+/// the stage's log.
+fn prepare_on(host: &Host, job: &Job, job_dir: &Path) -> (String, String) {
+    std::fs::create_dir_all(job_dir).unwrap();
+    let prepared = host
+        .emu
+        .stage_command(job, job_dir, &["custom", "prepare"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&prepared.stderr).into_owned();
+    assert!(prepared.status.success(), "{log}");
+    (task_of(&log), log)
+}
+
+/// Starts `host`'s run stage of `job`'s build script (as the runner runs it), with `env`
+/// on top of the host's, and returns it once the script printed `started`.
+fn start_build(
+    host: &Host,
+    job: &Job,
+    job_dir: &Path,
+    env: &[(&str, &str)],
+    started: &str,
+) -> Child {
+    let script = job_dir.join("build_script");
+    std::fs::write(&script, runner_script(&job.script.join("\n"))).unwrap();
+    let mut stage = host
+        .emu
+        .stage_command(
+            job,
+            job_dir,
+            &[
+                "custom",
+                "run",
+                &script.display().to_string(),
+                "build_script",
+            ],
+        )
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = mpsc::channel();
+    for pipe in [
+        Box::new(stage.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(stage.stderr.take().unwrap()),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+    }
+    drop(lines);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut output = String::new();
+    while !output.contains(started) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => output.push_str(&format!("{line}\n")),
+            Err(e) => panic!("the script did not start ({e}):\n{output}"),
+        }
+    }
+    stage
+}
+
+/// Host `host` dies: its `stage` and its connection keepers are SIGKILLed, with no
+/// cleanup.
+fn kill_host(host: &Host, stage: &mut Child) {
+    kill(-i64::from(stage.id()));
+    let keepers = host.keepers();
+    assert!(
+        !keepers.is_empty(),
+        "the host's job has a connection keeper"
+    );
+    for pid in &keepers {
+        kill(i64::from(*pid));
+    }
+    let _ = stage.wait();
+}
+
+/// Runs host B's `fargate gc --dead-after <dead_after>` until it stops `task` (within a
+/// minute), checking that it keeps the task until then; its last report.
+fn gc_until_stopped(fleet: &Fleet, dead_after: &str, task: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, err) = fleet.b.fargate(&["gc", "--dead-after", dead_after]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(err.contains("shorter than three heartbeats"), "{err}");
+        if out.contains(&format!("stopped task {task}")) {
+            return out;
+        }
+        assert!(out.contains(&format!("kept task {task}")), "{out}");
+        assert!(Instant::now() < deadline, "gc never stopped {task}:\n{out}");
+        // Polling gc: the signs of life age on the wall clock.
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// (a) A pool that host A filled serves a job that host B runs; the job's record in the
@@ -205,67 +326,12 @@ async fn a_task_of_a_killed_host_is_stopped_by_the_other_hosts_gc() {
     let fleet = fleet("").await;
     let job = Job::new(502, &["echo host-a-is-running", "sleep 600"]);
     let job_dir = fleet.dir.path().join("job-502");
-    std::fs::create_dir_all(&job_dir).unwrap();
-    let prepared = fleet
-        .a
-        .emu
-        .stage_command(&job, &job_dir, &["custom", "prepare"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&prepared.stderr).into_owned();
-    assert!(prepared.status.success(), "{log}");
-    let task = task_of(&log);
-
-    // The build script, as the runner runs it; killed once the script runs.
-    let script = job_dir.join("build_script");
-    std::fs::write(&script, runner_script(&job.script.join("\n"))).unwrap();
-    let mut stage = fleet
-        .a
-        .emu
-        .stage_command(
-            &job,
-            &job_dir,
-            &[
-                "custom",
-                "run",
-                &script.display().to_string(),
-                "build_script",
-            ],
-        )
-        .spawn()
-        .unwrap();
-    let (lines, seen) = mpsc::channel();
-    for pipe in [
-        Box::new(stage.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(stage.stderr.take().unwrap()),
-    ] {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-    }
-    drop(lines);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut output = String::new();
-    while !output.contains("host-a-is-running") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match seen.recv_timeout(left) {
-            Ok(line) => output.push_str(&format!("{line}\n")),
-            Err(e) => panic!("the script did not start ({e}):\n{output}"),
-        }
-    }
+    let (task, log) = prepare_on(&fleet.a, &job, &job_dir);
+    let mut stage = start_build(&fleet.a, &job, &job_dir, &[], "host-a-is-running");
     let item = fleet.item(502).expect("the job's record");
     assert_eq!(item["beat_host"]["S"], "host-a", "{item}");
     // Host A dies: its stage and its keepers, with no cleanup.
-    kill(-i64::from(stage.id()));
-    let keepers = fleet.a.keepers();
-    assert!(!keepers.is_empty(), "host A's job has a connection keeper");
-    for pid in &keepers {
-        kill(i64::from(*pid));
-    }
-    let _ = stage.wait();
+    kill_host(&fleet.a, &mut stage);
 
     // Host B's gc with the default limit (10 minutes): the job may be alive, its task stays.
     let (code, out, err) = fleet.b.fargate(&["gc"]);
@@ -274,19 +340,7 @@ async fn a_task_of_a_killed_host_is_stopped_by_the_other_hosts_gc() {
     assert!(fleet.fargate.running_tasks().await.contains(&task));
 
     // With a limit of 3 s, it stops the task once the heartbeat is that old.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let out = loop {
-        let (code, out, err) = fleet.b.fargate(&["gc", "--dead-after", "3s"]);
-        assert_eq!(code, 0, "{out}\n{err}");
-        assert!(err.contains("shorter than three heartbeats"), "{err}");
-        if out.contains(&format!("stopped task {task}")) {
-            break out;
-        }
-        assert!(out.contains(&format!("kept task {task}")), "{out}");
-        assert!(Instant::now() < deadline, "gc never stopped {task}:\n{out}");
-        // Polling gc: the heartbeat ages on the wall clock.
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let out = gc_until_stopped(&fleet, "3s", &task);
     assert!(out.contains("gave no sign of life"), "{out}");
     assert!(!fleet.fargate.running_tasks().await.contains(&task));
     assert!(
@@ -420,4 +474,54 @@ async fn a_project_limit_holds_across_both_hosts() {
     fleet
         .assert_nothing_runs(&format!("{}\n{}", a.log, b.log))
         .await;
+}
+
+/// (d) Host A is cut off from the table (not from ECS) mid-job: its run stage goes on from
+/// its copy of the record, and its heartbeats, which the table does not get, go on the
+/// job's task instead (its `fargate:alive` tag). Host B's gc keeps the task although the
+/// table's last heartbeat is older than `--dead-after`, and stops it once host A is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_of_a_host_cut_off_from_the_table_is_kept_by_the_other_hosts_gc() {
+    fargate_testkit::require_fixture!(LocalFargate);
+    let fleet = fleet("").await;
+    let job = Job::new(504, &["echo host-a-is-running", "sleep 600"]);
+    let job_dir = fleet.dir.path().join("job-504");
+    let (task, log) = prepare_on(&fleet.a, &job, &job_dir);
+    let table_beat = fleet.beat(504).expect("prepare's heartbeat");
+    // Host A's run stage cannot reach DynamoDB: nothing listens on loopback's port 9.
+    let cut_off = [("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9")];
+    let mut stage = start_build(&fleet.a, &job, &job_dir, &cut_off, "host-a-is-running");
+    // A heartbeat every 30 s, each a mark on the task: wait for one more than 20 s after
+    // the table's last heartbeat.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let limit = Duration::from_secs(20);
+    loop {
+        if let Some(marked) = fleet.alive_at(&task).await
+            && marked > table_beat + limit
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{task} was not marked alive");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        fleet.beat(504),
+        Some(table_beat),
+        "the table got no heartbeat from host A"
+    );
+    // The table's heartbeat is older than 20 s, the task's mark is not: kept.
+    let (code, out, err) = fleet.b.fargate(&["gc", "--dead-after", "20s"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("kept task {task}")), "{out}\n{err}");
+    assert!(fleet.fargate.running_tasks().await.contains(&task));
+
+    // Host A dies: no more marks, and gc stops the task.
+    kill_host(&fleet.a, &mut stage);
+    let out = gc_until_stopped(&fleet, "20s", &task);
+    assert!(out.contains("gave no sign of life"), "{out}");
+    assert!(
+        fleet.item(504).is_none(),
+        "gc removed the dead job's record"
+    );
+    fleet.assert_nothing_runs(&log).await;
 }

@@ -13,7 +13,8 @@
 //! | has a record older than [`GcOptions::max_age`] | stopped |
 //! | failed, and its task is kept for debugging ([`Phase::Kept`]) until a time now past | stopped |
 //! | failed, and its task is kept for debugging until a time still to come | kept, whatever its age |
-//! | has a record whose last heartbeat ([`MetadataStore::last_heartbeat`], kept by a store shared by several hosts) is older than [`GcOptions::dead_after`]: its host died | stopped |
+//! | has a record whose last sign of life is older than [`GcOptions::dead_after`] (the latest of: its last heartbeat, [`MetadataStore::last_heartbeat`], kept by a store shared by several hosts; the record's last change; the last mark on its task, [`ListedTask::alive_at`], which a host cut off from the store leaves instead of a heartbeat): its host died | stopped |
+//! | has such a record, but its task was marked alive within [`GcOptions::dead_after`] (its host cannot reach the store, and still runs the job) | kept, until its deadline or the maximum age |
 //! | any, when the task is past its deadline ([`ListedTask::deadline`]) | stopped |
 //! | has a record younger than that (its run stages are going on) | kept |
 //! | is a warm pool slot ([`crate::driver::pool`]) idle past its maximum idle time, or claimed by a job that never recorded the task | stopped |
@@ -56,8 +57,10 @@ pub struct GcOptions {
     /// How long after its last change a record without listed tasks is kept, because the
     /// backend may not list a task launched moments ago.
     pub consistency_window: Duration,
-    /// A job whose stages gave no sign of life ([`MetadataStore::heartbeat`]) for this long,
-    /// and that holds no lock, is dead (its host died or is cut off): its task is stopped.
+    /// A job whose stages gave no sign of life for this long (no heartbeat,
+    /// [`MetadataStore::heartbeat`]; no change of its record; no mark on its task,
+    /// [`TaskLauncher::mark_alive`], which its host leaves when the store is out of its
+    /// reach), and that holds no lock, is dead (its host died): its task is stopped.
     /// Only for stores that keep heartbeats (the DynamoDB store of a fleet), and only for
     /// jobs that sent one. `None`: never.
     pub dead_after: Option<Duration>,
@@ -194,6 +197,9 @@ async fn collect_job(
         }
         _ => None,
     };
+    // The job's task may carry a later sign of life than the store: its host marks it
+    // when the store is out of its reach ([`TaskLauncher::mark_alive`]).
+    let marked = tasks.iter().filter_map(|t| t.alive_at).max();
     let mut all_stopped = true;
     for t in tasks {
         let mut verdict = if let Some(why) = past_deadline(t, now) {
@@ -204,7 +210,7 @@ async fn collect_job(
                 (Ok(record), Some(_)) => match record
                     .as_ref()
                     .filter(|r| r.phase != Phase::Kept)
-                    .and_then(|r| dead(r, heartbeat, options, now))
+                    .and_then(|r| dead(r, heartbeat, marked, options, now))
                 {
                     Some(why) => Verdict::Stop(why),
                     None => judge(record.as_ref(), options, now),
@@ -336,16 +342,22 @@ fn judge(record: Option<&JobRecord>, options: &GcOptions, now: SystemTime) -> Ve
     Verdict::Keep("its job is within its lifetime".into())
 }
 
-/// Why the job of `record`, whose last heartbeat was `heartbeat`, is dead, if it is: no sign
-/// of life (heartbeat or change of its record) for [`GcOptions::dead_after`].
+/// Why the job of `record`, whose last heartbeat was `heartbeat` and whose task was last
+/// marked alive at `marked`, is dead, if it is: no sign of life (heartbeat, change of its
+/// record, or mark on its task) for [`GcOptions::dead_after`]. Judged only for a job that
+/// sent a heartbeat (a store that keeps them); a mark only defers the judgement, never a
+/// deadline or the maximum age (judged before and after this).
 fn dead(
     record: &JobRecord,
     heartbeat: Option<SystemTime>,
+    marked: Option<SystemTime>,
     options: &GcOptions,
     now: SystemTime,
 ) -> Option<String> {
     let limit = options.dead_after?;
-    let last = heartbeat?.max(at(record.updated_at));
+    let last = heartbeat?
+        .max(at(record.updated_at))
+        .max(marked.unwrap_or(SystemTime::UNIX_EPOCH));
     let silent = now.duration_since(last).ok()?;
     (silent > limit).then(|| {
         format!(

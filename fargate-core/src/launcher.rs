@@ -213,6 +213,9 @@ pub struct ListedTask {
     pub key: Option<JobKey>,
     /// The task's deadline (for ECS its `fargate:deadline` tag), if it has one.
     pub deadline: Option<SystemTime>,
+    /// The last sign of life the driver left on the task itself
+    /// ([`TaskLauncher::mark_alive`]; for ECS its `fargate:alive` tag), if any.
+    pub alive_at: Option<SystemTime>,
     /// When the backend created the task, if it says.
     pub started_at: Option<SystemTime>,
     /// Where in its lifecycle the task is.
@@ -226,6 +229,7 @@ impl ListedTask {
             task,
             key,
             deadline: None,
+            alive_at: None,
             started_at: None,
             state,
         }
@@ -234,6 +238,12 @@ impl ListedTask {
     /// Sets the deadline.
     pub fn with_deadline(mut self, deadline: Option<SystemTime>) -> Self {
         self.deadline = deadline;
+        self
+    }
+
+    /// Sets the last sign of life marked on the task ([`ListedTask::alive_at`]).
+    pub fn with_alive_at(mut self, alive_at: Option<SystemTime>) -> Self {
+        self.alive_at = alive_at;
         self
     }
 
@@ -288,6 +298,8 @@ impl DebugCommands {
 /// - `find` returns the job's tasks that are not yet stopped and that the backend lists,
 ///   including tasks whose `launch` call failed after the backend accepted it. An
 ///   eventually consistent backend may leave out a task launched moments ago.
+/// - `mark_alive`, where the backend supports it, is what `list` then reports as the
+///   task's `alive_at` (the latest mark, to the second), changing nothing else listed.
 ///
 /// # Cancel safety
 /// See each method. None takes a cancellation token: callers bound them with a timeout
@@ -404,6 +416,26 @@ pub trait TaskLauncher: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// Marks on `task` itself that its job was alive at `at`: a second channel for the
+    /// job's signs of life, which the driver uses only when the store's
+    /// [`heartbeat`](crate::MetadataStore::heartbeat) fails (its host cut off from a shared
+    /// store but not from the backend). [`list`](TaskLauncher::list) reports the mark as
+    /// [`ListedTask::alive_at`], and [`gc`](crate::gc) counts it as a sign of life of the
+    /// task's job. The mark replaces an earlier one; it changes nothing else of the task
+    /// (its job, its deadline). Only the driver sets it, from the job's record: nothing a
+    /// pipeline author writes reaches it. Backends that cannot label a running task return
+    /// [`ErrorKind::Unsupported`], the default.
+    ///
+    /// # Cancel safety
+    /// Safe to drop: the mark is the old or the new one; marking again is harmless.
+    async fn mark_alive(&self, task: &TaskRef, at: SystemTime) -> Result<()> {
+        let _ = (task, at);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the {self:?} launcher cannot mark a task alive"),
+        ))
+    }
+
     /// The task definition a launch of `task_definition` runs now, as the backend names it
     /// exactly: a name that can mean different definitions over time (for ECS a family
     /// without revision, which means its latest active revision) resolved to the one it
@@ -504,6 +536,9 @@ impl<T: TaskLauncher + ?Sized> TaskLauncher for Arc<T> {
     }
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
         (**self).adopt(task, spec).await
+    }
+    async fn mark_alive(&self, task: &TaskRef, at: SystemTime) -> Result<()> {
+        (**self).mark_alive(task, at).await
     }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         (**self).resolve_task_definition(task_definition).await

@@ -561,6 +561,15 @@ impl TaskLauncher for SimLauncher {
         r
     }
 
+    async fn mark_alive(&self, task: &TaskRef, at: std::time::SystemTime) -> Result<()> {
+        yield_once().await;
+        self.touches("mark alive", &task.id, self.namespace_of(task));
+        let r = self.inner.mark_alive(task, at).await;
+        self.log(format!("mark {task} alive: {}", outcome(&r)));
+        yield_once().await;
+        r
+    }
+
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         yield_once().await;
         let r = self.inner.resolve_task_definition(task_definition).await;

@@ -2,7 +2,7 @@
 //! [`CallBudget`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -27,7 +27,9 @@ const VISIBLE_WAIT: Duration = Duration::from_secs(1);
 /// Single launches (a job's) take no task token: their tasks are bounded by the launch
 /// rate, and the task class bounds what batches (a warm pool's) start on top of it, so the
 /// two rates together are what the backend's task limit must allow.
-/// Reads (describe, find, list) are not budgeted.
+/// Reads (describe, find, list) are not budgeted, nor are liveness marks
+/// ([`TaskLauncher::mark_alive`]: made when the store, which may hold the budget, is out of
+/// reach).
 #[derive(Clone, Debug)]
 pub struct BudgetedLauncher {
     inner: DynTaskLauncher,
@@ -136,6 +138,13 @@ impl TaskLauncher for BudgetedLauncher {
             .await;
         let r = self.inner.adopt(task, spec).await;
         self.after(CallClass::Change, r).await
+    }
+    // Not budgeted: the driver marks a task alive only when the store missed a heartbeat,
+    // and in a fleet the budget lives in that store: a token would be asked of what is out
+    // of reach, for as long as the mark's own bound (then it would never be sent). It is
+    // at most one call per job every `HEARTBEAT_EVERY`.
+    async fn mark_alive(&self, task: &TaskRef, at: SystemTime) -> Result<()> {
+        self.inner.mark_alive(task, at).await
     }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         self.inner.resolve_task_definition(task_definition).await
@@ -272,5 +281,44 @@ mod tests {
             "{more:?}"
         );
         assert_eq!(inner.launches.load(Ordering::SeqCst), 26);
+    }
+
+    /// A budget that never answers, as a fleet's budget in a table out of reach.
+    #[derive(Debug)]
+    struct Unreachable;
+
+    #[async_trait]
+    impl CallBudget for Unreachable {
+        async fn reserve(&self, _: CallClass, _: u32) -> Result<crate::budget::Reservation> {
+            std::future::pending().await
+        }
+        async fn confirm(
+            &self,
+            _: CallClass,
+            _: crate::budget::Reservation,
+        ) -> Result<Option<crate::budget::Reservation>> {
+            std::future::pending().await
+        }
+        async fn throttled(&self, _: CallClass) -> Result<()> {
+            std::future::pending().await
+        }
+    }
+
+    /// A liveness mark is made when the store (in a fleet, the budget's table too) is out
+    /// of reach: it never waits for the budget.
+    #[tokio::test(start_paused = true)]
+    async fn a_liveness_mark_does_not_wait_for_the_budget() {
+        let inner = Arc::new(crate::testing::MemoryLauncher::new());
+        let task = inner.launch(&spec()).await.unwrap();
+        let l = BudgetedLauncher::new(inner.clone(), Arc::new(Unreachable));
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        tokio::time::timeout(Duration::from_secs(1), l.mark_alive(&task, at))
+            .await
+            .expect("the mark waits for nothing")
+            .unwrap();
+        assert_eq!(inner.tasks()[0].1.alive_at, Some(at));
+        // A stop does wait for its token.
+        let stop = tokio::time::timeout(Duration::from_secs(1), l.stop(&task, "done")).await;
+        assert!(stop.is_err(), "a stop takes a token");
     }
 }

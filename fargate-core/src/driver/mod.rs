@@ -371,15 +371,34 @@ impl Driver {
         self.store.lock(key, LOCK_WAIT).await
     }
 
-    /// Notes that the job of `key` is alive (see [`HEARTBEAT_EVERY`]); a failure is only
-    /// logged.
-    pub(crate) async fn beat(&self, key: &JobKey) {
-        match tokio::time::timeout(HEARTBEAT_TIMEOUT, self.store.heartbeat(key)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::debug!(job = %key, error = %err, "could not note the job's heartbeat")
-            }
-            Err(_) => tracing::debug!(job = %key, "noting the job's heartbeat timed out"),
+    /// Notes that the job of `key`, whose task is `task`, is alive (see
+    /// [`HEARTBEAT_EVERY`]). When the store's heartbeat fails or times out (this host cut
+    /// off from a store shared by several hosts, while the stage still works from the
+    /// host's copy of the record), the sign of life goes on the task itself instead
+    /// ([`TaskLauncher::mark_alive`](crate::TaskLauncher::mark_alive)), so that `gc` on
+    /// another host does not judge a live job dead. Only then: a store that answers costs
+    /// no launcher call. Each call has its own bound; a failure is only logged.
+    pub(crate) async fn beat(&self, key: &JobKey, task: &TaskRef) {
+        let failed = match tokio::time::timeout(HEARTBEAT_TIMEOUT, self.store.heartbeat(key)).await
+        {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "it timed out".to_owned(),
+        };
+        let at = crate::world::now();
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, self.launcher.mark_alive(task, at)).await {
+            Ok(Ok(())) => tracing::debug!(
+                job = %key, %task, error = %failed,
+                "could not note the job's heartbeat in the store; marked its task alive instead"
+            ),
+            Ok(Err(err)) => tracing::debug!(
+                job = %key, %task, error = %failed, mark_error = %err,
+                "could not note the job's heartbeat, in the store nor on its task"
+            ),
+            Err(_) => tracing::debug!(
+                job = %key, %task, error = %failed,
+                "could not note the job's heartbeat in the store; marking its task alive timed out"
+            ),
         }
     }
 

@@ -78,7 +78,7 @@ impl Driver {
         // by a script that ends first (a store may skip it: see `MetadataStore::heartbeat`).
         let (watched, ()) = tokio::join!(
             self.run_watched(&task, &record, &request, output, cancel),
-            self.beat(&record.key)
+            self.beat(&record.key, &task)
         );
         let outcome = match watched {
             Watched::Finished(outcome) => outcome,
@@ -157,7 +157,7 @@ impl Driver {
         let beat = async {
             loop {
                 tokio::time::sleep(super::HEARTBEAT_EVERY).await;
-                self.beat(&record.key).await;
+                self.beat(&record.key, task).await;
             }
         };
         let watch = async {

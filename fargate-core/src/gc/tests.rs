@@ -536,3 +536,65 @@ async fn a_job_without_heartbeats_for_dead_after_is_stopped_a_live_one_kept() {
     let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
     assert_eq!(action_of(&report, &alive), Action::Removed, "{report}");
 }
+
+/// Issue 23: a job whose host is cut off from the store marks its task alive instead; gc
+/// counts the mark as a sign of life, but never past the task's deadline or the maximum
+/// age.
+#[tokio::test(start_paused = true)]
+async fn a_task_marked_alive_defers_the_dead_judgement_but_not_the_deadline() {
+    let _determinism = crate::testing::Determinism::install(23);
+    let (launcher, store) = (MemoryLauncher::new(), MemoryStore::new());
+    let (marked, silent, late, old) = (
+        launch(&launcher, "ci", 1).await,
+        launch(&launcher, "ci", 2).await,
+        launch(&launcher, "ci", 3).await,
+        launch(&launcher, "ci", 4).await,
+    );
+    // Job 4 started two hours ago, more than the maximum age (one hour).
+    for (id, task, age) in [
+        (1, &marked, Duration::ZERO),
+        (2, &silent, Duration::ZERO),
+        (3, &late, Duration::ZERO),
+        (4, &old, Duration::from_secs(2 * 3600)),
+    ] {
+        let key = record(&store, id, age, Phase::Ready).await;
+        let mut r = store.peek(&key).unwrap();
+        r.task = Some(task.clone());
+        store.put(&r).await.unwrap();
+        store.heartbeat(&key).await.unwrap();
+    }
+    // Eleven minutes without a heartbeat; the tasks of jobs 1, 3 and 4 were marked alive
+    // a minute ago; job 3's task is past its deadline.
+    tokio::time::advance(Duration::from_secs(10 * 60)).await;
+    for task in [&marked, &late, &old] {
+        launcher
+            .mark_alive(task, crate::world::now())
+            .await
+            .unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(60)).await;
+    launcher.set_deadline(&late, crate::world::now() - Duration::from_secs(5));
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &marked), Action::Kept, "{report}");
+    assert_eq!(action_of(&report, &silent), Action::Removed, "{report}");
+    assert!(
+        reason_of(&report, &silent).contains("no sign of life for 660 s"),
+        "{report}"
+    );
+    assert_eq!(action_of(&report, &late), Action::Removed, "{report}");
+    assert!(
+        reason_of(&report, &late).contains("past its deadline"),
+        "{report}"
+    );
+    assert_eq!(action_of(&report, &old), Action::Removed, "{report}");
+    assert!(reason_of(&report, &old).contains("maximum age"), "{report}");
+    assert_eq!(launcher.running(), std::slice::from_ref(&marked));
+    // Its marks stop too: eleven minutes after the last one, it is stopped.
+    tokio::time::advance(Duration::from_secs(10 * 60)).await;
+    let report = collect(&launcher, &store, &ns(), &opts()).await.unwrap();
+    assert_eq!(action_of(&report, &marked), Action::Removed, "{report}");
+    assert!(
+        reason_of(&report, &marked).contains("no sign of life for 660 s"),
+        "{report}"
+    );
+}

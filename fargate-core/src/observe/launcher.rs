@@ -1,6 +1,8 @@
 //! [`ObservedLauncher`]: a launcher wrapper that reports every call as an
 //! [`Event::ApiCall`].
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 
 use super::{ApiOperation, CallOutcome, DynObserver, Event};
@@ -77,6 +79,10 @@ impl TaskLauncher for ObservedLauncher {
     async fn adopt(&self, task: &TaskRef, spec: &TaskSpec) -> Result<()> {
         let r = self.inner.adopt(task, spec).await;
         self.report(ApiOperation::Adopt, r)
+    }
+    async fn mark_alive(&self, task: &TaskRef, at: SystemTime) -> Result<()> {
+        let r = self.inner.mark_alive(task, at).await;
+        self.report(ApiOperation::MarkAlive, r)
     }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         let r = self.inner.resolve_task_definition(task_definition).await;

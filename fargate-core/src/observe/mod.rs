@@ -114,6 +114,8 @@ pub enum ApiOperation {
     List,
     /// [`TaskLauncher::adopt`](crate::TaskLauncher::adopt).
     Adopt,
+    /// [`TaskLauncher::mark_alive`](crate::TaskLauncher::mark_alive).
+    MarkAlive,
     /// [`TaskLauncher::resolve_task_definition`](crate::TaskLauncher::resolve_task_definition).
     ResolveDefinition,
 }
@@ -128,6 +130,7 @@ impl ApiOperation {
             ApiOperation::Find => "find",
             ApiOperation::List => "list",
             ApiOperation::Adopt => "adopt",
+            ApiOperation::MarkAlive => "mark_alive",
             ApiOperation::ResolveDefinition => "resolve_definition",
         }
     }

@@ -19,6 +19,8 @@ pub enum Op {
     Adopt,
     /// `TaskLauncher::resolve_task_definition`.
     ResolveDefinition,
+    /// `TaskLauncher::mark_alive`.
+    MarkAlive,
     /// `RemoteShell::generate_key`.
     GenerateKey,
     /// `RemoteShell::probe`.
@@ -31,6 +33,8 @@ pub enum Op {
     Get,
     /// `MetadataStore::delete`.
     Delete,
+    /// `MetadataStore::heartbeat`.
+    Heartbeat,
 }
 
 /// What happens to a faulted call.

@@ -71,6 +71,8 @@ pub struct FakeTask {
     pub started_at: Option<std::time::SystemTime>,
     /// Its deadline, as a deadline tag would say ([`MemoryLauncher::set_deadline`]).
     pub deadline: Option<SystemTime>,
+    /// Its last liveness mark ([`TaskLauncher::mark_alive`]).
+    pub alive_at: Option<SystemTime>,
     /// Its containers, as `describe` reports them ([`MemoryLauncher::set_containers`]).
     pub containers: Vec<ContainerStatus>,
 }
@@ -223,6 +225,7 @@ impl MemoryLauncher {
                             launched_at: Instant::now(),
                             started_at: None,
                             deadline: None,
+                            alive_at: None,
                             containers: Vec::new(),
                         },
                     );
@@ -432,6 +435,26 @@ impl TaskLauncher for MemoryLauncher {
         }
     }
 
+    async fn mark_alive(&self, task: &TaskRef, at: SystemTime) -> Result<()> {
+        let fault = self.fault(Op::MarkAlive).await?;
+        {
+            let mut s = self.lock();
+            let plan = self.plan;
+            let Some(t) = s.tasks.get_mut(&task.id).filter(|t| t.visible(&plan)) else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no task {task} to mark alive"),
+                )
+                .with_backend("fake"));
+            };
+            t.alive_at = Some(at);
+        }
+        match fault {
+            Some(f @ Fault::LoseResponse(_)) => Err(f.error(Op::MarkAlive)),
+            _ => Ok(()),
+        }
+    }
+
     async fn find(&self, key: &JobKey) -> Result<Vec<TaskRef>> {
         self.fault(Op::Find).await?;
         Ok(self
@@ -457,6 +480,7 @@ impl TaskLauncher for MemoryLauncher {
             .map(|(id, t)| {
                 ListedTask::new(TaskRef::new(id.clone()), Some(t.spec.key.clone()), t.state)
                     .with_deadline(t.deadline)
+                    .with_alive_at(t.alive_at)
                     .with_started_at(crate::world::now().checked_sub(t.launched_at.elapsed()))
             })
             .collect())

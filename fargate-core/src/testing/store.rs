@@ -293,13 +293,14 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn heartbeat(&self, key: &JobKey) -> Result<()> {
+        let fault = self.fault(Op::Heartbeat).await?;
         if self.records().contains_key(key) {
             self.beats
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key.clone(), crate::world::now());
         }
-        Ok(())
+        lost(fault, Op::Heartbeat)
     }
 
     async fn last_heartbeat(&self, key: &JobKey) -> Result<Option<std::time::SystemTime>> {

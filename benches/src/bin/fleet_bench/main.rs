@@ -104,6 +104,9 @@ impl TaskLauncher for AdoptsAny {
     async fn adopt(&self, _task: &TaskRef, _spec: &TaskSpec) -> Result<()> {
         Ok(())
     }
+    async fn mark_alive(&self, task: &TaskRef, at: std::time::SystemTime) -> Result<()> {
+        self.0.mark_alive(task, at).await
+    }
     async fn resolve_task_definition(&self, task_definition: &str) -> Result<String> {
         self.0.resolve_task_definition(task_definition).await
     }

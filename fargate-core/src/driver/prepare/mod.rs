@@ -82,8 +82,8 @@ impl Driver {
             // counted until cleanup gives it back, or gc removes the record.)
             self.give_back_project_slot(slot, &key).await;
         }
-        if result.is_ok() {
-            self.beat(&key).await;
+        if let Ok(report) = &result {
+            self.beat(&key, &report.task).await;
         }
         result
     }

@@ -1,7 +1,8 @@
 //! [`TaskLauncher`]'s rules.
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
+use crate::error::ErrorKind;
 use crate::launcher::{StopOutcome, TaskLauncher, TaskRef, TaskSpec, TaskState};
 
 /// What a launcher backend may legitimately do differently, for [`launcher`].
@@ -34,6 +35,7 @@ pub async fn launcher(
 ) {
     let task = launch_is_idempotent(launcher, spec).await;
     launched_task_becomes_visible(launcher, spec, &task, caps).await;
+    alive_marks_are_listed(launcher, spec, &task).await;
     stop_is_idempotent(launcher, spec, &task).await;
     unknown_tasks_are_missing(launcher, missing).await;
 }
@@ -87,6 +89,32 @@ pub async fn launched_task_becomes_visible(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Where the backend marks tasks alive ([`TaskLauncher::mark_alive`]; else
+/// [`ErrorKind::Unsupported`]) and lists them, a visible task's latest mark is its listed
+/// `alive_at` (whole seconds), and the mark changes nothing else the listing says.
+pub async fn alive_marks_are_listed(launcher: &dyn TaskLauncher, spec: &TaskSpec, task: &TaskRef) {
+    let first = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    match launcher.mark_alive(task, first).await {
+        Err(e) if e.kind() == ErrorKind::Unsupported => return,
+        r => r.expect("mark_alive"),
+    }
+    let later = first + Duration::from_secs(30);
+    launcher
+        .mark_alive(task, later)
+        .await
+        .expect("a second mark");
+    let listed = match launcher.list(&spec.job.namespace).await {
+        Err(e) if e.kind() == ErrorKind::Unsupported => return,
+        r => r.expect("list"),
+    };
+    let entry = listed
+        .iter()
+        .find(|t| t.task.id == task.id)
+        .unwrap_or_else(|| panic!("the visible task {task} must be listed: {listed:?}"));
+    assert_eq!(entry.alive_at, Some(later), "the latest mark: {entry:?}");
+    assert_eq!(entry.key.as_ref(), Some(&spec.key), "{entry:?}");
 }
 
 /// Stopping a visible task says `Stopping`, twice; it is then terminal and not found.
