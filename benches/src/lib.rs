@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The cipher both sides use in every comparison (libssh2's fastest, OpenSSH's default).
 pub const CIPHER: &str = "chacha20-poly1305@openssh.com";
@@ -52,4 +53,31 @@ pub fn write_private_key(path: &Path, key: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?
         .write_all(key.as_bytes())
+}
+
+/// Runs `cmd` to its end with no stdin and its output drained: its wall time and what it
+/// wrote to stderr. Panics (naming `what`) when it cannot start or fails.
+pub fn timed(mut cmd: Command, what: &str) -> (Duration, String) {
+    cmd.stdin(Stdio::null());
+    let started = Instant::now();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let wall = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\nstdout: {}\nstderr: {stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+    );
+    (wall, stderr)
+}
+
+/// The median of `v` (the upper middle value of an even count). Panics when `v` is empty;
+/// a NaN sorts as equal to anything.
+pub fn median<T: PartialOrd + Copy>(v: &[T]) -> T {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
 }

@@ -26,7 +26,7 @@ use fargate_ssh::Ssh2Shell;
 use fargate_testkit::sshd::Sshd;
 use tokio_util::sync::CancellationToken;
 
-use fargate_benches::CIPHER;
+use fargate_benches::{CIPHER, median};
 
 /// Drops everything, counting bytes.
 #[derive(Default)]
@@ -40,11 +40,6 @@ impl OutputSink for Discard {
     fn stderr(&mut self, _chunk: &[u8]) -> io::Result<()> {
         Ok(())
     }
-}
-
-fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {
@@ -135,7 +130,7 @@ async fn main() {
             "true",
         ));
     }
-    let (a_ours, a_theirs, a_curve) = (median(ours), median(theirs), median(theirs_curve));
+    let (a_ours, a_theirs, a_curve) = (median(&ours), median(&theirs), median(&theirs_curve));
     println!("(a) connect+auth+`true`, median of {rounds}:");
     println!("    Ssh2Shell                      {:8.1} ms", ms(a_ours));
     println!("    ssh (default kex sntrup761)    {:8.1} ms", ms(a_theirs));
@@ -180,7 +175,7 @@ async fn main() {
         .zip(&theirs)
         .map(|(o, t)| t.as_secs_f64() / o.as_secs_f64())
         .collect();
-    let (b_ours, b_theirs) = (median(ours.clone()), median(theirs.clone()));
+    let (b_ours, b_theirs) = (median(&ours), median(&theirs));
     println!("(b) {megabytes} MB of stdout to a discarding sink, whole call, {pairs} pairs:");
     println!(
         "    Ssh2Shell  median {:7.1} MB/s  best {:7.1} MB/s",
@@ -194,12 +189,12 @@ async fn main() {
     );
     println!(
         "    client CPU (user+sys) median: Ssh2Shell {:.0} ms, ssh {:.0} ms",
-        ms(median(ours_cpu)),
-        ms(median(theirs_cpu))
+        ms(median(&ours_cpu)),
+        ms(median(&theirs_cpu))
     );
     let listed: Vec<String> = pair_ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!("    per-pair ratios Ssh2Shell/ssh: {}", listed.join(" "));
-    let ratio_b = median(pair_ratios);
+    let ratio_b = median(&pair_ratios);
     println!(
         "    ratio Ssh2Shell/ssh (median of pairs) = {ratio_b:.2} (target >= 0.9: {}); \
          of medians = {:.2}; best/best = {:.2}",

@@ -40,8 +40,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use fargate_benches::median;
 use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
 use fargate_testkit::runner::{Job, JobStatus, RunnerEmu, runner_script};
 
@@ -54,33 +55,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn median(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// Runs `cmd` to its end with its output drained; its wall time. Panics when it fails.
 fn timed(cmd: Command, what: &str) -> Duration {
-    timed_output(cmd, what).0
-}
-
-/// [`timed`], also returning what the command wrote to stderr.
-fn timed_output(mut cmd: Command, what: &str) -> (Duration, String) {
-    cmd.stdin(Stdio::null());
-    let started = Instant::now();
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let wall = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (wall, String::from_utf8_lossy(&out.stderr).into_owned())
+    fargate_benches::timed(cmd, what).0
 }
 
 /// `key=<number>` in a log.
@@ -221,7 +198,7 @@ struct Prepared {
 /// Times the prepare stage of `job` with `emu`, and reads the job's record.
 fn prepare(bench: &Bench, emu: &RunnerEmu, job: &Job, dir: &Path) -> (Duration, Prepared) {
     let before = records(&bench.metadata);
-    let (wall, log) = timed_output(
+    let (wall, log) = fargate_benches::timed(
         emu.stage_command(job, dir, &["custom", "prepare"]),
         "prepare",
     );

@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use fargate_aws::SdkTransport;
 use fargate_aws::dynamo_store::{DynamoStore, TableSettings};
+use fargate_benches::median;
 use fargate_core::options::WarmPoolOptions;
 use fargate_core::testing::{MemoryLauncher, MemoryShell};
 use fargate_core::{
@@ -154,11 +155,6 @@ fn dynamo(endpoint: &str, table: &str, host: &str) -> DynamoStore {
 
 fn job(id: u64) -> JobContext {
     JobContext::new(JobResponse::new(id))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -264,10 +260,10 @@ async fn warm_claims(endpoint: &str, rounds: usize) {
     }
     println!(
         "one DynamoDB request on the local table (moto), medians: a read {:.2} ms, a lock {:.2} ms, a write under it {:.2} ms, a delete that unlocks {:.2} ms",
-        median(&mut latency),
-        median(&mut lock_ms),
-        median(&mut write_ms),
-        median(&mut delete_ms)
+        median(&latency),
+        median(&lock_ms),
+        median(&write_ms),
+        median(&delete_ms)
     );
     let cancel = CancellationToken::new();
     let (mut t_dynamo, mut t_file, mut ratios, mut requests) =
@@ -297,14 +293,14 @@ async fn warm_claims(endpoint: &str, rounds: usize) {
             ratios.push(times[0] / times[1]);
         }
     }
-    let (d, f) = (median(&mut t_dynamo), median(&mut t_file));
+    let (d, f) = (median(&t_dynamo), median(&t_file));
     println!(
         "warm claim across hosts (pool of {CLAIM_POOL}, {rounds} rounds): DynamoDB {d:.1} ms, file store {f:.1} ms (medians); ratio {:.2}x (median of per-round ratios {:.2}x, range {:.2}-{:.2}x); {} DynamoDB requests per warm prepare",
         d / f,
-        median(&mut ratios),
-        ratios.first().unwrap(),
-        ratios.last().unwrap(),
-        median(&mut requests),
+        median(&ratios),
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+        median(&requests),
     );
 }
 
@@ -425,10 +421,9 @@ async fn processes(endpoint: &str, repetitions: usize) {
             times.last().unwrap()
         );
     }
-    let mut t = times.clone();
     println!(
         "{PROCESSES} processes claiming from a pool of {POOL}, {repetitions} repetitions: {perfect} with {POOL} distinct claims and no double claim; double claims in all: {doubles_total}; distinct claims per repetition: {warm_counts:?}; claiming took {:.2} s (median)",
-        median(&mut t)
+        median(&times)
     );
 }
 

@@ -2,9 +2,10 @@
 //! emulator, the local Fargate), with the DynamoDB store against the file store.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use fargate_benches::{median, timed};
 use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
 use fargate_testkit::runner::{Job, RunnerEmu};
 
@@ -38,30 +39,6 @@ fn fargate_binary() -> Option<PathBuf> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Runs `cmd` to its end (no stdin); its wall time and stderr. Panics when it fails.
-fn timed(mut cmd: Command, what: &str) -> (Duration, String) {
-    cmd.stdin(Stdio::null());
-    let started = Instant::now();
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let wall = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\nstdout: {}\nstderr: {stderr}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-    );
-    (wall, stderr)
 }
 
 impl Host {

@@ -46,13 +46,13 @@ use fargate_testkit::fault_proxy::FaultProxy;
 use fargate_testkit::local_fargate::{LocalFargate, LocalFargateOptions};
 use fargate_testkit::runner::{Job, JobResult, JobStatus, RunnerEmu, StageRun, runner_script};
 
-use fargate_benches::CIPHER;
+use fargate_benches::{CIPHER, median};
 
 mod measure;
 
 use measure::{
-    STAGE_TYPES, Sample, fargate_binary, gnu_time_lines, json_files, log_field, mb, measure,
-    median, ms, stage_type, verdict,
+    STAGE_TYPES, Sample, fargate_binary, gnu_time_lines, json_files, log_field, mb, measure, ms,
+    stage_type, verdict,
 };
 const GNU_TIME: &str = "/usr/bin/time";
 const CONFIG_TARGET_MS: f64 = 5.0;

@@ -23,12 +23,6 @@ pub(super) fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-pub(super) fn median<T: Ord + Copy>(v: &[T]) -> T {
-    let mut v = v.to_vec();
-    v.sort();
-    v[v.len() / 2]
-}
-
 pub(super) fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }
 }
