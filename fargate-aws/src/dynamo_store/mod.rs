@@ -262,6 +262,36 @@ impl DynamoStore {
             .map_err(|f| f.into_error(operation))
     }
 
+    /// Every item that `filter` keeps (with `values` for its placeholders), projected to
+    /// `projection`: one strongly consistent scan of the table, page after page.
+    async fn scan(
+        &self,
+        projection: &str,
+        filter: &str,
+        values: &[(&str, Value)],
+    ) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut start: Option<Value> = None;
+        loop {
+            let mut input = serde_json::Map::new();
+            input.insert("ConsistentRead".into(), json!(true));
+            input.insert("ProjectionExpression".into(), json!(projection));
+            input.insert("FilterExpression".into(), json!(filter));
+            item::with_names_and_values(&mut input, &format!("{projection} {filter}"), values);
+            if let Some(start) = start.take() {
+                input.insert("ExclusiveStartKey".into(), start);
+            }
+            let mut answer = self.call_plain("Scan", Value::Object(input)).await?;
+            if let Some(Value::Array(found)) = answer.get_mut("Items").map(Value::take) {
+                items.extend(found);
+            }
+            match answer.get("LastEvaluatedKey") {
+                Some(last) if !last.is_null() => start = Some(last.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     /// Unix milliseconds now, by the store's clock.
     fn now_ms(&self) -> u64 {
         self.inner
@@ -411,28 +441,12 @@ impl MetadataStore for DynamoStore {
     }
 
     async fn list(&self) -> Result<Vec<JobKey>> {
-        let mut keys = Vec::new();
-        let mut start: Option<Value> = None;
-        loop {
-            let mut input = serde_json::Map::new();
-            input.insert("ConsistentRead".into(), json!(true));
-            input.insert("ProjectionExpression".into(), json!("#pk"));
-            input.insert("FilterExpression".into(), json!("attribute_exists(#rec)"));
-            item::with_names_and_values(&mut input, "#pk attribute_exists(#rec)", &[]);
-            if let Some(start) = start.take() {
-                input.insert("ExclusiveStartKey".into(), start);
-            }
-            let answer = self.call_plain("Scan", Value::Object(input)).await?;
-            for item in answer["Items"].as_array().into_iter().flatten() {
-                if let Some(key) = get_s(item, item::KEY).and_then(|k| JobKey::parse(k).ok()) {
-                    keys.push(key);
-                }
-            }
-            match answer.get("LastEvaluatedKey") {
-                Some(last) if !last.is_null() => start = Some(last.clone()),
-                _ => break,
-            }
-        }
+        let mut keys: Vec<JobKey> = self
+            .scan("#pk", "attribute_exists(#rec)", &[])
+            .await?
+            .iter()
+            .filter_map(|item| get_s(item, item::KEY).and_then(|k| JobKey::parse(k).ok()))
+            .collect();
         keys.sort();
         if let Some(copy) = &self.inner.copy {
             copy.sweep(&keys, self.inner.clock.now()).await;
@@ -542,41 +556,23 @@ impl MetadataStore for DynamoStore {
     async fn records_with_prefix(&self, prefix: &str) -> Result<Vec<JobRecord>> {
         // One strongly consistent scan that returns the records themselves (a pool's
         // claim reads its slots in one request, not one per slot).
+        let filter = "begins_with(#pk, :prefix) AND attribute_exists(#rec)";
         let mut records = Vec::new();
-        let mut start: Option<Value> = None;
-        loop {
-            let mut input = serde_json::Map::new();
-            let filter = "begins_with(#pk, :prefix) AND attribute_exists(#rec)";
-            input.insert("ConsistentRead".into(), json!(true));
-            input.insert("ProjectionExpression".into(), json!("#pk, #rec"));
-            input.insert("FilterExpression".into(), json!(filter));
-            item::with_names_and_values(
-                &mut input,
-                &format!("#pk #rec {filter}"),
-                &[(":prefix", s(prefix))],
-            );
-            if let Some(start) = start.take() {
-                input.insert("ExclusiveStartKey".into(), start);
-            }
-            let answer = self.call_plain("Scan", Value::Object(input)).await?;
-            for found in answer["Items"].as_array().into_iter().flatten() {
-                let (Some(key), Some(text)) = (get_s(found, item::KEY), get_s(found, RECORD))
-                else {
-                    continue;
-                };
-                let Ok(key) = JobKey::parse(key) else {
-                    continue;
-                };
-                match Self::decode(&key, text) {
-                    Ok(record) => records.push(record),
-                    Err(err) => {
-                        tracing::warn!(record = %key, error = %err, "skipping an unreadable record")
-                    }
+        for found in self
+            .scan("#pk, #rec", filter, &[(":prefix", s(prefix))])
+            .await?
+        {
+            let (Some(key), Some(text)) = (get_s(&found, item::KEY), get_s(&found, RECORD)) else {
+                continue;
+            };
+            let Ok(key) = JobKey::parse(key) else {
+                continue;
+            };
+            match Self::decode(&key, text) {
+                Ok(record) => records.push(record),
+                Err(err) => {
+                    tracing::warn!(record = %key, error = %err, "skipping an unreadable record")
                 }
-            }
-            match answer.get("LastEvaluatedKey") {
-                Some(last) if !last.is_null() => start = Some(last.clone()),
-                _ => break,
             }
         }
         records.sort_by(|a, b| a.key.cmp(&b.key));

@@ -142,34 +142,16 @@ impl DynamoStore {
     /// `MetadataStore::slot_counters`: one strongly consistent scan of the keys of the
     /// counter items `slots.<prefix>…`.
     pub(super) async fn list_slot_counters(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut counters = Vec::new();
-        let mut start: Option<Value> = None;
-        loop {
-            let mut input = Map::new();
-            let filter = "begins_with(#pk, :prefix)";
-            input.insert("ConsistentRead".into(), json!(true));
-            input.insert("ProjectionExpression".into(), json!("#pk"));
-            input.insert("FilterExpression".into(), json!(filter));
-            item::with_names_and_values(
-                &mut input,
-                &format!("#pk {filter}"),
-                &[(":prefix", s(item_key(prefix)))],
-            );
-            if let Some(start) = start.take() {
-                input.insert("ExclusiveStartKey".into(), start);
-            }
-            let answer = self.call_plain("Scan", Value::Object(input)).await?;
-            for found in answer["Items"].as_array().into_iter().flatten() {
-                let counter = get_s(found, item::KEY).and_then(|pk| pk.strip_prefix("slots."));
-                if let Some(counter) = counter.filter(|c| check_counter(c).is_ok()) {
-                    counters.push(counter.to_owned());
-                }
-            }
-            match answer.get("LastEvaluatedKey") {
-                Some(last) if !last.is_null() => start = Some(last.clone()),
-                _ => break,
-            }
-        }
+        let filter = "begins_with(#pk, :prefix)";
+        let items = self
+            .scan("#pk", filter, &[(":prefix", s(item_key(prefix)))])
+            .await?;
+        let mut counters: Vec<String> = items
+            .iter()
+            .filter_map(|found| get_s(found, item::KEY)?.strip_prefix("slots."))
+            .filter(|c| check_counter(c).is_ok())
+            .map(str::to_owned)
+            .collect();
         counters.sort();
         Ok(counters)
     }
